@@ -1,0 +1,62 @@
+// The `ssalab` subcommands. Each returns a process exit code:
+//   0 ok, 1 runtime failure (bad data, NaN, I/O), 2 bad arguments/config.
+#pragma once
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/config.h"
+
+namespace ssalab::cli {
+
+// Model/train settings from a preset, a JSON config file ({"preset":..,
+// "model": {..}, "train": {..}}), and `--set section.key=value` overrides,
+// applied in that order.
+struct Settings {
+  std::string preset = "tiny";
+  std::string config_file;
+  std::vector<std::string> overrides;
+  ModelConfig model;
+  TrainConfig train;
+  void resolve();  // fills model/train; throws Error on unknown keys or bad values
+};
+
+struct TrainArgs {
+  Settings settings;
+  std::string corpus, tokenizer, out_dir = "runs/train", resume, cache_dir = ".cache/ssalab";
+  int64_t stop_after = -1;
+  bool quiet = false;
+};
+int cmd_train(const TrainArgs& a);
+
+struct EvalArgs {
+  std::string checkpoint, corpus, out, cache_dir = ".cache/ssalab";
+  int seq_len = 0, batches = 8, batch_size = 4;
+  std::vector<int> top_ks, block_sizes;
+  bool needle = false;
+  std::vector<int> needle_contexts;
+  int needle_trials = 5;
+  std::string device = "auto";
+};
+int cmd_eval(const EvalArgs& a);
+
+struct AnalyzeArgs {
+  std::string checkpoint, text, text_file, out_dir = "runs/analyze", mode = "full", device = "auto";
+  int top_k = 0, block_size = 0;  // 0: the checkpoint's
+  bool png = true, log_scale = true;
+};
+int cmd_analyze(const AnalyzeArgs& a);
+
+struct TokenizerArgs {
+  std::string action, corpus, model, out, text;
+  int vocab = 2048;
+};
+int cmd_tokenizer(const TokenizerArgs& a);
+
+int cmd_info(const std::string& checkpoint);
+
+// (rows x cols) values as a colormapped PNG (viridis), written atomically.
+void write_heatmap_png(const std::string& path, const float* values, int rows, int cols, bool log_scale, int scale_up);
+
+}  // namespace ssalab::cli

@@ -1,0 +1,130 @@
+// ssalab: command-line entry point. With no arguments it opens the desktop
+// app (when built with the GUI) on a live `tiny` SSA run; the subcommands
+// train, evaluate, analyse and inspect models without a display.
+#include <cstdio>
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+
+#include "app/cli/commands.h"
+#include "engine/util/error.h"
+#ifdef SSALAB_WITH_GUI
+#include "app/gui/gui.h"
+#endif
+
+using namespace ssalab;
+
+static void add_settings(CLI::App* cmd, cli::Settings& s) {
+  cmd->add_option("--preset", s.preset, "model preset: tiny | small | base")->capture_default_str();
+  cmd->add_option("--config", s.config_file, "JSON file {\"preset\", \"model\": {..}, \"train\": {..}}");
+  cmd->add_option("--set", s.overrides, "override, e.g. --set train.steps=100 --set model.block_counts=8");
+}
+
+int main(int argc, char** argv) {
+  CLI::App app{"ssalab: train, measure and watch Sparse Sparse Attention (SSA) models"};
+  app.require_subcommand(0, 1);
+
+  cli::TrainArgs train;
+  std::string method;
+  auto* t = app.add_subcommand("train", "train a model (full | moba | ssa) on a text corpus");
+  add_settings(t, train.settings);
+  t->add_option("--method", method, "full | moba | ssa (shortcut for --set train.method=...)");
+  t->add_option("--corpus", train.corpus, "text file or folder (default: Python 3.11 docs from python3.11-doc)");
+  t->add_option("--tokenizer", train.tokenizer, "sentencepiece .model to use instead of training one");
+  t->add_option("--out", train.out_dir, "run directory (metrics.jsonl, checkpoint/)")->capture_default_str();
+  t->add_option("--resume", train.resume, "checkpoint directory to continue from, or 'auto'");
+  t->add_option("--stop-after", train.stop_after, "stop after this step as if interrupted (resume later)");
+  t->add_option("--cache", train.cache_dir, "tokenizer/token cache directory")->capture_default_str();
+  t->add_flag("--quiet", train.quiet, "no progress bar");
+
+  cli::EvalArgs ev;
+  auto* e = app.add_subcommand("eval", "perplexity (full/sparse), k and block-size sweep, pass-key test");
+  e->add_option("checkpoint", ev.checkpoint, "checkpoint directory")->required();
+  e->add_option("--corpus", ev.corpus, "held-out text (default: the corpus the model was trained on)");
+  e->add_option("--seq-len", ev.seq_len, "evaluation context (default: training seq_len)");
+  e->add_option("--batches", ev.batches)->capture_default_str();
+  e->add_option("--batch-size", ev.batch_size)->capture_default_str();
+  e->add_option("--k", ev.top_ks, "top-k values to sweep (default: doubling up to the context)")->delimiter(',');
+  e->add_option("--block-size", ev.block_sizes, "block sizes to sweep (default: the model's)")->delimiter(',');
+  e->add_flag("--needle", ev.needle, "run the pass-key retrieval test at 1x, 2x, 4x the context");
+  e->add_option("--needle-context", ev.needle_contexts, "pass-key context lengths")->delimiter(',');
+  e->add_option("--needle-trials", ev.needle_trials)->capture_default_str();
+  e->add_option("--device", ev.device, "auto | cpu | cuda")->capture_default_str();
+  e->add_option("--out", ev.out, "also write the JSON here");
+
+  cli::AnalyzeArgs an;
+  auto* a = app.add_subcommand("analyze", "attention statistics and maps of a model on a text");
+  a->add_option("checkpoint", an.checkpoint, "checkpoint directory")->required();
+  a->add_option("--text", an.text, "text to analyse");
+  a->add_option("--text-file", an.text_file, "file with the text to analyse");
+  a->add_option("--mode", an.mode, "inference stream: full | sparse")->capture_default_str();
+  a->add_option("--k", an.top_k, "top-k (default: the model's)");
+  a->add_option("--block-size", an.block_size, "block size (default: the model's)");
+  a->add_option("--out", an.out_dir, "output directory (JSON, CSV, PNG)")->capture_default_str();
+  a->add_flag("!--no-png", an.png, "skip the PNG heatmaps");
+  a->add_flag("!--linear", an.log_scale, "linear colour scale (default: log)");
+  a->add_option("--device", an.device, "auto | cpu | cuda")->capture_default_str();
+
+  cli::TokenizerArgs tk;
+  auto* k = app.add_subcommand("tokenizer", "train a sentencepiece tokenizer or encode text");
+  k->add_option("action", tk.action, "train | encode")->required();
+  k->add_option("--corpus", tk.corpus, "text file or folder (default corpus if omitted)");
+  k->add_option("--vocab", tk.vocab, "vocabulary size")->capture_default_str();
+  k->add_option("--out", tk.out, "where to write the .model (train)");
+  k->add_option("--model", tk.model, "tokenizer .model (encode)");
+  k->add_option("--text", tk.text, "text to encode");
+
+  std::string info_ckpt;
+  auto* i = app.add_subcommand("info", "print a checkpoint's config and size");
+  i->add_option("checkpoint", info_ckpt, "checkpoint directory")->required();
+
+#ifdef SSALAB_WITH_GUI
+  GuiOptions gui;
+  cli::Settings gui_settings;
+  std::string gui_method;
+  auto* g = app.add_subcommand("gui", "open the desktop app (the default with no arguments)");
+  add_settings(g, gui_settings);
+  g->add_option("--method", gui_method, "full | moba | ssa");
+  g->add_option("--corpus", gui.session.corpus, "text file or folder (default corpus if omitted)");
+  g->add_option("--checkpoint", gui.session.checkpoint, "open this model instead of a fresh one");
+  g->add_option("--compare", gui.compare_checkpoint, "second model for the Compare view");
+  g->add_option("--work-dir", gui.session.work_dir, "session files (tokenizer cache, saves)")->capture_default_str();
+  g->add_option("--demo", gui.demo_dir, "run the scripted demo, write screenshots and frame times here, exit");
+  g->add_option("--demo-tokens", gui.demo_tokens, "probe length for the demo")->capture_default_str();
+#endif
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& err) {
+    return app.exit(err);
+  }
+
+  try {
+    if (*t) {
+      if (!method.empty()) train.settings.overrides.push_back("train.method=\"" + method + "\"");
+      train.settings.resolve();
+      return cli::cmd_train(train);
+    }
+    if (*e) return cli::cmd_eval(ev);
+    if (*a) return cli::cmd_analyze(an);
+    if (*k) return cli::cmd_tokenizer(tk);
+    if (*i) return cli::cmd_info(info_ckpt);
+#ifdef SSALAB_WITH_GUI
+    if (!method.empty() || !gui_method.empty())
+      gui_settings.overrides.push_back("train.method=\"" + (gui_method.empty() ? method : gui_method) + "\"");
+    gui_settings.resolve();
+    gui.session.model = gui_settings.model;
+    gui.session.train = gui_settings.train;
+    return run_gui(gui);
+#else
+    std::cout << app.help() << "\n(this build has no GUI: rebuild with -DSSALAB_GUI=ON and imgui/glfw installed)\n";
+    return 0;
+#endif
+  } catch (const Error& err) {
+    std::fprintf(stderr, "ssalab: error: %s\n", err.what());
+    return 1;
+  } catch (const std::exception& err) {
+    std::fprintf(stderr, "ssalab: unexpected error: %s\n", err.what());
+    return 1;
+  }
+}

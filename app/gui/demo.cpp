@@ -1,0 +1,313 @@
+#include "app/gui/demo.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <future>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/attention/attention.h"
+#include "engine/data/corpus.h"
+#include "views/views.h"
+
+namespace ssalab {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+constexpr int kLongTokens = 8192;
+constexpr int kMeasureFrames = 120;
+
+struct Step {
+  std::string name;
+  std::function<void()> enter;  // once, when the step starts
+  std::function<bool()> done;   // polled every frame
+  double timeout_s = 60;
+  std::string shot;             // screenshot file once done (may be empty)
+  std::string measure;          // "live" / "paused": time this many frames once done
+};
+
+struct FrameRecord {
+  std::string phase;
+  int64_t tokens = 0;
+  int index = 0;
+  double ms = 0;
+};
+
+}  // namespace
+
+struct Demo::Impl {
+  GuiOptions opt;
+  views::UiState& ui;
+  fs::path dir;
+  std::vector<Step> steps;
+  size_t cur = 0;
+  bool entered = false, satisfied = false;
+  int settle = 0;
+  Clock::time_point t_start = Clock::now(), t_step = Clock::now();
+  // measurement
+  int measure_left = 0;
+  std::vector<FrameRecord> frames;
+  // results
+  nlohmann::json shots = nlohmann::json::array(), stages = nlohmann::json::array();
+  std::string error;
+  int code = 0;
+  bool finished = false;
+  // state the steps share
+  int k0 = 0, k1 = 0, bs1 = 0;
+  int64_t saved_step = 0;
+  std::future<std::vector<int>> long_tokens;
+
+  Impl(const GuiOptions& o, views::UiState& u) : opt(o), ui(u), dir(o.demo_dir) {}
+
+  Session& session() { return *ui.session; }
+  const Snapshot* snap() const { return ui.snap.get(); }
+  const Analysis* analysis() const { return ui.snap ? ui.snap->analysis.get() : nullptr; }
+  double seconds_since(Clock::time_point t) const { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+  void build() {
+    const int short_T = std::max(64, opt.demo_tokens);
+    steps.push_back({"session ready", [] {},
+                     [this] { return ui.session && analysis() && snap()->state == RunState::Idle; }, 300, "", ""});
+    steps.push_back({"train",
+                     [this] {
+                       session().start();
+                       ui.layer = analysis()->num_layers - 1;
+                       ui.head = 0;
+                       ui.kind = views::MapKind::Full;
+                       ui.scale = views::Scale::Log;
+                     },
+                     [this] {
+                       const Analysis* a = analysis();
+                       return snap()->step >= 40 && a && ui.analysis_history.size() >= 2;
+                     },
+                     150, "01_training.png", ""});
+    steps.push_back({"short probe, sparse map, live",
+                     [this, short_T] {
+                       ui.pinned = short_T * 4 / 5;
+                       ui.kind = views::MapKind::Sparse;
+                       k0 = snap()->spec.top_k;
+                     },
+                     [this, short_T] { return analysis() && analysis()->T == short_T; }, 60, "", "live"});
+    steps.push_back({"short probe, paused",
+                     [this] { session().pause(); },
+                     [this] { return snap()->state == RunState::Paused; }, 60, "", "paused"});
+    steps.push_back({"sparse map at k", [] {}, [] { return true; }, 10, "", ""});
+    steps.back().shot = "02_sparse_k.png";
+    steps.push_back({"sparse map at 2k",
+                     [this] {
+                       const int64_t T = analysis()->T;
+                       const int bs = snap()->spec.block_size;
+                       k1 = k0 * 2;
+                       while (k1 > k0 + 1 && !check_sparse_spec(SparseSpec{bs, k1}, T).empty()) --k1;
+                       session().set_top_k(k1);
+                       session().request_analysis();
+                     },
+                     [this] { return analysis() && analysis()->spec.top_k == k1; }, 60, "03_sparse_2k.png", ""});
+    steps.push_back({"block size x2, dropped mass",
+                     [this] {
+                       bs1 = snap()->spec.block_size * 2;
+                       session().set_block_size(bs1);
+                       session().request_analysis();
+                       ui.kind = views::MapKind::Dropped;
+                     },
+                     [this] { return analysis() && analysis()->spec.block_size == bs1; }, 60, "04_dropped_bs2x.png",
+                     ""});
+    steps.push_back({"export and save",
+                     [this] {
+                       report(views::ExportMapPng((dir / "map_dropped.png").string()));
+                       report(views::ExportMetricsCsv(ui, (dir / "metrics.csv").string()));
+                       report(views::ExportLayerCsv(ui, (dir / "layers.csv").string()));
+                       report(views::ExportMetricsJson(ui, (dir / "metrics.json").string()));
+                       ui.captures.push_back({(dir / "curves.png").string(), false, ui.curves_rect});
+                       saved_step = snap()->step;
+                       session().save((dir / "checkpoint").string());
+                     },
+                     [this] {
+                       if (!snap()->error.empty()) fail("save failed: " + snap()->error);
+                       return snap()->status.rfind("saved", 0) == 0;
+                     },
+                     60, "", ""});
+    steps.push_back({"compare with the saved checkpoint",
+                     [this] {
+                       ui.kind = views::MapKind::Full;
+                       views::CompareLoad(ui, (dir / "checkpoint").string());
+                       session().resume();
+                     },
+                     [this] { return views::CompareReady() && snap()->step >= saved_step + 20; }, 90,
+                     "05_compare.png", ""});
+    steps.push_back({"tokens for the long probe",
+                     [this] {
+                       views::CompareLoad(ui, "");  // keep the long phase to one analysis at a time
+                       std::string tok_path = (dir / "checkpoint" / "tokenizer.model").string();
+                       std::string corpus = opt.session.corpus.empty() ? default_corpus_path() : opt.session.corpus;
+                       long_tokens = std::async(std::launch::async, [tok_path, corpus] {
+                         Tokenizer tok = Tokenizer::load(tok_path);
+                         std::vector<int> ids;
+                         for (const Document& d : read_corpus(corpus)) {
+                           std::vector<int> part = tok.encode(d.text);
+                           ids.insert(ids.end(), part.begin(), part.end());
+                           if (ids.size() >= size_t(kLongTokens)) break;
+                         }
+                         if (ids.size() < size_t(kLongTokens)) throw std::runtime_error("corpus has fewer than 8192 tokens");
+                         ids.resize(kLongTokens);
+                         return ids;
+                       });
+                     },
+                     [this] {
+                       if (long_tokens.wait_for(std::chrono::seconds(0)) != std::future_status::ready) return false;
+                       try {
+                         session().set_probe_tokens(long_tokens.get());
+                         session().request_analysis();
+                       } catch (const std::exception& e) {
+                         fail(std::string("long probe: ") + e.what());
+                       }
+                       return true;
+                     },
+                     60, "", ""});
+    steps.push_back({"long probe, live",
+                     [this] {
+                       ui.pinned = kLongTokens * 4 / 5;
+                       ui.kind = views::MapKind::Full;
+                     },
+                     [this] { return analysis() && analysis()->T == kLongTokens; }, 150, "", "live"});
+    steps.push_back({"long probe, paused", [this] { session().pause(); },
+                     [this] { return snap()->state == RunState::Paused; }, 60, "06_probe8192.png", "paused"});
+    steps.push_back({"stop", [this] { session().stop(); }, [] { return true; }, 10, "", ""});
+  }
+
+  void report(const std::string& err) {
+    if (!err.empty()) fail(err);
+  }
+  void fail(const std::string& why) {
+    if (error.empty()) error = why;
+  }
+
+  void screenshot(const std::string& file, int fbw, int fbh, float sx, float sy) {
+    std::string err = views::SaveFramebufferPng((dir / file).string(), nullptr, fbw, fbh, sx, sy);
+    if (!err.empty()) return fail(err);
+    const views::ScreenRect& r = ui.map_rect;
+    nlohmann::json s = {{"file", file},
+                        {"stage", steps[cur].name},
+                        {"map_rect", {int(r.x * sx), int(r.y * sy), int(r.w * sx), int(r.h * sy)}},
+                        {"kind", views::to_string(ui.kind)},
+                        {"layer", ui.layer},
+                        {"head", ui.head},
+                        {"pinned", ui.pinned}};
+    if (const Analysis* a = analysis()) {
+      s["tokens"] = a->T;
+      s["top_k"] = a->spec.top_k;
+      s["block_size"] = a->spec.block_size;
+    }
+    shots.push_back(s);
+  }
+
+  void write_results() {
+    std::ofstream csv(dir / "frame_times.csv");
+    csv << "phase,probe_tokens,frame,ms\n";
+    for (const FrameRecord& f : frames) csv << f.phase << ',' << f.tokens << ',' << f.index << ',' << f.ms << '\n';
+    nlohmann::json ft = nlohmann::json::object();
+    for (const FrameRecord& f : frames) {
+      std::string key = std::to_string(f.tokens);
+      ft[key][f.phase]["ms"].push_back(f.ms);
+    }
+    for (auto& [tokens, phases] : ft.items())
+      for (auto& [phase, v] : phases.items()) {
+        std::vector<double> ms = v["ms"].get<std::vector<double>>();
+        v = {{"frames", ms.size()},
+             {"median_ms", views::percentile(ms, 50)},
+             {"p99_ms", views::percentile(ms, 99)},
+             {"max_ms", views::percentile(ms, 100)}};
+      }
+    nlohmann::json summary = {{"ok", error.empty()},
+                              {"error", error},
+                              {"seconds", seconds_since(t_start)},
+                              {"frame_ms", ft},
+                              {"screenshots", shots},
+                              {"stages", stages},
+                              {"map_uploads", views::CurrentMapInfo().uploads}};
+    std::ofstream(dir / "summary.json") << summary.dump(2) << '\n';
+    std::fprintf(stderr, "[demo] %s in %.1f s; results in %s\n", error.empty() ? "done" : ("FAILED: " + error).c_str(),
+                 seconds_since(t_start), dir.string().c_str());
+    code = error.empty() ? 0 : 1;
+  }
+
+  bool frame(int fbw, int fbh, float sx, float sy, double frame_ms) {
+    if (finished) return true;
+    if (measure_left > 0) {
+      const Analysis* a = analysis();
+      frames.push_back({steps[cur].measure, a ? a->T : 0, kMeasureFrames - measure_left, frame_ms});
+      if (--measure_left == 0) next();
+    }
+    if (!error.empty() || cur >= steps.size()) {
+      write_results();
+      finished = true;
+      return true;
+    }
+    if (measure_left > 0) return false;
+    Step& s = steps[cur];
+    if (!entered) {
+      if (!ui.session) {
+        fail("no session: " + ui.session_problem);
+        return false;
+      }
+      if (!ui.snap) return false;
+      std::fprintf(stderr, "[demo] %5.1f s  %s\n", seconds_since(t_start), s.name.c_str());
+      entered = true;
+      satisfied = false;
+      t_step = Clock::now();
+      try {
+        s.enter();
+      } catch (const std::exception& e) {
+        fail(s.name + ": " + e.what());
+      }
+      return false;
+    }
+    if (!satisfied) {
+      if (ui.snap && s.done()) {
+        satisfied = true;
+        settle = 3;  // let textures upload and the layout settle
+      } else if (seconds_since(t_step) > s.timeout_s) {
+        fail("timed out at '" + s.name + "'" + (ui.snap ? " (status: " + ui.snap->status + ")" : ""));
+      }
+      return false;
+    }
+    if (settle-- > 0) return false;
+    if (!s.shot.empty()) screenshot(s.shot, fbw, fbh, sx, sy);
+    if (!s.measure.empty()) {
+      measure_left = kMeasureFrames;
+      return false;
+    }
+    next();
+    return false;
+  }
+
+  void next() {
+    stages.push_back({{"name", steps[cur].name}, {"seconds", seconds_since(t_step)}});
+    ++cur;
+    entered = false;
+  }
+};
+
+Demo::Demo(const GuiOptions& opt, views::UiState& ui) : impl_(std::make_unique<Impl>(opt, ui)) {
+  std::error_code ec;
+  fs::create_directories(impl_->dir, ec);
+  impl_->build();
+}
+
+Demo::~Demo() = default;
+
+bool Demo::after_render(int fb_width, int fb_height, float scale_x, float scale_y, double frame_ms) {
+  return impl_->frame(fb_width, fb_height, scale_x, scale_y, frame_ms);
+}
+
+int Demo::exit_code() const { return impl_->code; }
+
+}  // namespace ssalab

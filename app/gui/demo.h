@@ -1,0 +1,39 @@
+// The scripted demo (`ssalab gui --demo DIR`): drives the real app through a
+// fixed sequence, one step per frame so the UI keeps drawing, and leaves in
+// DIR what a reviewer (or tests/views/test_gui_demo.cpp) needs:
+//   NN_<stage>.png      full-window screenshots at each stage
+//   map_*.png           the map exported through the Export code path
+//   metrics.csv, layers.csv
+//   frame_times.csv     phase, probe tokens, frame, ms
+//   summary.json        median / p99 frame time per probe length and phase,
+//                       the map's pixel rectangle in every screenshot, stages
+// Sequence: wait for the session, train some steps, set a short probe, pin a
+// query, show the sparse map at k and at 2k, change the block size, show the
+// dropped mass, export, save a checkpoint and show it in Compare, then an
+// 8192-token probe. At each probe length frames are timed while training runs
+// ("live") and while it is paused.
+#pragma once
+#include <memory>
+#include <string>
+
+#include "app/gui/gui.h"
+#include "views/ui_state.h"
+
+namespace ssalab {
+
+class Demo {
+ public:
+  Demo(const GuiOptions& opt, views::UiState& ui);
+  ~Demo();
+  // Called once per frame after rendering, before the swap (the back buffer
+  // holds this frame). frame_ms: the previous frame's time. Returns true when
+  // the demo is over.
+  bool after_render(int fb_width, int fb_height, float scale_x, float scale_y, double frame_ms);
+  int exit_code() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace ssalab

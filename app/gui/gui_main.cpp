@@ -1,0 +1,178 @@
+// The desktop app's main loop: poll, new frame, draw each panel, render, swap.
+// Everything slow happens elsewhere: training and analysis on the Session's
+// worker thread, checkpoint loading for Compare on std::async; a frame only
+// reads the latest snapshot.
+#include "app/gui/gui.h"
+
+#include <GLFW/glfw3.h>
+#include <GL/gl.h>
+#include <backends/imgui_impl_glfw.h>
+#include <backends/imgui_impl_opengl3.h>
+#include <imgui.h>
+
+#include <cfloat>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <memory>
+#include <thread>
+
+#include "app/gui/demo.h"
+#include "views/views.h"
+
+namespace ssalab {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+void glfw_error(int code, const char* msg) { std::fprintf(stderr, "ssalab gui: GLFW error %d: %s\n", code, msg); }
+
+// ~/.config/ssalab/imgui.ini (XDG_CONFIG_HOME honoured), else the working dir.
+std::string ini_path() {
+  namespace fs = std::filesystem;
+  const char* xdg = std::getenv("XDG_CONFIG_HOME");
+  const char* home = std::getenv("HOME");
+  fs::path dir;
+  if (xdg && *xdg) dir = fs::path(xdg) / "ssalab";
+  else if (home && *home) dir = fs::path(home) / ".config" / "ssalab";
+  std::error_code ec;
+  if (!dir.empty()) fs::create_directories(dir, ec);
+  if (dir.empty() || ec) return "ssalab_imgui.ini";
+  return (dir / "imgui.ini").string();
+}
+
+void load_fonts(ImGuiIO& io) {
+  // Latin, Greek, general punctuation, arrows, block elements (U+2581).
+  static const ImWchar ranges[] = {0x0020, 0x024F, 0x0370, 0x03FF, 0x2000, 0x206F, 0x2190, 0x21FF, 0x2500, 0x259F, 0};
+  for (const char* path : {"/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+                           "/usr/share/fonts/TTF/DejaVuSans.ttf", "/usr/share/fonts/dejavu/DejaVuSans.ttf"}) {
+    if (std::filesystem::exists(path) && io.Fonts->AddFontFromFileTTF(path, 15.0f, nullptr, ranges)) return;
+  }
+  io.Fonts->AddFontDefault();
+}
+
+void style() {
+  ImGui::StyleColorsDark();
+  ImGuiStyle& s = ImGui::GetStyle();
+  s.WindowRounding = 3;
+  s.FrameRounding = 2;
+  s.WindowPadding = ImVec2(8, 6);
+  s.ItemSpacing = ImVec2(7, 5);
+}
+
+}  // namespace
+
+int run_gui(const GuiOptions& opt_in) {
+  GuiOptions opt = opt_in;
+  const bool demo_mode = !opt.demo_dir.empty();
+  if (demo_mode) opt.session.probe_tokens = std::max(64, opt.demo_tokens);
+
+  glfwSetErrorCallback(glfw_error);
+  if (!glfwInit()) {
+    std::fprintf(stderr, "ssalab gui: cannot initialise GLFW (no display? run under xvfb-run for a headless screen)\n");
+    return 1;
+  }
+  glfwWindowHint(GLFW_CONTEXT_VERSION_MAJOR, 3);
+  glfwWindowHint(GLFW_CONTEXT_VERSION_MINOR, 0);
+  GLFWwindow* window = glfwCreateWindow(1600, 1000, "ssalab - sparse attention lab", nullptr, nullptr);
+  if (!window) {
+    std::fprintf(stderr, "ssalab gui: cannot open an OpenGL 3.0 window\n");
+    glfwTerminate();
+    return 1;
+  }
+  glfwMakeContextCurrent(window);
+  glfwSwapInterval(demo_mode ? 0 : 1);
+
+  IMGUI_CHECKVERSION();
+  ImGui::CreateContext();
+  ImGuiIO& io = ImGui::GetIO();
+  static std::string ini;  // ImGui keeps the pointer
+  ini = ini_path();
+  io.IniFilename = demo_mode ? nullptr : ini.c_str();  // the demo always starts from the default layout
+  style();
+  ImGui_ImplGlfw_InitForOpenGL(window, true);
+  ImGui_ImplOpenGL3_Init("#version 130");
+  load_fonts(io);
+
+  views::UiState ui;
+  std::unique_ptr<Session> session;
+  try {
+    session = std::make_unique<Session>(opt.session);  // returns at once; the worker prepares data
+    ui.session = session.get();
+  } catch (const std::exception& e) {
+    ui.session_problem = e.what();
+    ui.error(std::string("cannot start the session: ") + e.what());
+  }
+  if (!opt.compare_checkpoint.empty()) views::CompareLoad(ui, opt.compare_checkpoint);
+  std::unique_ptr<Demo> demo = demo_mode ? std::make_unique<Demo>(opt, ui) : nullptr;
+
+  int exit_code = 0;
+  double last_frame_ms = 0;
+  const auto frame_budget = std::chrono::microseconds(16667);  // at most ~60 frames/s, vsync or not
+  while (!glfwWindowShouldClose(window)) {
+    const Clock::time_point t0 = Clock::now();
+    glfwPollEvents();
+    ImGui_ImplOpenGL3_NewFrame();
+    ImGui_ImplGlfw_NewFrame();
+    if (demo) io.MousePos = ImVec2(-FLT_MAX, -FLT_MAX);  // the pointer of a headless screen hovers nothing
+    ImGui::NewFrame();
+
+    views::BeginFrameState(ui);
+    if (ImGui::IsKeyPressed(ImGui::GetKeyIndex(ImGuiKey_Escape)) && !io.WantTextInput) ui.pinned = -1;
+    views::DrawMenuBar(ui);
+    views::DrawControls(ui);
+    views::DrawExport(ui);
+    views::DrawTextProbe(ui);
+    views::DrawAttentionMap(ui);
+    views::DrawSelectedBlocks(ui);
+    views::DrawCurves(ui);
+    views::DrawLayerMetrics(ui);
+    views::DrawCompare(ui);
+    views::DrawStatusBar(ui);
+
+    ImGui::Render();
+    int fb_w = 0, fb_h = 0;
+    glfwGetFramebufferSize(window, &fb_w, &fb_h);
+    glViewport(0, 0, fb_w, fb_h);
+    glClearColor(0.09f, 0.09f, 0.11f, 1.0f);
+    glClear(GL_COLOR_BUFFER_BIT);
+    ImGui_ImplOpenGL3_RenderDrawData(ImGui::GetDrawData());
+
+    // PNG captures requested this frame read the back buffer before the swap.
+    for (const views::CaptureRequest& c : ui.captures) {
+      std::string err = views::SaveFramebufferPng(c.path, c.whole_window ? nullptr : &c.rect, fb_w, fb_h,
+                                                  io.DisplayFramebufferScale.x, io.DisplayFramebufferScale.y);
+      if (err.empty()) ui.info("wrote " + c.path);
+      else ui.error("capture failed: " + err);
+    }
+    ui.captures.clear();
+    if (demo && demo->after_render(fb_w, fb_h, io.DisplayFramebufferScale.x, io.DisplayFramebufferScale.y,
+                                   last_frame_ms)) {
+      exit_code = demo->exit_code();
+      glfwSetWindowShouldClose(window, 1);
+    }
+    glfwSwapBuffers(window);
+
+    const Clock::duration work = Clock::now() - t0;
+    last_frame_ms = std::chrono::duration<double, std::milli>(work).count();
+    ui.frame_ms.push_back(float(last_frame_ms));
+    if (ui.frame_ms.size() > 4096) ui.frame_ms.erase(ui.frame_ms.begin(), ui.frame_ms.begin() + 2048);
+    if (work < frame_budget) std::this_thread::sleep_for(frame_budget - work);
+  }
+
+  glfwHideWindow(window);
+  if (session) session->pause();  // the worker stops after its current step / analysis
+  views::ShutdownViews();         // GL textures, Compare's workers
+  demo.reset();
+  session.reset();                // joins the worker
+  ImGui_ImplOpenGL3_Shutdown();
+  ImGui_ImplGlfw_Shutdown();
+  ImGui::DestroyContext();
+  glfwDestroyWindow(window);
+  glfwTerminate();
+  return exit_code;
+}
+
+}  // namespace ssalab

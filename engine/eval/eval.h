@@ -1,0 +1,64 @@
+// Evaluation: perplexity under full and sparse inference, the inference-time
+// sweep of top-k and block size (the paper's RF 256..4096 sweep, scaled to the
+// model), and a synthetic pass-key (needle-in-a-haystack) retrieval test.
+#pragma once
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/attention/attention.h"
+#include "engine/config.h"
+#include "engine/data/corpus.h"
+
+namespace ssalab {
+
+class Transformer;
+
+struct SweepPoint {
+  int block_size = 0, top_k = 0;
+  int receptive_field = 0;  // block_size * top_k
+  double ppl = 0;
+  std::string skipped;      // why this setting could not run (empty if it ran)
+};
+
+struct EvalOptions {
+  int seq_len = 256;
+  int batches = 8;
+  int batch_size = 4;
+};
+
+// Full-attention ppl, then sparse ppl for every (block size, k) pair.
+struct PerplexityReport {
+  double full = 0;
+  double sparse = 0;  // at the model's own spec
+  std::vector<SweepPoint> sweep;
+};
+PerplexityReport evaluate_perplexity(Transformer& model, const std::vector<int32_t>& val, const EvalOptions& opt,
+                                     const std::vector<int>& top_ks, const std::vector<int>& block_sizes);
+
+struct NeedleResult {
+  int context = 0;
+  double depth = 0;           // where the key sits, 0 = start, 1 = end
+  std::string mode;           // full | sparse
+  int trials = 0;
+  double accuracy = 0;        // all key digits predicted (greedy) correctly
+  double digit_accuracy = 0;  // share of key digits predicted correctly
+  double mean_logprob = 0;    // of the key digits, nats per digit
+};
+
+// Pass-key retrieval: filler text with "The pass key is NNNNN. Remember it."
+// at `depth`, then the question; teacher-forced scoring of the key digits.
+std::vector<NeedleResult> passkey_test(Transformer& model, const Tokenizer& tok, const std::vector<int>& contexts,
+                                       const std::vector<double>& depths, int trials, AttnMode mode,
+                                       const SparseSpec& spec, uint64_t seed = 7);
+
+// Builds one pass-key prompt of exactly `context` tokens; returns the token
+// ids of the prompt (question included) and of the answer digits.
+std::pair<std::vector<int>, std::vector<int>> passkey_prompt(const Tokenizer& tok, int context, double depth,
+                                                             const std::string& key);
+
+nlohmann::json to_json(const PerplexityReport& r);
+nlohmann::json to_json(const std::vector<NeedleResult>& r);
+
+}  // namespace ssalab

@@ -1,0 +1,243 @@
+#include "engine/metrics/analysis.h"
+
+#include <cmath>
+#include <sstream>
+
+#include "engine/model/transformer.h"
+#include "engine/util/error.h"
+
+namespace ssalab {
+
+using torch::Tensor;
+
+double Analysis::mean_sparsity() const {
+  double s = 0;
+  int n = 0;
+  for (auto& l : layers)
+    for (auto& h : l.heads) s += h.sparsity, ++n;
+  return n ? s / n : 0;
+}
+
+double Analysis::mean_entropy() const {
+  double s = 0;
+  int n = 0;
+  for (auto& l : layers)
+    for (auto& h : l.heads) s += h.entropy, ++n;
+  return n ? s / n : 0;
+}
+
+static std::vector<float> to_vector(const Tensor& t) {
+  Tensor c = t.detach().to(torch::kCPU, torch::kFloat).contiguous();
+  return std::vector<float>(c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
+}
+
+// Sums the last dimension (length L) into groups of `g` (zero-padded).
+static Tensor pool_last(const Tensor& x, int64_t g) {
+  const int64_t L = x.size(-1), n = (L + g - 1) / g;
+  Tensor padded = n * g == L ? x : torch::constant_pad_nd(x, {0, n * g - L});
+  auto sizes = padded.sizes().vec();
+  sizes.back() = n;
+  sizes.push_back(g);
+  return padded.view(sizes).sum(-1);
+}
+
+static void analyze_layer(const Tensor& q_in, const Tensor& k_in, const AnalysisRequest& req, const Analysis& a,
+                          LayerAnalysis& out) {
+  const int64_t H = q_in.size(1), T = q_in.size(2), D = q_in.size(3), Hkv = k_in.size(1), G = H / Hkv;
+  const int64_t bs = req.spec.block_size, nb = (T + bs - 1) / bs, K = req.spec.top_k;
+  const int64_t cell = a.cell_size, nc = a.n_cells, per_cell = cell / bs;
+  Tensor q = q_in.to(torch::kFloat), k = k_in.to(torch::kFloat);
+  Selection sel = select_blocks(q, k, req.spec);
+  Tensor bm = selection_block_mask(sel, T);  // (1, Hkv, T, nb)
+  out.selected = [&] {
+    Tensor s = sel.blocks[0].to(torch::kCPU, torch::kInt).contiguous();
+    return std::vector<int32_t>(s.data_ptr<int32_t>(), s.data_ptr<int32_t>() + s.numel());
+  }();
+  const bool tokens = T <= req.token_map_limit;
+  Tensor qg = q.view({Hkv, G, T, D}), kt = k[0].unsqueeze(1).transpose(-1, -2);  // (Hkv, 1, D, T)
+  const double scale = 1.0 / std::sqrt(double(D));
+  // row chunks hold whole map cells so cell means need no carry between chunks
+  int64_t rows = std::max<int64_t>(1, (int64_t(1) << 23) / std::max<int64_t>(1, H * T) / cell) * cell;
+  rows = std::min(rows, ((T + cell - 1) / cell) * cell);
+
+  std::vector<Tensor> sparsity_rows, entropy_rows, sink_rows, sinkb_rows, kl_rows, mf, ms, md, tf, ts;
+  auto dev = q.device();
+  auto lopt = torch::TensorOptions().dtype(torch::kLong).device(dev);
+  for (int64_t r0 = 0; r0 < T; r0 += rows) {
+    const int64_t n = std::min(rows, T - r0);
+    Tensor causal = torch::arange(T, lopt).view({1, T}) <= torch::arange(r0, r0 + n, lopt).view({n, 1});
+    Tensor s = torch::matmul(qg.narrow(2, r0, n), kt) * scale;  // (Hkv, G, n, T)
+    Tensor p = torch::softmax(s.masked_fill(causal.logical_not(), -INFINITY), -1);
+    Tensor sel_rows = bm[0].narrow(1, r0, n).unsqueeze(1).to(torch::kFloat);  // (Hkv, 1, n, nb)
+    Tensor block_mass = pool_last(p, bs);                                        // (Hkv, G, n, nb)
+    Tensor kept = block_mass * sel_rows;
+    Tensor sparsity = kept.sum(-1);                                              // (Hkv, G, n)
+    Tensor logp = torch::log(p.clamp_min(1e-30));
+    entropy_rows.push_back(-(p * logp).sum(-1));
+    sparsity_rows.push_back(sparsity);
+    sink_rows.push_back(p.select(-1, 0));
+    sinkb_rows.push_back(block_mass.select(-1, 0));
+    Tensor tok_keep = sel_rows.repeat_interleave(bs, -1).narrow(-1, 0, T) * causal.to(torch::kFloat);
+    Tensor ps = p * tok_keep / sparsity.unsqueeze(-1);  // renormalised sparse row
+    kl_rows.push_back((ps * (torch::log(ps.clamp_min(1e-30)) - logp)).sum(-1));
+    // cell maps: mean over the chunk's query cells of mass per key cell
+    auto cells = [&](const Tensor& m) {  // (Hkv, G, n, nb) -> (H, n/cell, nc)
+      Tensor keyc = pool_last(m, per_cell).narrow(-1, 0, nc);  // (Hkv, G, n, nc)
+      const int64_t qc = (n + cell - 1) / cell;
+      Tensor padded = torch::constant_pad_nd(keyc, {0, 0, 0, qc * cell - n});
+      Tensor sum = padded.view({Hkv, G, qc, cell, nc}).sum(3);
+      // queries per cell (the last cell of the input may be short)
+      Tensor cnt = torch::minimum(torch::full({qc}, double(cell)), double(n) - torch::arange(qc, torch::kDouble) * cell);
+      return (sum / cnt.to(dev, torch::kFloat).view({1, 1, qc, 1})).reshape({H, qc, nc});
+    };
+    mf.push_back(cells(block_mass));
+    ms.push_back(cells(kept / sparsity.unsqueeze(-1)));
+    md.push_back(cells(block_mass - kept));
+    if (tokens) {
+      tf.push_back(p.reshape({H, n, T}));
+      ts.push_back(ps.reshape({H, n, T}));
+    }
+  }
+  auto rowcat = [&](std::vector<Tensor>& v) { return torch::cat(v, -1).reshape({H, T}); };
+  Tensor sp = rowcat(sparsity_rows), en = rowcat(entropy_rows), sk = rowcat(sink_rows), sb = rowcat(sinkb_rows),
+         kl = rowcat(kl_rows);
+  out.row_sparsity = to_vector(sp);
+  out.row_entropy = to_vector(en);
+  out.row_sink_token = to_vector(sk);
+  out.map_full = to_vector(torch::cat(mf, 1));
+  out.map_sparse = to_vector(torch::cat(ms, 1));
+  out.map_dropped = to_vector(torch::cat(md, 1));
+  if (tokens) {
+    out.token_full = to_vector(torch::cat(tf, 1));
+    out.token_sparse = to_vector(torch::cat(ts, 1));
+  }
+  // rows whose selection is a real choice: more than K blocks visible
+  Tensor t = torch::arange(T, lopt);
+  Tensor rows_mask = (t / bs + 1) > K;
+  if (rows_mask.sum().item<int64_t>() == 0) rows_mask = torch::ones({T}, lopt.dtype(torch::kBool));
+  auto mean_rows = [&](const Tensor& x) {  // (H, T) -> (H,) doubles
+    Tensor m = x.index({torch::indexing::Slice(), rows_mask}).mean(-1).to(torch::kCPU, torch::kDouble).contiguous();
+    return std::vector<double>(m.data_ptr<double>(), m.data_ptr<double>() + m.numel());
+  };
+  auto vs = mean_rows(sp), ve = mean_rows(en), vk = mean_rows(sk), vb = mean_rows(sb), vkl = mean_rows(kl);
+  out.heads.resize(H);
+  for (int64_t h = 0; h < H; ++h)
+    out.heads[h] = HeadStats{vs[h], 1.0 - vs[h], ve[h], vk[h], vb[h], vkl[h]};
+  out.q = q_in.detach().to(torch::kCPU, torch::kFloat);
+  out.k = k_in.detach().to(torch::kCPU, torch::kFloat);
+}
+
+Analysis analyze_qk(const std::vector<Tensor>& q, const std::vector<Tensor>& k, const AnalysisRequest& req) {
+  if (q.empty() || q.size() != k.size()) throw Error("analysis: need one q and one k per layer");
+  const int64_t T = q[0].size(2);
+  std::string problem = check_sparse_spec(req.spec, T);
+  if (!problem.empty()) throw Error("analysis: " + problem);
+  Analysis a;
+  a.T = T;
+  a.num_layers = int(q.size());
+  a.num_heads = int(q[0].size(1));
+  a.num_kv_heads = int(k[0].size(1));
+  a.spec = req.spec;
+  a.inference = req.inference;
+  a.tokens = req.tokens;
+  const int64_t bs = req.spec.block_size, nb = (T + bs - 1) / bs;
+  const int64_t per_cell = std::max<int64_t>(1, (nb + req.max_cells - 1) / std::max(1, req.max_cells));
+  a.cell_size = int(per_cell * bs);
+  a.n_cells = int((T + a.cell_size - 1) / a.cell_size);
+  torch::NoGradGuard no_grad;
+  a.layers.resize(q.size());
+  for (size_t l = 0; l < q.size(); ++l) analyze_layer(q[l], k[l], req, a, a.layers[l]);
+  return a;
+}
+
+Analysis analyze(Transformer& model, const AnalysisRequest& req) {
+  const int64_t T = int64_t(req.tokens.size());
+  if (T == 0) throw Error("analysis: no tokens to analyse");
+  std::string problem = check_sparse_spec(req.spec, T);
+  if (!problem.empty()) throw Error("analysis: " + problem);
+  const ModelConfig& c = model.config();
+  for (int tok : req.tokens)
+    if (tok < 0 || tok >= c.vocab_size) throw Error("analysis: token id " + std::to_string(tok) + " outside the vocabulary");
+  torch::NoGradGuard no_grad;
+  model.eval();
+  auto dev = model.parameters().front().device();
+  std::vector<int64_t> ids(req.tokens.begin(), req.tokens.end());
+  ForwardOptions fo;
+  fo.mode = req.inference;
+  fo.spec = req.spec;
+  fo.capture = true;
+  ForwardOutput out = model.forward(torch::tensor(ids, torch::kLong).view({1, T}).to(dev), fo);
+  return analyze_qk(out.q, out.k, req);
+}
+
+QueryDetail query_detail(const Analysis& a, int layer, int head, int64_t query) {
+  if (layer < 0 || layer >= int(a.layers.size())) throw Error("query_detail: no layer " + std::to_string(layer));
+  if (head < 0 || head >= a.num_heads) throw Error("query_detail: no head " + std::to_string(head));
+  if (query < 0 || query >= a.T) throw Error("query_detail: query " + std::to_string(query) + " out of range");
+  torch::NoGradGuard no_grad;
+  const LayerAnalysis& L = a.layers[layer];
+  const int64_t G = a.num_heads / a.num_kv_heads, g = head / G, bs = a.spec.block_size, D = L.q.size(3);
+  const int64_t own = query / bs, K = a.spec.top_k;
+  QueryDetail d;
+  d.query = query;
+  d.head = head;
+  d.kv_head = int(g);
+  d.own_block = own;
+  const double scale = 1.0 / std::sqrt(double(D));
+  // selection probabilities over blocks complete at `query`, summed over the group
+  const int64_t visible = (query + 1) / bs;
+  Tensor kg = L.k[0][g];  // (T, D)
+  if (visible > 0) {
+    Tensor kbar = kg.narrow(0, 0, visible * bs).view({visible, bs, D}).mean(1);       // (visible, D)
+    Tensor qrows = L.q[0].narrow(0, g * G, G).select(1, query);                       // (G, D)
+    Tensor score = torch::softmax(torch::matmul(qrows, kbar.t()) * scale, -1).sum(0);  // (visible,)
+    d.block_scores = to_vector(score);
+  }
+  Tensor p = torch::softmax(torch::matmul(kg.narrow(0, 0, query + 1), L.q[0][head][query]) * scale, 0);
+  d.block_mass = to_vector(pool_last(p, bs));
+  d.entropy = -(p * torch::log(p.clamp_min(1e-30))).sum().item<double>();
+  const int32_t* sel = L.selected.data() + (g * a.T + query) * K;
+  for (int64_t i = 0; i < K; ++i)
+    if (sel[i] >= 0) {
+      d.selected.push_back(sel[i]);
+      d.sparsity += d.block_mass[sel[i]];
+    }
+  return d;
+}
+
+nlohmann::json to_json(const Analysis& a) {
+  nlohmann::json layers = nlohmann::json::array();
+  for (size_t l = 0; l < a.layers.size(); ++l) {
+    nlohmann::json heads = nlohmann::json::array();
+    for (auto& h : a.layers[l].heads)
+      heads.push_back({{"attn_sparsity", h.sparsity},
+                       {"dropped_mass", h.dropped},
+                       {"entropy_nats", h.entropy},
+                       {"sink_token", h.sink_token},
+                       {"sink_block", h.sink_block},
+                       {"kl_sparse_full", h.kl_sparse_full}});
+    layers.push_back({{"layer", l}, {"heads", heads}});
+  }
+  return {{"tokens", a.T},
+          {"inference", to_string(a.inference)},
+          {"block_size", a.spec.block_size},
+          {"top_k", a.spec.top_k},
+          {"mean_attn_sparsity", a.mean_sparsity()},
+          {"mean_entropy_nats", a.mean_entropy()},
+          {"layers", layers}};
+}
+
+std::string to_csv(const Analysis& a) {
+  std::ostringstream s;
+  s << "layer,head,attn_sparsity,dropped_mass,entropy_nats,sink_token,sink_block,kl_sparse_full\n";
+  s.precision(6);
+  for (size_t l = 0; l < a.layers.size(); ++l)
+    for (size_t h = 0; h < a.layers[l].heads.size(); ++h) {
+      const HeadStats& x = a.layers[l].heads[h];
+      s << l << ',' << h << ',' << x.sparsity << ',' << x.dropped << ',' << x.entropy << ',' << x.sink_token << ','
+        << x.sink_block << ',' << x.kl_sparse_full << '\n';
+    }
+  return s.str();
+}
+
+}  // namespace ssalab

@@ -1,0 +1,92 @@
+// Attention analysis: what the app shows and `ssalab analyze` prints.
+//
+// One forward pass (full or sparse inference) captures each layer's post-RoPE
+// q and k; then, per layer and query head, the *full*-attention row of every
+// query is compared with the query's top-k selection. Rows are processed in
+// chunks so nothing T x T is held at once beyond `token_map_limit` tokens:
+// memory is O(T * number of blocks).
+//
+// Definitions (SSA.md "The quantities the app shows"):
+//   sparsity(t) = full-attention mass inside t's selected blocks
+//   dropped(t)  = 1 - sparsity(t)
+//   entropy(t)  = -sum p log p of the full row, in nats
+//   sink_token  = mass on token 0; sink_block = mass on block 0
+//   kl(t)       = KL(sparse || full) of the row (= -log sparsity(t))
+// Head figures are means over the query rows whose selection is a real choice
+// (more blocks visible than top-k); earlier rows keep everything and would
+// only dilute the numbers. Short inputs without such rows use every row.
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "engine/attention/attention.h"
+#include "engine/config.h"
+
+namespace ssalab {
+
+class Transformer;
+
+struct HeadStats {
+  double sparsity = 0, dropped = 0, entropy = 0, sink_token = 0, sink_block = 0, kl_sparse_full = 0;
+};
+
+struct LayerAnalysis {
+  std::vector<HeadStats> heads;  // one per query head
+  // Per-row statistics, (H, T) row-major.
+  std::vector<float> row_sparsity, row_entropy, row_sink_token;
+  // Block-pooled maps (H, n_cells, n_cells): cell (i, j) is the mean over the
+  // queries of cell i of the attention mass they put on the keys of cell j.
+  // map_dropped: the full-attention mass that the selection leaves out.
+  std::vector<float> map_full, map_sparse, map_dropped;
+  // Token-level maps (H, T, T); empty when T > token_map_limit.
+  std::vector<float> token_full, token_sparse;
+  // Selected blocks (Hkv, T, K) int32, -1 = empty slot; slot 0 = local block.
+  std::vector<int32_t> selected;
+  torch::Tensor q, k;  // (1, H, T, D), (1, Hkv, T, D) post-RoPE, kept for query_detail()
+};
+
+struct AnalysisRequest {
+  std::vector<int> tokens;
+  AttnMode inference = AttnMode::Full;  // which stream feeds the next layer
+  SparseSpec spec;                      // selection measured against
+  int token_map_limit = 1024;           // keep token maps up to this length
+  int max_cells = 512;                  // map resolution cap (cells per side)
+};
+
+struct Analysis {
+  int64_t T = 0;
+  int num_layers = 0, num_heads = 0, num_kv_heads = 0;
+  SparseSpec spec;
+  AttnMode inference = AttnMode::Full;
+  int cell_size = 16;  // tokens per map cell (a multiple of spec.block_size)
+  int n_cells = 0;
+  std::vector<int> tokens;
+  std::vector<LayerAnalysis> layers;
+  double mean_sparsity() const;  // over layers and heads
+  double mean_entropy() const;
+};
+
+// Everything about one query row of one head, for the "selected blocks" view.
+struct QueryDetail {
+  int64_t query = 0;
+  int head = 0, kv_head = 0;
+  int64_t own_block = 0;
+  std::vector<float> block_scores;   // group-summed selection probability per complete block (< own block ranked)
+  std::vector<float> block_mass;     // full-attention mass of this head per block (all blocks up to own)
+  std::vector<int32_t> selected;     // chosen blocks, slot 0 = local block
+  double sparsity = 0, entropy = 0;
+};
+
+Analysis analyze(Transformer& model, const AnalysisRequest& req);
+// The same from captured per-layer q (1, Hq, T, D) and k (1, Hkv, T, D); req.tokens may be empty.
+Analysis analyze_qk(const std::vector<torch::Tensor>& q, const std::vector<torch::Tensor>& k, const AnalysisRequest& req);
+QueryDetail query_detail(const Analysis& a, int layer, int head, int64_t query);
+
+// JSON summary (per layer/head stats; no maps) and CSV of the same.
+nlohmann::json to_json(const Analysis& a);
+std::string to_csv(const Analysis& a);
+
+}  // namespace ssalab

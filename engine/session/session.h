@@ -1,0 +1,100 @@
+// Session: the GUI's handle on the engine.
+//
+// Training runs on a worker thread. The UI sends commands (start, pause, set k,
+// ...) that the worker applies at step boundaries, and reads immutable
+// snapshots that the worker publishes: snapshot() copies one shared_ptr under
+// a mutex held for a pointer copy only, so a reader never waits for a step.
+// Analysis (attention maps and statistics for the probe text) runs on the
+// same worker between steps, on the current weights, whenever the weights,
+// the probe or the inference settings changed and `analyze_every` steps passed.
+#pragma once
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "engine/config.h"
+#include "engine/metrics/analysis.h"
+
+namespace ssalab {
+
+struct MetricPoint {
+  int64_t step = 0;
+  double loss = 0;            // total loss of the step (CE + alpha * alignment)
+  double ce_full = NAN;       // CE of the full stream (NaN on steps that drew sparse)
+  double ce_sparse = NAN;     // CE of the sparse stream
+  double sparsity_loss = NAN, commitment_loss = NAN;  // SSA only, unweighted, mean over layers
+  double grad_norm = 0, lr = 0, tokens_per_s = 0;
+  double val_ppl_full = NAN, val_ppl_sparse = NAN;    // on validation steps only
+};
+
+enum class RunState { Idle, Running, Paused, Done, Error };
+const char* to_string(RunState s);
+
+struct Snapshot {
+  int64_t version = 0;        // increases with every publish
+  RunState state = RunState::Idle;
+  std::string status;         // one line for the status bar
+  std::string error;          // last error, empty if none
+  int64_t step = 0, total_steps = 0;
+  ModelConfig model;
+  TrainConfig train;
+  SparseSpec spec;            // inference selection settings
+  AttnMode inference = AttnMode::Full;
+  std::vector<MetricPoint> history;  // every logged step, oldest first
+  std::shared_ptr<const Analysis> analysis;  // of the probe text; may be null
+  std::vector<std::string> probe_pieces;     // token strings of the probe
+  std::string spec_problem;   // why the current spec cannot run (empty = fine)
+};
+
+struct SessionOptions {
+  ModelConfig model = model_preset("tiny");
+  TrainConfig train;
+  std::string corpus;          // empty: default corpus
+  std::string work_dir = "runs/session";  // tokenizer, token cache, checkpoints
+  std::string checkpoint;      // load this instead of starting fresh (optional)
+  std::string probe_text;      // empty: a validation sample
+  int probe_tokens = 256;      // length of the default probe
+  int analyze_every = 10;      // steps between automatic analyses
+};
+
+class Session {
+ public:
+  explicit Session(SessionOptions opts);
+  ~Session();  // stops and joins the worker
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  // Commands: queued, applied by the worker at the next step boundary.
+  void start();
+  void pause();
+  void resume();
+  void stop();
+  void set_method(Method m);
+  void set_p_full(double p);
+  void set_alpha(double a);
+  void set_lr(double lr);
+  void set_top_k(int k);
+  void set_block_size(int bs);
+  void set_inference(AttnMode m);
+  void set_probe_text(const std::string& text);
+  void set_probe_tokens(const std::vector<int>& tokens);
+  void save(const std::string& dir);
+  void load(const std::string& dir);
+  void request_analysis();
+
+  std::shared_ptr<const Snapshot> snapshot() const;
+  // Blocks until the worker has applied every command queued so far (tests, scripted demo).
+  void wait_idle() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace ssalab

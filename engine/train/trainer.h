@@ -1,0 +1,71 @@
+// The training loop's parts: deterministic batches, the three methods
+// (FullAttn, MoBA, SSA), AdamW with warmup + cosine, clipping, accumulation,
+// validation perplexity, and checkpoint/resume.
+//
+// Determinism: the batch and the drawn SSA mode of micro-batch m at step s
+// are functions of (seed, s, m) only, so a resumed run needs no RNG state
+// beyond the step counter and reproduces an uninterrupted one bit for bit on
+// CPU (same thread count).
+#pragma once
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "engine/config.h"
+#include "engine/data/corpus.h"
+#include "engine/model/transformer.h"
+#include "engine/session/session.h"  // MetricPoint
+
+namespace ssalab {
+
+// (B, T+1) int64 windows from `tokens`, starting points drawn from (seed, step, micro).
+torch::Tensor sample_batch(const std::vector<int32_t>& tokens, int batch, int seq_len, uint64_t seed, int64_t step,
+                           int micro);
+// SSA's per-forward-pass draw: true = full stream.
+bool draw_full_mode(uint64_t seed, int64_t step, int micro, double p_full);
+// Learning rate at `step` (0-based) for warmup + cosine.
+double lr_at(const TrainConfig& t, int64_t step);
+
+torch::Device resolve_device(const std::string& name);
+
+class Trainer {
+ public:
+  Trainer(std::shared_ptr<Transformer> model, TrainConfig train, std::shared_ptr<const TokenData> data);
+
+  // One optimizer step (grad_accum micro-batches). Throws Error on a NaN/Inf loss
+  // (weights are left as they were before the step).
+  MetricPoint step();
+  // Validation perplexity under full and sparse inference with the model's spec.
+  std::pair<double, double> validate(int batches);
+
+  int64_t current_step() const { return step_; }
+  const TrainConfig& train_config() const { return train_; }
+  TrainConfig& mutable_train_config() { return train_; }
+  Transformer& model() { return *model_; }
+  std::shared_ptr<Transformer> model_ptr() { return model_; }
+  torch::optim::Optimizer& optimizer() { return *opt_; }
+  SparseSpec spec() const { return {model_->config().block_size, model_->config().block_counts}; }
+  void set_spec(const SparseSpec& s);
+  torch::Device device() const { return device_; }
+
+  void save(const std::string& dir, const Tokenizer& tok, const nlohmann::json& extra = {});
+  // Restores weights, optimizer state and step from a checkpoint written by save().
+  void resume(const std::string& dir);
+
+ private:
+  std::shared_ptr<Transformer> model_;
+  TrainConfig train_;
+  std::shared_ptr<const TokenData> data_;
+  std::unique_ptr<torch::optim::AdamW> opt_;
+  torch::Device device_;
+  int64_t step_ = 0;
+};
+
+// Perplexity of `model` on evenly spaced windows of `tokens`.
+double perplexity(Transformer& model, const std::vector<int32_t>& tokens, int seq_len, int batches, int batch_size,
+                  AttnMode mode, const SparseSpec& spec, torch::Device dev);
+
+}  // namespace ssalab

@@ -1,0 +1,252 @@
+// Full-attention statistics and pooled map.  See attn_stats.cuh for the design.
+#include <cmath>
+
+#include "attn_stats.cuh"
+#include "sparse_tiles.cuh"
+
+namespace ssa {
+namespace {
+
+constexpr int kRows = 128;  // query tokens per CTA (8 warps x 16)
+constexpr int kKeys = 64;  // keys per chunk
+
+template <typename T, int D, bool MAP>
+__global__ void __launch_bounds__(kRows * 2) stats_kernel(StatsParams p, int words) {
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  constexpr int NK = D / 16, CH = D / 8;
+  T* sK = reinterpret_cast<T*>(smem_raw);                       // [2][64][D]
+  uint32_t* bits = reinterpret_cast<uint32_t*>(sK + 2 * kKeys * D);  // [64][words]
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, c = lane % 4;
+  const int ntile = (p.T + kRows - 1) / kRows;
+  const int tile = ntile - 1 - blockIdx.x;  // heavy tiles first
+  const int h = blockIdx.y, b = blockIdx.z, G = p.Hq / p.Hkv, hk = h / G, bs = p.block_size;
+  const int q0 = tile * kRows, tq0 = q0 + warp * 16;
+  const int tok0 = tq0 + g, tok1 = tq0 + g + 8;
+
+  if (!MAP && p.blocks) {  // selection bitmask of the CTA's 64 tokens
+    for (int i = tid; i < kRows * words; i += kRows * 2) bits[i] = 0u;
+    __syncthreads();
+    const int32_t* sel = p.blocks + ((int64_t(b) * p.Hkv + hk) * p.T) * p.top_k;
+    for (int i = tid; i < kRows * p.top_k; i += kRows * 2) {
+      int r = i / p.top_k, s = i % p.top_k, t = q0 + r;
+      if (t < p.T) {
+        int j = sel[int64_t(t) * p.top_k + s];
+        if (j >= 0) atomicOr(&bits[r * words + j / 32], 1u << (j % 32));
+      }
+    }
+  }
+  uint32_t qa[NK][4];
+  {
+    const T* qb = static_cast<const T*>(p.q) + b * p.q_s.b + h * p.q_s.h;
+#pragma unroll
+    for (int ks = 0; ks < NK; ++ks) {
+      int d0 = ks * 16 + 2 * c;
+      qa[ks][0] = tok0 < p.T ? *reinterpret_cast<const uint32_t*>(qb + int64_t(tok0) * p.q_s.t + d0) : 0u;
+      qa[ks][1] = tok1 < p.T ? *reinterpret_cast<const uint32_t*>(qb + int64_t(tok1) * p.q_s.t + d0) : 0u;
+      qa[ks][2] = tok0 < p.T ? *reinterpret_cast<const uint32_t*>(qb + int64_t(tok0) * p.q_s.t + d0 + 8) : 0u;
+      qa[ks][3] = tok1 < p.T ? *reinterpret_cast<const uint32_t*>(qb + int64_t(tok1) * p.q_s.t + d0 + 8) : 0u;
+    }
+  }
+  const float scale_log2 = p.scale * kLog2e;
+  float* st0 = p.stats + ((int64_t(b) * p.Hq + h) * p.T + tok0) * kStatCount;
+  float* st1 = st0 + 8 * kStatCount;
+  // pass 2 needs the LSE (log2 units); rows beyond T get +inf -> p = 0
+  const float L0 = MAP ? (tok0 < p.T ? st0[kStatLse] * kLog2e : INFINITY) : 0.f;
+  const float L1 = MAP ? (tok1 < p.T ? st1[kStatLse] * kLog2e : INFINITY) : 0.f;
+
+  const T* kb = static_cast<const T*>(p.k) + b * p.k_s.b + hk * p.k_s.h;
+  const int kend = min(p.T, q0 + kRows);  // causal: keys < kend
+  const int nchunk = (kend + kKeys - 1) / kKeys;
+  auto load = [&](int ci, int st) {
+    for (int i = tid; i < kKeys * CH; i += kRows * 2) {
+      int row = i / CH, ch = i % CH, key = ci * kKeys + row;
+      bool ok = key < p.T;
+      cp_async16(sK + st * kKeys * D + swz<D>(row, ch), kb + int64_t(ok ? key : 0) * p.k_s.t + ch * 8, ok);
+    }
+  };
+  load(0, 0);
+  cp_async_commit();
+
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f}, ax[2] = {0.f, 0.f}, sm[2] = {0.f, 0.f},
+        b0[2] = {0.f, 0.f}, x0[2] = {-INFINITY, -INFINITY};
+  float* map_row = nullptr;
+  float map_w = 0.f;
+  if (MAP && tq0 < p.T) {
+    const int nrow = (p.T + p.map_row_pool - 1) / p.map_row_pool, nb = (p.T + bs - 1) / bs;
+    const int pr = tq0 / p.map_row_pool;
+    const int hm = p.map_mean_heads ? 0 : h, Hm = p.map_mean_heads ? 1 : p.Hq;
+    map_row = p.map + ((int64_t(b) * Hm + hm) * nrow + pr) * nb;
+    map_w = 1.f / float(min(p.map_row_pool, p.T - pr * p.map_row_pool)) / (p.map_mean_heads ? float(p.Hq) : 1.f);
+  }
+
+  for (int ci = 0; ci < nchunk; ++ci) {
+    if (ci + 1 < nchunk) load(ci + 1, (ci + 1) & 1);
+    cp_async_commit();
+    cp_async_wait<1>();
+    __syncthreads();
+    const int key0 = ci * kKeys;
+    if (key0 <= tq0 + 15 && tq0 < p.T) {
+      const T* tK = sK + (ci & 1) * kKeys * D;
+      float s[8][4];
+#pragma unroll
+      for (int n = 0; n < 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+#pragma unroll
+      for (int ks = 0; ks < NK; ++ks)
+#pragma unroll
+        for (int np = 0; np < 4; ++np) {
+          uint32_t b0r, b1r, b2r, b3r;
+          ldsm_x4(b0r, b1r, b2r, b3r,
+                  smem_u32(tK + swz<D>(np * 16 + (lane & 7) + (lane >> 4) * 8, ks * 2 + ((lane >> 3) & 1))));
+          mma16816<T>(s[2 * np], qa[ks], b0r, b1r);
+          mma16816<T>(s[2 * np + 1], qa[ks], b2r, b3r);
+        }
+      const bool diag = key0 + kKeys - 1 > tq0;  // some (row, key) of this warp is masked
+      if (diag) {
+#pragma unroll
+        for (int n = 0; n < 8; ++n)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int key = key0 + n * 8 + 2 * c + (e & 1);
+            if (key > ((e >> 1) ? tok1 : tok0)) s[n][e] = -INFINITY;
+          }
+      }
+      if (!MAP) {
+        // raw scores; the scale is folded into the exponent (one FFMA per element)
+        float fsel[2][8];
+        {
+          const int jb0 = key0 / bs;
+#pragma unroll
+          for (int r = 0; r < 2; ++r) {
+            const uint32_t w = p.blocks ? bits[(warp * 16 + g + 8 * r) * words + jb0 / 32] >> (jb0 % 32) : 0u;
+#pragma unroll
+            for (int n = 0; n < 8; ++n) fsel[r][n] = float((w >> ((n * 8) / bs)) & 1u);
+          }
+        }
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+          float mx = -INFINITY;
+#pragma unroll
+          for (int n = 0; n < 8; ++n) mx = fmaxf(mx, fmaxf(s[n][2 * r], s[n][2 * r + 1]));
+          const float mn = fmaxf(m[r], quad_max(mx));
+          const float a = exp2f((m[r] - mn) * scale_log2);
+          m[r] = mn;
+          l[r] *= a; ax[r] *= a; sm[r] *= a; b0[r] *= a;
+          const float msl = mn * scale_log2;
+#pragma unroll
+          for (int n = 0; n < 8; ++n)
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+              const float x = s[n][2 * r + e];
+              const float w = exp2f(fmaf(x, scale_log2, -msl));
+              l[r] += w;
+              ax[r] = fmaf(w, diag && x == -INFINITY ? 0.f : x, ax[r]);
+              sm[r] = fmaf(w, fsel[r][n], sm[r]);
+            }
+          if (ci == 0) {  // block-0 mass and the score of token 0
+#pragma unroll
+            for (int n = 0; n < 8; ++n)
+#pragma unroll
+              for (int e = 0; e < 2; ++e) {
+                const int key = n * 8 + 2 * c + e;
+                if (key < bs) b0[r] += exp2f(fmaf(s[n][2 * r + e], scale_log2, -msl));
+                if (key == 0) x0[r] = s[n][2 * r + e];
+              }
+          }
+        }
+      } else {
+        // probability mass per key block of this chunk, summed over the warp's 16 rows
+        float vb[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+        for (int n = 0; n < 8; ++n) {
+          float v = 0.f;
+#pragma unroll
+          for (int e = 0; e < 4; ++e) v += exp2f(fmaf(s[n][e], scale_log2, -((e >> 1) ? L1 : L0)));
+#pragma unroll
+          for (int i = 0; i < 4; ++i)
+            if ((n * 8) / bs == i) vb[i] += v;
+        }
+        const int nblk = bs >= kKeys ? 1 : kKeys / bs;
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          if (i >= nblk) break;
+          float v = vb[i];
+          for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+          if (lane == 0 && v != 0.f) atomicAdd(map_row + key0 / bs + i, v * map_w);
+        }
+      }
+    }
+    __syncthreads();
+  }
+  cp_async_wait<0>();
+
+  if (!MAP) {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      l[r] = quad_sum(l[r]);
+      ax[r] = quad_sum(ax[r]);
+      sm[r] = quad_sum(sm[r]);
+      b0[r] = quad_sum(b0[r]);
+      x0[r] = quad_max(x0[r]);
+    }
+    if (c == 0) {
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        const int tok = r ? tok1 : tok0;
+        if (tok >= p.T) continue;
+        float* o = r ? st1 : st0;
+        const float lse2 = m[r] * scale_log2 + log2f(l[r]);
+        o[kStatLse] = lse2 * kLn2;
+        o[kStatEntropy] = (lse2 - ax[r] * scale_log2 / l[r]) * kLn2;
+        o[kStatSinkToken] = exp2f(x0[r] * scale_log2 - lse2);
+        o[kStatSinkBlock] = b0[r] / l[r];
+        o[kStatSelected] = p.blocks ? sm[r] / l[r] : 0.f;
+      }
+    }
+  }
+}
+
+int bitmask_words(const StatsParams& p) { return ((p.T + p.block_size - 1) / p.block_size + 31) / 32; }
+
+}  // namespace
+
+size_t stats_map_elems(const StatsParams& p) {
+  if (p.map_row_pool < 1) return 0;
+  const size_t nrow = (p.T + p.map_row_pool - 1) / p.map_row_pool, nb = (p.T + p.block_size - 1) / p.block_size;
+  return size_t(p.B) * (p.map_mean_heads ? 1 : p.Hq) * nrow * nb;
+}
+
+std::string attn_stats_supported(const StatsParams& p) {
+  std::string e = check_common(p.B, p.Hq, p.Hkv, p.T, p.D, p.block_size, p.top_k);
+  if (!e.empty()) return e;
+  if (p.map && (p.map_row_pool < 16 || p.map_row_pool % 16 != 0)) return "map row pooling must be a multiple of 16";
+  if (size_t(kRows) * bitmask_words(p) * 4 > 96 * 1024) return "sequence too long for the statistics kernel";
+  return "";
+}
+
+std::string attn_stats(const StatsParams& p_in, cudaStream_t stream) {
+  std::string e = attn_stats_supported(p_in);
+  if (!e.empty()) return e;
+  StatsParams p = p_in;
+  if (p.scale == 0.f) p.scale = float(1.0 / std::sqrt(double(p.D)));
+  const int words = bitmask_words(p);
+  dim3 grid((p.T + kRows - 1) / kRows, p.Hq, p.B);
+  if (p.map) SSA_CUDA_CHECK(cudaMemsetAsync(p.map, 0, stats_map_elems(p) * sizeof(float), stream));
+  SSA_DISPATCH_DTYPE(p.dtype, T, {
+    SSA_DISPATCH_HEADDIM(p.D, D, {
+      const int smem1 = 2 * kKeys * D * 2 + kRows * words * 4, smem2 = 2 * kKeys * D * 2;
+      auto k1 = stats_kernel<T, D, false>;
+      SSA_CUDA_CHECK(cudaFuncSetAttribute(k1, cudaFuncAttributeMaxDynamicSharedMemorySize, smem1));
+      k1<<<grid, kRows * 2, smem1, stream>>>(p, words);
+      SSA_CUDA_CHECK(cudaGetLastError());
+      if (p.map) {
+        auto k2 = stats_kernel<T, D, true>;
+        SSA_CUDA_CHECK(cudaFuncSetAttribute(k2, cudaFuncAttributeMaxDynamicSharedMemorySize, smem2));
+        k2<<<grid, kRows * 2, smem2, stream>>>(p, words);
+        SSA_CUDA_CHECK(cudaGetLastError());
+      }
+    });
+  });
+  return "";
+}
+
+}  // namespace ssa

@@ -1,0 +1,48 @@
+// Full-attention statistics per query row, and a block-pooled attention map,
+// without ever holding a T x T matrix (SSA.md "The quantities the app shows").
+//
+// Design: a FlashAttention-style pass over Q K^T only (no V).  One CTA holds 128
+// query tokens of one head (16 per warp, tensor-core MMA), key chunks of 64
+// stream through shared memory.  Pass 1 keeps, per row, the online softmax
+// state (max, sum) plus sum(p*x) (entropy = lse - E[x]), the mass on block 0,
+// the mass on the row's selected blocks (a per-token bitmask in shared memory)
+// and the score of token 0; all rescaled together when the max moves.  Pass 2
+// (only when a map is asked for) recomputes the scores with the now known LSE
+// and adds each 16-row x 8-key tile's probability into its (pooled row, key
+// block) cell.  Entropies are in nats.
+#pragma once
+#include "api_types.cuh"
+
+namespace ssa {
+
+enum StatIndex : int {
+  kStatLse = 0,        // natural-log sum-exp of the scaled scores
+  kStatEntropy = 1,    // -sum p ln p (nats)
+  kStatSinkToken = 2,  // p(token 0)
+  kStatSinkBlock = 3,  // mass on block 0 (tokens 0 .. bs-1)
+  kStatSelected = 4,   // mass inside the row's selected blocks (AttnSparsity)
+  kStatCount = 5
+};
+
+struct StatsParams {
+  const void* q;  // (B, Hq, T, D), strides q_s
+  const void* k;  // (B, Hkv, T, D), strides k_s
+  const int32_t* blocks;  // (B, Hkv, T, K) selection; may be null (kStatSelected then 0)
+  Strides4 q_s, k_s;
+  float* stats;  // out (B, Hq, T, kStatCount) contiguous
+  float* map;    // out (B, Hmap, ceil(T / map_row_pool), nb) contiguous, nb = ceil(T/bs),
+                 // Hmap = map_mean_heads ? 1 : Hq; each cell = mean over its rows (and heads)
+                 // of the attention mass on that key block.  May be null (no pass 2).
+  int map_row_pool = 64;  // query rows per map row: a multiple of 16
+  bool map_mean_heads = false;
+  int B = 0, Hq = 0, Hkv = 0, T = 0, D = 0;
+  int block_size = 16, top_k = 16;
+  float scale = 0.f;  // 0 means 1/sqrt(D)
+  DType dtype = DType::bf16;
+};
+
+size_t stats_map_elems(const StatsParams& p);
+std::string attn_stats_supported(const StatsParams& p);
+std::string attn_stats(const StatsParams& p, cudaStream_t stream);
+
+}  // namespace ssa

@@ -1,0 +1,354 @@
+// Block top-k selection and the transposed index.  See select.cuh for why.
+#include <algorithm>
+#include <cmath>
+
+#include "select.cuh"
+#include "common.cuh"
+
+namespace ssa {
+namespace {
+
+constexpr int kChunk = 256;  // tokens per chunk of the transposed-index build
+
+constexpr int kSelWarps = 8;  // query tokens per CTA
+
+// kbar split into three 16-bit terms (hi + mid + lo == the fp32 mean to ~24 bits),
+// so q . kbar runs on the tensor cores at fp32 accuracy: 16-bit q times a
+// 16-bit term is exact in the fp32 accumulator.
+template <typename T>
+__global__ void pool_keys_kernel(SelectParams p, T* split) {
+  // one thread per (b, hkv, j, d): mean over the bs keys of complete block j
+  const int nbc = p.T / p.block_size;
+  const int64_t n = int64_t(p.B) * p.Hkv * nbc * p.D;
+  const T* k = static_cast<const T*>(p.k);
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    int d = int(i % p.D);
+    int64_t r = i / p.D;
+    int j = int(r % nbc);
+    r /= nbc;
+    int h = int(r % p.Hkv), b = int(r / p.Hkv);
+    const T* src = k + b * p.k_stride_b + h * p.k_stride_h + int64_t(j) * p.block_size * p.k_stride_t + d;
+    float s = 0.f;
+    for (int u = 0; u < p.block_size; ++u) s += TypeOf<T>::to_float(src[u * p.k_stride_t]);
+    const float x = s / float(p.block_size);
+    const T hi = TypeOf<T>::from_float(x);
+    const float r1 = x - TypeOf<T>::to_float(hi);
+    const T mid = TypeOf<T>::from_float(r1);
+    const T lo = TypeOf<T>::from_float(r1 - TypeOf<T>::to_float(mid));
+    split[i] = hi;
+    split[n + i] = mid;
+    split[2 * n + i] = lo;
+  }
+}
+
+// S (16 heads x 16 blocks) of one row tile against the chunk's three kbar terms.
+template <typename T, int D>
+__device__ __forceinline__ void chunk_scores(float (&s)[2][4], const uint32_t (&qa)[D / 16][4], const T* tile,
+                                             int lane) {
+#pragma unroll
+  for (int n = 0; n < 2; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+#pragma unroll
+  for (int part = 2; part >= 0; --part)  // small terms first
+#pragma unroll
+    for (int ks = 0; ks < D / 16; ++ks) {
+      uint32_t b0, b1, b2, b3;
+      ldsm_x4(b0, b1, b2, b3,
+              smem_u32(tile + part * 16 * D + swz<D>((lane & 7) + (lane >> 4) * 8, ks * 2 + ((lane >> 3) & 1))));
+      mma16816<T>(s[0], qa[ks], b0, b1);
+      mma16816<T>(s[1], qa[ks], b2, b3);
+    }
+}
+
+// One warp per query token (all G <= 16*RT heads of its group); kSelWarps tokens
+// per CTA share the kbar chunks (16 blocks x 3 terms) in shared memory.
+template <typename T, int D, int RT>
+__global__ void __launch_bounds__(kSelWarps * 32) select_kernel(SelectParams p, const T* split, int buf_stride) {
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  constexpr int NK = D / 16, CH = D / 8;
+  T* sKb = reinterpret_cast<T*>(smem_raw);  // [2 stages][3 terms][16][D]
+  float* bufs = reinterpret_cast<float*>(sKb + 2 * 3 * 16 * D);
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, c = lane % 4;
+  const int b = blockIdx.z, hk = blockIdx.y;
+  const int t0 = blockIdx.x * kSelWarps, t = t0 + warp;
+  const int G = p.Hq / p.Hkv, bs = p.block_size, K = p.top_k, nbc = p.T / bs;
+  const bool active = t < p.T;
+  const int tt = active ? t : p.T - 1;
+  const int bt = tt / bs, nvis = (tt + 1) / bs;
+  const int t_last = min(p.T - 1, t0 + kSelWarps - 1);
+  const int nvis_max = (t_last + 1) / bs, bt_max = t_last / bs;
+  float* buf = bufs + warp * buf_stride;
+
+  uint32_t qa[RT][NK][4];
+  {
+    const T* qb = static_cast<const T*>(p.q) + b * p.q_stride_b + int64_t(hk) * G * p.q_stride_h + tt * p.q_stride_t;
+#pragma unroll
+    for (int rt = 0; rt < RT; ++rt) {
+      const int r0 = rt * 16 + g, r1 = r0 + 8;
+#pragma unroll
+      for (int ks = 0; ks < NK; ++ks) {
+        int d0 = ks * 16 + 2 * c;
+        qa[rt][ks][0] = r0 < G ? *reinterpret_cast<const uint32_t*>(qb + r0 * p.q_stride_h + d0) : 0u;
+        qa[rt][ks][1] = r1 < G ? *reinterpret_cast<const uint32_t*>(qb + r1 * p.q_stride_h + d0) : 0u;
+        qa[rt][ks][2] = r0 < G ? *reinterpret_cast<const uint32_t*>(qb + r0 * p.q_stride_h + d0 + 8) : 0u;
+        qa[rt][ks][3] = r1 < G ? *reinterpret_cast<const uint32_t*>(qb + r1 * p.q_stride_h + d0 + 8) : 0u;
+      }
+    }
+  }
+  const int64_t nsplit = int64_t(p.B) * p.Hkv * nbc * D;
+  const T* kb = split + (int64_t(b) * p.Hkv + hk) * nbc * D;
+  auto load = [&](int ci, int st) {
+    for (int i = tid; i < 3 * 16 * CH; i += kSelWarps * 32) {
+      int part = i / (16 * CH), row = (i / CH) % 16, ch = i % CH, j = ci * 16 + row;
+      bool ok = j < nbc;
+      cp_async16(sKb + (st * 3 + part) * 16 * D + swz<D>(row, ch),
+                 kb + part * nsplit + int64_t(ok ? j : 0) * D + ch * 8, ok);
+    }
+  };
+  // scores are scaled into log2 units: y = s / sqrt(D) * log2(e)
+  const float ys = float(1.0 / sqrt(double(D))) * kLog2e;
+  float m[RT][2], l[RT][2];
+#pragma unroll
+  for (int rt = 0; rt < RT; ++rt) m[rt][0] = m[rt][1] = -INFINITY, l[rt][0] = l[rt][1] = 0.f;
+
+  for (int pass = 0; pass < 2; ++pass) {
+    const int nchunk = ((pass == 0 ? nvis_max : bt_max) + 15) / 16;
+    const int lim = pass == 0 ? nvis : bt;  // this token's blocks for the pass
+    if (nchunk > 0) load(0, 0);
+    cp_async_commit();
+    for (int ci = 0; ci < nchunk; ++ci) {
+      if (ci + 1 < nchunk) load(ci + 1, (ci + 1) & 1);
+      cp_async_commit();
+      cp_async_wait<1>();
+      __syncthreads();
+      if (active && ci * 16 < lim) {
+        const T* tile = sKb + (ci & 1) * 3 * 16 * D;
+        float colsum[2][2] = {{0.f, 0.f}, {0.f, 0.f}};
+#pragma unroll
+        for (int rt = 0; rt < RT; ++rt) {
+          float s[2][4];
+          chunk_scores<T, D>(s, qa[rt], tile, lane);
+#pragma unroll
+          for (int n = 0; n < 2; ++n)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+              const int j = ci * 16 + n * 8 + 2 * c + (e & 1);
+              s[n][e] = j < lim ? s[n][e] * ys : -INFINITY;
+            }
+          if (pass == 0) {
+#pragma unroll
+            for (int r = 0; r < 2; ++r) {
+              float mx = fmaxf(fmaxf(s[0][2 * r], s[0][2 * r + 1]), fmaxf(s[1][2 * r], s[1][2 * r + 1]));
+              const float mn = fmaxf(m[rt][r], quad_max(mx));
+              float add = 0.f;
+#pragma unroll
+              for (int n = 0; n < 2; ++n) add += exp2f(s[n][2 * r] - mn) + exp2f(s[n][2 * r + 1] - mn);
+              l[rt][r] = l[rt][r] * exp2f(m[rt][r] - mn) + quad_sum(add);
+              m[rt][r] = mn;
+            }
+          } else {
+            const bool v0 = rt * 16 + g < G, v1 = rt * 16 + g + 8 < G;  // padded heads add nothing
+#pragma unroll
+            for (int n = 0; n < 2; ++n)
+#pragma unroll
+              for (int e = 0; e < 2; ++e)
+                colsum[n][e] += (v0 ? exp2f(s[n][e] - m[rt][0]) * l[rt][0] : 0.f) +
+                                (v1 ? exp2f(s[n][e + 2] - m[rt][1]) * l[rt][1] : 0.f);
+          }
+        }
+        if (pass == 1) {
+#pragma unroll
+          for (int n = 0; n < 2; ++n)
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+              float v = colsum[n][e];
+              v += __shfl_xor_sync(0xffffffffu, v, 4);
+              v += __shfl_xor_sync(0xffffffffu, v, 8);
+              v += __shfl_xor_sync(0xffffffffu, v, 16);
+              const int j = ci * 16 + n * 8 + 2 * c + e;
+              if (g == 0 && j < lim) buf[j] = v;
+            }
+        }
+      }
+      __syncthreads();
+    }
+    if (pass == 0) {  // l -> 1/l for pass 2
+#pragma unroll
+      for (int rt = 0; rt < RT; ++rt) l[rt][0] = 1.f / l[rt][0], l[rt][1] = 1.f / l[rt][1];
+    }
+  }
+  if (!active) return;
+  __syncwarp();
+
+  int32_t* out = p.blocks + ((int64_t(b) * p.Hkv + hk) * p.T + t) * K;
+  // top-(K-1) by repeated warp argmax; each lane caches its best entry
+  const int rounds = min(K - 1, bt);
+  float bv = -1.f;
+  int bi = 0x7fffffff;
+  for (int j = lane; j < bt; j += 32)
+    if (buf[j] > bv) { bv = buf[j]; bi = j; }
+  for (int r = 0; r < rounds; ++r) {
+    float v = bv;
+    int i = bi;
+    for (int off = 16; off > 0; off >>= 1) {
+      float v2 = __shfl_xor_sync(0xffffffffu, v, off);
+      int i2 = __shfl_xor_sync(0xffffffffu, i, off);
+      if (v2 > v || (v2 == v && i2 < i)) { v = v2; i = i2; }
+    }
+    if (lane == 0) out[1 + r] = i;
+    if ((i & 31) == lane) {  // the winner's lane removes it and rescans its column
+      buf[i] = -2.f;
+      bv = -1.f;
+      bi = 0x7fffffff;
+      for (int j = lane; j < bt; j += 32)
+        if (buf[j] > bv) { bv = buf[j]; bi = j; }
+    }
+  }
+  if (lane == 0) out[0] = bt;
+  for (int s2 = 1 + rounds + lane; s2 < K; s2 += 32) out[s2] = -1;
+  if (p.counts && lane == 0) p.counts[(int64_t(b) * p.Hkv + hk) * p.T + t] = 1 + rounds;
+}
+
+int select_buf_stride(const SelectParams& p) { return ((p.T / p.block_size) + 4 + 3) & ~3; }
+size_t select_smem(const SelectParams& p) {
+  return size_t(2) * 3 * 16 * p.D * 2 + size_t(kSelWarps) * select_buf_stride(p) * sizeof(float);
+}
+
+// ---------------------------------------------------------------- transposed index
+__global__ void index_count_kernel(BlockIndexParams p, int nb, int nchunks) {
+  int64_t n = int64_t(p.B) * p.Hkv * p.T * p.K;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    int j = p.blocks[i];
+    if (j < 0) continue;
+    int64_t r = i / p.K;  // (bh, t)
+    int t = int(r % p.T);
+    int64_t bh = r / p.T;
+    atomicAdd(&p.work[(bh * nchunks + t / kChunk) * nb + j], 1);
+  }
+}
+
+// per (bh, j): exclusive scan over chunks in place; the total goes to offsets[j]
+__global__ void index_colscan_kernel(BlockIndexParams p, int nb, int nchunks) {
+  int64_t n = int64_t(p.B) * p.Hkv * nb;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    int j = int(i % nb);
+    int64_t bh = i / nb;
+    int run = 0;
+    for (int c = 0; c < nchunks; ++c) {
+      int32_t* w = &p.work[(bh * nchunks + c) * nb + j];
+      int v = *w;
+      *w = run;
+      run += v;
+    }
+    p.offsets[bh * (nb + 1) + j] = run;
+  }
+}
+
+// per bh: exclusive scan of the block totals (one CTA of 1024 threads)
+__global__ void index_scan_kernel(BlockIndexParams p, int nb) {
+  __shared__ int part[1024];
+  int32_t* off = p.offsets + int64_t(blockIdx.x) * (nb + 1);
+  const int per = (nb + 1023) / 1024, j0 = threadIdx.x * per, j1 = min(nb, j0 + per);
+  int s = 0;
+  for (int j = j0; j < j1; ++j) s += off[j];
+  part[threadIdx.x] = s;
+  __syncthreads();
+  for (int d = 1; d < 1024; d <<= 1) {  // Hillis-Steele inclusive scan
+    int v = threadIdx.x >= d ? part[threadIdx.x - d] : 0;
+    __syncthreads();
+    part[threadIdx.x] += v;
+    __syncthreads();
+  }
+  int run = part[threadIdx.x] - s;
+  for (int j = j0; j < j1; ++j) {
+    int v = off[j];
+    off[j] = run;
+    run += v;
+  }
+  if (threadIdx.x == 1023) off[nb] = part[1023];
+}
+
+// per (bh, chunk): one warp places the chunk's tokens; order = (group of 32 tokens, slot, lane)
+__global__ void index_fill_kernel(BlockIndexParams p, int nb, int nchunks) {
+  extern __shared__ int cur[];
+  const int c = blockIdx.x;
+  const int64_t bh = blockIdx.y;
+  const int lane = threadIdx.x;
+  const int32_t* off = p.offsets + bh * (nb + 1);
+  const int32_t* w = p.work + (bh * nchunks + c) * nb;
+  for (int j = lane; j < nb; j += 32) cur[j] = off[j] + w[j];
+  __syncwarp();
+  int32_t* tokens = p.tokens + bh * int64_t(p.T) * p.K;
+  const int t_end = min(p.T, (c + 1) * kChunk);
+  for (int t0 = c * kChunk; t0 < t_end; t0 += 32) {
+    const int t = t0 + lane;
+    for (int s = 0; s < p.K; ++s) {
+      int j = t < t_end ? p.blocks[(bh * p.T + t) * p.K + s] : -1;
+      unsigned peers = __match_any_sync(0xffffffffu, j);
+      int rank = __popc(peers & ((1u << lane) - 1));
+      int base = j >= 0 ? cur[j] : 0;
+      __syncwarp();
+      if (j >= 0) {
+        tokens[base + rank] = t;
+        if (rank == 0) cur[j] = base + __popc(peers);
+      }
+      __syncwarp();
+    }
+  }
+}
+
+}  // namespace
+
+size_t select_workspace_bytes(const SelectParams& p) {
+  return size_t(3) * p.B * p.Hkv * (p.T / p.block_size) * p.D * 2 + 16;
+}
+
+std::string select_supported(const SelectParams& p) {
+  std::string e = check_common(p.B, p.Hq, p.Hkv, p.T, p.D, p.block_size, p.top_k);
+  if (!e.empty()) return e;
+  if (select_smem(p) > 220 * 1024) return "sequence too long for the selection kernel's shared-memory rows";
+  return "";
+}
+
+std::string select_blocks(const SelectParams& p, cudaStream_t stream) {
+  std::string e = select_supported(p);
+  if (!e.empty()) return e;
+  const int64_t npool = int64_t(p.B) * p.Hkv * (p.T / p.block_size) * p.D;
+  const size_t smem = select_smem(p);
+  const int G = p.Hq / p.Hkv, stride = select_buf_stride(p);
+  dim3 grid((p.T + kSelWarps - 1) / kSelWarps, p.Hkv, p.B);
+  SSA_DISPATCH_DTYPE(p.dtype, T, {
+    T* split = reinterpret_cast<T*>(p.kbar);
+    if (npool > 0)
+      pool_keys_kernel<T><<<int(std::min<int64_t>((npool + 255) / 256, 65536)), 256, 0, stream>>>(p, split);
+    SSA_DISPATCH_HEADDIM(p.D, D, {
+      auto kern = G <= 16 ? select_kernel<T, D, 1> : select_kernel<T, D, 2>;
+      SSA_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+      kern<<<grid, kSelWarps * 32, smem, stream>>>(p, split, stride);
+    });
+  });
+  SSA_CUDA_CHECK(cudaGetLastError());
+  return "";
+}
+
+size_t block_index_workspace_bytes(const BlockIndexParams& p) {
+  const int nb = (p.T + p.block_size - 1) / p.block_size, nchunks = (p.T + kChunk - 1) / kChunk;
+  return size_t(p.B) * p.Hkv * nchunks * nb * sizeof(int32_t);
+}
+
+std::string build_block_index(const BlockIndexParams& p, cudaStream_t stream) {
+  const int nb = (p.T + p.block_size - 1) / p.block_size, nchunks = (p.T + kChunk - 1) / kChunk;
+  const int BH = p.B * p.Hkv;
+  SSA_CUDA_CHECK(cudaMemsetAsync(p.work, 0, block_index_workspace_bytes(p), stream));
+  const int64_t n = int64_t(BH) * p.T * p.K;
+  index_count_kernel<<<int(std::min<int64_t>((n + 255) / 256, 65536)), 256, 0, stream>>>(p, nb, nchunks);
+  const int64_t n2 = int64_t(BH) * nb;
+  index_colscan_kernel<<<int((n2 + 255) / 256), 256, 0, stream>>>(p, nb, nchunks);
+  index_scan_kernel<<<BH, 1024, 0, stream>>>(p, nb);
+  size_t smem = size_t(nb) * sizeof(int);
+  if (smem > 48 * 1024) SSA_CUDA_CHECK(cudaFuncSetAttribute(index_fill_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+  index_fill_kernel<<<dim3(nchunks, BH), 32, smem, stream>>>(p, nb, nchunks);
+  SSA_CUDA_CHECK(cudaGetLastError());
+  return "";
+}
+
+}  // namespace ssa

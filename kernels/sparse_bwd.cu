@@ -1,0 +1,393 @@
+// Sparse attention backward.  See sparse_bwd.cuh for the design.
+#include <cmath>
+
+#include "sparse_bwd.cuh"
+#include "sparse_tiles.cuh"
+
+namespace ssa {
+namespace {
+
+constexpr int kWarps = 4;   // dQ kernel: tokens per CTA
+constexpr int kStages = 3;  // dQ kernel: cp.async stages per warp
+
+template <typename T>
+__global__ void delta_kernel(SparseBwdParams p) {
+  // one warp per (b, h, t): delta = sum_d dO * O
+  const int64_t rows = int64_t(p.B) * p.Hq * p.T;
+  const int64_t r = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) / 32;
+  const int lane = threadIdx.x % 32;
+  if (r >= rows) return;
+  const int t = int(r % p.T), h = int((r / p.T) % p.Hq), b = int(r / (int64_t(p.T) * p.Hq));
+  const T* o = static_cast<const T*>(p.o) + b * p.o_s.b + h * p.o_s.h + int64_t(t) * p.o_s.t;
+  const T* d = static_cast<const T*>(p.dout) + b * p.do_s.b + h * p.do_s.h + int64_t(t) * p.do_s.t;
+  float s = 0.f;
+  for (int i = lane; i < p.D; i += 32) s += TypeOf<T>::to_float(o[i]) * TypeOf<T>::to_float(d[i]);
+  for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
+  if (lane == 0) p.delta[r] = s;
+}
+
+template <typename T, int D>
+__device__ __forceinline__ void load_rows_frag(uint32_t (&a)[D / 16][4], const T* base, int64_t stride_h, int G,
+                                               int r0, int r1, int c) {
+#pragma unroll
+  for (int ks = 0; ks < D / 16; ++ks) {
+    int d0 = ks * 16 + 2 * c;
+    a[ks][0] = r0 < G ? *reinterpret_cast<const uint32_t*>(base + r0 * stride_h + d0) : 0u;
+    a[ks][1] = r1 < G ? *reinterpret_cast<const uint32_t*>(base + r1 * stride_h + d0) : 0u;
+    a[ks][2] = r0 < G ? *reinterpret_cast<const uint32_t*>(base + r0 * stride_h + d0 + 8) : 0u;
+    a[ks][3] = r1 < G ? *reinterpret_cast<const uint32_t*>(base + r1 * stride_h + d0 + 8) : 0u;
+  }
+}
+
+template <typename T, int D>
+__global__ void __launch_bounds__(kWarps * 32) sparse_dq_kernel(SparseBwdParams p) {
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  constexpr int NK = D / 16, ND = D / 8;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
+  const int G = p.Hq / p.Hkv, RT = (G + 15) / 16;
+  const int wid = blockIdx.x * kWarps + warp;
+  const int t = wid / RT, h0 = (wid % RT) * 16;
+  if (t >= p.T) return;
+  const int b = blockIdx.z, hk = blockIdx.y;
+  T* sK = reinterpret_cast<T*>(smem_raw) + warp * kStages * 2 * 16 * D;
+  T* sV = sK + kStages * 16 * D;
+  const int r0 = h0 + g, r1 = h0 + g + 8;
+
+  uint32_t qa[NK][4], da[NK][4];
+  load_rows_frag<T, D>(qa, static_cast<const T*>(p.q) + b * p.q_s.b + int64_t(hk * G) * p.q_s.h + int64_t(t) * p.q_s.t,
+                       p.q_s.h, G, r0, r1, c);
+  load_rows_frag<T, D>(da,
+                       static_cast<const T*>(p.dout) + b * p.do_s.b + int64_t(hk * G) * p.do_s.h + int64_t(t) * p.do_s.t,
+                       p.do_s.h, G, r0, r1, c);
+  const int64_t row_base = (int64_t(b) * p.Hq + hk * G) * p.T + t;
+  const float lse0 = r0 < G ? p.lse[row_base + int64_t(r0) * p.T] * kLog2e : 0.f;
+  const float lse1 = r1 < G ? p.lse[row_base + int64_t(r1) * p.T] * kLog2e : 0.f;
+  const float dl0 = r0 < G ? p.delta[row_base + int64_t(r0) * p.T] : 0.f;
+  const float dl1 = r1 < G ? p.delta[row_base + int64_t(r1) * p.T] : 0.f;
+
+  const T* kb = static_cast<const T*>(p.k) + b * p.k_s.b + hk * p.k_s.h;
+  const T* vb = static_cast<const T*>(p.v) + b * p.v_s.b + hk * p.v_s.h;
+  const int32_t* sel = p.blocks + ((int64_t(b) * p.Hkv + hk) * p.T + t) * p.top_k;
+  const float scale_log2 = p.scale * kLog2e;
+
+  ChunkIter prod, cons;
+  prod.init(sel, p.top_k, p.block_size, t);
+  cons = prod;
+#pragma unroll
+  for (int st = 0; st < kStages - 1; ++st) {
+    if (prod.valid()) {
+      load_chunk16<T, D>(sK + st * 16 * D, kb, p.k_s.t, prod.key0(), p.T, lane);
+      load_chunk16<T, D>(sV + st * 16 * D, vb, p.v_s.t, prod.key0(), p.T, lane);
+      prod.next();
+    }
+    cp_async_commit();
+  }
+  float dq[ND][4];
+#pragma unroll
+  for (int n = 0; n < ND; ++n) dq[n][0] = dq[n][1] = dq[n][2] = dq[n][3] = 0.f;
+
+  for (int it = 0; cons.valid(); ++it) {
+    {
+      const int st = (it + kStages - 1) % kStages;
+      if (prod.valid()) {
+        load_chunk16<T, D>(sK + st * 16 * D, kb, p.k_s.t, prod.key0(), p.T, lane);
+        load_chunk16<T, D>(sV + st * 16 * D, vb, p.v_s.t, prod.key0(), p.T, lane);
+        prod.next();
+      }
+      cp_async_commit();
+    }
+    cp_async_wait<kStages - 1>();
+    __syncwarp();
+    const T* tK = sK + (it % kStages) * 16 * D;
+    const T* tV = sV + (it % kStages) * 16 * D;
+    const int key0 = cons.key0();
+    float s[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
+    float dp[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
+#pragma unroll
+    for (int ks = 0; ks < NK; ++ks) {
+      uint32_t b0, b1, b2, b3;
+      const int off = swz<D>((lane & 7) + (lane >> 4) * 8, ks * 2 + ((lane >> 3) & 1));
+      ldsm_x4(b0, b1, b2, b3, smem_u32(tK + off));
+      mma16816<T>(s[0], qa[ks], b0, b1);
+      mma16816<T>(s[1], qa[ks], b2, b3);
+      ldsm_x4(b0, b1, b2, b3, smem_u32(tV + off));
+      mma16816<T>(dp[0], da[ks], b0, b1);
+      mma16816<T>(dp[1], da[ks], b2, b3);
+    }
+#pragma unroll
+    for (int n = 0; n < 2; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        int key = key0 + n * 8 + 2 * c + (e & 1);
+        float pr = key <= t ? exp2f(s[n][e] * scale_log2 - (e < 2 ? lse0 : lse1)) : 0.f;
+        s[n][e] = pr * (dp[n][e] - (e < 2 ? dl0 : dl1));
+      }
+    uint32_t sa[4] = {TypeOf<T>::pack(s[0][0], s[0][1]), TypeOf<T>::pack(s[0][2], s[0][3]),
+                      TypeOf<T>::pack(s[1][0], s[1][1]), TypeOf<T>::pack(s[1][2], s[1][3])};
+#pragma unroll
+    for (int dn = 0; dn < NK; ++dn) {
+      uint32_t b0, b1, b2, b3;
+      ldsm_x4_t(b0, b1, b2, b3, smem_u32(tK + swz<D>((lane & 7) + ((lane >> 3) & 1) * 8, dn * 2 + (lane >> 4))));
+      mma16816<T>(dq[2 * dn], sa, b0, b1);
+      mma16816<T>(dq[2 * dn + 1], sa, b2, b3);
+    }
+    __syncwarp();
+    cons.next();
+  }
+  cp_async_wait<0>();
+  T* ob = static_cast<T*>(p.dq) + b * p.dq_s.b + int64_t(hk * G) * p.dq_s.h + int64_t(t) * p.dq_s.t;
+#pragma unroll
+  for (int n = 0; n < ND; ++n) {
+    int d = n * 8 + 2 * c;
+    if (r0 < G)
+      *reinterpret_cast<uint32_t*>(ob + r0 * p.dq_s.h + d) = TypeOf<T>::pack(dq[n][0] * p.scale, dq[n][1] * p.scale);
+    if (r1 < G)
+      *reinterpret_cast<uint32_t*>(ob + r1 * p.dq_s.h + d) = TypeOf<T>::pack(dq[n][2] * p.scale, dq[n][3] * p.scale);
+  }
+}
+
+template <int D, int BS>
+struct DkvCfg {
+  static constexpr int NM = BS / 16;                  // 16-key m-tiles, one per warp
+  static constexpr int WARPS = NM >= 4 ? NM : 4;
+  static constexpr int NSPLIT = WARPS / NM;           // warps sharing an m-tile split the rows
+  static constexpr int R = 64;                        // gathered rows per stage (4 sub-tiles of 16)
+  static constexpr size_t kv_bytes = size_t(2) * BS * D * 2;
+  static constexpr size_t stage1 = size_t(2) * R * D * 2;  // Q and dO rows of one stage
+  static constexpr int STAGES = kv_bytes + 3 * stage1 <= 112 * 1024 ? 3 : 2;
+  static constexpr size_t stage_bytes = STAGES * stage1;
+  static constexpr size_t red_bytes = size_t(NSPLIT - 1) * NM * 2 * 16 * D * 4;
+  static constexpr size_t meta_bytes = size_t(STAGES) * R * 12;
+  static constexpr size_t body = stage_bytes > red_bytes ? stage_bytes : red_bytes;
+  static constexpr size_t smem = kv_bytes + body + meta_bytes;
+};
+
+template <typename T, int D, int BS>
+__global__ void __launch_bounds__(DkvCfg<D, BS>::WARPS * 32) sparse_dkv_kernel(SparseBwdParams p) {
+  using C = DkvCfg<D, BS>;
+  constexpr int NM = C::NM, NSPLIT = C::NSPLIT, R = C::R, S = C::STAGES, NK = D / 16, ND = D / 8, CH = D / 8;
+  constexpr int NT = C::WARPS * 32;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  T* sK = reinterpret_cast<T*>(smem_raw);
+  T* sV = sK + BS * D;
+  T* sQ = sV + BS * D;     // [S][R][D]
+  T* sO = sQ + S * R * D;  // [S][R][D] (dO)
+  unsigned char* meta = smem_raw + C::kv_bytes + C::body;
+  float* sL = reinterpret_cast<float*>(meta);    // [S][R] lse * log2e
+  float* sD = sL + S * R;                        // [S][R] delta
+  int* sT = reinterpret_cast<int*>(sD + S * R);  // [S][R] token, -1 = padding
+
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, c = lane % 4;
+  const int mt = warp % NM, sp = warp / NM;
+  const int j = blockIdx.x, hk = blockIdx.y, b = blockIdx.z;
+  const int G = p.Hq / p.Hkv, nb = (p.T + BS - 1) / BS;
+  const int key_base = j * BS;
+  const int64_t bh = int64_t(b) * p.Hkv + hk;
+
+  {  // K and V of this block
+    const T* kb = static_cast<const T*>(p.k) + b * p.k_s.b + hk * p.k_s.h;
+    const T* vb = static_cast<const T*>(p.v) + b * p.v_s.b + hk * p.v_s.h;
+    for (int i = tid; i < BS * CH; i += NT) {
+      int row = i / CH, ch = i % CH, key = key_base + row;
+      bool ok = key < p.T;
+      cp_async16(sK + swz<D>(row, ch), kb + int64_t(ok ? key : 0) * p.k_s.t + ch * 8, ok);
+      cp_async16(sV + swz<D>(row, ch), vb + int64_t(ok ? key : 0) * p.v_s.t + ch * 8, ok);
+    }
+    cp_async_commit();
+  }
+  const int32_t* off = p.index_offsets + bh * (nb + 1);
+  const int start = off[j], n_tok = off[j + 1] - start;
+  const int32_t* toks = p.index_tokens + bh * int64_t(p.T) * p.top_k + start;
+  const int nrows = n_tok * G, n_it = (nrows + R - 1) / R;
+  const T* qg = static_cast<const T*>(p.q) + b * p.q_s.b + int64_t(hk * G) * p.q_s.h;
+  const T* dg = static_cast<const T*>(p.dout) + b * p.do_s.b + int64_t(hk * G) * p.do_s.h;
+  const int64_t lrow = (int64_t(b) * p.Hq + hk * G) * p.T;
+
+  auto load_stage = [&](int it, int st) {
+    for (int i = tid; i < R * CH; i += NT) {
+      int rr = i / CH, ch = i % CH, row = it * R + rr;
+      bool ok = row < nrows;
+      int tok = ok ? toks[row / G] : 0, h = ok ? row % G : 0;
+      cp_async16(sQ + st * R * D + swz<D>(rr, ch), qg + h * p.q_s.h + int64_t(tok) * p.q_s.t + ch * 8, ok);
+      cp_async16(sO + st * R * D + swz<D>(rr, ch), dg + h * p.do_s.h + int64_t(tok) * p.do_s.t + ch * 8, ok);
+    }
+    for (int i = tid; i < R; i += NT) {
+      int row = it * R + i;
+      if (row < nrows) {
+        int tok = toks[row / G], h = row % G;
+        sL[st * R + i] = p.lse[lrow + int64_t(h) * p.T + tok] * kLog2e;
+        sD[st * R + i] = p.delta[lrow + int64_t(h) * p.T + tok];
+        sT[st * R + i] = tok;
+      } else {
+        sL[st * R + i] = 0.f;
+        sD[st * R + i] = 0.f;
+        sT[st * R + i] = -1;
+      }
+    }
+  };
+
+#pragma unroll
+  for (int st = 0; st < S - 1; ++st) {
+    if (st < n_it) load_stage(st, st);
+    cp_async_commit();
+  }
+  float dk[ND][4], dv[ND][4];
+#pragma unroll
+  for (int n = 0; n < ND; ++n)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) dk[n][e] = dv[n][e] = 0.f;
+  const float scale_log2 = p.scale * kLog2e;
+  const int key_r0 = key_base + mt * 16 + g, key_r1 = key_r0 + 8;
+
+  for (int it = 0; it < n_it; ++it) {
+    if (it + S - 1 < n_it) load_stage(it + S - 1, (it + S - 1) % S);
+    cp_async_commit();
+    cp_async_wait<S - 1>();
+    __syncthreads();
+    const int st = it % S;
+    const T* tQ = sQ + st * R * D;
+    const T* tO = sO + st * R * D;
+    const int rows_here = min(R, nrows - it * R);
+#pragma unroll 1
+    for (int sub = sp; sub * 16 < rows_here; sub += NSPLIT) {
+      float s[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
+      float dp[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
+#pragma unroll
+      for (int ks = 0; ks < NK; ++ks) {
+        uint32_t a[4], b0, b1, b2, b3;
+        const int aoff = swz<D>(mt * 16 + (lane & 15), ks * 2 + (lane >> 4));
+        const int boff = swz<D>(sub * 16 + (lane & 7) + (lane >> 4) * 8, ks * 2 + ((lane >> 3) & 1));
+        ldsm_x4(a[0], a[1], a[2], a[3], smem_u32(sK + aoff));
+        ldsm_x4(b0, b1, b2, b3, smem_u32(tQ + boff));
+        mma16816<T>(s[0], a, b0, b1);
+        mma16816<T>(s[1], a, b2, b3);
+        ldsm_x4(a[0], a[1], a[2], a[3], smem_u32(sV + aoff));
+        ldsm_x4(b0, b1, b2, b3, smem_u32(tO + boff));
+        mma16816<T>(dp[0], a, b0, b1);
+        mma16816<T>(dp[1], a, b2, b3);
+      }
+      float pr[2][4];
+#pragma unroll
+      for (int n = 0; n < 2; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int qr = st * R + sub * 16 + n * 8 + 2 * c + (e & 1);
+          const int key = e < 2 ? key_r0 : key_r1;
+          float x = key <= sT[qr] ? exp2f(s[n][e] * scale_log2 - sL[qr]) : 0.f;
+          pr[n][e] = x;
+          s[n][e] = x * (dp[n][e] - sD[qr]);  // dS^T
+        }
+      uint32_t pa[4] = {TypeOf<T>::pack(pr[0][0], pr[0][1]), TypeOf<T>::pack(pr[0][2], pr[0][3]),
+                        TypeOf<T>::pack(pr[1][0], pr[1][1]), TypeOf<T>::pack(pr[1][2], pr[1][3])};
+      uint32_t sa[4] = {TypeOf<T>::pack(s[0][0], s[0][1]), TypeOf<T>::pack(s[0][2], s[0][3]),
+                        TypeOf<T>::pack(s[1][0], s[1][1]), TypeOf<T>::pack(s[1][2], s[1][3])};
+#pragma unroll
+      for (int dn = 0; dn < NK; ++dn) {
+        uint32_t b0, b1, b2, b3;
+        const int toff = swz<D>(sub * 16 + (lane & 7) + ((lane >> 3) & 1) * 8, dn * 2 + (lane >> 4));
+        ldsm_x4_t(b0, b1, b2, b3, smem_u32(tO + toff));
+        mma16816<T>(dv[2 * dn], pa, b0, b1);
+        mma16816<T>(dv[2 * dn + 1], pa, b2, b3);
+        ldsm_x4_t(b0, b1, b2, b3, smem_u32(tQ + toff));
+        mma16816<T>(dk[2 * dn], sa, b0, b1);
+        mma16816<T>(dk[2 * dn + 1], sa, b2, b3);
+      }
+    }
+    __syncthreads();
+  }
+  cp_async_wait<0>();
+  __syncthreads();
+
+  if constexpr (NSPLIT > 1) {  // fixed-order sum of the splits' partial dK/dV
+    float* red = reinterpret_cast<float*>(sQ);
+    if (sp > 0) {
+      float* r = red + ((sp - 1) * NM + mt) * (2 * ND * 4 * 32);
+#pragma unroll
+      for (int n = 0; n < ND; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          r[(n * 4 + e) * 32 + lane] = dk[n][e];
+          r[((ND + n) * 4 + e) * 32 + lane] = dv[n][e];
+        }
+    }
+    __syncthreads();
+    if (sp == 0) {
+      for (int s2 = 1; s2 < NSPLIT; ++s2) {
+        const float* r = red + ((s2 - 1) * NM + mt) * (2 * ND * 4 * 32);
+#pragma unroll
+        for (int n = 0; n < ND; ++n)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            dk[n][e] += r[(n * 4 + e) * 32 + lane];
+            dv[n][e] += r[((ND + n) * 4 + e) * 32 + lane];
+          }
+      }
+    }
+  }
+  if (sp == 0) {
+    T* dkb = static_cast<T*>(p.dk) + b * p.dk_s.b + hk * p.dk_s.h;
+    T* dvb = static_cast<T*>(p.dv) + b * p.dv_s.b + hk * p.dv_s.h;
+#pragma unroll
+    for (int n = 0; n < ND; ++n) {
+      int d = n * 8 + 2 * c;
+      if (key_r0 < p.T) {
+        *reinterpret_cast<uint32_t*>(dkb + int64_t(key_r0) * p.dk_s.t + d) =
+            TypeOf<T>::pack(dk[n][0] * p.scale, dk[n][1] * p.scale);
+        *reinterpret_cast<uint32_t*>(dvb + int64_t(key_r0) * p.dv_s.t + d) = TypeOf<T>::pack(dv[n][0], dv[n][1]);
+      }
+      if (key_r1 < p.T) {
+        *reinterpret_cast<uint32_t*>(dkb + int64_t(key_r1) * p.dk_s.t + d) =
+            TypeOf<T>::pack(dk[n][2] * p.scale, dk[n][3] * p.scale);
+        *reinterpret_cast<uint32_t*>(dvb + int64_t(key_r1) * p.dv_s.t + d) = TypeOf<T>::pack(dv[n][2], dv[n][3]);
+      }
+    }
+  }
+}
+
+template <typename T, int D, int BS>
+std::string launch_dkv(const SparseBwdParams& p, cudaStream_t stream) {
+  using C = DkvCfg<D, BS>;
+  auto kern = sparse_dkv_kernel<T, D, BS>;
+  SSA_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, int(C::smem)));
+  kern<<<dim3((p.T + BS - 1) / BS, p.Hkv, p.B), C::WARPS * 32, C::smem, stream>>>(p);
+  SSA_CUDA_CHECK(cudaGetLastError());
+  return "";
+}
+
+}  // namespace
+
+size_t sparse_bwd_workspace_bytes(const SparseBwdParams& p) { return size_t(p.B) * p.Hq * p.T * sizeof(float); }
+
+std::string sparse_bwd_supported(const SparseBwdParams& p) {
+  return check_common(p.B, p.Hq, p.Hkv, p.T, p.D, p.block_size, p.top_k);
+}
+
+std::string sparse_bwd(const SparseBwdParams& p_in, cudaStream_t stream) {
+  std::string e = sparse_bwd_supported(p_in);
+  if (!e.empty()) return e;
+  SparseBwdParams p = p_in;
+  if (p.scale == 0.f) p.scale = float(1.0 / std::sqrt(double(p.D)));
+  const int64_t rows = int64_t(p.B) * p.Hq * p.T;
+  const int G = p.Hq / p.Hkv, RT = (G + 15) / 16;
+  dim3 grid((int)((int64_t(p.T) * RT + kWarps - 1) / kWarps), p.Hkv, p.B);
+  std::string err;
+  SSA_DISPATCH_DTYPE(p.dtype, T, {
+    delta_kernel<T><<<int((rows * 32 + 255) / 256), 256, 0, stream>>>(p);
+    SSA_DISPATCH_HEADDIM(p.D, D, {
+      const int smem = kWarps * kStages * 2 * 16 * D * 2;
+      auto kern = sparse_dq_kernel<T, D>;
+      SSA_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+      kern<<<grid, kWarps * 32, smem, stream>>>(p);
+      SSA_CUDA_CHECK(cudaGetLastError());
+      switch (p.block_size) {
+        case 16: err = launch_dkv<T, D, 16>(p, stream); break;
+        case 32: err = launch_dkv<T, D, 32>(p, stream); break;
+        case 64: err = launch_dkv<T, D, 64>(p, stream); break;
+        default: err = launch_dkv<T, D, 128>(p, stream); break;
+      }
+    });
+  });
+  return err;
+}
+
+}  // namespace ssa

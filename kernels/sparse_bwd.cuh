@@ -1,0 +1,45 @@
+// Sparse (block top-k) attention backward: dQ, dK, dV, deterministic, no atomics.
+//
+// Design: three kernels.
+//  1. delta = rowsum(dO * O) per (b, h, t) (fp32).
+//  2. dQ: the forward's walk (one warp per token and up to 16 heads of its
+//     group) recomputing P from the saved LSE: dP = dO V^T, dS = P (dP - delta),
+//     dQ = scale * dS K.  Each token owns its dQ rows, so no atomics.
+//  3. dK/dV: one CTA per key block, walking the transposed index (the tokens
+//     that selected the block, from build_block_index).  Rows = (token, head)
+//     pairs of the group, gathered 16 per warp into shared memory; the keys of
+//     the block are the MMA M dimension (bs/16 warps), and for small blocks the
+//     row list is split over 4/(bs/16) warps whose partial sums are added in a
+//     fixed order.  So dK/dV are owned by one CTA: no atomics, bitwise
+//     reproducible.
+#pragma once
+#include "api_types.cuh"
+
+namespace ssa {
+
+struct SparseBwdParams {
+  const void* q;     // (B, Hq, T, D), strides q_s
+  const void* k;     // (B, Hkv, T, D), strides k_s
+  const void* v;     // (B, Hkv, T, D), strides v_s
+  const void* o;     // (B, Hq, T, D) forward output, strides o_s
+  const void* dout;  // (B, Hq, T, D) upstream gradient, strides do_s
+  const float* lse;  // (B, Hq, T) contiguous, from sparse_fwd
+  const int32_t* blocks;          // (B, Hkv, T, K) contiguous selection
+  const int32_t* index_offsets;   // (B, Hkv, nb+1) from build_block_index
+  const int32_t* index_tokens;    // (B, Hkv, T*K) from build_block_index
+  void* dq;  // out (B, Hq, T, D), strides dq_s
+  void* dk;  // out (B, Hkv, T, D), strides dk_s
+  void* dv;  // out (B, Hkv, T, D), strides dv_s
+  float* delta;  // workspace (B, Hq, T) fp32
+  Strides4 q_s, k_s, v_s, o_s, do_s, dq_s, dk_s, dv_s;
+  int B = 0, Hq = 0, Hkv = 0, T = 0, D = 0;
+  int block_size = 16, top_k = 16;
+  float scale = 0.f;  // 0 means 1/sqrt(D)
+  DType dtype = DType::bf16;
+};
+
+size_t sparse_bwd_workspace_bytes(const SparseBwdParams& p);  // the delta buffer
+std::string sparse_bwd_supported(const SparseBwdParams& p);
+std::string sparse_bwd(const SparseBwdParams& p, cudaStream_t stream);
+
+}  // namespace ssa

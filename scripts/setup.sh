@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages ssalab builds against (idempotent: when all
+# are present it only checks and returns), then configures and builds.
+#   scripts/setup.sh            install + build (Release, GUI if possible)
+#   SSALAB_NO_BUILD=1 scripts/setup.sh   install only
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PKGS=(build-essential cmake ninja-build pkg-config
+      libtorch-dev libsentencepiece-dev sentencepiece catch2
+      libcli11-dev nlohmann-json3-dev libfmt-dev libspdlog-dev libstb-dev
+      libimgui-dev libglfw3-dev libgl-dev xvfb xauth
+      python3.11-doc)   # python3.11-doc: the default English corpus (~11 MB of .rst text)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  echo "[setup] installing: ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+[ "${SSALAB_NO_BUILD:-0}" = 1 ] && exit 0
+BUILD=${SSALAB_BUILD_DIR:-build}
+cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release ${SSALAB_CMAKE_ARGS:-} >/dev/null
+cmake --build "$BUILD" -j"$(nproc)"

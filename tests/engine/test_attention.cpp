@@ -1,0 +1,161 @@
+// Attention ops against naive loops, gradients by finite differences (double),
+// and the stop-gradients of the SSA alignment losses.
+#include <catch2/catch.hpp>
+#include <torch/torch.h>
+
+#include "engine/attention/attention.h"
+#include "engine/util/error.h"
+
+using namespace ssalab;
+using torch::Tensor;
+
+namespace {
+
+struct Qkv {
+  Tensor q, k, v;
+};
+
+Qkv random_qkv(int B, int Hq, int Hkv, int T, int D, uint64_t seed, torch::ScalarType dt = torch::kDouble) {
+  torch::manual_seed(seed);
+  return {torch::randn({B, Hq, T, D}, dt), torch::randn({B, Hkv, T, D}, dt), torch::randn({B, Hkv, T, D}, dt)};
+}
+
+double max_diff(const Tensor& a, const Tensor& b) { return (a.to(torch::kDouble) - b.to(torch::kDouble)).abs().max().item<double>(); }
+
+// Central finite differences of sum(f(x) * w) against autograd, in double.
+void check_grad(const std::function<Tensor(const Tensor&)>& f, Tensor x, double tol = 1e-6) {
+  x = x.detach().clone().set_requires_grad(true);
+  Tensor w = torch::randn_like(f(x).detach());
+  Tensor y = (f(x) * w).sum();
+  Tensor g = torch::autograd::grad({y}, {x})[0];
+  const double eps = 1e-6;
+  auto flat = x.detach().view({-1});
+  auto gflat = g.view({-1});
+  for (int64_t i = 0; i < flat.numel(); i += std::max<int64_t>(1, flat.numel() / 40)) {
+    Tensor xp = x.detach().clone(), xm = x.detach().clone();
+    xp.view({-1})[i] += eps;
+    xm.view({-1})[i] -= eps;
+    double num = ((f(xp) * w).sum().item<double>() - (f(xm) * w).sum().item<double>()) / (2 * eps);
+    INFO("element " << i << " numeric " << num << " autograd " << gflat[i].item<double>());
+    REQUIRE(std::abs(num - gflat[i].item<double>()) < tol * std::max(1.0, std::abs(num)));
+  }
+}
+
+}  // namespace
+
+TEST_CASE("full attention matches the naive loop", "[attention]") {
+  for (auto [Hq, Hkv] : {std::pair{4, 1}, std::pair{4, 2}, std::pair{3, 3}}) {
+    auto x = random_qkv(2, Hq, Hkv, 37, 8, 1);
+    Tensor ref = naive_full_attention(x.q, x.k, x.v);
+    Tensor out = reference_backend().full(x.q, x.k, x.v);
+    INFO("Hq " << Hq << " Hkv " << Hkv << " diff " << max_diff(out, ref));
+    REQUIRE(max_diff(out, ref) < 1e-10);
+  }
+}
+
+TEST_CASE("selection and sparse attention match the naive loops", "[attention]") {
+  struct Case { int B, Hq, Hkv, T, D, bs, k; };
+  for (Case c : {Case{1, 4, 1, 64, 8, 8, 3}, Case{2, 4, 2, 50, 8, 8, 2}, Case{1, 6, 3, 45, 4, 4, 5},
+                 Case{1, 2, 1, 33, 8, 16, 2}, Case{2, 8, 2, 96, 16, 16, 4}, Case{1, 1, 1, 17, 4, 1, 6}}) {
+    auto x = random_qkv(c.B, c.Hq, c.Hkv, c.T, c.D, 7 + c.T);
+    SparseSpec spec{c.bs, c.k};
+    Tensor blocks_ref;
+    Tensor ref = naive_sparse_attention(x.q, x.k, x.v, spec, &blocks_ref);
+    Selection sel = select_blocks(x.q, x.k, spec);
+    INFO("T " << c.T << " bs " << c.bs << " k " << c.k << " Hq/Hkv " << c.Hq << "/" << c.Hkv);
+    REQUIRE(torch::equal(sel.blocks, blocks_ref));
+    Tensor out = reference_backend().sparse(x.q, x.k, x.v, sel);
+    REQUIRE(max_diff(out, ref) < 1e-10);
+    // the local block is always slot 0, and every token attends to itself
+    Tensor own = torch::arange(c.T, torch::kLong) / c.bs;
+    REQUIRE(torch::equal(sel.blocks.select(3, 0), own.view({1, 1, c.T}).expand({c.B, c.Hkv, c.T})));
+  }
+}
+
+TEST_CASE("ties between block scores go to the lower block index", "[attention]") {
+  // identical keys everywhere: every past block scores the same
+  Tensor q = torch::randn({1, 2, 64, 4}, torch::kDouble);
+  Tensor k = torch::ones({1, 1, 64, 4}, torch::kDouble);
+  Selection sel = select_blocks(q, k, {8, 3});
+  // token 63 (block 7): past blocks 0..6 tie -> picks 0 and 1
+  auto row = sel.blocks[0][0][63];
+  REQUIRE(row[0].item<int64_t>() == 7);
+  REQUIRE(row[1].item<int64_t>() == 0);
+  REQUIRE(row[2].item<int64_t>() == 1);
+}
+
+TEST_CASE("sparse with k covering every block equals full attention", "[attention]") {
+  auto x = random_qkv(2, 4, 2, 70, 8, 3);
+  for (int bs : {1, 7, 16, 70}) {
+    int nb = (70 + bs - 1) / bs;
+    Tensor out = reference_backend().sparse(x.q, x.k, x.v, select_blocks(x.q, x.k, {bs, nb}));
+    REQUIRE(max_diff(out, reference_backend().full(x.q, x.k, x.v)) < 1e-12);
+  }
+}
+
+TEST_CASE("dual stream returns exactly the two single streams", "[attention]") {
+  auto x = random_qkv(1, 4, 1, 48, 8, 5);
+  Selection sel = select_blocks(x.q, x.k, {8, 2});
+  auto both = reference_backend().dual(x.q, x.k, x.v, sel);
+  REQUIRE(max_diff(both.first, reference_backend().full(x.q, x.k, x.v)) == 0);
+  REQUIRE(max_diff(both.second, reference_backend().sparse(x.q, x.k, x.v, sel)) == 0);
+}
+
+TEST_CASE("long inputs are processed in row chunks with the same result", "[attention]") {
+  // 4 heads x 4500 rows exceeds one chunk (2^24 scores): exercises the chunk loop
+  torch::manual_seed(11);
+  const int T = 4500;
+  Tensor q = torch::randn({1, 4, T, 8}), k = torch::randn({1, 1, T, 8}), v = torch::randn({1, 1, T, 8});
+  torch::NoGradGuard ng;
+  Tensor out = reference_backend().full(q, k, v);
+  // compare a few rows with a direct computation
+  for (int t : {0, 1000, 4095, T - 1}) {
+    Tensor s = torch::matmul(q[0][2][t], k[0][0].narrow(0, 0, t + 1).t()) / std::sqrt(8.0);
+    Tensor ref = torch::matmul(torch::softmax(s, 0), v[0][0].narrow(0, 0, t + 1));
+    REQUIRE(max_diff(out[0][2][t], ref) < 1e-5);
+  }
+}
+
+TEST_CASE("finite-difference gradients of full and sparse attention", "[attention][grad]") {
+  auto x = random_qkv(1, 4, 2, 24, 4, 9);
+  Selection sel = select_blocks(x.q, x.k, {4, 2});  // fixed selection: no gradient through it
+  auto& be = reference_backend();
+  check_grad([&](const Tensor& q) { return be.full(q, x.k, x.v); }, x.q);
+  check_grad([&](const Tensor& k) { return be.full(x.q, k, x.v); }, x.k);
+  check_grad([&](const Tensor& v) { return be.full(x.q, x.k, v); }, x.v);
+  check_grad([&](const Tensor& q) { return be.sparse(q, x.k, x.v, sel); }, x.q);
+  check_grad([&](const Tensor& k) { return be.sparse(x.q, k, x.v, sel); }, x.k);
+  check_grad([&](const Tensor& v) { return be.sparse(x.q, x.k, v, sel); }, x.v);
+}
+
+TEST_CASE("alignment losses: values, gradients and stop-gradients", "[attention][grad]") {
+  torch::manual_seed(3);
+  Tensor hf = (torch::randn({2, 5, 3, 4}, torch::kDouble) * 2).set_requires_grad(true);
+  Tensor hs = (torch::randn({2, 5, 3, 4}, torch::kDouble) * 2).set_requires_grad(true);
+  AlignmentLoss a = alignment_losses(hf, hs);
+  // value: SmoothL1 with beta 1, mean over elements
+  Tensor d = (hf - hs).abs().detach();
+  double expect = torch::where(d < 1, 0.5 * d * d, d - 0.5).mean().item<double>();
+  REQUIRE(a.sparsity.item<double>() == Approx(expect).epsilon(1e-12));
+  REQUIRE(a.commitment.item<double>() == Approx(expect).epsilon(1e-12));
+  // sparsity loss moves only h_full; commitment loss moves only h_sparse
+  auto gs = torch::autograd::grad({a.sparsity}, {hf, hs}, {}, true, false, /*allow_unused=*/true);
+  REQUIRE(gs[0].defined());
+  REQUIRE(gs[0].abs().sum().item<double>() > 0);
+  REQUIRE((!gs[1].defined() || gs[1].abs().sum().item<double>() == 0));
+  auto gc = torch::autograd::grad({a.commitment}, {hf, hs}, {}, true, false, true);
+  REQUIRE((!gc[0].defined() || gc[0].abs().sum().item<double>() == 0));
+  REQUIRE(gc[1].abs().sum().item<double>() > 0);
+  // finite differences through each loss in its live argument
+  check_grad([&](const Tensor& x) { return alignment_losses(x, hs.detach()).sparsity; }, hf.detach());
+  check_grad([&](const Tensor& x) { return alignment_losses(hf.detach(), x).commitment; }, hs.detach());
+}
+
+TEST_CASE("impossible sparse settings are rejected with the reason", "[attention][bad-input]") {
+  auto x = random_qkv(1, 2, 1, 32, 4, 1);
+  REQUIRE_THROWS_WITH(select_blocks(x.q, x.k, {8, 0}), Catch::Contains("top-k must be >= 1"));
+  REQUIRE_THROWS_WITH(select_blocks(x.q, x.k, {8, 5}), Catch::Contains("exceeds the 4 blocks"));
+  REQUIRE_THROWS_WITH(select_blocks(x.q, x.k, {64, 1}), Catch::Contains("does not fit"));
+  REQUIRE_THROWS_WITH(select_blocks(x.q, x.k, {0, 1}), Catch::Contains("block size must be >= 1"));
+  REQUIRE(check_sparse_spec({8, 4}, 32).empty());
+}

@@ -1,0 +1,116 @@
+// Attention statistics on hand-made distributions.
+#include <catch2/catch.hpp>
+#include <torch/torch.h>
+
+#include "engine/metrics/analysis.h"
+#include "engine/model/transformer.h"
+#include "test_helpers.h"
+
+using namespace ssalab;
+using torch::Tensor;
+
+TEST_CASE("uniform rows have entropy ln(n); sparsity is the selected share", "[metrics]") {
+  const int T = 64, D = 8;
+  Tensor q = torch::zeros({1, 2, T, D}), k = torch::randn({1, 1, T, D});  // q = 0: every score equal
+  AnalysisRequest req;
+  req.spec = {8, 3};
+  Analysis a = analyze_qk({q}, {k}, req);
+  const LayerAnalysis& L = a.layers[0];
+  for (int t : {0, 7, 30, 63}) {
+    INFO("row " << t);
+    REQUIRE(L.row_entropy[t] == Approx(std::log(double(t + 1))).margin(1e-5));
+    // selected keys: own block (t%8+1 keys) + up to 2 full past blocks
+    int own = t / 8, kept = (t % 8 + 1) + 8 * std::min(2, own);
+    REQUIRE(L.row_sparsity[t] == Approx(double(kept) / (t + 1)).margin(1e-5));
+    REQUIRE(L.row_sink_token[t] == Approx(1.0 / (t + 1)).margin(1e-6));
+  }
+  // KL(sparse || full) of a row equals -log(sparsity)
+  REQUIRE(L.heads[0].kl_sparse_full > 0);
+  REQUIRE(L.heads[0].dropped == Approx(1 - L.heads[0].sparsity));
+}
+
+TEST_CASE("a one-hot first column is a sink of mass 1", "[metrics]") {
+  const int T = 48, D = 4;
+  Tensor k = torch::zeros({1, 1, T, D});
+  k[0][0][0][0] = 1;  // only token 0 has a key along dim 0
+  Tensor q = torch::zeros({1, 1, T, D});
+  q.select(3, 0).fill_(1000);  // every query points at token 0 with a huge score
+  AnalysisRequest req;
+  req.spec = {8, 2};
+  Analysis a = analyze_qk({q}, {k}, req);
+  const HeadStats& h = a.layers[0].heads[0];
+  REQUIRE(h.sink_token == Approx(1.0).margin(1e-6));
+  REQUIRE(h.sink_block == Approx(1.0).margin(1e-6));
+  REQUIRE(h.entropy == Approx(0.0).margin(1e-5));
+  // block-pooled map: every query cell puts all its mass on key cell 0
+  const int nc = a.n_cells;
+  for (int i = 1; i < nc; ++i) REQUIRE(a.layers[0].map_full[size_t(i) * nc] == Approx(1.0).margin(1e-5));
+}
+
+TEST_CASE("maps: rows of the pooled full map sum to 1; full = kept + dropped", "[metrics]") {
+  torch::manual_seed(4);
+  const int T = 100;
+  Tensor q = torch::randn({1, 4, T, 8}), k = torch::randn({1, 2, T, 8});
+  AnalysisRequest req;
+  req.spec = {10, 3};
+  req.max_cells = 4;  // forces cells of 30 tokens (3 blocks)
+  Analysis a = analyze_qk({q}, {k}, req);
+  REQUIRE(a.cell_size == 30);
+  REQUIRE(a.n_cells == 4);
+  const auto& L = a.layers[0];
+  for (int h = 0; h < 4; ++h)
+    for (int i = 0; i < a.n_cells; ++i) {
+      double full = 0, sparse = 0, dropped = 0;
+      for (int j = 0; j < a.n_cells; ++j) {
+        size_t idx = (size_t(h) * a.n_cells + i) * a.n_cells + j;
+        full += L.map_full[idx];
+        sparse += L.map_sparse[idx];
+        dropped += L.map_dropped[idx];
+      }
+      REQUIRE(full == Approx(1.0).margin(1e-4));
+      REQUIRE(sparse == Approx(1.0).margin(1e-4));
+      REQUIRE(dropped >= 0);
+    }
+  // token maps are kept for short inputs and agree with the stats
+  REQUIRE(L.token_full.size() == size_t(4) * T * T);
+  double row_sum = 0;
+  for (int s = 0; s < T; ++s) row_sum += L.token_full[size_t(2) * T * T + 57 * T + s];
+  REQUIRE(row_sum == Approx(1.0).margin(1e-5));
+}
+
+TEST_CASE("query_detail agrees with the layer statistics", "[metrics]") {
+  torch::manual_seed(8);
+  const int T = 80;
+  Tensor q = torch::randn({1, 4, T, 8}), k = torch::randn({1, 2, T, 8});
+  AnalysisRequest req;
+  req.spec = {8, 3};
+  Analysis a = analyze_qk({q}, {k}, req);
+  for (int t : {5, 47, 79}) {
+    QueryDetail d = query_detail(a, 0, 3, t);
+    REQUIRE(d.kv_head == 1);
+    REQUIRE(d.selected.front() == t / 8);
+    REQUIRE(d.sparsity == Approx(a.layers[0].row_sparsity[size_t(3) * T + t]).margin(1e-5));
+    REQUIRE(d.entropy == Approx(a.layers[0].row_entropy[size_t(3) * T + t]).margin(1e-4));
+    double scores = 0;
+    for (float s : d.block_scores) scores += s;
+    if (!d.block_scores.empty()) REQUIRE(scores == Approx(2.0).margin(1e-4));  // 2 heads per group, each sums to 1
+  }
+  REQUIRE_THROWS(query_detail(a, 0, 9, 0));
+}
+
+TEST_CASE("analyze runs a model end to end, for full and sparse inference", "[metrics]") {
+  Transformer m(test::micro_model());
+  AnalysisRequest req;
+  for (int i = 0; i < 60; ++i) req.tokens.push_back(i * 7 % 512);
+  req.spec = {8, 3};
+  for (AttnMode mode : {AttnMode::Full, AttnMode::Sparse}) {
+    req.inference = mode;
+    Analysis a = analyze(m, req);
+    REQUIRE(a.layers.size() == 2);
+    REQUIRE(a.mean_sparsity() > 0);
+    REQUIRE(a.mean_sparsity() <= 1.0 + 1e-6);
+    REQUIRE(to_json(a)["layers"].size() == 2);
+  }
+  req.tokens.push_back(100000);
+  REQUIRE_THROWS_WITH(analyze(m, req), Catch::Contains("outside the vocabulary"));
+}

@@ -1,0 +1,246 @@
+// Compare: the session's model and a checkpoint side by side, on the same
+// probe tokens with the same inference settings (k, block size, full/sparse).
+// The checkpoint is loaded and analysed on worker threads (std::async); the
+// panel polls the futures and never waits. Futures that are no longer wanted
+// (a new load while one runs) are parked until they finish, because a
+// std::async future blocks in its destructor.
+#include <imgui.h>
+#include <imgui_stdlib.h>
+
+#include <algorithm>
+#include <chrono>
+#include <future>
+
+#include "engine/checkpoint/checkpoint.h"
+#include "views/map_widget.h"
+#include "views/panels_internal.h"
+#include "views/views.h"
+
+namespace ssalab::views {
+
+namespace {
+
+template <class T>
+bool is_ready(const std::future<T>& f) {
+  return f.valid() && f.wait_for(std::chrono::seconds(0)) == std::future_status::ready;
+}
+
+struct CompareState {
+  std::string path;
+  std::future<std::shared_ptr<LoadedCheckpoint>> loading;
+  std::shared_ptr<LoadedCheckpoint> model;
+  std::string error;
+  std::future<std::shared_ptr<const Analysis>> analyzing;
+  std::shared_ptr<const Analysis> analysis;   // of the checkpoint
+  const Analysis* matched = nullptr;          // the session analysis it was requested for
+  std::string token_note;
+  bool shared_range = true;
+  std::unique_ptr<MapWidget> left, right;
+  std::vector<std::future<std::shared_ptr<const Analysis>>> parked;
+  std::vector<std::future<std::shared_ptr<LoadedCheckpoint>>> parked_loads;
+};
+CompareState g;
+
+void park() {
+  if (g.analyzing.valid()) g.parked.push_back(std::move(g.analyzing));
+  if (g.loading.valid()) g.parked_loads.push_back(std::move(g.loading));
+}
+
+void drop_finished_parked() {
+  g.parked.erase(std::remove_if(g.parked.begin(), g.parked.end(), [](auto& f) { return is_ready(f); }), g.parked.end());
+  g.parked_loads.erase(std::remove_if(g.parked_loads.begin(), g.parked_loads.end(), [](auto& f) { return is_ready(f); }),
+                       g.parked_loads.end());
+}
+
+// Tokens for the checkpoint: the session's ids when its tokenizer gives the
+// same pieces for them, else the probe text re-encoded with its own tokenizer.
+std::vector<int> tokens_for_checkpoint(const Snapshot& snap, const Analysis& a, std::string* note) {
+  const Tokenizer& tok = g.model->tokenizer;
+  bool same = int64_t(snap.probe_pieces.size()) == a.T;
+  for (size_t i = 0; same && i < a.tokens.size(); ++i)
+    same = a.tokens[i] >= 0 && a.tokens[i] < tok.vocab_size() && tok.piece(a.tokens[i]) == snap.probe_pieces[i];
+  if (same) {
+    note->clear();
+    return a.tokens;
+  }
+  std::string text;
+  for (const std::string& p : snap.probe_pieces) {
+    std::string d = p;
+    size_t pos;
+    while ((pos = d.find("\xE2\x96\x81")) != std::string::npos) d.replace(pos, 3, " ");
+    text += d;
+  }
+  std::vector<int> ids = tok.encode(text);
+  if (int64_t(ids.size()) > a.T) ids.resize(size_t(a.T));
+  *note = "the checkpoint's tokenizer differs: text re-encoded (" + std::to_string(ids.size()) + " tokens vs " +
+          std::to_string(a.T) + ")";
+  return ids;
+}
+
+void start_analysis(const Snapshot& snap, const std::shared_ptr<const Analysis>& a) {
+  AnalysisRequest req;
+  req.tokens = tokens_for_checkpoint(snap, *a, &g.token_note);
+  req.inference = a->inference;
+  req.spec = a->spec;
+  req.token_map_limit = a->layers.empty() || a->layers[0].token_full.empty() ? 0 : int(a->T);
+  req.max_cells = std::max(1, a->n_cells);
+  g.matched = a.get();
+  auto model = g.model;
+  g.analyzing = std::async(std::launch::async, [model, req]() -> std::shared_ptr<const Analysis> {
+    return std::make_shared<const Analysis>(analyze(*model->model, req));
+  });
+}
+
+}  // namespace
+
+void ReleaseCompare() {
+  g.left.reset();
+  g.right.reset();
+  if (g.analyzing.valid()) g.analyzing.wait();
+  if (g.loading.valid()) g.loading.wait();
+  for (auto& f : g.parked) f.wait();
+  for (auto& f : g.parked_loads) f.wait();
+  g = CompareState{};
+}
+
+void CompareLoad(UiState& ui, const std::string& path) {
+  park();
+  g.model.reset();
+  g.analysis.reset();
+  g.matched = nullptr;
+  g.error.clear();
+  g.path = path;
+  if (path.empty()) return;
+  g.loading = std::async(std::launch::async, [path]() { return std::make_shared<LoadedCheckpoint>(load_checkpoint(path)); });
+  ui.info("loading " + path + " for Compare");
+}
+
+bool CompareReady() { return g.analysis && !g.analyzing.valid(); }
+
+void DrawCompare(UiState& ui) {
+  drop_finished_parked();
+  // Poll the workers even when the window is hidden.
+  if (is_ready(g.loading)) {
+    try {
+      g.model = g.loading.get();
+      ui.info("Compare: loaded " + g.path);
+    } catch (const std::exception& e) {
+      g.error = std::string("cannot load checkpoint: ") + e.what();
+      ui.error(g.error);
+    }
+  }
+  if (is_ready(g.analyzing)) {
+    try {
+      g.analysis = g.analyzing.get();
+      g.error.clear();
+    } catch (const std::exception& e) {
+      g.error = std::string("analysis of the checkpoint failed: ") + e.what();
+      ui.error(g.error);
+    }
+  }
+  std::shared_ptr<const Analysis> live = ui.snap ? ui.snap->analysis : nullptr;
+  if (g.model && live && !g.analyzing.valid() && g.matched != live.get()) {
+    // Re-analyse when the text or the settings changed (the checkpoint's weights do not).
+    const Analysis* o = g.analysis.get();
+    bool same_request = o && o->spec.top_k == live->spec.top_k && o->spec.block_size == live->spec.block_size &&
+                        o->inference == live->inference && g.token_note.empty() && o->tokens == live->tokens;
+    if (same_request) {
+      g.matched = live.get();
+    } else {
+      try {
+        start_analysis(*ui.snap, live);
+      } catch (const std::exception& e) {
+        g.matched = live.get();  // retry when the probe or the settings change
+        g.error = std::string("cannot start the analysis: ") + e.what();
+        ui.error(g.error);
+      }
+    }
+  }
+
+  if (!ui.show_compare) return;
+  PlaceNextWindow("Compare");
+  if (!ImGui::Begin("Compare", &ui.show_compare, ImGuiWindowFlags_NoScrollWithMouse)) {
+    ImGui::End();
+    return;
+  }
+  static std::string path_edit;
+  if (path_edit.empty() && !g.path.empty()) path_edit = g.path;
+  ImGui::SetNextItemWidth(std::max(120.0f, ImGui::GetContentRegionAvail().x - 190));
+  ImGui::InputTextWithHint("##cmp", "checkpoint directory to compare with", &path_edit);
+  ImGui::SameLine();
+  ImGui::BeginDisabled(path_edit.empty() || g.loading.valid());
+  if (ImGui::Button("load")) CompareLoad(ui, path_edit);
+  ImGui::EndDisabled();
+  ImGui::SameLine();
+  ImGui::BeginDisabled(!g.model && !g.loading.valid());
+  if (ImGui::Button("clear")) CompareLoad(ui, "");
+  ImGui::EndDisabled();
+  ImGui::SameLine();
+  ImGui::Checkbox("same scale", &g.shared_range);
+
+  if (g.loading.valid()) ImGui::TextDisabled("loading %s ...", g.path.c_str());
+  else if (g.analyzing.valid()) ImGui::TextDisabled("analysing the probe with the checkpoint ...");
+  if (!g.error.empty()) ImGui::TextColored(ImVec4(1, 0.4f, 0.4f, 1), "%s", g.error.c_str());
+  if (!g.token_note.empty()) ImGui::TextColored(ImVec4(1, 0.7f, 0.3f, 1), "%s", g.token_note.c_str());
+  if (!g.model && !g.loading.valid()) {
+    ImGui::TextDisabled("load a checkpoint to see it beside the live model on the same text and settings");
+    ImGui::End();
+    return;
+  }
+
+  if (!g.left) g.left = std::make_unique<MapWidget>();
+  if (!g.right) g.right = std::make_unique<MapWidget>();
+  MapRequest req{ui.layer, ui.head, ui.mean_heads, ui.kind, ui.prefer_tokens};
+  std::shared_ptr<const Analysis> right = g.analysis;
+  if (right && !right->layers.empty()) req.layer = std::min(req.layer, int(right->layers.size()) - 1);
+  g.left->set_image(live, req, ui.scale);
+  g.right->set_image(right, req, ui.scale);
+  if (g.shared_range && g.left->ready() && g.right->ready()) {
+    Range a = g.left->own_range(), b = g.right->own_range();
+    Range r{std::min(a.lo, b.lo), std::max(a.hi, b.hi)};
+    g.left->set_colors(&r);
+    g.right->set_colors(&r);
+  } else {
+    g.left->set_colors();
+    g.right->set_colors();
+  }
+
+  const float table_h = 4 * ImGui::GetTextLineHeightWithSpacing();
+  ImVec2 avail = ImGui::GetContentRegionAvail();
+  float size = std::max(48.0f, std::min((avail.x - 90) * 0.5f - 8, avail.y - table_h - ImGui::GetTextLineHeightWithSpacing()));
+  ImGui::BeginGroup();
+  ImGui::Text("session model, step %lld", ui.snap ? (long long)ui.snap->step : 0LL);
+  g.left->draw("left", ui, size, true);
+  ImGui::EndGroup();
+  ImGui::SameLine();
+  ImGui::BeginGroup();
+  std::string title = "checkpoint";
+  if (g.model && g.model->state) title += ", step " + std::to_string(g.model->state->step);
+  ImGui::TextUnformatted(title.c_str());
+  g.right->draw("right", ui, size, true);
+  ImGui::EndGroup();
+  ImGui::SameLine();
+  g.right->draw_colorbar(size);
+
+  if (live && right && ImGui::BeginTable("cmp", 3, ImGuiTableFlags_Borders | ImGuiTableFlags_SizingStretchSame)) {
+    ImGui::TableSetupColumn("");
+    ImGui::TableSetupColumn("session");
+    ImGui::TableSetupColumn("checkpoint");
+    ImGui::TableHeadersRow();
+    auto row = [](const char* name, double l, double r) {
+      ImGui::TableNextRow();
+      ImGui::TableNextColumn();
+      ImGui::TextUnformatted(name);
+      ImGui::TableNextColumn();
+      ImGui::Text("%.4f", l);
+      ImGui::TableNextColumn();
+      ImGui::Text("%.4f", r);
+    };
+    row("mean AttnSparsity", live->mean_sparsity(), right->mean_sparsity());
+    row("mean entropy (nats)", live->mean_entropy(), right->mean_entropy());
+    ImGui::EndTable();
+  }
+  ImGui::End();
+}
+
+}  // namespace ssalab::views

@@ -1,0 +1,229 @@
+// Controls: run (start / pause / resume / stop), what training optimises
+// (method, p, alpha, lr), how inference runs (full / sparse, k, block size)
+// and checkpoints (save / load a directory). Every button only queues a
+// Session command; values shown come back through the snapshot. Settings the
+// engine cannot run are disabled with the reason (check_sparse_spec, the same
+// function the engine uses to refuse them).
+#include <imgui.h>
+#include <imgui_stdlib.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <type_traits>
+
+#include "engine/attention/attention.h"
+#include "views/panels_internal.h"
+#include "views/views.h"
+
+namespace ssalab::views {
+
+namespace {
+
+// A value edited here and also reported by the engine: after the UI sends a
+// command, show what was sent until the snapshot agrees (or 3 s passed).
+template <class T>
+struct Synced {
+  T value{};
+  bool pending = false;
+  double sent_at = 0;
+  void sync(T engine_value, double now) {
+    if (pending && (close(engine_value) || now - sent_at > 3.0)) pending = false;
+    if (!pending) value = engine_value;
+  }
+  void sent(double now) {
+    pending = true;
+    sent_at = now;
+  }
+  bool close(T v) const {
+    if constexpr (std::is_floating_point_v<T>) return std::abs(double(v) - double(value)) <= 1e-9 * std::max(1.0, std::abs(double(v)));
+    else return v == value;
+  }
+};
+
+struct ControlsState {
+  Synced<int> method, inference, top_k, block_size;
+  Synced<float> p_full, alpha, lr;
+  std::string ckpt_path = "runs/gui_checkpoint";
+} g;
+
+void section(const char* title) {
+  ImGui::Spacing();
+  ImGui::TextColored(ImVec4(0.6f, 0.75f, 1.0f, 1.0f), "%s", title);
+  ImGui::Separator();
+}
+
+void help(const char* text) {
+  ImGui::SameLine();
+  ImGui::TextDisabled("(?)");
+  if (ImGui::IsItemHovered()) ImGui::SetTooltip("%s", text);
+}
+
+}  // namespace
+
+void DrawControls(UiState& ui) {
+  if (!ui.show_controls) return;
+  PlaceNextWindow("Controls");
+  if (!ImGui::Begin("Controls", &ui.show_controls)) {
+    ImGui::End();
+    return;
+  }
+  Session* s = ui.session;
+  const auto& snap = ui.snap;
+  if (!s || !snap) {
+    if (!ui.session_problem.empty())
+      ImGui::TextColored(ImVec4(1, 0.4f, 0.4f, 1), "no session: %s", ui.session_problem.c_str());
+    else
+      ImGui::Text("starting the session%s", std::string(size_t(ImGui::GetTime() * 2) % 4, '.').c_str());
+    ImGui::End();
+    return;
+  }
+  const double now = ImGui::GetTime();
+  g.method.sync(int(snap->train.method), now);
+  g.inference.sync(int(snap->inference), now);
+  g.top_k.sync(snap->spec.top_k, now);
+  g.block_size.sync(snap->spec.block_size, now);
+  g.p_full.sync(float(snap->train.p_full), now);
+  g.alpha.sync(float(snap->train.alpha), now);
+  g.lr.sync(float(snap->train.lr), now);
+
+  // ---- run
+  const RunState st = snap->state;
+  ImGui::Text("state: %s", to_string(st));
+  ImGui::SameLine();
+  ImGui::TextDisabled("step %lld / %lld", (long long)snap->step, (long long)snap->total_steps);
+  float frac = snap->total_steps > 0 ? float(double(snap->step) / double(snap->total_steps)) : 0.0f;
+  ImGui::ProgressBar(std::clamp(frac, 0.0f, 1.0f), ImVec2(-1, 0));
+  ImGui::BeginDisabled(st == RunState::Running || st == RunState::Paused);
+  if (ImGui::Button("start")) s->start();
+  ImGui::EndDisabled();
+  ImGui::SameLine();
+  ImGui::BeginDisabled(st != RunState::Running);
+  if (ImGui::Button("pause")) s->pause();
+  ImGui::EndDisabled();
+  ImGui::SameLine();
+  ImGui::BeginDisabled(st != RunState::Paused);
+  if (ImGui::Button("resume")) s->resume();
+  ImGui::EndDisabled();
+  ImGui::SameLine();
+  ImGui::BeginDisabled(st != RunState::Running && st != RunState::Paused);
+  if (ImGui::Button("stop")) s->stop();
+  ImGui::EndDisabled();
+  if (!snap->status.empty()) ImGui::TextWrapped("%s", snap->status.c_str());
+
+  // ---- training
+  section("training");
+  static const char* kMethods[] = {"full", "moba", "ssa"};
+  ImGui::SetNextItemWidth(120);
+  if (ImGui::Combo("method", &g.method.value, kMethods, 3)) {
+    s->set_method(Method(g.method.value));
+    g.method.sent(now);
+  }
+  help("full: dense attention only.\nmoba: sparse (block top-k) only, no alignment.\nssa: each pass draws full (prob. p) or sparse; "
+       "alignment losses at every layer, weighted by alpha.");
+  const bool ssa = Method(g.method.value) == Method::Ssa;
+  ImGui::BeginDisabled(!ssa);
+  ImGui::SetNextItemWidth(160);
+  if (ImGui::SliderFloat("p (full)", &g.p_full.value, 0.0f, 1.0f, "%.2f")) {
+    s->set_p_full(g.p_full.value);
+    g.p_full.sent(now);
+  }
+  ImGui::SetNextItemWidth(160);
+  if (ImGui::SliderFloat("alpha", &g.alpha.value, 0.0f, 50.0f, "%.1f")) {
+    s->set_alpha(g.alpha.value);
+    g.alpha.sent(now);
+  }
+  ImGui::EndDisabled();
+  if (!ssa && ImGui::IsItemHovered(ImGuiHoveredFlags_AllowWhenDisabled)) ImGui::SetTooltip("only SSA uses p and alpha");
+  ImGui::SetNextItemWidth(160);
+  if (ImGui::SliderFloat("peak lr", &g.lr.value, 1e-5f, 1e-1f, "%.2e", ImGuiSliderFlags_Logarithmic)) {
+    s->set_lr(g.lr.value);
+    g.lr.sent(now);
+  }
+
+  // ---- inference
+  section("inference (analysis)");
+  int mode = g.inference.value;
+  bool changed = ImGui::RadioButton("full", &mode, int(AttnMode::Full));
+  ImGui::SameLine();
+  changed |= ImGui::RadioButton("sparse", &mode, int(AttnMode::Sparse));
+  help("which stream feeds the next layer while the probe is analysed; maps always compare\nthe full row with the top-k selection");
+  if (changed) {
+    g.inference.value = mode;
+    s->set_inference(AttnMode(mode));
+    s->request_analysis();
+    g.inference.sent(now);
+  }
+  // The length the spec must run on: the probe being analysed.
+  int64_t T = snap->analysis ? snap->analysis->T : int64_t(snap->probe_pieces.size());
+  if (T <= 0) T = snap->model.max_position;
+  const int bs = g.block_size.value;
+  int k_max = 0;
+  for (int k = 1; k <= 128; ++k)
+    if (check_sparse_spec(SparseSpec{bs, k}, T).empty()) k_max = k;
+  if (k_max > 0) {
+    int k = std::clamp(g.top_k.value, 1, k_max);
+    ImGui::SetNextItemWidth(160);
+    if (ImGui::SliderInt("k (blocks)", &k, 1, k_max)) {
+      g.top_k.value = k;
+      s->set_top_k(k);
+      s->request_analysis();
+      g.top_k.sent(now);
+    }
+    help("blocks each query attends to, the forced local block included;\nreceptive field = k x block size");
+  } else {
+    ImGui::TextColored(ImVec4(1, 0.5f, 0.3f, 1), "no k runs with block size %d on %lld tokens", bs, (long long)T);
+  }
+  std::string why_k = check_sparse_spec(SparseSpec{bs, g.top_k.value}, T);
+  ImGui::TextDisabled("block size");
+  static const int kSizes[] = {4, 8, 16, 32, 64, 128, 256};
+  for (int size : kSizes) {
+    std::string why = check_sparse_spec(SparseSpec{size, std::min(g.top_k.value, k_max > 0 ? k_max : 1)}, T);
+    ImGui::SameLine();
+    ImGui::BeginDisabled(!why.empty());
+    char label[16];
+    std::snprintf(label, sizeof label, "%d", size);
+    if (ImGui::Selectable(label, size == bs, 0, ImGui::CalcTextSize("256"))) {
+      g.block_size.value = size;
+      s->set_block_size(size);
+      // keep k valid for the new block size
+      int best = 0;
+      for (int k = 1; k <= g.top_k.value; ++k)
+        if (check_sparse_spec(SparseSpec{size, k}, T).empty()) best = k;
+      if (best > 0 && best != g.top_k.value) {
+        g.top_k.value = best;
+        s->set_top_k(best);
+        g.top_k.sent(now);
+      }
+      s->request_analysis();
+      g.block_size.sent(now);
+    }
+    ImGui::EndDisabled();
+    if (!why.empty() && ImGui::IsItemHovered(ImGuiHoveredFlags_AllowWhenDisabled)) ImGui::SetTooltip("%s", why.c_str());
+  }
+  ImGui::Text("receptive field %d tokens of %lld", g.top_k.value * bs, (long long)T);
+  if (!why_k.empty()) ImGui::TextColored(ImVec4(1, 0.5f, 0.3f, 1), "k %d: %s", g.top_k.value, why_k.c_str());
+  if (!snap->spec_problem.empty())
+    ImGui::TextColored(ImVec4(1, 0.4f, 0.4f, 1), "engine: %s", snap->spec_problem.c_str());
+
+  // ---- checkpoint
+  section("checkpoint");
+  ImGui::SetNextItemWidth(-1);
+  ImGui::InputTextWithHint("##ckpt", "checkpoint directory", &g.ckpt_path);
+  ImGui::BeginDisabled(g.ckpt_path.empty());
+  if (ImGui::Button("save")) {
+    s->save(g.ckpt_path);
+    ui.info("saving checkpoint to " + g.ckpt_path);
+  }
+  ImGui::SameLine();
+  if (ImGui::Button("load")) {
+    s->load(g.ckpt_path);
+    ui.info("loading checkpoint " + g.ckpt_path);
+  }
+  ImGui::EndDisabled();
+  ImGui::SameLine();
+  ImGui::TextDisabled("errors appear in the status line");
+  ImGui::End();
+}
+
+}  // namespace ssalab::views

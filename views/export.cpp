@@ -1,0 +1,180 @@
+// Export: the map as PNG (the colormapped buffer itself, no screen grab),
+// charts and the whole window as PNG (read back from the framebuffer after the
+// frame is rendered), training metrics as CSV / JSON, per layer/head
+// statistics as CSV.
+#include <GL/gl.h>
+#include <imgui.h>
+#include <imgui_stdlib.h>
+#include <stb_image_write.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "views/panels_internal.h"
+#include "views/views.h"
+
+namespace ssalab::views {
+
+namespace {
+
+std::string prepare(const std::string& path) {
+  std::error_code ec;
+  std::filesystem::path parent = std::filesystem::path(path).parent_path();
+  if (!parent.empty()) std::filesystem::create_directories(parent, ec);
+  if (ec) return "cannot create " + parent.string() + ": " + ec.message();
+  return "";
+}
+
+std::string write_text(const std::string& path, const std::string& text) {
+  if (std::string e = prepare(path); !e.empty()) return e;
+  std::string tmp = path + ".tmp";
+  {
+    std::ofstream f(tmp, std::ios::binary);
+    f << text;
+    if (!f) return "cannot write " + path;
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) return "cannot write " + path + ": " + ec.message();
+  return "";
+}
+
+void csv_num(std::ostringstream& os, double v) {
+  if (std::isfinite(v)) os << v;  // NaN / Inf: empty field
+}
+
+nlohmann::json num(double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr); }
+
+struct ExportState {
+  std::string prefix = "exports/ssalab";
+  std::vector<std::string> written;
+} g;
+
+}  // namespace
+
+std::string ExportMetricsCsv(const UiState& ui, const std::string& path) {
+  if (!ui.snap) return "no session";
+  std::ostringstream os;
+  os.precision(8);
+  os << "step,loss,ce_full,ce_sparse,sparsity_loss,commitment_loss,grad_norm,lr,tokens_per_s,val_ppl_full,val_ppl_sparse\n";
+  for (const MetricPoint& p : ui.snap->history) {
+    os << p.step;
+    for (double v : {p.loss, p.ce_full, p.ce_sparse, p.sparsity_loss, p.commitment_loss, p.grad_norm, p.lr,
+                     p.tokens_per_s, p.val_ppl_full, p.val_ppl_sparse}) {
+      os << ',';
+      csv_num(os, v);
+    }
+    os << '\n';
+  }
+  return write_text(path, os.str());
+}
+
+std::string ExportMetricsJson(const UiState& ui, const std::string& path) {
+  if (!ui.snap) return "no session";
+  nlohmann::json j;
+  j["step"] = ui.snap->step;
+  j["train"] = to_json(ui.snap->train);
+  j["model"] = to_json(ui.snap->model);
+  j["inference"] = to_string(ui.snap->inference);
+  j["spec"] = {{"block_size", ui.snap->spec.block_size}, {"top_k", ui.snap->spec.top_k}};
+  nlohmann::json hist = nlohmann::json::array();
+  for (const MetricPoint& p : ui.snap->history)
+    hist.push_back({{"step", p.step}, {"loss", num(p.loss)}, {"ce_full", num(p.ce_full)},
+                    {"ce_sparse", num(p.ce_sparse)}, {"sparsity_loss", num(p.sparsity_loss)},
+                    {"commitment_loss", num(p.commitment_loss)}, {"grad_norm", num(p.grad_norm)},
+                    {"lr", num(p.lr)}, {"tokens_per_s", num(p.tokens_per_s)},
+                    {"val_ppl_full", num(p.val_ppl_full)}, {"val_ppl_sparse", num(p.val_ppl_sparse)}});
+  j["history"] = std::move(hist);
+  if (ui.snap->analysis) j["analysis"] = to_json(*ui.snap->analysis);
+  return write_text(path, j.dump(1));
+}
+
+std::string ExportLayerCsv(const UiState& ui, const std::string& path) {
+  if (!ui.snap || !ui.snap->analysis) return "no analysis yet";
+  return write_text(path, to_csv(*ui.snap->analysis));
+}
+
+std::string SaveFramebufferPng(const std::string& path, const ScreenRect* rect, int fb_width, int fb_height,
+                               float scale_x, float scale_y) {
+  if (std::string e = prepare(path); !e.empty()) return e;
+  int x = 0, y = 0, w = fb_width, h = fb_height;
+  if (rect) {
+    x = int(std::floor(rect->x * scale_x));
+    w = int(std::ceil(rect->w * scale_x));
+    h = int(std::ceil(rect->h * scale_y));
+    y = fb_height - int(std::floor(rect->y * scale_y)) - h;  // GL rows start at the bottom
+    int x1 = std::min(fb_width, x + w), y1 = std::min(fb_height, y + h);
+    x = std::max(0, x);
+    y = std::max(0, y);
+    w = x1 - x;
+    h = y1 - y;
+  }
+  if (w <= 0 || h <= 0) return "nothing to capture";
+  std::vector<unsigned char> px(size_t(w) * h * 4);
+  glPixelStorei(GL_PACK_ALIGNMENT, 1);
+  glReadBuffer(GL_BACK);
+  glReadPixels(x, y, w, h, GL_RGBA, GL_UNSIGNED_BYTE, px.data());
+  for (size_t i = 3; i < px.size(); i += 4) px[i] = 255;  // opaque
+  stbi_flip_vertically_on_write(1);
+  int ok = stbi_write_png(path.c_str(), w, h, 4, px.data(), w * 4);
+  stbi_flip_vertically_on_write(0);
+  return ok ? "" : "cannot write " + path;
+}
+
+void DrawExport(UiState& ui) {
+  if (!ui.show_export) return;
+  PlaceNextWindow("Export");
+  if (!ImGui::Begin("Export", &ui.show_export)) {
+    ImGui::End();
+    return;
+  }
+  ImGui::SetNextItemWidth(-1);
+  ImGui::InputTextWithHint("##prefix", "path prefix", &g.prefix);
+  auto report = [&](const std::string& path, const std::string& err) {
+    if (err.empty()) {
+      ui.info("wrote " + path);
+      g.written.push_back(path);
+    } else {
+      ui.error("export failed: " + err);
+    }
+  };
+  const std::string step = ui.snap ? "_step" + std::to_string(ui.snap->step) : "";
+  if (ImGui::Button("map PNG")) {
+    std::string p = g.prefix + "_map_L" + std::to_string(ui.layer) + (ui.mean_heads ? "_mean" : "_H" + std::to_string(ui.head)) +
+                    "_" + to_string(ui.kind) + step + ".png";
+    std::string e = prepare(p);
+    report(p, e.empty() ? ExportMapPng(p) : e);
+  }
+  ImGui::SameLine();
+  if (ImGui::Button("curves PNG")) {
+    std::string p = g.prefix + "_curves" + step + ".png";
+    ui.captures.push_back({p, false, ui.curves_rect});
+    g.written.push_back(p);
+  }
+  ImGui::SameLine();
+  if (ImGui::Button("window PNG")) {
+    std::string p = g.prefix + "_window" + step + ".png";
+    ui.captures.push_back({p, true, {}});
+    g.written.push_back(p);
+  }
+  if (ImGui::Button("metrics CSV")) {
+    std::string p = g.prefix + "_metrics" + step + ".csv";
+    report(p, ExportMetricsCsv(ui, p));
+  }
+  ImGui::SameLine();
+  if (ImGui::Button("metrics JSON")) {
+    std::string p = g.prefix + "_metrics" + step + ".json";
+    report(p, ExportMetricsJson(ui, p));
+  }
+  ImGui::SameLine();
+  if (ImGui::Button("layers CSV")) {
+    std::string p = g.prefix + "_layers" + step + ".csv";
+    report(p, ExportLayerCsv(ui, p));
+  }
+  if (!g.written.empty()) ImGui::TextDisabled("last: %s", g.written.back().c_str());
+  ImGui::End();
+}
+
+}  // namespace ssalab::views

@@ -1,0 +1,27 @@
+// Pieces the panels share among themselves (not used by the main loop).
+#pragma once
+#include "engine/metrics/analysis.h"
+#include "views/ui_state.h"
+
+namespace ssalab::views {
+
+// Default placement of a panel; call right before its ImGui::Begin().
+void PlaceNextWindow(const char* name);
+
+// Layer / head / mean / kind / scale pickers (attention_map.cpp).
+void DrawMapSettings(UiState& ui, const Analysis* a);
+// GL resources, released by ShutdownViews().
+void ReleaseAttentionMap();
+void ReleaseCompare();
+void ReleaseSelectedBlocks();  // drops the cached analysis (torch tensors) before exit
+
+// A small line chart drawn with ImDrawList (curves.cpp): series already in
+// screen-ready form; y range computed from them.
+struct MiniSeries {
+  const char* name;
+  unsigned color;  // ImU32
+  std::vector<double> x, y;
+};
+void DrawMiniChart(const char* id, const std::vector<MiniSeries>& series, float width, float height);
+
+}  // namespace ssalab::views

@@ -1,0 +1,202 @@
+// Selected blocks of one query (the pinned one, else the hovered one, else the
+// last token): the group-summed selection score of every past block, the k
+// blocks picked, the forced local block, and the full-attention mass of this
+// head on each block, from query_detail().
+#include <imgui.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <numeric>
+
+#include "views/panels_internal.h"
+#include "views/views.h"
+
+namespace ssalab::views {
+
+namespace {
+
+struct DetailCache {
+  const Analysis* analysis = nullptr;
+  std::shared_ptr<const Analysis> keep;  // keeps `analysis` alive while cached
+  int layer = -1, head = -1;
+  int64_t query = -1;
+  QueryDetail detail;
+  std::string error;
+};
+DetailCache g_cache;
+
+const ImU32 kLocal = IM_COL32(255, 140, 0, 255);
+const ImU32 kPicked = IM_COL32(255, 60, 120, 255);
+const ImU32 kOther = IM_COL32(90, 120, 170, 255);
+
+// Bars for values[0..n); colour by selection slot (-1 none, 0 local, >0 picked).
+// Returns the block under the mouse or -1.
+int bar_chart(const char* id, const std::vector<float>& values, const std::vector<int>& slot_of, size_t n_bars,
+              float width, float height) {
+  ImGui::PushID(id);
+  ImVec2 p0 = ImGui::GetCursorScreenPos();
+  ImGui::InvisibleButton("bars", ImVec2(width, height));
+  bool hovered = ImGui::IsItemHovered();
+  ImDrawList* dl = ImGui::GetWindowDrawList();
+  dl->AddRectFilled(p0, ImVec2(p0.x + width, p0.y + height), IM_COL32(20, 20, 24, 255));
+  float vmax = 1e-12f;
+  for (size_t j = 0; j < values.size() && j < n_bars; ++j)
+    if (std::isfinite(values[j])) vmax = std::max(vmax, values[j]);
+  const float bw = width / std::max<size_t>(n_bars, 1);
+  for (size_t j = 0; j < values.size() && j < n_bars; ++j) {
+    float v = std::isfinite(values[j]) ? values[j] : 0.0f;
+    float h = (height - 2) * v / vmax;
+    int s = j < slot_of.size() ? slot_of[j] : -1;
+    ImU32 c = s == 0 ? kLocal : (s > 0 ? kPicked : kOther);
+    float x0 = p0.x + j * bw, x1 = std::max(x0 + 1.0f, x0 + bw - (bw > 4 ? 1.0f : 0.0f));
+    dl->AddRectFilled(ImVec2(x0, p0.y + height - h), ImVec2(x1, p0.y + height), c);
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "max %.3g", vmax);
+  dl->AddText(ImVec2(p0.x + 4, p0.y + 2), IM_COL32(200, 200, 200, 200), buf);
+  int hovered_block = -1;
+  if (hovered && n_bars > 0) {
+    hovered_block = int((ImGui::GetIO().MousePos.x - p0.x) / bw);
+    if (hovered_block < 0 || size_t(hovered_block) >= n_bars) hovered_block = -1;
+  }
+  ImGui::PopID();
+  return hovered_block;
+}
+
+}  // namespace
+
+void ReleaseSelectedBlocks() { g_cache = DetailCache{}; }
+
+void DrawSelectedBlocks(UiState& ui) {
+  if (!ui.show_blocks) return;
+  PlaceNextWindow("Selected blocks");
+  if (!ImGui::Begin("Selected blocks", &ui.show_blocks)) {
+    ImGui::End();
+    return;
+  }
+  std::shared_ptr<const Analysis> a = ui.snap ? ui.snap->analysis : nullptr;
+  if (!a || a->layers.empty() || a->T <= 0) {
+    ImGui::TextDisabled("no analysis yet");
+    ImGui::End();
+    return;
+  }
+  int64_t q = ui.focus_query();
+  const char* why = ui.pinned >= 0 ? "pinned" : (q >= 0 ? "hovered" : "last token");
+  if (q < 0 || q >= a->T) q = a->T - 1;
+  const int layer = std::clamp(ui.layer, 0, a->num_layers - 1);
+  const int head = std::clamp(ui.head, 0, a->num_heads - 1);
+
+  if (g_cache.analysis != a.get() || g_cache.layer != layer || g_cache.head != head || g_cache.query != q) {
+    g_cache.analysis = a.get();
+    g_cache.keep = a;
+    g_cache.layer = layer;
+    g_cache.head = head;
+    g_cache.query = q;
+    g_cache.error.clear();
+    try {
+      g_cache.detail = query_detail(*a, layer, head, q);
+    } catch (const std::exception& e) {
+      g_cache.detail = QueryDetail{};
+      g_cache.error = e.what();
+    }
+  }
+  if (!g_cache.error.empty()) {
+    ImGui::TextColored(ImVec4(1, 0.4f, 0.4f, 1), "query_detail failed: %s", g_cache.error.c_str());
+    ImGui::End();
+    return;
+  }
+  const QueryDetail& d = g_cache.detail;
+  std::string piece;
+  if (ui.snap && int64_t(ui.snap->probe_pieces.size()) == a->T) piece = display_piece(ui.snap->probe_pieces[q]);
+  ImGui::Text("query %lld '%s' (%s)  layer %d  head %d (kv group %d)  own block %lld", (long long)q, piece.c_str(),
+              why, layer, head, d.kv_head, (long long)d.own_block);
+  if (ui.pinned >= 0) {
+    ImGui::SameLine();
+    if (ImGui::SmallButton("unpin")) ui.pinned = -1;
+  }
+  if (ui.mean_heads) ImGui::TextDisabled("(the map shows the mean over heads; this panel shows head %d)", head);
+
+  // slot of each block in the selection
+  size_t nb = d.block_mass.size();
+  std::vector<int> slot_of(std::max(nb, d.block_scores.size()), -1);
+  double kept = 0;
+  int n_picked = 0;
+  for (size_t s = 0; s < d.selected.size(); ++s) {
+    int32_t b = d.selected[s];
+    if (b < 0 || size_t(b) >= slot_of.size()) continue;
+    slot_of[b] = int(s);
+    if (size_t(b) < nb) kept += d.block_mass[b];
+    ++n_picked;
+  }
+  ImGui::Text("k = %d (%d filled)  kept mass %.3f  dropped %.3f  sparsity %.3f  entropy %.3f nats",
+              int(d.selected.size()), n_picked, kept, 1.0 - kept, d.sparsity, d.entropy);
+
+  const float width = ImGui::GetContentRegionAvail().x;
+  const float h = std::max(60.0f, (ImGui::GetContentRegionAvail().y - 4 * ImGui::GetTextLineHeightWithSpacing()) * 0.5f);
+  const size_t n_bars = std::max<size_t>(nb, 1);
+  ImGui::TextDisabled("full-attention mass per block (this head)");
+  int hb1 = bar_chart("mass", d.block_mass, slot_of, n_bars, width, std::min(h, 150.0f));
+  ImGui::TextDisabled("selection score per past block (softmax over blocks, summed over the KV group)");
+  int hb2 = bar_chart("score", d.block_scores, slot_of, n_bars, width, std::min(h, 150.0f));
+  int hb = hb1 >= 0 ? hb1 : hb2;
+  if (hb >= 0) {
+    const int bs = a->spec.block_size;
+    ImGui::BeginTooltip();
+    ImGui::Text("block %d: tokens %d-%lld", hb, hb * bs, std::min<long long>((long long)(hb + 1) * bs, (long long)q + 1) - 1);
+    if (size_t(hb) < d.block_mass.size()) ImGui::Text("mass  %.4f", d.block_mass[hb]);
+    if (size_t(hb) < d.block_scores.size()) ImGui::Text("score %.4f", d.block_scores[hb]);
+    int s = size_t(hb) < slot_of.size() ? slot_of[hb] : -1;
+    ImGui::Text(s == 0 ? "selected: local block (forced)" : (s > 0 ? "selected: slot %d" : "not selected"), s);
+    ImGui::EndTooltip();
+  }
+  // legend
+  auto swatch = [](ImU32 c, const char* label) {
+    ImVec2 p = ImGui::GetCursorScreenPos();
+    float s = ImGui::GetTextLineHeight();
+    ImGui::GetWindowDrawList()->AddRectFilled(p, ImVec2(p.x + s, p.y + s), c);
+    ImGui::Dummy(ImVec2(s, s));
+    ImGui::SameLine();
+    ImGui::TextUnformatted(label);
+    ImGui::SameLine(0, 16);
+  };
+  swatch(kLocal, "local block (forced)");
+  swatch(kPicked, "picked by score");
+  swatch(kOther, "not selected");
+  ImGui::NewLine();
+
+  if (ImGui::BeginTable("picks", 5, ImGuiTableFlags_Borders | ImGuiTableFlags_RowBg | ImGuiTableFlags_ScrollY |
+                                        ImGuiTableFlags_SizingStretchSame)) {
+    ImGui::TableSetupScrollFreeze(0, 1);
+    ImGui::TableSetupColumn("slot");
+    ImGui::TableSetupColumn("block");
+    ImGui::TableSetupColumn("tokens");
+    ImGui::TableSetupColumn("score");
+    ImGui::TableSetupColumn("mass");
+    ImGui::TableHeadersRow();
+    const int bs = a->spec.block_size;
+    for (size_t s = 0; s < d.selected.size(); ++s) {
+      int32_t b = d.selected[s];
+      ImGui::TableNextRow();
+      ImGui::TableNextColumn();
+      ImGui::Text(s == 0 ? "0 (local)" : "%d", int(s));
+      ImGui::TableNextColumn();
+      if (b < 0) {
+        ImGui::TextDisabled("empty");
+        continue;
+      }
+      ImGui::Text("%d", b);
+      ImGui::TableNextColumn();
+      ImGui::Text("%d-%lld", b * bs, std::min<long long>((long long)(b + 1) * bs, (long long)q + 1) - 1);
+      ImGui::TableNextColumn();
+      if (size_t(b) < d.block_scores.size()) ImGui::Text("%.4f", d.block_scores[b]);
+      else ImGui::TextDisabled("-");
+      ImGui::TableNextColumn();
+      if (size_t(b) < d.block_mass.size()) ImGui::Text("%.4f", d.block_mass[b]);
+    }
+    ImGui::EndTable();
+  }
+  ImGui::End();
+}
+
+}  // namespace ssalab::views

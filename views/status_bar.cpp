@@ -1,0 +1,142 @@
+// Frame-level pieces: the menu bar (panel toggles, layout reset), the status
+// bar (run state, pinned query with an unpin button, newest message), the
+// message log, the default window layout, and releasing GL resources.
+#include <imgui.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "views/panels_internal.h"
+#include "views/views.h"
+
+namespace ssalab::views {
+
+namespace {
+
+// Default placement as fractions of the area between menu bar and status bar.
+struct Placement {
+  const char* name;
+  float x, y, w, h;
+};
+const Placement kLayout[] = {
+    {"Controls", 0.000f, 0.00f, 0.225f, 0.47f},
+    {"Export", 0.000f, 0.47f, 0.225f, 0.12f},
+    {"Text probe", 0.000f, 0.59f, 0.225f, 0.41f},
+    {"Attention map", 0.225f, 0.00f, 0.390f, 0.63f},
+    {"Selected blocks", 0.225f, 0.63f, 0.390f, 0.37f},
+    {"Curves", 0.615f, 0.00f, 0.385f, 0.43f},
+    {"Per-layer metrics", 0.615f, 0.43f, 0.385f, 0.27f},
+    {"Compare", 0.615f, 0.70f, 0.385f, 0.30f},
+    {"Log", 0.300f, 0.30f, 0.400f, 0.30f},
+};
+int g_layout_frame = -1;
+const float kStatusHeight = 26.0f;
+
+}  // namespace
+
+void ResetLayout() { g_layout_frame = ImGui::GetFrameCount(); }
+
+// Called by each panel right before its Begin(): the first-run placement.
+void PlaceNextWindow(const char* name) {
+  const ImGuiViewport* vp = ImGui::GetMainViewport();
+  const float top = ImGui::GetFrameHeight();
+  const float area_h = vp->Size.y - top - kStatusHeight;
+  for (const Placement& p : kLayout)
+    if (std::strcmp(p.name, name) == 0) {
+      const bool force = g_layout_frame >= 0 && ImGui::GetFrameCount() <= g_layout_frame + 1;
+      const ImGuiCond cond = force ? ImGuiCond_Always : ImGuiCond_FirstUseEver;
+      ImGui::SetNextWindowPos(ImVec2(vp->Pos.x + p.x * vp->Size.x, vp->Pos.y + top + p.y * area_h), cond);
+      ImGui::SetNextWindowSize(ImVec2(p.w * vp->Size.x, p.h * area_h), cond);
+      return;
+    }
+}
+
+void DrawMenuBar(UiState& ui) {
+  if (!ImGui::BeginMainMenuBar()) return;
+  if (ImGui::BeginMenu("View")) {
+    ImGui::MenuItem("Controls", nullptr, &ui.show_controls);
+    ImGui::MenuItem("Text probe", nullptr, &ui.show_probe);
+    ImGui::MenuItem("Attention map", nullptr, &ui.show_map);
+    ImGui::MenuItem("Selected blocks", nullptr, &ui.show_blocks);
+    ImGui::MenuItem("Per-layer metrics", nullptr, &ui.show_layers);
+    ImGui::MenuItem("Curves", nullptr, &ui.show_curves);
+    ImGui::MenuItem("Compare", nullptr, &ui.show_compare);
+    ImGui::MenuItem("Export", nullptr, &ui.show_export);
+    ImGui::MenuItem("Log", nullptr, &ui.show_log);
+    ImGui::Separator();
+    if (ImGui::MenuItem("Reset layout")) ResetLayout();
+    ImGui::EndMenu();
+  }
+  if (ImGui::BeginMenu("Help")) {
+    ImGui::TextUnformatted("Map: wheel zooms, drag pans, click pins the query of a row,\n"
+                           "right click or Esc unpins, double click resets the view.\n"
+                           "Curves: wheel zooms the step range, drag pans, double click fits.\n"
+                           "Entropy is in nats. AttnSparsity = full-attention mass inside the\n"
+                           "query's top-k blocks; dropped = 1 - AttnSparsity.");
+    ImGui::EndMenu();
+  }
+  if (ui.snap) {
+    ImGui::SameLine(ImGui::GetWindowWidth() - 330);
+    ImGui::TextDisabled("%s  %d layers x %d heads  %.2fM params", to_string(ui.snap->train.method),
+                        ui.snap->model.num_layers, ui.snap->model.num_heads,
+                        double(ui.snap->model.num_parameters()) / 1e6);
+  }
+  ImGui::EndMainMenuBar();
+}
+
+void DrawStatusBar(UiState& ui) {
+  const ImGuiViewport* vp = ImGui::GetMainViewport();
+  ImGui::SetNextWindowPos(ImVec2(vp->Pos.x, vp->Pos.y + vp->Size.y - kStatusHeight));
+  ImGui::SetNextWindowSize(ImVec2(vp->Size.x, kStatusHeight));
+  ImGui::PushStyleVar(ImGuiStyleVar_WindowPadding, ImVec2(8, 4));
+  ImGui::Begin("##status", nullptr,
+               ImGuiWindowFlags_NoDecoration | ImGuiWindowFlags_NoMove | ImGuiWindowFlags_NoSavedSettings |
+                   ImGuiWindowFlags_NoFocusOnAppearing | ImGuiWindowFlags_NoBringToFrontOnFocus);
+  if (ui.snap) {
+    ImGui::Text("%s  step %lld/%lld", to_string(ui.snap->state), (long long)ui.snap->step,
+                (long long)ui.snap->total_steps);
+    if (!ui.snap->status.empty()) {
+      ImGui::SameLine();
+      ImGui::TextDisabled("| %s", ui.snap->status.c_str());
+    }
+  } else {
+    ImGui::TextDisabled("%s", ui.session_problem.empty() ? "starting..." : ui.session_problem.c_str());
+  }
+  if (ui.pinned >= 0) {
+    ImGui::SameLine();
+    ImGui::TextColored(ImVec4(1, 0.35f, 0.6f, 1), "| pinned query %lld", (long long)ui.pinned);
+    ImGui::SameLine();
+    if (ImGui::SmallButton("unpin")) ui.pinned = -1;
+  }
+  if (!ui.log.empty()) {
+    const Message& m = ui.log.back();
+    ImGui::SameLine();
+    ImGui::TextColored(m.error ? ImVec4(1, 0.4f, 0.4f, 1) : ImVec4(0.7f, 0.8f, 0.7f, 1), "| %s", m.text.c_str());
+    ImGui::SameLine();
+    if (ImGui::SmallButton("log")) ui.show_log = !ui.show_log;
+  }
+  ImGui::SameLine(ImGui::GetWindowWidth() - 90);
+  ImGui::TextDisabled("%.0f fps", ImGui::GetIO().Framerate);
+  ImGui::End();
+  ImGui::PopStyleVar();
+
+  if (ui.show_log) {
+    PlaceNextWindow("Log");
+    if (ImGui::Begin("Log", &ui.show_log)) {
+      if (ImGui::SmallButton("clear")) ui.log.clear();
+      for (const Message& m : ui.log)
+        ImGui::TextColored(m.error ? ImVec4(1, 0.4f, 0.4f, 1) : ImVec4(0.8f, 0.8f, 0.8f, 1), "[%7.1f s] %s", m.time,
+                           m.text.c_str());
+      if (ImGui::GetScrollY() >= ImGui::GetScrollMaxY()) ImGui::SetScrollHereY(1.0f);
+    }
+    ImGui::End();
+  }
+}
+
+void ShutdownViews() {
+  ReleaseAttentionMap();
+  ReleaseCompare();
+  ReleaseSelectedBlocks();
+}
+
+}  // namespace ssalab::views

@@ -1,0 +1,64 @@
+// The panels of the desktop app, one Draw...() function per file in views/.
+// The main loop (app/gui/gui_main.cpp) calls BeginFrameState() and then each
+// of these once per frame, top to bottom; none of them blocks on the engine.
+//
+//   DrawMenuBar        views/status_bar.cpp     View menu (panel toggles), layout reset
+//   DrawControls       views/controls.cpp       run / method / inference k and block size / save+load
+//   DrawTextProbe      views/text_probe.cpp     probe text, its tokens, pin a query
+//   DrawAttentionMap   views/attention_map.cpp  the map texture + overlays
+//   DrawSelectedBlocks views/selected_blocks.cpp block scores / picks / mass of one query
+//   DrawLayerMetrics   views/layer_metrics.cpp  layer x head heatmap of the analysis statistics
+//   DrawCurves         views/curves.cpp         training curves from Snapshot::history
+//   DrawCompare        views/compare.cpp        a checkpoint beside the live model
+//   DrawExport         views/export.cpp         PNG / CSV / JSON export
+//   DrawStatusBar      views/status_bar.cpp     run state, pinned query, last message
+#pragma once
+#include <string>
+
+#include "views/ui_state.h"
+
+namespace ssalab::views {
+
+void DrawMenuBar(UiState& ui);
+void DrawControls(UiState& ui);
+void DrawTextProbe(UiState& ui);
+void DrawAttentionMap(UiState& ui);
+void DrawSelectedBlocks(UiState& ui);
+void DrawLayerMetrics(UiState& ui);
+void DrawCurves(UiState& ui);
+void DrawCompare(UiState& ui);
+void DrawExport(UiState& ui);
+void DrawStatusBar(UiState& ui);
+
+// Releases GL textures held by the panels; call before the GL context goes.
+void ShutdownViews();
+
+// Puts every panel back to its default place (View > Reset layout); the
+// default also applies to panels the ini file does not know yet.
+void ResetLayout();
+
+// Compare: start loading this checkpoint (path may be empty: clears it).
+void CompareLoad(UiState& ui, const std::string& path);
+// Whether the compare model has finished its analysis of the current probe.
+bool CompareReady();
+
+// Export (also used by the scripted demo). Each returns "" or the error text.
+std::string ExportMapPng(const std::string& path);            // the map as shown, colormapped
+std::string ExportMetricsCsv(const UiState& ui, const std::string& path);   // Snapshot::history
+std::string ExportMetricsJson(const UiState& ui, const std::string& path);  // history + analysis stats
+std::string ExportLayerCsv(const UiState& ui, const std::string& path);     // per layer/head stats
+// Saves a rectangle of the framebuffer that was just rendered (y down, ImGui
+// coordinates) or the whole framebuffer; called by the main loop after rendering.
+std::string SaveFramebufferPng(const std::string& path, const ScreenRect* rect, int fb_width, int fb_height,
+                               float scale_x, float scale_y);
+
+// Settings the map uses, for Compare/Export/demo.
+struct MapWidgetInfo {
+  bool ready = false;
+  int n = 0, cell_size = 1;
+  long long T = 0;
+  int uploads = 0;
+};
+MapWidgetInfo CurrentMapInfo();
+
+}  // namespace ssalab::views
