@@ -9,13 +9,14 @@ namespace {
 
 constexpr int kRows = 128;  // query tokens per CTA (8 warps x 16)
 constexpr int kKeys = 64;  // keys per chunk
+constexpr int kStages = 4;  // K chunks in flight (cp.async ring)
 
 template <typename T, int D, bool MAP>
-__global__ void __launch_bounds__(kRows * 2) stats_kernel(StatsParams p, int words) {
+__global__ void __launch_bounds__(kRows * 2) stats_kernel(StatsParams p, int words, int map_smem_rows) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   constexpr int NK = D / 16, CH = D / 8;
-  T* sK = reinterpret_cast<T*>(smem_raw);                       // [2][64][D]
-  uint32_t* bits = reinterpret_cast<uint32_t*>(sK + 2 * kKeys * D);  // [64][words]
+  T* sK = reinterpret_cast<T*>(smem_raw);  // [kStages][kKeys][D]
+  uint32_t* bits = reinterpret_cast<uint32_t*>(sK + kStages * kKeys * D);  // [kRows][words]
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, c = lane % 4;
   const int ntile = (p.T + kRows - 1) / kRows;
   const int tile = ntile - 1 - blockIdx.x;  // heavy tiles first
@@ -35,6 +36,12 @@ __global__ void __launch_bounds__(kRows * 2) stats_kernel(StatsParams p, int wor
       }
     }
   }
+  // pass 2 with map_smem_rows > 0: the CTA owns whole pooled rows and sums them
+  // in shared memory (no global atomics), one store per cell at the end
+  float* macc = reinterpret_cast<float*>(bits);
+  const int nbk = (p.T + bs - 1) / bs;
+  if (MAP && map_smem_rows > 0)
+    for (int i = tid; i < map_smem_rows * nbk; i += kRows * 2) macc[i] = 0.f;
   uint32_t qa[NK][4];
   {
     const T* qb = static_cast<const T*>(p.q) + b * p.q_s.b + h * p.q_s.h;
@@ -64,8 +71,11 @@ __global__ void __launch_bounds__(kRows * 2) stats_kernel(StatsParams p, int wor
       cp_async16(sK + st * kKeys * D + swz<D>(row, ch), kb + int64_t(ok ? key : 0) * p.k_s.t + ch * 8, ok);
     }
   };
-  load(0, 0);
-  cp_async_commit();
+#pragma unroll
+  for (int st = 0; st < kStages - 1; ++st) {
+    if (st < nchunk) load(st, st);
+    cp_async_commit();
+  }
 
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f}, ax[2] = {0.f, 0.f}, sm[2] = {0.f, 0.f},
         b0[2] = {0.f, 0.f}, x0[2] = {-INFINITY, -INFINITY};
@@ -80,13 +90,13 @@ __global__ void __launch_bounds__(kRows * 2) stats_kernel(StatsParams p, int wor
   }
 
   for (int ci = 0; ci < nchunk; ++ci) {
-    if (ci + 1 < nchunk) load(ci + 1, (ci + 1) & 1);
+    if (ci + kStages - 1 < nchunk) load(ci + kStages - 1, (ci + kStages - 1) % kStages);
     cp_async_commit();
-    cp_async_wait<1>();
+    cp_async_wait<kStages - 1>();
     __syncthreads();
     const int key0 = ci * kKeys;
     if (key0 <= tq0 + 15 && tq0 < p.T) {
-      const T* tK = sK + (ci & 1) * kKeys * D;
+      const T* tK = sK + (ci % kStages) * kKeys * D;
       float s[8][4];
 #pragma unroll
       for (int n = 0; n < 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
@@ -142,42 +152,71 @@ __global__ void __launch_bounds__(kRows * 2) stats_kernel(StatsParams p, int wor
               ax[r] = fmaf(w, diag && x == -INFINITY ? 0.f : x, ax[r]);
               sm[r] = fmaf(w, fsel[r][n], sm[r]);
             }
-          if (ci == 0) {  // block-0 mass and the score of token 0
+          if (key0 < bs) {  // block-0 mass and the score of token 0
 #pragma unroll
             for (int n = 0; n < 8; ++n)
 #pragma unroll
               for (int e = 0; e < 2; ++e) {
-                const int key = n * 8 + 2 * c + e;
+                const int key = key0 + n * 8 + 2 * c + e;
                 if (key < bs) b0[r] += exp2f(fmaf(s[n][2 * r + e], scale_log2, -msl));
                 if (key == 0) x0[r] = s[n][2 * r + e];
               }
           }
         }
       } else {
-        // probability mass per key block of this chunk, summed over the warp's 16 rows
-        float vb[4] = {0.f, 0.f, 0.f, 0.f};
+        // probability mass per key block of this chunk, summed over the warp's 16 rows;
+        // n8 tiles 2i and 2i+1 always share a block (bs >= 16), so sum pairs first
+        float vp[4];
 #pragma unroll
-        for (int n = 0; n < 8; ++n) {
+        for (int i = 0; i < 4; ++i) {
           float v = 0.f;
 #pragma unroll
-          for (int e = 0; e < 4; ++e) v += exp2f(fmaf(s[n][e], scale_log2, -((e >> 1) ? L1 : L0)));
+          for (int n = 2 * i; n < 2 * i + 2; ++n)
 #pragma unroll
-          for (int i = 0; i < 4; ++i)
-            if ((n * 8) / bs == i) vb[i] += v;
+            for (int e = 0; e < 4; ++e) v += exp2f(fmaf(s[n][e], scale_log2, -((e >> 1) ? L1 : L0)));
+          vp[i] = v;
+        }
+        if (bs == 32) {
+          vp[0] += vp[1];
+          vp[1] = vp[2] + vp[3];
+        } else if (bs >= 64) {
+          vp[0] += vp[1] + vp[2] + vp[3];
         }
         const int nblk = bs >= kKeys ? 1 : kKeys / bs;
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
           if (i >= nblk) break;
-          float v = vb[i];
+          float v = vp[i];
           for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
-          if (lane == 0 && v != 0.f) atomicAdd(map_row + key0 / bs + i, v * map_w);
+          if (lane == 0 && v != 0.f) {
+            if (map_smem_rows > 0)
+              atomicAdd(&macc[((tq0 - q0) / p.map_row_pool) * nbk + key0 / bs + i], v);
+            else
+              atomicAdd(map_row + key0 / bs + i, v * map_w);
+          }
         }
       }
     }
     __syncthreads();
   }
   cp_async_wait<0>();
+
+  if (MAP && map_smem_rows > 0) {
+    __syncthreads();
+    const int rp = p.map_row_pool, nrow = (p.T + rp - 1) / rp;
+    const int hm = p.map_mean_heads ? 0 : h, Hm = p.map_mean_heads ? 1 : p.Hq;
+    for (int i = tid; i < map_smem_rows * nbk; i += kRows * 2) {
+      const int pr = q0 / rp + i / nbk, jb = i % nbk;
+      if (pr >= nrow) continue;
+      const float w = 1.f / float(min(rp, p.T - pr * rp)) / (p.map_mean_heads ? float(p.Hq) : 1.f);
+      float* dst = p.map + ((int64_t(b) * Hm + hm) * nrow + pr) * nbk + jb;
+      if (p.map_mean_heads) {
+        if (macc[i] != 0.f) atomicAdd(dst, macc[i] * w);
+      } else {
+        *dst = macc[i] * w;
+      }
+    }
+  }
 
   if (!MAP) {
 #pragma unroll
@@ -233,15 +272,20 @@ std::string attn_stats(const StatsParams& p_in, cudaStream_t stream) {
   if (p.map) SSA_CUDA_CHECK(cudaMemsetAsync(p.map, 0, stats_map_elems(p) * sizeof(float), stream));
   SSA_DISPATCH_DTYPE(p.dtype, T, {
     SSA_DISPATCH_HEADDIM(p.D, D, {
-      const int smem1 = 2 * kKeys * D * 2 + kRows * words * 4, smem2 = 2 * kKeys * D * 2;
+      const int nbk = (p.T + p.block_size - 1) / p.block_size;
+      const int msr = (p.map_row_pool <= kRows && kRows % p.map_row_pool == 0 &&
+                       size_t(kRows / p.map_row_pool) * nbk * 4 <= 96 * 1024)
+                          ? kRows / p.map_row_pool
+                          : 0;
+      const int smem1 = kStages * kKeys * D * 2 + kRows * words * 4, smem2 = kStages * kKeys * D * 2 + msr * nbk * 4;
       auto k1 = stats_kernel<T, D, false>;
       SSA_CUDA_CHECK(cudaFuncSetAttribute(k1, cudaFuncAttributeMaxDynamicSharedMemorySize, smem1));
-      k1<<<grid, kRows * 2, smem1, stream>>>(p, words);
+      k1<<<grid, kRows * 2, smem1, stream>>>(p, words, 0);
       SSA_CUDA_CHECK(cudaGetLastError());
       if (p.map) {
         auto k2 = stats_kernel<T, D, true>;
         SSA_CUDA_CHECK(cudaFuncSetAttribute(k2, cudaFuncAttributeMaxDynamicSharedMemorySize, smem2));
-        k2<<<grid, kRows * 2, smem2, stream>>>(p, words);
+        k2<<<grid, kRows * 2, smem2, stream>>>(p, words, msr);
         SSA_CUDA_CHECK(cudaGetLastError());
       }
     });

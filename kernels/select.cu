@@ -11,6 +11,7 @@ namespace {
 constexpr int kChunk = 256;  // tokens per chunk of the transposed-index build
 
 constexpr int kSelWarps = 8;  // query tokens per CTA
+constexpr int kSelStages = 4;  // kbar chunks in flight (cp.async ring)
 
 // kbar split into three 16-bit terms (hi + mid + lo == the fp32 mean to ~24 bits),
 // so q . kbar runs on the tensor cores at fp32 accuracy: 16-bit q times a
@@ -65,8 +66,8 @@ template <typename T, int D, int RT>
 __global__ void __launch_bounds__(kSelWarps * 32) select_kernel(SelectParams p, const T* split, int buf_stride) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   constexpr int NK = D / 16, CH = D / 8;
-  T* sKb = reinterpret_cast<T*>(smem_raw);  // [2 stages][3 terms][16][D]
-  float* bufs = reinterpret_cast<float*>(sKb + 2 * 3 * 16 * D);
+  T* sKb = reinterpret_cast<T*>(smem_raw);  // [kSelStages][3 terms][16][D]
+  float* bufs = reinterpret_cast<float*>(sKb + kSelStages * 3 * 16 * D);
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, c = lane % 4;
   const int b = blockIdx.z, hk = blockIdx.y;
   const int t0 = blockIdx.x * kSelWarps, t = t0 + warp;
@@ -113,15 +114,18 @@ __global__ void __launch_bounds__(kSelWarps * 32) select_kernel(SelectParams p, 
   for (int pass = 0; pass < 2; ++pass) {
     const int nchunk = ((pass == 0 ? nvis_max : bt_max) + 15) / 16;
     const int lim = pass == 0 ? nvis : bt;  // this token's blocks for the pass
-    if (nchunk > 0) load(0, 0);
-    cp_async_commit();
-    for (int ci = 0; ci < nchunk; ++ci) {
-      if (ci + 1 < nchunk) load(ci + 1, (ci + 1) & 1);
+#pragma unroll
+    for (int st = 0; st < kSelStages - 1; ++st) {
+      if (st < nchunk) load(st, st);
       cp_async_commit();
-      cp_async_wait<1>();
+    }
+    for (int ci = 0; ci < nchunk; ++ci) {
+      if (ci + kSelStages - 1 < nchunk) load(ci + kSelStages - 1, (ci + kSelStages - 1) % kSelStages);
+      cp_async_commit();
+      cp_async_wait<kSelStages - 1>();
       __syncthreads();
       if (active && ci * 16 < lim) {
-        const T* tile = sKb + (ci & 1) * 3 * 16 * D;
+        const T* tile = sKb + (ci % kSelStages) * 3 * 16 * D;
         float colsum[2][2] = {{0.f, 0.f}, {0.f, 0.f}};
 #pragma unroll
         for (int rt = 0; rt < RT; ++rt) {
@@ -210,7 +214,7 @@ __global__ void __launch_bounds__(kSelWarps * 32) select_kernel(SelectParams p, 
 
 int select_buf_stride(const SelectParams& p) { return ((p.T / p.block_size) + 4 + 3) & ~3; }
 size_t select_smem(const SelectParams& p) {
-  return size_t(2) * 3 * 16 * p.D * 2 + size_t(kSelWarps) * select_buf_stride(p) * sizeof(float);
+  return size_t(kSelStages) * 3 * 16 * p.D * 2 + size_t(kSelWarps) * select_buf_stride(p) * sizeof(float);
 }
 
 // ---------------------------------------------------------------- transposed index

@@ -10,22 +10,6 @@ namespace {
 constexpr int kWarps = 4;   // dQ kernel: tokens per CTA
 constexpr int kStages = 3;  // dQ kernel: cp.async stages per warp
 
-template <typename T>
-__global__ void delta_kernel(SparseBwdParams p) {
-  // one warp per (b, h, t): delta = sum_d dO * O
-  const int64_t rows = int64_t(p.B) * p.Hq * p.T;
-  const int64_t r = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) / 32;
-  const int lane = threadIdx.x % 32;
-  if (r >= rows) return;
-  const int t = int(r % p.T), h = int((r / p.T) % p.Hq), b = int(r / (int64_t(p.T) * p.Hq));
-  const T* o = static_cast<const T*>(p.o) + b * p.o_s.b + h * p.o_s.h + int64_t(t) * p.o_s.t;
-  const T* d = static_cast<const T*>(p.dout) + b * p.do_s.b + h * p.do_s.h + int64_t(t) * p.do_s.t;
-  float s = 0.f;
-  for (int i = lane; i < p.D; i += 32) s += TypeOf<T>::to_float(o[i]) * TypeOf<T>::to_float(d[i]);
-  for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
-  if (lane == 0) p.delta[r] = s;
-}
-
 template <typename T, int D>
 __device__ __forceinline__ void load_rows_frag(uint32_t (&a)[D / 16][4], const T* base, int64_t stride_h, int G,
                                                int r0, int r1, int c) {
@@ -62,8 +46,26 @@ __global__ void __launch_bounds__(kWarps * 32) sparse_dq_kernel(SparseBwdParams 
   const int64_t row_base = (int64_t(b) * p.Hq + hk * G) * p.T + t;
   const float lse0 = r0 < G ? p.lse[row_base + int64_t(r0) * p.T] * kLog2e : 0.f;
   const float lse1 = r1 < G ? p.lse[row_base + int64_t(r1) * p.T] * kLog2e : 0.f;
-  const float dl0 = r0 < G ? p.delta[row_base + int64_t(r0) * p.T] : 0.f;
-  const float dl1 = r1 < G ? p.delta[row_base + int64_t(r1) * p.T] : 0.f;
+  // delta = rowsum(dO * O), from O loaded in dO's fragment layout; saved for the dK/dV kernel
+  float dl0 = 0.f, dl1 = 0.f;
+  {
+    uint32_t oa[NK][4];
+    load_rows_frag<T, D>(oa, static_cast<const T*>(p.o) + b * p.o_s.b + int64_t(hk * G) * p.o_s.h + int64_t(t) * p.o_s.t,
+                         p.o_s.h, G, r0, r1, c);
+#pragma unroll
+    for (int ks = 0; ks < NK; ++ks)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const float2 x = TypeOf<T>::unpack(oa[ks][i]), y = TypeOf<T>::unpack(da[ks][i]);
+        (i & 1 ? dl1 : dl0) += x.x * y.x + x.y * y.y;
+      }
+    dl0 = quad_sum(dl0);
+    dl1 = quad_sum(dl1);
+    if (c == 0) {
+      if (r0 < G) p.delta[row_base + int64_t(r0) * p.T] = dl0;
+      if (r1 < G) p.delta[row_base + int64_t(r1) * p.T] = dl1;
+    }
+  }
 
   const T* kb = static_cast<const T*>(p.k) + b * p.k_s.b + hk * p.k_s.h;
   const T* vb = static_cast<const T*>(p.v) + b * p.v_s.b + hk * p.v_s.h;
@@ -154,7 +156,7 @@ struct DkvCfg {
   static constexpr int R = 64;                        // gathered rows per stage (4 sub-tiles of 16)
   static constexpr size_t kv_bytes = size_t(2) * BS * D * 2;
   static constexpr size_t stage1 = size_t(2) * R * D * 2;  // Q and dO rows of one stage
-  static constexpr int STAGES = kv_bytes + 3 * stage1 <= 112 * 1024 ? 3 : 2;
+  static constexpr int STAGES = kv_bytes + 4 * stage1 <= 112 * 1024 ? 4 : kv_bytes + 3 * stage1 <= 112 * 1024 ? 3 : 2;
   static constexpr size_t stage_bytes = STAGES * stage1;
   static constexpr size_t red_bytes = size_t(NSPLIT - 1) * NM * 2 * 16 * D * 4;
   static constexpr size_t meta_bytes = size_t(STAGES) * R * 12;
@@ -173,7 +175,7 @@ __global__ void __launch_bounds__(DkvCfg<D, BS>::WARPS * 32) sparse_dkv_kernel(S
   T* sQ = sV + BS * D;     // [S][R][D]
   T* sO = sQ + S * R * D;  // [S][R][D] (dO)
   unsigned char* meta = smem_raw + C::kv_bytes + C::body;
-  float* sL = reinterpret_cast<float*>(meta);    // [S][R] lse * log2e
+  float* sL = reinterpret_cast<float*>(meta);    // [S][R] lse
   float* sD = sL + S * R;                        // [S][R] delta
   int* sT = reinterpret_cast<int*>(sD + S * R);  // [S][R] token, -1 = padding
 
@@ -203,26 +205,37 @@ __global__ void __launch_bounds__(DkvCfg<D, BS>::WARPS * 32) sparse_dkv_kernel(S
   const T* dg = static_cast<const T*>(p.dout) + b * p.do_s.b + int64_t(hk * G) * p.do_s.h;
   const int64_t lrow = (int64_t(b) * p.Hq + hk * G) * p.T;
 
+  const int gshift = (G & (G - 1)) == 0 ? __ffs(G) - 1 : -1;  // power-of-two groups: shifts, not divisions
+  auto split_row = [&](int row, int& ti, int& h) {
+    if (gshift >= 0) {
+      ti = row >> gshift;
+      h = row & (G - 1);
+    } else {
+      ti = row / G;
+      h = row - ti * G;
+    }
+  };
   auto load_stage = [&](int it, int st) {
     for (int i = tid; i < R * CH; i += NT) {
       int rr = i / CH, ch = i % CH, row = it * R + rr;
       bool ok = row < nrows;
-      int tok = ok ? toks[row / G] : 0, h = ok ? row % G : 0;
+      int ti, h;
+      split_row(row, ti, h);
+      int tok = ok ? toks[ti] : 0;
+      if (!ok) h = 0;
       cp_async16(sQ + st * R * D + swz<D>(rr, ch), qg + h * p.q_s.h + int64_t(tok) * p.q_s.t + ch * 8, ok);
       cp_async16(sO + st * R * D + swz<D>(rr, ch), dg + h * p.do_s.h + int64_t(tok) * p.do_s.t + ch * 8, ok);
     }
-    for (int i = tid; i < R; i += NT) {
-      int row = it * R + i;
-      if (row < nrows) {
-        int tok = toks[row / G], h = row % G;
-        sL[st * R + i] = p.lse[lrow + int64_t(h) * p.T + tok] * kLog2e;
-        sD[st * R + i] = p.delta[lrow + int64_t(h) * p.T + tok];
-        sT[st * R + i] = tok;
-      } else {
-        sL[st * R + i] = 0.f;
-        sD[st * R + i] = 0.f;
-        sT[st * R + i] = -1;
-      }
+    for (int i = tid; i < R; i += NT) {  // async too: no thread waits on the scattered lse/delta reads
+      const int row = it * R + i;
+      const bool ok = row < nrows;
+      int ti, h;
+      split_row(row, ti, h);
+      const int tok = ok ? toks[ti] : 0;
+      if (!ok) h = 0;
+      cp_async4(sL + st * R + i, p.lse + lrow + int64_t(h) * p.T + tok, ok);
+      cp_async4(sD + st * R + i, p.delta + lrow + int64_t(h) * p.T + tok, ok);
+      sT[st * R + i] = ok ? tok : -1;
     }
   };
 
@@ -238,6 +251,19 @@ __global__ void __launch_bounds__(DkvCfg<D, BS>::WARPS * 32) sparse_dkv_kernel(S
     for (int e = 0; e < 4; ++e) dk[n][e] = dv[n][e] = 0.f;
   const float scale_log2 = p.scale * kLog2e;
   const int key_r0 = key_base + mt * 16 + g, key_r1 = key_r0 + 8;
+  // d64: the warp's K and V A-fragments live in registers for the whole CTA
+  constexpr bool KREG = D == 64;
+  uint32_t ka[KREG ? NK : 1][4], va[KREG ? NK : 1][4];
+  if constexpr (KREG) {
+    cp_async_wait<S - 1>();  // the K/V group was committed first
+    __syncthreads();
+#pragma unroll
+    for (int ks = 0; ks < NK; ++ks) {
+      const int aoff = swz<D>(mt * 16 + (lane & 15), ks * 2 + (lane >> 4));
+      ldsm_x4(ka[ks][0], ka[ks][1], ka[ks][2], ka[ks][3], smem_u32(sK + aoff));
+      ldsm_x4(va[ks][0], va[ks][1], va[ks][2], va[ks][3], smem_u32(sV + aoff));
+    }
+  }
 
   for (int it = 0; it < n_it; ++it) {
     if (it + S - 1 < n_it) load_stage(it + S - 1, (it + S - 1) % S);
@@ -254,28 +280,43 @@ __global__ void __launch_bounds__(DkvCfg<D, BS>::WARPS * 32) sparse_dkv_kernel(S
       float dp[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
 #pragma unroll
       for (int ks = 0; ks < NK; ++ks) {
-        uint32_t a[4], b0, b1, b2, b3;
-        const int aoff = swz<D>(mt * 16 + (lane & 15), ks * 2 + (lane >> 4));
+        uint32_t b0, b1, b2, b3;
         const int boff = swz<D>(sub * 16 + (lane & 7) + (lane >> 4) * 8, ks * 2 + ((lane >> 3) & 1));
-        ldsm_x4(a[0], a[1], a[2], a[3], smem_u32(sK + aoff));
-        ldsm_x4(b0, b1, b2, b3, smem_u32(tQ + boff));
-        mma16816<T>(s[0], a, b0, b1);
-        mma16816<T>(s[1], a, b2, b3);
-        ldsm_x4(a[0], a[1], a[2], a[3], smem_u32(sV + aoff));
-        ldsm_x4(b0, b1, b2, b3, smem_u32(tO + boff));
-        mma16816<T>(dp[0], a, b0, b1);
-        mma16816<T>(dp[1], a, b2, b3);
+        if constexpr (KREG) {
+          ldsm_x4(b0, b1, b2, b3, smem_u32(tQ + boff));
+          mma16816<T>(s[0], ka[ks], b0, b1);
+          mma16816<T>(s[1], ka[ks], b2, b3);
+          ldsm_x4(b0, b1, b2, b3, smem_u32(tO + boff));
+          mma16816<T>(dp[0], va[ks], b0, b1);
+          mma16816<T>(dp[1], va[ks], b2, b3);
+        } else {
+          uint32_t a[4];
+          const int aoff = swz<D>(mt * 16 + (lane & 15), ks * 2 + (lane >> 4));
+          ldsm_x4(a[0], a[1], a[2], a[3], smem_u32(sK + aoff));
+          ldsm_x4(b0, b1, b2, b3, smem_u32(tQ + boff));
+          mma16816<T>(s[0], a, b0, b1);
+          mma16816<T>(s[1], a, b2, b3);
+          ldsm_x4(a[0], a[1], a[2], a[3], smem_u32(sV + aoff));
+          ldsm_x4(b0, b1, b2, b3, smem_u32(tO + boff));
+          mma16816<T>(dp[0], a, b0, b1);
+          mma16816<T>(dp[1], a, b2, b3);
+        }
       }
       float pr[2][4];
 #pragma unroll
       for (int n = 0; n < 2; ++n)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int qr = st * R + sub * 16 + n * 8 + 2 * c + (e & 1);
-          const int key = e < 2 ? key_r0 : key_r1;
-          float x = key <= sT[qr] ? exp2f(s[n][e] * scale_log2 - sL[qr]) : 0.f;
-          pr[n][e] = x;
-          s[n][e] = x * (dp[n][e] - sD[qr]);  // dS^T
+        for (int e2 = 0; e2 < 2; ++e2) {
+          const int qr = st * R + sub * 16 + n * 8 + 2 * c + e2;
+          const int tok = sT[qr];
+          const float lq = sL[qr] * kLog2e, dq2 = sD[qr];
+#pragma unroll
+          for (int hi = 0; hi < 2; ++hi) {
+            const int e = hi * 2 + e2;
+            const float x = (hi ? key_r1 : key_r0) <= tok ? exp2f(s[n][e] * scale_log2 - lq) : 0.f;
+            pr[n][e] = x;
+            s[n][e] = x * (dp[n][e] - dq2);  // dS^T
+          }
         }
       uint32_t pa[4] = {TypeOf<T>::pack(pr[0][0], pr[0][1]), TypeOf<T>::pack(pr[0][2], pr[0][3]),
                         TypeOf<T>::pack(pr[1][0], pr[1][1]), TypeOf<T>::pack(pr[1][2], pr[1][3])};
@@ -367,12 +408,10 @@ std::string sparse_bwd(const SparseBwdParams& p_in, cudaStream_t stream) {
   if (!e.empty()) return e;
   SparseBwdParams p = p_in;
   if (p.scale == 0.f) p.scale = float(1.0 / std::sqrt(double(p.D)));
-  const int64_t rows = int64_t(p.B) * p.Hq * p.T;
   const int G = p.Hq / p.Hkv, RT = (G + 15) / 16;
   dim3 grid((int)((int64_t(p.T) * RT + kWarps - 1) / kWarps), p.Hkv, p.B);
   std::string err;
   SSA_DISPATCH_DTYPE(p.dtype, T, {
-    delta_kernel<T><<<int((rows * 32 + 255) / 256), 256, 0, stream>>>(p);
     SSA_DISPATCH_HEADDIM(p.D, D, {
       const int smem = kWarps * kStages * 2 * 16 * D * 2;
       auto kern = sparse_dq_kernel<T, D>;

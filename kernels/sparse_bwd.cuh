@@ -1,17 +1,18 @@
 // Sparse (block top-k) attention backward: dQ, dK, dV, deterministic, no atomics.
 //
-// Design: three kernels.
-//  1. delta = rowsum(dO * O) per (b, h, t) (fp32).
-//  2. dQ: the forward's walk (one warp per token and up to 16 heads of its
+// Design: two kernels (plus the transposed index from select.cuh).
+//  1. dQ: the forward's walk (one warp per token and up to 16 heads of its
 //     group) recomputing P from the saved LSE: dP = dO V^T, dS = P (dP - delta),
-//     dQ = scale * dS K.  Each token owns its dQ rows, so no atomics.
-//  3. dK/dV: one CTA per key block, walking the transposed index (the tokens
+//     dQ = scale * dS K.  It first computes delta = rowsum(dO * O) for its rows
+//     and stores it for kernel 2.  Each token owns its dQ rows: no atomics.
+//  2. dK/dV: one CTA per key block, walking the transposed index (the tokens
 //     that selected the block, from build_block_index).  Rows = (token, head)
-//     pairs of the group, gathered 16 per warp into shared memory; the keys of
-//     the block are the MMA M dimension (bs/16 warps), and for small blocks the
-//     row list is split over 4/(bs/16) warps whose partial sums are added in a
-//     fixed order.  So dK/dV are owned by one CTA: no atomics, bitwise
-//     reproducible.
+//     pairs of the group, gathered 64 per stage into shared memory with
+//     cp.async (lse/delta too, so no thread stalls on the scattered reads);
+//     the block's keys are the MMA M dimension (bs/16 warps, K/V fragments in
+//     registers at d64), and for bs < 64 the rows are split over 4/(bs/16)
+//     warps whose partial sums are added in a fixed order.  dK/dV are owned by
+//     one CTA: no atomics, bitwise reproducible.
 #pragma once
 #include "api_types.cuh"
 

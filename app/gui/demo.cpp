@@ -86,7 +86,7 @@ struct Demo::Impl {
                      },
                      [this] {
                        const Analysis* a = analysis();
-                       return snap()->step >= 40 && a && ui.analysis_history.size() >= 2;
+                       return snap()->step >= 10 && a && ui.analysis_history.size() >= 2;
                      },
                      150, "01_training.png", ""});
     steps.push_back({"short probe, sparse map, live",
@@ -141,7 +141,7 @@ struct Demo::Impl {
                        views::CompareLoad(ui, (dir / "checkpoint").string());
                        session().resume();
                      },
-                     [this] { return views::CompareReady() && snap()->step >= saved_step + 20; }, 90,
+                     [this] { return views::CompareReady() && snap()->step >= saved_step + 10; }, 90,
                      "05_compare.png", ""});
     steps.push_back({"tokens for the long probe",
                      [this] {
@@ -239,8 +239,25 @@ struct Demo::Impl {
     code = error.empty() ? 0 : 1;
   }
 
+  // progress line every 10 s (the demo runs headless)
+  Clock::time_point t_progress = Clock::now();
+  int progress_frames = 0;
+  double progress_ms = 0;
+  void progress(double frame_ms) {
+    ++progress_frames;
+    progress_ms += frame_ms;
+    if (seconds_since(t_progress) < 10) return;
+    std::fprintf(stderr, "[demo] %5.1f s    step %lld, %s; %d frames, %.1f ms/frame\n", seconds_since(t_start),
+                 ui.snap ? (long long)ui.snap->step : -1LL, ui.snap ? ui.snap->status.c_str() : "-", progress_frames,
+                 progress_ms / std::max(1, progress_frames));
+    t_progress = Clock::now();
+    progress_frames = 0;
+    progress_ms = 0;
+  }
+
   bool frame(int fbw, int fbh, float sx, float sy, double frame_ms) {
     if (finished) return true;
+    progress(frame_ms);
     if (measure_left > 0) {
       const Analysis* a = analysis();
       frames.push_back({steps[cur].measure, a ? a->T : 0, kMeasureFrames - measure_left, frame_ms});
@@ -309,5 +326,7 @@ bool Demo::after_render(int fb_width, int fb_height, float scale_x, float scale_
 }
 
 int Demo::exit_code() const { return impl_->code; }
+
+bool Demo::measuring() const { return impl_->measure_left > 0; }
 
 }  // namespace ssalab

@@ -30,6 +30,7 @@ class Demo {
   // the demo is over.
   bool after_render(int fb_width, int fb_height, float scale_x, float scale_y, double frame_ms);
   int exit_code() const;
+  bool measuring() const;  // timing frames now: the main loop must not idle
 
  private:
   struct Impl;

@@ -117,12 +117,12 @@ class SparseAttentionFn : public torch::autograd::Function<SparseAttentionFn> {
     p.index_offsets = ip.offsets;
     p.index_tokens = ip.tokens;
     p.dq = dq.data_ptr(); p.dk = dk.data_ptr(); p.dv = dv.data_ptr();
-    Tensor delta = workspace(ssa::sparse_bwd_workspace_bytes(p), q);
-    p.delta = reinterpret_cast<float*>(delta.data_ptr());
     p.q_s = strides_of(q); p.k_s = strides_of(k); p.v_s = strides_of(v); p.o_s = strides_of(o);
     p.do_s = strides_of(dout); p.dq_s = strides_of(dq); p.dk_s = strides_of(dk); p.dv_s = strides_of(dv);
     p.B = d.B; p.Hq = d.Hq; p.Hkv = d.Hkv; p.T = d.T; p.D = d.D;
     p.block_size = bs; p.top_k = K; p.dtype = dtype_of(q);
+    Tensor delta = workspace(ssa::sparse_bwd_workspace_bytes(p), q);  // after the shape is set
+    p.delta = reinterpret_cast<float*>(delta.data_ptr());
     ok(ssa::sparse_bwd(p, stream()));
     return {dq, dk, dv, Tensor(), Tensor()};
   }

@@ -68,7 +68,7 @@ Selection select_blocks(const Tensor& q, const Tensor& k, const SparseSpec& spec
   torch::NoGradGuard no_grad;
   const int64_t B = q.size(0), Hkv = k.size(1), K = spec.top_k, bs = spec.block_size;
   auto lopts = torch::TensorOptions().dtype(torch::kLong).device(q.device());
-  Tensor own = torch::arange(T, lopts) / bs;  // (T,) integer division
+  Tensor own = torch::div(torch::arange(T, lopts), bs, "floor");  // (T,) block of each token
   Tensor blocks = torch::full({B, Hkv, T, K}, -1, lopts);
   blocks.select(3, 0).copy_(own.view({1, 1, T}).expand({B, Hkv, T}));
   Tensor score = selection_scores(q, k, spec.block_size);  // (B, Hkv, T, nbc)

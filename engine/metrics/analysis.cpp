@@ -113,7 +113,7 @@ static void analyze_layer(const Tensor& q_in, const Tensor& k_in, const Analysis
   }
   // rows whose selection is a real choice: more than K blocks visible
   Tensor t = torch::arange(T, lopt);
-  Tensor rows_mask = (t / bs + 1) > K;
+  Tensor rows_mask = (torch::div(t, bs, "floor") + 1) > K;
   if (rows_mask.sum().item<int64_t>() == 0) rows_mask = torch::ones({T}, lopt.dtype(torch::kBool));
   auto mean_rows = [&](const Tensor& x) {  // (H, T) -> (H,) doubles
     Tensor m = x.index({torch::indexing::Slice(), rows_mask}).mean(-1).to(torch::kCPU, torch::kDouble).contiguous();

@@ -17,6 +17,7 @@ import argparse
 import ctypes
 import json
 import math
+import re
 import os
 import sys
 import time
@@ -164,7 +165,8 @@ def profile(name, cfg, ours):
     tot = {}
     for e in p.events():
         if e.device_type == torch.autograd.DeviceType.CUDA:
-            key = e.name.split("<")[0].split("(")[0][-40:]
+            mm = re.search(r"(\w+_kernel|Memset|Memcpy)", e.name)
+            key = mm.group(1) if mm else e.name[:40]
             tot[key] = tot.get(key, 0.0) + e.device_time / 5 / 1000.0
     print(f"{name} {cfg} per-kernel ms: " + ", ".join(f"{k}={v:.3f}" for k, v in sorted(tot.items(), key=lambda x: -x[1])), flush=True)
 

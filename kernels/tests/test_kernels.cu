@@ -492,6 +492,7 @@ int main(int argc, char** argv) {
       {fh, 128, 1, 6, 2, 333, 16, 5},     // G3
       {bf, 64, 1, 8, 1, 256, 16, 6, true},  // all selection scores tie
       {fh, 64, 1, 16, 1, 1100, 64, 16},   // G16 fp16, longer
+      {bf, 64, 2, 16, 1, 333, 16, 8},     // G16, batch 2 (the engine binding test's shape)
   };
   int ran = 0;
   for (const Case& c : cases) {

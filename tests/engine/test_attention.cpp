@@ -29,8 +29,8 @@ void check_grad(const std::function<Tensor(const Tensor&)>& f, Tensor x, double 
   Tensor y = (f(x) * w).sum();
   Tensor g = torch::autograd::grad({y}, {x})[0];
   const double eps = 1e-6;
-  auto flat = x.detach().view({-1});
-  auto gflat = g.view({-1});
+  auto flat = x.detach().reshape({-1});
+  auto gflat = g.reshape({-1});
   for (int64_t i = 0; i < flat.numel(); i += std::max<int64_t>(1, flat.numel() / 40)) {
     Tensor xp = x.detach().clone(), xm = x.detach().clone();
     xp.view({-1})[i] += eps;
@@ -67,7 +67,7 @@ TEST_CASE("selection and sparse attention match the naive loops", "[attention]")
     Tensor out = reference_backend().sparse(x.q, x.k, x.v, sel);
     REQUIRE(max_diff(out, ref) < 1e-10);
     // the local block is always slot 0, and every token attends to itself
-    Tensor own = torch::arange(c.T, torch::kLong) / c.bs;
+    Tensor own = torch::div(torch::arange(c.T, torch::kLong), c.bs, "floor");
     REQUIRE(torch::equal(sel.blocks.select(3, 0), own.view({1, 1, c.T}).expand({c.B, c.Hkv, c.T})));
   }
 }

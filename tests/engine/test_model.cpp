@@ -54,7 +54,7 @@ TEST_CASE("forward shapes, HF tensor names and tied embeddings", "[model]") {
                         "model.layers.0.input_layernorm.weight", "model.layers.1.post_attention_layernorm.weight"})
     REQUIRE(names.count(n) == 1);
   REQUIRE(names.count("lm_head.weight") == 0);
-  REQUIRE(int64_t(names.size()) == 2 + 9 * c.num_layers);
+  REQUIRE(int64_t(names.size()) == 2 + 10 * c.num_layers);  // q k v o g, gate up down, 2 norms
   int64_t params = 0;
   for (auto& p : m.parameters()) params += p.numel();
   REQUIRE(params == c.num_parameters());
