@@ -2,8 +2,9 @@
 // (method, p, alpha, lr), how inference runs (full / sparse, k, block size)
 // and checkpoints (save / load a directory). Every button only queues a
 // Session command; values shown come back through the snapshot. Settings the
-// engine cannot run are disabled with the reason (check_sparse_spec, the same
-// function the engine uses to refuse them).
+// engine cannot run are disabled with the reason (SpecProblem: check_sparse_spec
+// on the probe plus the training config's validate(), the checks the engine
+// applies before it accepts a spec).
 #include <imgui.h>
 #include <imgui_stdlib.h>
 
@@ -60,6 +61,20 @@ void help(const char* text) {
 }
 
 }  // namespace
+
+std::string SpecProblem(const Snapshot& snap, const SparseSpec& spec, int64_t T) {
+  std::string why = check_sparse_spec(spec, T);
+  if (!why.empty()) return why;
+  ModelConfig m = snap.model;
+  m.block_size = spec.block_size;
+  m.block_counts = spec.top_k;
+  try {
+    validate(snap.train, m);
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
+}
 
 void DrawControls(UiState& ui) {
   if (!ui.show_controls) return;
@@ -158,9 +173,39 @@ void DrawControls(UiState& ui) {
   int64_t T = snap->analysis ? snap->analysis->T : int64_t(snap->probe_pieces.size());
   if (T <= 0) T = snap->model.max_position;
   const int bs = g.block_size.value;
-  int k_max = 0;
-  for (int k = 1; k <= 128; ++k)
-    if (check_sparse_spec(SparseSpec{bs, k}, T).empty()) k_max = k;
+  static const int kSizes[] = {4, 8, 16, 32, 64, 128, 256};
+  // What can run depends on T, the block size and the training config only;
+  // recomputed when those change (the checks build strings and may throw).
+  struct SpecCache {
+    int64_t T = -1;
+    int bs = -1, seq_len = -1, method = -1, k = -1;
+    int k_max = 0;
+    std::string why_k, why_size[7];
+    int k_max_size[7] = {};
+  };
+  static SpecCache c;
+  if (c.T != T || c.bs != bs || c.seq_len != snap->train.seq_len || c.method != int(snap->train.method) ||
+      c.k != g.top_k.value) {
+    c.T = T;
+    c.bs = bs;
+    c.seq_len = snap->train.seq_len;
+    c.method = int(snap->train.method);
+    c.k = g.top_k.value;
+    auto k_max_for = [&](int size) {
+      int best = 0;
+      for (int k = 1; k <= 128; ++k)
+        if (SpecProblem(*snap, SparseSpec{size, k}, T).empty()) best = k;
+        else if (best > 0) break;  // valid k form a prefix 1..k_max
+      return best;
+    };
+    c.k_max = k_max_for(bs);
+    c.why_k = SpecProblem(*snap, SparseSpec{bs, g.top_k.value}, T);
+    for (int i = 0; i < 7; ++i) {
+      c.why_size[i] = SpecProblem(*snap, SparseSpec{kSizes[i], 1}, T);
+      c.k_max_size[i] = c.why_size[i].empty() ? k_max_for(kSizes[i]) : 0;
+    }
+  }
+  const int k_max = c.k_max;
   if (k_max > 0) {
     int k = std::clamp(g.top_k.value, 1, k_max);
     ImGui::SetNextItemWidth(160);
@@ -170,37 +215,37 @@ void DrawControls(UiState& ui) {
       s->request_analysis();
       g.top_k.sent(now);
     }
-    help("blocks each query attends to, the forced local block included;\nreceptive field = k x block size");
+    help("blocks each query attends to, the forced local block included;\nreceptive field = k x block size.\n"
+         "The slider stops at the largest k that runs on the probe and on the training sequences.");
   } else {
     ImGui::TextColored(ImVec4(1, 0.5f, 0.3f, 1), "no k runs with block size %d on %lld tokens", bs, (long long)T);
   }
-  std::string why_k = check_sparse_spec(SparseSpec{bs, g.top_k.value}, T);
   ImGui::TextDisabled("block size");
-  static const int kSizes[] = {4, 8, 16, 32, 64, 128, 256};
-  for (int size : kSizes) {
-    std::string why = check_sparse_spec(SparseSpec{size, std::min(g.top_k.value, k_max > 0 ? k_max : 1)}, T);
+  for (int i = 0; i < 7; ++i) {
+    const int size = kSizes[i];
+    const std::string& why = c.why_size[i];
     ImGui::SameLine();
     ImGui::BeginDisabled(!why.empty());
     char label[16];
     std::snprintf(label, sizeof label, "%d", size);
     if (ImGui::Selectable(label, size == bs, 0, ImGui::CalcTextSize("256"))) {
-      g.block_size.value = size;
-      s->set_block_size(size);
-      // keep k valid for the new block size
-      int best = 0;
-      for (int k = 1; k <= g.top_k.value; ++k)
-        if (check_sparse_spec(SparseSpec{size, k}, T).empty()) best = k;
-      if (best > 0 && best != g.top_k.value) {
+      // Shrink k first when it does not fit the new size (commands apply in order,
+      // and the engine refuses a spec that cannot run).
+      const int best = std::min(g.top_k.value, c.k_max_size[i]);
+      if (best != g.top_k.value) {
         g.top_k.value = best;
         s->set_top_k(best);
         g.top_k.sent(now);
       }
+      g.block_size.value = size;
+      s->set_block_size(size);
       s->request_analysis();
       g.block_size.sent(now);
     }
     ImGui::EndDisabled();
     if (!why.empty() && ImGui::IsItemHovered(ImGuiHoveredFlags_AllowWhenDisabled)) ImGui::SetTooltip("%s", why.c_str());
   }
+  const std::string& why_k = c.why_k;
   ImGui::Text("receptive field %d tokens of %lld", g.top_k.value * bs, (long long)T);
   if (!why_k.empty()) ImGui::TextColored(ImVec4(1, 0.5f, 0.3f, 1), "k %d: %s", g.top_k.value, why_k.c_str());
   if (!snap->spec_problem.empty())

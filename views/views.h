@@ -52,6 +52,11 @@ std::string ExportLayerCsv(const UiState& ui, const std::string& path);     // p
 std::string SaveFramebufferPng(const std::string& path, const ScreenRect* rect, int fb_width, int fb_height,
                                float scale_x, float scale_y);
 
+// Why `spec` cannot run for this session on a probe of T tokens ("" = it can):
+// the attention's own check plus the training config's (k blocks must fit in
+// seq_len while a sparse method trains). What Controls greys out.
+std::string SpecProblem(const Snapshot& snap, const SparseSpec& spec, int64_t T);
+
 // Settings the map uses, for Compare/Export/demo.
 struct MapWidgetInfo {
   bool ready = false;

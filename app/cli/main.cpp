@@ -51,6 +51,7 @@ int main(int argc, char** argv) {
   e->add_option("--needle-trials", ev.needle_trials)->capture_default_str();
   e->add_option("--device", ev.device, "auto | cpu | cuda")->capture_default_str();
   e->add_option("--out", ev.out, "also write the JSON here");
+  e->add_option("--cache", ev.cache_dir, "tokenizer/token cache directory")->capture_default_str();
 
   cli::AnalyzeArgs an;
   auto* a = app.add_subcommand("analyze", "attention statistics and maps of a model on a text");

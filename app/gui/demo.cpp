@@ -106,19 +106,21 @@ struct Demo::Impl {
                        const int64_t T = analysis()->T;
                        const int bs = snap()->spec.block_size;
                        k1 = k0 * 2;
-                       while (k1 > k0 + 1 && !check_sparse_spec(SparseSpec{bs, k1}, T).empty()) --k1;
+                       while (k1 > k0 + 1 && !views::SpecProblem(*snap(), SparseSpec{bs, k1}, T).empty()) --k1;
                        session().set_top_k(k1);
                        session().request_analysis();
                      },
-                     [this] { return analysis() && analysis()->spec.top_k == k1; }, 60, "03_sparse_2k.png", ""});
+                     [this] { return spec_ok() && analysis() && analysis()->spec.top_k == k1; }, 60, "03_sparse_2k.png", ""});
     steps.push_back({"block size x2, dropped mass",
                      [this] {
                        bs1 = snap()->spec.block_size * 2;
+                       if (!views::SpecProblem(*snap(), SparseSpec{bs1, snap()->spec.top_k}, analysis()->T).empty())
+                         bs1 = snap()->spec.block_size / 2;  // the larger size does not fit: show a smaller one
                        session().set_block_size(bs1);
                        session().request_analysis();
                        ui.kind = views::MapKind::Dropped;
                      },
-                     [this] { return analysis() && analysis()->spec.block_size == bs1; }, 60, "04_dropped_bs2x.png",
+                     [this] { return spec_ok() && analysis() && analysis()->spec.block_size == bs1; }, 60, "04_dropped_bs2x.png",
                      ""});
     steps.push_back({"export and save",
                      [this] {
@@ -181,6 +183,12 @@ struct Demo::Impl {
     steps.push_back({"long probe, paused", [this] { session().pause(); },
                      [this] { return snap()->state == RunState::Paused; }, 60, "06_probe8192.png", "paused"});
     steps.push_back({"stop", [this] { session().stop(); }, [] { return true; }, 10, "", ""});
+  }
+
+  // The engine refused a spec: fail now with its reason instead of timing out.
+  bool spec_ok() {
+    if (snap() && !snap()->spec_problem.empty()) fail("engine refused the spec: " + snap()->spec_problem);
+    return error.empty();
   }
 
   void report(const std::string& err) {

@@ -72,7 +72,6 @@ int run_gui(const GuiOptions& opt_in) {
     // The demo shows the app, not a good model: small steps keep it short on 2 cores.
     opt.session.probe_tokens = std::max(64, opt.demo_tokens);
     opt.session.train.batch_size = std::min(opt.session.train.batch_size, 4);
-    opt.session.train.seq_len = std::min(opt.session.train.seq_len, 128);
     opt.session.train.eval_every = 10;
     opt.session.train.eval_batches = std::min(opt.session.train.eval_batches, 2);
     opt.session.analyze_every = 10;

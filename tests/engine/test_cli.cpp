@@ -1,0 +1,92 @@
+// The ssalab command end to end: train -> eval -> analyze -> info, exit codes,
+// and the errors a user sees for bad input.
+#include <catch2/catch.hpp>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "test_helpers.h"
+
+namespace fs = std::filesystem;
+
+struct Result {
+  int code;
+  std::string output;
+};
+
+static Result run(const std::string& args) {
+  std::string out = fs::temp_directory_path() / ("ssalab-cli-" + std::to_string(::getpid()) + ".log");
+  std::string cmd = std::string(SSALAB_BINARY) + " " + args + " > " + out + " 2>&1";
+  int status = std::system(cmd.c_str());
+  std::ifstream in(out);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, ss.str()};
+}
+
+TEST_CASE("ssalab train, eval, analyze and info end to end", "[cli][e2e]") {
+  std::string dir = ssalab::test::scratch_dir("cli");
+  std::string common = " --corpus " + ssalab::test::small_corpus() + " --cache " + ssalab::test::cache_dir();
+  std::string micro =
+      " --set model.vocab_size=512 --set model.hidden_size=32 --set model.intermediate_size=64"
+      " --set model.num_hidden_layers=2 --set model.block_size=8 --set model.block_counts=3"
+      " --set train.seq_len=64 --set train.batch_size=4 --set train.steps=6 --set train.eval_every=3"
+      " --set train.eval_batches=2 --set train.device=cpu";
+  Result t = run("train --method ssa --quiet --out " + dir + "/run" + common + micro);
+  INFO(t.output);
+  REQUIRE(t.code == 0);
+  auto summary = nlohmann::json::parse(std::ifstream(dir + "/run/summary.json"));
+  REQUIRE(summary["final_step"] == 6);
+  REQUIRE(summary["val_ppl_full"].get<double>() > 1);
+  REQUIRE(fs::exists(dir + "/run/checkpoint/model.safetensors"));
+
+  Result e = run("eval " + dir + "/run/checkpoint --batches 2 --batch-size 2 --k 1,2,9 --needle --needle-context 96,128"
+                 " --needle-trials 2 --out " + dir + "/eval.json --device cpu --cache " + ssalab::test::cache_dir());
+  INFO(e.output);
+  REQUIRE(e.code == 0);
+  auto ev = nlohmann::json::parse(std::ifstream(dir + "/eval.json"));
+  REQUIRE(ev["perplexity"]["sweep"].size() == 3);
+  REQUIRE(ev["perplexity"]["sweep"][2].contains("skipped"));  // k=9 > the 8 blocks of 64 tokens
+  REQUIRE(ev["passkey"].size() == 2 * 2 * 3);  // 2 lengths x 3 depths x {full, sparse}
+
+  Result a = run("analyze " + dir + "/run/checkpoint --text-file " + ssalab::test::small_corpus() +
+                 "/appetite.rst.txt --mode sparse --k 2 --out " + dir + "/an --device cpu");
+  INFO(a.output);
+  REQUIRE(a.code == 0);
+  REQUIRE(fs::exists(dir + "/an/analysis.json"));
+  REQUIRE(fs::exists(dir + "/an/layer1_dropped.png"));
+  REQUIRE(fs::file_size(dir + "/an/layer0_full.png") > 1000);
+  auto an = nlohmann::json::parse(std::ifstream(dir + "/an/analysis.json"));
+  REQUIRE(an["top_k"] == 2);
+  REQUIRE(an["inference"] == "sparse");
+
+  Result i = run("info " + dir + "/run/checkpoint");
+  REQUIRE(i.code == 0);
+  REQUIRE_THAT(i.output, Catch::Contains("\"block_counts\": 3"));
+}
+
+TEST_CASE("ssalab reports bad input with an exit code and a clear message", "[cli][bad-input]") {
+  std::string dir = ssalab::test::scratch_dir("clibad");
+  Result r = run("info " + dir + "/missing");
+  REQUIRE(r.code == 1);
+  REQUIRE_THAT(r.output, Catch::Contains("checkpoint not found"));
+  r = run("train --set model.nonsense=3");
+  REQUIRE(r.code == 1);
+  REQUIRE_THAT(r.output, Catch::Contains("unknown model setting 'nonsense'"));
+  r = run("train --set train.seq_len=64 --set model.block_counts=99");
+  REQUIRE(r.code == 1);
+  REQUIRE_THAT(r.output, Catch::Contains("top-k"));
+  r = run("train --no-such-flag");
+  REQUIRE(r.code != 0);
+  std::ofstream(dir + "/bad.json") << "{ not json";
+  r = run("train --config " + dir + "/bad.json");
+  REQUIRE(r.code == 1);
+  REQUIRE_THAT(r.output, Catch::Contains("bad.json"));
+  r = run("train --method sparse-ish");
+  REQUIRE(r.code == 1);
+  REQUIRE_THAT(r.output, Catch::Contains("unknown training method"));
+}
