@@ -52,6 +52,7 @@ struct BlockIndexParams {
   int32_t* work;    // workspace, block_index_workspace_bytes()
 };
 size_t block_index_workspace_bytes(const BlockIndexParams& p);
+std::string block_index_supported(const BlockIndexParams& p);
 std::string build_block_index(const BlockIndexParams& p, cudaStream_t stream);
 
 }  // namespace ssa

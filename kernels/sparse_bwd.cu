@@ -148,6 +148,14 @@ __global__ void __launch_bounds__(kWarps * 32) sparse_dq_kernel(SparseBwdParams 
   }
 }
 
+// Tuning knobs of the dK/dV kernel (overridable at compile time for A/B runs).
+#ifndef SSA_DKV_MINBLOCKS
+#define SSA_DKV_MINBLOCKS 1  // __launch_bounds__ min CTAs per SM
+#endif
+#ifndef SSA_DKV_SMEM_KB
+#define SSA_DKV_SMEM_KB 112  // shared-memory budget that picks the stage count
+#endif
+
 template <int D, int BS>
 struct DkvCfg {
   static constexpr int NM = BS / 16;                  // 16-key m-tiles, one per warp
@@ -156,7 +164,8 @@ struct DkvCfg {
   static constexpr int R = 64;                        // gathered rows per stage (4 sub-tiles of 16)
   static constexpr size_t kv_bytes = size_t(2) * BS * D * 2;
   static constexpr size_t stage1 = size_t(2) * R * D * 2;  // Q and dO rows of one stage
-  static constexpr int STAGES = kv_bytes + 4 * stage1 <= 112 * 1024 ? 4 : kv_bytes + 3 * stage1 <= 112 * 1024 ? 3 : 2;
+  static constexpr size_t budget = size_t(SSA_DKV_SMEM_KB) * 1024;
+  static constexpr int STAGES = kv_bytes + 4 * stage1 <= budget ? 4 : kv_bytes + 3 * stage1 <= budget ? 3 : 2;
   static constexpr size_t stage_bytes = STAGES * stage1;
   static constexpr size_t red_bytes = size_t(NSPLIT - 1) * NM * 2 * 16 * D * 4;
   static constexpr size_t meta_bytes = size_t(STAGES) * R * 12;
@@ -165,7 +174,7 @@ struct DkvCfg {
 };
 
 template <typename T, int D, int BS>
-__global__ void __launch_bounds__(DkvCfg<D, BS>::WARPS * 32) sparse_dkv_kernel(SparseBwdParams p) {
+__global__ void __launch_bounds__(DkvCfg<D, BS>::WARPS * 32, SSA_DKV_MINBLOCKS) sparse_dkv_kernel(SparseBwdParams p) {
   using C = DkvCfg<D, BS>;
   constexpr int NM = C::NM, NSPLIT = C::NSPLIT, R = C::R, S = C::STAGES, NK = D / 16, ND = D / 8, CH = D / 8;
   constexpr int NT = C::WARPS * 32;

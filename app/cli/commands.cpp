@@ -11,6 +11,7 @@
 #include "engine/eval/eval.h"
 #include "engine/metrics/analysis.h"
 #include "engine/model/transformer.h"
+#include "engine/paradox/paradox.h"
 #include "engine/train/run.h"
 #include "engine/train/trainer.h"
 #include "engine/util/error.h"
@@ -212,6 +213,28 @@ int cmd_info(const std::string& checkpoint) {
             {"tokenizer_pieces", ck.tokenizer.vocab_size()}};
   if (ck.state) j["trainer_state"] = {{"step", ck.state->step}, {"train", to_json(ck.state->train)}};
   std::cout << j.dump(2) << std::endl;
+  return 0;
+}
+
+int cmd_paradox(const ParadoxArgs& a) {
+  ParadoxOptions o;
+  o.model = a.settings.model;
+  o.train = a.settings.train;
+  o.corpus = a.corpus;
+  o.cache_dir = a.cache_dir;
+  o.out_dir = a.out_dir;
+  o.ship_dir = a.ship_dir;
+  o.eval_batches = a.eval_batches;
+  o.probes = a.probes;
+  o.needle_trials = a.needle_trials;
+  o.progress = !a.quiet;
+  json res = run_paradox(o);
+  res["command"] = a.command_line;
+  write_paradox_report(res, a.out_dir + "/report");
+  for (auto& c : res["claims"])
+    std::printf("claim %d: %s -> %s\n  %s\n", c["id"].get<int>(), c["claim"].get<std::string>().c_str(),
+                c["holds"].get<bool>() ? "holds" : "does not hold", c["detail"].get<std::string>().c_str());
+  std::printf("report: %s/report/report.md (%.0f s)\n", a.out_dir.c_str(), res["seconds"].get<double>());
   return 0;
 }
 

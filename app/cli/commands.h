@@ -56,6 +56,15 @@ int cmd_tokenizer(const TokenizerArgs& a);
 
 int cmd_info(const std::string& checkpoint);
 
+struct ParadoxArgs {
+  Settings settings;
+  std::string corpus, out_dir = "runs/paradox", ship_dir, cache_dir = ".cache/ssalab";
+  int eval_batches = 8, probes = 4, needle_trials = 8;
+  bool quiet = false;
+  std::string command_line;  // recorded in the report so it can be regenerated
+};
+int cmd_paradox(const ParadoxArgs& a);
+
 // (rows x cols) values as a colormapped PNG (viridis), written atomically.
 void write_heatmap_png(const std::string& path, const float* values, int rows, int cols, bool log_scale, int scale_up);
 

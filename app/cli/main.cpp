@@ -75,6 +75,18 @@ int main(int argc, char** argv) {
   k->add_option("--model", tk.model, "tokenizer .model (encode)");
   k->add_option("--text", tk.text, "text to encode");
 
+  cli::ParadoxArgs px;
+  auto* p = app.add_subcommand("paradox", "train FullAttn, MoBA and SSA alike, measure them, write a report");
+  add_settings(p, px.settings);
+  p->add_option("--corpus", px.corpus, "text file or folder (default corpus if omitted)");
+  p->add_option("--out", px.out_dir, "runs and report/ go here")->capture_default_str();
+  p->add_option("--ship", px.ship_dir, "write the three fp16 checkpoints here (default: <out>/models)");
+  p->add_option("--cache", px.cache_dir, "tokenizer/token cache directory")->capture_default_str();
+  p->add_option("--eval-batches", px.eval_batches)->capture_default_str();
+  p->add_option("--probes", px.probes, "validation windows analysed per model")->capture_default_str();
+  p->add_option("--needle-trials", px.needle_trials)->capture_default_str();
+  p->add_flag("--quiet", px.quiet, "no progress bars");
+
   std::string info_ckpt;
   auto* i = app.add_subcommand("info", "print a checkpoint's config and size");
   i->add_option("checkpoint", info_ckpt, "checkpoint directory")->required();
@@ -110,6 +122,11 @@ int main(int argc, char** argv) {
     if (*a) return cli::cmd_analyze(an);
     if (*k) return cli::cmd_tokenizer(tk);
     if (*i) return cli::cmd_info(info_ckpt);
+    if (*p) {
+      px.settings.resolve();
+      for (int n = 0; n < argc; ++n) px.command_line += (n ? " " : "") + std::string(argv[n]);
+      return cli::cmd_paradox(px);
+    }
 #ifdef SSALAB_WITH_GUI
     if (!method.empty() || !gui_method.empty())
       gui_settings.overrides.push_back("train.method=\"" + (gui_method.empty() ? method : gui_method) + "\"");

@@ -40,6 +40,13 @@ PerplexityReport evaluate_perplexity(Transformer& model, const std::vector<int32
 static const char* kFiller =
     "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. ";
 
+static int passkey_fixed_tokens(const Tokenizer& tok) {
+  return int(tok.encode("The pass key is 12345. Remember it. 12345 is the pass key. ").size() +
+             tok.encode("What is the pass key? The pass key is").size());
+}
+
+int passkey_min_context(const Tokenizer& tok) { return passkey_fixed_tokens(tok) + 9; }
+
 std::pair<std::vector<int>, std::vector<int>> passkey_prompt(const Tokenizer& tok, int context, double depth,
                                                              const std::string& key) {
   std::vector<int> filler = tok.encode(kFiller);

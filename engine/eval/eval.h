@@ -58,6 +58,9 @@ std::vector<NeedleResult> passkey_test(Transformer& model, const Tokenizer& tok,
 std::pair<std::vector<int>, std::vector<int>> passkey_prompt(const Tokenizer& tok, int context, double depth,
                                                              const std::string& key);
 
+// Shortest context a pass-key prompt fits in with this tokenizer.
+int passkey_min_context(const Tokenizer& tok);
+
 nlohmann::json to_json(const PerplexityReport& r);
 nlohmann::json to_json(const std::vector<NeedleResult>& r);
 

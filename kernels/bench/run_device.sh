@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Build, test and benchmark the kernels on a GPU machine (run from the repo root).
-# Logs and JSON go to $OUT (the device tool's output folder) or ./kernel-run.
+# Logs and JSON go to $OUT (the device tool's output folder) or build-kernels/run.
 #   bash kernels/bench/run_device.sh            # tests + engine binding test + full bench
 #   BENCH_ARGS="--shapes C --no-flex" bash kernels/bench/run_device.sh
 set -o pipefail
-OUT=${OUT:-$PWD/kernel-run}
+OUT=${OUT:-$PWD/build-kernels/run}
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader | tee "$OUT/gpu.txt"
 { cmake -S kernels -B build-kernels -G Ninja -DCMAKE_BUILD_TYPE=Release && cmake --build build-kernels -j16; } \
