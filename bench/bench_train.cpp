@@ -6,6 +6,7 @@
 // Uses synthetic token ids: the model's speed does not depend on the text.
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <memory>
@@ -23,7 +24,6 @@ int main(int argc, char** argv) {
   TrainConfig tc;
   tc.seq_len = argc > 3 ? std::atoi(argv[3]) : std::min(mc.max_position, 256);
   tc.batch_size = argc > 4 ? std::atoi(argv[4]) : 8;
-  tc.steps = steps + 3;
   tc.eval_every = 0;
   auto data = std::make_shared<TokenData>();
   std::mt19937 rng(1);
@@ -33,24 +33,37 @@ int main(int argc, char** argv) {
   std::printf("ssalab_bench: preset %s (%.2fM params), batch %d x seq %d, k %d x block %d, %d timed steps, device %s, %d threads\n",
               preset.c_str(), mc.num_parameters() / 1e6, tc.batch_size, tc.seq_len, mc.block_counts, mc.block_size,
               steps, resolve_device(tc.device).str().c_str(), torch::get_num_threads());
-  std::printf("%-8s %12s %12s %10s\n", "method", "tokens/s", "ms/step", "vs full");
-  double full_tps = 0;
+  // Methods take turns over several rounds and each reports its median, so a
+  // burst of load from elsewhere on the machine does not favour one of them.
+  const int rounds = 3;
+  std::vector<std::unique_ptr<Trainer>> trainers;
   for (Method m : {Method::Full, Method::Moba, Method::Ssa}) {
     tc.method = m;
-    auto model = std::make_shared<Transformer>(mc);
-    Trainer trainer(model, tc, data);
-    for (int i = 0; i < 3; ++i) trainer.step();  // warm-up: allocator, kernels
-    auto t0 = std::chrono::steady_clock::now();
-    for (int i = 0; i < steps; ++i) trainer.step();
-    if (trainer.device().is_cuda()) torch::cuda::synchronize();
-    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    double tps = double(steps) * tc.batch_size * tc.seq_len / secs;
-    if (m == Method::Full) full_tps = tps;
-    std::printf("%-8s %12.0f %12.2f %9.2fx\n", to_string(m), tps, 1000.0 * secs / steps, full_tps / tps);
+    tc.steps = 3 + rounds * steps;
+    trainers.push_back(std::make_unique<Trainer>(std::make_shared<Transformer>(mc), tc, data));
+    for (int i = 0; i < 3; ++i) trainers.back()->step();  // warm-up: allocator, kernels
+  }
+  std::vector<std::vector<double>> tps(trainers.size());
+  for (int r = 0; r < rounds; ++r)
+    for (size_t i = 0; i < trainers.size(); ++i) {
+      auto t0 = std::chrono::steady_clock::now();
+      for (int s = 0; s < steps; ++s) trainers[i]->step();
+      if (trainers[i]->device().is_cuda()) torch::cuda::synchronize();
+      double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      tps[i].push_back(double(steps) * tc.batch_size * tc.seq_len / secs);
+    }
+  std::printf("%-8s %12s %12s %12s\n", "method", "tokens/s", "ms/step", "time vs full");
+  double full_tps = 0;
+  for (size_t i = 0; i < trainers.size(); ++i) {
+    std::sort(tps[i].begin(), tps[i].end());
+    double med = tps[i][rounds / 2];
+    if (i == 0) full_tps = med;
+    std::printf("%-8s %12.0f %12.2f %11.2fx\n", to_string(trainers[i]->train_config().method), med,
+                1000.0 * tc.batch_size * tc.seq_len / med, full_tps / med);
   }
   struct rusage ru;
   getrusage(RUSAGE_SELF, &ru);
   std::printf("peak resident memory: %.1f MiB\n", ru.ru_maxrss / 1024.0);
-  std::printf("(vs full = time per step relative to FullAttn: ssa/full cost ratio)\n");
+  std::printf("(time vs full: step time relative to FullAttn, median of %d rounds; the ssa row is the ssa/full cost ratio)\n", rounds);
   return 0;
 }

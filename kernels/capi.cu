@@ -62,15 +62,20 @@ const char* ssa_sparse_fwd(const void* q, const void* k, const void* v, void* o,
 }
 const char* ssa_sparse_bwd(const void* q, const void* k, const void* v, const void* o, const void* dout,
                            const float* lse, const int32_t* blocks, const int32_t* offsets, const int32_t* tokens,
-                           void* dq, void* dk, void* dv, float* delta, int B, int Hq, int Hkv, int T, int D, int bs,
+                           void* dq, void* dk, void* dv, void* workspace, int B, int Hq, int Hkv, int T, int D, int bs,
                            int K, int dt, void* stream) {
   SparseBwdParams p;
   p.q = q; p.k = k; p.v = v; p.o = o; p.dout = dout; p.lse = lse; p.blocks = blocks;
-  p.index_offsets = offsets; p.index_tokens = tokens; p.dq = dq; p.dk = dk; p.dv = dv; p.delta = delta;
+  p.index_offsets = offsets; p.index_tokens = tokens; p.dq = dq; p.dk = dk; p.dv = dv; p.workspace = workspace;
   p.q_s = contig(Hq, T, D); p.k_s = contig(Hkv, T, D);
   p.v_s = p.k_s; p.o_s = p.q_s; p.do_s = p.q_s; p.dq_s = p.q_s; p.dk_s = p.k_s; p.dv_s = p.k_s;
   p.B = B; p.Hq = Hq; p.Hkv = Hkv; p.T = T; p.D = D; p.block_size = bs; p.top_k = K; p.dtype = DType(dt);
   return ret(sparse_bwd(p, cudaStream_t(stream)));
+}
+size_t ssa_sparse_bwd_ws(int B, int Hq, int Hkv, int T, int D, int bs, int K) {
+  SparseBwdParams p;
+  p.B = B; p.Hq = Hq; p.Hkv = Hkv; p.T = T; p.D = D; p.block_size = bs; p.top_k = K;
+  return sparse_bwd_workspace_bytes(p);
 }
 size_t ssa_stats_map_elems(int B, int Hq, int T, int bs, int row_pool, int mean_heads) {
   StatsParams p;

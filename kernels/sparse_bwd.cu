@@ -10,6 +10,78 @@ namespace {
 constexpr int kWarps = 4;   // dQ kernel: tokens per CTA
 constexpr int kStages = 3;  // dQ kernel: cp.async stages per warp
 
+// Where the workspace pieces live (host and device agree on this).
+struct BwdWork {
+  float* delta;      // (B, Hq, T)
+  int32_t* seg_off;  // (B, Hkv, nb+1): first work item of each key block; [nb] = item count
+  float* partial;    // (B, Hkv, max_items, bs, 2, D) fp32: dK (scaled) then dV of split items
+  int max_items;     // work items per (b, hkv) upper bound: nb + ceil(T*K / seg_tokens)
+};
+inline BwdWork bwd_work(const SparseBwdParams& p) {
+  const int nb = (p.T + p.block_size - 1) / p.block_size;
+  const int64_t items = nb + (int64_t(p.T) * p.top_k + p.seg_tokens - 1) / p.seg_tokens;
+  char* w = static_cast<char*>(p.workspace);
+  BwdWork r;
+  r.delta = reinterpret_cast<float*>(w);
+  w += ((size_t(p.B) * p.Hq * p.T * 4 + 255) / 256) * 256;
+  r.seg_off = reinterpret_cast<int32_t*>(w);
+  w += ((size_t(p.B) * p.Hkv * (nb + 1) * 4 + 255) / 256) * 256;
+  r.partial = reinterpret_cast<float*>(w);
+  r.max_items = int(items);
+  return r;
+}
+inline size_t bwd_work_bytes(const SparseBwdParams& p) {
+  const int nb = (p.T + p.block_size - 1) / p.block_size;
+  const int64_t items = nb + (int64_t(p.T) * p.top_k + p.seg_tokens - 1) / p.seg_tokens;
+  return ((size_t(p.B) * p.Hq * p.T * 4 + 255) / 256) * 256 + ((size_t(p.B) * p.Hkv * (nb + 1) * 4 + 255) / 256) * 256 +
+         size_t(p.B) * p.Hkv * items * p.block_size * 2 * p.D * 4;
+}
+
+// per (b, hkv): work items of each key block = max(1, ceil(tokens / seg_tokens)), exclusive scan
+__global__ void seg_scan_kernel(SparseBwdParams p, BwdWork w) {
+  __shared__ int part[1024];
+  const int nb = (p.T + p.block_size - 1) / p.block_size;
+  const int32_t* off = p.index_offsets + int64_t(blockIdx.x) * (nb + 1);
+  int32_t* so = w.seg_off + int64_t(blockIdx.x) * (nb + 1);
+  const int per = (nb + 1023) / 1024, j0 = threadIdx.x * per, j1 = min(nb, j0 + per);
+  auto count = [&](int j) { return max(1, (off[j + 1] - off[j] + p.seg_tokens - 1) / p.seg_tokens); };
+  int s = 0;
+  for (int j = j0; j < j1; ++j) s += count(j);
+  part[threadIdx.x] = s;
+  __syncthreads();
+  for (int d = 1; d < 1024; d <<= 1) {
+    int v = threadIdx.x >= d ? part[threadIdx.x - d] : 0;
+    __syncthreads();
+    part[threadIdx.x] += v;
+    __syncthreads();
+  }
+  int run = part[threadIdx.x] - s;
+  for (int j = j0; j < j1; ++j) {
+    so[j] = run;
+    run += count(j);
+  }
+  if (threadIdx.x == 1023) so[nb] = part[1023];
+}
+
+// adds the partials of split key blocks in item order; one CTA per (block, hkv, b)
+template <typename T>
+__global__ void dkv_reduce_kernel(SparseBwdParams p, BwdWork w) {
+  const int j = blockIdx.x, hk = blockIdx.y, b = blockIdx.z, bs = p.block_size, D = p.D;
+  const int nb = (p.T + bs - 1) / bs;
+  const int64_t bh = int64_t(b) * p.Hkv + hk;
+  const int32_t* so = w.seg_off + bh * (nb + 1);
+  const int i0 = so[j], i1 = so[j + 1];
+  if (i1 - i0 <= 1) return;
+  T* dkb = static_cast<T*>(p.dk) + b * p.dk_s.b + hk * p.dk_s.h;
+  T* dvb = static_cast<T*>(p.dv) + b * p.dv_s.b + hk * p.dv_s.h;
+  for (int e = threadIdx.x; e < bs * 2 * D; e += blockDim.x) {
+    const int row = e / (2 * D), which = (e / D) % 2, d = e % D, key = j * bs + row;
+    float acc = 0.f;
+    for (int i = i0; i < i1; ++i) acc += w.partial[((bh * w.max_items + i) * bs) * 2 * D + e];
+    if (key < p.T) (which ? dvb + int64_t(key) * p.dv_s.t : dkb + int64_t(key) * p.dk_s.t)[d] = TypeOf<T>::from_float(acc);
+  }
+}
+
 template <typename T, int D>
 __device__ __forceinline__ void load_rows_frag(uint32_t (&a)[D / 16][4], const T* base, int64_t stride_h, int G,
                                                int r0, int r1, int c) {
@@ -24,7 +96,7 @@ __device__ __forceinline__ void load_rows_frag(uint32_t (&a)[D / 16][4], const T
 }
 
 template <typename T, int D>
-__global__ void __launch_bounds__(kWarps * 32) sparse_dq_kernel(SparseBwdParams p) {
+__global__ void __launch_bounds__(kWarps * 32) sparse_dq_kernel(SparseBwdParams p, BwdWork w) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   constexpr int NK = D / 16, ND = D / 8;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
@@ -62,8 +134,8 @@ __global__ void __launch_bounds__(kWarps * 32) sparse_dq_kernel(SparseBwdParams 
     dl0 = quad_sum(dl0);
     dl1 = quad_sum(dl1);
     if (c == 0) {
-      if (r0 < G) p.delta[row_base + int64_t(r0) * p.T] = dl0;
-      if (r1 < G) p.delta[row_base + int64_t(r1) * p.T] = dl1;
+      if (r0 < G) w.delta[row_base + int64_t(r0) * p.T] = dl0;
+      if (r1 < G) w.delta[row_base + int64_t(r1) * p.T] = dl1;
     }
   }
 
@@ -174,7 +246,7 @@ struct DkvCfg {
 };
 
 template <typename T, int D, int BS>
-__global__ void __launch_bounds__(DkvCfg<D, BS>::WARPS * 32, SSA_DKV_MINBLOCKS) sparse_dkv_kernel(SparseBwdParams p) {
+__global__ void __launch_bounds__(DkvCfg<D, BS>::WARPS * 32, SSA_DKV_MINBLOCKS) sparse_dkv_kernel(SparseBwdParams p, BwdWork w) {
   using C = DkvCfg<D, BS>;
   constexpr int NM = C::NM, NSPLIT = C::NSPLIT, R = C::R, S = C::STAGES, NK = D / 16, ND = D / 8, CH = D / 8;
   constexpr int NT = C::WARPS * 32;
@@ -190,10 +262,19 @@ __global__ void __launch_bounds__(DkvCfg<D, BS>::WARPS * 32, SSA_DKV_MINBLOCKS) 
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, c = lane % 4;
   const int mt = warp % NM, sp = warp / NM;
-  const int j = blockIdx.x, hk = blockIdx.y, b = blockIdx.z;
+  const int item = blockIdx.x, hk = blockIdx.y, b = blockIdx.z;
   const int G = p.Hq / p.Hkv, nb = (p.T + BS - 1) / BS;
-  const int key_base = j * BS;
   const int64_t bh = int64_t(b) * p.Hkv + hk;
+  // work item -> (key block j, segment of its token list)
+  const int32_t* so = w.seg_off + bh * (nb + 1);
+  if (item >= so[nb]) return;
+  int lo = 0, hi = nb;  // largest j with so[j] <= item
+  while (hi - lo > 1) {
+    const int mid = (lo + hi) / 2;
+    if (so[mid] <= item) lo = mid; else hi = mid;
+  }
+  const int j = lo, seg = item - so[j], nseg = so[j + 1] - so[j];
+  const int key_base = j * BS;
 
   {  // K and V of this block
     const T* kb = static_cast<const T*>(p.k) + b * p.k_s.b + hk * p.k_s.h;
@@ -207,7 +288,8 @@ __global__ void __launch_bounds__(DkvCfg<D, BS>::WARPS * 32, SSA_DKV_MINBLOCKS) 
     cp_async_commit();
   }
   const int32_t* off = p.index_offsets + bh * (nb + 1);
-  const int start = off[j], n_tok = off[j + 1] - start;
+  const int n_all = off[j + 1] - off[j];
+  const int start = off[j] + seg * p.seg_tokens, n_tok = min(n_all - seg * p.seg_tokens, p.seg_tokens);
   const int32_t* toks = p.index_tokens + bh * int64_t(p.T) * p.top_k + start;
   const int nrows = n_tok * G, n_it = (nrows + R - 1) / R;
   const T* qg = static_cast<const T*>(p.q) + b * p.q_s.b + int64_t(hk * G) * p.q_s.h;
@@ -243,7 +325,7 @@ __global__ void __launch_bounds__(DkvCfg<D, BS>::WARPS * 32, SSA_DKV_MINBLOCKS) 
       const int tok = ok ? toks[ti] : 0;
       if (!ok) h = 0;
       cp_async4(sL + st * R + i, p.lse + lrow + int64_t(h) * p.T + tok, ok);
-      cp_async4(sD + st * R + i, p.delta + lrow + int64_t(h) * p.T + tok, ok);
+      cp_async4(sD + st * R + i, w.delta + lrow + int64_t(h) * p.T + tok, ok);
       sT[st * R + i] = ok ? tok : -1;
     }
   };
@@ -374,7 +456,21 @@ __global__ void __launch_bounds__(DkvCfg<D, BS>::WARPS * 32, SSA_DKV_MINBLOCKS) 
       }
     }
   }
-  if (sp == 0) {
+  if (sp == 0 && nseg > 1) {  // split block: fp32 partial, summed by dkv_reduce_kernel
+    float* pb = w.partial + ((bh * w.max_items + item) * BS) * 2 * D;
+#pragma unroll
+    for (int n = 0; n < ND; ++n) {
+      const int d = n * 8 + 2 * c, r0 = mt * 16 + g, r1 = r0 + 8;
+      pb[r0 * 2 * D + d] = dk[n][0] * p.scale;
+      pb[r0 * 2 * D + d + 1] = dk[n][1] * p.scale;
+      pb[r1 * 2 * D + d] = dk[n][2] * p.scale;
+      pb[r1 * 2 * D + d + 1] = dk[n][3] * p.scale;
+      pb[r0 * 2 * D + D + d] = dv[n][0];
+      pb[r0 * 2 * D + D + d + 1] = dv[n][1];
+      pb[r1 * 2 * D + D + d] = dv[n][2];
+      pb[r1 * 2 * D + D + d + 1] = dv[n][3];
+    }
+  } else if (sp == 0) {
     T* dkb = static_cast<T*>(p.dk) + b * p.dk_s.b + hk * p.dk_s.h;
     T* dvb = static_cast<T*>(p.dv) + b * p.dv_s.b + hk * p.dv_s.h;
 #pragma unroll
@@ -395,43 +491,51 @@ __global__ void __launch_bounds__(DkvCfg<D, BS>::WARPS * 32, SSA_DKV_MINBLOCKS) 
 }
 
 template <typename T, int D, int BS>
-std::string launch_dkv(const SparseBwdParams& p, cudaStream_t stream) {
+std::string launch_dkv(const SparseBwdParams& p, const BwdWork& w, cudaStream_t stream) {
   using C = DkvCfg<D, BS>;
   auto kern = sparse_dkv_kernel<T, D, BS>;
   SSA_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, int(C::smem)));
-  kern<<<dim3((p.T + BS - 1) / BS, p.Hkv, p.B), C::WARPS * 32, C::smem, stream>>>(p);
+  kern<<<dim3(w.max_items, p.Hkv, p.B), C::WARPS * 32, C::smem, stream>>>(p, w);
+  SSA_CUDA_CHECK(cudaGetLastError());
+  dkv_reduce_kernel<T><<<dim3((p.T + BS - 1) / BS, p.Hkv, p.B), 256, 0, stream>>>(p, w);
   SSA_CUDA_CHECK(cudaGetLastError());
   return "";
 }
 
 }  // namespace
 
-size_t sparse_bwd_workspace_bytes(const SparseBwdParams& p) { return size_t(p.B) * p.Hq * p.T * sizeof(float); }
+size_t sparse_bwd_workspace_bytes(const SparseBwdParams& p) { return bwd_work_bytes(p); }
 
 std::string sparse_bwd_supported(const SparseBwdParams& p) {
-  return check_common(p.B, p.Hq, p.Hkv, p.T, p.D, p.block_size, p.top_k);
+  std::string e = check_common(p.B, p.Hq, p.Hkv, p.T, p.D, p.block_size, p.top_k);
+  if (!e.empty()) return e;
+  if (p.seg_tokens < 1) return "seg_tokens must be >= 1";
+  return "";
 }
 
 std::string sparse_bwd(const SparseBwdParams& p_in, cudaStream_t stream) {
   std::string e = sparse_bwd_supported(p_in);
+  if (e.empty() && !p_in.workspace) e = "no workspace";
   if (!e.empty()) return e;
   SparseBwdParams p = p_in;
   if (p.scale == 0.f) p.scale = float(1.0 / std::sqrt(double(p.D)));
   const int G = p.Hq / p.Hkv, RT = (G + 15) / 16;
   dim3 grid((int)((int64_t(p.T) * RT + kWarps - 1) / kWarps), p.Hkv, p.B);
   std::string err;
+  const BwdWork w = bwd_work(p);
+  seg_scan_kernel<<<p.B * p.Hkv, 1024, 0, stream>>>(p, w);
   SSA_DISPATCH_DTYPE(p.dtype, T, {
     SSA_DISPATCH_HEADDIM(p.D, D, {
       const int smem = kWarps * kStages * 2 * 16 * D * 2;
       auto kern = sparse_dq_kernel<T, D>;
       SSA_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-      kern<<<grid, kWarps * 32, smem, stream>>>(p);
+      kern<<<grid, kWarps * 32, smem, stream>>>(p, w);
       SSA_CUDA_CHECK(cudaGetLastError());
       switch (p.block_size) {
-        case 16: err = launch_dkv<T, D, 16>(p, stream); break;
-        case 32: err = launch_dkv<T, D, 32>(p, stream); break;
-        case 64: err = launch_dkv<T, D, 64>(p, stream); break;
-        default: err = launch_dkv<T, D, 128>(p, stream); break;
+        case 16: err = launch_dkv<T, D, 16>(p, w, stream); break;
+        case 32: err = launch_dkv<T, D, 32>(p, w, stream); break;
+        case 64: err = launch_dkv<T, D, 64>(p, w, stream); break;
+        default: err = launch_dkv<T, D, 128>(p, w, stream); break;
       }
     });
   });

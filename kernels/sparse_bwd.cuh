@@ -11,8 +11,10 @@
 //     cp.async (lse/delta too, so no thread stalls on the scattered reads);
 //     the block's keys are the MMA M dimension (bs/16 warps, K/V fragments in
 //     registers at d64), and for bs < 64 the rows are split over 4/(bs/16)
-//     warps whose partial sums are added in a fixed order.  dK/dV are owned by
-//     one CTA: no atomics, bitwise reproducible.
+//     warps whose partial sums are added in a fixed order.  A block selected by
+//     more than seg_tokens tokens is split into several work items (a CTA
+//     each) whose fp32 partials a small kernel adds in item order.  No atomics:
+//     bitwise reproducible.
 #pragma once
 #include "api_types.cuh"
 
@@ -31,7 +33,10 @@ struct SparseBwdParams {
   void* dq;  // out (B, Hq, T, D), strides dq_s
   void* dk;  // out (B, Hkv, T, D), strides dk_s
   void* dv;  // out (B, Hkv, T, D), strides dv_s
-  float* delta;  // workspace (B, Hq, T) fp32
+  void* workspace = nullptr;  // sparse_bwd_workspace_bytes(): delta, segment table, partial dK/dV
+  int seg_tokens = 256;  // dK/dV work item = one key block x at most this many selecting tokens;
+                         // blocks selected by more tokens are split and their partial sums
+                         // added in a fixed order (load balance for popular/sink blocks)
   Strides4 q_s, k_s, v_s, o_s, do_s, dq_s, dk_s, dv_s;
   int B = 0, Hq = 0, Hkv = 0, T = 0, D = 0;
   int block_size = 16, top_k = 16;
@@ -39,7 +44,7 @@ struct SparseBwdParams {
   DType dtype = DType::bf16;
 };
 
-size_t sparse_bwd_workspace_bytes(const SparseBwdParams& p);  // the delta buffer
+size_t sparse_bwd_workspace_bytes(const SparseBwdParams& p);
 std::string sparse_bwd_supported(const SparseBwdParams& p);
 std::string sparse_bwd(const SparseBwdParams& p, cudaStream_t stream);
 

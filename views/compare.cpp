@@ -94,8 +94,11 @@ void start_analysis(const Snapshot& snap, const std::shared_ptr<const Analysis>&
 }  // namespace
 
 void ReleaseCompare() {
-  g.left.reset();
+  g.left.reset();  // GL textures: now, while the context exists
   g.right.reset();
+}
+
+void JoinCompareWorkers() {
   if (g.analyzing.valid()) g.analyzing.wait();
   if (g.loading.valid()) g.loading.wait();
   for (auto& f : g.parked) f.wait();

@@ -40,10 +40,10 @@ std::vector<ChartDef>& charts() {
   static std::vector<ChartDef> c = {
       {"cross-entropy", {{"full stream", &MetricPoint::ce_full, kBlue}, {"sparse stream", &MetricPoint::ce_sparse, kOrange}}, false},
       {"total loss (CE + alpha * alignment)", {{"loss", &MetricPoint::loss, kGrey}}, false},
-      {"alignment losses (unweighted)", {{"sparsity", &MetricPoint::sparsity_loss, kGreen}, {"commitment", &MetricPoint::commitment_loss, kPink}}, true},
-      {"validation perplexity", {{"full inference", &MetricPoint::val_ppl_full, kBlue}, {"sparse inference", &MetricPoint::val_ppl_sparse, kOrange}}, true},
+      {"alignment (unweighted)", {{"sparsity", &MetricPoint::sparsity_loss, kGreen}, {"commitment", &MetricPoint::commitment_loss, kPink}}, true},
+      {"val perplexity", {{"full inference", &MetricPoint::val_ppl_full, kBlue}, {"sparse inference", &MetricPoint::val_ppl_sparse, kOrange}}, true},
       {"learning rate", {{"lr", &MetricPoint::lr, kGreen}}, false},
-      {"gradient norm (before clipping)", {{"grad norm", &MetricPoint::grad_norm, kPink}}, true},
+      {"grad norm (pre-clip)", {{"grad norm", &MetricPoint::grad_norm, kPink}}, true},
       {"tokens / s", {{"tokens/s", &MetricPoint::tokens_per_s, kGrey}}, false},
   };
   return c;
@@ -83,6 +83,7 @@ void draw_chart(ChartDef& def, const std::vector<MetricPoint>& hist, double x0, 
   std::vector<double> xs(hist.size());
   for (size_t i = 0; i < hist.size(); ++i) xs[i] = double(hist[i].step);
   double ylo = INFINITY, yhi = -INFINITY;
+  int hidden = 0;  // values a log axis cannot show
   for (const CurveDef& c : def.curves) {
     std::vector<double> ys(hist.size());
     for (size_t i = 0; i < hist.size(); ++i) ys[i] = hist[i].*(c.field);
@@ -93,6 +94,8 @@ void draw_chart(ChartDef& def, const std::vector<MetricPoint>& hist, double x0, 
         if (p.raw.y[i] > 0) {
           pos.x.push_back(p.raw.x[i]);
           pos.y.push_back(std::log10(p.raw.y[i]));
+        } else {
+          ++hidden;
         }
       p.raw = pos;
     }
@@ -145,23 +148,35 @@ void draw_chart(ChartDef& def, const std::vector<MetricPoint>& hist, double x0, 
   }
   dl->PopClipRect();
 
-  // Labels: title + legend, y extent, x extent.
+  // Labels: title (+ legend when it fits on the title line, else inside the
+  // plot's top right corner), y extent, x extent.
   char buf[64];
   auto fmt_y = [&](double y) {
     std::snprintf(buf, sizeof buf, "%.3g", def.log_y ? std::pow(10.0, y) : y);
     return buf;
   };
   const ImU32 text = IM_COL32(190, 190, 190, 255);
-  float tx = p0.x + 4;
-  dl->AddText(ImVec2(tx, p0.y + 2), IM_COL32(235, 235, 235, 255), def.title);
-  tx += ImGui::CalcTextSize(def.title).x + 12;
-  for (const Prepared& p : prep) {
-    if (def.curves.size() < 2) break;
-    dl->AddRectFilled(ImVec2(tx, p0.y + 7), ImVec2(tx + 10, p0.y + 11), p.def->color);
-    dl->AddText(ImVec2(tx + 13, p0.y + 2), text, p.def->name);
-    tx += ImGui::CalcTextSize(p.def->name).x + 24;
+  std::string title = std::string(def.title) + (def.log_y ? " (log)" : "");
+  dl->AddText(ImVec2(p0.x + 4, p0.y + 2), IM_COL32(235, 235, 235, 255), title.c_str());
+  if (def.curves.size() > 1) {
+    float legend_w = 0;
+    for (const Prepared& p : prep) legend_w += ImGui::CalcTextSize(p.def->name).x + 24;
+    const float title_end = p0.x + 4 + ImGui::CalcTextSize(title.c_str()).x + 12;
+    const bool inline_legend = title_end + legend_w < p0.x + width;
+    float tx = inline_legend ? title_end : b.x - legend_w - 2;
+    const float ty = inline_legend ? p0.y + 2 : a.y + 2;
+    if (!inline_legend)
+      dl->AddRectFilled(ImVec2(tx - 4, ty - 1), ImVec2(b.x, ty + ImGui::GetTextLineHeight() + 1), IM_COL32(16, 16, 19, 220));
+    for (const Prepared& p : prep) {
+      dl->AddRectFilled(ImVec2(tx, ty + 5), ImVec2(tx + 10, ty + 9), p.def->color);
+      dl->AddText(ImVec2(tx + 13, ty), text, p.def->name);
+      tx += ImGui::CalcTextSize(p.def->name).x + 24;
+    }
   }
-  if (def.log_y) dl->AddText(ImVec2(p0.x + width - 40, p0.y + 2), IM_COL32(150, 150, 150, 255), "log");
+  if (hidden > 0) {
+    std::snprintf(buf, sizeof buf, "%d values <= 0 not shown on the log axis", hidden);
+    dl->AddText(ImVec2(a.x + 4, b.y - ImGui::GetTextLineHeight() - 1), IM_COL32(150, 150, 150, 255), buf);
+  }
   dl->AddText(ImVec2(p0.x + 2, a.y), text, fmt_y(yhi - ypad));
   dl->AddText(ImVec2(p0.x + 2, b.y - ImGui::GetTextLineHeight()), text, fmt_y(ylo + ypad));
   std::snprintf(buf, sizeof buf, "%.0f", x0);

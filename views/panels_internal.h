@@ -12,7 +12,8 @@ void PlaceNextWindow(const char* name);
 void DrawMapSettings(UiState& ui, const Analysis* a);
 // GL resources, released by ShutdownViews().
 void ReleaseAttentionMap();
-void ReleaseCompare();
+void ReleaseCompare();      // textures only
+void JoinCompareWorkers();  // waits for Compare's loading / analysis futures
 void ReleaseSelectedBlocks();  // drops the cached analysis (torch tensors) before exit
 
 // A small line chart drawn with ImDrawList (curves.cpp): series already in

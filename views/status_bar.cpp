@@ -139,4 +139,6 @@ void ShutdownViews() {
   ReleaseSelectedBlocks();
 }
 
+void JoinViewWorkers() { JoinCompareWorkers(); }
+
 }  // namespace ssalab::views

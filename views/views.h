@@ -32,6 +32,9 @@ void DrawStatusBar(UiState& ui);
 
 // Releases GL textures held by the panels; call before the GL context goes.
 void ShutdownViews();
+// Waits for the panels' worker threads (Compare's checkpoint load / analysis);
+// may take as long as an analysis.
+void JoinViewWorkers();
 
 // Puts every panel back to its default place (View > Reset layout); the
 // default also applies to panels the ini file does not know yet.

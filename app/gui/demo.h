@@ -4,14 +4,15 @@
 //   NN_<stage>.png      full-window screenshots at each stage
 //   map_*.png           the map exported through the Export code path
 //   metrics.csv, layers.csv
-//   frame_times.csv     phase, probe tokens, frame, ms
+//   frame_times.csv     phase, probe tokens, frame, wall ms, main-thread CPU ms
 //   summary.json        median / p99 frame time per probe length and phase,
 //                       the map's pixel rectangle in every screenshot, stages
 // Sequence: wait for the session, train some steps, set a short probe, pin a
-// query, show the sparse map at k and at 2k, change the block size, show the
+// query, show the sparse map at k and at 2k, halve the block size, show the
 // dropped mass, export, save a checkpoint and show it in Compare, then an
 // 8192-token probe. At each probe length frames are timed while training runs
-// ("live") and while it is paused.
+// ("live") and while it is paused. Wall time per frame includes waiting for a
+// core (2 cores shared with training); CPU time is the frame's own cost.
 #pragma once
 #include <memory>
 #include <string>
@@ -26,9 +27,9 @@ class Demo {
   Demo(const GuiOptions& opt, views::UiState& ui);
   ~Demo();
   // Called once per frame after rendering, before the swap (the back buffer
-  // holds this frame). frame_ms: the previous frame's time. Returns true when
-  // the demo is over.
-  bool after_render(int fb_width, int fb_height, float scale_x, float scale_y, double frame_ms);
+  // holds this frame). frame_ms / frame_cpu_ms: the previous frame's wall time
+  // and the main thread's CPU time in it. Returns true when the demo is over.
+  bool after_render(int fb_width, int fb_height, float scale_x, float scale_y, double frame_ms, double frame_cpu_ms);
   int exit_code() const;
   bool measuring() const;  // timing frames now: the main loop must not idle
 

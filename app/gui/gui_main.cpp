@@ -15,7 +15,9 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <filesystem>
+#include <future>
 #include <memory>
 #include <thread>
 
@@ -27,6 +29,14 @@ namespace ssalab {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// CPU time of the calling thread: a frame's own cost, whatever else the
+// machine runs (wall time per frame includes waiting for a core).
+double thread_cpu_ms() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
 
 void glfw_error(int code, const char* msg) { std::fprintf(stderr, "ssalab gui: GLFW error %d: %s\n", code, msg); }
 
@@ -117,24 +127,25 @@ int run_gui(const GuiOptions& opt_in) {
   std::unique_ptr<Demo> demo = demo_mode ? std::make_unique<Demo>(opt, ui) : nullptr;
 
   int exit_code = 0;
-  double last_frame_ms = 0;
+  double last_frame_ms = 0, last_frame_cpu_ms = 0;
   const auto frame_budget = std::chrono::microseconds(16667);  // at most ~60 frames/s, vsync or not
   // Idle frames cost CPU that training needs (2 cores, software GL under Xvfb):
   // after input or a new snapshot draw at full rate for a few frames, else
-  // wait for events up to 100 ms (10 frames/s keeps spinners and futures moving).
+  // wait for events up to 250 ms (4 frames/s keeps spinners and futures moving).
   int active_frames = 10;
   int64_t last_version = -1;
   while (!glfwWindowShouldClose(window)) {
     const bool lazy = active_frames <= 0 && !(demo && demo->measuring());
     if (lazy) {
       const Clock::time_point w0 = Clock::now();
-      glfwWaitEventsTimeout(0.1);
-      if (Clock::now() - w0 < std::chrono::milliseconds(95)) active_frames = 10;  // woken by an event
+      glfwWaitEventsTimeout(0.25);
+      if (Clock::now() - w0 < std::chrono::milliseconds(240)) active_frames = 10;  // woken by an event
     } else {
       glfwPollEvents();
       --active_frames;
     }
     const Clock::time_point t0 = Clock::now();
+    const double cpu0 = thread_cpu_ms();
     ImGui_ImplOpenGL3_NewFrame();
     ImGui_ImplGlfw_NewFrame();
     if (demo) io.MousePos = ImVec2(-FLT_MAX, -FLT_MAX);  // the pointer of a headless screen hovers nothing
@@ -175,7 +186,7 @@ int run_gui(const GuiOptions& opt_in) {
     }
     ui.captures.clear();
     if (demo && demo->after_render(fb_w, fb_h, io.DisplayFramebufferScale.x, io.DisplayFramebufferScale.y,
-                                   last_frame_ms)) {
+                                   last_frame_ms, last_frame_cpu_ms)) {
       exit_code = demo->exit_code();
       glfwSetWindowShouldClose(window, 1);
     }
@@ -183,21 +194,34 @@ int run_gui(const GuiOptions& opt_in) {
 
     const Clock::duration work = Clock::now() - t0;
     last_frame_ms = std::chrono::duration<double, std::milli>(work).count();
+    last_frame_cpu_ms = thread_cpu_ms() - cpu0;
     ui.frame_ms.push_back(float(last_frame_ms));
     if (ui.frame_ms.size() > 4096) ui.frame_ms.erase(ui.frame_ms.begin(), ui.frame_ms.begin() + 2048);
     if (work < frame_budget) std::this_thread::sleep_for(frame_budget - work);
   }
 
+  // Shutdown: GL and ImGui first (the files of the demo are written by now),
+  // then the engine threads. A running analysis of a long probe cannot be
+  // interrupted and may take minutes on a CPU; after a grace period the
+  // process exits without waiting for it (checkpoints are written atomically).
   glfwHideWindow(window);
-  if (session) session->pause();  // the worker stops after its current step / analysis
-  views::ShutdownViews();         // GL textures, Compare's workers
+  if (session) session->pause();
+  views::ShutdownViews();
   demo.reset();
-  session.reset();                // joins the worker
   ImGui_ImplOpenGL3_Shutdown();
   ImGui_ImplGlfw_Shutdown();
   ImGui::DestroyContext();
   glfwDestroyWindow(window);
   glfwTerminate();
+  auto joined = std::async(std::launch::async, [&session] {
+    views::JoinViewWorkers();
+    session.reset();  // joins the worker after its current step / analysis
+  });
+  if (joined.wait_for(std::chrono::seconds(demo_mode ? 3 : 10)) != std::future_status::ready) {
+    std::fprintf(stderr, "ssalab gui: the engine is still busy (analysis of a long probe); exiting without waiting\n");
+    std::fflush(nullptr);
+    std::_Exit(exit_code);
+  }
   return exit_code;
 }
 

@@ -121,8 +121,8 @@ class SparseAttentionFn : public torch::autograd::Function<SparseAttentionFn> {
     p.do_s = strides_of(dout); p.dq_s = strides_of(dq); p.dk_s = strides_of(dk); p.dv_s = strides_of(dv);
     p.B = d.B; p.Hq = d.Hq; p.Hkv = d.Hkv; p.T = d.T; p.D = d.D;
     p.block_size = bs; p.top_k = K; p.dtype = dtype_of(q);
-    Tensor delta = workspace(ssa::sparse_bwd_workspace_bytes(p), q);  // after the shape is set
-    p.delta = reinterpret_cast<float*>(delta.data_ptr());
+    Tensor ws = workspace(ssa::sparse_bwd_workspace_bytes(p), q);  // after the shape is set
+    p.workspace = ws.data_ptr();
     ok(ssa::sparse_bwd(p, stream()));
     return {dq, dk, dv, Tensor(), Tensor()};
   }

@@ -44,6 +44,8 @@ def load(path):
     lib.ssa_sparse_fwd.argtypes = [P] * 6 + [I] * 8 + [P]
     lib.ssa_sparse_bwd.restype = ctypes.c_char_p
     lib.ssa_sparse_bwd.argtypes = [P] * 13 + [I] * 8 + [P]
+    lib.ssa_sparse_bwd_ws.restype = ctypes.c_size_t
+    lib.ssa_sparse_bwd_ws.argtypes = [I] * 7
     lib.ssa_stats_map_elems.restype = ctypes.c_size_t
     lib.ssa_stats_map_elems.argtypes = [I] * 6
     lib.ssa_stats.restype = ctypes.c_char_p
@@ -80,7 +82,7 @@ class Ours:
         self.lse = torch.empty(B, Hq, T, dtype=torch.float32, device=dev)
         self.do = torch.randn_like(q)
         self.dq, self.dk, self.dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-        self.delta = torch.empty(B, Hq, T, dtype=torch.float32, device=dev)
+        self.bws = torch.empty(lib.ssa_sparse_bwd_ws(B, Hq, Hkv, T, D, bs, K), dtype=torch.uint8, device=dev)
         self.dt = 0 if q.dtype == torch.bfloat16 else 1
 
     def stream(self):
@@ -102,7 +104,7 @@ class Ours:
                                      B, Hkv, T, self.K, self.bs, self.stream()))
         chk(self.lib.ssa_sparse_bwd(ptr(self.q), ptr(self.k), ptr(self.v), ptr(self.o), ptr(self.do), ptr(self.lse),
                                     ptr(self.blocks), ptr(self.offsets), ptr(self.tokens), ptr(self.dq), ptr(self.dk),
-                                    ptr(self.dv), ptr(self.delta), B, Hq, Hkv, T, D, self.bs, self.K, self.dt,
+                                    ptr(self.dv), ptr(self.bws), B, Hq, Hkv, T, D, self.bs, self.K, self.dt,
                                     self.stream()))
 
     def fwd_bwd(self):

@@ -49,10 +49,11 @@ struct Case {
   DType dt;
   int D, B, Hq, Hkv, T, bs, K;
   bool const_k = false;  // all keys equal: every selection score ties
+  int seg_tokens = 512;  // dK/dV work-item size (small values exercise the split path)
   std::string desc() const {
     char buf[160];
-    std::snprintf(buf, sizeof buf, "%s d%d B%d Hq%d Hkv%d T%d bs%d k%d%s", dtype_name(dt), D, B, Hq, Hkv, T, bs, K,
-                  const_k ? " const-k" : "");
+    std::snprintf(buf, sizeof buf, "%s d%d B%d Hq%d Hkv%d T%d bs%d k%d%s seg%d", dtype_name(dt), D, B, Hq, Hkv, T, bs,
+                  K, const_k ? " const-k" : "", seg_tokens);
     return buf;
   }
 };
@@ -371,7 +372,7 @@ static void run_case(const Case& c, std::mt19937& rng) {
   // ---- forward
   SparseFwdParams fp;
   fp.q = dq_in.p; fp.k = dk_in.p; fp.v = dv_in.p; fp.o = dO.p;
-  DevBuf<float> lse(size_t(c.B) * c.Hq * c.T), delta(size_t(c.B) * c.Hq * c.T);
+  DevBuf<float> lse(size_t(c.B) * c.Hq * c.T);
   fp.lse = lse.p;
   fp.blocks = blocks.p;
   fp.q_s = contig(c.Hq, c.T, D); fp.k_s = contig(c.Hkv, c.T, D); fp.v_s = fp.k_s; fp.o_s = fp.q_s;
@@ -384,10 +385,13 @@ static void run_case(const Case& c, std::mt19937& rng) {
   SparseBwdParams bp;
   bp.q = dq_in.p; bp.k = dk_in.p; bp.v = dv_in.p; bp.o = dO.p; bp.dout = ddo.p; bp.lse = lse.p;
   bp.blocks = blocks.p; bp.index_offsets = offsets.p; bp.index_tokens = tokens.p;
-  bp.dq = dQ.p; bp.dk = dK.p; bp.dv = dV.p; bp.delta = delta.p;
+  bp.dq = dQ.p; bp.dk = dK.p; bp.dv = dV.p;
   bp.q_s = fp.q_s; bp.k_s = fp.k_s; bp.v_s = fp.k_s; bp.o_s = fp.q_s; bp.do_s = fp.q_s; bp.dq_s = fp.q_s;
   bp.dk_s = fp.k_s; bp.dv_s = fp.k_s;
   bp.B = c.B; bp.Hq = c.Hq; bp.Hkv = c.Hkv; bp.T = c.T; bp.D = D; bp.block_size = c.bs; bp.top_k = c.K; bp.dtype = c.dt;
+  bp.seg_tokens = c.seg_tokens;
+  DevBuf<unsigned char> bws(sparse_bwd_workspace_bytes(bp));
+  bp.workspace = bws.p;
   dQ.poison(); dK.poison(); dV.poison();
   OK(sparse_bwd(bp, 0));
   bp.dq = dQ2.p; bp.dk = dK2.p; bp.dv = dV2.p;
@@ -482,16 +486,16 @@ int main(int argc, char** argv) {
   std::mt19937 rng(1234);
   const DType bf = DType::bf16, fh = DType::fp16;
   std::vector<Case> cases = {
-      {bf, 64, 1, 16, 1, 1000, 16, 16},   // G16, T not a multiple of bs
+      {bf, 64, 1, 16, 1, 1000, 16, 16, false, 7},   // G16, T not a multiple of bs, split dK/dV items
       {fh, 128, 2, 8, 8, 517, 32, 4},     // G1, batch 2
       {bf, 128, 1, 4, 2, 300, 64, 3},     // G2
       {bf, 64, 1, 32, 4, 777, 128, 2},    // G8, bs128
       {fh, 64, 1, 32, 1, 260, 16, 17},    // G32, k > past blocks early on
       {bf, 64, 2, 24, 2, 400, 32, 13},    // G12, k == nb
       {bf, 128, 1, 16, 1, 129, 128, 2},   // G16, partial last block of 1 token
-      {fh, 128, 1, 6, 2, 333, 16, 5},     // G3
-      {bf, 64, 1, 8, 1, 256, 16, 6, true},  // all selection scores tie
-      {fh, 64, 1, 16, 1, 1100, 64, 16},   // G16 fp16, longer
+      {fh, 128, 1, 6, 2, 333, 16, 5, false, 3},  // G3, split items
+      {bf, 64, 1, 8, 1, 256, 16, 6, true, 40},  // all selection scores tie (block 0 popular)
+      {fh, 64, 1, 16, 1, 1100, 64, 16, false, 100},  // G16 fp16, longer
       {bf, 64, 2, 16, 1, 333, 16, 8},     // G16, batch 2 (the engine binding test's shape)
   };
   int ran = 0;
