@@ -34,7 +34,7 @@ struct SparseBwdParams {
   void* dk;  // out (B, Hkv, T, D), strides dk_s
   void* dv;  // out (B, Hkv, T, D), strides dv_s
   void* workspace = nullptr;  // sparse_bwd_workspace_bytes(): delta, segment table, partial dK/dV
-  int seg_tokens = 256;  // dK/dV work item = one key block x at most this many selecting tokens;
+  int seg_tokens = 512;  // dK/dV work item = one key block x at most this many selecting tokens;
                          // blocks selected by more tokens are split and their partial sums
                          // added in a fixed order (load balance for popular/sink blocks)
   Strides4 q_s, k_s, v_s, o_s, do_s, dq_s, dk_s, dv_s;

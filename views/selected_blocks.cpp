@@ -83,7 +83,10 @@ void DrawSelectedBlocks(UiState& ui) {
   }
   int64_t q = ui.focus_query();
   const char* why = ui.pinned >= 0 ? "pinned" : (q >= 0 ? "hovered" : "last token");
-  if (q < 0 || q >= a->T) q = a->T - 1;
+  if (q < 0 || q >= a->T) {
+    q = a->T - 1;
+    why = "last token";
+  }
   const int layer = std::clamp(ui.layer, 0, a->num_layers - 1);
   const int head = std::clamp(ui.head, 0, a->num_heads - 1);
 
@@ -133,7 +136,10 @@ void DrawSelectedBlocks(UiState& ui) {
               int(d.selected.size()), n_picked, kept, 1.0 - kept, d.sparsity, d.entropy);
 
   const float width = ImGui::GetContentRegionAvail().x;
-  const float h = std::max(60.0f, (ImGui::GetContentRegionAvail().y - 4 * ImGui::GetTextLineHeightWithSpacing()) * 0.5f);
+  // room for: two captions, the legend and a table of up to 5 rows
+  const float line = ImGui::GetTextLineHeightWithSpacing();
+  const float table_h = (std::min<size_t>(d.selected.size(), 5) + 1) * (line + 2) + 4;
+  const float h = std::max(48.0f, (ImGui::GetContentRegionAvail().y - 3 * line - table_h) * 0.5f);
   const size_t n_bars = std::max<size_t>(nb, 1);
   ImGui::TextDisabled("full-attention mass per block (this head)");
   int hb1 = bar_chart("mass", d.block_mass, slot_of, n_bars, width, std::min(h, 150.0f));

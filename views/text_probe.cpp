@@ -149,8 +149,9 @@ void DrawTextProbe(UiState& ui) {
 
   const float line_h = ImGui::GetTextLineHeight() + 4;
   // Scroll to a query pinned elsewhere (the map).
-  if (ui.pinned != g.last_pinned) {
-    if (ui.pinned >= 0 && size_t(ui.pinned) < g.chips.size()) {
+  // (waits until the pinned token exists: a query pinned for the next probe)
+  if (ui.pinned != g.last_pinned && (ui.pinned < 0 || size_t(ui.pinned) < g.chips.size())) {
+    if (ui.pinned >= 0) {
       float y = g.chips[size_t(ui.pinned)].line * line_h;
       if (y < ImGui::GetScrollY() || y > ImGui::GetScrollY() + ImGui::GetWindowHeight() - 2 * line_h)
         ImGui::SetScrollY(std::max(0.0f, y - 2 * line_h));

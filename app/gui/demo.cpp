@@ -65,6 +65,7 @@ struct Demo::Impl {
   int k0 = 0, k1 = 0, bs1 = 0;
   int64_t saved_step = 0;
   std::future<std::vector<int>> long_tokens;
+  float mouse_x = -1, mouse_y = -1;  // synthetic pointer (the hover readout stage)
 
   Impl(const GuiOptions& o, views::UiState& u) : opt(o), ui(u), dir(o.demo_dir) {}
 
@@ -145,8 +146,18 @@ struct Demo::Impl {
                        views::CompareLoad(ui, (dir / "checkpoint").string());
                        session().resume();
                      },
-                     [this] { return views::CompareReady() && snap()->step >= saved_step + 10; }, 90,
-                     "05_compare.png", ""});
+                     [this] { return views::CompareReady() && snap()->step >= saved_step + 10; }, 90, "", ""});
+    // The pointer over the map: hover readout, and the hovered query drives the
+    // selected-blocks overlay and panel (nothing pinned).
+    steps.push_back({"hover readout",
+                     [this] {
+                       ui.pinned = -1;
+                       const views::ScreenRect& r = ui.map_rect;
+                       mouse_x = r.x + 0.42f * r.w;
+                       mouse_y = r.y + 0.71f * r.h;
+                     },
+                     [this] { return ui.hovered >= 0; }, 20, "05_compare_hover.png", ""});
+    steps.push_back({"pointer away", [this] { mouse_x = mouse_y = -1; }, [] { return true; }, 10, "", ""});
     steps.push_back({"tokens for the long probe",
                      [this] {
                        views::CompareLoad(ui, "");  // keep the long phase to one analysis at a time
@@ -349,5 +360,10 @@ bool Demo::after_render(int fb_width, int fb_height, float scale_x, float scale_
 int Demo::exit_code() const { return impl_->code; }
 
 bool Demo::measuring() const { return impl_->measure_left > 0; }
+
+void Demo::mouse(float* x, float* y) const {
+  *x = impl_->mouse_x;
+  *y = impl_->mouse_y;
+}
 
 }  // namespace ssalab

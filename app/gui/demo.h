@@ -32,6 +32,8 @@ class Demo {
   bool after_render(int fb_width, int fb_height, float scale_x, float scale_y, double frame_ms, double frame_cpu_ms);
   int exit_code() const;
   bool measuring() const;  // timing frames now: the main loop must not idle
+  // Where the demo puts the mouse (window coordinates); x < 0: no mouse.
+  void mouse(float* x, float* y) const;
 
  private:
   struct Impl;

@@ -148,7 +148,11 @@ int run_gui(const GuiOptions& opt_in) {
     const double cpu0 = thread_cpu_ms();
     ImGui_ImplOpenGL3_NewFrame();
     ImGui_ImplGlfw_NewFrame();
-    if (demo) io.MousePos = ImVec2(-FLT_MAX, -FLT_MAX);  // the pointer of a headless screen hovers nothing
+    if (demo) {  // the pointer of a headless screen is wherever the demo puts it
+      float mx, my;
+      demo->mouse(&mx, &my);
+      io.MousePos = mx < 0 ? ImVec2(-FLT_MAX, -FLT_MAX) : ImVec2(mx, my);
+    }
     ImGui::NewFrame();
 
     views::BeginFrameState(ui);

@@ -65,9 +65,11 @@ AttentionImpl::AttentionImpl(const ModelConfig& c)
 Tensor AttentionImpl::forward(const Tensor& x, const Tensor& cos, const Tensor& sin, const ForwardOptions& opt,
                               std::vector<Tensor>& sparsity, std::vector<Tensor>& commitment, ForwardOutput& out) {
   const int64_t B = x.size(0), T = x.size(1);
-  Tensor q = apply_rope(q_proj(x).view({B, T, num_heads, head_dim}).transpose(1, 2), cos, sin);
-  Tensor k = apply_rope(k_proj(x).view({B, T, num_kv_heads, head_dim}).transpose(1, 2), cos, sin);
   Tensor v = v_proj(x).view({B, T, num_kv_heads, head_dim}).transpose(1, 2);
+  // under autocast the projections are bf16 while the RoPE tables are fp32:
+  // bring q and k back to v's dtype so all three reach the kernels alike
+  Tensor q = apply_rope(q_proj(x).view({B, T, num_heads, head_dim}).transpose(1, 2), cos, sin).to(v.scalar_type());
+  Tensor k = apply_rope(k_proj(x).view({B, T, num_kv_heads, head_dim}).transpose(1, 2), cos, sin).to(v.scalar_type());
   // g_slc: the second of the three per-head gates (g_cmp, g_slc, g_swa)
   Tensor gate = torch::sigmoid(g_proj(x).view({B, T, num_heads, 3})).select(-1, 1).unsqueeze(-1);  // (B,T,H,1)
   if (opt.capture) {

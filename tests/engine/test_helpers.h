@@ -3,6 +3,7 @@
 #pragma once
 #include <unistd.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <string>
 
@@ -10,7 +11,11 @@
 
 namespace ssalab::test {
 
-inline std::string small_corpus() { return "/usr/share/doc/python3.11/html/_sources/tutorial"; }
+// SSALAB_TEST_CORPUS overrides it (the GPU machine has no python3.11-doc).
+inline std::string small_corpus() {
+  const char* env = std::getenv("SSALAB_TEST_CORPUS");
+  return env ? env : "/usr/share/doc/python3.11/html/_sources/tutorial";
+}
 inline std::string cache_dir() { return (std::filesystem::temp_directory_path() / "ssalab-test-cache").string(); }
 
 // A fresh empty directory under /tmp, unique per call.

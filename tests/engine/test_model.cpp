@@ -2,6 +2,7 @@
 #include <catch2/catch.hpp>
 #include <torch/torch.h>
 
+#include "engine/attention/attention.h"
 #include "engine/model/transformer.h"
 #include "engine/util/error.h"
 #include "test_helpers.h"
@@ -125,4 +126,36 @@ TEST_CASE("impossible model configs are rejected", "[model][bad-input]") {
   c = test::micro_model();
   c.block_counts = 0;
   REQUIRE_THROWS_WITH(c.validate(), Catch::Contains("top-k"));
+}
+
+TEST_CASE("on CUDA, bf16 training runs through the kernel backend", "[model][cuda]") {
+  if (!torch::cuda::is_available()) {
+    WARN("no CUDA device: skipped");
+    return;
+  }
+  ModelConfig c = test::micro_model();
+  c.head_dim = 64;  // the kernels' head dims are 64 and 128
+  c.num_heads = 4;
+  c.num_kv_heads = 1;
+  c.block_size = 16;
+  c.block_counts = 4;
+  torch::Tensor q = torch::randn({1, 4, 256, 64}, torch::dtype(torch::kBFloat16).device(torch::kCUDA));
+  torch::Tensor k = torch::randn({1, 1, 256, 64}, torch::dtype(torch::kBFloat16).device(torch::kCUDA));
+  REQUIRE(std::string(pick_backend(q, k, {16, 4}).name()) == "cuda");
+  REQUIRE(std::string(pick_backend(q.to(torch::kFloat), k.to(torch::kFloat), {16, 4}).name()) == "reference");
+  // kernel and reference agree on the model's output (bf16 tolerance)
+  Transformer m(c);
+  m.init_weights(3);
+  m.to(torch::kCUDA);
+  torch::NoGradGuard ng;
+  torch::Tensor tokens = torch::randint(0, c.vocab_size, {2, 256}, torch::dtype(torch::kLong).device(torch::kCUDA));
+  ForwardOptions fo;
+  fo.mode = AttnMode::Sparse;
+  fo.spec = {16, 4};
+  torch::Tensor ref = m.forward(tokens, fo).logits;  // fp32: reference backend
+  m.to(torch::kBFloat16);
+  torch::Tensor fast = m.forward(tokens, fo).logits.to(torch::kFloat);  // bf16: CUDA backend
+  double err = (fast - ref).abs().max().item<double>(), scale = ref.abs().max().item<double>();
+  INFO("max error " << err << " of " << scale);
+  REQUIRE(err < 0.05 * scale + 0.05);
 }

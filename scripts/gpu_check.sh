@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# On the GPU machine (the device tool): build the whole project against the
+# machine's CUDA LibTorch with the kernels bound into the engine, run every
+# test, the kernel tests, and the training benchmark of the `small` preset at
+# 8K context. Needs .gpu-sysroot (../shared/tools/gpu-sysroot .gpu-sysroot
+# nlohmann-json3-dev libcli11-dev libstb-dev libstb0; plus corpus/tutorial
+# copied from python3.11-doc), carried with the call.
+#   bash scripts/gpu_check.sh [build|test|bench|all]
+set -o pipefail
+cd "$(dirname "$0")/.."
+STAGE=${1:-all}
+OUT=${OUT:-$PWD/build-gpu/out}
+mkdir -p "$OUT"
+TORCH=$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')
+SR=$PWD/.gpu-sysroot/usr
+export LD_LIBRARY_PATH=$SR/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
+export PKG_CONFIG_PATH=$SR/lib/x86_64-linux-gnu/pkgconfig
+export SSALAB_TEST_CORPUS=$PWD/.gpu-sysroot/corpus/tutorial
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+if [ "$STAGE" = build ] || [ "$STAGE" = all ]; then
+  cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$TORCH;$SR" \
+    -DCMAKE_CUDA_ARCHITECTURES=90a -DSSALAB_GUI=OFF -DSSALAB_CUDA=ON -DSSALAB_KERNEL_TESTS=ON \
+    > "$OUT/configure.txt" 2>&1 || { tail -30 "$OUT/configure.txt"; exit 1; }
+  SECONDS=0
+  cmake --build build-gpu -j16 > "$OUT/build.txt" 2>&1 || { grep -E "error|Error" -A4 "$OUT/build.txt" | head -80; exit 1; }
+  echo "build: ${SECONDS}s"
+fi
+if [ "$STAGE" = test ] || [ "$STAGE" = all ]; then
+  SECONDS=0
+  (cd build-gpu && ctest -j8 --output-on-failure --timeout 400) > "$OUT/ctest.txt" 2>&1
+  echo "ctest rc=$? (${SECONDS}s)"; grep -E "tests passed|FAILED|Failed|\*\*\*" "$OUT/ctest.txt" | head -30
+  timeout 180 ./build-gpu/kernels/test_kernels > "$OUT/test_kernels.txt" 2>&1
+  echo "test_kernels rc=$?"; grep -E "FAIL|failed|passed" "$OUT/test_kernels.txt" | tail -5
+fi
+if [ "$STAGE" = bench ] || [ "$STAGE" = all ]; then
+  echo "== training throughput, small preset, 8K context, batch 1 (bf16 autocast, CUDA kernels)"
+  timeout 300 ./build-gpu/ssalab_bench small 5 8192 1 2>&1 | tee "$OUT/bench_small_8k.txt"
+fi
