@@ -65,7 +65,7 @@ void draw_chart(ChartDef& def, const std::vector<MetricPoint>& hist, double x0, 
   ImGui::InvisibleButton("chart", ImVec2(width, height));
   const bool hovered = ImGui::IsItemHovered(), active = ImGui::IsItemActive();
   ImDrawList* dl = ImGui::GetWindowDrawList();
-  const float pad_l = 52, pad_b = 16, pad_t = 18;
+  const float pad_l = 58, pad_b = 16, pad_t = 18;
   ImVec2 a(p0.x + pad_l, p0.y + pad_t), b(p0.x + width - 6, p0.y + height - pad_b);
   dl->AddRectFilled(p0, ImVec2(p0.x + width, p0.y + height), IM_COL32(24, 24, 28, 255));
   dl->AddRectFilled(a, b, IM_COL32(16, 16, 19, 255));
@@ -125,7 +125,11 @@ void draw_chart(ChartDef& def, const std::vector<MetricPoint>& hist, double x0, 
   auto Y = [&](double y) { return float(b.y - (y - ylo) / (yhi - ylo) * (b.y - a.y)); };
 
   dl->PushClipRect(a, b, true);
-  for (const Prepared& p : prep) {
+  for (size_t ci = 0; ci < prep.size(); ++ci) {
+    const Prepared& p = prep[ci];
+    // earlier curves drawn thicker, so equal curves (the two alignment losses
+    // have the same value; only their gradients differ) both stay visible
+    const float thick = 2.0f + 2.0f * float(prep.size() - 1 - ci);
     const ImU32 c = p.def->color;
     if (g.show_raw && g.show_envelope)
       for (size_t i = 0; i + 1 < p.env.size(); ++i) {
@@ -143,16 +147,19 @@ void draw_chart(ChartDef& def, const std::vector<MetricPoint>& hist, double x0, 
     }
     pts.clear();
     for (size_t i = 0; i < p.env_smooth.size(); ++i) pts.emplace_back(X(p.env_smooth.x[i]), Y(p.env_smooth.y[i]));
-    if (pts.size() == 1) dl->AddCircleFilled(pts[0], 3, c);
-    if (pts.size() > 1) dl->AddPolyline(pts.data(), int(pts.size()), c, 0, 2.0f);
+    if (pts.size() == 1) dl->AddCircleFilled(pts[0], 1.5f + thick / 2, c);
+    if (pts.size() > 1) dl->AddPolyline(pts.data(), int(pts.size()), c, 0, thick);
   }
   dl->PopClipRect();
 
   // Labels: title (+ legend when it fits on the title line, else inside the
   // plot's top right corner), y extent, x extent.
   char buf[64];
-  auto fmt_y = [&](double y) {
-    std::snprintf(buf, sizeof buf, "%.3g", def.log_y ? std::pow(10.0, y) : y);
+  auto fmt_y = [&](double y) {  // short labels: they share the left margin with nothing else
+    double v = def.log_y ? std::pow(10.0, y) : y, m = std::abs(v);
+    if (m >= 1000 && m < 1e6) std::snprintf(buf, sizeof buf, "%.0f", v);
+    else if (m != 0 && (m < 1e-3 || m >= 1e6)) std::snprintf(buf, sizeof buf, "%.1e", v);
+    else std::snprintf(buf, sizeof buf, "%.3g", v);
     return buf;
   };
   const ImU32 text = IM_COL32(190, 190, 190, 255);

@@ -44,14 +44,18 @@ int bar_chart(const char* id, const std::vector<float>& values, const std::vecto
   for (size_t j = 0; j < values.size() && j < n_bars; ++j)
     if (std::isfinite(values[j])) vmax = std::max(vmax, values[j]);
   const float bw = width / std::max<size_t>(n_bars, 1);
-  for (size_t j = 0; j < values.size() && j < n_bars; ++j) {
-    float v = std::isfinite(values[j]) ? values[j] : 0.0f;
-    float h = (height - 2) * v / vmax;
-    int s = j < slot_of.size() ? slot_of[j] : -1;
-    ImU32 c = s == 0 ? kLocal : (s > 0 ? kPicked : kOther);
-    float x0 = p0.x + j * bw, x1 = std::max(x0 + 1.0f, x0 + bw - (bw > 4 ? 1.0f : 0.0f));
-    dl->AddRectFilled(ImVec2(x0, p0.y + height - h), ImVec2(x1, p0.y + height), c);
-  }
+  // Two passes: all bars, then the selected ones at least 3 px wide on top, so
+  // picks stay visible when there are more blocks than pixels (long probes).
+  for (int pass = 0; pass < 2; ++pass)
+    for (size_t j = 0; j < values.size() && j < n_bars; ++j) {
+      int s = j < slot_of.size() ? slot_of[j] : -1;
+      if (pass == 1 && s < 0) continue;
+      float v = std::isfinite(values[j]) ? values[j] : 0.0f;
+      float h = (height - 2) * v / vmax;
+      ImU32 c = s == 0 ? kLocal : (s > 0 ? kPicked : kOther);
+      float x0 = p0.x + j * bw, x1 = std::max(x0 + (pass ? 3.0f : 1.0f), x0 + bw - (bw > 4 ? 1.0f : 0.0f));
+      dl->AddRectFilled(ImVec2(x0, p0.y + height - std::max(h, pass ? 2.0f : 0.0f)), ImVec2(x1, p0.y + height), c);
+    }
   char buf[32];
   std::snprintf(buf, sizeof buf, "max %.3g", vmax);
   dl->AddText(ImVec2(p0.x + 4, p0.y + 2), IM_COL32(200, 200, 200, 200), buf);

@@ -115,8 +115,14 @@ void DrawStatusBar(UiState& ui) {
     ImGui::SameLine();
     if (ImGui::SmallButton("log")) ui.show_log = !ui.show_log;
   }
-  ImGui::SameLine(ImGui::GetWindowWidth() - 90);
-  ImGui::TextDisabled("%.0f fps", ImGui::GetIO().Framerate);
+  // median of the last 60 frames' own time (poll to swap; idle waits excluded)
+  double frame = 0;
+  if (!ui.frame_ms.empty()) {
+    size_t n = std::min<size_t>(60, ui.frame_ms.size());
+    frame = percentile(std::vector<double>(ui.frame_ms.end() - n, ui.frame_ms.end()), 50);
+  }
+  ImGui::SameLine(ImGui::GetWindowWidth() - 110);
+  ImGui::TextDisabled("frame %.1f ms", frame);
   ImGui::End();
   ImGui::PopStyleVar();
 

@@ -72,14 +72,14 @@ struct UiState {
 
   // Filled by panels, served by the main loop after rendering.
   std::vector<CaptureRequest> captures;
-  ScreenRect curves_rect, map_rect, window_rect;  // where those were drawn this frame
+  ScreenRect curves_rect, map_rect;  // where those were drawn this frame
 
   // Series gathered by the UI itself.
   std::vector<AnalysisPoint> analysis_history;
   int64_t last_analysis_step = -1;
   const void* last_analysis = nullptr;
 
-  // Frame timing (ms), newest last; the main loop appends.
+  // Frame timing: wall ms from poll to swap, newest last; the main loop appends.
   std::vector<float> frame_ms;
 
   // Panel visibility (View menu).

@@ -11,6 +11,8 @@
 #include <imgui.h>
 
 #include <algorithm>
+#include <atomic>
+#include <csignal>
 #include <cfloat>
 #include <chrono>
 #include <cstdio>
@@ -37,6 +39,10 @@ double thread_cpu_ms() {
   clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
   return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
+
+// Ctrl-C / SIGTERM close the window the normal way (layout saved, engine stopped).
+std::atomic<bool> g_quit{false};
+extern "C" void on_signal(int) { g_quit = true; }
 
 void glfw_error(int code, const char* msg) { std::fprintf(stderr, "ssalab gui: GLFW error %d: %s\n", code, msg); }
 
@@ -134,7 +140,9 @@ int run_gui(const GuiOptions& opt_in) {
   // wait for events up to 250 ms (4 frames/s keeps spinners and futures moving).
   int active_frames = 10;
   int64_t last_version = -1;
-  while (!glfwWindowShouldClose(window)) {
+  std::signal(SIGINT, on_signal);
+  std::signal(SIGTERM, on_signal);
+  while (!glfwWindowShouldClose(window) && !g_quit) {
     const bool lazy = active_frames <= 0 && !(demo && demo->measuring());
     if (lazy) {
       const Clock::time_point w0 = Clock::now();

@@ -25,8 +25,7 @@ void save_checkpoint(const std::string& dir, Transformer& model, const Tokenizer
   // Stage everything in a sibling directory, then swap it in: a full disk or
   // a crash mid-save never touches the previous checkpoint.
   std::string staged = dir + ".staging." + std::to_string(::getpid());
-  std::error_code ec;
-  std::filesystem::remove_all(staged, ec);
+  remove_tree(staged);
   try {
     make_dirs(staged);
     NamedTensors tensors;
@@ -47,10 +46,10 @@ void save_checkpoint(const std::string& dir, Transformer& model, const Tokenizer
     }
     commit_directory(staged, dir);
   } catch (const Error& e) {
-    std::filesystem::remove_all(staged, ec);
+    remove_tree(staged);
     throw Error("saving checkpoint " + dir + " failed: " + e.what() + " (previous checkpoint kept)");
   } catch (const std::exception& e) {
-    std::filesystem::remove_all(staged, ec);
+    remove_tree(staged);
     throw Error("saving checkpoint " + dir + " failed: " + e.what() + " (previous checkpoint kept)");
   }
 }

@@ -1,6 +1,8 @@
 #include "engine/util/files.h"
 
 #include <fcntl.h>
+#include <ftw.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -69,7 +71,7 @@ void write_file_atomic(const std::string& path, const std::string& bytes) {
 void commit_directory(const std::string& staged_dir, const std::string& final_dir) {
   std::error_code ec;
   std::string aside = final_dir + ".prev";
-  fs::remove_all(aside, ec);
+  remove_tree(aside);
   bool had_old = fs::exists(final_dir, ec);
   if (had_old) {
     fs::rename(final_dir, aside, ec);
@@ -81,7 +83,7 @@ void commit_directory(const std::string& staged_dir, const std::string& final_di
     if (had_old) fs::rename(aside, final_dir, ec2);
     throw Error("cannot install " + final_dir + ": " + ec.message() + " (previous copy kept)");
   }
-  fs::remove_all(aside, ec);
+  remove_tree(aside);
   fs::path p(final_dir);
   fsync_path(p.has_parent_path() ? p.parent_path().string() : ".", true);
 }
@@ -90,6 +92,14 @@ void recover_directory(const std::string& final_dir) {
   std::error_code ec;
   std::string aside = final_dir + ".prev";
   if (!fs::exists(final_dir, ec) && fs::exists(aside, ec)) fs::rename(aside, final_dir, ec);
+}
+
+bool remove_tree(const std::string& path) {
+  struct stat st;
+  if (::lstat(path.c_str(), &st) != 0) return errno == ENOENT;
+  // depth-first, without following links: children go before their folder
+  auto remove_one = [](const char* p, const struct stat*, int, struct FTW*) { return ::remove(p) == 0 ? 0 : -1; };
+  return ::nftw(path.c_str(), remove_one, 16, FTW_DEPTH | FTW_PHYS) == 0;
 }
 
 bool file_exists(const std::string& path) {

@@ -17,6 +17,10 @@ void commit_directory(const std::string& staged_dir, const std::string& final_di
 void recover_directory(const std::string& final_dir);
 
 bool file_exists(const std::string& path);
+// Deletes a file or a directory tree; a missing path is fine. Returns false if
+// something could not be removed. (Not std::filesystem::remove_all: PyTorch's
+// libtorch.so exports a copy of it that crashes when our code binds to it.)
+bool remove_tree(const std::string& path);
 void make_dirs(const std::string& path);
 
 }  // namespace ssalab

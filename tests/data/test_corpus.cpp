@@ -30,12 +30,12 @@ struct TempDir {
     static int counter = 0;
     path = fs::temp_directory_path() /
            ("ssalab_corpus_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(path);
+    remove_tree(path.string());
     fs::create_directories(path);
   }
   ~TempDir() {
     std::error_code ec;
-    fs::remove_all(path, ec);
+    remove_tree(path.string());
   }
   std::string file(const std::string& rel, const std::string& bytes) const {
     fs::path p = path / rel;

@@ -28,13 +28,13 @@ struct TempDir {
     static int counter = 0;
     path = fs::temp_directory_path() /
            ("ssalab_st_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(path);
+    remove_tree(path.string());
     fs::create_directories(path);
   }
   ~TempDir() {
     std::error_code ec;
     fs::permissions(path, fs::perms::owner_all, fs::perm_options::add, ec);
-    fs::remove_all(path, ec);
+    remove_tree(path.string());
   }
   std::string operator/(const std::string& name) const { return (path / name).string(); }
 };

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "engine/config.h"
+#include "engine/util/files.h"
 
 namespace ssalab::test {
 
@@ -23,7 +24,7 @@ inline std::string scratch_dir(const std::string& name) {
   static int counter = 0;
   auto p = std::filesystem::temp_directory_path() /
            ("ssalab-test-" + name + "-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
-  std::filesystem::remove_all(p);
+  ssalab::remove_tree(p.string());
   std::filesystem::create_directories(p);
   return p.string();
 }

@@ -127,3 +127,15 @@ TEST_CASE("metrics CSV export writes every logged step, NaN as empty", "[views][
   UiState empty;
   CHECK_FALSE(ExportMetricsCsv(empty, path).empty());
 }
+
+TEST_CASE("SpecProblem: the probe length and the training sequences both limit k x block size", "[views][controls]") {
+  Snapshot snap;
+  snap.train.method = Method::Ssa;
+  snap.train.seq_len = 128;
+  CHECK(SpecProblem(snap, SparseSpec{16, 8}, 512).empty());   // 8 blocks of 16 fit in 128
+  CHECK_FALSE(SpecProblem(snap, SparseSpec{32, 8}, 512).empty());  // only 4 blocks of 32 in 128
+  CHECK_FALSE(SpecProblem(snap, SparseSpec{16, 8}, 64).empty());   // the probe has 4 blocks
+  CHECK_FALSE(SpecProblem(snap, SparseSpec{0, 1}, 512).empty());
+  snap.train.method = Method::Full;  // full attention training does not select blocks
+  CHECK(SpecProblem(snap, SparseSpec{32, 8}, 512).empty());
+}
