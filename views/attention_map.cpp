@@ -95,6 +95,12 @@ void DrawAttentionMap(UiState& ui) {
   if (ImGui::Button("reset view")) ui.view = MapView{};
   ImGui::SameLine();
   ImGui::TextDisabled("zoom %.1fx", ui.view.zoom);
+  ImGui::SameLine();
+  ImGui::BeginDisabled(!ui.session);
+  // Probe, k, block size and inference changes re-analyse by themselves; this
+  // is for "now, on the current weights" between the automatic analyses.
+  if (ImGui::SmallButton("re-analyse")) ui.session->request_analysis();
+  ImGui::EndDisabled();
 
   MapWidget& w = map_widget();
   w.update(a, MapRequest{ui.layer, ui.head, ui.mean_heads, ui.kind, ui.prefer_tokens}, ui.scale);

@@ -166,7 +166,6 @@ void DrawControls(UiState& ui) {
   if (changed) {
     g.inference.value = mode;
     s->set_inference(AttnMode(mode));
-    s->request_analysis();
     g.inference.sent(now);
   }
   // The length the spec must run on: the probe being analysed.
@@ -212,7 +211,6 @@ void DrawControls(UiState& ui) {
     if (ImGui::SliderInt("k (blocks)", &k, 1, k_max)) {
       g.top_k.value = k;
       s->set_top_k(k);
-      s->request_analysis();
       g.top_k.sent(now);
     }
     help("blocks each query attends to, the forced local block included;\nreceptive field = k x block size.\n"
@@ -239,7 +237,6 @@ void DrawControls(UiState& ui) {
       }
       g.block_size.value = size;
       s->set_block_size(size);
-      s->request_analysis();
       g.block_size.sent(now);
     }
     ImGui::EndDisabled();

@@ -78,7 +78,6 @@ void DrawTextProbe(UiState& ui) {
   ImGui::BeginDisabled(!s || g.text.empty());
   if (ImGui::Button("analyse this text")) {
     s->set_probe_text(g.text);
-    s->request_analysis();
     ui.pinned = -1;
     ui.info("probe text set (" + std::to_string(g.text.size()) + " bytes)");
   }
@@ -87,7 +86,6 @@ void DrawTextProbe(UiState& ui) {
   ImGui::BeginDisabled(!s);
   if (ImGui::Button("default sample")) {
     s->set_probe_text("");
-    s->request_analysis();
     ui.pinned = -1;
   }
   ImGui::EndDisabled();

@@ -1,6 +1,8 @@
 // ssalab: command-line entry point. With no arguments it opens the desktop
 // app (when built with the GUI) on a live `tiny` SSA run; the subcommands
 // train, evaluate, analyse and inspect models without a display.
+#include <malloc.h>
+
 #include <cstdio>
 #include <iostream>
 
@@ -21,6 +23,11 @@ static void add_settings(CLI::App* cmd, cli::Settings& s) {
 }
 
 int main(int argc, char** argv) {
+  // Keep freed memory in the heap: the analysis of long inputs allocates and
+  // frees many same-sized buffers, and returning them to the kernel each time
+  // makes page faults dominate (minutes of system time at 8K tokens).
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
   CLI::App app{"ssalab: train, measure and watch Sparse Sparse Attention (SSA) models"};
   app.require_subcommand(0, 1);
 

@@ -110,7 +110,6 @@ struct Demo::Impl {
                        k1 = k0 * 2;
                        while (k1 > k0 + 1 && !views::SpecProblem(*snap(), SparseSpec{bs, k1}, T).empty()) --k1;
                        session().set_top_k(k1);
-                       session().request_analysis();
                      },
                      [this] { return spec_ok() && analysis() && analysis()->spec.top_k == k1; }, 60, "03_sparse_2k.png", ""});
     steps.push_back({"block size changed, dropped mass",
@@ -120,7 +119,6 @@ struct Demo::Impl {
                        if (bs1 < 1 || !views::SpecProblem(*snap(), SparseSpec{bs1, snap()->spec.top_k}, analysis()->T).empty())
                          bs1 = snap()->spec.block_size * 2;
                        session().set_block_size(bs1);
-                       session().request_analysis();
                        ui.kind = views::MapKind::Dropped;
                      },
                      [this] { return spec_ok() && analysis() && analysis()->spec.block_size == bs1; }, 60, "04_dropped_bs.png",
@@ -181,7 +179,6 @@ struct Demo::Impl {
                        if (long_tokens.wait_for(std::chrono::seconds(0)) != std::future_status::ready) return false;
                        try {
                          session().set_probe_tokens(long_tokens.get());
-                         session().request_analysis();
                        } catch (const std::exception& e) {
                          fail(std::string("long probe: ") + e.what());
                        }
@@ -198,7 +195,7 @@ struct Demo::Impl {
                      [this] { return analysis() && analysis()->T == kLongTokens; }, 400, "06_probe8192.png",
                      "paused"});
     steps.push_back({"long probe, live", [this] { session().resume(); },
-                     [this] { return snap()->state == RunState::Running; }, 30, "", "live"});
+                     [this] { return snap()->state == RunState::Running; }, 120, "", "live"});
     steps.push_back({"stop", [this] { session().stop(); }, [] { return true; }, 10, "", ""});
   }
 

@@ -56,14 +56,17 @@ static void analyze_layer(const Tensor& q_in, const Tensor& k_in, const Analysis
   const bool tokens = T <= req.token_map_limit;
   Tensor qg = q.view({Hkv, G, T, D}), kt = k[0].unsqueeze(1).transpose(-1, -2);  // (Hkv, 1, D, T)
   const double scale = 1.0 / std::sqrt(double(D));
-  // row chunks hold whole map cells so cell means need no carry between chunks
-  int64_t rows = std::max<int64_t>(1, (int64_t(1) << 23) / std::max<int64_t>(1, H * T) / cell) * cell;
+  // Row chunks hold whole map cells so cell means need no carry between
+  // chunks. About 2^20 scores (4 MB) per chunk: big temporaries would be
+  // fresh mmap()s every time, and their page faults cost more than the math.
+  int64_t rows = std::max<int64_t>(1, (int64_t(1) << 20) / std::max<int64_t>(1, H * T) / cell) * cell;
   rows = std::min(rows, ((T + cell - 1) / cell) * cell);
 
   std::vector<Tensor> sparsity_rows, entropy_rows, sink_rows, sinkb_rows, kl_rows, mf, ms, md, tf, ts;
   auto dev = q.device();
   auto lopt = torch::TensorOptions().dtype(torch::kLong).device(dev);
   for (int64_t r0 = 0; r0 < T; r0 += rows) {
+    if (req.cancel && req.cancel->load()) throw Error("analysis cancelled");
     const int64_t n = std::min(rows, T - r0);
     Tensor causal = torch::arange(T, lopt).view({1, T}) <= torch::arange(r0, r0 + n, lopt).view({n, 1});
     Tensor s = torch::matmul(qg.narrow(2, r0, n), kt) * scale;  // (Hkv, G, n, T)

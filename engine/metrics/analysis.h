@@ -16,6 +16,7 @@
 // (more blocks visible than top-k); earlier rows keep everything and would
 // only dilute the numbers. Short inputs without such rows use every row.
 #pragma once
+#include <atomic>
 #include <memory>
 #include <string>
 #include <vector>
@@ -54,6 +55,7 @@ struct AnalysisRequest {
   SparseSpec spec;                      // selection measured against
   int token_map_limit = 1024;           // keep token maps up to this length
   int max_cells = 512;                  // map resolution cap (cells per side)
+  const std::atomic<bool>* cancel = nullptr;  // when set to true, analyze() throws Error("analysis cancelled")
 };
 
 struct Analysis {

@@ -53,6 +53,7 @@ static json layer_stats(Transformer& model, const std::vector<int32_t>& val, int
 
 static json evaluate_model(Transformer& model, const Tokenizer& tok, const TokenData& data, const ParadoxOptions& opt) {
   const ModelConfig& c = model.config();
+  const torch::Device dev = model.parameters().front().device();
   const int T = opt.train.seq_len, bs = c.block_size;
   const SparseSpec own{bs, c.block_counts};
   json r;
@@ -73,7 +74,7 @@ static json evaluate_model(Transformer& model, const Tokenizer& tok, const Token
     if (b < 1) continue;
     int k = std::max(1, bs * c.block_counts / b);
     std::string why = check_sparse_spec({b, k}, T);
-    double p = why.empty() ? perplexity(model, data.val, T, eo.batches, eo.batch_size, AttnMode::Sparse, {b, k}, torch::kCPU)
+    double p = why.empty() ? perplexity(model, data.val, T, eo.batches, eo.batch_size, AttnMode::Sparse, {b, k}, dev)
                            : NAN;
     bsweep.push_back({{"block_size", b}, {"top_k", k}, {"ppl", num(p)}});
   }
@@ -82,8 +83,8 @@ static json evaluate_model(Transformer& model, const Tokenizer& tok, const Token
   json longer = json::array();
   for (int f : {1, 2, 4}) {
     if (int64_t(data.val.size()) < int64_t(f) * T * 8 + 1) continue;
-    double pf = perplexity(model, data.val, f * T, std::max(2, eo.batches / f), 2, AttnMode::Full, own, torch::kCPU);
-    double ps = perplexity(model, data.val, f * T, std::max(2, eo.batches / f), 2, AttnMode::Sparse, own, torch::kCPU);
+    double pf = perplexity(model, data.val, f * T, std::max(2, eo.batches / f), 2, AttnMode::Full, own, dev);
+    double ps = perplexity(model, data.val, f * T, std::max(2, eo.batches / f), 2, AttnMode::Sparse, own, dev);
     longer.push_back({{"factor", f}, {"context", f * T}, {"ppl_full", num(pf)}, {"ppl_sparse", num(ps)}});
   }
   r["ppl_by_length"] = longer;
@@ -108,7 +109,8 @@ json run_paradox(const ParadoxOptions& opt) {
                       {"corpus", data.corpus},
                       {"parameters", opt.model.num_parameters()},
                       {"train_tokens", data.tokens->train.size()},
-                      {"val_tokens", data.tokens->val.size()}};
+                      {"val_tokens", data.tokens->val.size()},
+                      {"device", resolve_device(opt.train.device).str()}};
   std::string ship = opt.ship_dir.empty() ? opt.out_dir + "/models" : opt.ship_dir;
   for (Method m : kMethods) {
     std::string name = to_string(m);
@@ -132,6 +134,7 @@ json run_paradox(const ParadoxOptions& opt) {
     half.state = TrainerState{trained.state ? trained.state->step : 0, ro.train, {{"corpus", data.corpus}, {"method", name}}};
     save_checkpoint(ship + "/" + name, *trained.model, trained.tokenizer, half);
     LoadedCheckpoint shipped = load_checkpoint(ship + "/" + name);
+    shipped.model->to(resolve_device(opt.train.device));  // fp32 weights, exactly the shipped values
     std::fprintf(stderr, "paradox: evaluating %s\n", display_name(name));
     json r = evaluate_model(*shipped.model, shipped.tokenizer, *data.tokens, opt);
     r["train_seconds"] = train_s;

@@ -31,6 +31,7 @@ struct Session::Impl {
   std::deque<std::function<void()>> commands;
   uint64_t queued = 0, applied = 0;
   bool quit = false;
+  std::atomic<bool> cancel{false};  // stops a running analysis when the session closes
   uint64_t idle_at = 0;  // `applied` the last time the worker had nothing pending
   std::shared_ptr<const Snapshot> snap = std::make_shared<Snapshot>();
 
@@ -145,6 +146,7 @@ struct Session::Impl {
     req.tokens = probe;
     req.inference = inference;
     req.spec = spec;
+    req.cancel = &cancel;
     analysis = std::make_shared<const Analysis>(analyze(*model, req));
     analysis_dirty = false;
     analyzed_step = trainer ? trainer->current_step() : 0;
@@ -224,6 +226,7 @@ Session::~Session() {
   {
     std::lock_guard<std::mutex> lock(impl_->mu);
     impl_->quit = true;
+    impl_->cancel = true;
   }
   impl_->wake.notify_all();
   if (impl_->worker.joinable()) impl_->worker.join();

@@ -5,8 +5,9 @@
 // snapshots that the worker publishes: snapshot() copies one shared_ptr under
 // a mutex held for a pointer copy only, so a reader never waits for a step.
 // Analysis (attention maps and statistics for the probe text) runs on the
-// same worker between steps, on the current weights, whenever the weights,
-// the probe or the inference settings changed and `analyze_every` steps passed.
+// same worker between steps, on the current weights: at once when the probe
+// or the inference settings change, and every `analyze_every` training steps.
+// Closing the session cancels an analysis in flight.
 #pragma once
 #include <atomic>
 #include <condition_variable>

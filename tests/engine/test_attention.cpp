@@ -102,7 +102,7 @@ TEST_CASE("dual stream returns exactly the two single streams", "[attention]") {
 }
 
 TEST_CASE("long inputs are processed in row chunks with the same result", "[attention]") {
-  // 4 heads x 4500 rows exceeds one chunk (2^24 scores): exercises the chunk loop
+  // 4 heads x 4500 rows exceeds one chunk (2^20 scores): exercises the chunk loop
   torch::manual_seed(11);
   const int T = 4500;
   Tensor q = torch::randn({1, 4, T, 8}), k = torch::randn({1, 1, T, 8}), v = torch::randn({1, 1, T, 8});
