@@ -14,6 +14,8 @@ void DrawMapSettings(UiState& ui, const Analysis* a);
 void ReleaseAttentionMap();
 void ReleaseCompare();      // textures only
 void JoinCompareWorkers();  // waits for Compare's loading / analysis futures
+void ReleaseParadox();      // textures only
+void JoinParadoxWorkers();  // waits for the Paradox panel's futures
 void ReleaseSelectedBlocks();  // drops the cached analysis (torch tensors) before exit
 
 // A small line chart drawn with ImDrawList (curves.cpp): series already in

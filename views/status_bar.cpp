@@ -28,6 +28,7 @@ const Placement kLayout[] = {
     {"Per-layer metrics", 0.615f, 0.43f, 0.385f, 0.27f},
     {"Compare", 0.615f, 0.70f, 0.385f, 0.30f},
     {"Log", 0.300f, 0.30f, 0.400f, 0.30f},
+    {"Paradox", 0.100f, 0.04f, 0.800f, 0.90f},  // floats over the rest; close it to see them
 };
 int g_layout_frame = -1;
 const float kStatusHeight = 26.0f;
@@ -61,6 +62,7 @@ void DrawMenuBar(UiState& ui) {
     ImGui::MenuItem("Per-layer metrics", nullptr, &ui.show_layers);
     ImGui::MenuItem("Curves", nullptr, &ui.show_curves);
     ImGui::MenuItem("Compare", nullptr, &ui.show_compare);
+    ImGui::MenuItem("Paradox", nullptr, &ui.show_paradox);
     ImGui::MenuItem("Export", nullptr, &ui.show_export);
     ImGui::MenuItem("Log", nullptr, &ui.show_log);
     ImGui::Separator();
@@ -142,9 +144,13 @@ void DrawStatusBar(UiState& ui) {
 void ShutdownViews() {
   ReleaseAttentionMap();
   ReleaseCompare();
+  ReleaseParadox();
   ReleaseSelectedBlocks();
 }
 
-void JoinViewWorkers() { JoinCompareWorkers(); }
+void JoinViewWorkers() {
+  JoinCompareWorkers();
+  JoinParadoxWorkers();
+}
 
 }  // namespace ssalab::views

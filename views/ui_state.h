@@ -84,7 +84,8 @@ struct UiState {
 
   // Panel visibility (View menu).
   bool show_map = true, show_blocks = true, show_layers = true, show_curves = true, show_controls = true,
-       show_probe = true, show_compare = true, show_export = true, show_log = false;
+       show_probe = true, show_compare = true, show_export = true, show_log = false,
+       show_paradox = true;
 };
 
 // Call once per frame before drawing: takes the snapshot, rolls the hover,

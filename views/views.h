@@ -10,6 +10,7 @@
 //   DrawLayerMetrics   views/layer_metrics.cpp  layer x head heatmap of the analysis statistics
 //   DrawCurves         views/curves.cpp         training curves from Snapshot::history
 //   DrawCompare        views/compare.cpp        a checkpoint beside the live model
+//   DrawParadox        views/paradox.cpp        the three shipped models side by side, one k for all
 //   DrawExport         views/export.cpp         PNG / CSV / JSON export
 //   DrawStatusBar      views/status_bar.cpp     run state, pinned query, last message
 #pragma once
@@ -27,7 +28,11 @@ void DrawSelectedBlocks(UiState& ui);
 void DrawLayerMetrics(UiState& ui);
 void DrawCurves(UiState& ui);
 void DrawCompare(UiState& ui);
+void DrawParadox(UiState& ui);
 void DrawExport(UiState& ui);
+// Paradox: load the shipped FullAttn/MoBA/SSA models from dir/{full,moba,ssa}
+// (no-op when absent or already loaded).
+void ParadoxLoad(const std::string& dir);
 void DrawStatusBar(UiState& ui);
 
 // Releases GL textures held by the panels; call before the GL context goes.

@@ -121,6 +121,10 @@ int run_gui(const GuiOptions& opt_in) {
   load_fonts(io);
 
   views::UiState ui;
+  // The shipped FullAttn / MoBA / SSA models open in the Paradox view; the
+  // scripted demo keeps its fixed layout without it.
+  ui.show_paradox = !demo_mode;
+  if (!demo_mode) views::ParadoxLoad("assets/models");
   std::unique_ptr<Session> session;
   try {
     session = std::make_unique<Session>(opt.session);  // returns at once; the worker prepares data
@@ -179,6 +183,7 @@ int run_gui(const GuiOptions& opt_in) {
     views::DrawCurves(ui);
     views::DrawLayerMetrics(ui);
     views::DrawCompare(ui);
+    views::DrawParadox(ui);
     views::DrawStatusBar(ui);
 
     ImGui::Render();
