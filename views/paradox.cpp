@@ -114,6 +114,11 @@ void ParadoxLoad(const std::string& dir) {
   }
 }
 
+bool ParadoxReady() {
+  return std::all_of(g.m.begin(), g.m.end(),
+                     [](const ParadoxModel& pm) { return pm.analysis && !pm.analyzing.valid(); });
+}
+
 void ReleaseParadox() {
   for (auto& pm : g.m) pm.map.reset();
 }

@@ -33,6 +33,8 @@ void DrawExport(UiState& ui);
 // Paradox: load the shipped FullAttn/MoBA/SSA models from dir/{full,moba,ssa}
 // (no-op when absent or already loaded).
 void ParadoxLoad(const std::string& dir);
+// Whether all three Paradox models have analysed the probe.
+bool ParadoxReady();
 void DrawStatusBar(UiState& ui);
 
 // Releases GL textures held by the panels; call before the GL context goes.

@@ -197,6 +197,14 @@ struct Demo::Impl {
     steps.push_back({"long probe, live", [this] { session().resume(); },
                      [this] { return snap()->state == RunState::Running; }, 120, "", "live"});
     steps.push_back({"stop", [this] { session().stop(); }, [] { return true; }, 10, "", ""});
+    // the shipped FullAttn / MoBA / SSA models in the Paradox view (when present)
+    steps.push_back({"paradox view",
+                     [this] {
+                       ui.show_paradox = true;
+                       views::ParadoxLoad("assets/models");
+                     },
+                     [] { return !fs::exists("assets/models/ssa/config.json") || views::ParadoxReady(); }, 180,
+                     "07_paradox.png", ""});
   }
 
   // The engine refused a spec: fail now with its reason instead of timing out.
