@@ -240,7 +240,7 @@ void DrawParadox(UiState& ui) {
   }
   // per-layer AttnSparsity of the live analyses
   if (g.m[2].analysis && ImGui::BeginTable("layers", 4, ImGuiTableFlags_Borders | ImGuiTableFlags_SizingStretchSame)) {
-    ImGui::TableSetupColumn("layer: AttnSparsity");
+    ImGui::TableSetupColumn("layer: AttnSparsity / entropy (nats)");
     for (auto& pm : g.m) ImGui::TableSetupColumn(pm.label);
     ImGui::TableHeadersRow();
     for (size_t l = 0; l < g.m[2].analysis->layers.size(); ++l) {
@@ -250,9 +250,10 @@ void DrawParadox(UiState& ui) {
       for (auto& pm : g.m) {
         ImGui::TableNextColumn();
         if (!pm.analysis || l >= pm.analysis->layers.size()) continue;
-        double mean = 0;
-        for (auto& h : pm.analysis->layers[l].heads) mean += h.sparsity / pm.analysis->layers[l].heads.size();
-        ImGui::Text("%.3f", mean);
+        double sparsity = 0, entropy = 0;
+        const auto& heads = pm.analysis->layers[l].heads;
+        for (auto& h : heads) sparsity += h.sparsity / heads.size(), entropy += h.entropy / heads.size();
+        ImGui::Text("%.3f / %.2f", sparsity, entropy);
       }
     }
     ImGui::EndTable();
