@@ -5,13 +5,12 @@
 #include <fstream>
 #include <iostream>
 
-#include <stb_image_write.h>
-
 #include "engine/checkpoint/checkpoint.h"
 #include "engine/eval/eval.h"
 #include "engine/metrics/analysis.h"
 #include "engine/model/transformer.h"
 #include "engine/paradox/paradox.h"
+#include "engine/report/chart.h"
 #include "engine/train/run.h"
 #include "engine/train/trainer.h"
 #include "engine/util/error.h"
@@ -134,12 +133,7 @@ void write_heatmap_png(const std::string& path, const float* values, int rows, i
   std::vector<uint32_t> big(size_t(W) * H);
   for (int y = 0; y < H; ++y)
     for (int x = 0; x < W; ++x) big[size_t(y) * W + x] = rgba[size_t(y / scale_up) * cols + x / scale_up];
-  std::string bytes;
-  stbi_write_png_to_func(
-      [](void* ctx, void* data, int size) { static_cast<std::string*>(ctx)->append(static_cast<char*>(data), size); },
-      &bytes, W, H, 4, big.data(), W * 4);
-  if (bytes.empty()) throw Error("PNG encoding failed for " + path);
-  write_file_atomic(path, bytes);
+  write_png_atomic(path, big.data(), W, H);
 }
 
 int cmd_analyze(const AnalyzeArgs& a) {

@@ -152,14 +152,18 @@ std::vector<uint32_t> render_chart(const Chart& c) {
   return cv.px;
 }
 
-void write_chart_png(const std::string& path, const Chart& c) {
-  std::vector<uint32_t> px = render_chart(c);
+void write_png_atomic(const std::string& path, const uint32_t* rgba, int width, int height) {
   std::string bytes;
   stbi_write_png_to_func(
       [](void* ctx, void* data, int size) { static_cast<std::string*>(ctx)->append(static_cast<char*>(data), size); },
-      &bytes, c.width, c.height, 4, px.data(), c.width * 4);
+      &bytes, width, height, 4, rgba, width * 4);
   if (bytes.empty()) throw Error("PNG encoding failed for " + path);
   write_file_atomic(path, bytes);
+}
+
+void write_chart_png(const std::string& path, const Chart& c) {
+  std::vector<uint32_t> px = render_chart(c);
+  write_png_atomic(path, px.data(), c.width, c.height);
 }
 
 }  // namespace ssalab

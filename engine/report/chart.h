@@ -26,6 +26,9 @@ struct Chart {
 std::vector<uint32_t> render_chart(const Chart& c);
 void write_chart_png(const std::string& path, const Chart& c);
 
+// RGBA pixels (row-major, top row first) to a PNG file, written atomically.
+void write_png_atomic(const std::string& path, const uint32_t* rgba, int width, int height);
+
 // A distinct colour per model, the same in every chart of a report.
 uint32_t series_color(int i);
 
