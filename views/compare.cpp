@@ -20,11 +20,6 @@ namespace ssalab::views {
 
 namespace {
 
-template <class T>
-bool is_ready(const std::future<T>& f) {
-  return f.valid() && f.wait_for(std::chrono::seconds(0)) == std::future_status::ready;
-}
-
 struct CompareState {
   std::string path;
   std::future<std::shared_ptr<LoadedCheckpoint>> loading;

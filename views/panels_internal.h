@@ -1,9 +1,17 @@
 // Pieces the panels share among themselves (not used by the main loop).
 #pragma once
+#include <chrono>
+#include <future>
 #include "engine/metrics/analysis.h"
 #include "views/ui_state.h"
 
 namespace ssalab::views {
+
+// A worker's result can be taken without waiting (the panels poll, never block).
+template <class T>
+bool is_ready(const std::future<T>& f) {
+  return f.valid() && f.wait_for(std::chrono::seconds(0)) == std::future_status::ready;
+}
 
 // Default placement of a panel; call right before its ImGui::Begin().
 void PlaceNextWindow(const char* name);

@@ -21,11 +21,6 @@ namespace ssalab::views {
 
 namespace {
 
-template <class T>
-bool is_ready(const std::future<T>& f) {
-  return f.valid() && f.wait_for(std::chrono::seconds(0)) == std::future_status::ready;
-}
-
 struct ParadoxModel {
   const char* name;   // full | moba | ssa
   const char* label;  // as the paper says
