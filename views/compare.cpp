@@ -12,6 +12,7 @@
 #include <future>
 
 #include "engine/checkpoint/checkpoint.h"
+#include "engine/util/priority.h"
 #include "views/map_widget.h"
 #include "views/panels_internal.h"
 #include "views/views.h"
@@ -82,6 +83,7 @@ void start_analysis(const Snapshot& snap, const std::shared_ptr<const Analysis>&
   g.matched = a.get();
   auto model = g.model;
   g.analyzing = std::async(std::launch::async, [model, req]() -> std::shared_ptr<const Analysis> {
+      lower_this_thread_priority();  // the UI thread keeps its cores
     return std::make_shared<const Analysis>(analyze(*model->model, req));
   });
 }
@@ -109,7 +111,10 @@ void CompareLoad(UiState& ui, const std::string& path) {
   g.error.clear();
   g.path = path;
   if (path.empty()) return;
-  g.loading = std::async(std::launch::async, [path]() { return std::make_shared<LoadedCheckpoint>(load_checkpoint(path)); });
+  g.loading = std::async(std::launch::async, [path] {
+    lower_this_thread_priority();
+    return std::make_shared<LoadedCheckpoint>(load_checkpoint(path));
+  });
   ui.info("loading " + path + " for Compare");
 }
 

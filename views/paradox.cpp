@@ -13,6 +13,7 @@
 
 #include "engine/checkpoint/checkpoint.h"
 #include "engine/util/files.h"
+#include "engine/util/priority.h"
 #include "views/map_widget.h"
 #include "views/panels_internal.h"
 #include "views/views.h"
@@ -72,6 +73,7 @@ void start_analyses() {
     req.token_map_limit = 0;  // block-pooled maps: three at once stay light
     auto model = pm.model;
     pm.analyzing = std::async(std::launch::async, [model, req]() -> std::shared_ptr<const Analysis> {
+      lower_this_thread_priority();  // the UI thread keeps its cores
       return std::make_shared<const Analysis>(analyze(*model->model, req));
     });
   }
@@ -99,7 +101,10 @@ void ParadoxLoad(const std::string& dir) {
   g.dir = dir;
   for (auto& pm : g.m) {
     std::string path = dir + "/" + pm.name;
-    pm.loading = std::async(std::launch::async, [path] { return std::make_shared<LoadedCheckpoint>(load_checkpoint(path)); });
+    pm.loading = std::async(std::launch::async, [path] {
+      lower_this_thread_priority();
+      return std::make_shared<LoadedCheckpoint>(load_checkpoint(path));
+    });
   }
   try {
     std::string results = dir + "/../paradox/results.json";

@@ -24,6 +24,7 @@
 #include <thread>
 
 #include "app/gui/demo.h"
+#include "engine/util/priority.h"
 #include "views/views.h"
 
 namespace ssalab {
@@ -92,6 +93,13 @@ int run_gui(const GuiOptions& opt_in) {
     opt.session.train.eval_batches = std::min(opt.session.train.eval_batches, 2);
     opt.session.analyze_every = 10;
   }
+
+  // Engine work yields to the UI: library pools that exist already (OpenBLAS
+  // starts its threads when it loads) and the session's worker run at a lower
+  // priority; the GL threads created below inherit this thread's.
+  const int backgrounded = lower_other_threads_priority();
+  opt.session.background_priority = true;
+  if (demo_mode) std::fprintf(stderr, "ssalab gui: %d library threads run at background priority\n", backgrounded);
 
   glfwSetErrorCallback(glfw_error);
   if (!glfwInit()) {

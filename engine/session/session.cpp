@@ -9,6 +9,7 @@
 #include "engine/train/trainer.h"
 #include "engine/util/error.h"
 #include "engine/util/files.h"
+#include "engine/util/priority.h"
 
 namespace ssalab {
 
@@ -170,6 +171,7 @@ struct Session::Impl {
   }
 
   void loop() {
+    if (opts.background_priority) lower_this_thread_priority();
     for (;;) {
       std::deque<std::function<void()>> todo;
       {

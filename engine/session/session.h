@@ -62,6 +62,9 @@ struct SessionOptions {
   std::string probe_text;      // empty: a validation sample
   int probe_tokens = 256;      // length of the default probe
   int analyze_every = 10;      // steps between automatic analyses
+  // Run the worker (and the LibTorch threads it starts) below the caller's
+  // priority, so a UI thread stays responsive while training saturates the cores.
+  bool background_priority = false;
 };
 
 class Session {
