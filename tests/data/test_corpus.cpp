@@ -17,48 +17,16 @@
 #include "engine/data/corpus.h"
 #include "engine/util/error.h"
 #include "engine/util/files.h"
+#include "tests/test_support.h"
 
 namespace fs = std::filesystem;
 using namespace ssalab;
 
 namespace {
 
-// A fresh folder under /tmp, removed with everything in it afterwards.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static int counter = 0;
-    path = fs::temp_directory_path() /
-           ("ssalab_corpus_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    remove_tree(path.string());
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    remove_tree(path.string());
-  }
-  std::string file(const std::string& rel, const std::string& bytes) const {
-    fs::path p = path / rel;
-    fs::create_directories(p.parent_path());
-    std::ofstream(p, std::ios::binary) << bytes;
-    return p.string();
-  }
-  std::string str() const { return path.string(); }
-};
-
-// Message of the Error thrown by f (fails the test when nothing is thrown).
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  FAIL("expected ssalab::Error");
-  return {};
-}
-
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+using test::contains;
+using test::error_of;
+using test::TempDir;
 
 // English-ish text from a small lowercase alphabet with numbers: a few hundred
 // KB, deterministic. Lowercase only so that vocab 300 (256 byte pieces +

@@ -16,41 +16,16 @@
 #include "engine/checkpoint/safetensors.h"
 #include "engine/util/error.h"
 #include "engine/util/files.h"
+#include "tests/test_support.h"
 
 namespace fs = std::filesystem;
 using namespace ssalab;
 
 namespace {
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static int counter = 0;
-    path = fs::temp_directory_path() /
-           ("ssalab_st_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    remove_tree(path.string());
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::permissions(path, fs::perms::owner_all, fs::perm_options::add, ec);
-    remove_tree(path.string());
-  }
-  std::string operator/(const std::string& name) const { return (path / name).string(); }
-};
-
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  FAIL("expected ssalab::Error");
-  return {};
-}
-
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+using test::contains;
+using test::error_of;
+using test::TempDir;
 
 // Same dtype, shape and bytes (NaN payloads and -0.0 included).
 bool bit_equal(const torch::Tensor& a, const torch::Tensor& b) {
