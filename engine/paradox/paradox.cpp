@@ -237,6 +237,12 @@ void write_paradox_report(const json& res, const std::string& dir) {
   make_dirs(dir);
   const json& M = res.at("models");
   const std::vector<std::string> names = {"full", "moba", "ssa"};
+  auto model_series = [&](size_t i) {  // one line per model, in its fixed colour
+    ChartSeries s;
+    s.name = display_name(names[i]);
+    s.rgb = series_color(int(i));
+    return s;
+  };
   // per-layer sparsity and entropy, full (solid) and sparse (dashed) inference
   for (const char* what : {"sparsity", "entropy"}) {
     Chart c;
@@ -245,9 +251,8 @@ void write_paradox_report(const json& res, const std::string& dir) {
     c.y_label = what;
     for (size_t i = 0; i < names.size(); ++i)
       for (const char* inf : {"attention_full_inference", "attention_sparse_inference"}) {
-        ChartSeries s;
-        s.name = std::string(display_name(names[i])) + (inf[10] == 'f' ? " (full inf.)" : " (sparse inf.)");
-        s.rgb = series_color(int(i));
+        ChartSeries s = model_series(i);
+        s.name += inf[10] == 'f' ? " (full inf.)" : " (sparse inf.)";
         s.dashed = inf[10] == 's';
         auto v = M[names[i]][inf][what];
         for (size_t l = 0; l < v.size(); ++l) s.x.push_back(double(l)), s.y.push_back(v[l].get<double>());
@@ -262,9 +267,7 @@ void write_paradox_report(const json& res, const std::string& dir) {
     c.y_label = "validation perplexity";
     c.log_x = true;
     for (size_t i = 0; i < names.size(); ++i) {
-      ChartSeries s;
-      s.name = display_name(names[i]);
-      s.rgb = series_color(int(i));
+      ChartSeries s = model_series(i);
       for (auto& p : M[names[i]]["sweep_k"]) s.x.push_back(get(p["top_k"])), s.y.push_back(get(p["ppl"]));
       c.series.push_back(s);
     }
@@ -277,9 +280,7 @@ void write_paradox_report(const json& res, const std::string& dir) {
     c.y_label = "accuracy (full inference, mean over depths)";
     c.log_x = true;
     for (size_t i = 0; i < names.size(); ++i) {
-      ChartSeries s;
-      s.name = display_name(names[i]);
-      s.rgb = series_color(int(i));
+      ChartSeries s = model_series(i);
       std::map<int, std::pair<double, int>> acc;
       for (auto& r : M[names[i]]["passkey"])
         if (r["mode"] == "full") acc[r["context"].get<int>()].first += r["accuracy"].get<double>(), acc[r["context"].get<int>()].second++;
