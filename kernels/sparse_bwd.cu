@@ -83,19 +83,6 @@ __global__ void dkv_reduce_kernel(SparseBwdParams p, BwdWork w) {
 }
 
 template <typename T, int D>
-__device__ __forceinline__ void load_rows_frag(uint32_t (&a)[D / 16][4], const T* base, int64_t stride_h, int G,
-                                               int r0, int r1, int c) {
-#pragma unroll
-  for (int ks = 0; ks < D / 16; ++ks) {
-    int d0 = ks * 16 + 2 * c;
-    a[ks][0] = r0 < G ? *reinterpret_cast<const uint32_t*>(base + r0 * stride_h + d0) : 0u;
-    a[ks][1] = r1 < G ? *reinterpret_cast<const uint32_t*>(base + r1 * stride_h + d0) : 0u;
-    a[ks][2] = r0 < G ? *reinterpret_cast<const uint32_t*>(base + r0 * stride_h + d0 + 8) : 0u;
-    a[ks][3] = r1 < G ? *reinterpret_cast<const uint32_t*>(base + r1 * stride_h + d0 + 8) : 0u;
-  }
-}
-
-template <typename T, int D>
 __global__ void __launch_bounds__(kWarps * 32) sparse_dq_kernel(SparseBwdParams p, BwdWork w) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   constexpr int NK = D / 16, ND = D / 8;
@@ -139,41 +126,24 @@ __global__ void __launch_bounds__(kWarps * 32) sparse_dq_kernel(SparseBwdParams 
     }
   }
 
-  const T* kb = static_cast<const T*>(p.k) + b * p.k_s.b + hk * p.k_s.h;
-  const T* vb = static_cast<const T*>(p.v) + b * p.v_s.b + hk * p.v_s.h;
   const int32_t* sel = p.blocks + ((int64_t(b) * p.Hkv + hk) * p.T + t) * p.top_k;
   const float scale_log2 = p.scale * kLog2e;
 
-  ChunkIter prod, cons;
-  prod.init(sel, p.top_k, p.block_size, t);
-  cons = prod;
-#pragma unroll
-  for (int st = 0; st < kStages - 1; ++st) {
-    if (prod.valid()) {
-      load_chunk16<T, D>(sK + st * 16 * D, kb, p.k_s.t, prod.key0(), p.T, lane);
-      load_chunk16<T, D>(sV + st * 16 * D, vb, p.v_s.t, prod.key0(), p.T, lane);
-      prod.next();
-    }
-    cp_async_commit();
-  }
+  KvRing<T, D, kStages> ring{sK, sV, static_cast<const T*>(p.k) + b * p.k_s.b + hk * p.k_s.h,
+                             static_cast<const T*>(p.v) + b * p.v_s.b + hk * p.v_s.h, p.k_s.t, p.v_s.t, p.T, lane};
+  ring.prod.init(sel, p.top_k, p.block_size, t);
+  ChunkIter cons = ring.prod;
+  ring.prime();
   float dq[ND][4];
 #pragma unroll
   for (int n = 0; n < ND; ++n) dq[n][0] = dq[n][1] = dq[n][2] = dq[n][3] = 0.f;
 
   for (int it = 0; cons.valid(); ++it) {
-    {
-      const int st = (it + kStages - 1) % kStages;
-      if (prod.valid()) {
-        load_chunk16<T, D>(sK + st * 16 * D, kb, p.k_s.t, prod.key0(), p.T, lane);
-        load_chunk16<T, D>(sV + st * 16 * D, vb, p.v_s.t, prod.key0(), p.T, lane);
-        prod.next();
-      }
-      cp_async_commit();
-    }
+    ring.refill(it);
     cp_async_wait<kStages - 1>();
     __syncwarp();
-    const T* tK = sK + (it % kStages) * 16 * D;
-    const T* tV = sV + (it % kStages) * 16 * D;
+    const T* tK = ring.k_tile(it);
+    const T* tV = ring.v_tile(it);
     const int key0 = cons.key0();
     float s[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
     float dp[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};

@@ -26,35 +26,16 @@ __global__ void __launch_bounds__(kWarps * 32) sparse_fwd_kernel(SparseFwdParams
 
   // Q fragments of rows h0..h0+15 (heads of this token), zero beyond G
   uint32_t qa[NK][4];
-  {
-    const T* qb = static_cast<const T*>(p.q) + b * p.q_s.b + int64_t(hk * G) * p.q_s.h + int64_t(t) * p.q_s.t;
-    const int r0 = h0 + g, r1 = h0 + g + 8;
-#pragma unroll
-    for (int ks = 0; ks < NK; ++ks) {
-      int d0 = ks * 16 + 2 * c;
-      qa[ks][0] = r0 < G ? *reinterpret_cast<const uint32_t*>(qb + r0 * p.q_s.h + d0) : 0u;
-      qa[ks][1] = r1 < G ? *reinterpret_cast<const uint32_t*>(qb + r1 * p.q_s.h + d0) : 0u;
-      qa[ks][2] = r0 < G ? *reinterpret_cast<const uint32_t*>(qb + r0 * p.q_s.h + d0 + 8) : 0u;
-      qa[ks][3] = r1 < G ? *reinterpret_cast<const uint32_t*>(qb + r1 * p.q_s.h + d0 + 8) : 0u;
-    }
-  }
-  const T* kb = static_cast<const T*>(p.k) + b * p.k_s.b + hk * p.k_s.h;
-  const T* vb = static_cast<const T*>(p.v) + b * p.v_s.b + hk * p.v_s.h;
+  load_rows_frag<T, D>(qa, static_cast<const T*>(p.q) + b * p.q_s.b + int64_t(hk * G) * p.q_s.h + int64_t(t) * p.q_s.t,
+                       p.q_s.h, G, h0 + g, h0 + g + 8, c);
   const int32_t* sel = p.blocks + ((int64_t(b) * p.Hkv + hk) * p.T + t) * p.top_k;
   const float scale_log2 = p.scale * kLog2e;
 
-  ChunkIter prod, cons;
-  prod.init(sel, p.top_k, p.block_size, t);
-  cons = prod;
-#pragma unroll
-  for (int st = 0; st < kStages - 1; ++st) {
-    if (prod.valid()) {
-      load_chunk16<T, D>(sK + st * 16 * D, kb, p.k_s.t, prod.key0(), p.T, lane);
-      load_chunk16<T, D>(sV + st * 16 * D, vb, p.v_s.t, prod.key0(), p.T, lane);
-      prod.next();
-    }
-    cp_async_commit();
-  }
+  KvRing<T, D, kStages> ring{sK, sV, static_cast<const T*>(p.k) + b * p.k_s.b + hk * p.k_s.h,
+                             static_cast<const T*>(p.v) + b * p.v_s.b + hk * p.v_s.h, p.k_s.t, p.v_s.t, p.T, lane};
+  ring.prod.init(sel, p.top_k, p.block_size, t);
+  ChunkIter cons = ring.prod;
+  ring.prime();
 
   float o[ND][4];
 #pragma unroll
@@ -62,19 +43,11 @@ __global__ void __launch_bounds__(kWarps * 32) sparse_fwd_kernel(SparseFwdParams
   float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
 
   for (int it = 0; cons.valid(); ++it) {
-    {
-      const int st = (it + kStages - 1) % kStages;
-      if (prod.valid()) {
-        load_chunk16<T, D>(sK + st * 16 * D, kb, p.k_s.t, prod.key0(), p.T, lane);
-        load_chunk16<T, D>(sV + st * 16 * D, vb, p.v_s.t, prod.key0(), p.T, lane);
-        prod.next();
-      }
-      cp_async_commit();
-    }
+    ring.refill(it);
     cp_async_wait<kStages - 1>();
     __syncwarp();
-    const T* tK = sK + (it % kStages) * 16 * D;
-    const T* tV = sV + (it % kStages) * 16 * D;
+    const T* tK = ring.k_tile(it);
+    const T* tV = ring.v_tile(it);
     const int key0 = cons.key0();
 
     float s[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};

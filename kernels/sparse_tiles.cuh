@@ -1,5 +1,6 @@
 // Device helpers shared by the sparse forward and dQ kernels: walking one
-// token's selected blocks in 16-key chunks, and loading a chunk of K and V.
+// token's selected blocks in 16-key chunks, the per-warp cp.async ring that
+// streams those chunks of K and V, and the A fragments of a token's head rows.
 #pragma once
 #include "common.cuh"
 
@@ -44,6 +45,51 @@ __device__ __forceinline__ void load_chunk16(T* dst, const T* src, int64_t strid
     int key = key0 + row;
     bool ok = key < T_len;
     cp_async16(dst + swz<D>(row, ch), src + int64_t(ok ? key : 0) * stride_t + ch * 8, ok);
+  }
+}
+
+// The producer side of one warp's K/V ring: `Stages` slots of a 16 x D K tile
+// and a V tile; slot st holds chunk st, st + Stages, ...  prime() issues the
+// first Stages - 1 chunks, refill(it) the chunk that slot of iteration it
+// frees; each issue is one cp.async group (empty past the walk's end, so the
+// consumer's cp_async_wait<Stages - 1> count stays right).
+template <typename T, int D, int Stages>
+struct KvRing {
+  T* sK;  // [Stages][16][D]
+  T* sV;  // [Stages][16][D]
+  const T *k, *v;  // this (batch, kv head)'s (T, D) slices
+  int64_t k_stride_t, v_stride_t;
+  int T_len, lane;
+  ChunkIter prod;
+  __device__ __forceinline__ void issue(int st) {
+    if (prod.valid()) {
+      load_chunk16<T, D>(sK + st * 16 * D, k, k_stride_t, prod.key0(), T_len, lane);
+      load_chunk16<T, D>(sV + st * 16 * D, v, v_stride_t, prod.key0(), T_len, lane);
+      prod.next();
+    }
+    cp_async_commit();
+  }
+  __device__ __forceinline__ void prime() {
+#pragma unroll
+    for (int st = 0; st < Stages - 1; ++st) issue(st);
+  }
+  __device__ __forceinline__ void refill(int it) { issue((it + Stages - 1) % Stages); }
+  __device__ __forceinline__ const T* k_tile(int it) const { return sK + (it % Stages) * 16 * D; }
+  __device__ __forceinline__ const T* v_tile(int it) const { return sV + (it % Stages) * 16 * D; }
+};
+
+// mma A fragments (m16 x k16 per ks) of head rows r0 / r1 (= g, g + 8 of the
+// tile) of one token; rows at or beyond G are zero.  base: row 0 of the group.
+template <typename T, int D>
+__device__ __forceinline__ void load_rows_frag(uint32_t (&a)[D / 16][4], const T* base, int64_t stride_h, int G,
+                                               int r0, int r1, int c) {
+#pragma unroll
+  for (int ks = 0; ks < D / 16; ++ks) {
+    int d0 = ks * 16 + 2 * c;
+    a[ks][0] = r0 < G ? *reinterpret_cast<const uint32_t*>(base + r0 * stride_h + d0) : 0u;
+    a[ks][1] = r1 < G ? *reinterpret_cast<const uint32_t*>(base + r1 * stride_h + d0) : 0u;
+    a[ks][2] = r0 < G ? *reinterpret_cast<const uint32_t*>(base + r0 * stride_h + d0 + 8) : 0u;
+    a[ks][3] = r1 < G ? *reinterpret_cast<const uint32_t*>(base + r1 * stride_h + d0 + 8) : 0u;
   }
 }
 

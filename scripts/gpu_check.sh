@@ -6,6 +6,9 @@
 # nlohmann-json3-dev libcli11-dev libstb-dev libstb0; plus corpus/tutorial
 # copied from python3.11-doc), carried with the call.
 #   bash scripts/gpu_check.sh [build|test|bench|all]
+#   bash scripts/gpu_check.sh kbench   # kernel benchmark (not part of all); builds only its
+#                                      # targets, so it also runs on a fresh machine
+#   KBENCH_SHAPES=C bash scripts/gpu_check.sh kbench
 set -o pipefail
 cd "$(dirname "$0")/.."
 STAGE=${1:-all}
@@ -17,10 +20,13 @@ export LD_LIBRARY_PATH=$SR/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
 export PKG_CONFIG_PATH=$SR/lib/x86_64-linux-gnu/pkgconfig
 export SSALAB_TEST_CORPUS=$PWD/.gpu-sysroot/corpus/tutorial
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
-if [ "$STAGE" = build ] || [ "$STAGE" = all ]; then
+configure() {
   cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$TORCH;$SR" \
     -DCMAKE_CUDA_ARCHITECTURES=90a -DSSALAB_GUI=OFF -DSSALAB_CUDA=ON -DSSALAB_KERNEL_TESTS=ON \
     > "$OUT/configure.txt" 2>&1 || { tail -30 "$OUT/configure.txt"; exit 1; }
+}
+if [ "$STAGE" = build ] || [ "$STAGE" = all ]; then
+  configure
   SECONDS=0
   cmake --build build-gpu -j16 > "$OUT/build.txt" 2>&1 || { grep -E "error|Error" -A4 "$OUT/build.txt" | head -80; exit 1; }
   echo "build: ${SECONDS}s"
@@ -35,4 +41,21 @@ fi
 if [ "$STAGE" = bench ] || [ "$STAGE" = all ]; then
   echo "== training throughput, small preset, 8K context, batch 1 (bf16 autocast, CUDA kernels)"
   timeout 300 ./build-gpu/ssalab_bench small 5 8192 1 2>&1 | tee "$OUT/bench_small_8k.txt"
+fi
+if [ "$STAGE" = kbench ]; then
+  # FlexAttention first (Python, the selection through the C API library), then
+  # the C++ benchmark, which checks our forward, times everything else and
+  # merges the Flex numbers into its table (kernels/README.md).
+  [ -f build-gpu/build.ninja ] || configure
+  SECONDS=0
+  cmake --build build-gpu -j16 --target ssalab_kernel_bench ssalab_kernels_c > "$OUT/kbench_build.txt" 2>&1 ||
+    { grep -E "error|Error" -A4 "$OUT/kbench_build.txt" | head -80; exit 1; }
+  echo "kbench build: ${SECONDS}s"
+  SHAPES=${KBENCH_SHAPES:-A,B,C,D}
+  PYTHONUNBUFFERED=1 timeout 330 python3 kernels/bench/flex_bench.py --lib build-gpu/kernels/libssalab_kernels_c.so \
+    --shapes "$SHAPES" --profile C --json "$OUT/flex.json" 2>&1 | grep -v Warning | tee "$OUT/flex.txt"
+  echo "flex_bench rc=${PIPESTATUS[0]}"
+  timeout 300 ./build-gpu/ssalab_kernel_bench --shapes "$SHAPES" --flex "$OUT/flex.json" \
+    --json "$OUT/kernel_bench.json" 2>&1 | tee "$OUT/kernel_bench.txt"
+  echo "ssalab_kernel_bench rc=${PIPESTATUS[0]}"
 fi

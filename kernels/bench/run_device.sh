@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# Build, test and benchmark the kernels on a GPU machine (run from the repo root).
-# Logs and JSON go to $OUT (the device tool's output folder) or build-kernels/run.
-#   bash kernels/bench/run_device.sh            # tests + engine binding test + full bench
-#   BENCH_ARGS="--shapes C --no-flex" bash kernels/bench/run_device.sh
+# Build and test the kernels on a GPU machine (run from the repo root), then run
+# the kernel benchmark.  Logs and JSON go to $OUT (the device tool's output
+# folder) or build-kernels/run.
+#   bash kernels/bench/run_device.sh                      # tests + engine binding test + benchmark
+#   KBENCH_SHAPES=C bash kernels/bench/run_device.sh      # benchmark one shape only
+# The benchmark is scripts/gpu_check.sh's kbench stage (flex_bench.py, then the
+# C++ program ssalab_kernel_bench); it needs the top-level build and so the
+# .gpu-sysroot that gpu_check.sh describes, carried with the call.  Without it
+# only the tests run.
 set -o pipefail
 OUT=${OUT:-$PWD/build-kernels/run}
 mkdir -p "$OUT"
@@ -16,6 +21,9 @@ if python3 -c 'import torch' 2>/dev/null; then
     cmake --build build-backend -j16 && timeout 120 ./build-backend/test_backend; } > "$OUT/backend.txt" 2>&1
   echo "engine binding test rc=$?"
   grep -E "^\[|FAIL|failed|what" "$OUT/backend.txt"
-  PYTHONUNBUFFERED=1 timeout "${BENCH_TIMEOUT:-330}" python3 kernels/bench/bench.py --json "$OUT/bench.json" \
-    ${BENCH_ARGS:-} 2>&1 | grep -v Warning | tee "$OUT/bench.txt"
+  if [ -d .gpu-sysroot ]; then
+    OUT="$OUT" bash scripts/gpu_check.sh kbench
+  else
+    echo "no .gpu-sysroot: kernel benchmark skipped (bash scripts/gpu_check.sh kbench needs it)"
+  fi
 fi
