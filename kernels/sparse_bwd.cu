@@ -190,23 +190,24 @@ __global__ void __launch_bounds__(kWarps * 32) sparse_dq_kernel(SparseBwdParams 
   }
 }
 
-// Tuning knobs of the dK/dV kernel (overridable at compile time for A/B runs).
-#ifndef SSA_DKV_MINBLOCKS
-#define SSA_DKV_MINBLOCKS 1  // __launch_bounds__ min CTAs per SM
-#endif
-#ifndef SSA_DKV_SMEM_KB
-#define SSA_DKV_SMEM_KB 112  // shared-memory budget that picks the stage count
-#endif
-
+// Occupancy: at d64 the kernel is latency-bound (ncu at C, bs16: 199 registers,
+// 2 CTAs = 8 warps per SM, 0.46 eligible warps per scheduler).  Capping it at
+// 168 registers and a 72 KB stage budget fits 3 CTAs: fwd+bwd at C 3.25 ->
+// 3.02 ms (bs16), 7.94 -> 7.46 ms (bs64).  At d128 the same caps spill and cost
+// 15-20%, and 4 CTAs per SM was slower at both (H100, 2026-11-23).  bs128
+// (8 warps) keeps the old settings.
 template <int D, int BS>
 struct DkvCfg {
   static constexpr int NM = BS / 16;                  // 16-key m-tiles, one per warp
   static constexpr int WARPS = NM >= 4 ? NM : 4;
+  static constexpr bool CAPPED = D == 64 && WARPS == 4;  // bs <= 64 (bs128 has 8 warps: 85 registers would spill)
+  static constexpr int MIN_BLOCKS = CAPPED ? 3 : 1;   // __launch_bounds__ CTAs per SM
+  static constexpr int SMEM_KB = CAPPED ? 72 : 112;   // budget that picks the stage count
   static constexpr int NSPLIT = WARPS / NM;           // warps sharing an m-tile split the rows
   static constexpr int R = 64;                        // gathered rows per stage (4 sub-tiles of 16)
   static constexpr size_t kv_bytes = size_t(2) * BS * D * 2;
   static constexpr size_t stage1 = size_t(2) * R * D * 2;  // Q and dO rows of one stage
-  static constexpr size_t budget = size_t(SSA_DKV_SMEM_KB) * 1024;
+  static constexpr size_t budget = size_t(SMEM_KB) * 1024;
   static constexpr int STAGES = kv_bytes + 4 * stage1 <= budget ? 4 : kv_bytes + 3 * stage1 <= budget ? 3 : 2;
   static constexpr size_t stage_bytes = STAGES * stage1;
   static constexpr size_t red_bytes = size_t(NSPLIT - 1) * NM * 2 * 16 * D * 4;
@@ -216,7 +217,7 @@ struct DkvCfg {
 };
 
 template <typename T, int D, int BS>
-__global__ void __launch_bounds__(DkvCfg<D, BS>::WARPS * 32, SSA_DKV_MINBLOCKS) sparse_dkv_kernel(SparseBwdParams p, BwdWork w) {
+__global__ void __launch_bounds__(DkvCfg<D, BS>::WARPS * 32, DkvCfg<D, BS>::MIN_BLOCKS) sparse_dkv_kernel(SparseBwdParams p, BwdWork w) {
   using C = DkvCfg<D, BS>;
   constexpr int NM = C::NM, NSPLIT = C::NSPLIT, R = C::R, S = C::STAGES, NK = D / 16, ND = D / 8, CH = D / 8;
   constexpr int NT = C::WARPS * 32;
