@@ -24,7 +24,8 @@ __global__ void __launch_bounds__(kRows * 2) stats_kernel(StatsParams p, int wor
   const int q0 = tile * kRows, tq0 = q0 + warp * 16;
   const int tok0 = tq0 + g, tok1 = tq0 + g + 8;
 
-  if (!MAP && p.blocks) {  // selection bitmask of the CTA's 64 tokens
+  const bool split = MAP && p.blocks && p.map_sparse && p.map_dropped;  // pass 2 also splits kept / dropped
+  if ((!MAP && p.blocks) || split) {  // selection bitmask of the CTA's 128 tokens
     for (int i = tid; i < kRows * words; i += kRows * 2) bits[i] = 0u;
     __syncthreads();
     const int32_t* sel = p.blocks + ((int64_t(b) * p.Hkv + hk) * p.T) * p.top_k;
@@ -37,11 +38,13 @@ __global__ void __launch_bounds__(kRows * 2) stats_kernel(StatsParams p, int wor
     }
   }
   // pass 2 with map_smem_rows > 0: the CTA owns whole pooled rows and sums them
-  // in shared memory (no global atomics), one store per cell at the end
-  float* macc = reinterpret_cast<float*>(bits);
+  // in shared memory (no global atomics), one store per cell at the end;
+  // maps: full, then (split) sparse and dropped, after the bitmask
+  const int nmaps = split ? 3 : 1;
+  float* macc = reinterpret_cast<float*>(bits + (split ? kRows * words : 0));
   const int nbk = (p.T + bs - 1) / bs;
   if (MAP && map_smem_rows > 0)
-    for (int i = tid; i < map_smem_rows * nbk; i += kRows * 2) macc[i] = 0.f;
+    for (int i = tid; i < nmaps * map_smem_rows * nbk; i += kRows * 2) macc[i] = 0.f;
   uint32_t qa[NK][4];
   {
     const T* qb = static_cast<const T*>(p.q) + b * p.q_s.b + h * p.q_s.h;
@@ -60,6 +63,9 @@ __global__ void __launch_bounds__(kRows * 2) stats_kernel(StatsParams p, int wor
   // pass 2 needs the LSE (log2 units); rows beyond T get +inf -> p = 0
   const float L0 = MAP ? (tok0 < p.T ? st0[kStatLse] * kLog2e : INFINITY) : 0.f;
   const float L1 = MAP ? (tok1 < p.T ? st1[kStatLse] * kLog2e : INFINITY) : 0.f;
+  // sparse map weights: 1 / selected mass of the row (0 beyond T or for an empty selection)
+  const float inv0 = split && tok0 < p.T && st0[kStatSelected] > 0.f ? 1.f / st0[kStatSelected] : 0.f;
+  const float inv1 = split && tok1 < p.T && st1[kStatSelected] > 0.f ? 1.f / st1[kStatSelected] : 0.f;
 
   const T* kb = static_cast<const T*>(p.k) + b * p.k_s.b + hk * p.k_s.h;
   const int kend = min(p.T, q0 + kRows);  // causal: keys < kend
@@ -79,13 +85,15 @@ __global__ void __launch_bounds__(kRows * 2) stats_kernel(StatsParams p, int wor
 
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f}, ax[2] = {0.f, 0.f}, sm[2] = {0.f, 0.f},
         b0[2] = {0.f, 0.f}, x0[2] = {-INFINITY, -INFINITY};
-  float* map_row = nullptr;
+  float* map_row[3] = {nullptr, nullptr, nullptr};  // this warp's pooled row in the full / sparse / dropped map
   float map_w = 0.f;
   if (MAP && tq0 < p.T) {
     const int nrow = (p.T + p.map_row_pool - 1) / p.map_row_pool, nb = (p.T + bs - 1) / bs;
     const int pr = tq0 / p.map_row_pool;
     const int hm = p.map_mean_heads ? 0 : h, Hm = p.map_mean_heads ? 1 : p.Hq;
-    map_row = p.map + ((int64_t(b) * Hm + hm) * nrow + pr) * nb;
+    const int64_t off = ((int64_t(b) * Hm + hm) * nrow + pr) * nb;
+    map_row[0] = p.map + off;
+    if (split) map_row[1] = p.map_sparse + off, map_row[2] = p.map_dropped + off;
     map_w = 1.f / float(min(p.map_row_pool, p.T - pr * p.map_row_pool)) / (p.map_mean_heads ? float(p.Hq) : 1.f);
   }
 
@@ -164,37 +172,59 @@ __global__ void __launch_bounds__(kRows * 2) stats_kernel(StatsParams p, int wor
           }
         }
       } else {
-        // probability mass per key block of this chunk, summed over the warp's 16 rows;
-        // n8 tiles 2i and 2i+1 always share a block (bs >= 16), so sum pairs first
-        float vp[4];
+        // probability mass per 16-key pair of n8 tiles (never straddles a block, bs >= 16),
+        // summed over the warp's 16 rows: the full mass, and with the selection the
+        // kept mass renormalised per row (sparse) and the mass left out (dropped)
+        float vp[3][4];
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
-          float v = 0.f;
+          float sel_r[2] = {0.f, 0.f};
+          if (split) {
+            const int jb = (key0 + 16 * i) / bs;
+#pragma unroll
+            for (int r = 0; r < 2; ++r)
+              sel_r[r] = float((bits[(warp * 16 + g + 8 * r) * words + jb / 32] >> (jb % 32)) & 1u);
+          }
+          float full = 0.f, kept = 0.f, drop = 0.f;
 #pragma unroll
           for (int n = 2 * i; n < 2 * i + 2; ++n)
 #pragma unroll
-            for (int e = 0; e < 4; ++e) v += exp2f(fmaf(s[n][e], scale_log2, -((e >> 1) ? L1 : L0)));
-          vp[i] = v;
+            for (int e = 0; e < 4; ++e) {
+              const int r = e >> 1;
+              const float w = exp2f(fmaf(s[n][e], scale_log2, -(r ? L1 : L0)));
+              full += w;
+              if (split) {
+                kept = fmaf(w, sel_r[r] * (r ? inv1 : inv0), kept);
+                drop = fmaf(w, 1.f - sel_r[r], drop);
+              }
+            }
+          vp[0][i] = full;
+          vp[1][i] = kept;
+          vp[2][i] = drop;
         }
-        if (bs == 32) {
-          vp[0] += vp[1];
-          vp[1] = vp[2] + vp[3];
-        } else if (bs >= 64) {
-          vp[0] += vp[1] + vp[2] + vp[3];
-        }
-        const int nblk = bs >= kKeys ? 1 : kKeys / bs;
 #pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          if (i >= nblk) break;
-          float v = vp[i];
-          for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
-          if (lane == 0 && v != 0.f) {
-            if (map_smem_rows > 0)
-              atomicAdd(&macc[((tq0 - q0) / p.map_row_pool) * nbk + key0 / bs + i], v);
-            else
-              atomicAdd(map_row + key0 / bs + i, v * map_w);
+        for (int m2 = 0; m2 < 3; ++m2) {
+          if (bs == 32) {
+            vp[m2][0] += vp[m2][1];
+            vp[m2][1] = vp[m2][2] + vp[m2][3];
+          } else if (bs >= 64) {
+            vp[m2][0] += vp[m2][1] + vp[m2][2] + vp[m2][3];
           }
         }
+        const int nblk = bs >= kKeys ? 1 : kKeys / bs;
+        for (int m2 = 0; m2 < nmaps; ++m2)
+#pragma unroll
+          for (int i = 0; i < 4; ++i) {
+            if (i >= nblk) break;
+            float v = vp[m2][i];
+            for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+            if (lane == 0 && v != 0.f) {
+              if (map_smem_rows > 0)
+                atomicAdd(&macc[(m2 * map_smem_rows + (tq0 - q0) / p.map_row_pool) * nbk + key0 / bs + i], v);
+              else
+                atomicAdd(map_row[m2] + key0 / bs + i, v * map_w);
+            }
+          }
       }
     }
     __syncthreads();
@@ -205,11 +235,12 @@ __global__ void __launch_bounds__(kRows * 2) stats_kernel(StatsParams p, int wor
     __syncthreads();
     const int rp = p.map_row_pool, nrow = (p.T + rp - 1) / rp;
     const int hm = p.map_mean_heads ? 0 : h, Hm = p.map_mean_heads ? 1 : p.Hq;
-    for (int i = tid; i < map_smem_rows * nbk; i += kRows * 2) {
-      const int pr = q0 / rp + i / nbk, jb = i % nbk;
+    for (int i = tid; i < nmaps * map_smem_rows * nbk; i += kRows * 2) {
+      const int m2 = i / (map_smem_rows * nbk), i2 = i % (map_smem_rows * nbk);
+      const int pr = q0 / rp + i2 / nbk, jb = i2 % nbk;
       if (pr >= nrow) continue;
       const float w = 1.f / float(min(rp, p.T - pr * rp)) / (p.map_mean_heads ? float(p.Hq) : 1.f);
-      float* dst = p.map + ((int64_t(b) * Hm + hm) * nrow + pr) * nbk + jb;
+      float* dst = (m2 == 0 ? p.map : m2 == 1 ? p.map_sparse : p.map_dropped) + ((int64_t(b) * Hm + hm) * nrow + pr) * nbk + jb;
       if (p.map_mean_heads) {
         if (macc[i] != 0.f) atomicAdd(dst, macc[i] * w);
       } else {
@@ -258,6 +289,8 @@ std::string attn_stats_supported(const StatsParams& p) {
   std::string e = check_common(p.B, p.Hq, p.Hkv, p.T, p.D, p.block_size, p.top_k);
   if (!e.empty()) return e;
   if (p.map && (p.map_row_pool < 16 || p.map_row_pool % 16 != 0)) return "map row pooling must be a multiple of 16";
+  if ((p.map_sparse || p.map_dropped) && !(p.map && p.blocks && p.map_sparse && p.map_dropped))
+    return "the sparse and dropped maps come together, with the full map and a selection";
   if (size_t(kRows) * bitmask_words(p) * 4 > 96 * 1024) return "sequence too long for the statistics kernel";
   return "";
 }
@@ -269,15 +302,22 @@ std::string attn_stats(const StatsParams& p_in, cudaStream_t stream) {
   if (p.scale == 0.f) p.scale = float(1.0 / std::sqrt(double(p.D)));
   const int words = bitmask_words(p);
   dim3 grid((p.T + kRows - 1) / kRows, p.Hq, p.B);
+  const bool split = p.map && p.blocks && p.map_sparse && p.map_dropped;
   if (p.map) SSA_CUDA_CHECK(cudaMemsetAsync(p.map, 0, stats_map_elems(p) * sizeof(float), stream));
+  if (split) {
+    SSA_CUDA_CHECK(cudaMemsetAsync(p.map_sparse, 0, stats_map_elems(p) * sizeof(float), stream));
+    SSA_CUDA_CHECK(cudaMemsetAsync(p.map_dropped, 0, stats_map_elems(p) * sizeof(float), stream));
+  }
   SSA_DISPATCH_DTYPE(p.dtype, T, {
     SSA_DISPATCH_HEADDIM(p.D, D, {
       const int nbk = (p.T + p.block_size - 1) / p.block_size;
+      const int nmaps = split ? 3 : 1, bits2 = split ? kRows * words * 4 : 0;
       const int msr = (p.map_row_pool <= kRows && kRows % p.map_row_pool == 0 &&
-                       size_t(kRows / p.map_row_pool) * nbk * 4 <= 96 * 1024)
+                       size_t(kRows / p.map_row_pool) * nbk * 4 * nmaps + bits2 <= 160 * 1024)
                           ? kRows / p.map_row_pool
                           : 0;
-      const int smem1 = kStages * kKeys * D * 2 + kRows * words * 4, smem2 = kStages * kKeys * D * 2 + msr * nbk * 4;
+      const int smem1 = kStages * kKeys * D * 2 + kRows * words * 4,
+                smem2 = kStages * kKeys * D * 2 + bits2 + msr * nbk * 4 * nmaps;
       auto k1 = stats_kernel<T, D, false>;
       SSA_CUDA_CHECK(cudaFuncSetAttribute(k1, cudaFuncAttributeMaxDynamicSharedMemorySize, smem1));
       k1<<<grid, kRows * 2, smem1, stream>>>(p, words, 0);

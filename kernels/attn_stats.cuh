@@ -9,7 +9,9 @@
 // and the score of token 0; all rescaled together when the max moves.  Pass 2
 // (only when a map is asked for) recomputes the scores with the now known LSE
 // and adds each 16-row x 8-key tile's probability into its (pooled row, key
-// block) cell.  Entropies are in nats.
+// block) cell; with the selection it also splits that mass into the kept part,
+// renormalised per row by the selected mass from pass 1 (the sparse map), and
+// the dropped part.  Entropies are in nats.
 #pragma once
 #include "api_types.cuh"
 
@@ -33,6 +35,11 @@ struct StatsParams {
   float* map;    // out (B, Hmap, ceil(T / map_row_pool), nb) contiguous, nb = ceil(T/bs),
                  // Hmap = map_mean_heads ? 1 : Hq; each cell = mean over its rows (and heads)
                  // of the attention mass on that key block.  May be null (no pass 2).
+  float* map_sparse = nullptr;   // optional, same layout: the sparse-attention row (the full row
+                                 // restricted to the row's selected blocks and renormalised by its
+                                 // selected mass), pooled the same way.  Needs map and blocks.
+  float* map_dropped = nullptr;  // optional, same layout: full-attention mass on blocks the row did
+                                 // not select (map - dropped = the kept mass).  Needs map and blocks.
   int map_row_pool = 64;  // query rows per map row: a multiple of 16
   bool map_mean_heads = false;
   int B = 0, Hq = 0, Hkv = 0, T = 0, D = 0;

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <sstream>
 
+#include "engine/metrics/analysis_kernels.h"
 #include "engine/model/transformer.h"
 #include "engine/util/error.h"
 
@@ -41,19 +42,42 @@ static Tensor pool_last(const Tensor& x, int64_t g) {
   return padded.view(sizes).sum(-1);
 }
 
-static void analyze_layer(const Tensor& q_in, const Tensor& k_in, const AnalysisRequest& req, const Analysis& a,
-                          LayerAnalysis& out) {
+// What analyze_layer() reports, as tensors: rows (H, T), cell maps (H, nc, nc),
+// token maps (H, T, T) when asked for, the selection (1, Hkv, T, K).
+struct LayerTensors {
+  Tensor blocks, sparsity, entropy, sink_token, sink_block, kl;
+  Tensor map_full, map_sparse, map_dropped, token_full, token_sparse;
+};
+
+// On the GPU kernels (analysis_kernels.h); false when they cannot run it.
+static bool layer_with_kernels(const Tensor& q_in, const Tensor& k_in, const AnalysisRequest& req, const Analysis& a,
+                               LayerTensors& r) {
+  KernelLayerRows kr;
+  if (!analyze_layer_kernels(q_in, k_in, req.spec, a.cell_size, kr)) return false;
+  const int64_t per_cell = a.cell_size / req.spec.block_size;
+  auto key_cells = [&](const Tensor& m) { return pool_last(m, per_cell).narrow(-1, 0, a.n_cells); };
+  r.blocks = kr.blocks;
+  r.sparsity = kr.sparsity, r.entropy = kr.entropy, r.sink_token = kr.sink_token, r.sink_block = kr.sink_block;
+  r.kl = -torch::log(r.sparsity.clamp_min(1e-30));  // KL(sparse || full) of a renormalised restriction
+  r.map_full = key_cells(kr.map_full), r.map_sparse = key_cells(kr.map_sparse);
+  r.map_dropped = key_cells(kr.map_dropped);
+  return true;
+}
+
+// In LibTorch ops on any device, in row chunks.
+static LayerTensors layer_with_torch(const Tensor& q_in, const Tensor& k_in, const AnalysisRequest& req,
+                                     const Analysis& a) {
   const int64_t H = q_in.size(1), T = q_in.size(2), D = q_in.size(3), Hkv = k_in.size(1), G = H / Hkv;
-  const int64_t bs = req.spec.block_size, nb = (T + bs - 1) / bs, K = req.spec.top_k;
+  const int64_t bs = req.spec.block_size, nb = (T + bs - 1) / bs;
   const int64_t cell = a.cell_size, nc = a.n_cells, per_cell = cell / bs;
+  const bool tokens = T <= req.token_map_limit;
+  auto dev = q_in.device();
+  auto lopt = torch::TensorOptions().dtype(torch::kLong).device(dev);
+  LayerTensors r;
   Tensor q = q_in.to(torch::kFloat), k = k_in.to(torch::kFloat);
   Selection sel = select_blocks(q, k, req.spec);
+  r.blocks = sel.blocks;
   Tensor bm = selection_block_mask(sel, T);  // (1, Hkv, T, nb)
-  out.selected = [&] {
-    Tensor s = sel.blocks[0].to(torch::kCPU, torch::kInt).contiguous();
-    return std::vector<int32_t>(s.data_ptr<int32_t>(), s.data_ptr<int32_t>() + s.numel());
-  }();
-  const bool tokens = T <= req.token_map_limit;
   Tensor qg = q.view({Hkv, G, T, D}), kt = k[0].unsqueeze(1).transpose(-1, -2);  // (Hkv, 1, D, T)
   const double scale = 1.0 / std::sqrt(double(D));
   // Row chunks hold whole map cells so cell means need no carry between
@@ -63,8 +87,6 @@ static void analyze_layer(const Tensor& q_in, const Tensor& k_in, const Analysis
   rows = std::min(rows, ((T + cell - 1) / cell) * cell);
 
   std::vector<Tensor> sparsity_rows, entropy_rows, sink_rows, sinkb_rows, kl_rows, mf, ms, md, tf, ts;
-  auto dev = q.device();
-  auto lopt = torch::TensorOptions().dtype(torch::kLong).device(dev);
   for (int64_t r0 = 0; r0 < T; r0 += rows) {
     if (req.cancel && req.cancel->load()) throw Error("analysis cancelled");
     const int64_t n = std::min(rows, T - r0);
@@ -102,18 +124,36 @@ static void analyze_layer(const Tensor& q_in, const Tensor& k_in, const Analysis
     }
   }
   auto rowcat = [&](std::vector<Tensor>& v) { return torch::cat(v, -1).reshape({H, T}); };
-  Tensor sp = rowcat(sparsity_rows), en = rowcat(entropy_rows), sk = rowcat(sink_rows), sb = rowcat(sinkb_rows),
-         kl = rowcat(kl_rows);
+  r.sparsity = rowcat(sparsity_rows), r.entropy = rowcat(entropy_rows), r.sink_token = rowcat(sink_rows);
+  r.sink_block = rowcat(sinkb_rows), r.kl = rowcat(kl_rows);
+  r.map_full = torch::cat(mf, 1), r.map_sparse = torch::cat(ms, 1), r.map_dropped = torch::cat(md, 1);
+  if (tokens) r.token_full = torch::cat(tf, 1), r.token_sparse = torch::cat(ts, 1);
+  return r;
+}
+
+static void analyze_layer(const Tensor& q_in, const Tensor& k_in, const AnalysisRequest& req, const Analysis& a,
+                          LayerAnalysis& out) {
+  const int64_t H = q_in.size(1), T = q_in.size(2), bs = req.spec.block_size, K = req.spec.top_k;
+  auto lopt = torch::TensorOptions().dtype(torch::kLong).device(q_in.device());
+  if (req.cancel && req.cancel->load()) throw Error("analysis cancelled");
+  LayerTensors r;
+  out.by_kernels = T > req.token_map_limit && layer_with_kernels(q_in, k_in, req, a, r);
+  if (!out.by_kernels) r = layer_with_torch(q_in, k_in, req, a);
+  Tensor sp = r.sparsity, en = r.entropy, sk = r.sink_token, sb = r.sink_block, kl = r.kl;
+  if (r.token_full.defined()) {
+    out.token_full = to_vector(r.token_full);
+    out.token_sparse = to_vector(r.token_sparse);
+  }
+  out.selected = [&] {
+    Tensor s = r.blocks[0].to(torch::kCPU, torch::kInt).contiguous();
+    return std::vector<int32_t>(s.data_ptr<int32_t>(), s.data_ptr<int32_t>() + s.numel());
+  }();
   out.row_sparsity = to_vector(sp);
   out.row_entropy = to_vector(en);
   out.row_sink_token = to_vector(sk);
-  out.map_full = to_vector(torch::cat(mf, 1));
-  out.map_sparse = to_vector(torch::cat(ms, 1));
-  out.map_dropped = to_vector(torch::cat(md, 1));
-  if (tokens) {
-    out.token_full = to_vector(torch::cat(tf, 1));
-    out.token_sparse = to_vector(torch::cat(ts, 1));
-  }
+  out.map_full = to_vector(r.map_full);
+  out.map_sparse = to_vector(r.map_sparse);
+  out.map_dropped = to_vector(r.map_dropped);
   // rows whose selection is a real choice: more than K blocks visible
   Tensor t = torch::arange(T, lopt);
   Tensor rows_mask = (torch::div(t, bs, "floor") + 1) > K;
@@ -219,7 +259,7 @@ nlohmann::json to_json(const Analysis& a) {
                        {"sink_token", h.sink_token},
                        {"sink_block", h.sink_block},
                        {"kl_sparse_full", h.kl_sparse_full}});
-    layers.push_back({{"layer", l}, {"heads", heads}});
+    layers.push_back({{"layer", l}, {"by_gpu_kernels", a.layers[l].by_kernels}, {"heads", heads}});
   }
   return {{"tokens", a.T},
           {"inference", to_string(a.inference)},

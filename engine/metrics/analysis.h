@@ -47,6 +47,7 @@ struct LayerAnalysis {
   // Selected blocks (Hkv, T, K) int32, -1 = empty slot; slot 0 = local block.
   std::vector<int32_t> selected;
   torch::Tensor q, k;  // (1, H, T, D), (1, Hkv, T, D) post-RoPE, kept for query_detail()
+  bool by_kernels = false;  // computed by the GPU kernels (bf16) rather than LibTorch ops
 };
 
 struct AnalysisRequest {

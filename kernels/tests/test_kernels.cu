@@ -428,18 +428,27 @@ static void run_case(const Case& c, std::mt19937& rng) {
     st.q_s = fp.q_s; st.k_s = fp.k_s;
     st.B = c.B; st.Hq = c.Hq; st.Hkv = c.Hkv; st.T = c.T; st.D = D; st.block_size = c.bs; st.top_k = c.K;
     st.dtype = c.dt;
-    st.map_row_pool = 16;
+    // rows pooled by 16 take the shared-memory map path, by 48 (not a divisor of
+    // the CTA's 128 rows) the global-atomics path
+    const int rp = c.B == 2 ? 48 : 16;
+    st.map_row_pool = rp;
     st.map_mean_heads = false;
     const size_t rows = size_t(c.B) * c.Hq * c.T;
-    DevBuf<float> stats(rows * kStatCount), map(stats_map_elems(st));
+    DevBuf<float> stats(rows * kStatCount), map(stats_map_elems(st)), map_sp(stats_map_elems(st)),
+        map_dr(stats_map_elems(st));
     st.stats = stats.p;
     st.map = map.p;
+    st.map_sparse = map_sp.p;
+    st.map_dropped = map_dr.p;
     stats.poison();
+    map_sp.poison();
+    map_dr.poison();
     OK(attn_stats(st, 0));
     CK(cudaDeviceSynchronize());
-    std::vector<float> gs = stats.get(), gm = map.get();
-    const int nrow = (c.T + 15) / 16;
-    std::vector<double> rmap(stats_map_elems(st), 0.0), w(c.T);
+    std::vector<float> gs = stats.get(), gm = map.get(), gsp = map_sp.get(), gdr = map_dr.get();
+    const int nrow = (c.T + rp - 1) / rp;
+    std::vector<double> rmap(stats_map_elems(st), 0.0), rsp(rmap.size(), 0.0), rdr(rmap.size(), 0.0), w(c.T);
+    std::vector<char> in_sel(c.T);
     double e_stat[kStatCount] = {0, 0, 0, 0, 0};
     const double scale = 1.0 / std::sqrt(double(D));
     for (int b = 0; b < c.B; ++b)
@@ -465,20 +474,33 @@ static void run_case(const Case& c, std::mt19937& rng) {
             if (s2 < c.bs) sink_b += pr;
             bool in = false;
             for (int i = 0; i < c.K; ++i) in |= sl[i] == s2 / c.bs;
+            in_sel[s2] = in;
             if (in) selm += pr;
-            rmap[((size_t(b) * c.Hq + h) * nrow + t / 16) * nb + s2 / c.bs] += pr / std::min(16, c.T - (t / 16) * 16);
+          }
+          const double cnt = std::min(rp, c.T - (t / rp) * rp);
+          for (int s2 = 0; s2 <= t; ++s2) {
+            const double pr = std::exp(w[s2] - lse);
+            const size_t cell = ((size_t(b) * c.Hq + h) * nrow + t / rp) * nb + s2 / c.bs;
+            rmap[cell] += pr / cnt;
+            if (in_sel[s2]) rsp[cell] += pr / selm / cnt;
+            else rdr[cell] += pr / cnt;
           }
           const double want[kStatCount] = {lse, ent, std::exp(w[0] - lse), sink_b, selm};
           for (int i = 0; i < kStatCount; ++i)
             e_stat[i] = std::max(e_stat[i], std::fabs(want[i] - gs[row * kStatCount + i]) /
                                                (i == kStatEntropy ? std::max(1.0, std::fabs(want[i])) : 1.0));
         }
-    double e_map = 0;
-    for (size_t i = 0; i < rmap.size(); ++i) e_map = std::max(e_map, std::fabs(rmap[i] - gm[i]));
+    double e_map = 0, e_sp = 0, e_dr = 0;
+    for (size_t i = 0; i < rmap.size(); ++i) {
+      e_map = std::max(e_map, std::fabs(rmap[i] - gm[i]));
+      e_sp = std::max(e_sp, std::fabs(rsp[i] - gsp[i]));
+      e_dr = std::max(e_dr, std::fabs(rdr[i] - gdr[i]));
+    }
     check(e_stat[0] < 2e-3 && e_stat[1] < 5e-3 && e_stat[2] < 2e-3 && e_stat[3] < 2e-3 && e_stat[4] < 2e-3,
           "stats (lse, entropy, sinks, selected)",
           fmt("lse %.2g entropy(rel) %.2g sel %.2g", e_stat[0], e_stat[1], e_stat[4]));
     check(e_map < 2e-3, "pooled attention map", fmt("max err %.3g", e_map));
+    check(e_sp < 4e-3 && e_dr < 2e-3, "pooled sparse and dropped maps", fmt("max err %.3g / %.3g", e_sp, e_dr));
   }
 }
 

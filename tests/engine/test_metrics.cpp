@@ -114,3 +114,62 @@ TEST_CASE("analyze runs a model end to end, for full and sparse inference", "[me
   req.tokens.push_back(100000);
   REQUIRE_THROWS_WITH(analyze(m, req), Catch::Contains("outside the vocabulary"));
 }
+
+TEST_CASE("on CUDA, long inputs are analysed by the kernels and agree with LibTorch", "[metrics][cuda]") {
+  if (!torch::cuda::is_available()) {
+    WARN("no CUDA device: skipped");
+    return;
+  }
+  torch::manual_seed(9);
+  const int T = 1000, H = 8, Hkv = 2;
+  // bf16-exact values, so the kernels (bf16) and the CPU path (fp32) see the same inputs
+  Tensor q = torch::randn({1, H, T, 64}).to(torch::kBFloat16).to(torch::kFloat);
+  Tensor k = torch::randn({1, Hkv, T, 64}).to(torch::kBFloat16).to(torch::kFloat);
+  AnalysisRequest req;
+  req.spec = {16, 6};
+  req.token_map_limit = 0;  // no token maps: the kernels may take it
+  req.max_cells = 32;       // cells of 32 tokens (2 blocks)
+  Analysis cpu = analyze_qk({q}, {k}, req);
+  Analysis gpu = analyze_qk({q.to(torch::kCUDA)}, {k.to(torch::kCUDA)}, req);
+  const LayerAnalysis &A = cpu.layers[0], &B = gpu.layers[0];
+  REQUIRE_FALSE(A.by_kernels);
+  REQUIRE(B.by_kernels);
+  REQUIRE(A.selected.size() == B.selected.size());
+  // Selections: the same blocks in the same slots, except where two blocks'
+  // scores tie to fp32 rounding (summation order differs).
+  const int K = req.spec.top_k;
+  std::vector<char> same_row(size_t(Hkv) * T, 1);
+  int differing = 0;
+  for (size_t i = 0; i < A.selected.size(); ++i)
+    if (A.selected[i] != B.selected[i]) same_row[i / K] = 0;
+  for (char s : same_row) differing += !s;
+  CHECK(differing <= 2);
+  double e_sp = 0, e_en = 0, e_sink = 0;
+  for (int h = 0; h < H; ++h)
+    for (int t = 0; t < T; ++t) {
+      if (!same_row[size_t(h / (H / Hkv)) * T + t]) continue;
+      const size_t i = size_t(h) * T + t;
+      e_sp = std::max(e_sp, double(std::fabs(A.row_sparsity[i] - B.row_sparsity[i])));
+      e_en = std::max(e_en, double(std::fabs(A.row_entropy[i] - B.row_entropy[i])));
+      e_sink = std::max(e_sink, double(std::fabs(A.row_sink_token[i] - B.row_sink_token[i])));
+    }
+  CHECK(e_sp < 2e-3);
+  CHECK(e_en < 5e-3);
+  CHECK(e_sink < 2e-3);
+  REQUIRE(A.map_full.size() == B.map_full.size());
+  double e_full = 0, e_sparse = 0, e_drop = 0;
+  for (size_t i = 0; i < A.map_full.size(); ++i) {
+    e_full = std::max(e_full, double(std::fabs(A.map_full[i] - B.map_full[i])));
+    e_sparse = std::max(e_sparse, double(std::fabs(A.map_sparse[i] - B.map_sparse[i])));
+    e_drop = std::max(e_drop, double(std::fabs(A.map_dropped[i] - B.map_dropped[i])));
+  }
+  INFO("map errors full " << e_full << " sparse " << e_sparse << " dropped " << e_drop);
+  // a differing selection moves whole blocks of mass between the sparse and dropped maps
+  CHECK(e_full < 2e-3);
+  CHECK(e_sparse < (differing ? 0.2 : 5e-3));
+  CHECK(e_drop < (differing ? 0.2 : 2e-3));
+  for (int h = 0; h < H; ++h) {
+    CHECK(A.heads[h].sparsity == Approx(B.heads[h].sparsity).margin(2e-3));
+    CHECK(A.heads[h].kl_sparse_full == Approx(B.heads[h].kl_sparse_full).margin(5e-3));
+  }
+}

@@ -1,0 +1,79 @@
+#include "engine/metrics/analysis_kernels.h"
+
+#ifdef SSALAB_WITH_CUDA
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+
+#include "engine/util/error.h"
+#include "kernels/attn_stats.cuh"
+
+namespace ssalab {
+
+bool analyze_layer_kernels(const torch::Tensor& q_in, const torch::Tensor& k_in, const SparseSpec& spec, int cell_size,
+                           KernelLayerRows& out) {
+  AttentionBackend* cuda = cuda_backend();
+  if (!cuda || !q_in.is_cuda() || !k_in.is_cuda()) return false;
+  const auto dt = q_in.scalar_type() == torch::kHalf ? torch::kHalf : torch::kBFloat16;
+  torch::Tensor q = q_in.detach().to(dt).contiguous(), k = k_in.detach().to(dt).contiguous();
+  if (q.size(0) != 1 || !cuda->supports(q, k, spec).empty()) return false;
+  const int64_t H = q.size(1), T = q.size(2), D = q.size(3), Hkv = k.size(1);
+  const int64_t bs = spec.block_size, nb = (T + bs - 1) / bs, nrow = (T + cell_size - 1) / cell_size;
+
+  ssa::StatsParams p;
+  p.q = q.data_ptr();
+  p.k = k.data_ptr();
+  p.q_s = {q.stride(0), q.stride(1), q.stride(2)};
+  p.k_s = {k.stride(0), k.stride(1), k.stride(2)};
+  p.B = 1;
+  p.Hq = int(H);
+  p.Hkv = int(Hkv);
+  p.T = int(T);
+  p.D = int(D);
+  p.block_size = spec.block_size;
+  p.top_k = spec.top_k;
+  p.dtype = dt == torch::kHalf ? ssa::DType::fp16 : ssa::DType::bf16;
+  p.map_row_pool = cell_size;
+  p.map_mean_heads = false;
+  // Ask whether the kernel takes this shape before any work: dummy non-null
+  // map pointers make it check the map settings too.
+  float dummy = 0.f;
+  int32_t dummy_blocks = 0;
+  p.map = p.map_sparse = p.map_dropped = &dummy;
+  p.blocks = &dummy_blocks;
+  if (!ssa::attn_stats_supported(p).empty()) return false;
+
+  c10::cuda::CUDAGuard guard(q.device());
+  torch::NoGradGuard no_grad;
+  Selection sel = cuda->select(q, k, spec);
+  torch::Tensor blocks = sel.blocks.to(torch::kInt32).contiguous();
+  auto fopt = q.options().dtype(torch::kFloat);
+  torch::Tensor stats = torch::empty({H, T, int64_t(ssa::kStatCount)}, fopt);
+  out.map_full = torch::empty({H, nrow, nb}, fopt);
+  out.map_sparse = torch::empty({H, nrow, nb}, fopt);
+  out.map_dropped = torch::empty({H, nrow, nb}, fopt);
+  p.blocks = blocks.data_ptr<int32_t>();
+  p.stats = stats.data_ptr<float>();
+  p.map = out.map_full.data_ptr<float>();
+  p.map_sparse = out.map_sparse.data_ptr<float>();
+  p.map_dropped = out.map_dropped.data_ptr<float>();
+  const std::string e = ssa::attn_stats(p, at::cuda::getCurrentCUDAStream().stream());
+  if (!e.empty()) throw Error("analysis on the GPU: " + e);
+  out.blocks = sel.blocks;
+  out.sparsity = stats.select(-1, ssa::kStatSelected);
+  out.entropy = stats.select(-1, ssa::kStatEntropy);
+  out.sink_token = stats.select(-1, ssa::kStatSinkToken);
+  out.sink_block = stats.select(-1, ssa::kStatSinkBlock);
+  return true;
+}
+
+}  // namespace ssalab
+
+#else  // !SSALAB_WITH_CUDA
+
+namespace ssalab {
+bool analyze_layer_kernels(const torch::Tensor&, const torch::Tensor&, const SparseSpec&, int, KernelLayerRows&) {
+  return false;
+}
+}  // namespace ssalab
+
+#endif

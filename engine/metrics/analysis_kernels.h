@@ -1,0 +1,28 @@
+// The attention analysis of one layer on the GPU kernels (kernels/select.cuh,
+// kernels/attn_stats.cuh): what analysis.cpp computes with chunked LibTorch
+// ops, in two passes over Q K^T that never hold more than O(T * blocks).
+// Used for CUDA tensors when no token-level map is wanted; q and k are cast to
+// bf16 (fp16 stays fp16), so figures can differ from the fp32 path in the
+// third or fourth digit and near-tied selections may pick the other block.
+#pragma once
+#include <torch/torch.h>
+
+#include "engine/attention/attention.h"
+
+namespace ssalab {
+
+struct KernelLayerRows {
+  torch::Tensor blocks;  // (1, Hkv, T, K) int64 selection
+  // (H, T) float per query row
+  torch::Tensor sparsity, entropy, sink_token, sink_block;
+  // (H, n_rows, nb) float: mean over each cell's query rows of the mass per key block
+  torch::Tensor map_full, map_sparse, map_dropped;
+};
+
+// Fills `out` and returns true when the CUDA kernels can run this layer
+// (CUDA build, CUDA tensors, a supported shape); returns false otherwise so
+// the caller falls back to the LibTorch path. Errors of a launch throw.
+bool analyze_layer_kernels(const torch::Tensor& q, const torch::Tensor& k, const SparseSpec& spec, int cell_size,
+                           KernelLayerRows& out);
+
+}  // namespace ssalab
