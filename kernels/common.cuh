@@ -112,6 +112,22 @@ __device__ __forceinline__ float quad_sum(float x) {
   return x + __shfl_xor_sync(0xffffffffu, x, 2);
 }
 
+// Exclusive prefix sum over the 1024 threads of a CTA: `own` is this thread's
+// value; returns the sum of the lower threads' values.  `part` is shared
+// memory of 1024 ints; afterwards part[1023] holds the total.  (Hillis-Steele:
+// log2(1024) rounds; these scans run once per (batch, head), not in a hot loop.)
+__device__ __forceinline__ int block_exclusive_scan_1024(int* part, int own) {
+  part[threadIdx.x] = own;
+  __syncthreads();
+  for (int d = 1; d < 1024; d <<= 1) {
+    int v = threadIdx.x >= d ? part[threadIdx.x - d] : 0;
+    __syncthreads();
+    part[threadIdx.x] += v;
+    __syncthreads();
+  }
+  return part[threadIdx.x] - own;
+}
+
 // Dispatch helpers: runtime dtype / head dim -> template arguments.
 #define SSA_DISPATCH_DTYPE(dt, T, ...)          \
   do {                                          \

@@ -254,15 +254,7 @@ __global__ void index_scan_kernel(BlockIndexParams p, int nb) {
   const int per = (nb + 1023) / 1024, j0 = threadIdx.x * per, j1 = min(nb, j0 + per);
   int s = 0;
   for (int j = j0; j < j1; ++j) s += off[j];
-  part[threadIdx.x] = s;
-  __syncthreads();
-  for (int d = 1; d < 1024; d <<= 1) {  // Hillis-Steele inclusive scan
-    int v = threadIdx.x >= d ? part[threadIdx.x - d] : 0;
-    __syncthreads();
-    part[threadIdx.x] += v;
-    __syncthreads();
-  }
-  int run = part[threadIdx.x] - s;
+  int run = block_exclusive_scan_1024(part, s);
   for (int j = j0; j < j1; ++j) {
     int v = off[j];
     off[j] = run;

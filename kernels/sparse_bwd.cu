@@ -47,15 +47,7 @@ __global__ void seg_scan_kernel(SparseBwdParams p, BwdWork w) {
   auto count = [&](int j) { return max(1, (off[j + 1] - off[j] + p.seg_tokens - 1) / p.seg_tokens); };
   int s = 0;
   for (int j = j0; j < j1; ++j) s += count(j);
-  part[threadIdx.x] = s;
-  __syncthreads();
-  for (int d = 1; d < 1024; d <<= 1) {
-    int v = threadIdx.x >= d ? part[threadIdx.x - d] : 0;
-    __syncthreads();
-    part[threadIdx.x] += v;
-    __syncthreads();
-  }
-  int run = part[threadIdx.x] - s;
+  int run = block_exclusive_scan_1024(part, s);
   for (int j = j0; j < j1; ++j) {
     so[j] = run;
     run += count(j);
@@ -126,9 +118,8 @@ __global__ void __launch_bounds__(kWarps * 32) sparse_dq_kernel(SparseBwdParams 
     }
   }
 
-  const int32_t* sel = p.blocks + ((int64_t(b) * p.Hkv + hk) * p.T + t) * p.top_k;
   const float scale_log2 = p.scale * kLog2e;
-
+  const int32_t* sel = p.blocks + ((int64_t(b) * p.Hkv + hk) * p.T + t) * p.top_k;
   KvRing<T, D, kStages> ring{sK, sV, static_cast<const T*>(p.k) + b * p.k_s.b + hk * p.k_s.h,
                              static_cast<const T*>(p.v) + b * p.v_s.b + hk * p.v_s.h, p.k_s.t, p.v_s.t, p.T, lane};
   ring.prod.init(sel, p.top_k, p.block_size, t);
@@ -147,17 +138,8 @@ __global__ void __launch_bounds__(kWarps * 32) sparse_dq_kernel(SparseBwdParams 
     const int key0 = cons.key0();
     float s[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
     float dp[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
-#pragma unroll
-    for (int ks = 0; ks < NK; ++ks) {
-      uint32_t b0, b1, b2, b3;
-      const int off = swz<D>((lane & 7) + (lane >> 4) * 8, ks * 2 + ((lane >> 3) & 1));
-      ldsm_x4(b0, b1, b2, b3, smem_u32(tK + off));
-      mma16816<T>(s[0], qa[ks], b0, b1);
-      mma16816<T>(s[1], qa[ks], b2, b3);
-      ldsm_x4(b0, b1, b2, b3, smem_u32(tV + off));
-      mma16816<T>(dp[0], da[ks], b0, b1);
-      mma16816<T>(dp[1], da[ks], b2, b3);
-    }
+    mma_rows_tile_t<T, D>(s, qa, tK, lane);   // S = Q K^T
+    mma_rows_tile_t<T, D>(dp, da, tV, lane);  // dP = dO V^T
 #pragma unroll
     for (int n = 0; n < 2; ++n)
 #pragma unroll
@@ -168,13 +150,7 @@ __global__ void __launch_bounds__(kWarps * 32) sparse_dq_kernel(SparseBwdParams 
       }
     uint32_t sa[4] = {TypeOf<T>::pack(s[0][0], s[0][1]), TypeOf<T>::pack(s[0][2], s[0][3]),
                       TypeOf<T>::pack(s[1][0], s[1][1]), TypeOf<T>::pack(s[1][2], s[1][3])};
-#pragma unroll
-    for (int dn = 0; dn < NK; ++dn) {
-      uint32_t b0, b1, b2, b3;
-      ldsm_x4_t(b0, b1, b2, b3, smem_u32(tK + swz<D>((lane & 7) + ((lane >> 3) & 1) * 8, dn * 2 + (lane >> 4))));
-      mma16816<T>(dq[2 * dn], sa, b0, b1);
-      mma16816<T>(dq[2 * dn + 1], sa, b2, b3);
-    }
+    mma_p_tile<T, D>(dq, sa, tK, lane);  // dQ += dS K
     __syncwarp();
     cons.next();
   }

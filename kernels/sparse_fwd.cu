@@ -28,9 +28,8 @@ __global__ void __launch_bounds__(kWarps * 32) sparse_fwd_kernel(SparseFwdParams
   uint32_t qa[NK][4];
   load_rows_frag<T, D>(qa, static_cast<const T*>(p.q) + b * p.q_s.b + int64_t(hk * G) * p.q_s.h + int64_t(t) * p.q_s.t,
                        p.q_s.h, G, h0 + g, h0 + g + 8, c);
-  const int32_t* sel = p.blocks + ((int64_t(b) * p.Hkv + hk) * p.T + t) * p.top_k;
   const float scale_log2 = p.scale * kLog2e;
-
+  const int32_t* sel = p.blocks + ((int64_t(b) * p.Hkv + hk) * p.T + t) * p.top_k;
   KvRing<T, D, kStages> ring{sK, sV, static_cast<const T*>(p.k) + b * p.k_s.b + hk * p.k_s.h,
                              static_cast<const T*>(p.v) + b * p.v_s.b + hk * p.v_s.h, p.k_s.t, p.v_s.t, p.T, lane};
   ring.prod.init(sel, p.top_k, p.block_size, t);
@@ -51,13 +50,7 @@ __global__ void __launch_bounds__(kWarps * 32) sparse_fwd_kernel(SparseFwdParams
     const int key0 = cons.key0();
 
     float s[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
-#pragma unroll
-    for (int ks = 0; ks < NK; ++ks) {
-      uint32_t b0, b1, b2, b3;
-      ldsm_x4(b0, b1, b2, b3, smem_u32(tK + swz<D>((lane & 7) + (lane >> 4) * 8, ks * 2 + ((lane >> 3) & 1))));
-      mma16816<T>(s[0], qa[ks], b0, b1);
-      mma16816<T>(s[1], qa[ks], b2, b3);
-    }
+    mma_rows_tile_t<T, D>(s, qa, tK, lane);  // S = Q K^T
     float mx0 = -INFINITY, mx1 = -INFINITY;
 #pragma unroll
     for (int n = 0; n < 2; ++n)
@@ -88,13 +81,7 @@ __global__ void __launch_bounds__(kWarps * 32) sparse_fwd_kernel(SparseFwdParams
     }
     uint32_t pa[4] = {TypeOf<T>::pack(s[0][0], s[0][1]), TypeOf<T>::pack(s[0][2], s[0][3]),
                       TypeOf<T>::pack(s[1][0], s[1][1]), TypeOf<T>::pack(s[1][2], s[1][3])};
-#pragma unroll
-    for (int dn = 0; dn < NK; ++dn) {
-      uint32_t b0, b1, b2, b3;
-      ldsm_x4_t(b0, b1, b2, b3, smem_u32(tV + swz<D>((lane & 7) + ((lane >> 3) & 1) * 8, dn * 2 + (lane >> 4))));
-      mma16816<T>(o[2 * dn], pa, b0, b1);
-      mma16816<T>(o[2 * dn + 1], pa, b2, b3);
-    }
+    mma_p_tile<T, D>(o, pa, tV, lane);  // O += P V
     __syncwarp();
     cons.next();
   }

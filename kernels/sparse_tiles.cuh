@@ -52,7 +52,9 @@ __device__ __forceinline__ void load_chunk16(T* dst, const T* src, int64_t strid
 // and a V tile; slot st holds chunk st, st + Stages, ...  prime() issues the
 // first Stages - 1 chunks, refill(it) the chunk that slot of iteration it
 // frees; each issue is one cp.async group (empty past the walk's end, so the
-// consumer's cp_async_wait<Stages - 1> count stays right).
+// consumer's cp_async_wait<Stages - 1> count stays right).  Kernels build it in
+// place: a helper that returned a primed ring by value made nvcc 13 read the
+// selection through shared-memory loads (an illegal-instruction fault).
 template <typename T, int D, int Stages>
 struct KvRing {
   T* sK;  // [Stages][16][D]
@@ -77,6 +79,33 @@ struct KvRing {
   __device__ __forceinline__ const T* k_tile(int it) const { return sK + (it % Stages) * 16 * D; }
   __device__ __forceinline__ const T* v_tile(int it) const { return sV + (it % Stages) * 16 * D; }
 };
+
+// acc (16 rows x 16 keys: two n8 tiles) += A (16 rows x D, fragments a) times
+// tile^T, where tile is a swizzled 16-key x D chunk: S = Q K^T, dP = dO V^T.
+template <typename T, int D>
+__device__ __forceinline__ void mma_rows_tile_t(float (&acc)[2][4], const uint32_t (&a)[D / 16][4], const T* tile,
+                                                int lane) {
+#pragma unroll
+  for (int ks = 0; ks < D / 16; ++ks) {
+    uint32_t b0, b1, b2, b3;
+    ldsm_x4(b0, b1, b2, b3, smem_u32(tile + swz<D>((lane & 7) + (lane >> 4) * 8, ks * 2 + ((lane >> 3) & 1))));
+    mma16816<T>(acc[0], a[ks], b0, b1);
+    mma16816<T>(acc[1], a[ks], b2, b3);
+  }
+}
+
+// acc (16 rows x D: D/8 n8 tiles) += P (16 rows x 16 keys, fragment pa) times
+// the swizzled 16-key x D tile: O += P V, dQ += dS K.
+template <typename T, int D>
+__device__ __forceinline__ void mma_p_tile(float (&acc)[D / 8][4], const uint32_t (&pa)[4], const T* tile, int lane) {
+#pragma unroll
+  for (int dn = 0; dn < D / 16; ++dn) {
+    uint32_t b0, b1, b2, b3;
+    ldsm_x4_t(b0, b1, b2, b3, smem_u32(tile + swz<D>((lane & 7) + ((lane >> 3) & 1) * 8, dn * 2 + (lane >> 4))));
+    mma16816<T>(acc[2 * dn], pa, b0, b1);
+    mma16816<T>(acc[2 * dn + 1], pa, b2, b3);
+  }
+}
 
 // mma A fragments (m16 x k16 per ks) of head rows r0 / r1 (= g, g + 8 of the
 // tile) of one token; rows at or beyond G are zero.  base: row 0 of the group.
