@@ -10,7 +10,12 @@ namespace {
 
 constexpr int kChunk = 256;  // tokens per chunk of the transposed-index build
 
-constexpr int kSelWarps = 8;  // query tokens per CTA
+// Query tokens (warps) per CTA.  They share each kbar chunk load, but at d64
+// smaller CTAs won: more of them fit an SM and their barriers wait on fewer
+// warps (H100, selection at 32K: 8 -> 4 warps took C from 4.64 to 4.38 ms; at
+// d128 4 warps were slower, 3.28 -> 4.26 ms, and 16 warps were slower at both).
+template <int D>
+constexpr int sel_warps() { return D == 64 ? 4 : 8; }
 constexpr int kSelStages = 2;  // kbar chunks in flight (4 measured slower: 7.3 vs 4.6 ms at 32K)
 
 // kbar split into three 16-bit terms (hi + mid + lo == the fp32 mean to ~24 bits),
@@ -60,22 +65,22 @@ __device__ __forceinline__ void chunk_scores(float (&s)[2][4], const uint32_t (&
     }
 }
 
-// One warp per query token (all G <= 16*RT heads of its group); kSelWarps tokens
+// One warp per query token (all G <= 16*RT heads of its group); W tokens
 // per CTA share the kbar chunks (16 blocks x 3 terms) in shared memory.
-template <typename T, int D, int RT>
-__global__ void __launch_bounds__(kSelWarps * 32) select_kernel(SelectParams p, const T* split, int buf_stride) {
+template <typename T, int D, int RT, int W = sel_warps<D>()>
+__global__ void __launch_bounds__(W * 32) select_kernel(SelectParams p, const T* split, int buf_stride) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   constexpr int NK = D / 16, CH = D / 8;
   T* sKb = reinterpret_cast<T*>(smem_raw);  // [kSelStages][3 terms][16][D]
   float* bufs = reinterpret_cast<float*>(sKb + kSelStages * 3 * 16 * D);
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, c = lane % 4;
   const int b = blockIdx.z, hk = blockIdx.y;
-  const int t0 = blockIdx.x * kSelWarps, t = t0 + warp;
+  const int t0 = blockIdx.x * W, t = t0 + warp;
   const int G = p.Hq / p.Hkv, bs = p.block_size, K = p.top_k, nbc = p.T / bs;
   const bool active = t < p.T;
   const int tt = active ? t : p.T - 1;
   const int bt = tt / bs, nvis = (tt + 1) / bs;
-  const int t_last = min(p.T - 1, t0 + kSelWarps - 1);
+  const int t_last = min(p.T - 1, t0 + W - 1);
   const int nvis_max = (t_last + 1) / bs, bt_max = t_last / bs;
   float* buf = bufs + warp * buf_stride;
 
@@ -98,7 +103,7 @@ __global__ void __launch_bounds__(kSelWarps * 32) select_kernel(SelectParams p, 
   const int64_t nsplit = int64_t(p.B) * p.Hkv * nbc * D;
   const T* kb = split + (int64_t(b) * p.Hkv + hk) * nbc * D;
   auto load = [&](int ci, int st) {
-    for (int i = tid; i < 3 * 16 * CH; i += kSelWarps * 32) {
+    for (int i = tid; i < 3 * 16 * CH; i += W * 32) {
       int part = i / (16 * CH), row = (i / CH) % 16, ch = i % CH, j = ci * 16 + row;
       bool ok = j < nbc;
       cp_async16(sKb + (st * 3 + part) * 16 * D + swz<D>(row, ch),
@@ -213,8 +218,9 @@ __global__ void __launch_bounds__(kSelWarps * 32) select_kernel(SelectParams p, 
 }
 
 int select_buf_stride(const SelectParams& p) { return ((p.T / p.block_size) + 4 + 3) & ~3; }
+int select_warps(const SelectParams& p) { return p.D == 64 ? sel_warps<64>() : sel_warps<128>(); }
 size_t select_smem(const SelectParams& p) {
-  return size_t(kSelStages) * 3 * 16 * p.D * 2 + size_t(kSelWarps) * select_buf_stride(p) * sizeof(float);
+  return size_t(kSelStages) * 3 * 16 * p.D * 2 + size_t(select_warps(p)) * select_buf_stride(p) * sizeof(float);
 }
 
 // ---------------------------------------------------------------- transposed index
@@ -311,7 +317,8 @@ std::string select_blocks(const SelectParams& p, cudaStream_t stream) {
   const int64_t npool = int64_t(p.B) * p.Hkv * (p.T / p.block_size) * p.D;
   const size_t smem = select_smem(p);
   const int G = p.Hq / p.Hkv, stride = select_buf_stride(p);
-  dim3 grid((p.T + kSelWarps - 1) / kSelWarps, p.Hkv, p.B);
+  const int W = select_warps(p);
+  dim3 grid((p.T + W - 1) / W, p.Hkv, p.B);
   SSA_DISPATCH_DTYPE(p.dtype, T, {
     T* split = reinterpret_cast<T*>(p.kbar);
     if (npool > 0)
@@ -319,7 +326,7 @@ std::string select_blocks(const SelectParams& p, cudaStream_t stream) {
     SSA_DISPATCH_HEADDIM(p.D, D, {
       auto kern = G <= 16 ? select_kernel<T, D, 1> : select_kernel<T, D, 2>;
       SSA_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-      kern<<<grid, kSelWarps * 32, smem, stream>>>(p, split, stride);
+      kern<<<grid, W * 32, smem, stream>>>(p, split, stride);
     });
   });
   SSA_CUDA_CHECK(cudaGetLastError());
