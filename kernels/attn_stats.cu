@@ -11,6 +11,12 @@ constexpr int kRows = 128;  // query tokens per CTA (8 warps x 16)
 constexpr int kKeys = 64;  // keys per chunk
 constexpr int kStages = 4;  // K chunks in flight (cp.async ring)
 
+// Pass 2 also splits each map cell into its kept part (the sparse map) and its
+// dropped part: asked for by both pointers, and it needs the full map and a selection.
+__host__ __device__ inline bool splits_maps(const StatsParams& p) {
+  return p.map && p.blocks && p.map_sparse && p.map_dropped;
+}
+
 template <typename T, int D, bool MAP>
 __global__ void __launch_bounds__(kRows * 2) stats_kernel(StatsParams p, int words, int map_smem_rows) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -24,7 +30,7 @@ __global__ void __launch_bounds__(kRows * 2) stats_kernel(StatsParams p, int wor
   const int q0 = tile * kRows, tq0 = q0 + warp * 16;
   const int tok0 = tq0 + g, tok1 = tq0 + g + 8;
 
-  const bool split = MAP && p.blocks && p.map_sparse && p.map_dropped;  // pass 2 also splits kept / dropped
+  const bool split = MAP && splits_maps(p);
   if ((!MAP && p.blocks) || split) {  // selection bitmask of the CTA's 128 tokens
     for (int i = tid; i < kRows * words; i += kRows * 2) bits[i] = 0u;
     __syncthreads();
@@ -289,7 +295,7 @@ std::string attn_stats_supported(const StatsParams& p) {
   std::string e = check_common(p.B, p.Hq, p.Hkv, p.T, p.D, p.block_size, p.top_k);
   if (!e.empty()) return e;
   if (p.map && (p.map_row_pool < 16 || p.map_row_pool % 16 != 0)) return "map row pooling must be a multiple of 16";
-  if ((p.map_sparse || p.map_dropped) && !(p.map && p.blocks && p.map_sparse && p.map_dropped))
+  if ((p.map_sparse || p.map_dropped) && !splits_maps(p))
     return "the sparse and dropped maps come together, with the full map and a selection";
   if (size_t(kRows) * bitmask_words(p) * 4 > 96 * 1024) return "sequence too long for the statistics kernel";
   return "";
@@ -302,7 +308,7 @@ std::string attn_stats(const StatsParams& p_in, cudaStream_t stream) {
   if (p.scale == 0.f) p.scale = float(1.0 / std::sqrt(double(p.D)));
   const int words = bitmask_words(p);
   dim3 grid((p.T + kRows - 1) / kRows, p.Hq, p.B);
-  const bool split = p.map && p.blocks && p.map_sparse && p.map_dropped;
+  const bool split = splits_maps(p);
   if (p.map) SSA_CUDA_CHECK(cudaMemsetAsync(p.map, 0, stats_map_elems(p) * sizeof(float), stream));
   if (split) {
     SSA_CUDA_CHECK(cudaMemsetAsync(p.map_sparse, 0, stats_map_elems(p) * sizeof(float), stream));
