@@ -37,14 +37,19 @@ std::vector<int> thread_nice_values() {
   closedir(dir);
   return out;
 }
+
+// False (with a warning) when the test already runs at or above the
+// background nice value: then there is nothing to lower and nothing to check.
+bool below_background(int base) {
+  if (base < kBackgroundNice) return true;
+  WARN("already running at nice " << base << ": nothing to lower");
+  return false;
+}
 }  // namespace
 
 TEST_CASE("a thread lowers its own priority and leaves the others alone", "[priority]") {
   const int base = this_thread_nice();
-  if (base >= kBackgroundNice) {
-    WARN("already running at nice " << base << ": nothing to lower");
-    return;
-  }
+  if (!below_background(base)) return;
   int inside = -100;
   std::thread t([&] {
     REQUIRE(lower_this_thread_priority() == 1);
@@ -57,10 +62,7 @@ TEST_CASE("a thread lowers its own priority and leaves the others alone", "[prio
 
 TEST_CASE("lower_other_threads_priority reaches threads that already run", "[priority]") {
   const int base = this_thread_nice();
-  if (base >= kBackgroundNice) {
-    WARN("already running at nice " << base << ": nothing to lower");
-    return;
-  }
+  if (!below_background(base)) return;
   std::mutex mu;
   std::condition_variable cv;
   bool go = false;
@@ -83,10 +85,7 @@ TEST_CASE("lower_other_threads_priority reaches threads that already run", "[pri
 
 TEST_CASE("a session with background_priority runs its worker below the caller", "[priority][session]") {
   const int base = this_thread_nice();
-  if (base >= kBackgroundNice) {
-    WARN("already running at nice " << base << ": nothing to lower");
-    return;
-  }
+  if (!below_background(base)) return;
   auto count_background = [] {
     int n = 0;
     for (int v : thread_nice_values()) n += v == kBackgroundNice;
