@@ -67,6 +67,11 @@ class AttentionBackend {
 AttentionBackend& reference_backend();
 // The CUDA kernel backend when built with SSALAB_WITH_CUDA, else nullptr.
 AttentionBackend* cuda_backend();
+// Scores per row chunk in the LibTorch attention paths (the reference backend
+// and the analysis): about 4 MB in fp32, a size malloc recycles, while bigger
+// temporaries are fresh mmap()s whose page faults cost more than the math.
+constexpr int64_t kScoreChunkElements = int64_t(1) << 20;
+
 // Best backend for this call: CUDA when it supports it, else the reference.
 AttentionBackend& pick_backend(const torch::Tensor& q, const torch::Tensor& k, const SparseSpec& spec);
 

@@ -109,11 +109,9 @@ Tensor selection_token_mask(const Selection& sel, int64_t T) {
   return token_mask_rows(selection_block_mask(sel, T), sel.block_size, 0, T, T);
 }
 
-// Rows per chunk so one chunk of scores holds about 2^20 elements (4 MB in
-// fp32): allocations that size are recycled by malloc, while bigger ones are
-// fresh mmap()s whose page faults cost more than the attention math.
+// Rows per chunk so one chunk of scores holds about kScoreChunkElements.
 static int64_t chunk_rows(int64_t heads, int64_t T) {
-  return std::max<int64_t>(16, std::min<int64_t>(T, (int64_t(1) << 20) / std::max<int64_t>(1, heads * T)));
+  return std::max<int64_t>(16, std::min<int64_t>(T, kScoreChunkElements / std::max<int64_t>(1, heads * T)));
 }
 
 // Masked softmax attention, grouped so K and V are never repeated per head.

@@ -80,10 +80,9 @@ static LayerTensors layer_with_torch(const Tensor& q_in, const Tensor& k_in, con
   Tensor bm = selection_block_mask(sel, T);  // (1, Hkv, T, nb)
   Tensor qg = q.view({Hkv, G, T, D}), kt = k[0].unsqueeze(1).transpose(-1, -2);  // (Hkv, 1, D, T)
   const double scale = 1.0 / std::sqrt(double(D));
-  // Row chunks hold whole map cells so cell means need no carry between
-  // chunks. About 2^20 scores (4 MB) per chunk: big temporaries would be
-  // fresh mmap()s every time, and their page faults cost more than the math.
-  int64_t rows = std::max<int64_t>(1, (int64_t(1) << 20) / std::max<int64_t>(1, H * T) / cell) * cell;
+  // Row chunks of about kScoreChunkElements scores that hold whole map cells,
+  // so cell means need no carry between chunks.
+  int64_t rows = std::max<int64_t>(1, kScoreChunkElements / std::max<int64_t>(1, H * T) / cell) * cell;
   rows = std::min(rows, ((T + cell - 1) / cell) * cell);
 
   std::vector<Tensor> sparsity_rows, entropy_rows, sink_rows, sinkb_rows, kl_rows, mf, ms, md, tf, ts;
