@@ -17,8 +17,48 @@ __host__ __device__ inline bool splits_maps(const StatsParams& p) {
   return p.map && p.blocks && p.map_sparse && p.map_dropped;
 }
 
-template <typename T, int D, bool MAP>
-__global__ void __launch_bounds__(kRows * 2) stats_kernel(StatsParams p, int words, int map_smem_rows) {
+// Sums N values (a power of two, <= 32) over the warp's lanes with N - 1 halving
+// exchanges plus a butterfly over the lanes left (5 N shuffles done one value at
+// a time).  Lane l returns the total of value reduce_scatter_index<N>(l); the
+// lanes 0 .. N-1 hold the N totals.
+template <int N>
+__device__ __forceinline__ float warp_reduce_scatter(float (&v)[N], int lane) {
+  static_assert(N >= 1 && N <= 32 && (N & (N - 1)) == 0, "N: a power of two up to 32");
+#pragma unroll
+  for (int o = 1; o < N; o *= 2) {  // o = 1, 2, .. N/2 exchanges N / (2 o) values
+    const int half = N / (2 * o);
+    const bool upper = lane & o;
+#pragma unroll
+    for (int j = 0; j < half; ++j) {
+      const float keep = upper ? v[half + j] : v[j], give = upper ? v[j] : v[half + j];
+      v[j] = keep + __shfl_xor_sync(0xffffffffu, give, o);
+    }
+  }
+  float x = v[0];
+#pragma unroll
+  for (int o = N; o < 32; o *= 2) x += __shfl_xor_sync(0xffffffffu, x, o);
+  return x;
+}
+template <int N>
+__device__ __forceinline__ int reduce_scatter_index(int lane) {
+  int idx = 0;
+#pragma unroll
+  for (int o = 1; o < N; o *= 2)
+    if (lane & o) idx += N / (2 * o);
+  return idx;
+}
+
+// A masked score: finite, so that its weight 0 times the score stays 0 in the
+// entropy sum, and far below any real score, so that its weight is 0.
+constexpr float kMaskedScore = -1e30f;
+
+// PASS 0: the statistics; 1: the full map; 2: the full, sparse and dropped maps.
+// Two CTAs (16 warps) per SM: at 3 (80 registers) the d64 kernel spilled and was
+// slower (H100, C: 12.8 -> 14.8 ms without the map).
+template <typename T, int D, int PASS>
+__global__ void __launch_bounds__(kRows * 2, 2) stats_kernel(StatsParams p, int words, int map_smem_rows) {
+  constexpr bool MAP = PASS > 0, SPLIT = PASS == 2;
+  constexpr int kMaps = SPLIT ? 3 : 1, NV = SPLIT ? 16 : 4;  // values per chunk and warp (padded)
   extern __shared__ __align__(16) unsigned char smem_raw[];
   constexpr int NK = D / 16, CH = D / 8;
   T* sK = reinterpret_cast<T*>(smem_raw);  // [kStages][kKeys][D]
@@ -27,11 +67,11 @@ __global__ void __launch_bounds__(kRows * 2) stats_kernel(StatsParams p, int wor
   const int ntile = (p.T + kRows - 1) / kRows;
   const int tile = ntile - 1 - blockIdx.x;  // heavy tiles first
   const int h = blockIdx.y, b = blockIdx.z, G = p.Hq / p.Hkv, hk = h / G, bs = p.block_size;
+  const int bs_shift = __ffs(bs) - 1;  // bs is a power of two: no integer division per chunk
   const int q0 = tile * kRows, tq0 = q0 + warp * 16;
   const int tok0 = tq0 + g, tok1 = tq0 + g + 8;
 
-  const bool split = MAP && splits_maps(p);
-  if ((!MAP && p.blocks) || split) {  // selection bitmask of the CTA's 128 tokens
+  if ((!MAP && p.blocks) || SPLIT) {  // selection bitmask of the CTA's 128 tokens
     for (int i = tid; i < kRows * words; i += kRows * 2) bits[i] = 0u;
     __syncthreads();
     const int32_t* sel = p.blocks + ((int64_t(b) * p.Hkv + hk) * p.T) * p.top_k;
@@ -46,11 +86,10 @@ __global__ void __launch_bounds__(kRows * 2) stats_kernel(StatsParams p, int wor
   // pass 2 with map_smem_rows > 0: the CTA owns whole pooled rows and sums them
   // in shared memory (no global atomics), one store per cell at the end;
   // maps: full, then (split) sparse and dropped, after the bitmask
-  const int nmaps = split ? 3 : 1;
-  float* macc = reinterpret_cast<float*>(bits + (split ? kRows * words : 0));
+  float* macc = reinterpret_cast<float*>(bits + (SPLIT ? kRows * words : 0));
   const int nbk = (p.T + bs - 1) / bs;
   if (MAP && map_smem_rows > 0)
-    for (int i = tid; i < nmaps * map_smem_rows * nbk; i += kRows * 2) macc[i] = 0.f;
+    for (int i = tid; i < kMaps * map_smem_rows * nbk; i += kRows * 2) macc[i] = 0.f;
   uint32_t qa[NK][4];
   {
     const T* qb = static_cast<const T*>(p.q) + b * p.q_s.b + h * p.q_s.h;
@@ -70,17 +109,30 @@ __global__ void __launch_bounds__(kRows * 2) stats_kernel(StatsParams p, int wor
   const float L0 = MAP ? (tok0 < p.T ? st0[kStatLse] * kLog2e : INFINITY) : 0.f;
   const float L1 = MAP ? (tok1 < p.T ? st1[kStatLse] * kLog2e : INFINITY) : 0.f;
   // sparse map weights: 1 / selected mass of the row (0 beyond T or for an empty selection)
-  const float inv0 = split && tok0 < p.T && st0[kStatSelected] > 0.f ? 1.f / st0[kStatSelected] : 0.f;
-  const float inv1 = split && tok1 < p.T && st1[kStatSelected] > 0.f ? 1.f / st1[kStatSelected] : 0.f;
+  const float inv0 = SPLIT && tok0 < p.T && st0[kStatSelected] > 0.f ? 1.f / st0[kStatSelected] : 0.f;
+  const float inv1 = SPLIT && tok1 < p.T && st1[kStatSelected] > 0.f ? 1.f / st1[kStatSelected] : 0.f;
 
   const T* kb = static_cast<const T*>(p.k) + b * p.k_s.b + hk * p.k_s.h;
   const int kend = min(p.T, q0 + kRows);  // causal: keys < kend
   const int nchunk = (kend + kKeys - 1) / kKeys;
+  // each thread copies the same NL 16-byte pieces of every chunk: a fixed trip
+  // count with the offsets computed once (a loop bounded by threadIdx cost
+  // about 100 instructions per chunk, a third of the score work)
+  constexpr int NL = kKeys * CH / (kRows * 2);
+  static_assert(NL * kRows * 2 == kKeys * CH, "chunk pieces divide among the threads");
+  int ld_row[NL], ld_smem[NL];
+#pragma unroll
+  for (int u = 0; u < NL; ++u) {
+    const int i = tid + u * kRows * 2, ch = i % CH;
+    ld_row[u] = i / CH;
+    ld_smem[u] = swz<D>(ld_row[u], ch);
+  }
   auto load = [&](int ci, int st) {
-    for (int i = tid; i < kKeys * CH; i += kRows * 2) {
-      int row = i / CH, ch = i % CH, key = ci * kKeys + row;
-      bool ok = key < p.T;
-      cp_async16(sK + st * kKeys * D + swz<D>(row, ch), kb + int64_t(ok ? key : 0) * p.k_s.t + ch * 8, ok);
+#pragma unroll
+    for (int u = 0; u < NL; ++u) {
+      const int i = tid + u * kRows * 2, key = ci * kKeys + ld_row[u];
+      const bool ok = key < p.T;
+      cp_async16(sK + st * kKeys * D + ld_smem[u], kb + int64_t(ok ? key : 0) * p.k_s.t + (i % CH) * 8, ok);
     }
   };
 #pragma unroll
@@ -93,13 +145,14 @@ __global__ void __launch_bounds__(kRows * 2) stats_kernel(StatsParams p, int wor
         b0[2] = {0.f, 0.f}, x0[2] = {-INFINITY, -INFINITY};
   float* map_row[3] = {nullptr, nullptr, nullptr};  // this warp's pooled row in the full / sparse / dropped map
   float map_w = 0.f;
+  const int macc_row = MAP && map_smem_rows > 0 ? (tq0 - q0) / p.map_row_pool : 0;  // shared-memory path
   if (MAP && tq0 < p.T) {
     const int nrow = (p.T + p.map_row_pool - 1) / p.map_row_pool, nb = (p.T + bs - 1) / bs;
     const int pr = tq0 / p.map_row_pool;
     const int hm = p.map_mean_heads ? 0 : h, Hm = p.map_mean_heads ? 1 : p.Hq;
     const int64_t off = ((int64_t(b) * Hm + hm) * nrow + pr) * nb;
     map_row[0] = p.map + off;
-    if (split) map_row[1] = p.map_sparse + off, map_row[2] = p.map_dropped + off;
+    if (SPLIT) map_row[1] = p.map_sparse + off, map_row[2] = p.map_dropped + off;
     map_w = 1.f / float(min(p.map_row_pool, p.T - pr * p.map_row_pool)) / (p.map_mean_heads ? float(p.Hq) : 1.f);
   }
 
@@ -131,106 +184,103 @@ __global__ void __launch_bounds__(kRows * 2) stats_kernel(StatsParams p, int wor
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
             const int key = key0 + n * 8 + 2 * c + (e & 1);
-            if (key > ((e >> 1) ? tok1 : tok0)) s[n][e] = -INFINITY;
+            if (key > ((e >> 1) ? tok1 : tok0)) s[n][e] = kMaskedScore;
           }
       }
+      // selection bits of the chunk's key blocks for this thread's two rows,
+      // shifted so that bit (16 i) / bs belongs to the chunk's 16-key group i
+      // (a block never straddles a group: bs >= 16)
+      uint32_t selw[2] = {0u, 0u};
+      if ((!MAP && p.blocks) || SPLIT) {
+        const int jb0 = key0 >> bs_shift;
+#pragma unroll
+        for (int r = 0; r < 2; ++r) selw[r] = bits[(warp * 16 + g + 8 * r) * words + jb0 / 32] >> (jb0 % 32);
+      }
       if (!MAP) {
-        // raw scores; the scale is folded into the exponent (one FFMA per element)
-        float fsel[2][8];
-        {
-          const int jb0 = key0 / bs;
-#pragma unroll
-          for (int r = 0; r < 2; ++r) {
-            const uint32_t w = p.blocks ? bits[(warp * 16 + g + 8 * r) * words + jb0 / 32] >> (jb0 % 32) : 0u;
-#pragma unroll
-            for (int n = 0; n < 8; ++n) fsel[r][n] = float((w >> ((n * 8) / bs)) & 1u);
-          }
-        }
+        // raw scores; the scale is folded into the exponent (one FFMA per score).
+        // Per score: exponent, sum, entropy term; the selected mass per 16-key group.
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
-          float mx = -INFINITY;
+          float mx = kMaskedScore;
 #pragma unroll
           for (int n = 0; n < 8; ++n) mx = fmaxf(mx, fmaxf(s[n][2 * r], s[n][2 * r + 1]));
           const float mn = fmaxf(m[r], quad_max(mx));
-          const float a = exp2f((m[r] - mn) * scale_log2);
+          const float a = fast_exp2((m[r] - mn) * scale_log2);
           m[r] = mn;
           l[r] *= a; ax[r] *= a; sm[r] *= a; b0[r] *= a;
           const float msl = mn * scale_log2;
 #pragma unroll
-          for (int n = 0; n < 8; ++n)
+          for (int i = 0; i < 4; ++i) {
+            // the group's 4 scores of this row, summed as a tree (short dependency chains)
+            float x[4], w[4];
 #pragma unroll
-            for (int e = 0; e < 2; ++e) {
-              const float x = s[n][2 * r + e];
-              const float w = exp2f(fmaf(x, scale_log2, -msl));
-              l[r] += w;
-              ax[r] = fmaf(w, diag && x == -INFINITY ? 0.f : x, ax[r]);
-              sm[r] = fmaf(w, fsel[r][n], sm[r]);
+            for (int u = 0; u < 4; ++u) {
+              x[u] = s[2 * i + u / 2][2 * r + u % 2];
+              w[u] = fast_exp2(fmaf(x[u], scale_log2, -msl));
             }
+            const float grp = (w[0] + w[1]) + (w[2] + w[3]);
+            // masked scores: weight 0 times a finite sentinel
+            ax[r] += fmaf(w[0], x[0], w[1] * x[1]) + fmaf(w[2], x[2], w[3] * x[3]);
+            l[r] += grp;
+            if ((selw[r] >> ((16 * i) >> bs_shift)) & 1u) sm[r] += grp;
+          }
           if (key0 < bs) {  // block-0 mass and the score of token 0
 #pragma unroll
             for (int n = 0; n < 8; ++n)
 #pragma unroll
               for (int e = 0; e < 2; ++e) {
                 const int key = key0 + n * 8 + 2 * c + e;
-                if (key < bs) b0[r] += exp2f(fmaf(s[n][2 * r + e], scale_log2, -msl));
+                if (key < bs) b0[r] += fast_exp2(fmaf(s[n][2 * r + e], scale_log2, -msl));
                 if (key == 0) x0[r] = s[n][2 * r + e];
               }
           }
         }
       } else {
-        // probability mass per 16-key pair of n8 tiles (never straddles a block, bs >= 16),
-        // summed over the warp's 16 rows: the full mass, and with the selection the
-        // kept mass renormalised per row (sparse) and the mass left out (dropped)
-        float vp[3][4];
+        // probability mass per 16-key group and row: the full mass, and with the
+        // selection the kept mass renormalised per row (sparse) and the mass left
+        // out (dropped); v[map * 4 + group], summed over the warp's 16 rows below
+        float v[NV];
+#pragma unroll
+        for (int i = 0; i < NV; ++i) v[i] = 0.f;
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
-          float sel_r[2] = {0.f, 0.f};
-          if (split) {
-            const int jb = (key0 + 16 * i) / bs;
+          float grp[2];
 #pragma unroll
-            for (int r = 0; r < 2; ++r)
-              sel_r[r] = float((bits[(warp * 16 + g + 8 * r) * words + jb / 32] >> (jb % 32)) & 1u);
+          for (int r = 0; r < 2; ++r) {
+            float w[4];
+#pragma unroll
+            for (int u = 0; u < 4; ++u) w[u] = fast_exp2(fmaf(s[2 * i + u / 2][2 * r + u % 2], scale_log2, -(r ? L1 : L0)));
+            grp[r] = (w[0] + w[1]) + (w[2] + w[3]);
           }
-          float full = 0.f, kept = 0.f, drop = 0.f;
+          v[i] = grp[0] + grp[1];
+          if (SPLIT) {
 #pragma unroll
-          for (int n = 2 * i; n < 2 * i + 2; ++n)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-              const int r = e >> 1;
-              const float w = exp2f(fmaf(s[n][e], scale_log2, -(r ? L1 : L0)));
-              full += w;
-              if (split) {
-                kept = fmaf(w, sel_r[r] * (r ? inv1 : inv0), kept);
-                drop = fmaf(w, 1.f - sel_r[r], drop);
-              }
+            for (int r = 0; r < 2; ++r) {
+              if ((selw[r] >> ((16 * i) >> bs_shift)) & 1u) v[4 + i] = fmaf(grp[r], r ? inv1 : inv0, v[4 + i]);
+              else v[8 + i] += grp[r];
             }
-          vp[0][i] = full;
-          vp[1][i] = kept;
-          vp[2][i] = drop;
+          }
         }
+        // groups -> key blocks of the chunk
 #pragma unroll
-        for (int m2 = 0; m2 < 3; ++m2) {
+        for (int m2 = 0; m2 < kMaps; ++m2) {
+          float* u = v + 4 * m2;
           if (bs == 32) {
-            vp[m2][0] += vp[m2][1];
-            vp[m2][1] = vp[m2][2] + vp[m2][3];
+            u[0] += u[1];
+            u[1] = u[2] + u[3];
           } else if (bs >= 64) {
-            vp[m2][0] += vp[m2][1] + vp[m2][2] + vp[m2][3];
+            u[0] += u[1] + u[2] + u[3];
           }
         }
-        const int nblk = bs >= kKeys ? 1 : kKeys / bs;
-        for (int m2 = 0; m2 < nmaps; ++m2)
-#pragma unroll
-          for (int i = 0; i < 4; ++i) {
-            if (i >= nblk) break;
-            float v = vp[m2][i];
-            for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
-            if (lane == 0 && v != 0.f) {
-              if (map_smem_rows > 0)
-                atomicAdd(&macc[(m2 * map_smem_rows + (tq0 - q0) / p.map_row_pool) * nbk + key0 / bs + i], v);
-              else
-                atomicAdd(map_row[m2] + key0 / bs + i, v * map_w);
-            }
-          }
+        const float total = warp_reduce_scatter(v, lane);
+        const int idx = reduce_scatter_index<NV>(lane), m2 = idx / 4, i = idx % 4;
+        const int nblk = bs >= kKeys ? 1 : kKeys >> bs_shift;
+        if (lane < NV && m2 < kMaps && i < nblk && total != 0.f) {
+          if (map_smem_rows > 0)
+            atomicAdd(&macc[(m2 * map_smem_rows + macc_row) * nbk + (key0 >> bs_shift) + i], total);
+          else
+            atomicAdd((m2 == 0 ? map_row[0] : m2 == 1 ? map_row[1] : map_row[2]) + (key0 >> bs_shift) + i, total * map_w);
+        }
       }
     }
     __syncthreads();
@@ -241,7 +291,7 @@ __global__ void __launch_bounds__(kRows * 2) stats_kernel(StatsParams p, int wor
     __syncthreads();
     const int rp = p.map_row_pool, nrow = (p.T + rp - 1) / rp;
     const int hm = p.map_mean_heads ? 0 : h, Hm = p.map_mean_heads ? 1 : p.Hq;
-    for (int i = tid; i < nmaps * map_smem_rows * nbk; i += kRows * 2) {
+    for (int i = tid; i < kMaps * map_smem_rows * nbk; i += kRows * 2) {
       const int m2 = i / (map_smem_rows * nbk), i2 = i % (map_smem_rows * nbk);
       const int pr = q0 / rp + i2 / nbk, jb = i2 % nbk;
       if (pr >= nrow) continue;
@@ -273,7 +323,7 @@ __global__ void __launch_bounds__(kRows * 2) stats_kernel(StatsParams p, int wor
         const float lse2 = m[r] * scale_log2 + log2f(l[r]);
         o[kStatLse] = lse2 * kLn2;
         o[kStatEntropy] = (lse2 - ax[r] * scale_log2 / l[r]) * kLn2;
-        o[kStatSinkToken] = exp2f(x0[r] * scale_log2 - lse2);
+        o[kStatSinkToken] = fast_exp2(x0[r] * scale_log2 - lse2);
         o[kStatSinkBlock] = b0[r] / l[r];
         o[kStatSelected] = p.blocks ? sm[r] / l[r] : 0.f;
       }
@@ -324,12 +374,12 @@ std::string attn_stats(const StatsParams& p_in, cudaStream_t stream) {
                           : 0;
       const int smem1 = kStages * kKeys * D * 2 + kRows * words * 4,
                 smem2 = kStages * kKeys * D * 2 + bits2 + msr * nbk * 4 * nmaps;
-      auto k1 = stats_kernel<T, D, false>;
+      auto k1 = stats_kernel<T, D, 0>;
       SSA_CUDA_CHECK(cudaFuncSetAttribute(k1, cudaFuncAttributeMaxDynamicSharedMemorySize, smem1));
       k1<<<grid, kRows * 2, smem1, stream>>>(p, words, 0);
       SSA_CUDA_CHECK(cudaGetLastError());
       if (p.map) {
-        auto k2 = stats_kernel<T, D, true>;
+        auto k2 = split ? stats_kernel<T, D, 2> : stats_kernel<T, D, 1>;
         SSA_CUDA_CHECK(cudaFuncSetAttribute(k2, cudaFuncAttributeMaxDynamicSharedMemorySize, smem2));
         k2<<<grid, kRows * 2, smem2, stream>>>(p, words, msr);
         SSA_CUDA_CHECK(cudaGetLastError());

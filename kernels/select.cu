@@ -13,7 +13,8 @@ constexpr int kChunk = 256;  // tokens per chunk of the transposed-index build
 // Query tokens (warps) per CTA.  They share each kbar chunk load, but at d64
 // smaller CTAs won: more of them fit an SM and their barriers wait on fewer
 // warps (H100, selection at 32K: 8 -> 4 warps took C from 4.64 to 4.38 ms; at
-// d128 4 warps were slower, 3.28 -> 4.26 ms, and 16 warps were slower at both).
+// d128 4 warps were slower, 3.28 -> 4.26 ms, and 16 warps were slower at both;
+// with the fixed-trip chunk loads below, 8 warps still lost at d64: 3.52 vs 3.96 ms).
 template <int D>
 constexpr int sel_warps() { return D == 64 ? 4 : 8; }
 constexpr int kSelStages = 2;  // kbar chunks in flight (4 measured slower: 7.3 vs 4.6 ms at 32K)
@@ -102,12 +103,26 @@ __global__ void __launch_bounds__(W * 32) select_kernel(SelectParams p, const T*
   }
   const int64_t nsplit = int64_t(p.B) * p.Hkv * nbc * D;
   const T* kb = split + (int64_t(b) * p.Hkv + hk) * nbc * D;
+  // each thread copies the same NL 16-byte pieces of every chunk: a fixed trip
+  // count with the offsets computed once (a loop bounded by threadIdx cost more
+  // instructions per chunk than the chunk's scores)
+  constexpr int kPieces = 3 * 16 * CH, NL = (kPieces + W * 32 - 1) / (W * 32);
+  int ld_row[NL], ld_smem[NL];
+  int64_t ld_src[NL];
+#pragma unroll
+  for (int u = 0; u < NL; ++u) {
+    const int i = min(tid + u * W * 32, kPieces - 1), part = i / (16 * CH), ch = i % CH;
+    ld_row[u] = (i / CH) % 16;
+    ld_smem[u] = part * 16 * D + swz<D>(ld_row[u], ch);
+    ld_src[u] = part * nsplit + ch * 8;
+  }
   auto load = [&](int ci, int st) {
-    for (int i = tid; i < 3 * 16 * CH; i += W * 32) {
-      int part = i / (16 * CH), row = (i / CH) % 16, ch = i % CH, j = ci * 16 + row;
-      bool ok = j < nbc;
-      cp_async16(sKb + (st * 3 + part) * 16 * D + swz<D>(row, ch),
-                 kb + part * nsplit + int64_t(ok ? j : 0) * D + ch * 8, ok);
+#pragma unroll
+    for (int u = 0; u < NL; ++u) {
+      if (kPieces % (W * 32) != 0 && tid + u * W * 32 >= kPieces) break;
+      const int j = ci * 16 + ld_row[u];
+      const bool ok = j < nbc;
+      cp_async16(sKb + st * 3 * 16 * D + ld_smem[u], kb + ld_src[u] + int64_t(ok ? j : 0) * D, ok);
     }
   };
   // scores are scaled into log2 units: y = s / sqrt(D) * log2(e)
@@ -150,8 +165,8 @@ __global__ void __launch_bounds__(W * 32) select_kernel(SelectParams p, const T*
               const float mn = fmaxf(m[rt][r], quad_max(mx));
               float add = 0.f;
 #pragma unroll
-              for (int n = 0; n < 2; ++n) add += exp2f(s[n][2 * r] - mn) + exp2f(s[n][2 * r + 1] - mn);
-              l[rt][r] = l[rt][r] * exp2f(m[rt][r] - mn) + quad_sum(add);
+              for (int n = 0; n < 2; ++n) add += fast_exp2(s[n][2 * r] - mn) + fast_exp2(s[n][2 * r + 1] - mn);
+              l[rt][r] = l[rt][r] * fast_exp2(m[rt][r] - mn) + quad_sum(add);
               m[rt][r] = mn;
             }
           } else {
@@ -160,8 +175,8 @@ __global__ void __launch_bounds__(W * 32) select_kernel(SelectParams p, const T*
             for (int n = 0; n < 2; ++n)
 #pragma unroll
               for (int e = 0; e < 2; ++e)
-                colsum[n][e] += (v0 ? exp2f(s[n][e] - m[rt][0]) * l[rt][0] : 0.f) +
-                                (v1 ? exp2f(s[n][e + 2] - m[rt][1]) * l[rt][1] : 0.f);
+                colsum[n][e] += (v0 ? fast_exp2(s[n][e] - m[rt][0]) * l[rt][0] : 0.f) +
+                                (v1 ? fast_exp2(s[n][e + 2] - m[rt][1]) * l[rt][1] : 0.f);
           }
         }
         if (pass == 1) {

@@ -145,7 +145,7 @@ __global__ void __launch_bounds__(kWarps * 32) sparse_dq_kernel(SparseBwdParams 
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         int key = key0 + n * 8 + 2 * c + (e & 1);
-        float pr = key <= t ? exp2f(s[n][e] * scale_log2 - (e < 2 ? lse0 : lse1)) : 0.f;
+        float pr = key <= t ? fast_exp2(s[n][e] * scale_log2 - (e < 2 ? lse0 : lse1)) : 0.f;
         s[n][e] = pr * (dp[n][e] - (e < 2 ? dl0 : dl1));
       }
     uint32_t sa[4] = {TypeOf<T>::pack(s[0][0], s[0][1]), TypeOf<T>::pack(s[0][2], s[0][3]),
@@ -351,7 +351,7 @@ __global__ void __launch_bounds__(DkvCfg<D, BS>::WARPS * 32, DkvCfg<D, BS>::MIN_
 #pragma unroll
           for (int hi = 0; hi < 2; ++hi) {
             const int e = hi * 2 + e2;
-            const float x = (hi ? key_r1 : key_r0) <= tok ? exp2f(s[n][e] * scale_log2 - lq) : 0.f;
+            const float x = (hi ? key_r1 : key_r0) <= tok ? fast_exp2(s[n][e] * scale_log2 - lq) : 0.f;
             pr[n][e] = x;
             s[n][e] = x * (dp[n][e] - dq2);  // dS^T
           }

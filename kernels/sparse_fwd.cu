@@ -63,7 +63,7 @@ __global__ void __launch_bounds__(kWarps * 32) sparse_fwd_kernel(SparseFwdParams
       }
     mx0 = fmaxf(m0, quad_max(mx0));
     mx1 = fmaxf(m1, quad_max(mx1));
-    const float a0 = exp2f(m0 - mx0), a1 = exp2f(m1 - mx1);
+    const float a0 = fast_exp2(m0 - mx0), a1 = fast_exp2(m1 - mx1);
     m0 = mx0;
     m1 = mx1;
     l0 *= a0;
@@ -74,8 +74,8 @@ __global__ void __launch_bounds__(kWarps * 32) sparse_fwd_kernel(SparseFwdParams
     }
 #pragma unroll
     for (int n = 0; n < 2; ++n) {
-      s[n][0] = exp2f(s[n][0] - m0); s[n][1] = exp2f(s[n][1] - m0);
-      s[n][2] = exp2f(s[n][2] - m1); s[n][3] = exp2f(s[n][3] - m1);
+      s[n][0] = fast_exp2(s[n][0] - m0); s[n][1] = fast_exp2(s[n][1] - m0);
+      s[n][2] = fast_exp2(s[n][2] - m1); s[n][3] = fast_exp2(s[n][3] - m1);
       l0 += s[n][0] + s[n][1];
       l1 += s[n][2] + s[n][3];
     }

@@ -360,7 +360,16 @@ class SparseKernels {
   Tensor select_ws_, index_ws_, bwd_ws_;
 };
 
-// Full-attention statistics for one selection, optionally with the pooled map.
+// Which pooled maps a statistics run also writes: none, the full-attention map,
+// or that and the sparse and dropped maps (what the app's views show).
+enum class StatsMaps { none, full, all };
+std::string stats_maps_label(StatsMaps m) {
+  return m == StatsMaps::none ? "no map"
+         : m == StatsMaps::full ? "full map"
+                                : "full, sparse and dropped maps";
+}
+
+// Full-attention statistics for one selection, optionally with the pooled maps.
 class StatsKernel {
  public:
   StatsKernel(const Inputs& in, const SparseKernels& ours) {
@@ -377,10 +386,13 @@ class StatsKernel {
     p_.map_mean_heads = false;
     p_.B = kBatch; p_.Hq = s.Hq; p_.Hkv = s.Hkv; p_.T = s.T; p_.D = s.D;
     p_.block_size = ours.spec().block_size; p_.top_k = ours.spec().top_k; p_.dtype = ssa::DType::bf16;
-    map_ = torch::empty({int64_t(ssa::stats_map_elems(p_))}, stats_.options());
+    for (Tensor* m : {&map_, &map_sparse_, &map_dropped_})
+      *m = torch::empty({int64_t(ssa::stats_map_elems(p_))}, stats_.options());
   }
-  void run(bool with_map) {
-    p_.map = with_map ? map_.data_ptr<float>() : nullptr;
+  void run(StatsMaps maps) {
+    p_.map = maps != StatsMaps::none ? map_.data_ptr<float>() : nullptr;
+    p_.map_sparse = maps == StatsMaps::all ? map_sparse_.data_ptr<float>() : nullptr;
+    p_.map_dropped = maps == StatsMaps::all ? map_dropped_.data_ptr<float>() : nullptr;
     ok(ssa::attn_stats(p_, stream()));
   }
   // Mean attention mass inside the selected blocks (what the app calls sparsity).
@@ -388,7 +400,7 @@ class StatsKernel {
 
  private:
   ssa::StatsParams p_;
-  Tensor stats_, map_;
+  Tensor stats_, map_, map_sparse_, map_dropped_;
 };
 
 // Sizes that follow from a selection: attended (query, key) pairs, and the K/V
@@ -558,7 +570,7 @@ struct FlexResult {
 };
 
 struct StatsResult {
-  bool with_map = false;
+  StatsMaps maps = StatsMaps::none;
   double ms = kNaN;
   double mean_selected_mass = kNaN;
 };
@@ -724,14 +736,14 @@ ShapeResult run_shape(const ShapeSpec& spec, GpuTimer& timer, const FlexFile& fl
 
     if (std::string(spec.name) == kStatsShape && &sel == &kSelections[0]) {
       StatsKernel stats(in, ours);
-      for (bool with_map : {false, true}) {
+      for (StatsMaps maps : {StatsMaps::none, StatsMaps::full, StatsMaps::all}) {
         StatsResult st;
-        st.with_map = with_map;
-        st.ms = timer.median_ms([&] { stats.run(with_map); }, kStatsBudgetMs);
+        st.maps = maps;
+        st.ms = timer.median_ms([&] { stats.run(maps); }, kStatsBudgetMs);
         sync();
         st.mean_selected_mass = stats.mean_selected_mass();
         s.stats.push_back(st);
-        print_line(spec.name, "stats", with_map ? strf("map rp%d", kStatsMapRowPool) : "no map", st.ms, kNaN,
+        print_line(spec.name, "stats", stats_maps_label(maps), st.ms, kNaN,
                    strf("mean selected mass %.4f", st.mean_selected_mass));
       }
     }
@@ -818,7 +830,10 @@ void print_tables(const std::vector<ShapeResult>& results, bool have_flex) {
           header = true;
         }
         std::printf("| %s | %s | %s | %s | %s | %.4f |\n", r.shape.name, s.spec.label().c_str(),
-                    st.with_map ? strf("with map (rows pooled by %d, per head)", kStatsMapRowPool).c_str() : "no map",
+                    st.maps == StatsMaps::none
+                        ? "no map"
+                        : strf("%s (rows pooled by %d, per head)", stats_maps_label(st.maps).c_str(), kStatsMapRowPool)
+                              .c_str(),
                     fmt_ms(st.ms).c_str(), cudnn ? strf("%.2fx", st.ms / cudnn->fwd_ms).c_str() : "-",
                     st.mean_selected_mass);
       }
@@ -874,7 +889,9 @@ json to_json(const ShapeResult& r) {
       j["flex"]["same_selection"] = s.flex.same_selection;
     }
     for (const auto& st : s.stats) {
-      json map = st.with_map ? json{{"row_pool", kStatsMapRowPool}, {"per_head", true}} : json();
+      json map = st.maps == StatsMaps::none ? json()
+                 : json{{"row_pool", kStatsMapRowPool}, {"per_head", true},
+                        {"sparse_and_dropped", st.maps == StatsMaps::all}};
       j["stats"].push_back(json{{"map", map},
                                 {"ms", st.ms},
                                 {"x_cudnn_dense_fwd", cudnn ? json(st.ms / cudnn->fwd_ms) : json()},
