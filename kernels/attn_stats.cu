@@ -48,6 +48,10 @@ __device__ __forceinline__ int reduce_scatter_index(int lane) {
   return idx;
 }
 
+// Largest sum of one chunk's weights (16 per thread and row) before the
+// statistics pass raises its reference: any term then stays below 2^32.
+constexpr float kLazyLimit = 4294967296.f;
+
 // A masked score: finite, so that its weight 0 times the score stays 0 in the
 // entropy sum, and far below any real score, so that its weight is 0.
 constexpr float kMaskedScore = -1e30f;
@@ -56,7 +60,7 @@ constexpr float kMaskedScore = -1e30f;
 // Two CTAs (16 warps) per SM: at 3 (80 registers) the d64 kernel spilled and was
 // slower (H100, C: 12.8 -> 14.8 ms without the map).
 template <typename T, int D, int PASS>
-__global__ void __launch_bounds__(kRows * 2, 2) stats_kernel(StatsParams p, int words, int map_smem_rows) {
+__global__ void __launch_bounds__(kRows * 2, 2) stats_kernel(StatsParams p, int words) {
   constexpr bool MAP = PASS > 0, SPLIT = PASS == 2;
   constexpr int kMaps = SPLIT ? 3 : 1, NV = SPLIT ? 16 : 4;  // values per chunk and warp (padded)
   extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -83,13 +87,6 @@ __global__ void __launch_bounds__(kRows * 2, 2) stats_kernel(StatsParams p, int 
       }
     }
   }
-  // pass 2 with map_smem_rows > 0: the CTA owns whole pooled rows and sums them
-  // in shared memory (no global atomics), one store per cell at the end;
-  // maps: full, then (split) sparse and dropped, after the bitmask
-  float* macc = reinterpret_cast<float*>(bits + (SPLIT ? kRows * words : 0));
-  const int nbk = (p.T + bs - 1) / bs;
-  if (MAP && map_smem_rows > 0)
-    for (int i = tid; i < kMaps * map_smem_rows * nbk; i += kRows * 2) macc[i] = 0.f;
   uint32_t qa[NK][4];
   {
     const T* qb = static_cast<const T*>(p.q) + b * p.q_s.b + h * p.q_s.h;
@@ -145,7 +142,6 @@ __global__ void __launch_bounds__(kRows * 2, 2) stats_kernel(StatsParams p, int 
         b0[2] = {0.f, 0.f}, x0[2] = {-INFINITY, -INFINITY};
   float* map_row[3] = {nullptr, nullptr, nullptr};  // this warp's pooled row in the full / sparse / dropped map
   float map_w = 0.f;
-  const int macc_row = MAP && map_smem_rows > 0 ? (tq0 - q0) / p.map_row_pool : 0;  // shared-memory path
   if (MAP && tq0 < p.T) {
     const int nrow = (p.T + p.map_row_pool - 1) / p.map_row_pool, nb = (p.T + bs - 1) / bs;
     const int pr = tq0 / p.map_row_pool;
@@ -167,10 +163,12 @@ __global__ void __launch_bounds__(kRows * 2, 2) stats_kernel(StatsParams p, int 
       float s[8][4];
 #pragma unroll
       for (int n = 0; n < 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+      // key pair (16 keys) by key pair: the first pairs' scores are done while
+      // the later pairs' MMAs still run, so the exponentials below can start early
 #pragma unroll
-      for (int ks = 0; ks < NK; ++ks)
+      for (int np = 0; np < 4; ++np)
 #pragma unroll
-        for (int np = 0; np < 4; ++np) {
+        for (int ks = 0; ks < NK; ++ks) {
           uint32_t b0r, b1r, b2r, b3r;
           ldsm_x4(b0r, b1r, b2r, b3r,
                   smem_u32(tK + swz<D>(np * 16 + (lane & 7) + (lane >> 4) * 8, ks * 2 + ((lane >> 3) & 1))));
@@ -197,32 +195,59 @@ __global__ void __launch_bounds__(kRows * 2, 2) stats_kernel(StatsParams p, int 
         for (int r = 0; r < 2; ++r) selw[r] = bits[(warp * 16 + g + 8 * r) * words + jb0 / 32] >> (jb0 % 32);
       }
       if (!MAP) {
-        // raw scores; the scale is folded into the exponent (one FFMA per score).
-        // Per score: exponent, sum, entropy term; the selected mass per 16-key group.
+        // Raw scores; the scale is folded into the exponent (one FFMA per score).
+        // Each thread keeps its own reference m[r] for its quarter of row r, and
+        // weighs scores against it instead of against the chunk's max: no max, no
+        // shuffle and no rescale per chunk.  The reference is raised (sums
+        // rescaled, chunk redone) only when the chunk's weights pass 2^32 (or on
+        // the first chunk, when it is -inf), so no term overflows; terms far
+        // below it vanish just as they would below the true max.  The four
+        // quarters merge once, after the loop.
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
-          float mx = kMaskedScore;
+          float grp[4], axp;
+          auto weigh = [&](float msl) {
+            float tot = 0.f;
+            axp = 0.f;
 #pragma unroll
-          for (int n = 0; n < 8; ++n) mx = fmaxf(mx, fmaxf(s[n][2 * r], s[n][2 * r + 1]));
-          const float mn = fmaxf(m[r], quad_max(mx));
-          const float a = fast_exp2((m[r] - mn) * scale_log2);
-          m[r] = mn;
-          l[r] *= a; ax[r] *= a; sm[r] *= a; b0[r] *= a;
-          const float msl = mn * scale_log2;
+            for (int i = 0; i < 4; ++i) {
+              // the group's 4 scores of this row, summed as a tree (short dependency chains)
+              float x[4], w[4];
+#pragma unroll
+              for (int u = 0; u < 4; ++u) {
+                x[u] = s[2 * i + u / 2][2 * r + u % 2];
+                w[u] = fast_exp2(fmaf(x[u], scale_log2, -msl));
+              }
+              grp[i] = (w[0] + w[1]) + (w[2] + w[3]);
+              tot += grp[i];
+              // masked scores: weight 0 times a finite sentinel
+              axp += fmaf(w[0], x[0], w[1] * x[1]) + fmaf(w[2], x[2], w[3] * x[3]);
+            }
+            return tot;
+          };
+          float msl = m[r] * scale_log2;
+          if (!(weigh(msl) <= kLazyLimit)) {  // also inf / NaN (first chunk)
+            float mx = kMaskedScore;
+#pragma unroll
+            for (int n = 0; n < 8; ++n) mx = fmaxf(mx, fmaxf(s[n][2 * r], s[n][2 * r + 1]));
+            if (mx <= kMaskedScore) {  // nothing unmasked seen yet
+#pragma unroll
+              for (int i = 0; i < 4; ++i) grp[i] = 0.f;
+              axp = 0.f;
+            } else {
+              const float mn = fmaxf(m[r], mx);
+              const float a = fast_exp2((m[r] - mn) * scale_log2);  // 0 from -inf
+              l[r] *= a; ax[r] *= a; sm[r] *= a; b0[r] *= a;
+              m[r] = mn;
+              msl = mn * scale_log2;
+              weigh(msl);
+            }
+          }
+          ax[r] += axp;
 #pragma unroll
           for (int i = 0; i < 4; ++i) {
-            // the group's 4 scores of this row, summed as a tree (short dependency chains)
-            float x[4], w[4];
-#pragma unroll
-            for (int u = 0; u < 4; ++u) {
-              x[u] = s[2 * i + u / 2][2 * r + u % 2];
-              w[u] = fast_exp2(fmaf(x[u], scale_log2, -msl));
-            }
-            const float grp = (w[0] + w[1]) + (w[2] + w[3]);
-            // masked scores: weight 0 times a finite sentinel
-            ax[r] += fmaf(w[0], x[0], w[1] * x[1]) + fmaf(w[2], x[2], w[3] * x[3]);
-            l[r] += grp;
-            if ((selw[r] >> ((16 * i) >> bs_shift)) & 1u) sm[r] += grp;
+            l[r] += grp[i];
+            if ((selw[r] >> ((16 * i) >> bs_shift)) & 1u) sm[r] += grp[i];
           }
           if (key0 < bs) {  // block-0 mass and the score of token 0
 #pragma unroll
@@ -276,10 +301,9 @@ __global__ void __launch_bounds__(kRows * 2, 2) stats_kernel(StatsParams p, int 
         const int idx = reduce_scatter_index<NV>(lane), m2 = idx / 4, i = idx % 4;
         const int nblk = bs >= kKeys ? 1 : kKeys >> bs_shift;
         if (lane < NV && m2 < kMaps && i < nblk && total != 0.f) {
-          if (map_smem_rows > 0)
-            atomicAdd(&macc[(m2 * map_smem_rows + macc_row) * nbk + (key0 >> bs_shift) + i], total);
-          else
-            atomicAdd((m2 == 0 ? map_row[0] : m2 == 1 ? map_row[1] : map_row[2]) + (key0 >> bs_shift) + i, total * map_w);
+          // fire-and-forget reductions in L2 (a shared-memory sum was slower: H100,
+          // C with the full map 22.4 vs 21.5 ms; all three maps 25.1 vs 22.6 ms)
+          atomicAdd((m2 == 0 ? map_row[0] : m2 == 1 ? map_row[1] : map_row[2]) + (key0 >> bs_shift) + i, total * map_w);
         }
       }
     }
@@ -287,27 +311,13 @@ __global__ void __launch_bounds__(kRows * 2, 2) stats_kernel(StatsParams p, int 
   }
   cp_async_wait<0>();
 
-  if (MAP && map_smem_rows > 0) {
-    __syncthreads();
-    const int rp = p.map_row_pool, nrow = (p.T + rp - 1) / rp;
-    const int hm = p.map_mean_heads ? 0 : h, Hm = p.map_mean_heads ? 1 : p.Hq;
-    for (int i = tid; i < kMaps * map_smem_rows * nbk; i += kRows * 2) {
-      const int m2 = i / (map_smem_rows * nbk), i2 = i % (map_smem_rows * nbk);
-      const int pr = q0 / rp + i2 / nbk, jb = i2 % nbk;
-      if (pr >= nrow) continue;
-      const float w = 1.f / float(min(rp, p.T - pr * rp)) / (p.map_mean_heads ? float(p.Hq) : 1.f);
-      float* dst = (m2 == 0 ? p.map : m2 == 1 ? p.map_sparse : p.map_dropped) + ((int64_t(b) * Hm + hm) * nrow + pr) * nbk + jb;
-      if (p.map_mean_heads) {
-        if (macc[i] != 0.f) atomicAdd(dst, macc[i] * w);
-      } else {
-        *dst = macc[i] * w;
-      }
-    }
-  }
-
   if (!MAP) {
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
+    for (int r = 0; r < 2; ++r) {  // merge the four quarters of each row at their common max
+      const float mq = quad_max(m[r]);
+      const float a = mq == -INFINITY ? 0.f : fast_exp2((m[r] - mq) * scale_log2);
+      m[r] = mq;
+      l[r] *= a; ax[r] *= a; sm[r] *= a; b0[r] *= a;
       l[r] = quad_sum(l[r]);
       ax[r] = quad_sum(ax[r]);
       sm[r] = quad_sum(sm[r]);
@@ -366,22 +376,17 @@ std::string attn_stats(const StatsParams& p_in, cudaStream_t stream) {
   }
   SSA_DISPATCH_DTYPE(p.dtype, T, {
     SSA_DISPATCH_HEADDIM(p.D, D, {
-      const int nbk = (p.T + p.block_size - 1) / p.block_size;
-      const int nmaps = split ? 3 : 1, bits2 = split ? kRows * words * 4 : 0;
-      const int msr = (p.map_row_pool <= kRows && kRows % p.map_row_pool == 0 &&
-                       size_t(kRows / p.map_row_pool) * nbk * 4 * nmaps + bits2 <= 160 * 1024)
-                          ? kRows / p.map_row_pool
-                          : 0;
-      const int smem1 = kStages * kKeys * D * 2 + kRows * words * 4,
-                smem2 = kStages * kKeys * D * 2 + bits2 + msr * nbk * 4 * nmaps;
+      // K ring, then the selection bitmask (pass 1 with a selection; pass 2 when split)
+      const int ring = kStages * kKeys * D * 2, bitmask = kRows * words * 4;
+      const int smem1 = ring + bitmask, smem2 = ring + (split ? bitmask : 0);
       auto k1 = stats_kernel<T, D, 0>;
       SSA_CUDA_CHECK(cudaFuncSetAttribute(k1, cudaFuncAttributeMaxDynamicSharedMemorySize, smem1));
-      k1<<<grid, kRows * 2, smem1, stream>>>(p, words, 0);
+      k1<<<grid, kRows * 2, smem1, stream>>>(p, words);
       SSA_CUDA_CHECK(cudaGetLastError());
       if (p.map) {
         auto k2 = split ? stats_kernel<T, D, 2> : stats_kernel<T, D, 1>;
         SSA_CUDA_CHECK(cudaFuncSetAttribute(k2, cudaFuncAttributeMaxDynamicSharedMemorySize, smem2));
-        k2<<<grid, kRows * 2, smem2, stream>>>(p, words, msr);
+        k2<<<grid, kRows * 2, smem2, stream>>>(p, words);
         SSA_CUDA_CHECK(cudaGetLastError());
       }
     });
