@@ -8,7 +8,10 @@ namespace ssa {
 namespace {
 
 constexpr int kRows = 128;  // query tokens per CTA (8 warps x 16)
-constexpr int kKeys = 64;  // keys per chunk
+// Keys per chunk: 64 for the statistics; the map pass at d64 takes 128 (half the
+// barriers and per-chunk bookkeeping; its scores die right after their exponent).
+template <bool MAP, int D>
+__host__ __device__ constexpr int chunk_keys() { return MAP && D == 64 ? 128 : 64; }
 constexpr int kStages = 4;  // K chunks in flight (cp.async ring)
 
 // Pass 2 also splits each map cell into its kept part (the sparse map) and its
@@ -62,7 +65,9 @@ constexpr float kMaskedScore = -1e30f;
 template <typename T, int D, int PASS>
 __global__ void __launch_bounds__(kRows * 2, 2) stats_kernel(StatsParams p, int words) {
   constexpr bool MAP = PASS > 0, SPLIT = PASS == 2;
-  constexpr int kMaps = SPLIT ? 3 : 1, NV = SPLIT ? 16 : 4;  // values per chunk and warp (padded)
+  constexpr int kKeys = chunk_keys<MAP, D>(), NG = kKeys / 16;  // 16-key groups per chunk
+  constexpr int kMaps = SPLIT ? 3 : 1;
+  constexpr int NV = SPLIT ? (NG == 8 ? 32 : 16) : NG;  // map values per chunk and warp (a power of two)
   extern __shared__ __align__(16) unsigned char smem_raw[];
   constexpr int NK = D / 16, CH = D / 8;
   T* sK = reinterpret_cast<T*>(smem_raw);  // [kStages][kKeys][D]
@@ -160,13 +165,13 @@ __global__ void __launch_bounds__(kRows * 2, 2) stats_kernel(StatsParams p, int 
     const int key0 = ci * kKeys;
     if (key0 <= tq0 + 15 && tq0 < p.T) {
       const T* tK = sK + (ci % kStages) * kKeys * D;
-      float s[8][4];
+      float s[2 * NG][4];
 #pragma unroll
-      for (int n = 0; n < 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+      for (int n = 0; n < 2 * NG; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
       // key pair (16 keys) by key pair: the first pairs' scores are done while
       // the later pairs' MMAs still run, so the exponentials below can start early
 #pragma unroll
-      for (int np = 0; np < 4; ++np)
+      for (int np = 0; np < NG; ++np)
 #pragma unroll
         for (int ks = 0; ks < NK; ++ks) {
           uint32_t b0r, b1r, b2r, b3r;
@@ -178,7 +183,7 @@ __global__ void __launch_bounds__(kRows * 2, 2) stats_kernel(StatsParams p, int 
       const bool diag = key0 + kKeys - 1 > tq0;  // some (row, key) of this warp is masked
       if (diag) {
 #pragma unroll
-        for (int n = 0; n < 8; ++n)
+        for (int n = 0; n < 2 * NG; ++n)
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
             const int key = key0 + n * 8 + 2 * c + (e & 1);
@@ -205,12 +210,12 @@ __global__ void __launch_bounds__(kRows * 2, 2) stats_kernel(StatsParams p, int 
         // quarters merge once, after the loop.
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
-          float grp[4], axp;
+          float grp[NG], axp;
           auto weigh = [&](float msl) {
             float tot = 0.f;
             axp = 0.f;
 #pragma unroll
-            for (int i = 0; i < 4; ++i) {
+            for (int i = 0; i < NG; ++i) {
               // the group's 4 scores of this row, summed as a tree (short dependency chains)
               float x[4], w[4];
 #pragma unroll
@@ -229,10 +234,10 @@ __global__ void __launch_bounds__(kRows * 2, 2) stats_kernel(StatsParams p, int 
           if (!(weigh(msl) <= kLazyLimit)) {  // also inf / NaN (first chunk)
             float mx = kMaskedScore;
 #pragma unroll
-            for (int n = 0; n < 8; ++n) mx = fmaxf(mx, fmaxf(s[n][2 * r], s[n][2 * r + 1]));
+            for (int n = 0; n < 2 * NG; ++n) mx = fmaxf(mx, fmaxf(s[n][2 * r], s[n][2 * r + 1]));
             if (mx <= kMaskedScore) {  // nothing unmasked seen yet
 #pragma unroll
-              for (int i = 0; i < 4; ++i) grp[i] = 0.f;
+              for (int i = 0; i < NG; ++i) grp[i] = 0.f;
               axp = 0.f;
             } else {
               const float mn = fmaxf(m[r], mx);
@@ -245,13 +250,13 @@ __global__ void __launch_bounds__(kRows * 2, 2) stats_kernel(StatsParams p, int 
           }
           ax[r] += axp;
 #pragma unroll
-          for (int i = 0; i < 4; ++i) {
+          for (int i = 0; i < NG; ++i) {
             l[r] += grp[i];
             if ((selw[r] >> ((16 * i) >> bs_shift)) & 1u) sm[r] += grp[i];
           }
           if (key0 < bs) {  // block-0 mass and the score of token 0
 #pragma unroll
-            for (int n = 0; n < 8; ++n)
+            for (int n = 0; n < 2 * NG; ++n)
 #pragma unroll
               for (int e = 0; e < 2; ++e) {
                 const int key = key0 + n * 8 + 2 * c + e;
@@ -263,12 +268,12 @@ __global__ void __launch_bounds__(kRows * 2, 2) stats_kernel(StatsParams p, int 
       } else {
         // probability mass per 16-key group and row: the full mass, and with the
         // selection the kept mass renormalised per row (sparse) and the mass left
-        // out (dropped); v[map * 4 + group], summed over the warp's 16 rows below
+        // out (dropped); v[map * NG + group], summed over the warp's 16 rows below
         float v[NV];
 #pragma unroll
         for (int i = 0; i < NV; ++i) v[i] = 0.f;
 #pragma unroll
-        for (int i = 0; i < 4; ++i) {
+        for (int i = 0; i < NG; ++i) {
           float grp[2];
 #pragma unroll
           for (int r = 0; r < 2; ++r) {
@@ -281,24 +286,24 @@ __global__ void __launch_bounds__(kRows * 2, 2) stats_kernel(StatsParams p, int 
           if (SPLIT) {
 #pragma unroll
             for (int r = 0; r < 2; ++r) {
-              if ((selw[r] >> ((16 * i) >> bs_shift)) & 1u) v[4 + i] = fmaf(grp[r], r ? inv1 : inv0, v[4 + i]);
-              else v[8 + i] += grp[r];
+              if ((selw[r] >> ((16 * i) >> bs_shift)) & 1u) v[NG + i] = fmaf(grp[r], r ? inv1 : inv0, v[NG + i]);
+              else v[2 * NG + i] += grp[r];
             }
           }
         }
-        // groups -> key blocks of the chunk
+        // groups -> key blocks of the chunk: pairs merge once per doubling of bs
 #pragma unroll
         for (int m2 = 0; m2 < kMaps; ++m2) {
-          float* u = v + 4 * m2;
-          if (bs == 32) {
-            u[0] += u[1];
-            u[1] = u[2] + u[3];
-          } else if (bs >= 64) {
-            u[0] += u[1] + u[2] + u[3];
-          }
+          float* u = v + NG * m2;
+#pragma unroll
+          for (int gpb = 1; gpb < NG; gpb *= 2)
+            if (bs >= 32 * gpb) {
+#pragma unroll
+              for (int k = 0; k < NG / (2 * gpb); ++k) u[k] = u[2 * k] + u[2 * k + 1];
+            }
         }
         const float total = warp_reduce_scatter(v, lane);
-        const int idx = reduce_scatter_index<NV>(lane), m2 = idx / 4, i = idx % 4;
+        const int idx = reduce_scatter_index<NV>(lane), m2 = idx / NG, i = idx % NG;
         const int nblk = bs >= kKeys ? 1 : kKeys >> bs_shift;
         if (lane < NV && m2 < kMaps && i < nblk && total != 0.f) {
           // fire-and-forget reductions in L2 (a shared-memory sum was slower: H100,
@@ -377,8 +382,9 @@ std::string attn_stats(const StatsParams& p_in, cudaStream_t stream) {
   SSA_DISPATCH_DTYPE(p.dtype, T, {
     SSA_DISPATCH_HEADDIM(p.D, D, {
       // K ring, then the selection bitmask (pass 1 with a selection; pass 2 when split)
-      const int ring = kStages * kKeys * D * 2, bitmask = kRows * words * 4;
-      const int smem1 = ring + bitmask, smem2 = ring + (split ? bitmask : 0);
+      const int bitmask = kRows * words * 4;
+      const int smem1 = kStages * chunk_keys<false, D>() * D * 2 + bitmask,
+                smem2 = kStages * chunk_keys<true, D>() * D * 2 + (split ? bitmask : 0);
       auto k1 = stats_kernel<T, D, 0>;
       SSA_CUDA_CHECK(cudaFuncSetAttribute(k1, cudaFuncAttributeMaxDynamicSharedMemorySize, smem1));
       k1<<<grid, kRows * 2, smem1, stream>>>(p, words);
