@@ -3,6 +3,7 @@
 
 #include "attn_stats.cuh"
 #include "sparse_tiles.cuh"
+#include "wgmma.cuh"
 
 namespace ssa {
 namespace {
@@ -11,7 +12,7 @@ constexpr int kRows = 128;  // query tokens per CTA (8 warps x 16)
 // Keys per chunk: 64 for the statistics; the map pass at d64 takes 128 (half the
 // barriers and per-chunk bookkeeping; its scores die right after their exponent).
 template <bool MAP, int D>
-__host__ __device__ constexpr int chunk_keys() { return MAP && D == 64 ? 128 : 64; }
+__host__ __device__ constexpr int chunk_keys() { return D == 64 ? 128 : 64; }
 constexpr int kStages = 4;  // K chunks in flight (cp.async ring)
 
 // Pass 2 also splits each map cell into its kept part (the sparse map) and its
@@ -68,9 +69,13 @@ __global__ void __launch_bounds__(kRows * 2, 2) stats_kernel(StatsParams p, int 
   constexpr int kKeys = chunk_keys<MAP, D>(), NG = kKeys / 16;  // 16-key groups per chunk
   constexpr int kMaps = SPLIT ? 3 : 1;
   constexpr int NV = SPLIT ? (NG == 8 ? 32 : 16) : NG;  // map values per chunk and warp (a power of two)
+  // d64 on sm_90a: the warpgroup MMA (wgmma.cuh), the two warpgroups of the CTA
+  // each multiplying their 64 rows; otherwise every warp its own 16 (mma.sync)
+  constexpr bool WG = SSA_HAVE_WGMMA && D == 64;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   constexpr int NK = D / 16, CH = D / 8;
-  T* sK = reinterpret_cast<T*>(smem_raw);  // [kStages][kKeys][D]
+  // the K ring starts on a 1024-byte boundary (the launcher adds the slack)
+  T* sK = reinterpret_cast<T*>(smem_raw + ((kSwizzle128Align - smem_u32(smem_raw) % kSwizzle128Align) % kSwizzle128Align));  // [kStages][kKeys][D]
   uint32_t* bits = reinterpret_cast<uint32_t*>(sK + kStages * kKeys * D);  // [kRows][words]
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, c = lane % 4;
   const int ntile = (p.T + kRows - 1) / kRows;
@@ -161,25 +166,47 @@ __global__ void __launch_bounds__(kRows * 2, 2) stats_kernel(StatsParams p, int 
     if (ci + kStages - 1 < nchunk) load(ci + kStages - 1, (ci + kStages - 1) % kStages);
     cp_async_commit();
     cp_async_wait<kStages - 1>();
+#if SSA_HAVE_WGMMA
+    if (WG) fence_proxy_async_smem();
+#endif
     __syncthreads();
     const int key0 = ci * kKeys;
+    const T* tK = sK + (ci % kStages) * kKeys * D;
+    float s[2 * NG][4];
+#if SSA_HAVE_WGMMA
+    if (WG) {  // the warpgroup's 64 rows at once; warps past the diagonal get masked scores
+      const int wq0 = q0 + (warp / 4) * 64;
+      if (key0 <= wq0 + 63 && wq0 < p.T) {
+        wgmma_fence();
+#pragma unroll
+        for (int h64 = 0; h64 < kKeys / 64; ++h64)
+#pragma unroll
+          for (int ks = 0; ks < NK; ++ks)
+            wgmma_m64n64k16_rs<T>(reinterpret_cast<float(&)[8][4]>(s[8 * h64]), qa[ks],
+                                  wgmma_desc_k_sw128(tK + h64 * 64 * D + ks * 16), ks > 0);
+        wgmma_commit();
+        wgmma_wait_all();
+        wgmma_fence_operands(s);
+      }
+    }
+#endif
     if (key0 <= tq0 + 15 && tq0 < p.T) {
-      const T* tK = sK + (ci % kStages) * kKeys * D;
-      float s[2 * NG][4];
+      if (!WG) {
 #pragma unroll
-      for (int n = 0; n < 2 * NG; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
-      // key pair (16 keys) by key pair: the first pairs' scores are done while
-      // the later pairs' MMAs still run, so the exponentials below can start early
+        for (int n = 0; n < 2 * NG; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+        // key pair (16 keys) by key pair: the first pairs' scores are done while
+        // the later pairs' MMAs still run, so the exponentials below can start early
 #pragma unroll
-      for (int np = 0; np < NG; ++np)
+        for (int np = 0; np < NG; ++np)
 #pragma unroll
-        for (int ks = 0; ks < NK; ++ks) {
-          uint32_t b0r, b1r, b2r, b3r;
-          ldsm_x4(b0r, b1r, b2r, b3r,
-                  smem_u32(tK + swz<D>(np * 16 + (lane & 7) + (lane >> 4) * 8, ks * 2 + ((lane >> 3) & 1))));
-          mma16816<T>(s[2 * np], qa[ks], b0r, b1r);
-          mma16816<T>(s[2 * np + 1], qa[ks], b2r, b3r);
-        }
+          for (int ks = 0; ks < NK; ++ks) {
+            uint32_t b0r, b1r, b2r, b3r;
+            ldsm_x4(b0r, b1r, b2r, b3r,
+                    smem_u32(tK + swz<D>(np * 16 + (lane & 7) + (lane >> 4) * 8, ks * 2 + ((lane >> 3) & 1))));
+            mma16816<T>(s[2 * np], qa[ks], b0r, b1r);
+            mma16816<T>(s[2 * np + 1], qa[ks], b2r, b3r);
+          }
+      }
       const bool diag = key0 + kKeys - 1 > tq0;  // some (row, key) of this warp is masked
       if (diag) {
 #pragma unroll
@@ -383,8 +410,8 @@ std::string attn_stats(const StatsParams& p_in, cudaStream_t stream) {
     SSA_DISPATCH_HEADDIM(p.D, D, {
       // K ring, then the selection bitmask (pass 1 with a selection; pass 2 when split)
       const int bitmask = kRows * words * 4;
-      const int smem1 = kStages * chunk_keys<false, D>() * D * 2 + bitmask,
-                smem2 = kStages * chunk_keys<true, D>() * D * 2 + (split ? bitmask : 0);
+      const int smem1 = kSwizzle128Align + kStages * chunk_keys<false, D>() * D * 2 + bitmask,
+                smem2 = kSwizzle128Align + kStages * chunk_keys<true, D>() * D * 2 + (split ? bitmask : 0);
       auto k1 = stats_kernel<T, D, 0>;
       SSA_CUDA_CHECK(cudaFuncSetAttribute(k1, cudaFuncAttributeMaxDynamicSharedMemorySize, smem1));
       k1<<<grid, kRows * 2, smem1, stream>>>(p, words);
