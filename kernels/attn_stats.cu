@@ -85,18 +85,9 @@ __global__ void __launch_bounds__(kRows * 2, 2) stats_kernel(StatsParams p, int 
   const int q0 = tile * kRows, tq0 = q0 + warp * 16;
   const int tok0 = tq0 + g, tok1 = tq0 + g + 8;
 
-  if ((!MAP && p.blocks) || SPLIT) {  // selection bitmask of the CTA's 128 tokens
-    for (int i = tid; i < kRows * words; i += kRows * 2) bits[i] = 0u;
-    __syncthreads();
-    const int32_t* sel = p.blocks + ((int64_t(b) * p.Hkv + hk) * p.T) * p.top_k;
-    for (int i = tid; i < kRows * p.top_k; i += kRows * 2) {
-      int r = i / p.top_k, s = i % p.top_k, t = q0 + r;
-      if (t < p.T) {
-        int j = sel[int64_t(t) * p.top_k + s];
-        if (j >= 0) atomicOr(&bits[r * words + j / 32], 1u << (j % 32));
-      }
-    }
-  }
+  if ((!MAP && p.blocks) || SPLIT)  // selection bitmask of the CTA's 128 tokens
+    build_selection_bits(bits, p.blocks + ((int64_t(b) * p.Hkv + hk) * p.T) * p.top_k, q0, kRows, words, p.T,
+                         p.top_k, tid, kRows * 2);
   uint32_t qa[NK][4];
   {
     const T* qb = static_cast<const T*>(p.q) + b * p.q_s.b + h * p.q_s.h;

@@ -1,6 +1,7 @@
-// Device helpers shared by the sparse forward and dQ kernels: walking one
-// token's selected blocks in 16-key chunks, the per-warp cp.async ring that
-// streams those chunks of K and V, and the A fragments of a token's head rows.
+// Device helpers shared by the attention kernels: walking one token's selected
+// blocks in 16-key chunks, the per-warp cp.async ring that streams those chunks
+// of K and V, the A fragments of a token's head rows, and the per-row bitmask
+// of selected blocks that the full-attention passes (statistics, dual stream) test.
 #pragma once
 #include "common.cuh"
 
@@ -120,6 +121,23 @@ __device__ __forceinline__ void load_rows_frag(uint32_t (&a)[D / 16][4], const T
     a[ks][2] = r0 < G ? *reinterpret_cast<const uint32_t*>(base + r0 * stride_h + d0 + 8) : 0u;
     a[ks][3] = r1 < G ? *reinterpret_cast<const uint32_t*>(base + r1 * stride_h + d0 + 8) : 0u;
   }
+}
+
+// bits[r * words + j / 32] bit j % 32: token q0 + r selected block j, for the
+// `rows` tokens from q0 (the selection `sel` is this (batch, kv head)'s (T, K)
+// slice).  Called by all `nthreads` threads of the CTA; ends with a barrier.
+__device__ __forceinline__ void build_selection_bits(uint32_t* bits, const int32_t* sel, int q0, int rows, int words,
+                                                     int T, int K, int tid, int nthreads) {
+  for (int i = tid; i < rows * words; i += nthreads) bits[i] = 0u;
+  __syncthreads();
+  for (int i = tid; i < rows * K; i += nthreads) {
+    const int r = i / K, t = q0 + r;
+    if (t < T) {
+      const int j = sel[int64_t(t) * K + i % K];
+      if (j >= 0) atomicOr(&bits[r * words + j / 32], 1u << (j % 32));
+    }
+  }
+  __syncthreads();
 }
 
 }  // namespace ssa

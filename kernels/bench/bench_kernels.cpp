@@ -47,6 +47,7 @@
 #include <nlohmann/json.hpp>
 
 #include "kernels/attn_stats.cuh"
+#include "kernels/dual_fwd.cuh"
 #include "kernels/select.cuh"
 #include "kernels/sparse_bwd.cuh"
 #include "kernels/sparse_fwd.cuh"
@@ -332,6 +333,19 @@ class SparseKernels {
     bwd_p_.block_size = sel.block_size; bwd_p_.top_k = sel.top_k; bwd_p_.dtype = ssa::DType::bf16;
     bwd_ws_ = workspace(ssa::sparse_bwd_workspace_bytes(bwd_p_), in.q);  // needs the shape set above
     bwd_p_.workspace = bwd_ws_.data_ptr();
+
+    o_full = torch::empty_like(in.q);
+    o_sparse = torch::empty_like(in.q);
+    lse_full = torch::empty_like(lse);
+    lse_sparse = torch::empty_like(lse);
+    dual_p_.q = in.q.data_ptr(); dual_p_.k = in.k.data_ptr(); dual_p_.v = in.v.data_ptr();
+    dual_p_.o_full = o_full.data_ptr(); dual_p_.o_sparse = o_sparse.data_ptr();
+    dual_p_.lse_full = lse_full.data_ptr<float>(); dual_p_.lse_sparse = lse_sparse.data_ptr<float>();
+    dual_p_.blocks = blocks.data_ptr<int32_t>();
+    dual_p_.q_s = strides_of(in.q); dual_p_.k_s = strides_of(in.k); dual_p_.v_s = strides_of(in.v);
+    dual_p_.of_s = strides_of(o_full); dual_p_.os_s = strides_of(o_sparse);
+    dual_p_.B = kBatch; dual_p_.Hq = s.Hq; dual_p_.Hkv = s.Hkv; dual_p_.T = s.T; dual_p_.D = s.D;
+    dual_p_.block_size = sel.block_size; dual_p_.top_k = sel.top_k; dual_p_.dtype = ssa::DType::bf16;
   }
 
   SelectionSpec spec() const { return sel_; }
@@ -339,6 +353,8 @@ class SparseKernels {
   void forward() { ok(ssa::sparse_fwd(fwd_p_, stream())); }
   void build_index() { ok(ssa::build_block_index(index_p_, stream())); }
   void backward() { ok(ssa::sparse_bwd(bwd_p_, stream())); }  // needs forward() and build_index()
+  // Both SSA streams' forward in one pass (full causal and sparse outputs).
+  void dual_forward() { ok(ssa::dual_fwd(dual_p_, stream())); }
   // What a training step pays for the sparse part once the selection exists.
   void forward_backward() {
     forward();
@@ -350,6 +366,7 @@ class SparseKernels {
   Tensor counts;  // (B, Hkv, T) int32: valid slots
   Tensor index_offsets, index_tokens;  // transposed index, (B, Hkv, nb+1) and (B, Hkv, T*K)
   Tensor o, lse, dq, dk, dv;
+  Tensor o_full, o_sparse, lse_full, lse_sparse;  // dual_forward()'s outputs
 
  private:
   SelectionSpec sel_;
@@ -357,6 +374,7 @@ class SparseKernels {
   ssa::BlockIndexParams index_p_;
   ssa::SparseFwdParams fwd_p_;
   ssa::SparseBwdParams bwd_p_;
+  ssa::DualFwdParams dual_p_;
   Tensor select_ws_, index_ws_, bwd_ws_;
 };
 
@@ -584,6 +602,9 @@ struct SelectionResult {
   double index_ms = kNaN, bwd_ms = kNaN;  // stages of fwd+bwd
   double dual_ms = kNaN;                   // cuDNN dense fwd+bwd + our fwd+bwd, timed as one op
   double dual_streams_ms = kNaN;           // the same with ours on a second CUDA stream (overlapped)
+  double fused_fwd_ms = kNaN;              // our fused dual-stream forward (full + sparse outputs, one pass)
+  double split_fwd_ms = kNaN;              // what it replaces: cuDNN dense fwd + our sparse fwd, as one op
+  double fused_sparse_diff = kNaN;         // max |fused sparse O - sparse_fwd O| (same selection)
   FlexResult flex;
   std::vector<StatsResult> stats;
 };
@@ -731,8 +752,21 @@ ShapeResult run_shape(const ShapeSpec& spec, GpuTimer& timer, const FlexFile& fl
       });
       print_line(spec.name, "dual-2str", cfg, kNaN, s.dual_streams_ms,
                  strf("ours on a second stream, fwd+bwd = %.3fx cuDNN dense", s.dual_streams_ms / cudnn->fwd_bwd_ms));
+      s.split_fwd_ms = timer.median_ms([&] {
+        dense_forward(dense_in);
+        ours.forward();
+      });
     }
 #endif
+    s.fused_fwd_ms = timer.median_ms([&] { ours.dual_forward(); });
+    ours.forward();
+    sync();
+    s.fused_sparse_diff =
+        (ours.o_sparse.to(torch::kFloat) - ours.o.to(torch::kFloat)).abs().max().item<double>();
+    print_line(spec.name, "dual-fused", cfg, s.fused_fwd_ms, kNaN,
+               strf("one pass, full + sparse outputs; cuDNN dense fwd + our sparse fwd %.3f ms; "
+                    "max |sparse O - sparse_fwd O| %.2g",
+                    s.split_fwd_ms, s.fused_sparse_diff));
 
     if (std::string(spec.name) == kStatsShape && &sel == &kSelections[0]) {
       StatsKernel stats(in, ours);
@@ -838,6 +872,15 @@ void print_tables(const std::vector<ShapeResult>& results, bool have_flex) {
                     st.mean_selected_mass);
       }
   }
+  std::printf("\n| shape | config | fused dual fwd (one pass) | cuDNN dense fwd + our sparse fwd | fused x cuDNN dense fwd |"
+              " max abs diff of the sparse outputs |\n| --- | --- | --- | --- | --- | --- |\n");
+  for (const auto& r : results) {
+    const DenseResult* cudnn = r.dense_of(SdpaBackend::cudnn);
+    for (const auto& s : r.selections)
+      std::printf("| %s | %s | %s | %s | %s | %.2g |\n", r.shape.name, s.spec.label().c_str(),
+                  fmt_ms(s.fused_fwd_ms).c_str(), fmt_ms(s.split_fwd_ms).c_str(),
+                  cudnn ? strf("%.2fx", s.fused_fwd_ms / cudnn->fwd_ms).c_str() : "-", s.fused_sparse_diff);
+  }
   std::printf("\nAll times in ms (medians, L2 flushed). TF/s count attended pairs only (fwd 4*pairs*D, fwd+bwd "
               "14*pairs*D). \"fwd K/V GB\": K and V bytes our forward reads for this selection.\n");
 }
@@ -883,6 +926,10 @@ json to_json(const ShapeResult& r) {
                    {"x_cudnn_dense", s.dual_ms / cudnn->fwd_bwd_ms},
                    {"two_streams_ms", s.dual_streams_ms},
                    {"two_streams_x_cudnn_dense", s.dual_streams_ms / cudnn->fwd_bwd_ms}};
+    j["fused_dual_fwd"] = {{"ms", s.fused_fwd_ms},
+                           {"cudnn_dense_fwd_plus_sparse_fwd_ms", finite(s.split_fwd_ms) ? json(s.split_fwd_ms) : json()},
+                           {"x_cudnn_dense_fwd", cudnn ? json(s.fused_fwd_ms / cudnn->fwd_ms) : json()},
+                           {"max_abs_diff_sparse_output", s.fused_sparse_diff}};
     if (s.flex.found) {
       j["flex"] = s.flex.raw;
       j["flex"]["same_inputs"] = s.flex.same_inputs;

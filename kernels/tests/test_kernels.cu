@@ -22,6 +22,7 @@
 #include <cuda_fp16.h>
 
 #include "../attn_stats.cuh"
+#include "../dual_fwd.cuh"
 #include "../select.cuh"
 #include "../sparse_bwd.cuh"
 #include "../sparse_fwd.cuh"
@@ -419,6 +420,39 @@ static void run_case(const Case& c, std::mt19937& rng) {
     std::vector<float> gl = lse.get();
     double e = max_err(ex.lse, gl);
     check(e < 2e-3, "LSE", fmt("max err %.3g", e));
+  }
+
+  // ---- dual stream forward: full causal and sparse outputs in one pass
+  {
+    // full attention = every block visible to the token selected (own block first)
+    Case cf = c;
+    cf.K = nb;
+    std::vector<int> all(size_t(c.B) * c.Hkv * c.T * nb, -1);
+    for (size_t r = 0; r < size_t(c.B) * c.Hkv * c.T; ++r) {
+      const int t = int(r % c.T), bt = t / c.bs;
+      all[r * nb] = bt;
+      for (int j = 0; j < bt; ++j) all[r * nb + 1 + j] = j;
+    }
+    Grads fx = ref_attention(cf, q, k, v, dout, all, false), fl = ref_attention(cf, q, k, v, dout, all, true);
+    DevBuf<uint16_t> of(nq), os(nq);
+    DevBuf<float> lf(size_t(c.B) * c.Hq * c.T), ls(size_t(c.B) * c.Hq * c.T);
+    DualFwdParams dp;
+    dp.q = dq_in.p; dp.k = dk_in.p; dp.v = dv_in.p; dp.o_full = of.p; dp.o_sparse = os.p;
+    dp.lse_full = lf.p; dp.lse_sparse = ls.p; dp.blocks = blocks.p;
+    dp.q_s = fp.q_s; dp.k_s = fp.k_s; dp.v_s = fp.k_s; dp.of_s = fp.q_s; dp.os_s = fp.q_s;
+    dp.B = c.B; dp.Hq = c.Hq; dp.Hkv = c.Hkv; dp.T = c.T; dp.D = D; dp.block_size = c.bs; dp.top_k = c.K;
+    dp.dtype = c.dt;
+    of.poison(); os.poison(); lf.poison(); ls.poison();
+    OK(dual_fwd(dp, 0));
+    CK(cudaDeviceSynchronize());
+    const std::vector<float> gof = to_float(c.dt, of.get()), gos = to_float(c.dt, os.get());
+    const double ef = max_err(fx.o, gof), efl = max_err(fx.o, fl.o), es = max_err(ex.o, gos), esl = max_err(ex.o, lp.o);
+    check(ef <= 2 * efl + 1e-3 * max_abs(fx.o) + 1e-5, "dual fwd: full O",
+          fmt("kernel err %.3g  lowp err %.3g  max|ref| %.3g", ef, efl, max_abs(fx.o)));
+    check(es <= 2 * esl + 1e-3 * max_abs(ex.o) + 1e-5, "dual fwd: sparse O",
+          fmt("kernel err %.3g  lowp err %.3g  max|ref| %.3g", es, esl, max_abs(ex.o)));
+    const double el = max_err(fx.lse, lf.get()), els = max_err(ex.lse, ls.get());
+    check(el < 2e-3 && els < 2e-3, "dual fwd: full / sparse LSE", fmt("max err %.3g / %.3g", el, els));
   }
 
   // ---- statistics (full attention) on the same inputs
