@@ -47,6 +47,7 @@
 #include <nlohmann/json.hpp>
 
 #include "kernels/attn_stats.cuh"
+#include "kernels/dual_bwd.cuh"
 #include "kernels/dual_fwd.cuh"
 #include "kernels/select.cuh"
 #include "kernels/sparse_bwd.cuh"
@@ -346,6 +347,22 @@ class SparseKernels {
     dual_p_.of_s = strides_of(o_full); dual_p_.os_s = strides_of(o_sparse);
     dual_p_.B = kBatch; dual_p_.Hq = s.Hq; dual_p_.Hkv = s.Hkv; dual_p_.T = s.T; dual_p_.D = s.D;
     dual_p_.block_size = sel.block_size; dual_p_.top_k = sel.top_k; dual_p_.dtype = ssa::DType::bf16;
+
+    // both streams take in.dout as their upstream gradient (the work does not depend on values)
+    dual_bwd_p_.q = in.q.data_ptr(); dual_bwd_p_.k = in.k.data_ptr(); dual_bwd_p_.v = in.v.data_ptr();
+    dual_bwd_p_.o_full = o_full.data_ptr(); dual_bwd_p_.o_sparse = o_sparse.data_ptr();
+    dual_bwd_p_.do_full = in.dout.data_ptr(); dual_bwd_p_.do_sparse = in.dout.data_ptr();
+    dual_bwd_p_.lse_full = lse_full.data_ptr<float>(); dual_bwd_p_.lse_sparse = lse_sparse.data_ptr<float>();
+    dual_bwd_p_.blocks = blocks.data_ptr<int32_t>();
+    dual_bwd_p_.dq = dq.data_ptr(); dual_bwd_p_.dk = dk.data_ptr(); dual_bwd_p_.dv = dv.data_ptr();
+    dual_bwd_p_.q_s = strides_of(in.q); dual_bwd_p_.k_s = strides_of(in.k); dual_bwd_p_.v_s = strides_of(in.v);
+    dual_bwd_p_.of_s = strides_of(o_full); dual_bwd_p_.os_s = strides_of(o_sparse);
+    dual_bwd_p_.dof_s = strides_of(in.dout); dual_bwd_p_.dos_s = strides_of(in.dout);
+    dual_bwd_p_.dq_s = strides_of(dq); dual_bwd_p_.dk_s = strides_of(dk); dual_bwd_p_.dv_s = strides_of(dv);
+    dual_bwd_p_.B = kBatch; dual_bwd_p_.Hq = s.Hq; dual_bwd_p_.Hkv = s.Hkv; dual_bwd_p_.T = s.T; dual_bwd_p_.D = s.D;
+    dual_bwd_p_.block_size = sel.block_size; dual_bwd_p_.top_k = sel.top_k; dual_bwd_p_.dtype = ssa::DType::bf16;
+    dual_bwd_ws_ = workspace(ssa::dual_bwd_workspace_bytes(dual_bwd_p_), in.q);
+    dual_bwd_p_.workspace = dual_bwd_ws_.data_ptr();
   }
 
   SelectionSpec spec() const { return sel_; }
@@ -355,6 +372,10 @@ class SparseKernels {
   void backward() { ok(ssa::sparse_bwd(bwd_p_, stream())); }  // needs forward() and build_index()
   // Both SSA streams' forward in one pass (full causal and sparse outputs).
   void dual_forward() { ok(ssa::dual_fwd(dual_p_, stream())); }
+  void dual_forward_backward() {
+    dual_forward();
+    ok(ssa::dual_bwd(dual_bwd_p_, stream()));
+  }
   // What a training step pays for the sparse part once the selection exists.
   void forward_backward() {
     forward();
@@ -375,6 +396,8 @@ class SparseKernels {
   ssa::SparseFwdParams fwd_p_;
   ssa::SparseBwdParams bwd_p_;
   ssa::DualFwdParams dual_p_;
+  ssa::DualBwdParams dual_bwd_p_;
+  Tensor dual_bwd_ws_;
   Tensor select_ws_, index_ws_, bwd_ws_;
 };
 
@@ -605,6 +628,7 @@ struct SelectionResult {
   double fused_fwd_ms = kNaN;              // our fused dual-stream forward (full + sparse outputs, one pass)
   double split_fwd_ms = kNaN;              // what it replaces: cuDNN dense fwd + our sparse fwd, as one op
   double fused_sparse_diff = kNaN;         // max |fused sparse O - sparse_fwd O| (same selection)
+  double fused_fwd_bwd_ms = kNaN;          // our fused dual-stream forward + backward
   FlexResult flex;
   std::vector<StatsResult> stats;
 };
@@ -759,11 +783,12 @@ ShapeResult run_shape(const ShapeSpec& spec, GpuTimer& timer, const FlexFile& fl
     }
 #endif
     s.fused_fwd_ms = timer.median_ms([&] { ours.dual_forward(); });
+    s.fused_fwd_bwd_ms = timer.median_ms([&] { ours.dual_forward_backward(); });
     ours.forward();
     sync();
     s.fused_sparse_diff =
         (ours.o_sparse.to(torch::kFloat) - ours.o.to(torch::kFloat)).abs().max().item<double>();
-    print_line(spec.name, "dual-fused", cfg, s.fused_fwd_ms, kNaN,
+    print_line(spec.name, "dual-fused", cfg, s.fused_fwd_ms, s.fused_fwd_bwd_ms,
                strf("one pass, full + sparse outputs; cuDNN dense fwd + our sparse fwd %.3f ms; "
                     "max |sparse O - sparse_fwd O| %.2g",
                     s.split_fwd_ms, s.fused_sparse_diff));
@@ -872,14 +897,18 @@ void print_tables(const std::vector<ShapeResult>& results, bool have_flex) {
                     st.mean_selected_mass);
       }
   }
-  std::printf("\n| shape | config | fused dual fwd (one pass) | cuDNN dense fwd + our sparse fwd | fused x cuDNN dense fwd |"
-              " max abs diff of the sparse outputs |\n| --- | --- | --- | --- | --- | --- |\n");
+  std::printf("\n| shape | config | fused dual fwd | cuDNN dense fwd + our sparse fwd | fused dual fwd+bwd | "
+              "cuDNN dense + our sparse fwd+bwd | fused x cuDNN dense fwd / fwd+bwd | max abs diff of the sparse outputs |\n"
+              "| --- | --- | --- | --- | --- | --- | --- | --- |\n");
   for (const auto& r : results) {
     const DenseResult* cudnn = r.dense_of(SdpaBackend::cudnn);
     for (const auto& s : r.selections)
-      std::printf("| %s | %s | %s | %s | %s | %.2g |\n", r.shape.name, s.spec.label().c_str(),
-                  fmt_ms(s.fused_fwd_ms).c_str(), fmt_ms(s.split_fwd_ms).c_str(),
-                  cudnn ? strf("%.2fx", s.fused_fwd_ms / cudnn->fwd_ms).c_str() : "-", s.fused_sparse_diff);
+      std::printf("| %s | %s | %s | %s | %s | %s | %s | %.2g |\n", r.shape.name, s.spec.label().c_str(),
+                  fmt_ms(s.fused_fwd_ms).c_str(), fmt_ms(s.split_fwd_ms).c_str(), fmt_ms(s.fused_fwd_bwd_ms).c_str(),
+                  fmt_ms(s.dual_ms).c_str(),
+                  cudnn ? strf("%.2fx / %.2fx", s.fused_fwd_ms / cudnn->fwd_ms, s.fused_fwd_bwd_ms / cudnn->fwd_bwd_ms).c_str()
+                        : "-",
+                  s.fused_sparse_diff);
   }
   std::printf("\nAll times in ms (medians, L2 flushed). TF/s count attended pairs only (fwd 4*pairs*D, fwd+bwd "
               "14*pairs*D). \"fwd K/V GB\": K and V bytes our forward reads for this selection.\n");
@@ -927,6 +956,8 @@ json to_json(const ShapeResult& r) {
                    {"two_streams_ms", s.dual_streams_ms},
                    {"two_streams_x_cudnn_dense", s.dual_streams_ms / cudnn->fwd_bwd_ms}};
     j["fused_dual_fwd"] = {{"ms", s.fused_fwd_ms},
+                           {"fwd_bwd_ms", s.fused_fwd_bwd_ms},
+                           {"fwd_bwd_x_cudnn_dense", cudnn ? json(s.fused_fwd_bwd_ms / cudnn->fwd_bwd_ms) : json()},
                            {"cudnn_dense_fwd_plus_sparse_fwd_ms", finite(s.split_fwd_ms) ? json(s.split_fwd_ms) : json()},
                            {"x_cudnn_dense_fwd", cudnn ? json(s.fused_fwd_ms / cudnn->fwd_ms) : json()},
                            {"max_abs_diff_sparse_output", s.fused_sparse_diff}};

@@ -22,6 +22,7 @@
 #include <cuda_fp16.h>
 
 #include "../attn_stats.cuh"
+#include "../dual_bwd.cuh"
 #include "../dual_fwd.cuh"
 #include "../select.cuh"
 #include "../sparse_bwd.cuh"
@@ -453,6 +454,43 @@ static void run_case(const Case& c, std::mt19937& rng) {
           fmt("kernel err %.3g  lowp err %.3g  max|ref| %.3g", es, esl, max_abs(ex.o)));
     const double el = max_err(fx.lse, lf.get()), els = max_err(ex.lse, ls.get());
     check(el < 2e-3 && els < 2e-3, "dual fwd: full / sparse LSE", fmt("max err %.3g / %.3g", el, els));
+
+    // ---- dual stream backward: the full stream gets dout, the sparse one its own gradient
+    const Tensor16 dout2 = random16(c.dt, nq, rng, 1.f);
+    DevBuf<uint16_t> ddo2(nq), gq(nq), gk(nkv), gv(nkv), gq2(nq), gk2(nkv), gv2(nkv);
+    ddo2.put(dout2.bits);
+    DualBwdParams db;
+    db.q = dq_in.p; db.k = dk_in.p; db.v = dv_in.p; db.o_full = of.p; db.o_sparse = os.p;
+    db.do_full = ddo.p; db.do_sparse = ddo2.p; db.lse_full = lf.p; db.lse_sparse = ls.p; db.blocks = blocks.p;
+    db.dq = gq.p; db.dk = gk.p; db.dv = gv.p;
+    db.q_s = fp.q_s; db.k_s = fp.k_s; db.v_s = fp.k_s; db.of_s = fp.q_s; db.os_s = fp.q_s; db.dof_s = fp.q_s;
+    db.dos_s = fp.q_s; db.dq_s = fp.q_s; db.dk_s = fp.k_s; db.dv_s = fp.k_s;
+    db.B = c.B; db.Hq = c.Hq; db.Hkv = c.Hkv; db.T = c.T; db.D = D; db.block_size = c.bs; db.top_k = c.K;
+    db.dtype = c.dt;
+    DevBuf<unsigned char> dws(dual_bwd_workspace_bytes(db));
+    db.workspace = dws.p;
+    gq.poison(); gk.poison(); gv.poison();
+    OK(dual_bwd(db, 0));
+    db.dq = gq2.p; db.dk = gk2.p; db.dv = gv2.p;
+    gq2.poison(); gk2.poison(); gv2.poison();
+    OK(dual_bwd(db, 0));
+    CK(cudaDeviceSynchronize());
+    check(gq.get() == gq2.get() && gk.get() == gk2.get() && gv.get() == gv2.get(), "dual bwd: bitwise deterministic",
+          "");
+    const Grads sx = ref_attention(c, q, k, v, dout2, sel, false), sl = ref_attention(c, q, k, v, dout2, sel, true);
+    auto sum = [](const std::vector<double>& a, const std::vector<double>& b2) {
+      std::vector<double> r(a.size());
+      for (size_t i = 0; i < a.size(); ++i) r[i] = a[i] + b2[i];
+      return r;
+    };
+    struct G3 { const char* name; std::vector<double> ex, lp; std::vector<float> got; };
+    const G3 gr[] = {{"dual bwd: dQ", sum(fx.dq, sx.dq), sum(fl.dq, sl.dq), to_float(c.dt, gq.get())},
+                     {"dual bwd: dK", sum(fx.dk, sx.dk), sum(fl.dk, sl.dk), to_float(c.dt, gk.get())},
+                     {"dual bwd: dV", sum(fx.dv, sx.dv), sum(fl.dv, sl.dv), to_float(c.dt, gv.get())}};
+    for (const G3& o : gr) {
+      const double e_k = max_err(o.ex, o.got), e_l = max_err(o.ex, o.lp), atol = 1e-3 * max_abs(o.ex) + 1e-5;
+      check(e_k <= 2 * e_l + atol, o.name, fmt("kernel err %.3g  lowp err %.3g  max|ref| %.3g", e_k, e_l, max_abs(o.ex)));
+    }
   }
 
   // ---- statistics (full attention) on the same inputs
