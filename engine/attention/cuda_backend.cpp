@@ -4,17 +4,23 @@
 // kernel params struct and saves what its backward needs (q, k, v, the output,
 // its LSE and the int32 selection); backward builds the transposed block index
 // and runs the deterministic sparse backward kernels.  Selection has no
-// gradient.  Full attention has no own kernel yet: it calls
-// at::scaled_dot_product_attention (cuDNN / flash), which brings its own
-// backward.  Without SSALAB_WITH_CUDA (the CPU build) this file only says
-// "no CUDA backend".
+// gradient.  Full attention calls at::scaled_dot_product_attention (cuDNN /
+// flash), which brings its own backward.  The SSA dual stream runs either as
+// that plus the sparse kernels ("split", the default: measured faster, see
+// kernels/README.md) or as the fused dual-stream kernels, one pass over K/V
+// for both outputs (SSALAB_DUAL_KERNEL=fused).  Without SSALAB_WITH_CUDA (the
+// CPU build) this file only says "no CUDA backend".
 #include "engine/attention/attention.h"
 
 #ifdef SSALAB_WITH_CUDA
+#include <cstdlib>
+
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 
 #include "engine/util/error.h"
+#include "kernels/dual_bwd.cuh"
+#include "kernels/dual_fwd.cuh"
 #include "kernels/select.cuh"
 #include "kernels/sparse_bwd.cuh"
 #include "kernels/sparse_fwd.cuh"
@@ -128,6 +134,66 @@ class SparseAttentionFn : public torch::autograd::Function<SparseAttentionFn> {
   }
 };
 
+// Both SSA streams with the fused kernels: returns {full, sparse}; the backward
+// takes each output's own gradient (a missing one counts as zero) and returns
+// their summed dq, dk, dv.
+class DualAttentionFn : public torch::autograd::Function<DualAttentionFn> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const Tensor& q_in, const Tensor& k_in, const Tensor& v_in,
+                               const Tensor& blocks, int64_t bs) {
+    Tensor q = q_in.contiguous(), k = k_in.contiguous(), v = v_in.contiguous();
+    const Dims d = dims_of(q, k);
+    Tensor of = torch::empty_like(q), os = torch::empty_like(q);
+    auto f32 = q.options().dtype(torch::kFloat);
+    Tensor lf = torch::empty({d.B, d.Hq, d.T}, f32), ls = torch::empty({d.B, d.Hq, d.T}, f32);
+    ssa::DualFwdParams p;
+    p.q = q.data_ptr(); p.k = k.data_ptr(); p.v = v.data_ptr();
+    p.o_full = of.data_ptr(); p.o_sparse = os.data_ptr();
+    p.lse_full = lf.data_ptr<float>(); p.lse_sparse = ls.data_ptr<float>();
+    p.blocks = blocks.data_ptr<int32_t>();
+    p.q_s = strides_of(q); p.k_s = strides_of(k); p.v_s = strides_of(v); p.of_s = strides_of(of);
+    p.os_s = strides_of(os);
+    p.B = d.B; p.Hq = d.Hq; p.Hkv = d.Hkv; p.T = d.T; p.D = d.D;
+    p.block_size = int(bs); p.top_k = int(blocks.size(3)); p.dtype = dtype_of(q);
+    ok(ssa::dual_fwd(p, stream()));
+    ctx->save_for_backward({q, k, v, of, os, lf, ls, blocks});
+    ctx->saved_data["bs"] = bs;
+    return {of, os};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    auto s = ctx->get_saved_variables();
+    const Tensor &q = s[0], &k = s[1], &v = s[2], &of = s[3], &os = s[4], &lf = s[5], &ls = s[6], &blocks = s[7];
+    c10::cuda::CUDAGuard guard(q.device());
+    Tensor gf = grads[0].defined() ? grads[0].contiguous() : torch::zeros_like(of);
+    Tensor gs = grads[1].defined() ? grads[1].contiguous() : torch::zeros_like(os);
+    const Dims d = dims_of(q, k);
+    Tensor dq = torch::empty_like(q), dk = torch::empty_like(k), dv = torch::empty_like(v);
+    ssa::DualBwdParams p;
+    p.q = q.data_ptr(); p.k = k.data_ptr(); p.v = v.data_ptr();
+    p.o_full = of.data_ptr(); p.o_sparse = os.data_ptr(); p.do_full = gf.data_ptr(); p.do_sparse = gs.data_ptr();
+    p.lse_full = lf.data_ptr<float>(); p.lse_sparse = ls.data_ptr<float>();
+    p.blocks = blocks.data_ptr<int32_t>();
+    p.dq = dq.data_ptr(); p.dk = dk.data_ptr(); p.dv = dv.data_ptr();
+    p.q_s = strides_of(q); p.k_s = strides_of(k); p.v_s = strides_of(v); p.of_s = strides_of(of);
+    p.os_s = strides_of(os); p.dof_s = strides_of(gf); p.dos_s = strides_of(gs);
+    p.dq_s = strides_of(dq); p.dk_s = strides_of(dk); p.dv_s = strides_of(dv);
+    p.B = d.B; p.Hq = d.Hq; p.Hkv = d.Hkv; p.T = d.T; p.D = d.D;
+    p.block_size = int(ctx->saved_data["bs"].toInt()); p.top_k = int(blocks.size(3)); p.dtype = dtype_of(q);
+    Tensor ws = workspace(ssa::dual_bwd_workspace_bytes(p), q);  // after the shape is set
+    p.workspace = ws.data_ptr();
+    ok(ssa::dual_bwd(p, stream()));
+    return {dq, dk, dv, Tensor(), Tensor()};
+  }
+};
+
+// SSALAB_DUAL_KERNEL=fused selects the fused dual-stream kernels; anything else
+// (or unset) the split path.
+bool fused_dual_requested() {
+  const char* e = std::getenv("SSALAB_DUAL_KERNEL");
+  return e && std::string(e) == "fused";
+}
+
 class CudaBackend final : public AttentionBackend {
  public:
   const char* name() const override { return "cuda"; }
@@ -178,10 +244,21 @@ class CudaBackend final : public AttentionBackend {
   }
 
   std::pair<Tensor, Tensor> dual(const Tensor& q, const Tensor& k, const Tensor& v, const Selection& sel) override {
-    // Two streams with separate upstream gradients: dense flash attention for the
-    // full output, the sparse kernels for the sparse one (kernels/README.md says
-    // why this beats one fused pass at these densities).
-    return {full(q, k, v), sparse(q, k, v, sel)};
+    // Split (default): cuDNN / flash attention for the full output and the sparse
+    // kernels for the sparse one, each with its own backward; about 3x faster than
+    // our fused kernels on the H100 (kernels/README.md says why).
+    if (!fused_dual_requested()) return {full(q, k, v), sparse(q, k, v, sel)};
+    SparseSpec spec{sel.block_size, int(sel.blocks.size(3))};
+    ok(supports(q, k, spec));
+    if (v.scalar_type() != q.scalar_type() || !v.sizes().equals(k.sizes())) throw Error("cuda backend: v must match k");
+    c10::cuda::CUDAGuard guard(q.device());
+    ssa::DualFwdParams lim;  // the fused kernel's own limits
+    lim.B = int(q.size(0)); lim.Hq = int(q.size(1)); lim.Hkv = int(k.size(1)); lim.T = int(q.size(2));
+    lim.D = int(q.size(3)); lim.block_size = sel.block_size; lim.top_k = spec.top_k;
+    ok(ssa::dual_fwd_supported(lim));
+    Tensor blocks = sel.blocks.to(q.device(), torch::kInt32).contiguous();
+    variable_list out = DualAttentionFn::apply(q, k, v, blocks, int64_t(sel.block_size));
+    return {out[0], out[1]};
   }
 };
 
