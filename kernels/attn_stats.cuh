@@ -2,16 +2,19 @@
 // without ever holding a T x T matrix (SSA.md "The quantities the app shows").
 //
 // Design: a FlashAttention-style pass over Q K^T only (no V).  One CTA holds 128
-// query tokens of one head (16 per warp, tensor-core MMA), key chunks of 64
-// stream through shared memory.  Pass 1 keeps, per row, the online softmax
-// state (max, sum) plus sum(p*x) (entropy = lse - E[x]), the mass on block 0,
-// the mass on the row's selected blocks (a per-token bitmask in shared memory)
-// and the score of token 0; all rescaled together when the max moves.  Pass 2
+// query tokens of one head (16 per warp; at d64 on sm_90a the two warpgroups
+// each take 64 rows with one wgmma, see wgmma.cuh), key chunks stream through
+// shared memory.  Pass 1 keeps, per row, the softmax sum, sum(p*x) (entropy =
+// lse - E[x]), the mass on block 0, the mass on the row's selected blocks (a
+// per-token bitmask in shared memory) and the score of token 0; each thread
+// weighs its quarter of the row against its own reference, raised only when a
+// chunk's weights grow past 2^32, and the quarters merge at the end.  Pass 2
 // (only when a map is asked for) recomputes the scores with the now known LSE
-// and adds each 16-row x 8-key tile's probability into its (pooled row, key
-// block) cell; with the selection it also splits that mass into the kept part,
-// renormalised per row by the selected mass from pass 1 (the sparse map), and
-// the dropped part.  Entropies are in nats.
+// and adds each 16-key group's probability, summed over the warp's rows, into
+// its (pooled row, key block) cell with L2 reductions; with the selection it
+// also splits that mass into the kept part, renormalised per row by the
+// selected mass from pass 1 (the sparse map), and the dropped part.  Entropies
+// are in nats.
 #pragma once
 #include "api_types.cuh"
 
