@@ -89,17 +89,7 @@ __global__ void __launch_bounds__(kRows * 2, 2) stats_kernel(StatsParams p, int 
     build_selection_bits(bits, p.blocks + ((int64_t(b) * p.Hkv + hk) * p.T) * p.top_k, q0, kRows, words, p.T,
                          p.top_k, tid, kRows * 2);
   uint32_t qa[NK][4];
-  {
-    const T* qb = static_cast<const T*>(p.q) + b * p.q_s.b + h * p.q_s.h;
-#pragma unroll
-    for (int ks = 0; ks < NK; ++ks) {
-      int d0 = ks * 16 + 2 * c;
-      qa[ks][0] = tok0 < p.T ? *reinterpret_cast<const uint32_t*>(qb + int64_t(tok0) * p.q_s.t + d0) : 0u;
-      qa[ks][1] = tok1 < p.T ? *reinterpret_cast<const uint32_t*>(qb + int64_t(tok1) * p.q_s.t + d0) : 0u;
-      qa[ks][2] = tok0 < p.T ? *reinterpret_cast<const uint32_t*>(qb + int64_t(tok0) * p.q_s.t + d0 + 8) : 0u;
-      qa[ks][3] = tok1 < p.T ? *reinterpret_cast<const uint32_t*>(qb + int64_t(tok1) * p.q_s.t + d0 + 8) : 0u;
-    }
-  }
+  load_rows_frag<T, D>(qa, static_cast<const T*>(p.q) + b * p.q_s.b + h * p.q_s.h, p.q_s.t, p.T, tok0, tok1, c);
   const float scale_log2 = p.scale * kLog2e;
   float* st0 = p.stats + ((int64_t(b) * p.Hq + h) * p.T + tok0) * kStatCount;
   float* st1 = st0 + 8 * kStatCount;

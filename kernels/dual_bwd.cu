@@ -65,21 +65,6 @@ __device__ __forceinline__ void pack_a(uint32_t (&a)[4], const float (&w)[2][4])
   a[3] = TypeOf<T>::pack(w[1][2], w[1][3]);
 }
 
-// Streams `tensors` (T, D) slices' rows r0 .. r0 + kChunk - 1 into swizzled tiles.
-template <typename T, int D, int N>
-__device__ __forceinline__ void load_chunk(T* const (&dst)[N], const T* const (&src)[N], const int64_t (&stride)[N],
-                                           int r0, int T_len, int tid) {
-  constexpr int CH = D / 8, NL = kChunk * CH / kThreads;
-#pragma unroll
-  for (int u = 0; u < NL; ++u) {
-    const int i = tid + u * kThreads, row = i / CH, ch = i % CH, r = r0 + row;
-    const bool ok = r < T_len;
-#pragma unroll
-    for (int x = 0; x < N; ++x)
-      cp_async16(dst[x] + swz<D>(row, ch), src[x] + int64_t(ok ? r : 0) * stride[x] + ch * 8, ok);
-  }
-}
-
 // ------------------------------------------------------------------ dQ
 template <typename T, int D>
 __global__ void __launch_bounds__(kThreads) dual_dq_kernel(DualBwdParams p, int words) {
@@ -120,7 +105,7 @@ __global__ void __launch_bounds__(kThreads) dual_dq_kernel(DualBwdParams p, int 
     T* const dst[2] = {sK + st * kChunk * D, sV + st * kChunk * D};
     const T* const src[2] = {kb, vb};
     const int64_t stride[2] = {p.k_s.t, p.v_s.t};
-    load_chunk<T, D, 2>(dst, src, stride, ci * kChunk, p.T, tid);
+    load_row_tiles<T, D, kChunk, kThreads, 2>(dst, src, stride, ci * kChunk, p.T, tid);
   };
   load(0, 0);
   cp_async_commit();
@@ -233,7 +218,7 @@ __global__ void __launch_bounds__(kThreads) dual_dkv_kernel(DualBwdParams p, int
                              static_cast<const T*>(p.do_full) + b * p.dof_s.b + h * p.dof_s.h,
                              static_cast<const T*>(p.do_sparse) + b * p.dos_s.b + h * p.dos_s.h};
     const int64_t stride[3] = {p.q_s.t, p.dof_s.t, p.dos_s.t};
-    load_chunk<T, D, 3>(dst, src, stride, r0, p.T, tid);
+    load_row_tiles<T, D, kChunk, kThreads, 3>(dst, src, stride, r0, p.T, tid);
     // the slot's previous reader finished before the last barrier
     const int64_t row0 = (int64_t(b) * p.Hq + h) * p.T;
     for (int i = tid; i < kChunk; i += kThreads) {

@@ -82,7 +82,7 @@ struct Stream {
 template <typename T, int D>
 __global__ void __launch_bounds__(kRows * 2, D == 64 ? 3 : 1) dual_fwd_kernel(DualFwdParams p, int words) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  constexpr int NK = D / 16, CH = D / 8, NG = kKeys / 16;
+  constexpr int NK = D / 16, NG = kKeys / 16;
   T* sK = reinterpret_cast<T*>(smem_raw);  // [kStages][kKeys][D]
   T* sV = sK + kStages * kKeys * D;        // [kStages][kKeys][D]
   uint32_t* bits = reinterpret_cast<uint32_t*>(sV + kStages * kKeys * D);  // [kRows][words]
@@ -105,15 +105,11 @@ __global__ void __launch_bounds__(kRows * 2, D == 64 ? 3 : 1) dual_fwd_kernel(Du
   const T* vb = static_cast<const T*>(p.v) + b * p.v_s.b + hk * p.v_s.h;
   const int kend = min(p.T, q0 + kRows);
   const int nchunk = (kend + kKeys - 1) / kKeys;
-  constexpr int NL = kKeys * CH / (kRows * 2);  // 16-byte pieces per thread and tensor
   auto load = [&](int ci, int st) {
-#pragma unroll
-    for (int u = 0; u < NL; ++u) {
-      const int i = tid + u * kRows * 2, row = i / CH, ch = i % CH, key = ci * kKeys + row;
-      const bool ok = key < p.T;
-      cp_async16(sK + st * kKeys * D + swz<D>(row, ch), kb + int64_t(ok ? key : 0) * p.k_s.t + ch * 8, ok);
-      cp_async16(sV + st * kKeys * D + swz<D>(row, ch), vb + int64_t(ok ? key : 0) * p.v_s.t + ch * 8, ok);
-    }
+    T* const dst[2] = {sK + st * kKeys * D, sV + st * kKeys * D};
+    const T* const src[2] = {kb, vb};
+    const int64_t stride[2] = {p.k_s.t, p.v_s.t};
+    load_row_tiles<T, D, kKeys, kRows * 2, 2>(dst, src, stride, ci * kKeys, p.T, tid);
   };
 #pragma unroll
   for (int st = 0; st < kStages - 1; ++st) {

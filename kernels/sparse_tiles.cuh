@@ -123,6 +123,24 @@ __device__ __forceinline__ void load_rows_frag(uint32_t (&a)[D / 16][4], const T
   }
 }
 
+// All THREADS threads of a CTA copy rows r0 .. r0 + ROWS - 1 of N (T, D) slices
+// (src[x], row stride stride[x]) into swizzled ROWS x D tiles dst[x]; rows at or
+// past T_len are zero-filled.  A fixed trip count per thread.
+template <typename T, int D, int ROWS, int THREADS, int N>
+__device__ __forceinline__ void load_row_tiles(T* const (&dst)[N], const T* const (&src)[N],
+                                               const int64_t (&stride)[N], int r0, int T_len, int tid) {
+  constexpr int CH = D / 8, NL = ROWS * CH / THREADS;
+  static_assert(NL * THREADS == ROWS * CH, "tile pieces divide among the threads");
+#pragma unroll
+  for (int u = 0; u < NL; ++u) {
+    const int i = tid + u * THREADS, row = i / CH, ch = i % CH, r = r0 + row;
+    const bool ok = r < T_len;
+#pragma unroll
+    for (int x = 0; x < N; ++x)
+      cp_async16(dst[x] + swz<D>(row, ch), src[x] + int64_t(ok ? r : 0) * stride[x] + ch * 8, ok);
+  }
+}
+
 // bits[r * words + j / 32] bit j % 32: token q0 + r selected block j, for the
 // `rows` tokens from q0 (the selection `sel` is this (batch, kv head)'s (T, K)
 // slice).  Called by all `nthreads` threads of the CTA; ends with a barrier.
