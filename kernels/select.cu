@@ -18,6 +18,11 @@ constexpr int kChunk = 256;  // tokens per chunk of the transposed-index build
 template <int D>
 constexpr int sel_warps() { return D == 64 ? 4 : 8; }
 constexpr int kSelStages = 2;  // kbar chunks in flight (4 measured slower: 7.3 vs 4.6 ms at 32K)
+// 16-block MMA tiles per kbar chunk (one CTA barrier each).  Two halve the
+// barriers per block scored; that won at d128 (H100, D: 3.04 -> 2.80 ms) but
+// lost at d64 (C: 3.55 -> 4.14 ms), where more CTAs per SM matter more.
+template <int D>
+__host__ __device__ constexpr int sel_rows() { return D == 64 ? 16 : 32; }
 
 // kbar split into three 16-bit terms (hi + mid + lo == the fp32 mean to ~24 bits),
 // so q . kbar runs on the tensor cores at fp32 accuracy: 16-bit q times a
@@ -48,7 +53,8 @@ __global__ void pool_keys_kernel(SelectParams p, T* split) {
   }
 }
 
-// S (16 heads x 16 blocks) of one row tile against the chunk's three kbar terms.
+// S (16 heads x 16 blocks) of one row tile against the chunk's three kbar terms
+// (each term's rows sel_rows<D>() apart).
 template <typename T, int D>
 __device__ __forceinline__ void chunk_scores(float (&s)[2][4], const uint32_t (&qa)[D / 16][4], const T* tile,
                                              int lane) {
@@ -60,20 +66,20 @@ __device__ __forceinline__ void chunk_scores(float (&s)[2][4], const uint32_t (&
     for (int ks = 0; ks < D / 16; ++ks) {
       uint32_t b0, b1, b2, b3;
       ldsm_x4(b0, b1, b2, b3,
-              smem_u32(tile + part * 16 * D + swz<D>((lane & 7) + (lane >> 4) * 8, ks * 2 + ((lane >> 3) & 1))));
+              smem_u32(tile + part * sel_rows<D>() * D + swz<D>((lane & 7) + (lane >> 4) * 8, ks * 2 + ((lane >> 3) & 1))));
       mma16816<T>(s[0], qa[ks], b0, b1);
       mma16816<T>(s[1], qa[ks], b2, b3);
     }
 }
 
 // One warp per query token (all G <= 16*RT heads of its group); W tokens
-// per CTA share the kbar chunks (16 blocks x 3 terms) in shared memory.
+// per CTA share the kbar chunks (kSelRows blocks x 3 terms) in shared memory.
 template <typename T, int D, int RT, int W = sel_warps<D>()>
 __global__ void __launch_bounds__(W * 32) select_kernel(SelectParams p, const T* split, int buf_stride) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  constexpr int NK = D / 16, CH = D / 8;
-  T* sKb = reinterpret_cast<T*>(smem_raw);  // [kSelStages][3 terms][16][D]
-  float* bufs = reinterpret_cast<float*>(sKb + kSelStages * 3 * 16 * D);
+  constexpr int NK = D / 16, CH = D / 8, kSelRows = sel_rows<D>(), kSelSub = kSelRows / 16;
+  T* sKb = reinterpret_cast<T*>(smem_raw);  // [kSelStages][3 terms][kSelRows][D]
+  float* bufs = reinterpret_cast<float*>(sKb + kSelStages * 3 * kSelRows * D);
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, c = lane % 4;
   const int b = blockIdx.z, hk = blockIdx.y;
   const int t0 = blockIdx.x * W, t = t0 + warp;
@@ -106,23 +112,23 @@ __global__ void __launch_bounds__(W * 32) select_kernel(SelectParams p, const T*
   // each thread copies the same NL 16-byte pieces of every chunk: a fixed trip
   // count with the offsets computed once (a loop bounded by threadIdx cost more
   // instructions per chunk than the chunk's scores)
-  constexpr int kPieces = 3 * 16 * CH, NL = (kPieces + W * 32 - 1) / (W * 32);
+  constexpr int kPieces = 3 * kSelRows * CH, NL = (kPieces + W * 32 - 1) / (W * 32);
   int ld_row[NL], ld_smem[NL];
   int64_t ld_src[NL];
 #pragma unroll
   for (int u = 0; u < NL; ++u) {
-    const int i = min(tid + u * W * 32, kPieces - 1), part = i / (16 * CH), ch = i % CH;
-    ld_row[u] = (i / CH) % 16;
-    ld_smem[u] = part * 16 * D + swz<D>(ld_row[u], ch);
+    const int i = min(tid + u * W * 32, kPieces - 1), part = i / (kSelRows * CH), ch = i % CH;
+    ld_row[u] = (i / CH) % kSelRows;
+    ld_smem[u] = part * kSelRows * D + swz<D>(ld_row[u], ch);
     ld_src[u] = part * nsplit + ch * 8;
   }
   auto load = [&](int ci, int st) {
 #pragma unroll
     for (int u = 0; u < NL; ++u) {
       if (kPieces % (W * 32) != 0 && tid + u * W * 32 >= kPieces) break;
-      const int j = ci * 16 + ld_row[u];
+      const int j = ci * kSelRows + ld_row[u];
       const bool ok = j < nbc;
-      cp_async16(sKb + st * 3 * 16 * D + ld_smem[u], kb + ld_src[u] + int64_t(ok ? j : 0) * D, ok);
+      cp_async16(sKb + st * 3 * kSelRows * D + ld_smem[u], kb + ld_src[u] + int64_t(ok ? j : 0) * D, ok);
     }
   };
   // scores are scaled into log2 units: y = s / sqrt(D) * log2(e)
@@ -132,7 +138,7 @@ __global__ void __launch_bounds__(W * 32) select_kernel(SelectParams p, const T*
   for (int rt = 0; rt < RT; ++rt) m[rt][0] = m[rt][1] = -INFINITY, l[rt][0] = l[rt][1] = 0.f;
 
   for (int pass = 0; pass < 2; ++pass) {
-    const int nchunk = ((pass == 0 ? nvis_max : bt_max) + 15) / 16;
+    const int nchunk = ((pass == 0 ? nvis_max : bt_max) + kSelRows - 1) / kSelRows;
     const int lim = pass == 0 ? nvis : bt;  // this token's blocks for the pass
 #pragma unroll
     for (int st = 0; st < kSelStages - 1; ++st) {
@@ -144,53 +150,57 @@ __global__ void __launch_bounds__(W * 32) select_kernel(SelectParams p, const T*
       cp_async_commit();
       cp_async_wait<kSelStages - 1>();
       __syncthreads();
-      if (active && ci * 16 < lim) {
-        const T* tile = sKb + (ci % kSelStages) * 3 * 16 * D;
-        float colsum[2][2] = {{0.f, 0.f}, {0.f, 0.f}};
 #pragma unroll
-        for (int rt = 0; rt < RT; ++rt) {
-          float s[2][4];
-          chunk_scores<T, D>(s, qa[rt], tile, lane);
+      for (int sub = 0; sub < kSelSub; ++sub) {
+        const int j0 = ci * kSelRows + sub * 16;  // first block of this 16-block tile
+        if (active && j0 < lim) {
+          const T* tile = sKb + (ci % kSelStages) * 3 * kSelRows * D + sub * 16 * D;
+          float colsum[2][2] = {{0.f, 0.f}, {0.f, 0.f}};
 #pragma unroll
-          for (int n = 0; n < 2; ++n)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-              const int j = ci * 16 + n * 8 + 2 * c + (e & 1);
-              s[n][e] = j < lim ? s[n][e] * ys : -INFINITY;
-            }
-          if (pass == 0) {
-#pragma unroll
-            for (int r = 0; r < 2; ++r) {
-              float mx = fmaxf(fmaxf(s[0][2 * r], s[0][2 * r + 1]), fmaxf(s[1][2 * r], s[1][2 * r + 1]));
-              const float mn = fmaxf(m[rt][r], quad_max(mx));
-              float add = 0.f;
-#pragma unroll
-              for (int n = 0; n < 2; ++n) add += fast_exp2(s[n][2 * r] - mn) + fast_exp2(s[n][2 * r + 1] - mn);
-              l[rt][r] = l[rt][r] * fast_exp2(m[rt][r] - mn) + quad_sum(add);
-              m[rt][r] = mn;
-            }
-          } else {
-            const bool v0 = rt * 16 + g < G, v1 = rt * 16 + g + 8 < G;  // padded heads add nothing
+          for (int rt = 0; rt < RT; ++rt) {
+            float s[2][4];
+            chunk_scores<T, D>(s, qa[rt], tile, lane);
 #pragma unroll
             for (int n = 0; n < 2; ++n)
 #pragma unroll
-              for (int e = 0; e < 2; ++e)
-                colsum[n][e] += (v0 ? fast_exp2(s[n][e] - m[rt][0]) * l[rt][0] : 0.f) +
-                                (v1 ? fast_exp2(s[n][e + 2] - m[rt][1]) * l[rt][1] : 0.f);
-          }
-        }
-        if (pass == 1) {
+              for (int e = 0; e < 4; ++e) {
+                const int j = j0 + n * 8 + 2 * c + (e & 1);
+                s[n][e] = j < lim ? s[n][e] * ys : -INFINITY;
+              }
+            if (pass == 0) {
 #pragma unroll
-          for (int n = 0; n < 2; ++n)
+              for (int r = 0; r < 2; ++r) {
+                float mx = fmaxf(fmaxf(s[0][2 * r], s[0][2 * r + 1]), fmaxf(s[1][2 * r], s[1][2 * r + 1]));
+                const float mn = fmaxf(m[rt][r], quad_max(mx));
+                float add = 0.f;
 #pragma unroll
-            for (int e = 0; e < 2; ++e) {
-              float v = colsum[n][e];
-              v += __shfl_xor_sync(0xffffffffu, v, 4);
-              v += __shfl_xor_sync(0xffffffffu, v, 8);
-              v += __shfl_xor_sync(0xffffffffu, v, 16);
-              const int j = ci * 16 + n * 8 + 2 * c + e;
-              if (g == 0 && j < lim) buf[j] = v;
+                for (int n = 0; n < 2; ++n) add += fast_exp2(s[n][2 * r] - mn) + fast_exp2(s[n][2 * r + 1] - mn);
+                l[rt][r] = l[rt][r] * fast_exp2(m[rt][r] - mn) + quad_sum(add);
+                m[rt][r] = mn;
+              }
+            } else {
+              const bool v0 = rt * 16 + g < G, v1 = rt * 16 + g + 8 < G;  // padded heads add nothing
+#pragma unroll
+              for (int n = 0; n < 2; ++n)
+#pragma unroll
+                for (int e = 0; e < 2; ++e)
+                  colsum[n][e] += (v0 ? fast_exp2(s[n][e] - m[rt][0]) * l[rt][0] : 0.f) +
+                                  (v1 ? fast_exp2(s[n][e + 2] - m[rt][1]) * l[rt][1] : 0.f);
             }
+          }
+          if (pass == 1) {
+#pragma unroll
+            for (int n = 0; n < 2; ++n)
+#pragma unroll
+              for (int e = 0; e < 2; ++e) {
+                float v = colsum[n][e];
+                v += __shfl_xor_sync(0xffffffffu, v, 4);
+                v += __shfl_xor_sync(0xffffffffu, v, 8);
+                v += __shfl_xor_sync(0xffffffffu, v, 16);
+                const int j = j0 + n * 8 + 2 * c + e;
+                if (g == 0 && j < lim) buf[j] = v;
+              }
+          }
         }
       }
       __syncthreads();
@@ -235,7 +245,8 @@ __global__ void __launch_bounds__(W * 32) select_kernel(SelectParams p, const T*
 int select_buf_stride(const SelectParams& p) { return ((p.T / p.block_size) + 4 + 3) & ~3; }
 int select_warps(const SelectParams& p) { return p.D == 64 ? sel_warps<64>() : sel_warps<128>(); }
 size_t select_smem(const SelectParams& p) {
-  return size_t(kSelStages) * 3 * 16 * p.D * 2 + size_t(select_warps(p)) * select_buf_stride(p) * sizeof(float);
+  const int rows = p.D == 64 ? sel_rows<64>() : sel_rows<128>();
+  return size_t(kSelStages) * 3 * rows * p.D * 2 + size_t(select_warps(p)) * select_buf_stride(p) * sizeof(float);
 }
 
 // ---------------------------------------------------------------- transposed index
