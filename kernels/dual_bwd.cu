@@ -152,12 +152,12 @@ __global__ void __launch_bounds__(kThreads) dual_dq_kernel(DualBwdParams p, int 
 #pragma unroll
           for (int e = 0; e < 4; ++e) dsc[n][e] = pf[n][e] * (dp[n][e] - dlf[e >> 1]);
         if (used) {
-          float dq2[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
-          mma_rows_tile_t<T, D>(dq2, dsa, tV + i * 16 * D, lane);  // dP_sparse = dO_sparse V^T
+          float dps[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
+          mma_rows_tile_t<T, D>(dps, dsa, tV + i * 16 * D, lane);  // dP_sparse = dO_sparse V^T
 #pragma unroll
           for (int n = 0; n < 2; ++n)
 #pragma unroll
-            for (int e = 0; e < 4; ++e) dsc[n][e] = fmaf(ps[n][e], dq2[n][e] - dls[e >> 1], dsc[n][e]);
+            for (int e = 0; e < 4; ++e) dsc[n][e] = fmaf(ps[n][e], dps[n][e] - dls[e >> 1], dsc[n][e]);
         }
         uint32_t da[4];
         pack_a<T>(da, dsc);
@@ -287,13 +287,13 @@ __global__ void __launch_bounds__(kThreads) dual_dkv_kernel(DualBwdParams p, int
       if (used) {
         pack_a<T>(a, ps);
         mma_p_tile<T, D>(dv, a, tDs + j * 16 * D, lane);  // dV += P_sparse^T dO_sparse
-        float dq2[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
-        mma_rows_tile_t<T, D>(dq2, va, tDs + j * 16 * D, lane);  // dP_sparse^T = V dO_sparse^T
+        float dps[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
+        mma_rows_tile_t<T, D>(dps, va, tDs + j * 16 * D, lane);  // dP_sparse^T = V dO_sparse^T
 #pragma unroll
         for (int n = 0; n < 2; ++n)
 #pragma unroll
           for (int e = 0; e < 4; ++e)
-            dsc[n][e] = fmaf(ps[n][e], dq2[n][e] - rows_s[16 * j + n * 8 + 2 * c + (e & 1)].ds, dsc[n][e]);
+            dsc[n][e] = fmaf(ps[n][e], dps[n][e] - rows_s[16 * j + n * 8 + 2 * c + (e & 1)].ds, dsc[n][e]);
       }
       pack_a<T>(a, dsc);
       mma_p_tile<T, D>(dk, a, tQ + j * 16 * D, lane);  // dK += dS^T Q
