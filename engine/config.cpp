@@ -1,20 +1,92 @@
 #include "engine/config.h"
 
+#include <climits>
 #include <cmath>
+#include <cstdint>
 
 #include "engine/util/error.h"
 
 namespace ssalab {
 
+// ---------------------------------------------------------------- architectures
+
+namespace {
+
+// How a family reads its sliding-window keys (HF config classes).
+enum class WindowKeys {
+  None,       // Llama, llama-nsa: no sliding window
+  Always,     // Mistral: "sliding_window" (null or int) applies to every layer
+  WhenAsked,  // Qwen2/3: "use_sliding_window" switches "sliding_window" on for the
+              // layers >= "max_window_layers" (or those "layer_types" marks)
+};
+
+// One row per family: everything the model builder and the config reader
+// need to know about it. Read from HF's modeling_* / configuration_* files:
+// Mistral is Llama plus a sliding window; Qwen2 adds q/k/v biases; Qwen3
+// per-head q/k RMSNorm and an explicit head_dim; llama-nsa (the SSA paper's
+// custom code) the g_proj gate and the sparse-attention keys.
+struct ArchRow {
+  Arch arch;
+  const char* architecture;  // config.json "architectures"[0]
+  const char* model_type;    // config.json "model_type"
+  bool qkv_bias;             // fixed q/k/v biases (Qwen2)
+  const char* bias_key;      // key that gives q/k/v/o biases ("attention_bias"), or none
+  const char* mlp_bias_key;  // key that gives gate/up/down biases ("mlp_bias"), or none
+  bool qk_norm;
+  bool gate;
+  WindowKeys window;
+  int default_head_dim;      // when config.json has none; 0: hidden_size / num_heads
+  int default_window_from;   // max_window_layers when absent
+};
+
+constexpr ArchRow kArchitectures[] = {
+    {Arch::Llama, "LlamaForCausalLM", "llama", false, "attention_bias", "mlp_bias", false, false, WindowKeys::None, 0, 0},
+    {Arch::LlamaNSA, "LlamaNSAForCausalLM", "llama-nsa", false, "attention_bias", "mlp_bias", false, true,
+     WindowKeys::None, 0, 0},
+    {Arch::Mistral, "MistralForCausalLM", "mistral", false, nullptr, nullptr, false, false, WindowKeys::Always, 0, 0},
+    {Arch::Qwen2, "Qwen2ForCausalLM", "qwen2", true, nullptr, nullptr, false, false, WindowKeys::WhenAsked, 0, 28},
+    {Arch::Qwen3, "Qwen3ForCausalLM", "qwen3", false, "attention_bias", nullptr, true, false, WindowKeys::WhenAsked, 128,
+     28},
+};
+
+const ArchRow& row(Arch a) {
+  for (const ArchRow& r : kArchitectures)
+    if (r.arch == a) return r;
+  throw Error("internal: architecture without a table row");
+}
+
+}  // namespace
+
+const char* architecture_name(Arch a) { return row(a).architecture; }
+const char* model_type_name(Arch a) { return row(a).model_type; }
+
+std::string supported_architectures() {
+  std::string s;
+  for (const ArchRow& r : kArchitectures) s += (s.empty() ? "" : ", ") + std::string(r.architecture);
+  return s;
+}
+
+const char* to_string(RopeType r) {
+  switch (r) {
+    case RopeType::Linear: return "linear";
+    case RopeType::Llama3: return "llama3";
+    default: return "default";
+  }
+}
+
+// ---------------------------------------------------------------- ModelConfig
+
 int64_t ModelConfig::num_parameters() const {
-  int64_t h = hidden_size, hd = head_dim;
-  int64_t attn = h * num_heads * hd           // q_proj
-                 + 2 * h * num_kv_heads * hd  // k_proj, v_proj
-                 + num_heads * hd * h         // o_proj
-                 + h * num_heads * 3;         // g_proj
-  int64_t mlp = 3 * h * intermediate_size;
+  int64_t h = hidden_size, hd = head_dim, q = int64_t(num_heads) * hd, kv = int64_t(num_kv_heads) * hd;
+  int64_t attn = h * q + 2 * h * kv + q * h       // q_proj, k_proj, v_proj, o_proj
+                 + (qkv_bias ? q + 2 * kv : 0)    // their biases
+                 + (o_bias ? h : 0)
+                 + (gate ? h * num_heads * 3 : 0) // g_proj
+                 + (qk_norm ? 2 * hd : 0);        // q_norm, k_norm
+  int64_t mlp = 3 * h * intermediate_size + (mlp_bias ? 2 * int64_t(intermediate_size) + h : 0);
   int64_t norms = 2 * h;
-  return int64_t(vocab_size) * h + num_layers * (attn + mlp + norms) + h;
+  int64_t head = tied_embeddings ? 0 : int64_t(vocab_size) * h;
+  return int64_t(vocab_size) * h + num_layers * (attn + mlp + norms) + h + head;
 }
 
 static void require(bool ok, const std::string& msg) {
@@ -31,9 +103,16 @@ void ModelConfig::validate() const {
   require(head_dim > 0 && head_dim % 2 == 0, "head_dim must be positive and even (RoPE)");
   require(max_position > 0, "max_position must be positive");
   require(rope_theta > 0 && rope_scaling >= 1.0, "rope_theta > 0 and rope_scaling >= 1 required");
+  require(rope_type != RopeType::Llama3 || rope_high_freq_factor > rope_low_freq_factor,
+          "llama3 RoPE needs high_freq_factor > low_freq_factor");
   require(norm_eps > 0, "norm_eps must be positive");
+  require(sliding_window >= 0 && sliding_window_from >= 0, "sliding_window must be >= 0");
   require(block_size >= 1, "block_size must be >= 1");
   require(block_counts >= 1, "block_counts (top-k) must be >= 1");
+  require(window_size >= 0, "window_size must be >= 0");
+  require(inference_mode == "sparse" || inference_mode == "full", "inference_mode must be \"sparse\" or \"full\"");
+  require(selection_rule == "topk" || selection_rule == "nsa-chunked",
+          "selection_rule must be \"topk\" or \"nsa-chunked\"");
 }
 
 ModelConfig model_preset(const std::string& name) {
@@ -56,10 +135,24 @@ ModelConfig model_preset(const std::string& name) {
   return c;
 }
 
+// ---------------------------------------------------------------- JSON
+
+static nlohmann::json rope_scaling_json(const ModelConfig& c) {
+  if (c.rope_scaling == 1.0 || c.rope_type == RopeType::Default) return nullptr;
+  if (c.rope_type == RopeType::Linear) return {{"rope_type", "linear"}, {"factor", c.rope_scaling}};
+  return {{"rope_type", "llama3"},
+          {"factor", c.rope_scaling},
+          {"low_freq_factor", c.rope_low_freq_factor},
+          {"high_freq_factor", c.rope_high_freq_factor},
+          {"original_max_position_embeddings",
+           c.rope_original_max_position ? c.rope_original_max_position : c.max_position}};
+}
+
 nlohmann::json to_json(const ModelConfig& c) {
+  const ArchRow& r = row(c.arch);
   nlohmann::json j = {
-      {"architectures", {"LlamaForCausalLM"}},
-      {"model_type", "llama"},
+      {"architectures", {r.architecture}},
+      {"model_type", r.model_type},
       {"vocab_size", c.vocab_size},
       {"hidden_size", c.hidden_size},
       {"intermediate_size", c.intermediate_size},
@@ -69,44 +162,133 @@ nlohmann::json to_json(const ModelConfig& c) {
       {"head_dim", c.head_dim},
       {"max_position_embeddings", c.max_position},
       {"rope_theta", c.rope_theta},
+      {"rope_scaling", rope_scaling_json(c)},
       {"rms_norm_eps", c.norm_eps},
-      {"tie_word_embeddings", true},
-      {"attention_bias", false},
-      {"mlp_bias", false},
+      {"tie_word_embeddings", c.tied_embeddings},
       {"hidden_act", "silu"},
+      // ssalab's sparse-inference settings; the released llama-nsa keys
       {"block_size", c.block_size},
       {"block_counts", c.block_counts},
-      {"window_size", c.window_size},
   };
-  if (c.rope_scaling != 1.0) {
-    j["rope_scaling"] = {{"rope_type", "llama3"},
-                         {"factor", c.rope_scaling},
-                         {"low_freq_factor", 1.0},
-                         {"high_freq_factor", 4.0},
-                         {"original_max_position_embeddings",
-                          c.rope_original_max_position ? c.rope_original_max_position : c.max_position}};
-  } else {
-    j["rope_scaling"] = nullptr;
+  if (r.bias_key) j[r.bias_key] = c.qkv_bias;
+  if (r.mlp_bias_key) j[r.mlp_bias_key] = c.mlp_bias;
+  if (c.arch == Arch::LlamaNSA) {
+    j["window_size"] = c.window_size;
+    j["inference_mode"] = c.inference_mode;
+    j["selection_rule"] = c.selection_rule;  // ours say "topk"; the released files say nothing
+  }
+  if (r.window == WindowKeys::Always)
+    j["sliding_window"] = c.sliding_window ? nlohmann::json(c.sliding_window) : nlohmann::json(nullptr);
+  if (r.window == WindowKeys::WhenAsked) {
+    j["use_sliding_window"] = c.sliding_window > 0;
+    j["sliding_window"] = c.sliding_window ? nlohmann::json(c.sliding_window) : nlohmann::json(nullptr);
+    j["max_window_layers"] = c.sliding_window ? c.sliding_window_from : r.default_window_from;
   }
   return j;
 }
 
 template <class T>
-static void read_key(const nlohmann::json& j, const char* key, T& out, bool required) {
+static bool read_key(const nlohmann::json& j, const char* key, T& out, bool required, const char* where = "") {
   if (!j.contains(key) || j[key].is_null()) {
-    if (required) throw Error(std::string("config.json: missing key '") + key + "'");
-    return;
+    if (required) throw Error(std::string("config.json: missing key '") + where + key + "'");
+    return false;
   }
   try {
     out = j[key].get<T>();
   } catch (const std::exception&) {
-    throw Error(std::string("config.json: key '") + key + "' has the wrong type");
+    throw Error(std::string("config.json: key '") + where + key + "' has the wrong type");
   }
+  return true;
+}
+
+static const ArchRow& find_architecture(const nlohmann::json& j) {
+  std::string name, type;
+  if (j.contains("architectures") && j["architectures"].is_array() && !j["architectures"].empty() &&
+      j["architectures"][0].is_string())
+    name = j["architectures"][0].get<std::string>();
+  if (j.contains("model_type") && j["model_type"].is_string()) type = j["model_type"].get<std::string>();
+  for (const ArchRow& r : kArchitectures)
+    if (!name.empty() ? name == r.architecture : type == r.model_type) return r;
+  if (name.empty() && type.empty())  // our earliest files said nothing: the gated Llama
+    return row(Arch::Llama);
+  throw Error("config.json: architecture '" + (name.empty() ? "model_type " + type : name) +
+              "' is not supported (supported: " + supported_architectures() + ")");
+}
+
+// rope_theta and the scaling, from transformers 4.x ("rope_theta",
+// "rope_scaling") or 5.x ("rope_parameters" holding both) keys.
+static void read_rope(const nlohmann::json& j, ModelConfig& c) {
+  c.rope_theta = 10000.0;  // HF's default for every family here
+  c.rope_scaling = 1.0;
+  c.rope_type = RopeType::Default;
+  nlohmann::json scaling;
+  const char* where = "rope_scaling.";
+  if (j.contains("rope_parameters") && j["rope_parameters"].is_object()) {
+    scaling = j["rope_parameters"];
+    where = "rope_parameters.";
+    if (!scaling.contains("rope_type") && !scaling.contains("type") && !scaling.contains("rope_theta"))
+      throw Error("config.json: rope_parameters per layer type is not supported (one RoPE for all layers only)");
+    read_key(scaling, "rope_theta", c.rope_theta, false, where);
+  } else {
+    read_key(j, "rope_theta", c.rope_theta, false);
+    if (j.contains("rope_scaling") && !j["rope_scaling"].is_null()) {
+      if (!j["rope_scaling"].is_object()) throw Error("config.json: key 'rope_scaling' must be an object or null");
+      scaling = j["rope_scaling"];
+    }
+  }
+  if (scaling.is_null()) return;
+  std::string type = "default";
+  if (!read_key(scaling, "rope_type", type, false, where)) read_key(scaling, "type", type, false, where);
+  if (type == "default") return;
+  if (type == "linear") {
+    c.rope_type = RopeType::Linear;
+    read_key(scaling, "factor", c.rope_scaling, true, where);
+  } else if (type == "llama3") {
+    c.rope_type = RopeType::Llama3;
+    read_key(scaling, "factor", c.rope_scaling, true, where);
+    read_key(scaling, "low_freq_factor", c.rope_low_freq_factor, false, where);
+    read_key(scaling, "high_freq_factor", c.rope_high_freq_factor, false, where);
+    read_key(scaling, "original_max_position_embeddings", c.rope_original_max_position, false, where);
+  } else {
+    throw Error("config.json: RoPE type '" + type + "' is not supported (supported: default, linear, llama3)");
+  }
+}
+
+static void read_sliding_window(const nlohmann::json& j, const ArchRow& r, ModelConfig& c) {
+  c.sliding_window = 0;
+  c.sliding_window_from = 0;
+  if (r.window == WindowKeys::None) return;
+  bool used = r.window == WindowKeys::Always;
+  if (r.window == WindowKeys::WhenAsked) read_key(j, "use_sliding_window", used, false);
+  int window = 0;
+  read_key(j, "sliding_window", window, false);
+  if (!used || window <= 0) return;
+  int from = r.window == WindowKeys::WhenAsked ? r.default_window_from : 0;
+  if (r.window == WindowKeys::WhenAsked) read_key(j, "max_window_layers", from, false);
+  if (j.contains("layer_types") && j["layer_types"].is_array()) {
+    from = INT32_MAX;
+    for (size_t i = 0; i < j["layer_types"].size(); ++i)
+      if (j["layer_types"][i] == "sliding_attention") {
+        from = int(i);
+        break;
+      }
+  }
+  if (from >= c.num_layers) return;  // no layer uses it
+  c.sliding_window = window;
+  c.sliding_window_from = from;
 }
 
 ModelConfig model_config_from_json(const nlohmann::json& j) {
   if (!j.is_object()) throw Error("config.json: not a JSON object");
+  if (j.contains("quantization_config") && !j["quantization_config"].is_null()) {
+    std::string method = "unknown";
+    if (j["quantization_config"].is_object()) read_key(j["quantization_config"], "quant_method", method, false);
+    throw Error("config.json: quantized models are not supported (quantization_config, quant_method '" + method +
+                "'); ssalab loads unquantized BF16, F16 or F32 weights");
+  }
+  const ArchRow& r = find_architecture(j);
   ModelConfig c;
+  c.arch = r.arch;
   read_key(j, "vocab_size", c.vocab_size, true);
   read_key(j, "hidden_size", c.hidden_size, true);
   read_key(j, "intermediate_size", c.intermediate_size, true);
@@ -114,18 +296,38 @@ ModelConfig model_config_from_json(const nlohmann::json& j) {
   read_key(j, "num_attention_heads", c.num_heads, true);
   c.num_kv_heads = c.num_heads;
   read_key(j, "num_key_value_heads", c.num_kv_heads, false);
-  c.head_dim = c.num_heads ? c.hidden_size / c.num_heads : 0;
+  c.head_dim = r.default_head_dim ? r.default_head_dim : (c.num_heads > 0 ? c.hidden_size / c.num_heads : 0);
   read_key(j, "head_dim", c.head_dim, false);
   read_key(j, "max_position_embeddings", c.max_position, false);
-  read_key(j, "rope_theta", c.rope_theta, false);
+  c.norm_eps = 1e-6;  // HF's default for every family here
   read_key(j, "rms_norm_eps", c.norm_eps, false);
+  read_rope(j, c);
+  double partial = 1.0;
+  read_key(j, "partial_rotary_factor", partial, false);
+  if (partial != 1.0) throw Error("config.json: partial_rotary_factor " + std::to_string(partial) + " is not supported");
+  std::string act = "silu";
+  read_key(j, "hidden_act", act, false);
+  if (act != "silu")
+    throw Error("config.json: hidden_act '" + act + "' is not supported (the families here use silu)");
+
+  c.qkv_bias = r.qkv_bias;
+  c.o_bias = false;
+  if (r.bias_key && read_key(j, r.bias_key, c.o_bias, false)) c.qkv_bias = c.o_bias;
+  c.mlp_bias = false;
+  if (r.mlp_bias_key) read_key(j, r.mlp_bias_key, c.mlp_bias, false);
+  c.qk_norm = r.qk_norm;
+  c.gate = r.gate;
+  c.tied_embeddings = false;  // HF's default for every family here
+  read_key(j, "tie_word_embeddings", c.tied_embeddings, false);
+  read_sliding_window(j, r, c);
+
+  c.block_counts = 16;  // the paper's k when a file does not say
   read_key(j, "block_size", c.block_size, false);
   read_key(j, "block_counts", c.block_counts, false);
   read_key(j, "window_size", c.window_size, false);
-  if (j.contains("rope_scaling") && j["rope_scaling"].is_object()) {
-    read_key(j["rope_scaling"], "factor", c.rope_scaling, true);
-    read_key(j["rope_scaling"], "original_max_position_embeddings", c.rope_original_max_position, false);
-  }
+  read_key(j, "inference_mode", c.inference_mode, false);
+  c.selection_rule = c.arch == Arch::LlamaNSA ? "nsa-chunked" : "topk";
+  read_key(j, "selection_rule", c.selection_rule, false);
   c.validate();
   return c;
 }

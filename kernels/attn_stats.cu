@@ -78,30 +78,32 @@ __global__ void __launch_bounds__(kRows * 2, 2) stats_kernel(StatsParams p, int 
   T* sK = reinterpret_cast<T*>(smem_raw + ((kSwizzle128Align - smem_u32(smem_raw) % kSwizzle128Align) % kSwizzle128Align));  // [kStages][kKeys][D]
   uint32_t* bits = reinterpret_cast<uint32_t*>(sK + kStages * kKeys * D);  // [kRows][words]
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, c = lane % 4;
-  const int ntile = (p.T + kRows - 1) / kRows;
+  const int ntile = (p.Tq + kRows - 1) / kRows;
   const int tile = ntile - 1 - blockIdx.x;  // heavy tiles first
   const int h = blockIdx.y, b = blockIdx.z, G = p.Hq / p.Hkv, hk = h / G, bs = p.block_size;
   const int bs_shift = __ffs(bs) - 1;  // bs is a power of two: no integer division per chunk
+  // query rows (tok*) and their positions among the keys (pos*)
   const int q0 = tile * kRows, tq0 = q0 + warp * 16;
   const int tok0 = tq0 + g, tok1 = tq0 + g + 8;
+  const int ptq0 = p.q_offset + tq0, pos0 = p.q_offset + tok0, pos1 = p.q_offset + tok1;
 
-  if ((!MAP && p.blocks) || SPLIT)  // selection bitmask of the CTA's 128 tokens
-    build_selection_bits(bits, p.blocks + ((int64_t(b) * p.Hkv + hk) * p.T) * p.top_k, q0, kRows, words, p.T,
+  if ((!MAP && p.blocks) || SPLIT)  // selection bitmask of the CTA's 128 rows
+    build_selection_bits(bits, p.blocks + ((int64_t(b) * p.Hkv + hk) * p.Tq) * p.top_k, q0, kRows, words, p.Tq,
                          p.top_k, tid, kRows * 2);
   uint32_t qa[NK][4];
-  load_rows_frag<T, D>(qa, static_cast<const T*>(p.q) + b * p.q_s.b + h * p.q_s.h, p.q_s.t, p.T, tok0, tok1, c);
+  load_rows_frag<T, D>(qa, static_cast<const T*>(p.q) + b * p.q_s.b + h * p.q_s.h, p.q_s.t, p.Tq, tok0, tok1, c);
   const float scale_log2 = p.scale * kLog2e;
-  float* st0 = p.stats + ((int64_t(b) * p.Hq + h) * p.T + tok0) * kStatCount;
+  float* st0 = p.stats + ((int64_t(b) * p.Hq + h) * p.Tq + tok0) * kStatCount;
   float* st1 = st0 + 8 * kStatCount;
-  // pass 2 needs the LSE (log2 units); rows beyond T get +inf -> p = 0
-  const float L0 = MAP ? (tok0 < p.T ? st0[kStatLse] * kLog2e : INFINITY) : 0.f;
-  const float L1 = MAP ? (tok1 < p.T ? st1[kStatLse] * kLog2e : INFINITY) : 0.f;
-  // sparse map weights: 1 / selected mass of the row (0 beyond T or for an empty selection)
-  const float inv0 = SPLIT && tok0 < p.T && st0[kStatSelected] > 0.f ? 1.f / st0[kStatSelected] : 0.f;
-  const float inv1 = SPLIT && tok1 < p.T && st1[kStatSelected] > 0.f ? 1.f / st1[kStatSelected] : 0.f;
+  // pass 2 needs the LSE (log2 units); rows beyond Tq get +inf -> p = 0
+  const float L0 = MAP ? (tok0 < p.Tq ? st0[kStatLse] * kLog2e : INFINITY) : 0.f;
+  const float L1 = MAP ? (tok1 < p.Tq ? st1[kStatLse] * kLog2e : INFINITY) : 0.f;
+  // sparse map weights: 1 / selected mass of the row (0 beyond Tq or for an empty selection)
+  const float inv0 = SPLIT && tok0 < p.Tq && st0[kStatSelected] > 0.f ? 1.f / st0[kStatSelected] : 0.f;
+  const float inv1 = SPLIT && tok1 < p.Tq && st1[kStatSelected] > 0.f ? 1.f / st1[kStatSelected] : 0.f;
 
   const T* kb = static_cast<const T*>(p.k) + b * p.k_s.b + hk * p.k_s.h;
-  const int kend = min(p.T, q0 + kRows);  // causal: keys < kend
+  const int kend = p.q_offset + min(p.Tq, q0 + kRows);  // causal: keys < kend (<= Tk)
   const int nchunk = (kend + kKeys - 1) / kKeys;
   // each thread copies the same NL 16-byte pieces of every chunk: a fixed trip
   // count with the offsets computed once (a loop bounded by threadIdx cost
@@ -119,7 +121,7 @@ __global__ void __launch_bounds__(kRows * 2, 2) stats_kernel(StatsParams p, int 
 #pragma unroll
     for (int u = 0; u < NL; ++u) {
       const int i = tid + u * kRows * 2, key = ci * kKeys + ld_row[u];
-      const bool ok = key < p.T;
+      const bool ok = key < p.Tk;
       cp_async16(sK + st * kKeys * D + ld_smem[u], kb + int64_t(ok ? key : 0) * p.k_s.t + (i % CH) * 8, ok);
     }
   };
@@ -133,14 +135,14 @@ __global__ void __launch_bounds__(kRows * 2, 2) stats_kernel(StatsParams p, int 
         b0[2] = {0.f, 0.f}, x0[2] = {-INFINITY, -INFINITY};
   float* map_row[3] = {nullptr, nullptr, nullptr};  // this warp's pooled row in the full / sparse / dropped map
   float map_w = 0.f;
-  if (MAP && tq0 < p.T) {
-    const int nrow = (p.T + p.map_row_pool - 1) / p.map_row_pool, nb = (p.T + bs - 1) / bs;
+  if (MAP && tq0 < p.Tq) {
+    const int nrow = (p.Tq + p.map_row_pool - 1) / p.map_row_pool, nb = (p.Tk + bs - 1) / bs;
     const int pr = tq0 / p.map_row_pool;
     const int hm = p.map_mean_heads ? 0 : h, Hm = p.map_mean_heads ? 1 : p.Hq;
     const int64_t off = ((int64_t(b) * Hm + hm) * nrow + pr) * nb;
     map_row[0] = p.map + off;
     if (SPLIT) map_row[1] = p.map_sparse + off, map_row[2] = p.map_dropped + off;
-    map_w = 1.f / float(min(p.map_row_pool, p.T - pr * p.map_row_pool)) / (p.map_mean_heads ? float(p.Hq) : 1.f);
+    map_w = 1.f / float(min(p.map_row_pool, p.Tq - pr * p.map_row_pool)) / (p.map_mean_heads ? float(p.Hq) : 1.f);
   }
 
   for (int ci = 0; ci < nchunk; ++ci) {
@@ -157,7 +159,7 @@ __global__ void __launch_bounds__(kRows * 2, 2) stats_kernel(StatsParams p, int 
 #if SSA_HAVE_WGMMA
     if (WG) {  // the warpgroup's 64 rows at once; warps past the diagonal get masked scores
       const int wq0 = q0 + (warp / 4) * 64;
-      if (key0 <= wq0 + 63 && wq0 < p.T) {
+      if (key0 <= p.q_offset + wq0 + 63 && wq0 < p.Tq) {
         wgmma_fence();
 #pragma unroll
         for (int h64 = 0; h64 < kKeys / 64; ++h64)
@@ -171,7 +173,7 @@ __global__ void __launch_bounds__(kRows * 2, 2) stats_kernel(StatsParams p, int 
       }
     }
 #endif
-    if (key0 <= tq0 + 15 && tq0 < p.T) {
+    if (key0 <= ptq0 + 15 && tq0 < p.Tq) {
       if (!WG) {
 #pragma unroll
         for (int n = 0; n < 2 * NG; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
@@ -188,14 +190,14 @@ __global__ void __launch_bounds__(kRows * 2, 2) stats_kernel(StatsParams p, int 
             mma16816<T>(s[2 * np + 1], qa[ks], b2r, b3r);
           }
       }
-      const bool diag = key0 + kKeys - 1 > tq0;  // some (row, key) of this warp is masked
+      const bool diag = key0 + kKeys - 1 > ptq0;  // some (row, key) of this warp is masked
       if (diag) {
 #pragma unroll
         for (int n = 0; n < 2 * NG; ++n)
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
             const int key = key0 + n * 8 + 2 * c + (e & 1);
-            if (key > ((e >> 1) ? tok1 : tok0)) s[n][e] = kMaskedScore;
+            if (key > ((e >> 1) ? pos1 : pos0)) s[n][e] = kMaskedScore;
           }
       }
       // selection bits of the chunk's key blocks for this thread's two rows,
@@ -341,7 +343,7 @@ __global__ void __launch_bounds__(kRows * 2, 2) stats_kernel(StatsParams p, int 
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
         const int tok = r ? tok1 : tok0;
-        if (tok >= p.T) continue;
+        if (tok >= p.Tq) continue;
         float* o = r ? st1 : st0;
         const float lse2 = m[r] * scale_log2 + log2f(l[r]);
         o[kStatLse] = lse2 * kLn2;
@@ -354,18 +356,18 @@ __global__ void __launch_bounds__(kRows * 2, 2) stats_kernel(StatsParams p, int 
   }
 }
 
-int bitmask_words(const StatsParams& p) { return ((p.T + p.block_size - 1) / p.block_size + 31) / 32; }
+int bitmask_words(const StatsParams& p) { return ((p.Tk + p.block_size - 1) / p.block_size + 31) / 32; }
 
 }  // namespace
 
 size_t stats_map_elems(const StatsParams& p) {
   if (p.map_row_pool < 1) return 0;
-  const size_t nrow = (p.T + p.map_row_pool - 1) / p.map_row_pool, nb = (p.T + p.block_size - 1) / p.block_size;
+  const size_t nrow = (p.Tq + p.map_row_pool - 1) / p.map_row_pool, nb = (p.Tk + p.block_size - 1) / p.block_size;
   return size_t(p.B) * (p.map_mean_heads ? 1 : p.Hq) * nrow * nb;
 }
 
 std::string attn_stats_supported(const StatsParams& p) {
-  std::string e = check_common(p.B, p.Hq, p.Hkv, p.T, p.D, p.block_size, p.top_k);
+  std::string e = check_common(p.B, p.Hq, p.Hkv, p.Tq, p.Tk, p.q_offset, p.D, p.block_size, p.top_k);
   if (!e.empty()) return e;
   if (p.map && (p.map_row_pool < 16 || p.map_row_pool % 16 != 0)) return "map row pooling must be a multiple of 16";
   if ((p.map_sparse || p.map_dropped) && !splits_maps(p))
@@ -380,7 +382,7 @@ std::string attn_stats(const StatsParams& p_in, cudaStream_t stream) {
   StatsParams p = p_in;
   if (p.scale == 0.f) p.scale = float(1.0 / std::sqrt(double(p.D)));
   const int words = bitmask_words(p);
-  dim3 grid((p.T + kRows - 1) / kRows, p.Hq, p.B);
+  dim3 grid((p.Tq + kRows - 1) / kRows, p.Hq, p.B);
   const bool split = splits_maps(p);
   if (p.map) SSA_CUDA_CHECK(cudaMemsetAsync(p.map, 0, stats_map_elems(p) * sizeof(float), stream));
   if (split) {

@@ -1,5 +1,6 @@
 // Full-attention statistics per query row, and a block-pooled attention map,
-// without ever holding a T x T matrix (SSA.md "The quantities the app shows").
+// without ever holding a Tq x Tk matrix (docs/method.md "The quantities the
+// app shows").
 //
 // Design: a FlashAttention-style pass over Q K^T only (no V).  One CTA holds 128
 // query tokens of one head (16 per warp; at d64 on sm_90a the two warpgroups
@@ -14,7 +15,9 @@
 // its (pooled row, key block) cell with L2 reductions; with the selection it
 // also splits that mass into the kept part, renormalised per row by the
 // selected mass from pass 1 (the sparse map), and the dropped part.  Entropies
-// are in nats.
+// are in nats.  Query row i sits at position q_offset + i of the Tk keys
+// (api_types.cuh), so a window of queries against a longer key prefix gives
+// the same rows as the whole sequence.
 #pragma once
 #include "api_types.cuh"
 
@@ -30,12 +33,12 @@ enum StatIndex : int {
 };
 
 struct StatsParams {
-  const void* q;  // (B, Hq, T, D), strides q_s
-  const void* k;  // (B, Hkv, T, D), strides k_s
-  const int32_t* blocks;  // (B, Hkv, T, K) selection; may be null (kStatSelected then 0)
+  const void* q;  // (B, Hq, Tq, D), strides q_s
+  const void* k;  // (B, Hkv, Tk, D), strides k_s
+  const int32_t* blocks;  // (B, Hkv, Tq, K) selection; may be null (kStatSelected then 0)
   Strides4 q_s, k_s;
-  float* stats;  // out (B, Hq, T, kStatCount) contiguous
-  float* map;    // out (B, Hmap, ceil(T / map_row_pool), nb) contiguous, nb = ceil(T/bs),
+  float* stats;  // out (B, Hq, Tq, kStatCount) contiguous
+  float* map;    // out (B, Hmap, ceil(Tq / map_row_pool), nb) contiguous, nb = ceil(Tk/bs),
                  // Hmap = map_mean_heads ? 1 : Hq; each cell = mean over its rows (and heads)
                  // of the attention mass on that key block.  May be null (no pass 2).
   float* map_sparse = nullptr;   // optional, same layout: the sparse-attention row (the full row
@@ -45,7 +48,8 @@ struct StatsParams {
                                  // not select (map - dropped = the kept mass).  Needs map and blocks.
   int map_row_pool = 64;  // query rows per map row: a multiple of 16
   bool map_mean_heads = false;
-  int B = 0, Hq = 0, Hkv = 0, T = 0, D = 0;
+  int B = 0, Hq = 0, Hkv = 0, D = 0;
+  int Tq = 0, Tk = 0, q_offset = 0;  // queries, keys, position of query 0 (api_types.cuh)
   int block_size = 16, top_k = 16;
   float scale = 0.f;  // 0 means 1/sqrt(D)
   DType dtype = DType::bf16;

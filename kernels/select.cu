@@ -24,13 +24,17 @@ constexpr int kSelStages = 2;  // kbar chunks in flight (4 measured slower: 7.3 
 template <int D>
 __host__ __device__ constexpr int sel_rows() { return D == 64 ? 16 : 32; }
 
+// Complete blocks that any query of the call can see: those before the last
+// query's position + 1 (keys past it are never scored).
+__host__ __device__ inline int visible_blocks(const SelectParams& p) { return (p.q_offset + p.Tq) / p.block_size; }
+
 // kbar split into three 16-bit terms (hi + mid + lo == the fp32 mean to ~24 bits),
 // so q . kbar runs on the tensor cores at fp32 accuracy: 16-bit q times a
 // 16-bit term is exact in the fp32 accumulator.
 template <typename T>
 __global__ void pool_keys_kernel(SelectParams p, T* split) {
   // one thread per (b, hkv, j, d): mean over the bs keys of complete block j
-  const int nbc = p.T / p.block_size;
+  const int nbc = visible_blocks(p);
   const int64_t n = int64_t(p.B) * p.Hkv * nbc * p.D;
   const T* k = static_cast<const T*>(p.k);
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
@@ -39,9 +43,9 @@ __global__ void pool_keys_kernel(SelectParams p, T* split) {
     int j = int(r % nbc);
     r /= nbc;
     int h = int(r % p.Hkv), b = int(r / p.Hkv);
-    const T* src = k + b * p.k_stride_b + h * p.k_stride_h + int64_t(j) * p.block_size * p.k_stride_t + d;
+    const T* src = k + b * p.k_s.b + h * p.k_s.h + int64_t(j) * p.block_size * p.k_s.t + d;
     float s = 0.f;
-    for (int u = 0; u < p.block_size; ++u) s += TypeOf<T>::to_float(src[u * p.k_stride_t]);
+    for (int u = 0; u < p.block_size; ++u) s += TypeOf<T>::to_float(src[u * p.k_s.t]);
     const float x = s / float(p.block_size);
     const T hi = TypeOf<T>::from_float(x);
     const float r1 = x - TypeOf<T>::to_float(hi);
@@ -72,8 +76,9 @@ __device__ __forceinline__ void chunk_scores(float (&s)[2][4], const uint32_t (&
     }
 }
 
-// One warp per query token (all G <= 16*RT heads of its group); W tokens
-// per CTA share the kbar chunks (kSelRows blocks x 3 terms) in shared memory.
+// One warp per query row i (all G <= 16*RT heads of its group), at position
+// q_offset + i; W rows per CTA share the kbar chunks (kSelRows blocks x 3
+// terms) in shared memory.
 template <typename T, int D, int RT, int W = sel_warps<D>()>
 __global__ void __launch_bounds__(W * 32) select_kernel(SelectParams p, const T* split, int buf_stride) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -82,28 +87,29 @@ __global__ void __launch_bounds__(W * 32) select_kernel(SelectParams p, const T*
   float* bufs = reinterpret_cast<float*>(sKb + kSelStages * 3 * kSelRows * D);
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, c = lane % 4;
   const int b = blockIdx.z, hk = blockIdx.y;
-  const int t0 = blockIdx.x * W, t = t0 + warp;
-  const int G = p.Hq / p.Hkv, bs = p.block_size, K = p.top_k, nbc = p.T / bs;
-  const bool active = t < p.T;
-  const int tt = active ? t : p.T - 1;
-  const int bt = tt / bs, nvis = (tt + 1) / bs;
-  const int t_last = min(p.T - 1, t0 + W - 1);
-  const int nvis_max = (t_last + 1) / bs, bt_max = t_last / bs;
+  const int t0 = blockIdx.x * W, t = t0 + warp;  // query rows
+  const int G = p.Hq / p.Hkv, bs = p.block_size, K = p.top_k, nbc = visible_blocks(p);
+  const bool active = t < p.Tq;
+  const int tt = active ? t : p.Tq - 1;
+  const int pos = p.q_offset + tt;  // the row's position among the keys
+  const int bt = pos / bs, nvis = (pos + 1) / bs;
+  const int pos_last = p.q_offset + min(p.Tq - 1, t0 + W - 1);
+  const int nvis_max = (pos_last + 1) / bs, bt_max = pos_last / bs;
   float* buf = bufs + warp * buf_stride;
 
   uint32_t qa[RT][NK][4];
   {
-    const T* qb = static_cast<const T*>(p.q) + b * p.q_stride_b + int64_t(hk) * G * p.q_stride_h + tt * p.q_stride_t;
+    const T* qb = static_cast<const T*>(p.q) + b * p.q_s.b + int64_t(hk) * G * p.q_s.h + tt * p.q_s.t;
 #pragma unroll
     for (int rt = 0; rt < RT; ++rt) {
       const int r0 = rt * 16 + g, r1 = r0 + 8;
 #pragma unroll
       for (int ks = 0; ks < NK; ++ks) {
         int d0 = ks * 16 + 2 * c;
-        qa[rt][ks][0] = r0 < G ? *reinterpret_cast<const uint32_t*>(qb + r0 * p.q_stride_h + d0) : 0u;
-        qa[rt][ks][1] = r1 < G ? *reinterpret_cast<const uint32_t*>(qb + r1 * p.q_stride_h + d0) : 0u;
-        qa[rt][ks][2] = r0 < G ? *reinterpret_cast<const uint32_t*>(qb + r0 * p.q_stride_h + d0 + 8) : 0u;
-        qa[rt][ks][3] = r1 < G ? *reinterpret_cast<const uint32_t*>(qb + r1 * p.q_stride_h + d0 + 8) : 0u;
+        qa[rt][ks][0] = r0 < G ? *reinterpret_cast<const uint32_t*>(qb + r0 * p.q_s.h + d0) : 0u;
+        qa[rt][ks][1] = r1 < G ? *reinterpret_cast<const uint32_t*>(qb + r1 * p.q_s.h + d0) : 0u;
+        qa[rt][ks][2] = r0 < G ? *reinterpret_cast<const uint32_t*>(qb + r0 * p.q_s.h + d0 + 8) : 0u;
+        qa[rt][ks][3] = r1 < G ? *reinterpret_cast<const uint32_t*>(qb + r1 * p.q_s.h + d0 + 8) : 0u;
       }
     }
   }
@@ -213,7 +219,7 @@ __global__ void __launch_bounds__(W * 32) select_kernel(SelectParams p, const T*
   if (!active) return;
   __syncwarp();
 
-  int32_t* out = p.blocks + ((int64_t(b) * p.Hkv + hk) * p.T + t) * K;
+  int32_t* out = p.blocks + ((int64_t(b) * p.Hkv + hk) * p.Tq + t) * K;
   // top-(K-1) by repeated warp argmax; each lane caches its best entry
   const int rounds = min(K - 1, bt);
   float bv = -1.f;
@@ -239,10 +245,10 @@ __global__ void __launch_bounds__(W * 32) select_kernel(SelectParams p, const T*
   }
   if (lane == 0) out[0] = bt;
   for (int s2 = 1 + rounds + lane; s2 < K; s2 += 32) out[s2] = -1;
-  if (p.counts && lane == 0) p.counts[(int64_t(b) * p.Hkv + hk) * p.T + t] = 1 + rounds;
+  if (p.counts && lane == 0) p.counts[(int64_t(b) * p.Hkv + hk) * p.Tq + t] = 1 + rounds;
 }
 
-int select_buf_stride(const SelectParams& p) { return ((p.T / p.block_size) + 4 + 3) & ~3; }
+int select_buf_stride(const SelectParams& p) { return (visible_blocks(p) + 4 + 3) & ~3; }
 int select_warps(const SelectParams& p) { return p.D == 64 ? sel_warps<64>() : sel_warps<128>(); }
 size_t select_smem(const SelectParams& p) {
   const int rows = p.D == 64 ? sel_rows<64>() : sel_rows<128>();
@@ -251,13 +257,13 @@ size_t select_smem(const SelectParams& p) {
 
 // ---------------------------------------------------------------- transposed index
 __global__ void index_count_kernel(BlockIndexParams p, int nb, int nchunks) {
-  int64_t n = int64_t(p.B) * p.Hkv * p.T * p.K;
+  int64_t n = int64_t(p.B) * p.Hkv * p.Tq * p.K;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     int j = p.blocks[i];
     if (j < 0) continue;
     int64_t r = i / p.K;  // (bh, t)
-    int t = int(r % p.T);
-    int64_t bh = r / p.T;
+    int t = int(r % p.Tq);
+    int64_t bh = r / p.Tq;
     atomicAdd(&p.work[(bh * nchunks + t / kChunk) * nb + j], 1);
   }
 }
@@ -305,12 +311,12 @@ __global__ void index_fill_kernel(BlockIndexParams p, int nb, int nchunks) {
   const int32_t* w = p.work + (bh * nchunks + c) * nb;
   for (int j = lane; j < nb; j += 32) cur[j] = off[j] + w[j];
   __syncwarp();
-  int32_t* tokens = p.tokens + bh * int64_t(p.T) * p.K;
-  const int t_end = min(p.T, (c + 1) * kChunk);
+  int32_t* tokens = p.tokens + bh * int64_t(p.Tq) * p.K;
+  const int t_end = min(p.Tq, (c + 1) * kChunk);
   for (int t0 = c * kChunk; t0 < t_end; t0 += 32) {
     const int t = t0 + lane;
     for (int s = 0; s < p.K; ++s) {
-      int j = t < t_end ? p.blocks[(bh * p.T + t) * p.K + s] : -1;
+      int j = t < t_end ? p.blocks[(bh * p.Tq + t) * p.K + s] : -1;
       unsigned peers = __match_any_sync(0xffffffffu, j);
       int rank = __popc(peers & ((1u << lane) - 1));
       int base = j >= 0 ? cur[j] : 0;
@@ -327,11 +333,11 @@ __global__ void index_fill_kernel(BlockIndexParams p, int nb, int nchunks) {
 }  // namespace
 
 size_t select_workspace_bytes(const SelectParams& p) {
-  return size_t(3) * p.B * p.Hkv * (p.T / p.block_size) * p.D * 2 + 16;
+  return size_t(3) * p.B * p.Hkv * visible_blocks(p) * p.D * 2 + 16;
 }
 
 std::string select_supported(const SelectParams& p) {
-  std::string e = check_common(p.B, p.Hq, p.Hkv, p.T, p.D, p.block_size, p.top_k);
+  std::string e = check_common(p.B, p.Hq, p.Hkv, p.Tq, p.Tk, p.q_offset, p.D, p.block_size, p.top_k);
   if (!e.empty()) return e;
   if (select_smem(p) > 220 * 1024) return "sequence too long for the selection kernel's shared-memory rows";
   return "";
@@ -340,11 +346,11 @@ std::string select_supported(const SelectParams& p) {
 std::string select_blocks(const SelectParams& p, cudaStream_t stream) {
   std::string e = select_supported(p);
   if (!e.empty()) return e;
-  const int64_t npool = int64_t(p.B) * p.Hkv * (p.T / p.block_size) * p.D;
+  const int64_t npool = int64_t(p.B) * p.Hkv * visible_blocks(p) * p.D;
   const size_t smem = select_smem(p);
   const int G = p.Hq / p.Hkv, stride = select_buf_stride(p);
   const int W = select_warps(p);
-  dim3 grid((p.T + W - 1) / W, p.Hkv, p.B);
+  dim3 grid((p.Tq + W - 1) / W, p.Hkv, p.B);
   SSA_DISPATCH_DTYPE(p.dtype, T, {
     T* split = reinterpret_cast<T*>(p.kbar);
     if (npool > 0)
@@ -360,14 +366,14 @@ std::string select_blocks(const SelectParams& p, cudaStream_t stream) {
 }
 
 size_t block_index_workspace_bytes(const BlockIndexParams& p) {
-  const int nb = (p.T + p.block_size - 1) / p.block_size, nchunks = (p.T + kChunk - 1) / kChunk;
+  const int nb = (p.Tk + p.block_size - 1) / p.block_size, nchunks = (p.Tq + kChunk - 1) / kChunk;
   return size_t(p.B) * p.Hkv * nchunks * nb * sizeof(int32_t);
 }
 
 std::string block_index_supported(const BlockIndexParams& p) {
-  if (p.B < 1 || p.Hkv < 1 || p.T < 1 || p.K < 1 || p.block_size < 1) return "empty shape";
-  if (int64_t(p.T) * p.K >= (int64_t(1) << 31)) return "T * K too large for int32 token lists";
-  const int nb = (p.T + p.block_size - 1) / p.block_size;
+  if (p.B < 1 || p.Hkv < 1 || p.Tq < 1 || p.Tk < 1 || p.K < 1 || p.block_size < 1) return "empty shape";
+  if (int64_t(p.Tq) * p.K >= (int64_t(1) << 31)) return "Tq * K too large for int32 token lists";
+  const int nb = (p.Tk + p.block_size - 1) / p.block_size;
   if (size_t(nb) * sizeof(int) > 200 * 1024) return "too many blocks for the index fill kernel";
   return "";
 }
@@ -375,10 +381,10 @@ std::string block_index_supported(const BlockIndexParams& p) {
 std::string build_block_index(const BlockIndexParams& p, cudaStream_t stream) {
   std::string e = block_index_supported(p);
   if (!e.empty()) return e;
-  const int nb = (p.T + p.block_size - 1) / p.block_size, nchunks = (p.T + kChunk - 1) / kChunk;
+  const int nb = (p.Tk + p.block_size - 1) / p.block_size, nchunks = (p.Tq + kChunk - 1) / kChunk;
   const int BH = p.B * p.Hkv;
   SSA_CUDA_CHECK(cudaMemsetAsync(p.work, 0, block_index_workspace_bytes(p), stream));
-  const int64_t n = int64_t(BH) * p.T * p.K;
+  const int64_t n = int64_t(BH) * p.Tq * p.K;
   index_count_kernel<<<int(std::min<int64_t>((n + 255) / 256, 65536)), 256, 0, stream>>>(p, nb, nchunks);
   const int64_t n2 = int64_t(BH) * nb;
   index_colscan_kernel<<<int((n2 + 255) / 256), 256, 0, stream>>>(p, nb, nchunks);

@@ -12,18 +12,20 @@ constexpr int kStages = 3;  // dQ kernel: cp.async stages per warp
 
 // Where the workspace pieces live (host and device agree on this).
 struct BwdWork {
-  float* delta;      // (B, Hq, T)
+  float* delta;      // (B, Hq, Tq)
   int32_t* seg_off;  // (B, Hkv, nb+1): first work item of each key block; [nb] = item count
   float* partial;    // (B, Hkv, max_items, bs, 2, D) fp32: dK (scaled) then dV of split items
-  int max_items;     // work items per (b, hkv) upper bound: nb + ceil(T*K / seg_tokens)
+  int max_items;     // work items per (b, hkv) upper bound: nb + ceil(Tq*K / seg_tokens)
 };
+// Key blocks: nb = ceil(Tk / bs).
+__host__ __device__ inline int key_blocks(const SparseBwdParams& p) { return (p.Tk + p.block_size - 1) / p.block_size; }
 inline BwdWork bwd_work(const SparseBwdParams& p) {
-  const int nb = (p.T + p.block_size - 1) / p.block_size;
-  const int64_t items = nb + (int64_t(p.T) * p.top_k + p.seg_tokens - 1) / p.seg_tokens;
+  const int nb = key_blocks(p);
+  const int64_t items = nb + (int64_t(p.Tq) * p.top_k + p.seg_tokens - 1) / p.seg_tokens;
   char* w = static_cast<char*>(p.workspace);
   BwdWork r;
   r.delta = reinterpret_cast<float*>(w);
-  w += ((size_t(p.B) * p.Hq * p.T * 4 + 255) / 256) * 256;
+  w += ((size_t(p.B) * p.Hq * p.Tq * 4 + 255) / 256) * 256;
   r.seg_off = reinterpret_cast<int32_t*>(w);
   w += ((size_t(p.B) * p.Hkv * (nb + 1) * 4 + 255) / 256) * 256;
   r.partial = reinterpret_cast<float*>(w);
@@ -31,16 +33,16 @@ inline BwdWork bwd_work(const SparseBwdParams& p) {
   return r;
 }
 inline size_t bwd_work_bytes(const SparseBwdParams& p) {
-  const int nb = (p.T + p.block_size - 1) / p.block_size;
-  const int64_t items = nb + (int64_t(p.T) * p.top_k + p.seg_tokens - 1) / p.seg_tokens;
-  return ((size_t(p.B) * p.Hq * p.T * 4 + 255) / 256) * 256 + ((size_t(p.B) * p.Hkv * (nb + 1) * 4 + 255) / 256) * 256 +
+  const int nb = key_blocks(p);
+  const int64_t items = nb + (int64_t(p.Tq) * p.top_k + p.seg_tokens - 1) / p.seg_tokens;
+  return ((size_t(p.B) * p.Hq * p.Tq * 4 + 255) / 256) * 256 + ((size_t(p.B) * p.Hkv * (nb + 1) * 4 + 255) / 256) * 256 +
          size_t(p.B) * p.Hkv * items * p.block_size * 2 * p.D * 4;
 }
 
 // per (b, hkv): work items of each key block = max(1, ceil(tokens / seg_tokens)), exclusive scan
 __global__ void seg_scan_kernel(SparseBwdParams p, BwdWork w) {
   __shared__ int part[1024];
-  const int nb = (p.T + p.block_size - 1) / p.block_size;
+  const int nb = key_blocks(p);
   const int32_t* off = p.index_offsets + int64_t(blockIdx.x) * (nb + 1);
   int32_t* so = w.seg_off + int64_t(blockIdx.x) * (nb + 1);
   const int per = (nb + 1023) / 1024, j0 = threadIdx.x * per, j1 = min(nb, j0 + per);
@@ -59,7 +61,7 @@ __global__ void seg_scan_kernel(SparseBwdParams p, BwdWork w) {
 template <typename T>
 __global__ void dkv_reduce_kernel(SparseBwdParams p, BwdWork w) {
   const int j = blockIdx.x, hk = blockIdx.y, b = blockIdx.z, bs = p.block_size, D = p.D;
-  const int nb = (p.T + bs - 1) / bs;
+  const int nb = key_blocks(p);
   const int64_t bh = int64_t(b) * p.Hkv + hk;
   const int32_t* so = w.seg_off + bh * (nb + 1);
   const int i0 = so[j], i1 = so[j + 1];
@@ -70,7 +72,7 @@ __global__ void dkv_reduce_kernel(SparseBwdParams p, BwdWork w) {
     const int row = e / (2 * D), which = (e / D) % 2, d = e % D, key = j * bs + row;
     float acc = 0.f;
     for (int i = i0; i < i1; ++i) acc += w.partial[((bh * w.max_items + i) * bs) * 2 * D + e];
-    if (key < p.T) (which ? dvb + int64_t(key) * p.dv_s.t : dkb + int64_t(key) * p.dk_s.t)[d] = TypeOf<T>::from_float(acc);
+    if (key < p.Tk) (which ? dvb + int64_t(key) * p.dv_s.t : dkb + int64_t(key) * p.dk_s.t)[d] = TypeOf<T>::from_float(acc);
   }
 }
 
@@ -81,8 +83,9 @@ __global__ void __launch_bounds__(kWarps * 32) sparse_dq_kernel(SparseBwdParams 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
   const int G = p.Hq / p.Hkv, RT = (G + 15) / 16;
   const int wid = blockIdx.x * kWarps + warp;
-  const int t = wid / RT, h0 = (wid % RT) * 16;
-  if (t >= p.T) return;
+  const int t = wid / RT, h0 = (wid % RT) * 16;  // query row t, at position pos
+  if (t >= p.Tq) return;
+  const int pos = p.q_offset + t;
   const int b = blockIdx.z, hk = blockIdx.y;
   T* sK = reinterpret_cast<T*>(smem_raw) + warp * kStages * 2 * 16 * D;
   T* sV = sK + kStages * 16 * D;
@@ -94,9 +97,9 @@ __global__ void __launch_bounds__(kWarps * 32) sparse_dq_kernel(SparseBwdParams 
   load_rows_frag<T, D>(da,
                        static_cast<const T*>(p.dout) + b * p.do_s.b + int64_t(hk * G) * p.do_s.h + int64_t(t) * p.do_s.t,
                        p.do_s.h, G, r0, r1, c);
-  const int64_t row_base = (int64_t(b) * p.Hq + hk * G) * p.T + t;
-  const float lse0 = r0 < G ? p.lse[row_base + int64_t(r0) * p.T] * kLog2e : 0.f;
-  const float lse1 = r1 < G ? p.lse[row_base + int64_t(r1) * p.T] * kLog2e : 0.f;
+  const int64_t row_base = (int64_t(b) * p.Hq + hk * G) * p.Tq + t;
+  const float lse0 = r0 < G ? p.lse[row_base + int64_t(r0) * p.Tq] * kLog2e : 0.f;
+  const float lse1 = r1 < G ? p.lse[row_base + int64_t(r1) * p.Tq] * kLog2e : 0.f;
   // delta = rowsum(dO * O), from O loaded in dO's fragment layout; saved for the dK/dV kernel
   float dl0 = 0.f, dl1 = 0.f;
   {
@@ -113,16 +116,16 @@ __global__ void __launch_bounds__(kWarps * 32) sparse_dq_kernel(SparseBwdParams 
     dl0 = quad_sum(dl0);
     dl1 = quad_sum(dl1);
     if (c == 0) {
-      if (r0 < G) w.delta[row_base + int64_t(r0) * p.T] = dl0;
-      if (r1 < G) w.delta[row_base + int64_t(r1) * p.T] = dl1;
+      if (r0 < G) w.delta[row_base + int64_t(r0) * p.Tq] = dl0;
+      if (r1 < G) w.delta[row_base + int64_t(r1) * p.Tq] = dl1;
     }
   }
 
   const float scale_log2 = p.scale * kLog2e;
-  const int32_t* sel = p.blocks + ((int64_t(b) * p.Hkv + hk) * p.T + t) * p.top_k;
+  const int32_t* sel = p.blocks + ((int64_t(b) * p.Hkv + hk) * p.Tq + t) * p.top_k;
   KvRing<T, D, kStages> ring{sK, sV, static_cast<const T*>(p.k) + b * p.k_s.b + hk * p.k_s.h,
-                             static_cast<const T*>(p.v) + b * p.v_s.b + hk * p.v_s.h, p.k_s.t, p.v_s.t, p.T, lane};
-  ring.prod.init(sel, p.top_k, p.block_size, t);
+                             static_cast<const T*>(p.v) + b * p.v_s.b + hk * p.v_s.h, p.k_s.t, p.v_s.t, p.Tk, lane};
+  ring.prod.init(sel, p.top_k, p.block_size, pos);
   ChunkIter cons = ring.prod;
   ring.prime();
   float dq[ND][4];
@@ -145,7 +148,7 @@ __global__ void __launch_bounds__(kWarps * 32) sparse_dq_kernel(SparseBwdParams 
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         int key = key0 + n * 8 + 2 * c + (e & 1);
-        float pr = key <= t ? fast_exp2(s[n][e] * scale_log2 - (e < 2 ? lse0 : lse1)) : 0.f;
+        float pr = key <= pos ? fast_exp2(s[n][e] * scale_log2 - (e < 2 ? lse0 : lse1)) : 0.f;
         s[n][e] = pr * (dp[n][e] - (e < 2 ? dl0 : dl1));
       }
     uint32_t sa[4] = {TypeOf<T>::pack(s[0][0], s[0][1]), TypeOf<T>::pack(s[0][2], s[0][3]),
@@ -205,12 +208,12 @@ __global__ void __launch_bounds__(DkvCfg<D, BS>::WARPS * 32, DkvCfg<D, BS>::MIN_
   unsigned char* meta = smem_raw + C::kv_bytes + C::body;
   float* sL = reinterpret_cast<float*>(meta);    // [S][R] lse
   float* sD = sL + S * R;                        // [S][R] delta
-  int* sT = reinterpret_cast<int*>(sD + S * R);  // [S][R] token, -1 = padding
+  int* sT = reinterpret_cast<int*>(sD + S * R);  // [S][R] query position, -1 = padding
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, c = lane % 4;
   const int mt = warp % NM, sp = warp / NM;
   const int item = blockIdx.x, hk = blockIdx.y, b = blockIdx.z;
-  const int G = p.Hq / p.Hkv, nb = (p.T + BS - 1) / BS;
+  const int G = p.Hq / p.Hkv, nb = (p.Tk + BS - 1) / BS;
   const int64_t bh = int64_t(b) * p.Hkv + hk;
   // work item -> (key block j, segment of its token list)
   const int32_t* so = w.seg_off + bh * (nb + 1);
@@ -228,7 +231,7 @@ __global__ void __launch_bounds__(DkvCfg<D, BS>::WARPS * 32, DkvCfg<D, BS>::MIN_
     const T* vb = static_cast<const T*>(p.v) + b * p.v_s.b + hk * p.v_s.h;
     for (int i = tid; i < BS * CH; i += NT) {
       int row = i / CH, ch = i % CH, key = key_base + row;
-      bool ok = key < p.T;
+      bool ok = key < p.Tk;
       cp_async16(sK + swz<D>(row, ch), kb + int64_t(ok ? key : 0) * p.k_s.t + ch * 8, ok);
       cp_async16(sV + swz<D>(row, ch), vb + int64_t(ok ? key : 0) * p.v_s.t + ch * 8, ok);
     }
@@ -237,11 +240,11 @@ __global__ void __launch_bounds__(DkvCfg<D, BS>::WARPS * 32, DkvCfg<D, BS>::MIN_
   const int32_t* off = p.index_offsets + bh * (nb + 1);
   const int n_all = off[j + 1] - off[j];
   const int start = off[j] + seg * p.seg_tokens, n_tok = min(n_all - seg * p.seg_tokens, p.seg_tokens);
-  const int32_t* toks = p.index_tokens + bh * int64_t(p.T) * p.top_k + start;
+  const int32_t* toks = p.index_tokens + bh * int64_t(p.Tq) * p.top_k + start;
   const int nrows = n_tok * G, n_it = (nrows + R - 1) / R;
   const T* qg = static_cast<const T*>(p.q) + b * p.q_s.b + int64_t(hk * G) * p.q_s.h;
   const T* dg = static_cast<const T*>(p.dout) + b * p.do_s.b + int64_t(hk * G) * p.do_s.h;
-  const int64_t lrow = (int64_t(b) * p.Hq + hk * G) * p.T;
+  const int64_t lrow = (int64_t(b) * p.Hq + hk * G) * p.Tq;
 
   const int gshift = (G & (G - 1)) == 0 ? __ffs(G) - 1 : -1;  // power-of-two groups: shifts, not divisions
   auto split_row = [&](int row, int& ti, int& h) {
@@ -271,9 +274,9 @@ __global__ void __launch_bounds__(DkvCfg<D, BS>::WARPS * 32, DkvCfg<D, BS>::MIN_
       split_row(row, ti, h);
       const int tok = ok ? toks[ti] : 0;
       if (!ok) h = 0;
-      cp_async4(sL + st * R + i, p.lse + lrow + int64_t(h) * p.T + tok, ok);
-      cp_async4(sD + st * R + i, w.delta + lrow + int64_t(h) * p.T + tok, ok);
-      sT[st * R + i] = ok ? tok : -1;
+      cp_async4(sL + st * R + i, p.lse + lrow + int64_t(h) * p.Tq + tok, ok);
+      cp_async4(sD + st * R + i, w.delta + lrow + int64_t(h) * p.Tq + tok, ok);
+      sT[st * R + i] = ok ? p.q_offset + tok : -1;  // the row's position (causal mask), -1 = padding
     }
   };
 
@@ -423,12 +426,12 @@ __global__ void __launch_bounds__(DkvCfg<D, BS>::WARPS * 32, DkvCfg<D, BS>::MIN_
 #pragma unroll
     for (int n = 0; n < ND; ++n) {
       int d = n * 8 + 2 * c;
-      if (key_r0 < p.T) {
+      if (key_r0 < p.Tk) {
         *reinterpret_cast<uint32_t*>(dkb + int64_t(key_r0) * p.dk_s.t + d) =
             TypeOf<T>::pack(dk[n][0] * p.scale, dk[n][1] * p.scale);
         *reinterpret_cast<uint32_t*>(dvb + int64_t(key_r0) * p.dv_s.t + d) = TypeOf<T>::pack(dv[n][0], dv[n][1]);
       }
-      if (key_r1 < p.T) {
+      if (key_r1 < p.Tk) {
         *reinterpret_cast<uint32_t*>(dkb + int64_t(key_r1) * p.dk_s.t + d) =
             TypeOf<T>::pack(dk[n][2] * p.scale, dk[n][3] * p.scale);
         *reinterpret_cast<uint32_t*>(dvb + int64_t(key_r1) * p.dv_s.t + d) = TypeOf<T>::pack(dv[n][2], dv[n][3]);
@@ -444,7 +447,7 @@ std::string launch_dkv(const SparseBwdParams& p, const BwdWork& w, cudaStream_t 
   SSA_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, int(C::smem)));
   kern<<<dim3(w.max_items, p.Hkv, p.B), C::WARPS * 32, C::smem, stream>>>(p, w);
   SSA_CUDA_CHECK(cudaGetLastError());
-  dkv_reduce_kernel<T><<<dim3((p.T + BS - 1) / BS, p.Hkv, p.B), 256, 0, stream>>>(p, w);
+  dkv_reduce_kernel<T><<<dim3(key_blocks(p), p.Hkv, p.B), 256, 0, stream>>>(p, w);
   SSA_CUDA_CHECK(cudaGetLastError());
   return "";
 }
@@ -454,7 +457,7 @@ std::string launch_dkv(const SparseBwdParams& p, const BwdWork& w, cudaStream_t 
 size_t sparse_bwd_workspace_bytes(const SparseBwdParams& p) { return bwd_work_bytes(p); }
 
 std::string sparse_bwd_supported(const SparseBwdParams& p) {
-  std::string e = check_common(p.B, p.Hq, p.Hkv, p.T, p.D, p.block_size, p.top_k);
+  std::string e = check_common(p.B, p.Hq, p.Hkv, p.Tq, p.Tk, p.q_offset, p.D, p.block_size, p.top_k);
   if (!e.empty()) return e;
   if (p.seg_tokens < 1) return "seg_tokens must be >= 1";
   return "";
@@ -467,7 +470,7 @@ std::string sparse_bwd(const SparseBwdParams& p_in, cudaStream_t stream) {
   SparseBwdParams p = p_in;
   if (p.scale == 0.f) p.scale = float(1.0 / std::sqrt(double(p.D)));
   const int G = p.Hq / p.Hkv, RT = (G + 15) / 16;
-  dim3 grid((int)((int64_t(p.T) * RT + kWarps - 1) / kWarps), p.Hkv, p.B);
+  dim3 grid((int)((int64_t(p.Tq) * RT + kWarps - 1) / kWarps), p.Hkv, p.B);
   std::string err;
   const BwdWork w = bwd_work(p);
   seg_scan_kernel<<<p.B * p.Hkv, 1024, 0, stream>>>(p, w);

@@ -18,8 +18,9 @@ __global__ void __launch_bounds__(kWarps * 32) sparse_fwd_kernel(SparseFwdParams
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
   const int G = p.Hq / p.Hkv, RT = (G + 15) / 16;
   const int wid = blockIdx.x * kWarps + warp;
-  const int t = wid / RT, h0 = (wid % RT) * 16;
-  if (t >= p.T) return;
+  const int t = wid / RT, h0 = (wid % RT) * 16;  // query row t, at position pos
+  if (t >= p.Tq) return;
+  const int pos = p.q_offset + t;
   const int b = blockIdx.z, hk = blockIdx.y;
   T* sK = reinterpret_cast<T*>(smem_raw) + warp * kStages * 2 * 16 * D;
   T* sV = sK + kStages * 16 * D;
@@ -29,10 +30,10 @@ __global__ void __launch_bounds__(kWarps * 32) sparse_fwd_kernel(SparseFwdParams
   load_rows_frag<T, D>(qa, static_cast<const T*>(p.q) + b * p.q_s.b + int64_t(hk * G) * p.q_s.h + int64_t(t) * p.q_s.t,
                        p.q_s.h, G, h0 + g, h0 + g + 8, c);
   const float scale_log2 = p.scale * kLog2e;
-  const int32_t* sel = p.blocks + ((int64_t(b) * p.Hkv + hk) * p.T + t) * p.top_k;
+  const int32_t* sel = p.blocks + ((int64_t(b) * p.Hkv + hk) * p.Tq + t) * p.top_k;
   KvRing<T, D, kStages> ring{sK, sV, static_cast<const T*>(p.k) + b * p.k_s.b + hk * p.k_s.h,
-                             static_cast<const T*>(p.v) + b * p.v_s.b + hk * p.v_s.h, p.k_s.t, p.v_s.t, p.T, lane};
-  ring.prod.init(sel, p.top_k, p.block_size, t);
+                             static_cast<const T*>(p.v) + b * p.v_s.b + hk * p.v_s.h, p.k_s.t, p.v_s.t, p.Tk, lane};
+  ring.prod.init(sel, p.top_k, p.block_size, pos);
   ChunkIter cons = ring.prod;
   ring.prime();
 
@@ -57,7 +58,7 @@ __global__ void __launch_bounds__(kWarps * 32) sparse_fwd_kernel(SparseFwdParams
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         int key = key0 + n * 8 + 2 * c + (e & 1);
-        float x = key <= t ? s[n][e] * scale_log2 : -INFINITY;
+        float x = key <= pos ? s[n][e] * scale_log2 : -INFINITY;
         s[n][e] = x;
         if (e < 2) mx0 = fmaxf(mx0, x); else mx1 = fmaxf(mx1, x);
       }
@@ -99,16 +100,16 @@ __global__ void __launch_bounds__(kWarps * 32) sparse_fwd_kernel(SparseFwdParams
     if (r1 < G) *reinterpret_cast<uint32_t*>(ob + r1 * p.o_s.h + d) = TypeOf<T>::pack(o[n][2] * i1, o[n][3] * i1);
   }
   if (c == 0) {
-    float* lb = p.lse + (int64_t(b) * p.Hq + hk * G) * p.T + t;
-    if (r0 < G) lb[int64_t(r0) * p.T] = (m0 + log2f(l0)) * kLn2;
-    if (r1 < G) lb[int64_t(r1) * p.T] = (m1 + log2f(l1)) * kLn2;
+    float* lb = p.lse + (int64_t(b) * p.Hq + hk * G) * p.Tq + t;
+    if (r0 < G) lb[int64_t(r0) * p.Tq] = (m0 + log2f(l0)) * kLn2;
+    if (r1 < G) lb[int64_t(r1) * p.Tq] = (m1 + log2f(l1)) * kLn2;
   }
 }
 
 }  // namespace
 
 std::string sparse_fwd_supported(const SparseFwdParams& p) {
-  return check_common(p.B, p.Hq, p.Hkv, p.T, p.D, p.block_size, p.top_k);
+  return check_common(p.B, p.Hq, p.Hkv, p.Tq, p.Tk, p.q_offset, p.D, p.block_size, p.top_k);
 }
 
 std::string sparse_fwd(const SparseFwdParams& p_in, cudaStream_t stream) {
@@ -117,7 +118,7 @@ std::string sparse_fwd(const SparseFwdParams& p_in, cudaStream_t stream) {
   SparseFwdParams p = p_in;
   if (p.scale == 0.f) p.scale = float(1.0 / std::sqrt(double(p.D)));
   const int G = p.Hq / p.Hkv, RT = (G + 15) / 16;
-  dim3 grid((int)((int64_t(p.T) * RT + kWarps - 1) / kWarps), p.Hkv, p.B);
+  dim3 grid((int)((int64_t(p.Tq) * RT + kWarps - 1) / kWarps), p.Hkv, p.B);
   SSA_DISPATCH_DTYPE(p.dtype, T, {
     SSA_DISPATCH_HEADDIM(p.D, D, {
       const int smem = kWarps * kStages * 2 * 16 * D * 2;

@@ -7,20 +7,21 @@
 
 namespace ssa {
 
-// The 16-key chunks a token attends: its own block first (only the chunks that
-// start at or before t), then each selected past block, until slot K or a -1.
+// The 16-key chunks a query attends: its own block first (only the chunks that
+// start at or before its position `pos`), then each selected past block, until
+// slot K or a -1.
 struct ChunkIter {
   const int32_t* sel;  // this token's K slots
   int K, bs;
   int slot, sub, nsub, j;
-  __device__ __forceinline__ void init(const int32_t* s, int k, int block, int t) {
+  __device__ __forceinline__ void init(const int32_t* s, int k, int block, int pos) {
     sel = s;
     K = k;
     bs = block;
     slot = 0;
     sub = 0;
-    j = t / bs;
-    nsub = (t - j * bs) / 16 + 1;
+    j = pos / bs;
+    nsub = (pos - j * bs) / 16 + 1;
   }
   __device__ __forceinline__ bool valid() const { return slot < K; }
   __device__ __forceinline__ int key0() const { return j * bs + sub * 16; }
@@ -36,7 +37,8 @@ struct ChunkIter {
   }
 };
 
-// One warp copies rows key0..key0+15 of a (T, D) slice into a swizzled 16 x D tile.
+// One warp copies rows key0..key0+15 of a (T_len, D) slice into a swizzled 16 x D
+// tile; rows at or past T_len are zero-filled.
 template <typename T, int D>
 __device__ __forceinline__ void load_chunk16(T* dst, const T* src, int64_t stride_t, int key0, int T_len, int lane) {
   constexpr int CH = D / 8;
@@ -60,9 +62,9 @@ template <typename T, int D, int Stages>
 struct KvRing {
   T* sK;  // [Stages][16][D]
   T* sV;  // [Stages][16][D]
-  const T *k, *v;  // this (batch, kv head)'s (T, D) slices
+  const T *k, *v;  // this (batch, kv head)'s (Tk, D) slices
   int64_t k_stride_t, v_stride_t;
-  int T_len, lane;
+  int T_len, lane;  // T_len: the number of keys (Tk)
   ChunkIter prod;
   __device__ __forceinline__ void issue(int st) {
     if (prod.valid()) {
@@ -141,16 +143,17 @@ __device__ __forceinline__ void load_row_tiles(T* const (&dst)[N], const T* cons
   }
 }
 
-// bits[r * words + j / 32] bit j % 32: token q0 + r selected block j, for the
-// `rows` tokens from q0 (the selection `sel` is this (batch, kv head)'s (T, K)
-// slice).  Called by all `nthreads` threads of the CTA; ends with a barrier.
+// bits[r * words + j / 32] bit j % 32: query row q0 + r selected block j, for
+// the `rows` rows from q0 (the selection `sel` is this (batch, kv head)'s
+// (Tq, K) slice).  Called by all `nthreads` threads of the CTA; ends with a
+// barrier.
 __device__ __forceinline__ void build_selection_bits(uint32_t* bits, const int32_t* sel, int q0, int rows, int words,
-                                                     int T, int K, int tid, int nthreads) {
+                                                     int Tq, int K, int tid, int nthreads) {
   for (int i = tid; i < rows * words; i += nthreads) bits[i] = 0u;
   __syncthreads();
   for (int i = tid; i < rows * K; i += nthreads) {
     const int r = i / K, t = q0 + r;
-    if (t < T) {
+    if (t < Tq) {
       const int j = sel[int64_t(t) * K + i % K];
       if (j >= 0) atomicOr(&bits[r * words + j / 32], 1u << (j % 32));
     }

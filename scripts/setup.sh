@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 PKGS=(build-essential cmake ninja-build pkg-config libopenblas0-pthread
       libtorch-dev libsentencepiece-dev sentencepiece catch2
       libcli11-dev nlohmann-json3-dev libfmt-dev libspdlog-dev libstb-dev
-      libimgui-dev libglfw3-dev libgl-dev xvfb xauth
+      libimgui-dev libglfw3-dev libgl-dev xvfb xauth libpcre2-dev libutf8proc-dev zlib1g-dev
       python3.11-doc)   # python3.11-doc: the default English corpus (~11 MB of .rst text)
 # libopenblas0-pthread: without it LibTorch falls back to the reference BLAS (6x slower)
 

@@ -1,9 +1,8 @@
 // Compare: the session's model and a checkpoint side by side, on the same
 // probe tokens with the same inference settings (k, block size, full/sparse).
-// The checkpoint is loaded and analysed on worker threads (std::async); the
-// panel polls the futures and never waits. Futures that are no longer wanted
-// (a new load while one runs) are parked until they finish, because a
-// std::async future blocks in its destructor.
+// The checkpoint is loaded and analysed on the app's background workers
+// (engine/util/background.h); the panel polls the futures and never waits.
+// A future no longer wanted (a new load while one runs) is simply dropped.
 #include <imgui.h>
 #include <imgui_stdlib.h>
 
@@ -12,7 +11,7 @@
 #include <future>
 
 #include "engine/checkpoint/checkpoint.h"
-#include "engine/util/priority.h"
+#include "engine/util/background.h"
 #include "views/map_widget.h"
 #include "views/panels_internal.h"
 #include "views/views.h"
@@ -32,21 +31,8 @@ struct CompareState {
   std::string token_note;
   bool shared_range = true;
   std::unique_ptr<MapWidget> left, right;
-  std::vector<std::future<std::shared_ptr<const Analysis>>> parked;
-  std::vector<std::future<std::shared_ptr<LoadedCheckpoint>>> parked_loads;
 };
 CompareState g;
-
-void park() {
-  if (g.analyzing.valid()) g.parked.push_back(std::move(g.analyzing));
-  if (g.loading.valid()) g.parked_loads.push_back(std::move(g.loading));
-}
-
-void drop_finished_parked() {
-  g.parked.erase(std::remove_if(g.parked.begin(), g.parked.end(), [](auto& f) { return is_ready(f); }), g.parked.end());
-  g.parked_loads.erase(std::remove_if(g.parked_loads.begin(), g.parked_loads.end(), [](auto& f) { return is_ready(f); }),
-                       g.parked_loads.end());
-}
 
 // Tokens for the checkpoint: the session's ids when its tokenizer gives the
 // same pieces for them, else the probe text re-encoded with its own tokenizer.
@@ -82,8 +68,7 @@ void start_analysis(const Snapshot& snap, const std::shared_ptr<const Analysis>&
   req.max_cells = std::max(1, a->n_cells);
   g.matched = a.get();
   auto model = g.model;
-  g.analyzing = std::async(std::launch::async, [model, req]() -> std::shared_ptr<const Analysis> {
-      lower_this_thread_priority();  // the UI thread keeps its cores
+  g.analyzing = background_workers().submit([model, req]() -> std::shared_ptr<const Analysis> {
     return std::make_shared<const Analysis>(analyze(*model->model, req));
   });
 }
@@ -96,32 +81,26 @@ void ReleaseCompare() {
 }
 
 void JoinCompareWorkers() {
-  if (g.analyzing.valid()) g.analyzing.wait();
-  if (g.loading.valid()) g.loading.wait();
-  for (auto& f : g.parked) f.wait();
-  for (auto& f : g.parked_loads) f.wait();
+  background_workers().wait_idle();
   g = CompareState{};
 }
 
 void CompareLoad(UiState& ui, const std::string& path) {
-  park();
+  g.analyzing = {};  // results of the previous checkpoint, if still coming, are dropped
+  g.loading = {};
   g.model.reset();
   g.analysis.reset();
   g.matched = nullptr;
   g.error.clear();
   g.path = path;
   if (path.empty()) return;
-  g.loading = std::async(std::launch::async, [path] {
-    lower_this_thread_priority();
-    return std::make_shared<LoadedCheckpoint>(load_checkpoint(path));
-  });
+  g.loading = background_workers().submit([path] { return std::make_shared<LoadedCheckpoint>(load_checkpoint(path)); });
   ui.info("loading " + path + " for Compare");
 }
 
 bool CompareReady() { return g.analysis && !g.analyzing.valid(); }
 
 void DrawCompare(UiState& ui) {
-  drop_finished_parked();
   // Poll the workers even when the window is hidden.
   if (is_ready(g.loading)) {
     try {

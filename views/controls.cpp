@@ -2,9 +2,8 @@
 // (method, p, alpha, lr), how inference runs (full / sparse, k, block size)
 // and checkpoints (save / load a directory). Every button only queues a
 // Session command; values shown come back through the snapshot. Settings the
-// engine cannot run are disabled with the reason (SpecProblem: check_sparse_spec
-// on the probe plus the training config's validate(), the checks the engine
-// applies before it accepts a spec).
+// engine cannot run are disabled with the reason (SpecProblem: the engine's
+// spec_problem(), the same function the session asks before it accepts a spec).
 #include <imgui.h>
 #include <imgui_stdlib.h>
 
@@ -63,17 +62,7 @@ void help(const char* text) {
 }  // namespace
 
 std::string SpecProblem(const Snapshot& snap, const SparseSpec& spec, int64_t T) {
-  std::string why = check_sparse_spec(spec, T);
-  if (!why.empty()) return why;
-  ModelConfig m = snap.model;
-  m.block_size = spec.block_size;
-  m.block_counts = spec.top_k;
-  try {
-    validate(snap.train, m);
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "";
+  return spec_problem(snap.model, snap.train, spec, T);
 }
 
 void DrawControls(UiState& ui) {
@@ -242,6 +231,15 @@ void DrawControls(UiState& ui) {
     ImGui::EndDisabled();
     if (!why.empty() && ImGui::IsItemHovered(ImGuiHoveredFlags_AllowWhenDisabled)) ImGui::SetTooltip("%s", why.c_str());
   }
+  // the selection rule: exact top-k, or the released checkpoints' chunked top-k
+  int rule = snap->spec.rule == SelectionRule::NsaChunked ? 1 : 0;
+  ImGui::SetNextItemWidth(160);
+  if (ImGui::Combo("selection rule", &rule, "topk\0nsa-chunked\0"))
+    s->set_selection_rule(rule == 1 ? SelectionRule::NsaChunked : SelectionRule::TopK);
+  help("topk: the k blocks of highest group-summed score (the paper's text).\n"
+       "nsa-chunked: what the released checkpoints' kernel computes: k/2 blocks from the\n"
+       "completed 16-block chunks and k/2 from the query's own chunk (same as topk for k < 16).\n"
+       "The CUDA selection kernel runs topk only; nsa-chunked runs on the reference path.");
   const std::string& why_k = c.why_k;
   ImGui::Text("receptive field %d tokens of %lld", g.top_k.value * bs, (long long)T);
   if (!why_k.empty()) ImGui::TextColored(ImVec4(1, 0.5f, 0.3f, 1), "k %d: %s", g.top_k.value, why_k.c_str());

@@ -56,7 +56,7 @@ void DrawLayerMetrics(UiState& ui) {
   }
   ImGui::SameLine();
   ImGui::TextDisabled("(?)");
-  if (ImGui::IsItemHovered()) ImGui::SetTooltip("%s.\nHead figures are means over query rows that have at least one past block.", kMetrics[g_metric].help);
+  if (ImGui::IsItemHovered()) ImGui::SetTooltip("%s.\nHead figures are means over query rows where selection is a real choice (t >= k x block size).", kMetrics[g_metric].help);
   if (!a || a->layers.empty()) {
     ImGui::TextDisabled("no analysis yet");
     ImGui::End();

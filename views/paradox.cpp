@@ -3,7 +3,8 @@
 // slider driving all three: their attention maps, per-layer AttnSparsity and
 // entropy, and what each loses when switched to sparse attention (the
 // perplexities recorded in assets/paradox/results.json). Loading and analysis
-// run on worker threads (std::async); the panel polls and never waits.
+// run on the app's background workers (engine/util/background.h); the panel
+// polls and never waits.
 #include <imgui.h>
 
 #include <algorithm>
@@ -13,7 +14,7 @@
 
 #include "engine/checkpoint/checkpoint.h"
 #include "engine/util/files.h"
-#include "engine/util/priority.h"
+#include "engine/util/background.h"
 #include "views/map_widget.h"
 #include "views/panels_internal.h"
 #include "views/views.h"
@@ -69,11 +70,11 @@ void start_analyses() {
     AnalysisRequest req;
     req.tokens = g.tokens;
     req.inference = g.sparse_inference ? AttnMode::Sparse : AttnMode::Full;
-    req.spec = {pm.model->config.block_size, g.top_k};
+    req.spec = model_sparse_spec(pm.model->config);  // each model's own rule
+    req.spec.top_k = g.top_k;
     req.token_map_limit = 0;  // block-pooled maps: three at once stay light
     auto model = pm.model;
-    pm.analyzing = std::async(std::launch::async, [model, req]() -> std::shared_ptr<const Analysis> {
-      lower_this_thread_priority();  // the UI thread keeps its cores
+    pm.analyzing = background_workers().submit([model, req]() -> std::shared_ptr<const Analysis> {
       return std::make_shared<const Analysis>(analyze(*model->model, req));
     });
   }
@@ -101,10 +102,7 @@ void ParadoxLoad(const std::string& dir) {
   g.dir = dir;
   for (auto& pm : g.m) {
     std::string path = dir + "/" + pm.name;
-    pm.loading = std::async(std::launch::async, [path] {
-      lower_this_thread_priority();
-      return std::make_shared<LoadedCheckpoint>(load_checkpoint(path));
-    });
+    pm.loading = background_workers().submit([path] { return std::make_shared<LoadedCheckpoint>(load_checkpoint(path)); });
   }
   try {
     std::string results = dir + "/../paradox/results.json";
@@ -123,12 +121,7 @@ void ReleaseParadox() {
   for (auto& pm : g.m) pm.map.reset();
 }
 
-void JoinParadoxWorkers() {
-  for (auto& pm : g.m) {
-    if (pm.loading.valid()) pm.loading.wait();
-    if (pm.analyzing.valid()) pm.analyzing.wait();
-  }
-}
+void JoinParadoxWorkers() { background_workers().wait_idle(); }
 
 void DrawParadox(UiState& ui) {
   for (auto& pm : g.m) {

@@ -104,6 +104,12 @@ void DrawStatusBar(UiState& ui) {
   } else {
     ImGui::TextDisabled("%s", ui.session_problem.empty() ? "starting..." : ui.session_problem.c_str());
   }
+  if (ui.snap && !ui.snap->attention_fallback.empty()) {
+    // the kernels were asked for and the reference path ran: say so, once, here
+    ImGui::SameLine();
+    ImGui::TextColored(ImVec4(1, 0.7f, 0.3f, 1), "| attention on the reference path");
+    if (ImGui::IsItemHovered()) ImGui::SetTooltip("%s", ui.snap->attention_fallback.c_str());
+  }
   if (ui.pinned >= 0) {
     ImGui::SameLine();
     ImGui::TextColored(ImVec4(1, 0.35f, 0.6f, 1), "| pinned query %lld", (long long)ui.pinned);

@@ -3,7 +3,8 @@
 // are drawn as chips (only the visible lines, so 32K tokens stay cheap); click
 // one to pin it as the query everywhere, click it again or press "unpin" (or
 // Esc, or right click on the map) to let go. Chips can be tinted by a per-row
-// statistic of the current layer / head.
+// statistic of the current layer / head, or by what sparse inference costs
+// each token: NLL(sparse) - NLL(full), red where sparse attention hurts.
 #include <imgui.h>
 #include <imgui_stdlib.h>
 
@@ -25,7 +26,7 @@ struct Chip {
 
 struct ProbeState {
   std::string text;
-  int tint = 1;  // 0 none, 1 AttnSparsity, 2 entropy
+  int tint = 1;  // 0 none, 1 AttnSparsity, 2 entropy, 3 sparse NLL cost
   // layout cache
   int64_t version = -1;
   std::vector<std::string> pieces;
@@ -91,7 +92,7 @@ void DrawTextProbe(UiState& ui) {
   ImGui::EndDisabled();
   ImGui::SameLine();
   ImGui::SetNextItemWidth(120);
-  ImGui::Combo("tint", &g.tint, "none\0AttnSparsity\0entropy\0");
+  ImGui::Combo("tint", &g.tint, "none\0AttnSparsity\0entropy\0sparse NLL cost\0");
 
   const auto& snap = ui.snap;
   std::shared_ptr<const Analysis> a = snap ? snap->analysis : nullptr;
@@ -128,7 +129,18 @@ void DrawTextProbe(UiState& ui) {
   const float* tint = nullptr;
   std::vector<float> mean_rows;
   Range tr{0, 1};
-  if (a && g.tint > 0 && a->T == int64_t(g.pieces.size()) && !a->layers.empty()) {
+  // sparse NLL cost of token t (predicted at row t-1); token 0 has none
+  std::vector<float> cost;
+  float cost_scale = 1;
+  if (a && g.tint == 3 && a->T == int64_t(g.pieces.size()) && a->nll_sparse.size() + 1 == size_t(a->T) &&
+      a->nll_full.size() == a->nll_sparse.size()) {
+    cost.assign(size_t(a->T), NAN);
+    for (size_t t = 1; t < cost.size(); ++t) cost[t] = a->nll_sparse[t - 1] - a->nll_full[t - 1];
+    std::vector<double> mags;
+    for (size_t t = 1; t < cost.size(); ++t) mags.push_back(std::abs(cost[t]));
+    cost_scale = std::max(1e-3f, float(percentile(mags, 98)));
+  }
+  if (a && (g.tint == 1 || g.tint == 2) && a->T == int64_t(g.pieces.size()) && !a->layers.empty()) {
     const LayerAnalysis& L = a->layers[std::clamp(ui.layer, 0, a->num_layers - 1)];
     const std::vector<float>& rows = g.tint == 1 ? L.row_sparsity : L.row_entropy;
     const size_t T = size_t(a->T);
@@ -174,6 +186,11 @@ void DrawTextProbe(UiState& ui) {
         if (tint) {
           float t = normalize(tint[i], Scale::Linear, tr);
           if (!std::isnan(t)) bg = (viridis_rgba()[size_t(std::lround(t * 255))] & 0x00FFFFFFu) | 0x90000000u;
+        } else if (!cost.empty() && !std::isnan(cost[i])) {
+          // red: sparse attention makes this token less likely; green: more likely
+          const float m = std::min(1.0f, std::abs(cost[i]) / cost_scale);
+          const int alpha = int(40 + 200 * m);
+          bg = cost[i] > 0 ? IM_COL32(220, 60, 50, alpha) : IM_COL32(60, 180, 90, alpha);
         }
         dl->AddRectFilled(c0, c1, bg, 2.0f);
         const bool is_pinned = int64_t(i) == ui.pinned, is_hovered = int64_t(i) == ui.hovered;
@@ -192,6 +209,9 @@ void DrawTextProbe(UiState& ui) {
     ImGui::Text("token %lld", (long long)hover);
     if (a && hover < int64_t(a->tokens.size())) ImGui::Text("id %d", a->tokens[size_t(hover)]);
     if (tint) ImGui::Text("%s %.3f", g.tint == 1 ? "AttnSparsity" : "entropy (nats)", tint[hover]);
+    if (!cost.empty() && hover > 0)
+      ImGui::Text("NLL full %.3f, sparse %.3f nats (cost %+.3f)", a->nll_full[size_t(hover - 1)],
+                  a->nll_sparse[size_t(hover - 1)], cost[size_t(hover)]);
     ImGui::TextDisabled(hover == ui.pinned ? "click: unpin" : "click: pin as query");
     ImGui::EndTooltip();
     if (ImGui::IsMouseClicked(ImGuiMouseButton_Left)) ui.pinned = hover == ui.pinned ? -1 : hover;

@@ -2,9 +2,9 @@
 //
 // Every frame the main loop takes one Snapshot from the Session (a pointer
 // copy) and hands it, with this UiState, to each Draw...() function. Panels
-// never wait on the engine: they read the snapshot, queue commands, and start
-// slow work (checkpoint loading, analyses of a second model) on std::async
-// futures that they poll.
+// never wait on the engine: they read the snapshot, queue commands, and hand
+// slow work (checkpoint loading, analyses of a second model) to the app's
+// background workers (engine/util/background.h), whose futures they poll.
 //
 // Cross-panel interaction goes through a few fields here: which layer/head the
 // map shows, the pinned query (set by clicking the map or a token, cleared by

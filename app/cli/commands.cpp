@@ -1,11 +1,18 @@
 #include "app/cli/commands.h"
 
+#include <cctype>
+#include <cerrno>
+#include <climits>
 #include <cmath>
+#include <cstdlib>
+#include <optional>
+#include <sstream>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
 
 #include "engine/checkpoint/checkpoint.h"
+#include "engine/hub/hub.h"
 #include "engine/eval/eval.h"
 #include "engine/metrics/analysis.h"
 #include "engine/model/transformer.h"
@@ -15,6 +22,8 @@
 #include "engine/train/trainer.h"
 #include "engine/util/error.h"
 #include "engine/util/files.h"
+#include "engine/util/npy.h"
+#include "engine/tokenizer/tokenizer.h"
 #include "views/view_math.h"
 
 namespace ssalab::cli {
@@ -88,10 +97,85 @@ int cmd_train(const TrainArgs& a) {
   return 0;
 }
 
+// The tokenizer a model folder brings: tokenizer.json (as transformers runs
+// it), else tokenizer.model.
+static std::unique_ptr<tokenizer::Tokenizer> model_tokenizer(const LoadedCheckpoint& ck) {
+  return tokenizer::load_tokenizer(ck.dir);
+}
+
+// The model's own selection (block size, k, rule), with command-line overrides.
+static SparseSpec inference_spec(const ModelConfig& c, int block_size, int top_k, const std::string& rule) {
+  SparseSpec s = model_sparse_spec(c);
+  if (block_size > 0) s.block_size = block_size;
+  if (top_k > 0) s.top_k = top_k;
+  if (!rule.empty()) s.rule = selection_rule_from_string(rule);
+  return s;
+}
+
+// Whitespace-separated integer token ids.
+static std::vector<int32_t> read_token_ids(const std::string& path) {
+  std::string text = read_file(path);
+  std::vector<int32_t> ids;
+  size_t pos = 0;
+  while (pos < text.size()) {
+    while (pos < text.size() && std::isspace(static_cast<unsigned char>(text[pos]))) ++pos;
+    if (pos >= text.size()) break;
+    size_t end = pos;
+    while (end < text.size() && !std::isspace(static_cast<unsigned char>(text[end]))) ++end;
+    const std::string word = text.substr(pos, end - pos);
+    char* stop = nullptr;
+    errno = 0;
+    const long long v = std::strtoll(word.c_str(), &stop, 10);
+    if (*stop != '\0' || errno || v < 0 || v > INT32_MAX)
+      throw Error(path + ": token " + std::to_string(ids.size()) + " is '" + word + "', not a token id");
+    ids.push_back(int32_t(v));
+    pos = end;
+  }
+  return ids;
+}
+
+// A text as the model reads it: our checkpoints' sentencepiece ids as they
+// were trained (no BOS); an HF folder's tokenizer.json the way transformers
+// encodes it (BOS as tokenizer_config.json says).
+static std::vector<int32_t> encode_for_model(const LoadedCheckpoint& ck, const std::string& text) {
+  if (!ck.tokenizer.serialized().empty()) {
+    std::vector<int> ids = ck.tokenizer.encode(text);
+    return std::vector<int32_t>(ids.begin(), ids.end());
+  }
+  return model_tokenizer(ck)->encode(text, /*add_special_tokens=*/true);
+}
+
+// eval --text-file / --token-ids: every token of one text, full and sparse.
+static int eval_whole_text(const EvalArgs& a, LoadedCheckpoint& ck) {
+  if (!a.text_file.empty() && !a.token_ids.empty()) throw Error("eval: give --text-file or --token-ids, not both");
+  std::vector<int32_t> ids;
+  std::string source;
+  if (!a.text_file.empty()) {
+    ids = encode_for_model(ck, read_file(a.text_file));
+    source = "the whole of " + a.text_file;
+  } else {
+    ids = read_token_ids(a.token_ids);
+    source = "the token ids of " + a.token_ids;
+  }
+  const int window = a.seq_len > 0 ? a.seq_len : (ck.state ? ck.state->train.seq_len : ck.config.max_position);
+  SparseSpec spec = inference_spec(ck.config, a.block_sizes.empty() ? 0 : a.block_sizes[0],
+                                   a.top_ks.empty() ? 0 : a.top_ks[0], a.rule);
+  TokenScores scores = score_tokens(*ck.model, ids, spec, window);
+  json out = {{"model", a.checkpoint}, {"evaluated_on", source}, {"scores", to_json(scores, a.per_token)}};
+  std::cout << out.dump(2) << std::endl;
+  if (!a.out.empty()) write_file_atomic(a.out, out.dump(2) + "\n");
+  return 0;
+}
+
 int cmd_eval(const EvalArgs& a) {
-  LoadedCheckpoint ck = load_checkpoint(a.checkpoint);
-  torch::Device dev = resolve_device(a.device);
-  ck.model->to(dev);
+  LoadOptions lo;
+  lo.device = resolve_device(a.device);
+  LoadedCheckpoint ck = load_checkpoint(a.checkpoint, lo);
+  if (!a.text_file.empty() || !a.token_ids.empty()) return eval_whole_text(a, ck);
+  if (a.per_token) throw Error("eval --per-token scores a text: add --text-file or --token-ids");
+  if (ck.tokenizer.serialized().empty())
+    throw Error(a.checkpoint + " has no sentencepiece tokenizer for the corpus split evaluation; score a text with "
+                "--text-file or --token-ids");
   std::string corpus = a.corpus;
   if (corpus.empty() && ck.state && ck.state->extra.contains("corpus")) corpus = ck.state->extra["corpus"];
   PreparedData data = prepare_data(corpus, ck.config.vocab_size, a.cache_dir, [&] {
@@ -109,11 +193,16 @@ int cmd_eval(const EvalArgs& a) {
   if (ks.empty())  // the paper's RF sweep, scaled: k doubling from the trained k up to the whole context
     for (int k = std::max(1, ck.config.block_counts / 2); k * ck.config.block_size <= eo.seq_len; k *= 2) ks.push_back(k);
   PerplexityReport pr = evaluate_perplexity(*ck.model, data.tokens->val, eo, ks, bss);
-  json out = {{"checkpoint", a.checkpoint}, {"seq_len", eo.seq_len}, {"perplexity", to_json(pr)}};
+  json out = {{"checkpoint", a.checkpoint},
+              {"evaluated_on", "the validation split of " + data.corpus +
+                                   " (documents hashed into the held-out 5%; windows of seq_len)"},
+              {"seq_len", eo.seq_len},
+              {"selection_rule", to_string(model_sparse_spec(ck.config).rule)},
+              {"perplexity", to_json(pr)}};
   if (a.needle) {
     std::vector<int> ctx = a.needle_contexts;
     if (ctx.empty()) ctx = {eo.seq_len, 2 * eo.seq_len, 4 * eo.seq_len};
-    SparseSpec own{ck.config.block_size, ck.config.block_counts};
+    SparseSpec own = model_sparse_spec(ck.config);
     auto full = passkey_test(*ck.model, ck.tokenizer, ctx, {0.1, 0.5, 0.9}, a.needle_trials, AttnMode::Full, own);
     auto sparse = passkey_test(*ck.model, ck.tokenizer, ctx, {0.1, 0.5, 0.9}, a.needle_trials, AttnMode::Sparse, own);
     full.insert(full.end(), sparse.begin(), sparse.end());
@@ -136,22 +225,58 @@ void write_heatmap_png(const std::string& path, const float* values, int rows, i
   write_png_atomic(path, big.data(), W, H);
 }
 
+// The analysis's arrays as .npy files: per layer the block-pooled maps
+// (H, cells, cells), the per-row statistics (H, T) and the selected blocks
+// (Hkv, T, K); the tokens and, when given, each token's NLL under full and
+// sparse inference (T-1).
+static void write_analysis_npy(const std::string& dir, const Analysis& an, const TokenScores* scores) {
+  const int64_t H = an.num_heads, T = an.T, nc = an.n_cells;
+  std::vector<int32_t> tokens(an.tokens.begin(), an.tokens.end());
+  write_npy(dir + "/tokens.npy", tokens.data(), {T});
+  for (int l = 0; l < an.num_layers; ++l) {
+    const LayerAnalysis& L = an.layers[size_t(l)];
+    const std::string pre = dir + "/layer" + std::to_string(l) + "_";
+    write_npy(pre + "map_full.npy", L.map_full.data(), {H, nc, nc});
+    write_npy(pre + "map_sparse.npy", L.map_sparse.data(), {H, nc, nc});
+    write_npy(pre + "map_dropped.npy", L.map_dropped.data(), {H, nc, nc});
+    write_npy(pre + "row_sparsity.npy", L.row_sparsity.data(), {H, T});
+    write_npy(pre + "row_entropy.npy", L.row_entropy.data(), {H, T});
+    write_npy(pre + "row_sink_token.npy", L.row_sink_token.data(), {H, T});
+    const int64_t K = T > 0 ? int64_t(L.selected.size()) / (int64_t(an.num_kv_heads) * T) : 0;
+    write_npy(pre + "selected_blocks.npy", L.selected.data(), {an.num_kv_heads, T, K});
+  }
+  if (scores) {
+    write_npy(dir + "/nll_full.npy", scores->nll_full.data(), {int64_t(scores->nll_full.size())});
+    if (!scores->nll_sparse.empty())
+      write_npy(dir + "/nll_sparse.npy", scores->nll_sparse.data(), {int64_t(scores->nll_sparse.size())});
+  }
+}
+
 int cmd_analyze(const AnalyzeArgs& a) {
-  LoadedCheckpoint ck = load_checkpoint(a.checkpoint);
-  ck.model->to(resolve_device(a.device));
+  LoadOptions lo;
+  lo.device = resolve_device(a.device);
+  LoadedCheckpoint ck = load_checkpoint(a.checkpoint, lo);
   std::string text = a.text;
   if (!a.text_file.empty()) text = read_file(a.text_file);
   if (text.empty()) throw Error("analyze needs --text or --text-file");
   AnalysisRequest req;
-  req.tokens = ck.tokenizer.encode(text);
+  std::vector<int32_t> ids = encode_for_model(ck, text);
+  req.tokens.assign(ids.begin(), ids.end());
   req.inference = attn_mode_from_string(a.mode);
-  req.spec = {a.block_size > 0 ? a.block_size : ck.config.block_size, a.top_k > 0 ? a.top_k : ck.config.block_counts};
+  req.spec = inference_spec(ck.config, a.block_size, a.top_k, a.rule);
   Analysis an = analyze(*ck.model, req);
   make_dirs(a.out_dir);
   json j = to_json(an);
   j["checkpoint"] = a.checkpoint;
+  j["selection_rule"] = to_string(req.spec.rule);
+  std::optional<TokenScores> scores;
+  if (a.npy && ids.size() >= 2) {
+    scores = score_tokens(*ck.model, ids, req.spec, int(ids.size()) - 1);
+    j["per_token"] = to_json(*scores, false);
+  }
   write_file_atomic(a.out_dir + "/analysis.json", j.dump(2) + "\n");
   write_file_atomic(a.out_dir + "/analysis.csv", to_csv(an));
+  if (a.npy) write_analysis_npy(a.out_dir, an, scores ? &*scores : nullptr);
   if (a.png) {
     const int nc = an.n_cells, H = an.num_heads;
     const int up = std::max(1, 512 / std::max(1, nc));
@@ -176,10 +301,11 @@ int cmd_analyze(const AnalyzeArgs& a) {
       std::printf("%-6d %-5d %-10.4f %-9.4f %-9.4f %-9.4f %-9.4f\n", l, h, s.sparsity, s.dropped, s.entropy,
                   s.sink_token, s.sink_block);
     }
-  std::printf("mean AttnSparsity %.4f, mean entropy %.4f nats over %lld tokens (k=%d, block=%d, %s inference)\n",
+  std::printf("mean AttnSparsity %.4f, mean entropy %.4f nats over %lld tokens (k=%d, block=%d, rule %s, %s inference)\n",
               an.mean_sparsity(), an.mean_entropy(), (long long)an.T, an.spec.top_k, an.spec.block_size,
-              to_string(an.inference));
-  std::printf("wrote %s/analysis.json, analysis.csv%s\n", a.out_dir.c_str(), a.png ? " and layer*_{full,sparse,dropped}.png" : "");
+              to_string(an.spec.rule), to_string(an.inference));
+  std::printf("wrote %s/analysis.json, analysis.csv%s%s\n", a.out_dir.c_str(),
+              a.png ? ", layer*_{full,sparse,dropped}.png" : "", a.npy ? ", *.npy arrays" : "");
   return 0;
 }
 
@@ -191,21 +317,54 @@ int cmd_tokenizer(const TokenizerArgs& a) {
     std::printf("trained %d-piece tokenizer on %zu documents -> %s\n", tok.vocab_size(), docs.size(), a.out.c_str());
     return 0;
   }
+  if (a.action != "encode" && a.action != "decode")
+    throw Error("tokenizer: unknown action '" + a.action + "' (train | encode | decode)");
+  std::string source = !a.source.empty() ? a.source : a.model;
+  if (source.empty()) throw Error("tokenizer " + a.action + " needs a model folder, hub id or tokenizer file");
+  // a hub id names a cached snapshot; a path is used as it is
+  if (looks_like_hub_id(source) && !file_exists(source)) source = resolve_model(source).dir;
+  std::unique_ptr<tokenizer::Tokenizer> tok = tokenizer::load_tokenizer(source);
   if (a.action == "encode") {
-    Tokenizer tok = Tokenizer::load(a.model);
-    json ids = json::array(), pieces = json::array();
-    for (int id : tok.encode(a.text)) ids.push_back(id), pieces.push_back(tok.piece(id));
-    std::cout << json{{"ids", ids}, {"pieces", pieces}}.dump() << std::endl;
+    std::string text = a.text_file.empty() ? a.text : read_file(a.text_file);
+    tokenizer::EncodeOptions eo;
+    eo.add_special_tokens = a.special;
+    eo.parse_special = a.special;
+    json ids = tok->encode(text, eo);
+    std::cout << json{{"tokenizer", tok->describe()}, {"ids", ids}}.dump() << std::endl;
     return 0;
   }
-  throw Error("tokenizer: unknown action '" + a.action + "' (train | encode)");
+  std::vector<int32_t> ids = a.ids_file.empty() ? std::vector<int32_t>{} : read_token_ids(a.ids_file);
+  if (a.ids_file.empty()) {
+    std::istringstream in(a.text);  // --text "1 2 3"
+    for (long long v; in >> v;) ids.push_back(int32_t(v));
+  }
+  std::cout << json{{"tokenizer", tok->describe()}, {"text", tok->decode(ids, !a.special)}}.dump() << std::endl;
+  return 0;
 }
 
 int cmd_info(const std::string& checkpoint) {
-  LoadedCheckpoint ck = load_checkpoint(checkpoint);
-  json j = {{"config", to_json(ck.config)}, {"parameters", ck.config.num_parameters()},
-            {"tokenizer_pieces", ck.tokenizer.vocab_size()}};
-  if (ck.state) j["trainer_state"] = {{"step", ck.state->step}, {"train", to_json(ck.state->train)}};
+  // from config.json and the safetensors headers only: nothing is allocated
+  LoadPlan plan = plan_checkpoint(checkpoint);
+  json j = {{"config", to_json(plan.config)},   {"parameters", plan.parameters},
+            {"dir", plan.dir},                  {"stored_dtype", plan.stored_dtype},
+            {"weight_files", plan.weight_files}, {"file_bytes", plan.file_bytes},
+            {"load_plan", plan.summary()},      {"selection_rule", to_string(model_sparse_spec(plan.config).rule)}};
+  if (!plan.hub_id.empty()) j["hub_id"] = plan.hub_id;
+  if (file_exists(plan.dir + "/trainer_state.json")) {
+    try {
+      json st = json::parse(read_file(plan.dir + "/trainer_state.json"));
+      j["trainer_state"] = st;
+    } catch (const std::exception& e) {
+      throw Error(plan.dir + "/trainer_state.json is not valid JSON (" + e.what() + ")");
+    }
+  }
+  try {
+    std::unique_ptr<tokenizer::Tokenizer> tok = tokenizer::load_tokenizer(plan.dir);
+    j["tokenizer"] = tok->describe();
+    j["tokenizer_pieces"] = tok->vocab_size();
+  } catch (const Error& e) {
+    j["tokenizer"] = std::string("none: ") + e.what();
+  }
   std::cout << j.dump(2) << std::endl;
   return 0;
 }

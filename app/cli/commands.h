@@ -31,7 +31,13 @@ struct TrainArgs {
 int cmd_train(const TrainArgs& a);
 
 struct EvalArgs {
-  std::string checkpoint, corpus, out, cache_dir = ".cache/ssalab";
+  std::string checkpoint;  // our checkpoint, an HF model folder, or a hub id in the local cache
+  std::string corpus;      // validation-split evaluation: the last 5% of this corpus
+  std::string text_file;   // score the whole file (tokenised with the model's tokenizer)
+  std::string token_ids;   // score whitespace-separated token ids from this file
+  bool per_token = false;  // with --text-file / --token-ids: each token's NLL, full and sparse
+  std::string rule;        // selection rule (topk | nsa-chunked); default: the model's
+  std::string out, cache_dir = ".cache/ssalab";
   int seq_len = 0, batches = 8, batch_size = 4;
   std::vector<int> top_ks, block_sizes;
   bool needle = false;
@@ -44,12 +50,16 @@ int cmd_eval(const EvalArgs& a);
 struct AnalyzeArgs {
   std::string checkpoint, text, text_file, out_dir = "runs/analyze", mode = "full", device = "auto";
   int top_k = 0, block_size = 0;  // 0: the checkpoint's
-  bool png = true, log_scale = true;
+  std::string rule;               // "": the model's
+  bool png = true, log_scale = true, npy = true;
 };
 int cmd_analyze(const AnalyzeArgs& a);
 
 struct TokenizerArgs {
-  std::string action, corpus, model, out, text;
+  std::string action;    // train | encode | decode
+  std::string source;    // encode/decode: model folder, hub id, tokenizer.json or .model
+  std::string corpus, model, out, text, text_file, ids_file;
+  bool special = false;  // encode: recognise special-token strings in the text and add BOS/EOS as the model does
   int vocab = 2048;
 };
 int cmd_tokenizer(const TokenizerArgs& a);

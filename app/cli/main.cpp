@@ -46,8 +46,13 @@ int main(int argc, char** argv) {
 
   cli::EvalArgs ev;
   auto* e = app.add_subcommand("eval", "perplexity (full/sparse), k and block-size sweep, pass-key test");
-  e->add_option("checkpoint", ev.checkpoint, "checkpoint directory")->required();
-  e->add_option("--corpus", ev.corpus, "held-out text (default: the corpus the model was trained on)");
+  e->add_option("model", ev.checkpoint, "checkpoint or HF model folder, or a hub id in the local HF cache")->required();
+  e->add_option("--text-file", ev.text_file, "score every token of this file (not a split)");
+  e->add_option("--token-ids", ev.token_ids, "score whitespace-separated token ids from this file");
+  e->add_flag("--per-token", ev.per_token, "with --text-file/--token-ids: each token's NLL, full and sparse");
+  e->add_option("--rule", ev.rule, "selection rule: topk | nsa-chunked (default: the model's)");
+  e->add_option("--corpus", ev.corpus,
+                "split evaluation: the held-out 5% of this corpus (default: the corpus the model was trained on)");
   e->add_option("--seq-len", ev.seq_len, "evaluation context (default: training seq_len)");
   e->add_option("--batches", ev.batches)->capture_default_str();
   e->add_option("--batch-size", ev.batch_size)->capture_default_str();
@@ -62,7 +67,7 @@ int main(int argc, char** argv) {
 
   cli::AnalyzeArgs an;
   auto* a = app.add_subcommand("analyze", "attention statistics and maps of a model on a text");
-  a->add_option("checkpoint", an.checkpoint, "checkpoint directory")->required();
+  a->add_option("model", an.checkpoint, "checkpoint or HF model folder, or a hub id in the local HF cache")->required();
   a->add_option("--text", an.text, "text to analyse");
   a->add_option("--text-file", an.text_file, "file with the text to analyse");
   a->add_option("--mode", an.mode, "inference stream: full | sparse")->capture_default_str();
@@ -70,17 +75,23 @@ int main(int argc, char** argv) {
   a->add_option("--block-size", an.block_size, "block size (default: the model's)");
   a->add_option("--out", an.out_dir, "output directory (JSON, CSV, PNG)")->capture_default_str();
   a->add_flag("!--no-png", an.png, "skip the PNG heatmaps");
+  a->add_flag("!--no-npy", an.npy, "skip the .npy arrays (maps, selections, per-token NLL)");
+  a->add_option("--rule", an.rule, "selection rule: topk | nsa-chunked (default: the model's)");
   a->add_flag("!--linear", an.log_scale, "linear colour scale (default: log)");
   a->add_option("--device", an.device, "auto | cpu | cuda")->capture_default_str();
 
   cli::TokenizerArgs tk;
-  auto* k = app.add_subcommand("tokenizer", "train a sentencepiece tokenizer or encode text");
-  k->add_option("action", tk.action, "train | encode")->required();
+  auto* k = app.add_subcommand("tokenizer", "train a sentencepiece tokenizer, or encode / decode with a model's");
+  k->add_option("action", tk.action, "train | encode | decode")->required();
+  k->add_option("source", tk.source, "encode/decode: model folder, hub id, tokenizer.json or .model");
+  k->add_option("--text-file", tk.text_file, "text to encode");
+  k->add_option("--ids-file", tk.ids_file, "whitespace-separated ids to decode");
+  k->add_flag("--special", tk.special, "encode: parse special tokens and add BOS/EOS; decode: keep special tokens");
   k->add_option("--corpus", tk.corpus, "text file or folder (default corpus if omitted)");
   k->add_option("--vocab", tk.vocab, "vocabulary size")->capture_default_str();
   k->add_option("--out", tk.out, "where to write the .model (train)");
-  k->add_option("--model", tk.model, "tokenizer .model (encode)");
-  k->add_option("--text", tk.text, "text to encode");
+  k->add_option("--model", tk.model, "tokenizer file (same as the source argument)");
+  k->add_option("--text", tk.text, "text to encode (decode: ids)");
 
   cli::ParadoxArgs px;
   auto* p = app.add_subcommand("paradox", "train FullAttn, MoBA and SSA alike, measure them, write a report");
@@ -95,8 +106,8 @@ int main(int argc, char** argv) {
   p->add_flag("--quiet", px.quiet, "no progress bars");
 
   std::string info_ckpt;
-  auto* i = app.add_subcommand("info", "print a checkpoint's config and size");
-  i->add_option("checkpoint", info_ckpt, "checkpoint directory")->required();
+  auto* i = app.add_subcommand("info", "print a model's config, size and load plan (reads no weights)");
+  i->add_option("model", info_ckpt, "checkpoint or HF model folder, or a hub id in the local HF cache")->required();
 
 #ifdef SSALAB_WITH_GUI
   GuiOptions gui;

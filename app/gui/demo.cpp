@@ -14,6 +14,7 @@
 
 #include "engine/attention/attention.h"
 #include "engine/data/corpus.h"
+#include "engine/util/background.h"
 #include "views/views.h"
 
 namespace ssalab {
@@ -162,7 +163,7 @@ struct Demo::Impl {
                        session().pause();
                        std::string tok_path = (dir / "checkpoint" / "tokenizer.model").string();
                        std::string corpus = opt.session.corpus.empty() ? default_corpus_path() : opt.session.corpus;
-                       long_tokens = std::async(std::launch::async, [tok_path, corpus] {
+                       long_tokens = background_workers().submit([tok_path, corpus] {
                          Tokenizer tok = Tokenizer::load(tok_path);
                          std::vector<int> ids;
                          for (const Document& d : read_corpus(corpus)) {

@@ -1,7 +1,8 @@
 // The desktop app's main loop: poll, new frame, draw each panel, render, swap.
 // Everything slow happens elsewhere: training and analysis on the Session's
-// worker thread, checkpoint loading for Compare on std::async; a frame only
-// reads the latest snapshot.
+// worker thread, checkpoint loading and second-model analyses on the
+// background workers (engine/util/background.h); a frame only reads the
+// latest snapshot.
 #include "app/gui/gui.h"
 
 #include <GLFW/glfw3.h>

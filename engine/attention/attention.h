@@ -5,7 +5,14 @@
 // per call: pick_backend() returns the fastest backend that supports the call,
 // and the same `supports()` answers the UI when it greys out settings.
 //
-// Shapes throughout:  q (B, Hq, T, D)   k, v (B, Hkv, T, D)   out (B, Hq, T, D)
+// The contract (docs/method.md "Attention with a cache"):
+//   q (B, Hq, Tq, D)   k, v (B, Hkv, Tk, D)   out (B, Hq, Tq, D)
+// Query i sits at position q_offset + i; keys hold positions [0, Tk), so a
+// KV cache, a chunked prefill and a window of a long text are the same call,
+// and q_offset + Tq <= Tk. Causal: a query at position p sees keys 0..p. The
+// query's own block is the one holding p (p / block_size); block j can be
+// selected once it is complete at p ((j+1)*block_size - 1 <= p). With
+// q_offset = 0 and Tq = Tk this is ordinary causal self-attention.
 // Query head h belongs to KV group h / (Hq / Hkv) (HF Llama's repeat_kv order).
 #pragma once
 #include <string>
@@ -13,53 +20,90 @@
 
 #include <torch/torch.h>
 
+#include "engine/config.h"
+
 namespace ssalab {
+
+// How the blocks of a token are chosen (docs/method.md "Selection rules").
+enum class SelectionRule {
+  TopK,         // exact top-k of the group-summed block probabilities (the paper's text)
+  NsaChunked,   // what the released checkpoints' kernel computes: the completed 16-block
+                // chunks and the chunk holding the query take k/2 slots each (exact
+                // top-k while the own block is in the first chunk, and whenever k < 16)
+};
+const char* to_string(SelectionRule r);
+SelectionRule selection_rule_from_string(const std::string& s);  // "topk" | "nsa-chunked"
 
 struct SparseSpec {
   int block_size = 16;
   int top_k = 16;  // blocks per token, the forced local block included
+  SelectionRule rule = SelectionRule::TopK;
 };
 
-// Result of block top-k selection (SSA.md "Sparse attention").
+// The selection a model runs with unless told otherwise: its block_size,
+// block_counts and the rule it was trained with (ModelConfig::selection_rule).
+SparseSpec model_sparse_spec(const ModelConfig& c);
+
+// Result of block top-k selection (docs/method.md "Selection rules").
 struct Selection {
-  torch::Tensor blocks;  // (B, Hkv, T, K) int64; slot 0 = the query's own block;
+  torch::Tensor blocks;  // (B, Hkv, Tq, K) int64; slot 0 = the query's own block;
                          // slots 1.. = past blocks by falling score (ties: lower index first);
-                         // -1 = empty slot (fewer past blocks than K-1)
+                         // -1 = empty slot (fewer past blocks than K-1, or a chunk of the
+                         // nsa-chunked rule with fewer candidates than its slots)
   int block_size = 16;
+  int64_t q_offset = 0;  // position of query row 0 (the contract above)
 };
 
-// Empty string when `spec` can run on a sequence of length T, else the reason.
+// Empty string when `spec` can run on keys of length T (the positions the
+// queries can see), else the reason. The one rule every caller asks: the
+// backends' supports(), the config, the session and the UI.
 std::string check_sparse_spec(const SparseSpec& spec, int64_t T);
+// check_sparse_spec plus the shapes of the contract above; "" or the reason.
+std::string check_attention_call(const torch::Tensor& q, const torch::Tensor& k, const SparseSpec& spec,
+                                 int64_t q_offset);
+// What the attention backends say (supports()) about a call of this shape,
+// asked without tensors of that size: the config, the session and the UI
+// use it to refuse or grey out settings. The reference backend runs every
+// device, so its answer is the rule; the CUDA backend only changes speed.
+std::string attention_problem(int64_t Tq, int64_t Tk, int64_t num_heads, int64_t num_kv_heads, int64_t head_dim,
+                              const SparseSpec& spec);
 
 // Reference selection (no gradient): mean-pooled keys per complete block,
-// softmax over the blocks complete at t, summed over each KV group's heads,
-// local block forced, top-(K-1) of the past blocks.
-Selection select_blocks(const torch::Tensor& q, const torch::Tensor& k, const SparseSpec& spec);
+// softmax over the blocks complete at the query's position, summed over each
+// KV group's heads, own block forced, the rest by `spec.rule`.
+Selection select_blocks(const torch::Tensor& q, const torch::Tensor& k, const SparseSpec& spec,
+                        int64_t q_offset = 0);
 
-// Group-summed selection probabilities (B, Hkv, T, nblocks_complete); what the
+// Group-summed selection probabilities (B, Hkv, Tq, nblocks_complete); what the
 // ranking uses. Exposed for the "selected blocks" view.
-torch::Tensor selection_scores(const torch::Tensor& q, const torch::Tensor& k, int block_size);
+torch::Tensor selection_scores(const torch::Tensor& q, const torch::Tensor& k, int block_size,
+                               int64_t q_offset = 0);
 
-// (B, Hkv, T, T) bool: key s is attended by query t under `sel` (and s <= t).
-torch::Tensor selection_token_mask(const Selection& sel, int64_t T);
-// (B, Hkv, T, nblocks) bool: block j is selected by query t.
-torch::Tensor selection_block_mask(const Selection& sel, int64_t T);
+// (B, Hkv, Tq, Tk) bool: key s is attended by query i under `sel` (and s <= its position).
+torch::Tensor selection_token_mask(const Selection& sel, int64_t Tk);
+// (B, Hkv, Tq, nblocks of Tk) bool: block j is selected by query i.
+torch::Tensor selection_block_mask(const Selection& sel, int64_t Tk);
 
 class AttentionBackend {
  public:
   virtual ~AttentionBackend() = default;
   virtual const char* name() const = 0;
   // Empty when this backend can run the call, else why not.
-  virtual std::string supports(const torch::Tensor& q, const torch::Tensor& k, const SparseSpec& spec) const = 0;
+  // Default arguments live here only: callers hold an AttentionBackend&.
+  virtual std::string supports(const torch::Tensor& q, const torch::Tensor& k, const SparseSpec& spec,
+                               int64_t q_offset = 0) const = 0;
 
-  virtual Selection select(const torch::Tensor& q, const torch::Tensor& k, const SparseSpec& spec) = 0;
-  virtual torch::Tensor full(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v) = 0;
+  virtual Selection select(const torch::Tensor& q, const torch::Tensor& k, const SparseSpec& spec,
+                           int64_t q_offset = 0) = 0;
+  virtual torch::Tensor full(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                             int64_t q_offset = 0) = 0;
+  // The query positions come from sel.q_offset.
   virtual torch::Tensor sparse(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                                const Selection& sel) = 0;
   // Both outputs for the same q, k, v (SSA training). Returns {full, sparse}.
   virtual std::pair<torch::Tensor, torch::Tensor> dual(const torch::Tensor& q, const torch::Tensor& k,
                                                        const torch::Tensor& v, const Selection& sel) {
-    return {full(q, k, v), sparse(q, k, v, sel)};
+    return {full(q, k, v, sel.q_offset), sparse(q, k, v, sel)};
   }
 };
 
@@ -73,12 +117,19 @@ AttentionBackend* cuda_backend();
 constexpr int64_t kScoreChunkElements = int64_t(1) << 20;
 
 // Best backend for this call: CUDA when it supports it, else the reference.
-AttentionBackend& pick_backend(const torch::Tensor& q, const torch::Tensor& k, const SparseSpec& spec);
+// A CUDA tensor that falls back is logged once per reason (stderr) and the
+// reason is kept for the app's status line (last_fallback()).
+AttentionBackend& pick_backend(const torch::Tensor& q, const torch::Tensor& k, const SparseSpec& spec,
+                               int64_t q_offset = 0);
+// Why the latest CUDA call ran on the reference path ("" when none did).
+std::string last_fallback();
 
-// Naive per-token loops (double precision, CPU). Only for tests.
-torch::Tensor naive_full_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v);
+// Naive per-token loops (double precision, CPU), with the same contract. Only for tests.
+torch::Tensor naive_full_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                                   int64_t q_offset = 0);
 torch::Tensor naive_sparse_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                                     const SparseSpec& spec, torch::Tensor* blocks_out = nullptr);
+                                     const SparseSpec& spec, torch::Tensor* blocks_out = nullptr,
+                                     int64_t q_offset = 0);
 
 // SSA alignment losses on gated per-head outputs (B, T, H, D) of one layer.
 struct AlignmentLoss {

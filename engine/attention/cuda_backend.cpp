@@ -1,14 +1,18 @@
 // CUDA attention backend: the kernels in kernels/ behind AttentionBackend.
 //
 // Each differentiable op is a torch::autograd::Function whose forward fills a
-// kernel params struct and saves what its backward needs (q, k, v, the output,
-// its LSE and the int32 selection); backward builds the transposed block index
-// and runs the deterministic sparse backward kernels.  Selection has no
-// gradient.  Full attention calls at::scaled_dot_product_attention (cuDNN /
-// flash), which brings its own backward.  The SSA dual stream runs either as
-// that plus the sparse kernels ("split", the default: measured faster, see
-// kernels/README.md) or as the fused dual-stream kernels, one pass over K/V
-// for both outputs (SSALAB_DUAL_KERNEL=fused).  Without SSALAB_WITH_CUDA (the
+// kernel params struct (kernel_params.h) and saves what its backward needs (q,
+// k, v, the output, its LSE and the int32 selection); backward builds the
+// transposed block index and runs the deterministic sparse backward kernels.
+// Selection has no gradient.  Full attention calls
+// at::scaled_dot_product_attention (cuDNN / flash), which brings its own
+// backward.  The SSA dual stream runs either as that plus the sparse kernels
+// ("split", the default: measured faster, see kernels/README.md) or as the
+// experimental fused dual-stream kernels, one pass over K/V for both outputs
+// (SSALAB_DUAL_KERNEL=fused; whole sequences only).
+//
+// Every call follows the cache contract of attention.h: q (B, Hq, Tq, D) at
+// positions q_offset.., k and v (B, Hkv, Tk, D).  Without SSALAB_WITH_CUDA (the
 // CPU build) this file only says "no CUDA backend".
 #include "engine/attention/attention.h"
 
@@ -18,12 +22,8 @@
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 
+#include "engine/attention/kernel_params.h"
 #include "engine/util/error.h"
-#include "kernels/dual_bwd.cuh"
-#include "kernels/dual_fwd.cuh"
-#include "kernels/select.cuh"
-#include "kernels/sparse_bwd.cuh"
-#include "kernels/sparse_fwd.cuh"
 
 namespace ssalab {
 namespace {
@@ -35,155 +35,103 @@ using torch::autograd::variable_list;
 void ok(const std::string& e) {
   if (!e.empty()) throw Error("cuda backend: " + e);
 }
-ssa::DType dtype_of(const Tensor& t) {
-  return t.scalar_type() == torch::kBFloat16 ? ssa::DType::bf16 : ssa::DType::fp16;
-}
-ssa::Strides4 strides_of(const Tensor& t) { return {t.stride(0), t.stride(1), t.stride(2)}; }
 cudaStream_t stream() { return at::cuda::getCurrentCUDAStream().stream(); }
 Tensor workspace(size_t bytes, const Tensor& like) {
   return torch::empty({int64_t(bytes) + 16}, like.options().dtype(torch::kUInt8));
 }
 
-struct Dims {
-  int B, Hq, Hkv, T, D;
-};
-Dims dims_of(const Tensor& q, const Tensor& k) {
-  return {int(q.size(0)), int(q.size(1)), int(k.size(1)), int(q.size(2)), int(q.size(3))};
-}
-
-// (B, Hkv, T, K) int32 selection.
-Tensor run_select(const Tensor& q_in, const Tensor& k_in, int bs, int K) {
+// (B, Hkv, Tq, K) int32 selection of queries at positions q_offset...
+Tensor run_select(const Tensor& q_in, const Tensor& k_in, int bs, int K, int64_t q_offset) {
   Tensor q = q_in.contiguous(), k = k_in.contiguous();
-  const Dims d = dims_of(q, k);
-  ssa::SelectParams p;
-  p.q = q.data_ptr();
-  p.k = k.data_ptr();
-  p.q_stride_b = q.stride(0); p.q_stride_h = q.stride(1); p.q_stride_t = q.stride(2);
-  p.k_stride_b = k.stride(0); p.k_stride_h = k.stride(1); p.k_stride_t = k.stride(2);
-  p.B = d.B; p.Hq = d.Hq; p.Hkv = d.Hkv; p.T = d.T; p.D = d.D;
-  p.block_size = bs; p.top_k = K; p.dtype = dtype_of(q);
+  Tensor blocks = torch::empty({q.size(0), k.size(1), q.size(2), K}, q.options().dtype(torch::kInt32));
+  ssa::SelectParams p = select_params(q, k, bs, K, q_offset, blocks);
   Tensor ws = workspace(ssa::select_workspace_bytes(p), q);
-  Tensor blocks = torch::empty({d.B, d.Hkv, d.T, K}, q.options().dtype(torch::kInt32));
   p.kbar = ws.data_ptr();
-  p.blocks = blocks.data_ptr<int32_t>();
-  p.counts = nullptr;
   ok(ssa::select_blocks(p, stream()));
   return blocks;
 }
 
-// Sparse attention with the kernels' own backward.  Inputs: q, k, v (16-bit,
-// contiguous), blocks (B, Hkv, T, K) int32 contiguous; `bs` the block size.
+// Sparse attention with the kernels' own backward.  Inputs: q, k, v (16-bit),
+// blocks (B, Hkv, Tq, K) int32 contiguous; `bs` the block size, `q_offset`
+// the position of query row 0.
 class SparseAttentionFn : public torch::autograd::Function<SparseAttentionFn> {
  public:
   static Tensor forward(AutogradContext* ctx, const Tensor& q_in, const Tensor& k_in, const Tensor& v_in,
-                        const Tensor& blocks, int64_t bs) {
+                        const Tensor& blocks, int64_t bs, int64_t q_offset) {
     Tensor q = q_in.contiguous(), k = k_in.contiguous(), v = v_in.contiguous();
-    const Dims d = dims_of(q, k);
     Tensor o = torch::empty_like(q);
-    Tensor lse = torch::empty({d.B, d.Hq, d.T}, q.options().dtype(torch::kFloat));
-    ssa::SparseFwdParams p;
-    p.q = q.data_ptr(); p.k = k.data_ptr(); p.v = v.data_ptr(); p.o = o.data_ptr();
-    p.lse = lse.data_ptr<float>();
-    p.blocks = blocks.data_ptr<int32_t>();
-    p.q_s = strides_of(q); p.k_s = strides_of(k); p.v_s = strides_of(v); p.o_s = strides_of(o);
-    p.B = d.B; p.Hq = d.Hq; p.Hkv = d.Hkv; p.T = d.T; p.D = d.D;
-    p.block_size = int(bs); p.top_k = int(blocks.size(3)); p.dtype = dtype_of(q);
-    ok(ssa::sparse_fwd(p, stream()));
+    Tensor lse = torch::empty({q.size(0), q.size(1), q.size(2)}, q.options().dtype(torch::kFloat));
+    ok(ssa::sparse_fwd(sparse_fwd_params(q, k, v, blocks, int(bs), q_offset, o, lse), stream()));
     ctx->save_for_backward({q, k, v, o, lse, blocks});
     ctx->saved_data["bs"] = bs;
+    ctx->saved_data["q_offset"] = q_offset;
     return o;
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     auto s = ctx->get_saved_variables();
-    const Tensor &q = s[0], &k = s[1], &v = s[2], &o = s[3], &lse = s[4], &blocks = s[5];
+    SparseBwdTensors t;
+    t.q = s[0]; t.k = s[1]; t.v = s[2]; t.o = s[3]; t.lse = s[4]; t.blocks = s[5];
     const int bs = int(ctx->saved_data["bs"].toInt());
-    Tensor dout = grads[0].contiguous();
-    const Dims d = dims_of(q, k);
-    const int K = int(blocks.size(3)), nb = (d.T + bs - 1) / bs;
-    c10::cuda::CUDAGuard guard(q.device());
+    const int64_t q_offset = ctx->saved_data["q_offset"].toInt();
+    c10::cuda::CUDAGuard guard(t.q.device());
+    t.dout = grads[0].contiguous();
 
-    ssa::BlockIndexParams ip;
-    ip.blocks = blocks.data_ptr<int32_t>();
-    ip.B = d.B; ip.Hkv = d.Hkv; ip.T = d.T; ip.K = K; ip.block_size = bs;
-    auto iopt = q.options().dtype(torch::kInt32);
-    Tensor offsets = torch::empty({d.B, d.Hkv, nb + 1}, iopt);
-    Tensor tokens = torch::empty({d.B, d.Hkv, int64_t(d.T) * K}, iopt);
-    Tensor iwork = workspace(ssa::block_index_workspace_bytes(ip), q);
-    ip.offsets = offsets.data_ptr<int32_t>();
-    ip.tokens = tokens.data_ptr<int32_t>();
+    const int64_t B = t.q.size(0), Hkv = t.k.size(1), Tq = t.q.size(2), Tk = t.k.size(2), K = t.blocks.size(3);
+    auto iopt = t.q.options().dtype(torch::kInt32);
+    t.index_offsets = torch::empty({B, Hkv, (Tk + bs - 1) / bs + 1}, iopt);
+    t.index_tokens = torch::empty({B, Hkv, Tq * K}, iopt);
+    ssa::BlockIndexParams ip = block_index_params(t.blocks, Tk, bs, t.index_offsets, t.index_tokens);
+    Tensor iwork = workspace(ssa::block_index_workspace_bytes(ip), t.q);
     ip.work = reinterpret_cast<int32_t*>(iwork.data_ptr());
     ok(ssa::build_block_index(ip, stream()));
 
-    Tensor dq = torch::empty_like(q), dk = torch::empty_like(k), dv = torch::empty_like(v);
-    ssa::SparseBwdParams p;
-    p.q = q.data_ptr(); p.k = k.data_ptr(); p.v = v.data_ptr(); p.o = o.data_ptr(); p.dout = dout.data_ptr();
-    p.lse = lse.data_ptr<float>();
-    p.blocks = blocks.data_ptr<int32_t>();
-    p.index_offsets = ip.offsets;
-    p.index_tokens = ip.tokens;
-    p.dq = dq.data_ptr(); p.dk = dk.data_ptr(); p.dv = dv.data_ptr();
-    p.q_s = strides_of(q); p.k_s = strides_of(k); p.v_s = strides_of(v); p.o_s = strides_of(o);
-    p.do_s = strides_of(dout); p.dq_s = strides_of(dq); p.dk_s = strides_of(dk); p.dv_s = strides_of(dv);
-    p.B = d.B; p.Hq = d.Hq; p.Hkv = d.Hkv; p.T = d.T; p.D = d.D;
-    p.block_size = bs; p.top_k = K; p.dtype = dtype_of(q);
-    Tensor ws = workspace(ssa::sparse_bwd_workspace_bytes(p), q);  // after the shape is set
+    t.dq = torch::empty_like(t.q);
+    t.dk = torch::empty_like(t.k);
+    t.dv = torch::empty_like(t.v);
+    ssa::SparseBwdParams p = sparse_bwd_params(t, bs, q_offset);
+    Tensor ws = workspace(ssa::sparse_bwd_workspace_bytes(p), t.q);
     p.workspace = ws.data_ptr();
     ok(ssa::sparse_bwd(p, stream()));
-    return {dq, dk, dv, Tensor(), Tensor()};
+    return {t.dq, t.dk, t.dv, Tensor(), Tensor(), Tensor()};
   }
 };
 
-// Both SSA streams with the fused kernels: returns {full, sparse}; the backward
-// takes each output's own gradient (a missing one counts as zero) and returns
-// their summed dq, dk, dv.
+// Both SSA streams with the experimental fused kernels: returns {full,
+// sparse}; the backward takes each output's own gradient (a missing one counts
+// as zero) and returns their summed dq, dk, dv.  Whole sequences only.
 class DualAttentionFn : public torch::autograd::Function<DualAttentionFn> {
  public:
   static variable_list forward(AutogradContext* ctx, const Tensor& q_in, const Tensor& k_in, const Tensor& v_in,
                                const Tensor& blocks, int64_t bs) {
-    Tensor q = q_in.contiguous(), k = k_in.contiguous(), v = v_in.contiguous();
-    const Dims d = dims_of(q, k);
-    Tensor of = torch::empty_like(q), os = torch::empty_like(q);
-    auto f32 = q.options().dtype(torch::kFloat);
-    Tensor lf = torch::empty({d.B, d.Hq, d.T}, f32), ls = torch::empty({d.B, d.Hq, d.T}, f32);
-    ssa::DualFwdParams p;
-    p.q = q.data_ptr(); p.k = k.data_ptr(); p.v = v.data_ptr();
-    p.o_full = of.data_ptr(); p.o_sparse = os.data_ptr();
-    p.lse_full = lf.data_ptr<float>(); p.lse_sparse = ls.data_ptr<float>();
-    p.blocks = blocks.data_ptr<int32_t>();
-    p.q_s = strides_of(q); p.k_s = strides_of(k); p.v_s = strides_of(v); p.of_s = strides_of(of);
-    p.os_s = strides_of(os);
-    p.B = d.B; p.Hq = d.Hq; p.Hkv = d.Hkv; p.T = d.T; p.D = d.D;
-    p.block_size = int(bs); p.top_k = int(blocks.size(3)); p.dtype = dtype_of(q);
-    ok(ssa::dual_fwd(p, stream()));
-    ctx->save_for_backward({q, k, v, of, os, lf, ls, blocks});
+    DualTensors t;
+    t.q = q_in.contiguous(); t.k = k_in.contiguous(); t.v = v_in.contiguous(); t.blocks = blocks;
+    t.o_full = torch::empty_like(t.q);
+    t.o_sparse = torch::empty_like(t.q);
+    t.lse_full = torch::empty({t.q.size(0), t.q.size(1), t.q.size(2)}, t.q.options().dtype(torch::kFloat));
+    t.lse_sparse = torch::empty_like(t.lse_full);
+    ok(ssa::dual_fwd(dual_fwd_params(t, int(bs)), stream()));
+    ctx->save_for_backward({t.q, t.k, t.v, t.o_full, t.o_sparse, t.lse_full, t.lse_sparse, blocks});
     ctx->saved_data["bs"] = bs;
-    return {of, os};
+    return {t.o_full, t.o_sparse};
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     auto s = ctx->get_saved_variables();
-    const Tensor &q = s[0], &k = s[1], &v = s[2], &of = s[3], &os = s[4], &lf = s[5], &ls = s[6], &blocks = s[7];
-    c10::cuda::CUDAGuard guard(q.device());
-    Tensor gf = grads[0].defined() ? grads[0].contiguous() : torch::zeros_like(of);
-    Tensor gs = grads[1].defined() ? grads[1].contiguous() : torch::zeros_like(os);
-    const Dims d = dims_of(q, k);
-    Tensor dq = torch::empty_like(q), dk = torch::empty_like(k), dv = torch::empty_like(v);
-    ssa::DualBwdParams p;
-    p.q = q.data_ptr(); p.k = k.data_ptr(); p.v = v.data_ptr();
-    p.o_full = of.data_ptr(); p.o_sparse = os.data_ptr(); p.do_full = gf.data_ptr(); p.do_sparse = gs.data_ptr();
-    p.lse_full = lf.data_ptr<float>(); p.lse_sparse = ls.data_ptr<float>();
-    p.blocks = blocks.data_ptr<int32_t>();
-    p.dq = dq.data_ptr(); p.dk = dk.data_ptr(); p.dv = dv.data_ptr();
-    p.q_s = strides_of(q); p.k_s = strides_of(k); p.v_s = strides_of(v); p.of_s = strides_of(of);
-    p.os_s = strides_of(os); p.dof_s = strides_of(gf); p.dos_s = strides_of(gs);
-    p.dq_s = strides_of(dq); p.dk_s = strides_of(dk); p.dv_s = strides_of(dv);
-    p.B = d.B; p.Hq = d.Hq; p.Hkv = d.Hkv; p.T = d.T; p.D = d.D;
-    p.block_size = int(ctx->saved_data["bs"].toInt()); p.top_k = int(blocks.size(3)); p.dtype = dtype_of(q);
-    Tensor ws = workspace(ssa::dual_bwd_workspace_bytes(p), q);  // after the shape is set
+    DualTensors t;
+    t.q = s[0]; t.k = s[1]; t.v = s[2]; t.o_full = s[3]; t.o_sparse = s[4]; t.lse_full = s[5]; t.lse_sparse = s[6];
+    t.blocks = s[7];
+    c10::cuda::CUDAGuard guard(t.q.device());
+    t.do_full = grads[0].defined() ? grads[0].contiguous() : torch::zeros_like(t.o_full);
+    t.do_sparse = grads[1].defined() ? grads[1].contiguous() : torch::zeros_like(t.o_sparse);
+    t.dq = torch::empty_like(t.q);
+    t.dk = torch::empty_like(t.k);
+    t.dv = torch::empty_like(t.v);
+    ssa::DualBwdParams p = dual_bwd_params(t, int(ctx->saved_data["bs"].toInt()));
+    Tensor ws = workspace(ssa::dual_bwd_workspace_bytes(p), t.q);  // after the shape is set
     p.workspace = ws.data_ptr();
     ok(ssa::dual_bwd(p, stream()));
-    return {dq, dk, dv, Tensor(), Tensor()};
+    return {t.dq, t.dk, t.dv, Tensor(), Tensor()};
   }
 };
 
@@ -198,67 +146,88 @@ class CudaBackend final : public AttentionBackend {
  public:
   const char* name() const override { return "cuda"; }
 
-  std::string supports(const Tensor& q, const Tensor& k, const SparseSpec& spec) const override {
+  std::string supports(const Tensor& q, const Tensor& k, const SparseSpec& spec, int64_t q_offset) const override {
     if (!q.defined() || !k.defined()) return "no tensors";
     if (!q.is_cuda() || !k.is_cuda()) return "CUDA kernels need CUDA tensors";
     if (q.device() != k.device()) return "q and k on different devices";
     const auto st = q.scalar_type();
     if (st != torch::kBFloat16 && st != torch::kHalf) return "CUDA kernels need bf16 or fp16 tensors";
     if (k.scalar_type() != st) return "q and k differ in dtype";
-    if (q.dim() != 4 || k.dim() != 4) return "expects q (B,Hq,T,D) and k (B,Hkv,T,D)";
-    if (q.size(0) != k.size(0) || q.size(2) != k.size(2) || q.size(3) != k.size(3))
-      return "q and k disagree in batch, length or head dim";
-    if (q.size(2) > (int64_t(1) << 30)) return "sequence too long";
-    const Dims d = dims_of(q, k);
-    std::string e = ssa::check_common(d.B, d.Hq, d.Hkv, d.T, d.D, spec.block_size, spec.top_k);
-    if (!e.empty()) return e;
-    ssa::SelectParams sp;  // shared-memory limits of the selection kernel
-    sp.B = d.B; sp.Hq = d.Hq; sp.Hkv = d.Hkv; sp.T = d.T; sp.D = d.D;
-    sp.block_size = spec.block_size; sp.top_k = spec.top_k;
+    if (q.dim() != 4 || k.dim() != 4) return "expects q (B,Hq,Tq,D) and k (B,Hkv,Tk,D)";
+    if (q.size(0) != k.size(0) || q.size(3) != k.size(3)) return "q and k disagree in batch or head dim";
+    if (q_offset < 0 || q_offset + q.size(2) > k.size(2))
+      return "queries at positions [" + std::to_string(q_offset) + ", " + std::to_string(q_offset + q.size(2)) +
+             ") need keys up to there, but there are " + std::to_string(k.size(2));
+    if (k.size(2) > (int64_t(1) << 30)) return "sequence too long";
+    if (spec.rule != SelectionRule::TopK)
+      return std::string("the CUDA selection kernel ranks by exact top-k only, not the ") + to_string(spec.rule) +
+             " rule";
+    ssa::SelectParams sp;  // shape checks and the selection kernel's shared-memory limits
+    set_shape(sp, kernel_shape(q, k, spec.block_size, spec.top_k, q_offset));
     return ssa::select_supported(sp);
   }
 
-  Selection select(const Tensor& q, const Tensor& k, const SparseSpec& spec) override {
-    ok(supports(q, k, spec));
+  Selection select(const Tensor& q, const Tensor& k, const SparseSpec& spec, int64_t q_offset) override {
+    ok(supports(q, k, spec, q_offset));
     torch::NoGradGuard no_grad;
     c10::cuda::CUDAGuard guard(q.device());
-    Tensor blocks = run_select(q.detach(), k.detach(), spec.block_size, spec.top_k);
-    return {blocks.to(torch::kLong), spec.block_size};
+    Tensor blocks = run_select(q.detach(), k.detach(), spec.block_size, spec.top_k, q_offset);
+    return {blocks.to(torch::kLong), spec.block_size, q_offset};
   }
 
-  Tensor full(const Tensor& q, const Tensor& k, const Tensor& v) override {
+  Tensor full(const Tensor& q, const Tensor& k_in, const Tensor& v_in, int64_t q_offset) override {
     c10::cuda::CUDAGuard guard(q.device());
+    if (q_offset < 0 || q_offset + q.size(2) > k_in.size(2)) throw Error("cuda backend: queries run past the keys");
+    // keys past the last query are seen by none: drop them
+    const int64_t Tq = q.size(2), Tk = q_offset + Tq;
+    Tensor k = Tk == k_in.size(2) ? k_in : k_in.narrow(2, 0, Tk), v = Tk == v_in.size(2) ? v_in : v_in.narrow(2, 0, Tk);
     const int64_t G = q.size(1) / k.size(1);
     // expanded K/V keep the fast cuDNN path; autograd sums dK/dV over the group
     Tensor ke = G == 1 ? k : k.repeat_interleave(G, 1), ve = G == 1 ? v : v.repeat_interleave(G, 1);
-    return at::scaled_dot_product_attention(q, ke, ve, /*attn_mask=*/{}, /*dropout_p=*/0.0, /*is_causal=*/true);
+    if (q_offset == 0)  // square: SDPA's own causal mask
+      return at::scaled_dot_product_attention(q, ke, ve, /*attn_mask=*/{}, /*dropout_p=*/0.0, /*is_causal=*/true);
+    if (Tq == 1)  // one token at the end sees every key
+      return at::scaled_dot_product_attention(q, ke, ve, {}, 0.0, /*is_causal=*/false);
+    // queries at positions q_offset.. see keys up to their position (SDPA's
+    // is_causal aligns the diagonal to key 0, so the mask is explicit)
+    auto lopts = torch::TensorOptions().dtype(torch::kLong).device(q.device());
+    Tensor keep = torch::arange(Tk, lopts).view({1, Tk}) <= torch::arange(q_offset, Tk, lopts).view({Tq, 1});
+    return at::scaled_dot_product_attention(q, ke, ve, keep, 0.0, /*is_causal=*/false);
   }
 
   Tensor sparse(const Tensor& q, const Tensor& k, const Tensor& v, const Selection& sel) override {
     SparseSpec spec{sel.block_size, int(sel.blocks.size(3))};
-    ok(supports(q, k, spec));
-    if (v.scalar_type() != q.scalar_type() || !v.sizes().equals(k.sizes())) throw Error("cuda backend: v must match k");
+    ok(supports(q, k, spec, sel.q_offset));
+    check_inputs(q, k, v, sel);
     c10::cuda::CUDAGuard guard(q.device());
     Tensor blocks = sel.blocks.to(q.device(), torch::kInt32).contiguous();
-    return SparseAttentionFn::apply(q, k, v, blocks, int64_t(sel.block_size));
+    return SparseAttentionFn::apply(q, k, v, blocks, int64_t(sel.block_size), sel.q_offset);
   }
 
   std::pair<Tensor, Tensor> dual(const Tensor& q, const Tensor& k, const Tensor& v, const Selection& sel) override {
     // Split (default): cuDNN / flash attention for the full output and the sparse
     // kernels for the sparse one, each with its own backward; about 3x faster than
     // our fused kernels on the H100 (kernels/README.md says why).
-    if (!fused_dual_requested()) return {full(q, k, v), sparse(q, k, v, sel)};
+    if (!fused_dual_requested()) return {full(q, k, v, sel.q_offset), sparse(q, k, v, sel)};
     SparseSpec spec{sel.block_size, int(sel.blocks.size(3))};
-    ok(supports(q, k, spec));
-    if (v.scalar_type() != q.scalar_type() || !v.sizes().equals(k.sizes())) throw Error("cuda backend: v must match k");
+    ok(supports(q, k, spec, sel.q_offset));
+    check_inputs(q, k, v, sel);
     c10::cuda::CUDAGuard guard(q.device());
-    ssa::DualFwdParams lim;  // the fused kernel's own limits
-    lim.B = int(q.size(0)); lim.Hq = int(q.size(1)); lim.Hkv = int(k.size(1)); lim.T = int(q.size(2));
-    lim.D = int(q.size(3)); lim.block_size = sel.block_size; lim.top_k = spec.top_k;
+    ssa::DualFwdParams lim;  // the fused kernel's own limits (whole sequences, bitmask size)
+    set_shape(lim, kernel_shape(q, k, sel.block_size, spec.top_k, sel.q_offset));
     ok(ssa::dual_fwd_supported(lim));
     Tensor blocks = sel.blocks.to(q.device(), torch::kInt32).contiguous();
     variable_list out = DualAttentionFn::apply(q, k, v, blocks, int64_t(sel.block_size));
     return {out[0], out[1]};
+  }
+
+ private:
+  // v like k, a selection row per query row.
+  static void check_inputs(const Tensor& q, const Tensor& k, const Tensor& v, const Selection& sel) {
+    if (v.scalar_type() != q.scalar_type() || !v.sizes().equals(k.sizes())) throw Error("cuda backend: v must match k");
+    const auto& b = sel.blocks;
+    if (b.dim() != 4 || b.size(0) != q.size(0) || b.size(1) != k.size(1) || b.size(2) != q.size(2))
+      throw Error("cuda backend: the selection is not (B, Hkv, Tq, K) for these queries");
   }
 };
 

@@ -1,6 +1,12 @@
 #include "engine/checkpoint/safetensors.h"
 
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -26,28 +32,29 @@ using json = nlohmann::json;
 constexpr uint64_t kMaxHeaderBytes = 100ull << 20;
 
 struct DtypeName {
-  torch::ScalarType type;
+  torch::ScalarType type;  // Undefined: LibTorch 1.13 has no such type
   const char* name;
+  uint64_t bytes;
 };
 constexpr DtypeName kDtypes[] = {
-    {torch::kFloat, "F32"}, {torch::kHalf, "F16"}, {torch::kBFloat16, "BF16"}, {torch::kDouble, "F64"},
-    {torch::kLong, "I64"},  {torch::kInt, "I32"},  {torch::kShort, "I16"},     {torch::kChar, "I8"},
-    {torch::kByte, "U8"},   {torch::kBool, "BOOL"},
+    {torch::kFloat, "F32", 4},  {torch::kHalf, "F16", 2},  {torch::kBFloat16, "BF16", 2}, {torch::kDouble, "F64", 8},
+    {torch::kLong, "I64", 8},   {torch::kInt, "I32", 4},   {torch::kShort, "I16", 2},     {torch::kChar, "I8", 1},
+    {torch::kByte, "U8", 1},    {torch::kBool, "BOOL", 1},
+    {torch::ScalarType::Undefined, "F8_E4M3", 1}, {torch::ScalarType::Undefined, "F8_E5M2", 1},
+    {torch::ScalarType::Undefined, "U16", 2},     {torch::ScalarType::Undefined, "U32", 4},
+    {torch::ScalarType::Undefined, "U64", 8},
 };
 
 const char* dtype_name(torch::ScalarType t) {
   for (const auto& d : kDtypes)
-    if (d.type == t) return d.name;
+    if (d.type == t && t != torch::ScalarType::Undefined) return d.name;
   return nullptr;
 }
 
-bool dtype_from_name(const std::string& name, torch::ScalarType* out) {
+const DtypeName* find_dtype(const std::string& name) {
   for (const auto& d : kDtypes)
-    if (name == d.name) {
-      *out = d.type;
-      return true;
-    }
-  return false;
+    if (name == d.name) return &d;
+  return nullptr;
 }
 
 // ---------------------------------------------------------------- save
@@ -129,12 +136,7 @@ void save_safetensors(const std::string& path, const NamedTensors& tensors,
 
 namespace {
 
-struct Entry {
-  std::string name;
-  torch::ScalarType dtype;
-  std::vector<int64_t> shape;
-  uint64_t begin, end;
-};
+using Entry = SafetensorsEntry;
 
 [[noreturn]] void corrupt(const std::string& path, const std::string& why) {
   throw Error("corrupt safetensors file " + path + ": " + why);
@@ -153,8 +155,10 @@ Entry parse_entry(const std::string& path, const std::string& name, const json& 
   Entry e;
   e.name = name;
   const json& dt = v["dtype"];
-  if (!dt.is_string() || !dtype_from_name(dt.get<std::string>(), &e.dtype))
-    corrupt(path, "tensor '" + name + "' has unknown dtype " + dt.dump());
+  const DtypeName* known = dt.is_string() ? find_dtype(dt.get<std::string>()) : nullptr;
+  if (!known) corrupt(path, "tensor '" + name + "' has unknown dtype " + dt.dump());
+  e.dtype = known->name;
+  e.type = known->type;
 
   const json& shape = v["shape"];
   if (!shape.is_array()) corrupt(path, "tensor '" + name + "': shape is not a list");
@@ -176,7 +180,7 @@ Entry parse_entry(const std::string& path, const std::string& name, const json& 
   if (e.begin > e.end || e.end > data_size)
     corrupt(path, "tensor '" + name + "': data_offsets [" + std::to_string(e.begin) + ", " + std::to_string(e.end) +
                       "] outside the data section (" + std::to_string(data_size) + " bytes)");
-  const uint64_t elem = c10::elementSize(e.dtype);
+  const uint64_t elem = known->bytes;
   if (overflow || numel > std::numeric_limits<uint64_t>::max() / elem || numel * elem != e.end - e.begin)
     corrupt(path, "tensor '" + name + "': shape " + shape.dump() + " of " + dt.get<std::string>() + " needs " +
                       (overflow ? std::string("too many") : std::to_string(numel * elem)) + " bytes but data_offsets give " +
@@ -211,7 +215,13 @@ void read_exact(std::ifstream& in, const std::string& path, uint64_t pos, void* 
 
 }  // namespace
 
-SafetensorsFile load_safetensors(const std::string& path) {
+int64_t SafetensorsEntry::numel() const {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+SafetensorsHeader read_safetensors_header(const std::string& path) {
   std::error_code ec;
   if (!std::filesystem::exists(path, ec)) throw Error("file not found: " + path);
   if (!std::filesystem::is_regular_file(path, ec)) throw Error("not a regular file: " + path);
@@ -229,7 +239,11 @@ SafetensorsFile load_safetensors(const std::string& path) {
                       " bytes); truncated or not a safetensors file");
   std::string head(header_len, '\0');
   read_exact(in, path, 8, head.data(), header_len);
-  const uint64_t data_start = 8 + header_len, data_size = file_size - data_start;
+  SafetensorsHeader out;
+  out.path = path;
+  out.file_size = file_size;
+  out.data_start = 8 + header_len;
+  const uint64_t data_size = file_size - out.data_start;
 
   json header;
   try {
@@ -239,22 +253,30 @@ SafetensorsFile load_safetensors(const std::string& path) {
   }
   if (!header.is_object()) corrupt(path, "header is not a JSON object");
 
-  SafetensorsFile out;
-  std::vector<Entry> entries;
   for (const auto& [name, v] : header.items()) {
     if (name == "__metadata__")
       out.metadata = parse_metadata(path, v);
     else
-      entries.push_back(parse_entry(path, name, v, data_size));
+      out.entries.push_back(parse_entry(path, name, v, data_size));
   }
-  check_no_overlap(path, entries);
+  check_no_overlap(path, out.entries);
+  return out;
+}
 
+SafetensorsFile load_safetensors(const std::string& path) {
+  SafetensorsHeader h = read_safetensors_header(path);
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error("cannot open " + path);
+  SafetensorsFile out;
+  out.metadata = h.metadata;
   // Read straight into freshly allocated tensors: they own their memory and
   // nothing else of the file stays in RAM.
-  for (const Entry& e : entries) {
-    torch::Tensor t = torch::empty(e.shape, torch::TensorOptions().dtype(e.dtype));
-    if (e.end > e.begin) read_exact(in, path, data_start + e.begin, t.data_ptr(), e.end - e.begin);
-    if (e.dtype == torch::kBool) {
+  for (const Entry& e : h.entries) {
+    if (e.type == torch::ScalarType::Undefined)
+      corrupt(path, "tensor '" + e.name + "' has dtype " + e.dtype + ", which LibTorch cannot hold");
+    torch::Tensor t = torch::empty(e.shape, torch::TensorOptions().dtype(e.type));
+    if (e.end > e.begin) read_exact(in, path, h.data_start + e.begin, t.data_ptr(), e.end - e.begin);
+    if (e.type == torch::kBool) {
       // torch assumes bool bytes are 0/1; anything else is undefined behaviour
       const auto* b = static_cast<const uint8_t*>(t.data_ptr());
       for (int64_t i = 0; i < t.numel(); ++i)
@@ -263,6 +285,57 @@ SafetensorsFile load_safetensors(const std::string& path) {
     out.tensors.emplace(e.name, std::move(t));
   }
   return out;
+}
+
+// ---------------------------------------------------------------- mapping
+
+struct MappedSafetensors::Mapping {
+  void* addr = nullptr;
+  size_t size = 0;
+  ~Mapping() {
+    if (addr) ::munmap(addr, size);
+  }
+};
+
+MappedSafetensors::MappedSafetensors(SafetensorsHeader header) : header_(std::move(header)) {
+  const std::string& path = header_.path;
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw Error("cannot open " + path + ": " + std::strerror(errno));
+  struct stat st;
+  if (::fstat(fd, &st) != 0 || uint64_t(st.st_size) != header_.file_size) {
+    ::close(fd);
+    throw Error(path + " changed while it was being read");
+  }
+  void* addr = ::mmap(nullptr, header_.file_size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+  const int err = errno;
+  ::close(fd);  // the mapping keeps the file
+  if (addr == MAP_FAILED) throw Error("cannot map " + path + " into memory: " + std::strerror(err));
+  map_ = std::make_shared<Mapping>();
+  map_->addr = addr;
+  map_->size = header_.file_size;
+}
+
+torch::Tensor MappedSafetensors::tensor(const SafetensorsEntry& e) const {
+  if (e.type == torch::ScalarType::Undefined)
+    throw Error(header_.path + ": tensor '" + e.name + "' has dtype " + e.dtype + ", which LibTorch cannot hold");
+  char* data = static_cast<char*>(map_->addr) + header_.data_start + e.begin;
+  const auto opts = torch::TensorOptions().dtype(e.type);
+  if (reinterpret_cast<uintptr_t>(data) % c10::elementSize(e.type) != 0) {
+    torch::Tensor t = torch::empty(e.shape, opts);  // misaligned writer: one copy
+    std::memcpy(t.data_ptr(), data, e.bytes());
+    return t;
+  }
+  std::shared_ptr<Mapping> keep = map_;
+  return torch::from_blob(data, e.shape, [keep](void*) {}, opts);
+}
+
+void MappedSafetensors::release(const SafetensorsEntry& e) const {
+  const uintptr_t page = uintptr_t(::sysconf(_SC_PAGESIZE));
+  const uintptr_t base = reinterpret_cast<uintptr_t>(map_->addr);
+  uintptr_t lo = base + header_.data_start + e.begin, hi = base + header_.data_start + e.end;
+  lo = (lo + page - 1) / page * page;  // whole pages inside the entry only:
+  hi = hi / page * page;               // its neighbours may still be in use
+  if (hi > lo) ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
 }
 
 }  // namespace ssalab

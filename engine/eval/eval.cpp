@@ -17,7 +17,7 @@ PerplexityReport evaluate_perplexity(Transformer& model, const std::vector<int32
                                      const std::vector<int>& top_ks, const std::vector<int>& block_sizes) {
   PerplexityReport r;
   auto dev = model_device(model);
-  SparseSpec own{model.config().block_size, model.config().block_counts};
+  SparseSpec own = model_sparse_spec(model.config());
   r.full = perplexity(model, val, opt.seq_len, opt.batches, opt.batch_size, AttnMode::Full, own, dev);
   std::string problem = check_sparse_spec(own, opt.seq_len);
   r.sparse = problem.empty() ? perplexity(model, val, opt.seq_len, opt.batches, opt.batch_size, AttnMode::Sparse, own, dev)
@@ -35,6 +35,90 @@ PerplexityReport evaluate_perplexity(Transformer& model, const std::vector<int32
       r.sweep.push_back(p);
     }
   return r;
+}
+
+// -log p(target) per position of one window, as floats on the CPU.
+static std::vector<float> window_nll(Transformer& model, const std::vector<int32_t>& tokens, int64_t start, int64_t n,
+                                     AttnMode mode, const SparseSpec& spec, torch::Device dev) {
+  std::vector<int64_t> ids(tokens.begin() + start, tokens.begin() + start + n + 1);
+  Tensor all = torch::tensor(ids, torch::kLong).view({1, n + 1}).to(dev);
+  ForwardOptions fo;
+  fo.mode = mode;
+  fo.spec = spec;
+  Tensor logits = model.forward(all.narrow(1, 0, n), fo).logits[0].to(torch::kFloat);  // (n, V)
+  Tensor nll = -torch::log_softmax(logits, -1).gather(1, all[0].narrow(0, 1, n).view({n, 1})).view({n});
+  nll = nll.to(torch::kCPU).contiguous();
+  return std::vector<float>(nll.data_ptr<float>(), nll.data_ptr<float>() + n);
+}
+
+static double ppl_of(const std::vector<float>& nll) {
+  double sum = 0;
+  for (float x : nll) sum += x;
+  return nll.empty() ? NAN : std::exp(sum / double(nll.size()));
+}
+
+TokenScores score_tokens(Transformer& model, const std::vector<int32_t>& tokens, const SparseSpec& spec, int window) {
+  if (tokens.size() < 2) throw Error("scoring needs at least 2 tokens, the text has " + std::to_string(tokens.size()));
+  if (window < 1) throw Error("scoring window must be >= 1 token");
+  const int32_t vocab = int32_t(model.config().vocab_size);
+  for (size_t i = 0; i < tokens.size(); ++i)
+    if (tokens[i] < 0 || tokens[i] >= vocab)
+      throw Error("token " + std::to_string(i) + " has id " + std::to_string(tokens[i]) + ", outside the model's " +
+                  std::to_string(vocab) + "-token vocabulary");
+  torch::NoGradGuard no_grad;
+  model.eval();
+  auto dev = model_device(model);
+  TokenScores s;
+  s.tokens = tokens;
+  s.spec = spec;
+  s.window = window;
+  const int64_t n = int64_t(tokens.size()) - 1;
+  for (int64_t start = 0; start < n; start += window) {
+    const int64_t len = std::min<int64_t>(window, n - start);
+    std::vector<float> full = window_nll(model, tokens, start, len, AttnMode::Full, spec, dev);
+    s.nll_full.insert(s.nll_full.end(), full.begin(), full.end());
+    // A short last window can hold fewer blocks than k (or less than one
+    // block): selection then keeps every block, so sparse attention there is
+    // full attention, exactly. Any other problem with the spec is an error.
+    std::string why = check_sparse_spec(spec, len);
+    const int64_t blocks = spec.block_size >= 1 ? (len + spec.block_size - 1) / spec.block_size : 0;
+    const bool keeps_all = spec.block_size >= 1 && spec.top_k >= 1 && (spec.block_size > len || spec.top_k > blocks);
+    if (!why.empty() && !keeps_all) throw Error("sparse scoring: " + why);
+    if (why.empty()) {
+      std::vector<float> sparse = window_nll(model, tokens, start, len, AttnMode::Sparse, spec, dev);
+      s.nll_sparse.insert(s.nll_sparse.end(), sparse.begin(), sparse.end());
+    } else {
+      s.nll_sparse.insert(s.nll_sparse.end(), full.begin(), full.end());
+      s.sparse_note = "the window of " + std::to_string(len) + " tokens at token " + std::to_string(start) +
+                      " keeps every block under sparse attention (" + why + ")";
+    }
+  }
+  s.ppl_full = ppl_of(s.nll_full);
+  s.ppl_sparse = ppl_of(s.nll_sparse);
+  return s;
+}
+
+nlohmann::json to_json(const TokenScores& s, bool per_token) {
+  auto num = [](double x) { return std::isfinite(x) ? nlohmann::json(x) : nlohmann::json(nullptr); };
+  nlohmann::json j = {{"tokens", s.tokens.size()},
+                      {"scored", s.nll_full.size()},
+                      {"window", s.window},
+                      {"block_size", s.spec.block_size},
+                      {"top_k", s.spec.top_k},
+                      {"selection_rule", to_string(s.spec.rule)},
+                      {"ppl_full", num(s.ppl_full)},
+                      {"ppl_sparse", num(s.ppl_sparse)}};
+  if (!s.sparse_note.empty()) j["sparse_note"] = s.sparse_note;
+  if (per_token) {
+    j["token_ids"] = s.tokens;
+    j["nll_full"] = s.nll_full;
+    j["nll_sparse"] = s.nll_sparse;
+    std::vector<float> delta;
+    for (size_t i = 0; i < s.nll_sparse.size(); ++i) delta.push_back(s.nll_sparse[i] - s.nll_full[i]);
+    j["nll_delta"] = delta;
+    j["nll_units"] = "nats; entry i scores token i+1";
+  }
+  return j;
 }
 
 static const char* kFiller =
@@ -55,7 +139,7 @@ std::pair<std::vector<int>, std::vector<int>> passkey_prompt(const Tokenizer& to
   std::vector<int> answer = tok.encode(key);
   const int fixed = int(needle.size() + question.size());
   if (context < fixed + 8)
-    throw Error("pass-key context " + std::to_string(context) + " is too short (needs > " + std::to_string(fixed + 8) +
+    throw Error("pass-key context " + std::to_string(context) + " is too short (needs at least " + std::to_string(fixed + 8) +
                 " tokens)");
   const int fill = context - fixed;
   const int before = int(std::lround(depth * fill));

@@ -61,6 +61,23 @@ std::pair<std::vector<int>, std::vector<int>> passkey_prompt(const Tokenizer& to
 // Shortest context a pass-key prompt fits in with this tokenizer.
 int passkey_min_context(const Tokenizer& tok);
 
+// Every token of a text scored under full and under sparse inference: which
+// tokens sparse attention hurts. The text is cut into windows of `window`
+// predictions (inputs ids[s, s+w), targets ids[s+1, s+w+1)), so every token
+// after the first is scored exactly once, from its prefix inside its window.
+struct TokenScores {
+  std::vector<int32_t> tokens;     // the text
+  std::vector<float> nll_full;     // nll_full[i]: -log p(tokens[i+1] | prefix), nats; size tokens-1
+  std::vector<float> nll_sparse;   // same under sparse inference
+  std::string sparse_note;         // a window too short to leave any block out (empty: none)
+  double ppl_full = NAN, ppl_sparse = NAN;
+  SparseSpec spec;
+  int window = 0;
+};
+TokenScores score_tokens(Transformer& model, const std::vector<int32_t>& tokens, const SparseSpec& spec, int window);
+// "nll_full", "nll_sparse", "nll_delta" (sparse - full) arrays and the perplexities.
+nlohmann::json to_json(const TokenScores& s, bool per_token);
+
 nlohmann::json to_json(const PerplexityReport& r);
 nlohmann::json to_json(const std::vector<NeedleResult>& r);
 

@@ -208,8 +208,25 @@ Analysis analyze(Transformer& model, const AnalysisRequest& req) {
   fo.mode = req.inference;
   fo.spec = req.spec;
   fo.capture = true;
-  ForwardOutput out = model.forward(torch::tensor(ids, torch::kLong).view({1, T}).to(dev), fo);
-  return analyze_qk(out.q, out.k, req);
+  torch::Tensor tokens = torch::tensor(ids, torch::kLong).view({1, T}).to(dev);
+  ForwardOutput out = model.forward(tokens, fo);
+  Analysis a = analyze_qk(out.q, out.k, req);
+  if (req.token_losses && T >= 2) {
+    // -log p(token t+1 | prefix) under both streams: which tokens sparse attention hurts
+    auto nll_of = [&](const torch::Tensor& logits) {
+      torch::Tensor lp = torch::log_softmax(logits[0].narrow(0, 0, T - 1).to(torch::kFloat), -1);
+      torch::Tensor nll = -lp.gather(1, tokens[0].narrow(0, 1, T - 1).view({T - 1, 1})).view({T - 1});
+      nll = nll.to(torch::kCPU).contiguous();
+      return std::vector<float>(nll.data_ptr<float>(), nll.data_ptr<float>() + (T - 1));
+    };
+    ForwardOptions other;
+    other.mode = req.inference == AttnMode::Full ? AttnMode::Sparse : AttnMode::Full;
+    other.spec = req.spec;
+    std::vector<float> here = nll_of(out.logits), there = nll_of(model.forward(tokens, other).logits);
+    a.nll_full = req.inference == AttnMode::Full ? here : there;
+    a.nll_sparse = req.inference == AttnMode::Full ? there : here;
+  }
+  return a;
 }
 
 QueryDetail query_detail(const Analysis& a, int layer, int head, int64_t query) {
@@ -264,6 +281,7 @@ nlohmann::json to_json(const Analysis& a) {
           {"inference", to_string(a.inference)},
           {"block_size", a.spec.block_size},
           {"top_k", a.spec.top_k},
+          {"selection_rule", to_string(a.spec.rule)},
           {"mean_attn_sparsity", a.mean_sparsity()},
           {"mean_entropy_nats", a.mean_entropy()},
           {"layers", layers}};

@@ -6,15 +6,15 @@
 // chunks so nothing T x T is held at once beyond `token_map_limit` tokens:
 // memory is O(T * number of blocks).
 //
-// Definitions (SSA.md "The quantities the app shows"):
+// Definitions (docs/method.md "The quantities the app shows"):
 //   sparsity(t) = full-attention mass inside t's selected blocks
 //   dropped(t)  = 1 - sparsity(t)
 //   entropy(t)  = -sum p log p of the full row, in nats
 //   sink_token  = mass on token 0; sink_block = mass on block 0
 //   kl(t)       = KL(sparse || full) of the row (= -log sparsity(t))
 // Head figures are means over the query rows whose selection is a real choice
-// (more blocks visible than top-k); earlier rows keep everything and would
-// only dilute the numbers. Short inputs without such rows use every row.
+// (own block index + 1 > top-k, i.e. t >= k * block_size); earlier rows keep
+// everything and would only dilute the numbers. Short inputs without such rows use every row.
 #pragma once
 #include <atomic>
 #include <memory>
@@ -57,6 +57,7 @@ struct AnalysisRequest {
   int token_map_limit = 1024;           // keep token maps up to this length
   int max_cells = 512;                  // map resolution cap (cells per side)
   const std::atomic<bool>* cancel = nullptr;  // when set to true, analyze() throws Error("analysis cancelled")
+  bool token_losses = false;            // also each token's NLL under full and sparse inference
 };
 
 struct Analysis {
@@ -68,6 +69,8 @@ struct Analysis {
   int n_cells = 0;
   std::vector<int> tokens;
   std::vector<LayerAnalysis> layers;
+  // token_losses only: nll_*[i] = -log p(tokens[i+1] | prefix) in nats, (T-1)
+  std::vector<float> nll_full, nll_sparse;
   double mean_sparsity() const;  // over layers and heads
   double mean_entropy() const;
 };

@@ -4,34 +4,22 @@
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 
+#include "engine/attention/kernel_params.h"
 #include "engine/util/error.h"
-#include "kernels/attn_stats.cuh"
 
 namespace ssalab {
 
 bool analyze_layer_kernels(const torch::Tensor& q_in, const torch::Tensor& k_in, const SparseSpec& spec, int cell_size,
-                           KernelLayerRows& out) {
+                           KernelLayerRows& out, int64_t q_offset) {
   AttentionBackend* cuda = cuda_backend();
   if (!cuda || !q_in.is_cuda() || !k_in.is_cuda()) return false;
   const auto dt = q_in.scalar_type() == torch::kHalf ? torch::kHalf : torch::kBFloat16;
   torch::Tensor q = q_in.detach().to(dt).contiguous(), k = k_in.detach().to(dt).contiguous();
-  if (q.size(0) != 1 || !cuda->supports(q, k, spec).empty()) return false;
-  const int64_t H = q.size(1), T = q.size(2), D = q.size(3), Hkv = k.size(1);
-  const int64_t bs = spec.block_size, nb = (T + bs - 1) / bs, nrow = (T + cell_size - 1) / cell_size;
+  if (q.size(0) != 1 || !cuda->supports(q, k, spec, q_offset).empty()) return false;
+  const int64_t H = q.size(1), Tq = q.size(2), Tk = k.size(2);
+  const int64_t bs = spec.block_size, nb = (Tk + bs - 1) / bs, nrow = (Tq + cell_size - 1) / cell_size;
 
-  ssa::StatsParams p;
-  p.q = q.data_ptr();
-  p.k = k.data_ptr();
-  p.q_s = {q.stride(0), q.stride(1), q.stride(2)};
-  p.k_s = {k.stride(0), k.stride(1), k.stride(2)};
-  p.B = 1;
-  p.Hq = int(H);
-  p.Hkv = int(Hkv);
-  p.T = int(T);
-  p.D = int(D);
-  p.block_size = spec.block_size;
-  p.top_k = spec.top_k;
-  p.dtype = dt == torch::kHalf ? ssa::DType::fp16 : ssa::DType::bf16;
+  ssa::StatsParams p = stats_params(q, k, torch::Tensor(), spec.block_size, spec.top_k, q_offset);
   p.map_row_pool = cell_size;
   p.map_mean_heads = false;
   // Ask whether the kernel takes this shape before any work: dummy non-null
@@ -44,15 +32,16 @@ bool analyze_layer_kernels(const torch::Tensor& q_in, const torch::Tensor& k_in,
 
   c10::cuda::CUDAGuard guard(q.device());
   torch::NoGradGuard no_grad;
-  Selection sel = cuda->select(q, k, spec);
+  Selection sel = cuda->select(q, k, spec, q_offset);
   torch::Tensor blocks = sel.blocks.to(torch::kInt32).contiguous();
   auto fopt = q.options().dtype(torch::kFloat);
-  torch::Tensor stats = torch::empty({H, T, int64_t(ssa::kStatCount)}, fopt);
+  torch::Tensor stats = torch::empty({H, Tq, int64_t(ssa::kStatCount)}, fopt);
   out.map_full = torch::empty({H, nrow, nb}, fopt);
   out.map_sparse = torch::empty({H, nrow, nb}, fopt);
   out.map_dropped = torch::empty({H, nrow, nb}, fopt);
-  p.blocks = blocks.data_ptr<int32_t>();
-  p.stats = stats.data_ptr<float>();
+  p = stats_params(q, k, blocks, spec.block_size, spec.top_k, q_offset, stats);
+  p.map_row_pool = cell_size;
+  p.map_mean_heads = false;
   p.map = out.map_full.data_ptr<float>();
   p.map_sparse = out.map_sparse.data_ptr<float>();
   p.map_dropped = out.map_dropped.data_ptr<float>();
@@ -71,7 +60,8 @@ bool analyze_layer_kernels(const torch::Tensor& q_in, const torch::Tensor& k_in,
 #else  // !SSALAB_WITH_CUDA
 
 namespace ssalab {
-bool analyze_layer_kernels(const torch::Tensor&, const torch::Tensor&, const SparseSpec&, int, KernelLayerRows&) {
+bool analyze_layer_kernels(const torch::Tensor&, const torch::Tensor&, const SparseSpec&, int, KernelLayerRows&,
+                           int64_t) {
   return false;
 }
 }  // namespace ssalab

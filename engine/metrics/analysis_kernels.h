@@ -11,18 +11,22 @@
 
 namespace ssalab {
 
+// Queries q (1, H, Tq, D) at positions q_offset.. against keys k (1, Hkv, Tk, D)
+// (attention.h's contract; the whole sequence: Tq = Tk, q_offset 0).
 struct KernelLayerRows {
-  torch::Tensor blocks;  // (1, Hkv, T, K) int64 selection
-  // (H, T) float per query row
+  torch::Tensor blocks;  // (1, Hkv, Tq, K) int64 selection
+  // (H, Tq) float per query row
   torch::Tensor sparsity, entropy, sink_token, sink_block;
-  // (H, n_rows, nb) float: mean over each cell's query rows of the mass per key block
+  // (H, n_rows, nb) float: mean over each cell's query rows of the mass per key
+  // block (n_rows = ceil(Tq / cell_size), nb = ceil(Tk / block_size))
   torch::Tensor map_full, map_sparse, map_dropped;
 };
 
 // Fills `out` and returns true when the CUDA kernels can run this layer
-// (CUDA build, CUDA tensors, a supported shape); returns false otherwise so
-// the caller falls back to the LibTorch path. Errors of a launch throw.
+// (CUDA build, CUDA tensors, a supported shape and selection rule); returns
+// false otherwise so the caller falls back to the LibTorch path. Errors of a
+// launch throw.
 bool analyze_layer_kernels(const torch::Tensor& q, const torch::Tensor& k, const SparseSpec& spec, int cell_size,
-                           KernelLayerRows& out);
+                           KernelLayerRows& out, int64_t q_offset = 0);
 
 }  // namespace ssalab

@@ -1,6 +1,7 @@
 #include "engine/model/transformer.h"
 
 #include <cmath>
+#include <sstream>
 
 #include "engine/util/error.h"
 
@@ -8,15 +9,19 @@ namespace ssalab {
 
 using torch::Tensor;
 
+// ---------------------------------------------------------------- RoPE
+
 Tensor rope_inv_freq(const ModelConfig& c) {
   const int64_t half = c.head_dim / 2;
   std::vector<double> f(half);
   for (int64_t i = 0; i < half; ++i) f[i] = 1.0 / std::pow(c.rope_theta, double(2 * i) / c.head_dim);
-  if (c.rope_scaling > 1.0) {
+  if (c.rope_scaling > 1.0 && c.rope_type == RopeType::Linear) {
+    for (auto& freq : f) freq /= c.rope_scaling;  // positions divided by the factor
+  } else if (c.rope_scaling > 1.0 && c.rope_type == RopeType::Llama3) {
     // llama3 scaling: long wavelengths are slowed by `factor`, short ones kept,
-    // and a smooth ramp in between (low/high frequency factors 1 and 4).
+    // and a smooth ramp in between (low/high frequency factors, HF's 1 and 4).
     const double old_ctx = c.rope_original_max_position ? c.rope_original_max_position : c.max_position;
-    const double low_factor = 1.0, high_factor = 4.0;
+    const double low_factor = c.rope_low_freq_factor, high_factor = c.rope_high_freq_factor;
     const double low_wavelen = old_ctx / low_factor, high_wavelen = old_ctx / high_factor;
     for (auto& freq : f) {
       double wavelen = 2 * M_PI / freq;
@@ -32,6 +37,23 @@ Tensor rope_inv_freq(const ModelConfig& c) {
   return torch::tensor(f, torch::kDouble).to(torch::kFloat);
 }
 
+RopeTables rope_tables(const ModelConfig& c, const Tensor& positions, torch::ScalarType dtype) {
+  if (positions.dim() != 1) throw Error("rope_tables: positions must be one-dimensional (T)");
+  const int64_t T = positions.size(0);
+  Tensor inv = rope_inv_freq(c).to(positions.device());
+  Tensor ang = torch::outer(positions.to(torch::kFloat), inv);
+  Tensor emb = torch::cat({ang, ang}, -1).view({1, 1, T, c.head_dim});
+  return {emb.cos().to(dtype), emb.sin().to(dtype)};
+}
+
+RopeTables rope_tables(const ModelConfig& c, int64_t start, int64_t T, torch::Device device, torch::ScalarType dtype) {
+  if (start < 0) throw Error("rope_tables: negative start position " + std::to_string(start));
+  // fp32 holds every integer position exactly up to 2^24
+  if (start + T > (int64_t(1) << 24)) throw Error("rope_tables: positions beyond 2^24 are not exact in fp32");
+  auto opts = torch::TensorOptions().dtype(torch::kFloat).device(device);
+  return rope_tables(c, start == 0 ? torch::arange(T, opts) : torch::arange(start, start + T, opts), dtype);
+}
+
 Tensor apply_rope(const Tensor& x, const Tensor& cos, const Tensor& sin) {
   const int64_t half = x.size(-1) / 2;
   Tensor x1 = x.narrow(-1, 0, half), x2 = x.narrow(-1, half, half);
@@ -39,8 +61,91 @@ Tensor apply_rope(const Tensor& x, const Tensor& cos, const Tensor& sin) {
   return x * cos + rotated * sin;
 }
 
+// ---------------------------------------------------------------- the tensors of a family
+
+namespace {
+
+std::string layer_prefix(int i) { return "model.layers." + std::to_string(i) + "."; }
+
+// The tensors of layer i in parameter order (the modules below register
+// them in this order).
+void layer_tensors(const ModelConfig& c, int i, std::vector<TensorSpec>& out) {
+  const int64_t C = c.hidden_size, D = c.head_dim, Q = int64_t(c.num_heads) * D, KV = int64_t(c.num_kv_heads) * D,
+                F = c.intermediate_size;
+  const std::string a = layer_prefix(i) + "self_attn.", m = layer_prefix(i) + "mlp.";
+  auto linear = [&](const std::string& name, int64_t in, int64_t o, bool bias) {
+    out.push_back({name + ".weight", {o, in}});
+    if (bias) out.push_back({name + ".bias", {o}});
+  };
+  linear(a + "q_proj", C, Q, c.qkv_bias);
+  linear(a + "k_proj", C, KV, c.qkv_bias);
+  linear(a + "v_proj", C, KV, c.qkv_bias);
+  linear(a + "o_proj", Q, C, c.o_bias);
+  if (c.gate) linear(a + "g_proj", C, int64_t(c.num_heads) * 3, false);
+  if (c.qk_norm) {
+    out.push_back({a + "q_norm.weight", {D}});
+    out.push_back({a + "k_norm.weight", {D}});
+  }
+  linear(m + "gate_proj", C, F, c.mlp_bias);
+  linear(m + "up_proj", C, F, c.mlp_bias);
+  linear(m + "down_proj", F, C, c.mlp_bias);
+  out.push_back({layer_prefix(i) + "input_layernorm.weight", {C}});
+  out.push_back({layer_prefix(i) + "post_attention_layernorm.weight", {C}});
+}
+
+// torch::empty of the asked shape: a fresh model, filled by init_weights().
+Tensor empty_param(const std::string&, const std::vector<int64_t>& shape) { return torch::empty(shape); }
+
+}  // namespace
+
+std::vector<TensorSpec> model_tensors(const ModelConfig& c) {
+  std::vector<TensorSpec> out;
+  out.reserve(size_t(model_tensor_count(c)));
+  out.push_back({"model.embed_tokens.weight", {c.vocab_size, c.hidden_size}});
+  for (int i = 0; i < c.num_layers; ++i) layer_tensors(c, i, out);
+  out.push_back({"model.norm.weight", {c.hidden_size}});
+  if (!c.tied_embeddings) out.push_back({"lm_head.weight", {c.vocab_size, c.hidden_size}});
+  return out;
+}
+
+int64_t model_tensor_count(const ModelConfig& c) {
+  int64_t per_layer = 4 + (c.qkv_bias ? 3 : 0) + (c.o_bias ? 1 : 0) + (c.gate ? 1 : 0) + (c.qk_norm ? 2 : 0) +
+                      3 + (c.mlp_bias ? 3 : 0) + 2;
+  return 2 + (c.tied_embeddings ? 0 : 1) + int64_t(c.num_layers) * per_layer;
+}
+
+std::string model_support_problem(const ModelConfig& c) {
+  if (c.arch == Arch::LlamaNSA && c.window_size > 0)
+    return "this is an NSA model (window_size " + std::to_string(c.window_size) +
+           "): its compression and sliding-window branches are not implemented in ssalab yet; the SSA, MoBA "
+           "and FullAttn checkpoints (window_size 0) load";
+  if (c.gate && c.arch != Arch::LlamaNSA && c.arch != Arch::Llama)
+    return std::string("the g_proj gate is a llama-nsa feature, not ") + architecture_name(c.arch) + "'s";
+  return "";
+}
+
+// ---------------------------------------------------------------- modules
+
+LinearImpl::LinearImpl(int64_t in, int64_t out, bool with_bias, const std::string& name, const ParamSource& src) {
+  weight = register_parameter("weight", src(name + ".weight", {out, in}));
+  if (with_bias) bias = register_parameter("bias", src(name + ".bias", {out}));
+}
+
+// the same call torch::nn::Linear makes
+Tensor LinearImpl::forward(const Tensor& x) { return torch::nn::functional::linear(x, weight, bias); }
+
+EmbeddingImpl::EmbeddingImpl(int64_t vocab, int64_t dim, const std::string& name, const ParamSource& src) {
+  weight = register_parameter("weight", src(name + ".weight", {vocab, dim}));
+}
+
+Tensor EmbeddingImpl::forward(const Tensor& tokens) { return torch::embedding(weight, tokens); }
+
 RMSNormImpl::RMSNormImpl(int64_t dim, double eps_) : eps(eps_) {
   weight = register_parameter("weight", torch::ones({dim}));
+}
+
+RMSNormImpl::RMSNormImpl(int64_t dim, double eps_, const std::string& name, const ParamSource& src) : eps(eps_) {
+  weight = register_parameter("weight", src(name + ".weight", {dim}));
 }
 
 Tensor RMSNormImpl::forward(const Tensor& x) {
@@ -49,35 +154,44 @@ Tensor RMSNormImpl::forward(const Tensor& x) {
   return y.to(x.scalar_type()) * weight;
 }
 
-static torch::nn::Linear linear(int64_t in, int64_t out) {
-  return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(false));
-}
-
-AttentionImpl::AttentionImpl(const ModelConfig& c)
+AttentionImpl::AttentionImpl(const ModelConfig& c, const std::string& p, const ParamSource& src)
     : num_heads(c.num_heads), num_kv_heads(c.num_kv_heads), head_dim(c.head_dim) {
-  q_proj = register_module("q_proj", linear(c.hidden_size, c.num_heads * c.head_dim));
-  k_proj = register_module("k_proj", linear(c.hidden_size, c.num_kv_heads * c.head_dim));
-  v_proj = register_module("v_proj", linear(c.hidden_size, c.num_kv_heads * c.head_dim));
-  o_proj = register_module("o_proj", linear(c.num_heads * c.head_dim, c.hidden_size));
-  g_proj = register_module("g_proj", linear(c.hidden_size, c.num_heads * 3));
+  const int64_t C = c.hidden_size, Q = int64_t(c.num_heads) * c.head_dim, KV = int64_t(c.num_kv_heads) * c.head_dim;
+  q_proj = register_module("q_proj", Linear(C, Q, c.qkv_bias, p + "q_proj", src));
+  k_proj = register_module("k_proj", Linear(C, KV, c.qkv_bias, p + "k_proj", src));
+  v_proj = register_module("v_proj", Linear(C, KV, c.qkv_bias, p + "v_proj", src));
+  o_proj = register_module("o_proj", Linear(Q, C, c.o_bias, p + "o_proj", src));
+  if (c.gate) g_proj = register_module("g_proj", Linear(C, int64_t(c.num_heads) * 3, false, p + "g_proj", src));
+  if (c.qk_norm) {
+    q_norm = register_module("q_norm", RMSNorm(c.head_dim, c.norm_eps, p + "q_norm", src));
+    k_norm = register_module("k_norm", RMSNorm(c.head_dim, c.norm_eps, p + "k_norm", src));
+  }
 }
 
 Tensor AttentionImpl::forward(const Tensor& x, const Tensor& cos, const Tensor& sin, const ForwardOptions& opt,
                               std::vector<Tensor>& sparsity, std::vector<Tensor>& commitment, ForwardOutput& out) {
   const int64_t B = x.size(0), T = x.size(1);
   Tensor v = v_proj(x).view({B, T, num_kv_heads, head_dim}).transpose(1, 2);
+  Tensor q = q_proj(x).view({B, T, num_heads, head_dim});
+  Tensor k = k_proj(x).view({B, T, num_kv_heads, head_dim});
+  if (q_norm) {  // Qwen3: RMSNorm over each head's vector, before RoPE
+    q = q_norm(q);
+    k = k_norm(k);
+  }
   // under autocast the projections are bf16 while the RoPE tables are fp32:
   // bring q and k back to v's dtype so all three reach the kernels alike
-  Tensor q = apply_rope(q_proj(x).view({B, T, num_heads, head_dim}).transpose(1, 2), cos, sin).to(v.scalar_type());
-  Tensor k = apply_rope(k_proj(x).view({B, T, num_kv_heads, head_dim}).transpose(1, 2), cos, sin).to(v.scalar_type());
-  // g_slc: the second of the three per-head gates (g_cmp, g_slc, g_swa)
-  Tensor gate = torch::sigmoid(g_proj(x).view({B, T, num_heads, 3})).select(-1, 1).unsqueeze(-1);  // (B,T,H,1)
+  q = apply_rope(q.transpose(1, 2), cos, sin).to(v.scalar_type());
+  k = apply_rope(k.transpose(1, 2), cos, sin).to(v.scalar_type());
+  Tensor gate;  // g_slc: the second of the three per-head gates (g_cmp, g_slc, g_swa)
+  if (g_proj) gate = torch::sigmoid(g_proj(x).view({B, T, num_heads, 3})).select(-1, 1).unsqueeze(-1);  // (B,T,H,1)
   if (opt.capture) {
     out.q.push_back(q.detach());
     out.k.push_back(k.detach());
   }
   AttentionBackend& backend = pick_backend(q, k, opt.spec);
-  auto gated = [&](const Tensor& o) { return o.transpose(1, 2) * gate; };  // (B,H,T,D) -> (B,T,H,D)
+  auto gated = [&](const Tensor& o) {  // (B,H,T,D) -> (B,T,H,D)
+    return gate.defined() ? o.transpose(1, 2) * gate : o.transpose(1, 2);
+  };
   Tensor h;
   if (opt.dual) {
     Selection sel = backend.select(q, k, opt.spec);
@@ -95,28 +209,43 @@ Tensor AttentionImpl::forward(const Tensor& x, const Tensor& cos, const Tensor& 
   return o_proj(h.reshape({B, T, num_heads * head_dim}));
 }
 
-MLPImpl::MLPImpl(const ModelConfig& c) {
-  gate_proj = register_module("gate_proj", linear(c.hidden_size, c.intermediate_size));
-  up_proj = register_module("up_proj", linear(c.hidden_size, c.intermediate_size));
-  down_proj = register_module("down_proj", linear(c.intermediate_size, c.hidden_size));
+MLPImpl::MLPImpl(const ModelConfig& c, const std::string& p, const ParamSource& src) {
+  const int64_t C = c.hidden_size, F = c.intermediate_size;
+  gate_proj = register_module("gate_proj", Linear(C, F, c.mlp_bias, p + "gate_proj", src));
+  up_proj = register_module("up_proj", Linear(C, F, c.mlp_bias, p + "up_proj", src));
+  down_proj = register_module("down_proj", Linear(F, C, c.mlp_bias, p + "down_proj", src));
 }
 
 Tensor MLPImpl::forward(const Tensor& x) { return down_proj(torch::silu(gate_proj(x)) * up_proj(x)); }
 
-DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& c) {
-  self_attn = register_module("self_attn", Attention(c));
-  mlp = register_module("mlp", MLP(c));
-  input_layernorm = register_module("input_layernorm", RMSNorm(c.hidden_size, c.norm_eps));
-  post_attention_layernorm = register_module("post_attention_layernorm", RMSNorm(c.hidden_size, c.norm_eps));
+DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& c, int i, const ParamSource& src) {
+  const std::string p = layer_prefix(i);
+  self_attn = register_module("self_attn", Attention(c, p + "self_attn.", src));
+  mlp = register_module("mlp", MLP(c, p + "mlp.", src));
+  input_layernorm = register_module("input_layernorm", RMSNorm(c.hidden_size, c.norm_eps, p + "input_layernorm", src));
+  post_attention_layernorm = register_module(
+      "post_attention_layernorm", RMSNorm(c.hidden_size, c.norm_eps, p + "post_attention_layernorm", src));
 }
 
+// ---------------------------------------------------------------- the model
+
 Transformer::Transformer(const ModelConfig& c) : config_(c) {
-  c.validate();
-  embed_tokens = register_module("embed_tokens", torch::nn::Embedding(c.vocab_size, c.hidden_size));
-  layers = register_module("layers", torch::nn::ModuleList());
-  for (int i = 0; i < c.num_layers; ++i) layers->push_back(DecoderLayer(c));
-  norm = register_module("norm", RMSNorm(c.hidden_size, c.norm_eps));
+  build(empty_param);
   init_weights(0);
+}
+
+Transformer::Transformer(const ModelConfig& c, const ParamSource& src) : config_(c) { build(src); }
+
+void Transformer::build(const ParamSource& src) {
+  const ModelConfig& c = config_;
+  c.validate();
+  std::string problem = model_support_problem(c);
+  if (!problem.empty()) throw Error(problem);
+  embed_tokens = register_module("embed_tokens", Embedding(c.vocab_size, c.hidden_size, "model.embed_tokens", src));
+  layers = register_module("layers", torch::nn::ModuleList());
+  for (int i = 0; i < c.num_layers; ++i) layers->push_back(DecoderLayer(c, i, src));
+  norm = register_module("norm", RMSNorm(c.hidden_size, c.norm_eps, "model.norm", src));
+  if (!c.tied_embeddings) lm_head = register_module("lm_head", Linear(c.hidden_size, c.vocab_size, false, "lm_head", src));
 }
 
 void Transformer::init_weights(uint64_t seed) {
@@ -128,6 +257,8 @@ void Transformer::init_weights(uint64_t seed) {
     Tensor w = p.value();
     if (name.find("norm") != std::string::npos) {
       w.fill_(1.0);
+    } else if (name.size() > 5 && name.compare(name.size() - 5, 5, ".bias") == 0) {
+      w.zero_();
     } else {
       bool residual_out = name.find("o_proj") != std::string::npos || name.find("down_proj") != std::string::npos;
       Tensor init = at::normal(0.0, residual_out ? out_std : std, w.sizes(), gen);
@@ -143,23 +274,23 @@ ForwardOutput Transformer::forward(const Tensor& tokens, const ForwardOptions& o
     std::string problem = check_sparse_spec(opt.spec, T);
     if (!problem.empty()) throw Error("sparse attention: " + problem);
   }
+  if (config_.sliding_window > 0 && T > config_.sliding_window)
+    throw Error(std::string(architecture_name(config_.arch)) + " with a sliding window of " +
+                std::to_string(config_.sliding_window) + " tokens runs in ssalab only on sequences the window covers (" +
+                std::to_string(T) + " tokens given); windowed attention is not implemented");
   ForwardOutput out;
   Tensor x = embed_tokens(tokens);
   // RoPE tables (1, 1, T, D), computed per call: a few KB, and it keeps the
   // module free of per-length caches shared across threads.
-  Tensor inv = rope_inv_freq(config_).to(x.device());
-  Tensor pos = torch::arange(T, torch::TensorOptions().dtype(torch::kFloat).device(x.device()));
-  Tensor ang = torch::outer(pos, inv);
-  Tensor emb = torch::cat({ang, ang}, -1).view({1, 1, T, config_.head_dim});
-  Tensor cos = emb.cos().to(x.scalar_type()), sin = emb.sin().to(x.scalar_type());
+  RopeTables rope = rope_tables(config_, opt.position_offset, T, x.device(), x.scalar_type());
   std::vector<Tensor> sparsity, commitment;
   for (size_t i = 0; i < layers->size(); ++i) {
     auto layer = layers->ptr<DecoderLayerImpl>(i);
-    x = x + layer->self_attn->forward(layer->input_layernorm(x), cos, sin, opt, sparsity, commitment, out);
+    x = x + layer->self_attn->forward(layer->input_layernorm(x), rope.cos, rope.sin, opt, sparsity, commitment, out);
     x = x + layer->mlp(layer->post_attention_layernorm(x));
   }
   x = norm(x);
-  out.logits = torch::matmul(x, embed_tokens->weight.t());  // tied embeddings
+  out.logits = lm_head ? lm_head(x) : torch::matmul(x, embed_tokens->weight.t());
   if (opt.dual) {
     out.sparsity_loss = torch::stack(sparsity).mean();
     out.commitment_loss = torch::stack(commitment).mean();
@@ -167,31 +298,33 @@ ForwardOutput Transformer::forward(const Tensor& tokens, const ForwardOptions& o
   return out;
 }
 
+static std::string hf_name(const std::string& key) {
+  return key.rfind("lm_head.", 0) == 0 ? key : "model." + key;
+}
+
 std::vector<std::pair<std::string, Tensor>> Transformer::hf_tensors() {
   std::vector<std::pair<std::string, Tensor>> v;
-  for (auto& p : named_parameters()) v.emplace_back("model." + p.key(), p.value());
+  for (auto& p : named_parameters()) v.emplace_back(hf_name(p.key()), p.value());
   return v;
 }
 
 void Transformer::load_hf_tensors(const std::map<std::string, Tensor>& tensors) {
   torch::NoGradGuard no_grad;
-  auto params = named_parameters();
-  for (auto& p : params) {
-    std::string name = "model." + p.key();
+  std::set<std::string> mine;
+  for (auto& [name, param] : hf_tensors()) {
+    mine.insert(name);
     auto it = tensors.find(name);
     if (it == tensors.end()) throw Error("checkpoint is missing tensor " + name);
-    if (it->second.sizes() != p.value().sizes()) {
+    if (it->second.sizes() != param.sizes()) {
       std::ostringstream msg;
-      msg << "tensor " << name << " has shape " << it->second.sizes() << " but the config needs "
-          << p.value().sizes();
+      msg << "tensor " << name << " has shape " << it->second.sizes() << " but the config needs " << param.sizes();
       throw Error(msg.str());
     }
-    p.value().copy_(it->second.to(p.value().scalar_type()));
+    param.copy_(it->second.to(param.scalar_type()));
   }
   for (auto& kv : tensors) {
-    if (kv.first == "lm_head.weight") continue;  // tied: some writers store it anyway
-    if (!params.contains(kv.first.substr(kv.first.rfind("model.", 0) == 0 ? 6 : 0)))
-      throw Error("checkpoint has a tensor the model does not: " + kv.first);
+    if (kv.first == "lm_head.weight" && config_.tied_embeddings) continue;  // tied: some writers store it anyway
+    if (!mine.count(kv.first)) throw Error("checkpoint has a tensor the model does not: " + kv.first);
   }
 }
 

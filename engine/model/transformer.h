@@ -1,11 +1,17 @@
-// Llama-style decoder with SSA's gated attention (SSA.md "Model"):
-// RMSNorm, RoPE (optionally llama3-scaled), SwiGLU, GQA, tied embeddings, no
-// biases, and a per-head sigmoid gate g_proj (hidden -> heads*3; only g_slc is
-// used) applied to both the full and the sparse per-head outputs.
+// One decoder builder for every supported family (config.h's Arch table):
+// RMSNorm, RoPE (default, linear or llama3 scaling), SwiGLU, GQA, and the
+// family flags of ModelConfig: q/k/v (and o) biases, MLP biases, per-head
+// q/k RMSNorm before RoPE (Qwen3), the per-head sigmoid gate g_proj
+// (hidden -> heads*3; only g_slc, row 3h+1, is used; docs/method.md "Model"),
+// applied to both the full and the sparse per-head outputs, and a tied or
+// separate lm_head. Adding a family is a table row and, at most, a flag.
 //
-// Module names follow HF Llama once prefixed with "model." (see hf_tensors()),
-// so checkpoints load in HF-style tooling.
+// Module names follow HF once prefixed with "model." (lm_head stays
+// "lm_head"; see hf_tensors()), so checkpoints load in HF-style tooling.
 #pragma once
+#include <functional>
+#include <map>
+#include <string>
 #include <vector>
 
 #include <torch/torch.h>
@@ -20,6 +26,10 @@ struct ForwardOptions {
   bool dual = false;               // SSA training: both streams + alignment losses at every layer
   SparseSpec spec;                 // selection settings for sparse / dual
   bool capture = false;            // keep each layer's post-RoPE q and k (analysis)
+  // RoPE position of tokens[:, 0]: token i is rotated as position
+  // position_offset + i. Attention still runs over the given tokens only
+  // (they are the keys), so without a cache only RoPE sees the offset.
+  int64_t position_offset = 0;
 };
 
 struct ForwardOutput {
@@ -29,14 +39,56 @@ struct ForwardOutput {
   std::vector<torch::Tensor> q, k; // capture only: per layer (B, Hq, T, D), (B, Hkv, T, D)
 };
 
-// (T, D/2) inverse frequencies -> cos, sin tables; llama3 scaling when factor > 1.
+// (D/2) inverse frequencies, fp32, scaled as c.rope_type says when
+// c.rope_scaling > 1 (HF's default / linear / llama3 rules).
 torch::Tensor rope_inv_freq(const ModelConfig& c);
-// x (B, H, T, D) rotated by position (HF rotate_half convention).
+struct RopeTables {
+  torch::Tensor cos, sin;  // (1, 1, T, D)
+};
+// Tables for explicit positions (T) (any integer or float dtype), on
+// positions' device, cast to `dtype`.
+RopeTables rope_tables(const ModelConfig& c, const torch::Tensor& positions, torch::ScalarType dtype);
+// Positions start, start+1, ..., start+T-1.
+RopeTables rope_tables(const ModelConfig& c, int64_t start, int64_t T, torch::Device device, torch::ScalarType dtype);
+// x (B, H, T, D) rotated by the tables' positions (HF rotate_half convention).
 torch::Tensor apply_rope(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
+
+// Every tensor the builder makes for `c`, in parameter order: its HF name
+// and shape. model_tensor_count(c) is its length, computed without building
+// it (a config with 400M layers must not allocate a list to be refused).
+struct TensorSpec {
+  std::string name;
+  std::vector<int64_t> shape;
+};
+std::vector<TensorSpec> model_tensors(const ModelConfig& c);
+int64_t model_tensor_count(const ModelConfig& c);
+// "" when the builder can run `c`, else why not (asked before loading).
+std::string model_support_problem(const ModelConfig& c);
+
+// Where a parameter's tensor comes from while the model is built: given its
+// HF name and shape, returns the tensor to use as it is (no copy is made).
+using ParamSource = std::function<torch::Tensor(const std::string& hf_name, const std::vector<int64_t>& shape)>;
+
+class LinearImpl : public torch::nn::Module {
+ public:
+  LinearImpl(int64_t in, int64_t out, bool bias, const std::string& name, const ParamSource& src);
+  torch::Tensor forward(const torch::Tensor& x);
+  torch::Tensor weight, bias;  // (out, in), (out) or undefined
+};
+TORCH_MODULE(Linear);
+
+class EmbeddingImpl : public torch::nn::Module {
+ public:
+  EmbeddingImpl(int64_t vocab, int64_t dim, const std::string& name, const ParamSource& src);
+  torch::Tensor forward(const torch::Tensor& tokens);
+  torch::Tensor weight;  // (V, C)
+};
+TORCH_MODULE(Embedding);
 
 class RMSNormImpl : public torch::nn::Module {
  public:
-  RMSNormImpl(int64_t dim, double eps);
+  RMSNormImpl(int64_t dim, double eps);  // weight = ones (tests, tools)
+  RMSNormImpl(int64_t dim, double eps, const std::string& name, const ParamSource& src);
   torch::Tensor forward(const torch::Tensor& x);
   torch::Tensor weight;
   double eps;
@@ -45,27 +97,29 @@ TORCH_MODULE(RMSNorm);
 
 class AttentionImpl : public torch::nn::Module {
  public:
-  explicit AttentionImpl(const ModelConfig& c);
+  AttentionImpl(const ModelConfig& c, const std::string& prefix, const ParamSource& src);
   // x (B, T, C) -> (B, T, C); appends alignment losses / captures to `out`.
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
                         const ForwardOptions& opt, std::vector<torch::Tensor>& sparsity,
                         std::vector<torch::Tensor>& commitment, ForwardOutput& out);
-  torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr}, g_proj{nullptr};
+  Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
+  Linear g_proj{nullptr};              // gate only
+  RMSNorm q_norm{nullptr}, k_norm{nullptr};  // qk_norm only
   int num_heads, num_kv_heads, head_dim;
 };
 TORCH_MODULE(Attention);
 
 class MLPImpl : public torch::nn::Module {
  public:
-  explicit MLPImpl(const ModelConfig& c);
+  MLPImpl(const ModelConfig& c, const std::string& prefix, const ParamSource& src);
   torch::Tensor forward(const torch::Tensor& x);
-  torch::nn::Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
+  Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
 };
 TORCH_MODULE(MLP);
 
 class DecoderLayerImpl : public torch::nn::Module {
  public:
-  explicit DecoderLayerImpl(const ModelConfig& c);
+  DecoderLayerImpl(const ModelConfig& c, int index, const ParamSource& src);
   RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
   Attention self_attn{nullptr};
   MLP mlp{nullptr};
@@ -74,24 +128,33 @@ TORCH_MODULE(DecoderLayer);
 
 class Transformer : public torch::nn::Module {
  public:
+  // A fresh model: init_weights(0).
   explicit Transformer(const ModelConfig& c);
+  // Every parameter from `src` (see ParamSource); nothing else is allocated.
+  Transformer(const ModelConfig& c, const ParamSource& src);
   // tokens (B, T) int64
   ForwardOutput forward(const torch::Tensor& tokens, const ForwardOptions& opt = {});
 
   const ModelConfig& config() const { return config_; }
   // The selection settings saved with the model (block_size, block_counts).
-  void set_sparse_spec(const SparseSpec& s) { config_.block_size = s.block_size; config_.block_counts = s.top_k; }
-  // Weights under HF Llama names ("model.layers.0.self_attn.q_proj.weight", ...).
+  void set_sparse_spec(const SparseSpec& s) {
+    config_.block_size = s.block_size;
+    config_.block_counts = s.top_k;
+    config_.selection_rule = to_string(s.rule);
+  }
+  // Weights under HF names ("model.layers.0.self_attn.q_proj.weight", "lm_head.weight", ...).
   std::vector<std::pair<std::string, torch::Tensor>> hf_tensors();
   // Copies HF-named tensors in; throws Error on a missing, extra or misshapen tensor.
   void load_hf_tensors(const std::map<std::string, torch::Tensor>& tensors);
   void init_weights(uint64_t seed);
 
-  torch::nn::Embedding embed_tokens{nullptr};
+  Embedding embed_tokens{nullptr};
   torch::nn::ModuleList layers;
   RMSNorm norm{nullptr};
+  Linear lm_head{nullptr};  // untied models only
 
  private:
+  void build(const ParamSource& src);
   ModelConfig config_;
 };
 

@@ -55,7 +55,7 @@ static json evaluate_model(Transformer& model, const Tokenizer& tok, const Token
   const ModelConfig& c = model.config();
   const torch::Device dev = model.parameters().front().device();
   const int T = opt.train.seq_len, bs = c.block_size;
-  const SparseSpec own{bs, c.block_counts};
+  const SparseSpec own = model_sparse_spec(c);
   json r;
   EvalOptions eo;
   eo.seq_len = T;

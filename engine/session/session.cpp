@@ -6,6 +6,7 @@
 #include "engine/checkpoint/checkpoint.h"
 #include "engine/model/transformer.h"
 #include "engine/train/run.h"
+#include "engine/train/loop.h"
 #include "engine/train/trainer.h"
 #include "engine/util/error.h"
 #include "engine/util/files.h"
@@ -21,6 +22,22 @@ const char* to_string(RunState s) {
     case RunState::Done: return "done";
     default: return "error";
   }
+}
+
+std::string spec_problem(const ModelConfig& model, const TrainConfig& train, const SparseSpec& spec,
+                         int64_t probe_tokens) {
+  std::string why = attention_problem(probe_tokens, probe_tokens, model.num_heads, model.num_kv_heads, model.head_dim,
+                                      spec);
+  if (!why.empty()) return why;
+  ModelConfig m = model;
+  m.block_size = spec.block_size;
+  m.block_counts = spec.top_k;
+  try {
+    validate(train, m);
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
 }
 
 struct Session::Impl {
@@ -40,9 +57,9 @@ struct Session::Impl {
   PreparedData data;
   std::shared_ptr<Transformer> model;
   std::unique_ptr<Trainer> trainer;
+  std::unique_ptr<TrainingLoop> training;  // no metrics file, no periodic checkpoints: the app saves on request
   RunState state = RunState::Idle;
   std::string status = "starting", error, spec_problem;
-  std::vector<MetricPoint> history;
   SparseSpec spec;
   AttnMode inference = AttnMode::Full;
   std::vector<int> probe;
@@ -74,9 +91,10 @@ struct Session::Impl {
     s->total_steps = s->train.steps;
     s->spec = spec;
     s->inference = inference;
-    s->history = history;
+    if (training) s->history = training->history();
     s->analysis = analysis;
     s->spec_problem = spec_problem;
+    s->attention_fallback = last_fallback();
     if (analysis)
       for (int t : analysis->tokens) s->probe_pieces.push_back(data.tokenizer.piece(t));
     std::lock_guard<std::mutex> lock(mu);
@@ -84,7 +102,9 @@ struct Session::Impl {
   }
 
   void make_trainer() {
+    training.reset();
     trainer = std::make_unique<Trainer>(model, opts.train, data.tokens);
+    training = std::make_unique<TrainingLoop>(*trainer, LoopOptions{});
     spec = trainer->spec();
   }
 
@@ -127,7 +147,8 @@ struct Session::Impl {
   }
 
   void set_spec(SparseSpec s) {
-    std::string problem = check_sparse_spec(s, int64_t(probe.size()));
+    const ModelConfig& mc = model ? model->config() : opts.model;
+    std::string problem = ssalab::spec_problem(mc, trainer ? trainer->train_config() : opts.train, s, int64_t(probe.size()));
     if (problem.empty() && trainer) {
       try {
         trainer->set_spec(s);
@@ -148,22 +169,16 @@ struct Session::Impl {
     req.inference = inference;
     req.spec = spec;
     req.cancel = &cancel;
+    req.token_losses = true;  // the Text probe colours tokens by what sparse attention costs them
     analysis = std::make_shared<const Analysis>(analyze(*model, req));
     analysis_dirty = false;
     analyzed_step = trainer ? trainer->current_step() : 0;
   }
 
   void train_one_step() {
-    MetricPoint m = trainer->step();
-    const TrainConfig& tc = trainer->train_config();
-    if ((tc.eval_every > 0 && m.step % tc.eval_every == 0) || m.step >= tc.steps) {
-      auto v = trainer->validate(tc.eval_batches);
-      m.val_ppl_full = v.first;
-      m.val_ppl_sparse = v.second;
-    }
-    history.push_back(m);
-    status = "training: step " + std::to_string(m.step) + "/" + std::to_string(tc.steps);
-    if (m.step >= tc.steps) {
+    MetricPoint m = training->advance();
+    status = "training: step " + std::to_string(m.step) + "/" + std::to_string(trainer->train_config().steps);
+    if (training->done()) {
       state = RunState::Done;
       status = "finished " + std::to_string(m.step) + " steps";
       analysis_dirty = true;
@@ -293,11 +308,15 @@ void Session::set_lr(double lr) {
 }
 void Session::set_top_k(int k) {
   Impl* s = impl_.get();
-  s->post([s, k] { s->set_spec({s->spec.block_size, k}); });
+  s->post([s, k] { s->set_spec({s->spec.block_size, k, s->spec.rule}); });
 }
 void Session::set_block_size(int bs) {
   Impl* s = impl_.get();
-  s->post([s, bs] { s->set_spec({bs, s->spec.top_k}); });
+  s->post([s, bs] { s->set_spec({bs, s->spec.top_k, s->spec.rule}); });
+}
+void Session::set_selection_rule(SelectionRule r) {
+  Impl* s = impl_.get();
+  s->post([s, r] { s->set_spec({s->spec.block_size, s->spec.top_k, r}); });
 }
 void Session::set_inference(AttnMode m) {
   Impl* s = impl_.get();
@@ -338,7 +357,6 @@ void Session::load(const std::string& dir) {
     s->make_trainer();
     if (ck.state) s->trainer->resume(dir);
     s->state = RunState::Idle;
-    s->history.clear();
     s->set_probe_from_text(s->probe_text);
     s->status = "loaded " + dir;
   });

@@ -21,18 +21,9 @@
 
 #include "engine/config.h"
 #include "engine/metrics/analysis.h"
+#include "engine/train/trainer.h"  // MetricPoint
 
 namespace ssalab {
-
-struct MetricPoint {
-  int64_t step = 0;
-  double loss = 0;            // total loss of the step (CE + alpha * alignment)
-  double ce_full = NAN;       // CE of the full stream (NaN on steps that drew sparse)
-  double ce_sparse = NAN;     // CE of the sparse stream
-  double sparsity_loss = NAN, commitment_loss = NAN;  // SSA only, unweighted, mean over layers
-  double grad_norm = 0, lr = 0, tokens_per_s = 0;
-  double val_ppl_full = NAN, val_ppl_sparse = NAN;    // on validation steps only
-};
 
 enum class RunState { Idle, Running, Paused, Done, Error };
 const char* to_string(RunState s);
@@ -51,6 +42,7 @@ struct Snapshot {
   std::shared_ptr<const Analysis> analysis;  // of the probe text; may be null
   std::vector<std::string> probe_pieces;     // token strings of the probe
   std::string spec_problem;   // why the current spec cannot run (empty = fine)
+  std::string attention_fallback;  // why CUDA attention ran on the reference path (empty = it did not)
 };
 
 struct SessionOptions {
@@ -66,6 +58,13 @@ struct SessionOptions {
   // priority, so a UI thread stays responsive while training saturates the cores.
   bool background_priority = false;
 };
+
+// Why `spec` cannot be used ("" when it can): for inference on `probe_tokens`
+// tokens, the attention backends' answer (attention_problem), then for
+// training with `train`, the training config's validation. The session, the
+// Controls and the scripted demo all ask this one function.
+std::string spec_problem(const ModelConfig& model, const TrainConfig& train, const SparseSpec& spec,
+                         int64_t probe_tokens);
 
 class Session {
  public:
@@ -85,6 +84,7 @@ class Session {
   void set_lr(double lr);
   void set_top_k(int k);
   void set_block_size(int bs);
+  void set_selection_rule(SelectionRule r);
   void set_inference(AttnMode m);
   void set_probe_text(const std::string& text);
   void set_probe_tokens(const std::vector<int>& tokens);

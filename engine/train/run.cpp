@@ -9,17 +9,13 @@
 #include <fstream>
 
 #include "engine/checkpoint/checkpoint.h"
+#include "engine/train/loop.h"
 #include "engine/train/trainer.h"
 #include "engine/util/error.h"
 #include "engine/util/files.h"
+#include "engine/util/hash.h"
 
 namespace ssalab {
-
-static uint64_t fnv1a(const std::string& s) {
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
-  return h;
-}
 
 PreparedData prepare_data(const std::string& corpus_in, int vocab_size, const std::string& cache_dir,
                           const std::string& tokenizer_path) {
@@ -49,16 +45,6 @@ PreparedData prepare_data(const std::string& corpus_in, int vocab_size, const st
   std::string cache = cache_dir + "/tokens-" + key + "-" + tkey + ".bin";
   d.tokens = std::make_shared<TokenData>(load_token_data(docs, d.corpus, d.tokenizer, cache));
   return d;
-}
-
-nlohmann::json to_json(const MetricPoint& m) {
-  auto num = [](double x) { return std::isfinite(x) ? nlohmann::json(x) : nlohmann::json(nullptr); };
-  return {{"step", m.step},           {"loss", num(m.loss)},
-          {"ce_full", num(m.ce_full)}, {"ce_sparse", num(m.ce_sparse)},
-          {"sparsity_loss", num(m.sparsity_loss)}, {"commitment_loss", num(m.commitment_loss)},
-          {"grad_norm", num(m.grad_norm)}, {"lr", m.lr},
-          {"tokens_per_s", num(m.tokens_per_s)}, {"val_ppl_full", num(m.val_ppl_full)},
-          {"val_ppl_sparse", num(m.val_ppl_sparse)}};
 }
 
 static std::string fmt_time(double s) {
@@ -99,47 +85,38 @@ RunResult run_training(const RunOptions& opt) {
     trainer.resume(resume);
     std::fprintf(stderr, "resumed from %s at step %lld\n", resume.c_str(), (long long)trainer.current_step());
   }
-  nlohmann::json extra = {{"corpus", data.corpus}};
-  std::ofstream log(opt.out_dir + "/metrics.jsonl", std::ios::app);
-  if (!log) throw Error("cannot open " + opt.out_dir + "/metrics.jsonl for appending");
   write_file_atomic(opt.out_dir + "/run_config.json",
                     nlohmann::json{{"model", to_json(opt.model)}, {"train", to_json(opt.train)}, {"corpus", data.corpus}}
                             .dump(2) + "\n");
+  LoopOptions lo;
+  lo.last_step = opt.stop_after;
+  lo.metrics_path = opt.out_dir + "/metrics.jsonl";
+  lo.checkpoint_dir = ckpt_dir;
+  lo.tokenizer = &data.tokenizer;
+  lo.extra = {{"corpus", data.corpus}};
+  TrainingLoop loop(trainer, lo);
 
   RunResult res;
-  const TrainConfig& tc = opt.train;
   const bool tty = opt.progress && ::isatty(2);
-  const int64_t first = trainer.current_step();
-  const int64_t last = opt.stop_after >= 0 ? std::min<int64_t>(opt.stop_after, tc.steps) : tc.steps;
+  const int64_t first = trainer.current_step(), total = opt.train.steps;
   auto loop_start = std::chrono::steady_clock::now();
-  while (trainer.current_step() < last) {
+  while (!loop.done()) {
     MetricPoint m;
     try {
-      m = trainer.step();
-    } catch (const Error& e) {
+      m = loop.advance();
+    } catch (const Error&) {
       if (tty) std::fprintf(stderr, "\n");
-      throw Error(std::string(e.what()) + (file_exists(ckpt_dir) ? "; last good checkpoint: " + ckpt_dir : ""));
+      throw;
     }
-    const bool final_step = m.step == tc.steps;
-    if ((tc.eval_every > 0 && m.step % tc.eval_every == 0) || final_step) {
-      auto v = trainer.validate(tc.eval_batches);
-      m.val_ppl_full = v.first;
-      m.val_ppl_sparse = v.second;
-      res.val_ppl_full = v.first;
-      res.val_ppl_sparse = v.second;
-    }
-    res.history.push_back(m);
-    log << to_json(m).dump() << "\n";
-    log.flush();
     if (opt.on_step) opt.on_step(m);
     double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - loop_start).count();
-    const bool print = opt.progress && (tty || m.step % std::max(1, tc.log_every * 10) == 0 || final_step);
-    if (print) print_progress(m, tc.steps, elapsed, m.step - first, tty);
-    if ((tc.save_every > 0 && m.step % tc.save_every == 0) || m.step == last) {
-      trainer.save(ckpt_dir, data.tokenizer, extra);
-      res.checkpoint = ckpt_dir;
-    }
+    const bool print = opt.progress && (tty || m.step % std::max(1, opt.train.log_every * 10) == 0 || m.step == total);
+    if (print) print_progress(m, total, elapsed, m.step - first, tty);
   }
+  res.history = loop.history();
+  res.val_ppl_full = loop.val_ppl_full();
+  res.val_ppl_sparse = loop.val_ppl_sparse();
+  res.checkpoint = loop.checkpoint();
   if (tty) std::fprintf(stderr, "\n");
   res.final_step = trainer.current_step();
   res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();

@@ -1,4 +1,5 @@
-// A whole training run as the CLI and the benchmark use it: prepare data
+// A whole training run as the CLI, the benchmark and the paradox lab use it
+// (driving engine/train/loop.h, as the app's Session does): prepare data
 // (tokenizer + token cache), build or resume the model, loop with a progress
 // bar, append metrics to <out>/metrics.jsonl, validate and checkpoint
 // periodically, stop cleanly on NaN with the last good checkpoint kept.
@@ -10,7 +11,7 @@
 
 #include "engine/config.h"
 #include "engine/data/corpus.h"
-#include "engine/session/session.h"
+#include "engine/train/loop.h"
 
 namespace ssalab {
 
@@ -47,8 +48,5 @@ struct RunResult {
 };
 
 RunResult run_training(const RunOptions& opt);
-
-// One metrics line (JSON) for the append-only log.
-nlohmann::json to_json(const MetricPoint& m);
 
 }  // namespace ssalab

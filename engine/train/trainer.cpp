@@ -10,20 +10,14 @@
 
 #include "engine/checkpoint/checkpoint.h"
 #include "engine/util/error.h"
+#include "engine/util/hash.h"
 
 namespace ssalab {
 
 using torch::Tensor;
 
-static uint64_t mix(uint64_t x) {  // splitmix64 finaliser
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
-
 static uint64_t stream_seed(uint64_t seed, int64_t step, int micro, uint64_t purpose) {
-  return mix(mix(mix(seed ^ purpose) + uint64_t(step)) + uint64_t(micro));
+  return splitmix64(splitmix64(splitmix64(seed ^ purpose) + uint64_t(step)) + uint64_t(micro));
 }
 
 Tensor sample_batch(const std::vector<int32_t>& tokens, int batch, int seq_len, uint64_t seed, int64_t step,
@@ -88,8 +82,16 @@ struct AutocastScope {
   }
 };
 
-Trainer::Trainer(std::shared_ptr<Transformer> model, TrainConfig train, std::shared_ptr<const TokenData> data)
-    : model_(std::move(model)), train_(std::move(train)), data_(std::move(data)), device_(resolve_device(train_.device)) {
+Trainer::Trainer(std::shared_ptr<Transformer> model, TrainConfig train, std::shared_ptr<const TokenData> data,
+                 DataShard shard)
+    : model_(std::move(model)),
+      train_(std::move(train)),
+      data_(std::move(data)),
+      device_(resolve_device(train_.device)),
+      shard_(shard) {
+  if (shard_.world_size < 1 || shard_.rank < 0 || shard_.rank >= shard_.world_size)
+    throw Error("data shard: rank " + std::to_string(shard_.rank) + " of " + std::to_string(shard_.world_size) +
+                " processes is impossible");
   ssalab::validate(train_, model_->config());
   if (train_.threads > 0) torch::set_num_threads(train_.threads);
   model_->to(device_);
@@ -127,7 +129,8 @@ MetricPoint Trainer::step() {
   double ce_full = 0, ce_sparse = 0, n_full = 0, n_sparse = 0, sp = 0, cm = 0, total = 0;
   const bool cuda_bf16 = device_.is_cuda() && train_.bf16;
   for (int micro = 0; micro < train_.grad_accum; ++micro) {
-    Tensor batch = sample_batch(data_->train, train_.batch_size, train_.seq_len, train_.seed, step_, micro).to(device_);
+    Tensor batch = sample_batch(data_->train, train_.batch_size, train_.seq_len, train_.seed, step_,
+                                micro * shard_.world_size + shard_.rank).to(device_);
     Tensor inputs = batch.narrow(1, 0, train_.seq_len), targets = batch.narrow(1, 1, train_.seq_len);
     ForwardOptions fo;
     fo.spec = spec();

@@ -7,6 +7,7 @@
 // beyond the step counter and reproduces an uninterrupted one bit for bit on
 // CPU (same thread count).
 #pragma once
+#include <cmath>
 #include <functional>
 #include <memory>
 #include <string>
@@ -17,9 +18,19 @@
 #include "engine/config.h"
 #include "engine/data/corpus.h"
 #include "engine/model/transformer.h"
-#include "engine/session/session.h"  // MetricPoint
 
 namespace ssalab {
+
+// What one optimizer step reports (one line of metrics.jsonl).
+struct MetricPoint {
+  int64_t step = 0;
+  double loss = 0;            // total loss of the step (CE + alpha * alignment)
+  double ce_full = NAN;       // CE of the full stream (NaN on steps that drew sparse)
+  double ce_sparse = NAN;     // CE of the sparse stream
+  double sparsity_loss = NAN, commitment_loss = NAN;  // SSA only, unweighted, mean over layers
+  double grad_norm = 0, lr = 0, tokens_per_s = 0;
+  double val_ppl_full = NAN, val_ppl_sparse = NAN;    // on validation steps only
+};
 
 // (B, T+1) int64 windows from `tokens`, starting points drawn from (seed, step, micro).
 torch::Tensor sample_batch(const std::vector<int32_t>& tokens, int batch, int seq_len, uint64_t seed, int64_t step,
@@ -31,9 +42,20 @@ double lr_at(const TrainConfig& t, int64_t step);
 
 torch::Device resolve_device(const std::string& name);
 
+// Which part of each step's batch this process trains on (data parallelism):
+// micro-batch m of rank r draws the windows of global micro-batch
+// m * world_size + r, so the ranks of a step see disjoint, deterministic data
+// and one process (rank 0 of 1) sees what it always did. The SSA stream draw
+// does not depend on the rank: all ranks of a step run the same mode.
+struct DataShard {
+  int rank = 0;
+  int world_size = 1;
+};
+
 class Trainer {
  public:
-  Trainer(std::shared_ptr<Transformer> model, TrainConfig train, std::shared_ptr<const TokenData> data);
+  Trainer(std::shared_ptr<Transformer> model, TrainConfig train, std::shared_ptr<const TokenData> data,
+          DataShard shard = {});
 
   // One optimizer step (grad_accum micro-batches). Throws Error on a NaN/Inf loss
   // (weights are left as they were before the step).
@@ -47,7 +69,7 @@ class Trainer {
   Transformer& model() { return *model_; }
   std::shared_ptr<Transformer> model_ptr() { return model_; }
   torch::optim::Optimizer& optimizer() { return *opt_; }
-  SparseSpec spec() const { return {model_->config().block_size, model_->config().block_counts}; }
+  SparseSpec spec() const { return model_sparse_spec(model_->config()); }
   void set_spec(const SparseSpec& s);
   torch::Device device() const { return device_; }
 
@@ -61,6 +83,7 @@ class Trainer {
   std::shared_ptr<const TokenData> data_;
   std::unique_ptr<torch::optim::AdamW> opt_;
   torch::Device device_;
+  DataShard shard_;
   int64_t step_ = 0;
 };
 

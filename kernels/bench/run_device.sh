@@ -15,6 +15,7 @@ nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader |
 { cmake -S kernels -B build-kernels -G Ninja -DCMAKE_BUILD_TYPE=Release && cmake --build build-kernels -j16; } \
   > "$OUT/build.txt" 2>&1 || { tail -30 "$OUT/build.txt"; exit 1; }
 timeout 180 ./build-kernels/test_kernels 2>&1 | tee "$OUT/test.txt" | grep -E "^\[|FAIL|failed"
+timeout 180 ./build-kernels/test_dual 2>&1 | tee "$OUT/test_dual.txt" | grep -E "^\[|FAIL|failed"
 if python3 -c 'import torch' 2>/dev/null; then
   { cmake -S kernels/tests/backend -B build-backend -G Ninja \
       -DCMAKE_PREFIX_PATH="$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')" &&

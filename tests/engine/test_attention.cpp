@@ -203,3 +203,114 @@ TEST_CASE("on CUDA, the fused dual-stream kernels match the split path", "[atten
   INFO("dq through the sparse output alone: relative difference " << rel);
   REQUIRE(rel < 2e-2);
 }
+
+// ---------------------------------------------------------------- the cache contract
+
+TEST_CASE("queries at an offset against a longer key cache match the naive loops", "[attention][cache]") {
+  auto x = random_qkv(2, 4, 2, 70, 8, 21);
+  for (int64_t offset : {0, 5, 33, 54}) {
+    const int64_t Tq = 70 - offset - 3;  // three keys past the last query: invisible to all of them
+    Tensor q = x.q.narrow(2, offset, Tq);
+    Tensor ref = naive_full_attention(q, x.k, x.v, offset);
+    INFO("offset " << offset);
+    REQUIRE(max_diff(reference_backend().full(q, x.k, x.v, offset), ref) < 1e-10);
+    for (SelectionRule rule : {SelectionRule::TopK, SelectionRule::NsaChunked}) {
+      SparseSpec spec{4, 3, rule};
+      Tensor naive_blocks;
+      Tensor sref = naive_sparse_attention(q, x.k, x.v, spec, &naive_blocks, offset);
+      Selection sel = reference_backend().select(q, x.k, spec, offset);
+      REQUIRE(sel.q_offset == offset);
+      REQUIRE(torch::equal(sel.blocks, naive_blocks));
+      REQUIRE(max_diff(reference_backend().sparse(q, x.k, x.v, sel), sref) < 1e-10);
+    }
+  }
+}
+
+TEST_CASE("a chunked forward equals the whole forward, full and sparse", "[attention][cache]") {
+  auto x = random_qkv(1, 6, 2, 203, 16, 22);
+  const int64_t T = 203;
+  for (SelectionRule rule : {SelectionRule::TopK, SelectionRule::NsaChunked}) {
+    SparseSpec spec{8, 18, rule};  // k >= 16: the chunked rule differs from topk past 16 blocks
+    AttentionBackend& be = reference_backend();
+    Tensor whole_full = be.full(x.q, x.k, x.v);
+    Selection whole_sel = be.select(x.q, x.k, spec);
+    Tensor whole_sparse = be.sparse(x.q, x.k, x.v, whole_sel);
+    // prefill in uneven chunks, each against the keys written so far (a growing cache)
+    std::vector<Tensor> full_parts, sparse_parts, block_parts;
+    for (int64_t start : {0, 150, 151, 190}) {
+      const int64_t end = start == 0 ? 150 : start == 150 ? 151 : start == 151 ? 190 : T;
+      Tensor q = x.q.narrow(2, start, end - start), k = x.k.narrow(2, 0, end), v = x.v.narrow(2, 0, end);
+      full_parts.push_back(be.full(q, k, v, start));
+      Selection sel = be.select(q, k, spec, start);
+      block_parts.push_back(sel.blocks);
+      sparse_parts.push_back(be.sparse(q, k, v, sel));
+    }
+    INFO("rule " << to_string(rule));
+    REQUIRE(torch::equal(torch::cat(block_parts, 2), whole_sel.blocks));
+    REQUIRE(max_diff(torch::cat(full_parts, 2), whole_full) < 1e-12);
+    REQUIRE(max_diff(torch::cat(sparse_parts, 2), whole_sparse) < 1e-12);
+  }
+}
+
+TEST_CASE("a call whose queries run past the keys is refused with the reason", "[attention][cache][bad-input]") {
+  auto x = random_qkv(1, 2, 1, 32, 4, 23);
+  REQUIRE_THROWS_WITH(reference_backend().full(x.q, x.k.narrow(2, 0, 20), x.v.narrow(2, 0, 20)),
+                      Catch::Contains("there are 20 keys"));
+  REQUIRE_THROWS_WITH(reference_backend().full(x.q.narrow(2, 0, 8), x.k, x.v, 30), Catch::Contains("[30, 38)"));
+  REQUIRE_FALSE(reference_backend().supports(x.q, x.k, {8, 4}, 1).empty());
+  REQUIRE(reference_backend().supports(x.q.narrow(2, 0, 8), x.k, {8, 4}, 24).empty());
+}
+
+// ---------------------------------------------------------------- selection rules
+
+TEST_CASE("the nsa-chunked rule matches its naive loop and differs from topk only past the first chunk",
+          "[attention][rule]") {
+  // 48 blocks of 4 tokens: queries in chunk 0 (blocks 0-15), 1 and 2
+  auto x = random_qkv(1, 4, 1, 192, 8, 24);
+  SparseSpec chunked{4, 16, SelectionRule::NsaChunked}, topk{4, 16, SelectionRule::TopK};
+  Tensor naive_blocks;
+  Tensor ref = naive_sparse_attention(x.q, x.k, x.v, chunked, &naive_blocks);
+  Selection sel = select_blocks(x.q, x.k, chunked);
+  REQUIRE(torch::equal(sel.blocks, naive_blocks));
+  REQUIRE(max_diff(reference_backend().sparse(x.q, x.k, x.v, sel), ref) < 1e-10);
+  Selection exact = select_blocks(x.q, x.k, topk);
+  // inside the first 16 blocks both rules keep every block 0..own
+  REQUIRE(torch::equal(sel.blocks.narrow(2, 0, 64), exact.blocks.narrow(2, 0, 64)));
+  // with k < 16 the released kernel is an exact top-k
+  REQUIRE(torch::equal(select_blocks(x.q, x.k, {4, 8, SelectionRule::NsaChunked}).blocks,
+                       select_blocks(x.q, x.k, {4, 8, SelectionRule::TopK}).blocks));
+}
+
+TEST_CASE("nsa-chunked on hand-checked rows", "[attention][rule]") {
+  // One head, one group, block size 1, 40 tokens: the score of block j for any
+  // query is set by its key alone (a large q along one axis), so the ranking
+  // is known: keys with a larger first coordinate win.
+  const int64_t T = 40;
+  Tensor q = torch::zeros({1, 1, T, 2}, torch::kDouble), k = torch::zeros({1, 1, T, 2}, torch::kDouble);
+  q.select(3, 0).fill_(30.0);
+  for (int64_t j = 0; j < T; ++j) k[0][0][j][0] = double((j * 7) % 40) / 40.0;  // a fixed permutation of scores
+  Selection sel = select_blocks(q, k, {1, 16, SelectionRule::NsaChunked});
+  auto row = [&](int64_t t) {
+    std::vector<int64_t> r;
+    for (int64_t s = 0; s < 16; ++s) r.push_back(sel.blocks[0][0][t][s].item<int64_t>());
+    return r;
+  };
+  // t = 10: still in chunk 0, every block 0..10, own first, then by falling score
+  std::vector<int64_t> r10 = row(10);
+  REQUIRE(r10[0] == 10);
+  std::vector<int64_t> got(r10.begin() + 1, r10.begin() + 11), want;
+  for (int64_t j = 0; j < 10; ++j) want.push_back(j);
+  std::sort(got.begin(), got.end());
+  REQUIRE(got == want);
+  REQUIRE(r10[11] == -1);
+  // t = 17: chunk 1 = blocks 16..31; 8 best of blocks 0..15, plus block 16 (the only
+  // other candidate of the current chunk), 6 slots empty.
+  // scores (j*7 % 40): best of 0..15 are j = 11 (37), 5 (35), 10 (30), 4 (28), 15 (25),
+  // 9 (23), 3 (21), 14 (18); block 16 scores 32.
+  std::vector<int64_t> r17 = row(17);
+  std::vector<int64_t> expect17 = {17, 11, 5, 16, 10, 4, 15, 9, 3, 14, -1, -1, -1, -1, -1, -1};
+  REQUIRE(r17 == expect17);
+  // the exact rule would fill all 15 past slots instead
+  Selection exact = select_blocks(q, k, {1, 16, SelectionRule::TopK});
+  REQUIRE(exact.blocks[0][0][17][15].item<int64_t>() >= 0);
+}

@@ -90,3 +90,60 @@ TEST_CASE("ssalab reports bad input with an exit code and a clear message", "[cl
   REQUIRE(r.code == 1);
   REQUIRE_THAT(r.output, Catch::Contains("unknown training method"));
 }
+
+TEST_CASE("ssalab on the shipped model: whole-text scoring, per-token NLL, .npy arrays, tokenizer encode/decode",
+          "[cli][e2e][per-token]") {
+  std::string dir = ssalab::test::scratch_dir("cli-model");
+  const std::string model = std::string(SSALAB_SOURCE_DIR) + "/assets/models/ssa";
+  const std::string text = ssalab::test::small_corpus() + "/appetite.rst.txt";
+
+  Result e = run("eval " + model + " --text-file " + text + " --per-token --seq-len 256 --device cpu --out " + dir +
+                 "/scores.json");
+  INFO(e.output);
+  REQUIRE(e.code == 0);
+  auto ev = nlohmann::json::parse(std::ifstream(dir + "/scores.json"));
+  const auto& sc = ev["scores"];
+  REQUIRE_THAT(ev["evaluated_on"].get<std::string>(), Catch::Contains("the whole of"));
+  REQUIRE(sc["nll_full"].size() + 1 == sc["token_ids"].size());
+  REQUIRE(sc["nll_sparse"].size() == sc["nll_full"].size());
+  REQUIRE(sc["nll_delta"].size() == sc["nll_full"].size());
+  REQUIRE(sc["selection_rule"] == "topk");  // our models were trained with the exact rule
+  REQUIRE(sc["ppl_full"].get<double>() > 1);
+
+  // the same ids given directly score the same
+  std::ofstream ids(dir + "/ids.txt");
+  for (auto& id : sc["token_ids"]) ids << id.get<int>() << (id == sc["token_ids"].back() ? "\n" : " ");
+  ids.close();
+  Result t = run("eval " + model + " --token-ids " + dir + "/ids.txt --seq-len 256 --device cpu --out " + dir +
+                 "/ids.json");
+  INFO(t.output);
+  REQUIRE(t.code == 0);
+  auto tv = nlohmann::json::parse(std::ifstream(dir + "/ids.json"));
+  REQUIRE(tv["scores"]["ppl_full"].get<double>() == Approx(sc["ppl_full"].get<double>()));
+  REQUIRE(tv["scores"]["ppl_sparse"].get<double>() == Approx(sc["ppl_sparse"].get<double>()));
+
+  Result a = run("analyze " + model + " --text-file " + text + " --rule nsa-chunked --no-png --out " + dir +
+                 "/an --device cpu");
+  INFO(a.output);
+  REQUIRE(a.code == 0);
+  auto an = nlohmann::json::parse(std::ifstream(dir + "/an/analysis.json"));
+  REQUIRE(an["selection_rule"] == "nsa-chunked");
+  for (const char* f : {"tokens.npy", "layer0_map_full.npy", "layer3_selected_blocks.npy", "layer2_row_entropy.npy",
+                        "nll_full.npy", "nll_sparse.npy"})
+    REQUIRE(fs::exists(dir + "/an/" + f));
+
+  Result enc = run("tokenizer encode " + model + " --text 'The pass key is 12345.'");
+  INFO(enc.output);
+  REQUIRE(enc.code == 0);
+  auto ej = nlohmann::json::parse(enc.output);
+  std::string id_list;
+  for (auto& id : ej["ids"]) id_list += std::to_string(id.get<int>()) + " ";
+  Result dec = run("tokenizer decode " + model + " --text '" + id_list + "'");
+  INFO(dec.output);
+  REQUIRE(dec.code == 0);
+  REQUIRE(nlohmann::json::parse(dec.output)["text"] == "The pass key is 12345.");
+
+  Result bad = run("eval " + model + " --token-ids " + text + " --device cpu");
+  REQUIRE(bad.code == 1);
+  REQUIRE_THAT(bad.output, Catch::Contains("not a token id"));
+}

@@ -5,22 +5,17 @@
 #include "engine/attention/attention.h"
 #include "engine/model/transformer.h"
 #include "engine/util/error.h"
+#include <nlohmann/json.hpp>
 #include "test_helpers.h"
 
 using namespace ssalab;
 using torch::Tensor;
 
-static Tensor rope_tables(const ModelConfig& c, int64_t T, Tensor* sin_out) {
-  Tensor ang = torch::outer(torch::arange(T, torch::kFloat), rope_inv_freq(c));
-  Tensor emb = torch::cat({ang, ang}, -1).view({1, 1, T, c.head_dim});
-  *sin_out = emb.sin();
-  return emb.cos();
-}
-
 TEST_CASE("RoPE keeps norms and makes scores depend on relative position only", "[model]") {
   ModelConfig c = test::micro_model();
   c.rope_theta = 10000;
-  Tensor sin, cos = rope_tables(c, 40, &sin);
+  RopeTables rope = rope_tables(c, 0, 40, torch::kCPU, torch::kFloat);
+  Tensor cos = rope.cos, sin = rope.sin;
   torch::manual_seed(1);
   Tensor q = torch::randn({1, 1, 1, c.head_dim}).expand({1, 1, 40, c.head_dim});
   Tensor k = torch::randn({1, 1, 1, c.head_dim}).expand({1, 1, 40, c.head_dim});
@@ -40,6 +35,41 @@ TEST_CASE("llama3 RoPE scaling slows only the long wavelengths", "[model]") {
   Tensor scaled = rope_inv_freq(c);
   REQUIRE(scaled[0].item<float>() == Approx(base[0].item<float>()));  // highest frequency kept
   REQUIRE(scaled[31].item<float>() == Approx(base[31].item<float>() / 8));  // lowest divided by factor
+}
+
+TEST_CASE("RoPE takes positions: an offset or a tensor gives the rows of the longer table", "[model]") {
+  ModelConfig c = test::micro_model();
+  RopeTables all = rope_tables(c, 0, 50, torch::kCPU, torch::kFloat);
+  RopeTables late = rope_tables(c, 30, 20, torch::kCPU, torch::kFloat);
+  CHECK(torch::equal(late.cos, all.cos.narrow(2, 30, 20)));
+  CHECK(torch::equal(late.sin, all.sin.narrow(2, 30, 20)));
+  RopeTables picked = rope_tables(c, torch::tensor({3, 49, 0}), torch::kFloat);
+  CHECK(torch::equal(picked.cos[0][0][1], all.cos[0][0][49]));
+  CHECK(torch::equal(picked.sin[0][0][0], all.sin[0][0][3]));
+  CHECK_THROWS_AS(rope_tables(c, -1, 4, torch::kCPU, torch::kFloat), Error);
+}
+
+TEST_CASE("linear RoPE scaling divides every frequency by the factor", "[model]") {
+  ModelConfig c = test::micro_model();
+  Tensor base = rope_inv_freq(c);
+  c.rope_type = RopeType::Linear;
+  c.rope_scaling = 4;
+  CHECK(torch::allclose(rope_inv_freq(c), base / 4));
+}
+
+TEST_CASE("a position offset moves RoPE only: full attention depends on relative positions", "[model]") {
+  ModelConfig c = test::micro_model();
+  Transformer m(c);
+  m.init_weights(9);
+  torch::NoGradGuard ng;
+  Tensor tokens = torch::randint(0, c.vocab_size, {2, 32}, torch::kLong);
+  ForwardOptions at0, at1000;
+  at1000.position_offset = 1000;
+  Tensor a = m.forward(tokens, at0).logits, b = m.forward(tokens, at1000).logits;
+  CHECK(torch::equal(a, m.forward(tokens).logits));         // the default is offset 0
+  CHECK(torch::allclose(a, b, 1e-4, 1e-4));                  // same relative positions
+  at0.capture = at1000.capture = true;  // but q and k themselves are rotated further
+  CHECK_FALSE(torch::allclose(m.forward(tokens, at0).q[0], m.forward(tokens, at1000).q[0], 1e-3, 1e-3));
 }
 
 TEST_CASE("forward shapes, HF tensor names and tied embeddings", "[model]") {
@@ -106,6 +136,69 @@ TEST_CASE("the g_slc gate scales the attention output", "[model]") {
   REQUIRE(torch::allclose(other, before, 1e-6, 1e-6));  // g_cmp / g_swa unused
   for (int h = 0; h < c.num_heads; ++h) g[h * 3 + 1].fill_(-0.5);
   REQUIRE_FALSE(torch::allclose(m.forward(tokens).logits, before, 1e-4, 1e-4));
+}
+
+TEST_CASE("every family builds exactly the tensors model_tensors() lists", "[model][hf]") {
+  ModelConfig base = test::micro_model();
+  std::vector<std::pair<std::string, ModelConfig>> families;
+  families.emplace_back("ours", base);
+  ModelConfig c = base;
+  c.arch = Arch::Llama, c.gate = false, c.tied_embeddings = false, c.qkv_bias = c.o_bias = c.mlp_bias = true;
+  families.emplace_back("llama, biases, untied", c);
+  c = base;
+  c.arch = Arch::Qwen2, c.gate = false, c.qkv_bias = true;
+  families.emplace_back("qwen2", c);
+  c = base;
+  c.arch = Arch::Qwen3, c.gate = false, c.qk_norm = true, c.head_dim = 16;
+  families.emplace_back("qwen3", c);
+  for (auto& [name, cfg] : families) {
+    INFO(name);
+    Transformer m(cfg);
+    auto specs = model_tensors(cfg);
+    auto made = m.hf_tensors();
+    REQUIRE(int64_t(specs.size()) == model_tensor_count(cfg));
+    REQUIRE(specs.size() == made.size());
+    int64_t params = 0;
+    for (size_t i = 0; i < specs.size(); ++i) {
+      CHECK(specs[i].name == made[i].first);
+      CHECK(specs[i].shape == made[i].second.sizes().vec());
+      params += made[i].second.numel();
+    }
+    CHECK(params == cfg.num_parameters());
+    // the config survives its own config.json
+    CHECK(to_json(model_config_from_json(to_json(cfg))) == to_json(cfg));
+    torch::NoGradGuard ng;
+    CHECK(m.forward(torch::zeros({1, 8}, torch::kLong)).logits.sizes() == std::vector<int64_t>{1, 8, cfg.vocab_size});
+  }
+}
+
+TEST_CASE("config.json is read in transformers 4.x and 5.x dialects", "[model][hf]") {
+  nlohmann::json v4 = {{"architectures", {"LlamaForCausalLM"}}, {"vocab_size", 100}, {"hidden_size", 64},
+                       {"intermediate_size", 96}, {"num_hidden_layers", 2}, {"num_attention_heads", 4},
+                       {"rope_theta", 500000.0},
+                       {"rope_scaling", {{"rope_type", "llama3"}, {"factor", 8.0}, {"low_freq_factor", 1.0},
+                                         {"high_freq_factor", 4.0}, {"original_max_position_embeddings", 8192}}}};
+  nlohmann::json v5 = v4;
+  v5.erase("rope_theta");
+  v5.erase("rope_scaling");
+  v5["rope_parameters"] = v4["rope_scaling"];
+  v5["rope_parameters"]["rope_theta"] = 500000.0;
+  ModelConfig a = model_config_from_json(v4), b = model_config_from_json(v5);
+  CHECK(to_json(a) == to_json(b));
+  CHECK((a.rope_type == RopeType::Llama3 && a.rope_scaling == 8 && a.rope_original_max_position == 8192));
+  CHECK((a.arch == Arch::Llama && !a.gate && !a.tied_embeddings && a.head_dim == 16 && a.num_kv_heads == 4));
+  CHECK(a.norm_eps == 1e-6);  // HF's default when the file has none
+  v4["rope_scaling"] = {{"type", "linear"}, {"factor", 2.0}};  // the older key
+  CHECK(model_config_from_json(v4).rope_type == RopeType::Linear);
+  v4["rope_scaling"] = nullptr;
+  v4["architectures"] = {"Qwen2ForCausalLM"};
+  v4["use_sliding_window"] = true;
+  v4["sliding_window"] = 32;
+  v4["max_window_layers"] = 1;
+  ModelConfig q = model_config_from_json(v4);
+  CHECK((q.qkv_bias && !q.o_bias && q.sliding_window == 32 && q.sliding_window_from == 1));
+  v4["max_window_layers"] = 2;  // no layer reaches it
+  CHECK(model_config_from_json(v4).sliding_window == 0);
 }
 
 TEST_CASE("impossible model configs are rejected", "[model][bad-input]") {

@@ -1,6 +1,6 @@
 // The SSA dual stream forward in one pass over K/V: the full causal attention
 // output and the sparse (block top-k) output for the same Q, K, V
-// (SSA.md "Training (SSA)": every layer computes both).
+// (docs/method.md "Training (SSA)": every layer computes both).
 //
 // Design: one CTA holds 64 query rows of one head (4 warps x 16 rows); key
 // chunks of 64 (K and V) stream through a shared-memory cp.async ring.  Per
@@ -11,8 +11,13 @@
 // the sparse one is skipped for a 16-key group that no row of the warp
 // selected.  The sparse output equals sparse_fwd's (same selection semantics:
 // slot 0 = own block, causal inside it).
+//
+// Experimental (kernels/experimental/README.md): correct and tested, but about
+// 3x slower than cuDNN dense attention plus the sparse kernels, which the
+// engine runs by default; built into ssalab_kernels_experimental only.
+// Training only: whole sequences (Tq = Tk = T, q_offset 0).
 #pragma once
-#include "api_types.cuh"
+#include "../api_types.cuh"
 
 namespace ssa {
 
@@ -26,7 +31,8 @@ struct DualFwdParams {
   float* lse_sparse;  // out (B, Hq, T) contiguous, natural log
   const int32_t* blocks;  // (B, Hkv, T, K) contiguous selection (select_blocks' format)
   Strides4 q_s, k_s, v_s, of_s, os_s;
-  int B = 0, Hq = 0, Hkv = 0, T = 0, D = 0;
+  int B = 0, Hq = 0, Hkv = 0, D = 0;
+  int Tq = 0, Tk = 0, q_offset = 0;  // api_types.cuh; these kernels need Tq = Tk (T below), q_offset 0
   int block_size = 16, top_k = 16;
   float scale = 0.f;  // softmax scale; 0 means 1/sqrt(D)
   DType dtype = DType::bf16;

@@ -15,8 +15,13 @@
 //    atomics, bitwise reproducible.
 // The sparse stream's products are skipped for a 16 x 16 tile in which no
 // query selected the key block.
+//
+// Experimental (kernels/experimental/README.md): correct and tested, but about
+// 3x slower than cuDNN dense attention plus the sparse kernels, which the
+// engine runs by default; built into ssalab_kernels_experimental only.
+// Training only: whole sequences (Tq = Tk = T, q_offset 0).
 #pragma once
-#include "api_types.cuh"
+#include "../api_types.cuh"
 
 namespace ssa {
 
@@ -36,7 +41,8 @@ struct DualBwdParams {
   void* dv;  // out (B, Hkv, T, D), strides dv_s
   void* workspace;  // dual_bwd_workspace_bytes(*this) bytes, 16-byte aligned
   Strides4 q_s, k_s, v_s, of_s, os_s, dof_s, dos_s, dq_s, dk_s, dv_s;
-  int B = 0, Hq = 0, Hkv = 0, T = 0, D = 0;
+  int B = 0, Hq = 0, Hkv = 0, D = 0;
+  int Tq = 0, Tk = 0, q_offset = 0;  // api_types.cuh; these kernels need Tq = Tk (T below), q_offset 0
   int block_size = 16, top_k = 16;
   float scale = 0.f;  // softmax scale; 0 means 1/sqrt(D)
   DType dtype = DType::bf16;

@@ -3,7 +3,7 @@
 #include <cmath>
 
 #include "dual_bwd.cuh"
-#include "sparse_tiles.cuh"
+#include "../sparse_tiles.cuh"
 
 namespace ssa {
 namespace {
@@ -14,9 +14,9 @@ constexpr int kStages = 2;  // chunks in flight
 constexpr int kThreads = 128;
 
 __host__ __device__ inline int bitmask_words(const DualBwdParams& p) {
-  return ((p.T + p.block_size - 1) / p.block_size + 31) / 32;
+  return ((p.Tq + p.block_size - 1) / p.block_size + 31) / 32;
 }
-__host__ __device__ inline size_t rows(const DualBwdParams& p) { return size_t(p.B) * p.Hq * p.T; }
+__host__ __device__ inline size_t rows(const DualBwdParams& p) { return size_t(p.B) * p.Hq * p.Tq; }
 // workspace: delta_full, delta_sparse (B, Hq, T) floats, then the bitmask (B, Hkv, T, words)
 __host__ __device__ inline float* delta_full(const DualBwdParams& p) { return static_cast<float*>(p.workspace); }
 __host__ __device__ inline float* delta_sparse(const DualBwdParams& p) { return delta_full(p) + rows(p); }
@@ -29,7 +29,7 @@ template <typename T, int D>
 __global__ void dual_delta_kernel(DualBwdParams p, float* df, float* ds) {
   const int64_t n = int64_t(rows(p));
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    const int t = int(i % p.T), h = int((i / p.T) % p.Hq), b = int(i / (int64_t(p.T) * p.Hq));
+    const int t = int(i % p.Tq), h = int((i / p.Tq) % p.Hq), b = int(i / (int64_t(p.Tq) * p.Hq));
     auto rowdot = [&](const void* o, Strides4 os, const void* d, Strides4 dsr) {
       const T* op = static_cast<const T*>(o) + b * os.b + h * os.h + int64_t(t) * os.t;
       const T* dp = static_cast<const T*>(d) + b * dsr.b + h * dsr.h + int64_t(t) * dsr.t;
@@ -49,7 +49,7 @@ __global__ void dual_delta_kernel(DualBwdParams p, float* df, float* ds) {
 
 // bits[((b Hkv + hk) T + t) words + j / 32] bit j % 32: token t selected block j.
 __global__ void dual_bits_kernel(DualBwdParams p, uint32_t* bits, int words) {
-  const int64_t n = int64_t(p.B) * p.Hkv * p.T * p.top_k;
+  const int64_t n = int64_t(p.B) * p.Hkv * p.Tq * p.top_k;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     const int j = p.blocks[i];
     if (j >= 0) atomicOr(&bits[(i / p.top_k) * words + j / 32], 1u << (j % 32));
@@ -79,33 +79,33 @@ __global__ void __launch_bounds__(kThreads) dual_dq_kernel(DualBwdParams p, int 
   const int q0 = tile * kTile, tq0 = q0 + warp * 16, tok[2] = {tq0 + g, tq0 + g + 8};
 
   uint32_t qa[NK][4], dfa[NK][4], dsa[NK][4];
-  load_rows_frag<T, D>(qa, static_cast<const T*>(p.q) + b * p.q_s.b + h * p.q_s.h, p.q_s.t, p.T, tok[0], tok[1], c);
-  load_rows_frag<T, D>(dfa, static_cast<const T*>(p.do_full) + b * p.dof_s.b + h * p.dof_s.h, p.dof_s.t, p.T, tok[0],
+  load_rows_frag<T, D>(qa, static_cast<const T*>(p.q) + b * p.q_s.b + h * p.q_s.h, p.q_s.t, p.Tq, tok[0], tok[1], c);
+  load_rows_frag<T, D>(dfa, static_cast<const T*>(p.do_full) + b * p.dof_s.b + h * p.dof_s.h, p.dof_s.t, p.Tq, tok[0],
                        tok[1], c);
-  load_rows_frag<T, D>(dsa, static_cast<const T*>(p.do_sparse) + b * p.dos_s.b + h * p.dos_s.h, p.dos_s.t, p.T,
+  load_rows_frag<T, D>(dsa, static_cast<const T*>(p.do_sparse) + b * p.dos_s.b + h * p.dos_s.h, p.dos_s.t, p.Tq,
                        tok[0], tok[1], c);
   const float scale_log2 = p.scale * kLog2e;
-  const int64_t row0 = (int64_t(b) * p.Hq + h) * p.T;
+  const int64_t row0 = (int64_t(b) * p.Hq + h) * p.Tq;
   float Lf[2], Ls[2], dlf[2], dls[2];  // LSE in log2 units (+inf beyond T: P = 0), deltas
   const uint32_t* rbits[2];
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
-    const bool in = tok[r] < p.T;
+    const bool in = tok[r] < p.Tq;
     Lf[r] = in ? p.lse_full[row0 + tok[r]] * kLog2e : INFINITY;
     Ls[r] = in ? p.lse_sparse[row0 + tok[r]] * kLog2e : INFINITY;
     dlf[r] = in ? delta_full(p)[row0 + tok[r]] : 0.f;
     dls[r] = in ? delta_sparse(p)[row0 + tok[r]] : 0.f;
-    rbits[r] = row_bits(p) + ((int64_t(b) * p.Hkv + hk) * p.T + (in ? tok[r] : 0)) * words;
+    rbits[r] = row_bits(p) + ((int64_t(b) * p.Hkv + hk) * p.Tq + (in ? tok[r] : 0)) * words;
   }
 
   const T* kb = static_cast<const T*>(p.k) + b * p.k_s.b + hk * p.k_s.h;
   const T* vb = static_cast<const T*>(p.v) + b * p.v_s.b + hk * p.v_s.h;
-  const int nchunk = (min(p.T, q0 + kTile) + kChunk - 1) / kChunk;
+  const int nchunk = (min(p.Tq, q0 + kTile) + kChunk - 1) / kChunk;
   auto load = [&](int ci, int st) {
     T* const dst[2] = {sK + st * kChunk * D, sV + st * kChunk * D};
     const T* const src[2] = {kb, vb};
     const int64_t stride[2] = {p.k_s.t, p.v_s.t};
-    load_row_tiles<T, D, kChunk, kThreads, 2>(dst, src, stride, ci * kChunk, p.T, tid);
+    load_row_tiles<T, D, kChunk, kThreads, 2>(dst, src, stride, ci * kChunk, p.Tq, tid);
   };
   load(0, 0);
   cp_async_commit();
@@ -119,7 +119,7 @@ __global__ void __launch_bounds__(kThreads) dual_dq_kernel(DualBwdParams p, int 
     cp_async_wait<1>();
     __syncthreads();
     const int key0 = ci * kChunk;
-    if (key0 <= tq0 + 15 && tq0 < p.T) {
+    if (key0 <= tq0 + 15 && tq0 < p.Tq) {
       const T* tK = sK + (ci % kStages) * kChunk * D;
       const T* tV = sV + (ci % kStages) * kChunk * D;
 #pragma unroll
@@ -131,7 +131,7 @@ __global__ void __launch_bounds__(kThreads) dual_dq_kernel(DualBwdParams p, int 
         const int jb = k16 >> bs_shift;
         bool keep[2];
 #pragma unroll
-        for (int r = 0; r < 2; ++r) keep[r] = tok[r] < p.T && ((rbits[r][jb / 32] >> (jb % 32)) & 1u);
+        for (int r = 0; r < 2; ++r) keep[r] = tok[r] < p.Tq && ((rbits[r][jb / 32] >> (jb % 32)) & 1u);
         const bool used = __any_sync(0xffffffffu, keep[0] || keep[1]);
         float pf[2][4], ps[2][4];
 #pragma unroll
@@ -171,7 +171,7 @@ __global__ void __launch_bounds__(kThreads) dual_dq_kernel(DualBwdParams p, int 
   T* dqb = static_cast<T*>(p.dq) + b * p.dq_s.b + h * p.dq_s.h;
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
-    if (tok[r] >= p.T) continue;
+    if (tok[r] >= p.Tq) continue;
 #pragma unroll
     for (int n = 0; n < D / 8; ++n)
       *reinterpret_cast<uint32_t*>(dqb + int64_t(tok[r]) * p.dq_s.t + n * 8 + 2 * c) =
@@ -203,13 +203,13 @@ __global__ void __launch_bounds__(kThreads) dual_dkv_kernel(DualBwdParams p, int
   const int first_block = k0 >> bs_shift, wblock = (wk0 >> bs_shift) - first_block;  // warp's block, relative
 
   uint32_t ka[NK][4], va[NK][4];
-  load_rows_frag<T, D>(ka, static_cast<const T*>(p.k) + b * p.k_s.b + hk * p.k_s.h, p.k_s.t, p.T, key[0], key[1], c);
-  load_rows_frag<T, D>(va, static_cast<const T*>(p.v) + b * p.v_s.b + hk * p.v_s.h, p.v_s.t, p.T, key[0], key[1], c);
+  load_rows_frag<T, D>(ka, static_cast<const T*>(p.k) + b * p.k_s.b + hk * p.k_s.h, p.k_s.t, p.Tq, key[0], key[1], c);
+  load_rows_frag<T, D>(va, static_cast<const T*>(p.v) + b * p.v_s.b + hk * p.v_s.h, p.v_s.t, p.Tq, key[0], key[1], c);
   const float scale_log2 = p.scale * kLog2e;
-  const uint32_t* bits = row_bits(p) + (int64_t(b) * p.Hkv + hk) * p.T * words;
+  const uint32_t* bits = row_bits(p) + (int64_t(b) * p.Hkv + hk) * p.Tq * words;
 
   // work items: (head of the group, query chunk from the CTA's first key on)
-  const int c_first = k0 / kChunk, c_end = (p.T + kChunk - 1) / kChunk, per_head = c_end - c_first;
+  const int c_first = k0 / kChunk, c_end = (p.Tq + kChunk - 1) / kChunk, per_head = c_end - c_first;
   const int nwork = G * per_head;
   auto load = [&](int w, int st) {
     const int h = hk * G + w / per_head, r0 = (c_first + w % per_head) * kChunk;
@@ -218,13 +218,13 @@ __global__ void __launch_bounds__(kThreads) dual_dkv_kernel(DualBwdParams p, int
                              static_cast<const T*>(p.do_full) + b * p.dof_s.b + h * p.dof_s.h,
                              static_cast<const T*>(p.do_sparse) + b * p.dos_s.b + h * p.dos_s.h};
     const int64_t stride[3] = {p.q_s.t, p.dof_s.t, p.dos_s.t};
-    load_row_tiles<T, D, kChunk, kThreads, 3>(dst, src, stride, r0, p.T, tid);
+    load_row_tiles<T, D, kChunk, kThreads, 3>(dst, src, stride, r0, p.Tq, tid);
     // the slot's previous reader finished before the last barrier
-    const int64_t row0 = (int64_t(b) * p.Hq + h) * p.T;
+    const int64_t row0 = (int64_t(b) * p.Hq + h) * p.Tq;
     for (int i = tid; i < kChunk; i += kThreads) {
       const int t = r0 + i;
       RowScalars rs{INFINITY, INFINITY, 0.f, 0.f, 0u};  // rows beyond T: P = 0
-      if (t < p.T) {
+      if (t < p.Tq) {
         rs.lf = p.lse_full[row0 + t] * kLog2e;
         rs.ls = p.lse_sparse[row0 + t] * kLog2e;
         rs.df = delta_full(p)[row0 + t];
@@ -255,7 +255,7 @@ __global__ void __launch_bounds__(kThreads) dual_dkv_kernel(DualBwdParams p, int
 #pragma unroll
     for (int j = 0; j < kChunk / 16; ++j) {
       const int q16 = r0 + 16 * j;
-      if (q16 + 15 < wk0 || q16 >= p.T) continue;  // all 16 queries before the warp's keys (warp-uniform)
+      if (q16 + 15 < wk0 || q16 >= p.Tq) continue;  // all 16 queries before the warp's keys (warp-uniform)
       float s[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
       mma_rows_tile_t<T, D>(s, ka, tQ + j * 16 * D, lane);  // S^T = K Q^T (keys x queries)
       float pf[2][4], ps[2][4];
@@ -306,7 +306,7 @@ __global__ void __launch_bounds__(kThreads) dual_dkv_kernel(DualBwdParams p, int
   T* dvb = static_cast<T*>(p.dv) + b * p.dv_s.b + hk * p.dv_s.h;
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
-    if (key[r] >= p.T) continue;
+    if (key[r] >= p.Tq) continue;
 #pragma unroll
     for (int n = 0; n < D / 8; ++n) {
       const int d = n * 8 + 2 * c;
@@ -320,11 +320,12 @@ __global__ void __launch_bounds__(kThreads) dual_dkv_kernel(DualBwdParams p, int
 }  // namespace
 
 size_t dual_bwd_workspace_bytes(const DualBwdParams& p) {
-  return 2 * rows(p) * sizeof(float) + size_t(p.B) * p.Hkv * p.T * bitmask_words(p) * sizeof(uint32_t);
+  return 2 * rows(p) * sizeof(float) + size_t(p.B) * p.Hkv * p.Tq * bitmask_words(p) * sizeof(uint32_t);
 }
 
 std::string dual_bwd_supported(const DualBwdParams& p) {
-  std::string e = check_common(p.B, p.Hq, p.Hkv, p.T, p.D, p.block_size, p.top_k);
+  std::string e = check_common(p.B, p.Hq, p.Hkv, p.Tq, p.Tk, p.q_offset, p.D, p.block_size, p.top_k);
+  if (e.empty()) e = check_whole_sequence(p.Tq, p.Tk, p.q_offset, "the fused dual-stream backward");
   if (!e.empty()) return e;
   if (!p.workspace) return "dual backward needs its workspace (dual_bwd_workspace_bytes)";
   return "";
@@ -336,9 +337,9 @@ std::string dual_bwd(const DualBwdParams& p_in, cudaStream_t stream) {
   DualBwdParams p = p_in;
   if (p.scale == 0.f) p.scale = float(1.0 / std::sqrt(double(p.D)));
   const int words = bitmask_words(p);
-  const size_t nbits = size_t(p.B) * p.Hkv * p.T * words;
+  const size_t nbits = size_t(p.B) * p.Hkv * p.Tq * words;
   SSA_CUDA_CHECK(cudaMemsetAsync(row_bits(p), 0, nbits * sizeof(uint32_t), stream));
-  const int64_t nsel = int64_t(p.B) * p.Hkv * p.T * p.top_k;
+  const int64_t nsel = int64_t(p.B) * p.Hkv * p.Tq * p.top_k;
   dual_bits_kernel<<<int(std::min<int64_t>((nsel + 255) / 256, 65536)), 256, 0, stream>>>(p, row_bits(p), words);
   SSA_CUDA_CHECK(cudaGetLastError());
   SSA_DISPATCH_DTYPE(p.dtype, T, {
@@ -347,7 +348,7 @@ std::string dual_bwd(const DualBwdParams& p_in, cudaStream_t stream) {
       dual_delta_kernel<T, D><<<int(std::min<int64_t>((n + 255) / 256, 65536)), 256, 0, stream>>>(
           p, delta_full(p), delta_sparse(p));
       SSA_CUDA_CHECK(cudaGetLastError());
-      const int tiles = (p.T + kTile - 1) / kTile;
+      const int tiles = (p.Tq + kTile - 1) / kTile;
       const int smem_q = 2 * kStages * kChunk * D * 2;
       auto kq = dual_dq_kernel<T, D>;
       SSA_CUDA_CHECK(cudaFuncSetAttribute(kq, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_q));

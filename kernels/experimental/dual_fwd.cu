@@ -2,7 +2,7 @@
 #include <cmath>
 
 #include "dual_fwd.cuh"
-#include "sparse_tiles.cuh"
+#include "../sparse_tiles.cuh"
 
 namespace ssa {
 namespace {
@@ -11,7 +11,7 @@ constexpr int kRows = 64;   // query rows per CTA (4 warps x 16)
 constexpr int kKeys = 64;   // keys per chunk (4 groups of 16)
 constexpr int kStages = 3;  // K/V chunks in flight
 
-int bitmask_words(const DualFwdParams& p) { return ((p.T + p.block_size - 1) / p.block_size + 31) / 32; }
+int bitmask_words(const DualFwdParams& p) { return ((p.Tq + p.block_size - 1) / p.block_size + 31) / 32; }
 
 // Online softmax state of one stream for this thread's two rows (g, g + 8):
 // running max (log2 units), sum, and the D-wide output accumulator.
@@ -92,24 +92,24 @@ __global__ void __launch_bounds__(kRows * 2, D == 64 ? 3 : 1) dual_fwd_kernel(Du
   const int bs_shift = __ffs(bs) - 1;
   const int q0 = tile * kRows, tq0 = q0 + warp * 16, tok0 = tq0 + g, tok1 = tok0 + 8;
 
-  build_selection_bits(bits, p.blocks + ((int64_t(b) * p.Hkv + hk) * p.T) * p.top_k, q0, kRows, words, p.T, p.top_k,
+  build_selection_bits(bits, p.blocks + ((int64_t(b) * p.Hkv + hk) * p.Tq) * p.top_k, q0, kRows, words, p.Tq, p.top_k,
                        tid, kRows * 2);
   uint32_t qa[NK][4];
   {
     const T* qb = static_cast<const T*>(p.q) + b * p.q_s.b + h * p.q_s.h;
-    load_rows_frag<T, D>(qa, qb, p.q_s.t, p.T, tok0, tok1, c);
+    load_rows_frag<T, D>(qa, qb, p.q_s.t, p.Tq, tok0, tok1, c);
   }
   const float scale_log2 = p.scale * kLog2e;
 
   const T* kb = static_cast<const T*>(p.k) + b * p.k_s.b + hk * p.k_s.h;
   const T* vb = static_cast<const T*>(p.v) + b * p.v_s.b + hk * p.v_s.h;
-  const int kend = min(p.T, q0 + kRows);
+  const int kend = min(p.Tq, q0 + kRows);
   const int nchunk = (kend + kKeys - 1) / kKeys;
   auto load = [&](int ci, int st) {
     T* const dst[2] = {sK + st * kKeys * D, sV + st * kKeys * D};
     const T* const src[2] = {kb, vb};
     const int64_t stride[2] = {p.k_s.t, p.v_s.t};
-    load_row_tiles<T, D, kKeys, kRows * 2, 2>(dst, src, stride, ci * kKeys, p.T, tid);
+    load_row_tiles<T, D, kKeys, kRows * 2, 2>(dst, src, stride, ci * kKeys, p.Tq, tid);
   };
 #pragma unroll
   for (int st = 0; st < kStages - 1; ++st) {
@@ -126,7 +126,7 @@ __global__ void __launch_bounds__(kRows * 2, D == 64 ? 3 : 1) dual_fwd_kernel(Du
     cp_async_wait<kStages - 1>();
     __syncthreads();
     const int key0 = ci * kKeys;
-    if (key0 <= tq0 + 15 && tq0 < p.T) {
+    if (key0 <= tq0 + 15 && tq0 < p.Tq) {
       const T* tK = sK + (ci % kStages) * kKeys * D;
       const T* tV = sV + (ci % kStages) * kKeys * D;
       float x[2 * NG][4];
@@ -172,17 +172,18 @@ __global__ void __launch_bounds__(kRows * 2, D == 64 ? 3 : 1) dual_fwd_kernel(Du
   }
   cp_async_wait<0>();
 
-  const int64_t lse_off = (int64_t(b) * p.Hq + h) * p.T;
+  const int64_t lse_off = (int64_t(b) * p.Hq + h) * p.Tq;
   full.template store<T>(static_cast<T*>(p.o_full) + b * p.of_s.b + h * p.of_s.h, p.of_s.t, p.lse_full + lse_off,
-                         tok0, tok1, p.T, c);
+                         tok0, tok1, p.Tq, c);
   sparse.template store<T>(static_cast<T*>(p.o_sparse) + b * p.os_s.b + h * p.os_s.h, p.os_s.t,
-                           p.lse_sparse + lse_off, tok0, tok1, p.T, c);
+                           p.lse_sparse + lse_off, tok0, tok1, p.Tq, c);
 }
 
 }  // namespace
 
 std::string dual_fwd_supported(const DualFwdParams& p) {
-  std::string e = check_common(p.B, p.Hq, p.Hkv, p.T, p.D, p.block_size, p.top_k);
+  std::string e = check_common(p.B, p.Hq, p.Hkv, p.Tq, p.Tk, p.q_offset, p.D, p.block_size, p.top_k);
+  if (e.empty()) e = check_whole_sequence(p.Tq, p.Tk, p.q_offset, "the fused dual-stream forward");
   if (!e.empty()) return e;
   if (size_t(kRows) * bitmask_words(p) * 4 > 64 * 1024) return "sequence too long for the dual-stream kernel";
   return "";
@@ -194,7 +195,7 @@ std::string dual_fwd(const DualFwdParams& p_in, cudaStream_t stream) {
   DualFwdParams p = p_in;
   if (p.scale == 0.f) p.scale = float(1.0 / std::sqrt(double(p.D)));
   const int words = bitmask_words(p);
-  dim3 grid((p.T + kRows - 1) / kRows, p.Hq, p.B);
+  dim3 grid((p.Tq + kRows - 1) / kRows, p.Hq, p.B);
   SSA_DISPATCH_DTYPE(p.dtype, T, {
     SSA_DISPATCH_HEADDIM(p.D, D, {
       const int smem = 2 * kStages * kKeys * D * 2 + kRows * words * 4;
