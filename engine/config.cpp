@@ -391,27 +391,4 @@ TrainConfig train_config_from_json(const nlohmann::json& j) {
   return c;
 }
 
-void validate(const TrainConfig& t, const ModelConfig& m) {
-  auto need = [](bool ok, const std::string& msg) {
-    if (!ok) throw Error("invalid training config: " + msg);
-  };
-  need(t.p_full >= 0 && t.p_full <= 1, "p_full must be in [0, 1]");
-  need(t.alpha >= 0 && std::isfinite(t.alpha), "alpha must be finite and >= 0");
-  need(t.batch_size >= 1 && t.grad_accum >= 1, "batch_size and grad_accum must be >= 1");
-  need(t.seq_len >= 2, "seq_len must be >= 2");
-  need(t.steps >= 1, "steps must be >= 1");
-  need(t.lr > 0 && std::isfinite(t.lr), "lr must be positive");
-  need(t.warmup_frac >= 0 && t.warmup_frac < 1, "warmup_frac must be in [0, 1)");
-  need(t.grad_clip >= 0, "grad_clip must be >= 0 (0 disables clipping)");
-  need(t.device == "auto" || t.device == "cpu" || t.device == "cuda", "device must be auto, cpu or cuda");
-  if (t.method != Method::Full) {
-    need(m.block_size <= t.seq_len, "block_size (" + std::to_string(m.block_size) +
-                                        ") does not fit in seq_len (" + std::to_string(t.seq_len) + ")");
-    int64_t nblocks = (t.seq_len + m.block_size - 1) / m.block_size;
-    need(m.block_counts <= nblocks, "top-k (block_counts=" + std::to_string(m.block_counts) +
-                                        ") is larger than the number of blocks (" + std::to_string(nblocks) +
-                                        ") at seq_len " + std::to_string(t.seq_len));
-  }
-}
-
 }  // namespace ssalab

@@ -115,6 +115,5 @@ struct TrainConfig {
 
 nlohmann::json to_json(const TrainConfig& c);
 TrainConfig train_config_from_json(const nlohmann::json& j);
-void validate(const TrainConfig& t, const ModelConfig& m);
 
 }  // namespace ssalab

@@ -11,6 +11,7 @@
 # (libprotobuf-lite32: libsentencepiece needs it; without it every test that
 # trains or loads a sentencepiece tokenizer aborts.)
 #   bash scripts/gpu_check.sh [build|test|bench|all]
+#   bash scripts/gpu_check.sh load1b   # 1B load time, peak memory, 2K-token scoring on CUDA
 #   bash scripts/gpu_check.sh kbench   # kernel benchmark (not part of all); builds only its
 #                                      # targets, so it also runs on a fresh machine
 #   KBENCH_SHAPES=C bash scripts/gpu_check.sh kbench
@@ -50,6 +51,19 @@ fi
 if [ "$STAGE" = bench ] || [ "$STAGE" = all ]; then
   echo "== training throughput, small preset, 8K context, batch 1 (bf16 autocast, CUDA kernels)"
   timeout 300 ./build-gpu/ssalab_bench small 5 8192 1 2>&1 | tee "$OUT/bench_small_8k.txt"
+fi
+if [ "$STAGE" = load1b ]; then
+  # issue 10's numbers on the GPU: a random-weight 1B model in the released
+  # layout (bf16), its load time and peak memory, and 2K tokens scored full
+  # and sparse, in the stored dtype on the GPU
+  [ -f build-gpu/build.ninja ] || configure
+  cmake --build build-gpu -j16 --target ssalab_load_bench > "$OUT/load_build.txt" 2>&1 ||
+    { grep -E "error|Error" -A4 "$OUT/load_build.txt" | head -40; exit 1; }
+  M=${LOAD1B_DIR:-/tmp/ssa1b-random}
+  [ -f "$M/config.json" ] || ./build-gpu/ssalab_load_bench --make "$M" --preset 1b
+  timeout 300 ./build-gpu/ssalab_load_bench "$M" --device cuda --tokens 2048 --json "$OUT/load-1b-cuda.json" 2>&1 |
+    tee "$OUT/load-1b-cuda.txt"
+  echo "load bench rc=${PIPESTATUS[0]}"
 fi
 if [ "$STAGE" = kbench ]; then
   # FlexAttention first (Python, the selection through the C API library), then

@@ -1,5 +1,7 @@
-// Compare: the session's model and a checkpoint side by side, on the same
-// probe tokens with the same inference settings (k, block size, full/sparse).
+// Compare: the session's model and a second model (an ssalab checkpoint, a
+// model folder or a cached hub id) side by side, on the same probe with the
+// same inference settings (k, block size, full/sparse). The second model
+// reads the probe with its own tokenizer.
 // The checkpoint is loaded and analysed on the app's background workers
 // (engine/util/background.h); the panel polls the futures and never waits.
 // A future no longer wanted (a new load while one runs) is simply dropped.
@@ -11,6 +13,7 @@
 #include <future>
 
 #include "engine/checkpoint/checkpoint.h"
+#include "engine/tokenizer/tokenizer.h"
 #include "engine/util/background.h"
 #include "views/map_widget.h"
 #include "views/panels_internal.h"
@@ -22,8 +25,8 @@ namespace {
 
 struct CompareState {
   std::string path;
-  std::future<std::shared_ptr<LoadedCheckpoint>> loading;
-  std::shared_ptr<LoadedCheckpoint> model;
+  std::future<std::shared_ptr<OpenedModel>> loading;
+  std::shared_ptr<OpenedModel> model;
   std::string error;
   std::future<std::shared_ptr<const Analysis>> analyzing;
   std::shared_ptr<const Analysis> analysis;   // of the checkpoint
@@ -34,27 +37,27 @@ struct CompareState {
 };
 CompareState g;
 
-// Tokens for the checkpoint: the session's ids when its tokenizer gives the
-// same pieces for them, else the probe text re-encoded with its own tokenizer.
+// Tokens for the second model: the session's ids when its tokenizer names
+// them with the same pieces (same vocabulary), else the probe text encoded
+// with its own tokenizer.
 std::vector<int> tokens_for_checkpoint(const Snapshot& snap, const Analysis& a, std::string* note) {
-  const Tokenizer& tok = g.model->tokenizer;
+  const tokenizer::Tokenizer& tok = *g.model->tok;
   bool same = int64_t(snap.probe_pieces.size()) == a.T;
   for (size_t i = 0; same && i < a.tokens.size(); ++i)
-    same = a.tokens[i] >= 0 && a.tokens[i] < tok.vocab_size() && tok.piece(a.tokens[i]) == snap.probe_pieces[i];
+    same = a.tokens[i] >= 0 && a.tokens[i] < g.model->ck.config.vocab_size &&
+           tok.id_to_token(a.tokens[i]) == snap.probe_pieces[i];
   if (same) {
     note->clear();
     return a.tokens;
   }
-  std::string text;
-  for (const std::string& p : snap.probe_pieces) {
-    std::string d = p;
-    size_t pos;
-    while ((pos = d.find("\xE2\x96\x81")) != std::string::npos) d.replace(pos, 3, " ");
-    text += d;
-  }
-  std::vector<int> ids = tok.encode(text);
+  const bool ours = g.model->ck.tokenizer_json.empty();  // trained without BOS
+  std::vector<int32_t> encoded = tok.encode(snap.probe_text, /*add_special_tokens=*/!ours);
+  std::vector<int> ids(encoded.begin(), encoded.end());
   if (int64_t(ids.size()) > a.T) ids.resize(size_t(a.T));
-  *note = "the checkpoint's tokenizer differs: text re-encoded (" + std::to_string(ids.size()) + " tokens vs " +
+  for (int id : ids)
+    if (id >= g.model->ck.config.vocab_size)
+      throw Error("token id " + std::to_string(id) + " is outside the second model's vocabulary");
+  *note = "the second model's tokenizer differs: text re-encoded (" + std::to_string(ids.size()) + " tokens vs " +
           std::to_string(a.T) + ")";
   return ids;
 }
@@ -69,7 +72,7 @@ void start_analysis(const Snapshot& snap, const std::shared_ptr<const Analysis>&
   g.matched = a.get();
   auto model = g.model;
   g.analyzing = background_workers().submit([model, req]() -> std::shared_ptr<const Analysis> {
-    return std::make_shared<const Analysis>(analyze(*model->model, req));
+    return std::make_shared<const Analysis>(analyze(*model->ck.model, req));
   });
 }
 
@@ -94,7 +97,7 @@ void CompareLoad(UiState& ui, const std::string& path) {
   g.error.clear();
   g.path = path;
   if (path.empty()) return;
-  g.loading = background_workers().submit([path] { return std::make_shared<LoadedCheckpoint>(load_checkpoint(path)); });
+  g.loading = background_workers().submit([path] { return open_with_tokenizer(path); });
   ui.info("loading " + path + " for Compare");
 }
 
@@ -107,7 +110,7 @@ void DrawCompare(UiState& ui) {
       g.model = g.loading.get();
       ui.info("Compare: loaded " + g.path);
     } catch (const std::exception& e) {
-      g.error = std::string("cannot load checkpoint: ") + e.what();
+      g.error = std::string("cannot load ") + g.path + ": " + e.what();
       ui.error(g.error);
     }
   }
@@ -148,7 +151,7 @@ void DrawCompare(UiState& ui) {
   static std::string path_edit;
   if (path_edit.empty() && !g.path.empty()) path_edit = g.path;
   ImGui::SetNextItemWidth(std::max(120.0f, ImGui::GetContentRegionAvail().x - 190));
-  ImGui::InputTextWithHint("##cmp", "checkpoint directory to compare with", &path_edit);
+  ImGui::InputTextWithHint("##cmp", "model folder or cached hub id to compare with", &path_edit);
   ImGui::SameLine();
   ImGui::BeginDisabled(path_edit.empty() || g.loading.valid());
   if (ImGui::Button("load")) CompareLoad(ui, path_edit);
@@ -165,7 +168,7 @@ void DrawCompare(UiState& ui) {
   if (!g.error.empty()) ImGui::TextColored(ImVec4(1, 0.4f, 0.4f, 1), "%s", g.error.c_str());
   if (!g.token_note.empty()) ImGui::TextColored(ImVec4(1, 0.7f, 0.3f, 1), "%s", g.token_note.c_str());
   if (!g.model && !g.loading.valid()) {
-    ImGui::TextDisabled("load a checkpoint to see it beside the live model on the same text and settings");
+    ImGui::TextDisabled("load a model to see it beside the session's on the same text and settings");
     ImGui::End();
     return;
   }
@@ -196,8 +199,8 @@ void DrawCompare(UiState& ui) {
   ImGui::EndGroup();
   ImGui::SameLine();
   ImGui::BeginGroup();
-  std::string title = "checkpoint";
-  if (g.model && g.model->state) title += ", step " + std::to_string(g.model->state->step);
+  std::string title = g.path;
+  if (g.model && g.model->ck.state) title += ", step " + std::to_string(g.model->ck.state->step);
   ImGui::TextUnformatted(title.c_str());
   g.right->draw("right", ui, size, true);
   ImGui::EndGroup();
@@ -207,7 +210,7 @@ void DrawCompare(UiState& ui) {
   if (live && right && ImGui::BeginTable("cmp", 3, ImGuiTableFlags_Borders | ImGuiTableFlags_SizingStretchSame)) {
     ImGui::TableSetupColumn("");
     ImGui::TableSetupColumn("session");
-    ImGui::TableSetupColumn("checkpoint");
+    ImGui::TableSetupColumn("second model");
     ImGui::TableHeadersRow();
     auto row = [](const char* name, double l, double r) {
       ImGui::TableNextRow();

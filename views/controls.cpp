@@ -62,7 +62,7 @@ void help(const char* text) {
 }  // namespace
 
 std::string SpecProblem(const Snapshot& snap, const SparseSpec& spec, int64_t T) {
-  return spec_problem(snap.model, snap.train, spec, T);
+  return spec_problem(snap.model, snap.trainable ? &snap.train : nullptr, spec, T);
 }
 
 void DrawControls(UiState& ui) {
@@ -92,6 +92,10 @@ void DrawControls(UiState& ui) {
   g.lr.sync(float(snap->train.lr), now);
 
   // ---- run
+  if (!snap->trainable)
+    ImGui::TextWrapped("%s is open for inspection: choose k, block size and the rule below; training runs on "
+                       "ssalab's own models.", snap->model_source.c_str());
+  ImGui::BeginDisabled(!snap->trainable);
   const RunState st = snap->state;
   ImGui::Text("state: %s", to_string(st));
   ImGui::SameLine();
@@ -144,6 +148,7 @@ void DrawControls(UiState& ui) {
     s->set_lr(g.lr.value);
     g.lr.sent(now);
   }
+  ImGui::EndDisabled();  // trainable
 
   // ---- inference
   section("inference (analysis)");
@@ -172,12 +177,12 @@ void DrawControls(UiState& ui) {
     int k_max_size[7] = {};
   };
   static SpecCache c;
-  if (c.T != T || c.bs != bs || c.seq_len != snap->train.seq_len || c.method != int(snap->train.method) ||
-      c.k != g.top_k.value) {
+  const int method_key = snap->trainable ? int(snap->train.method) : -2;  // inspection: no training rules
+  if (c.T != T || c.bs != bs || c.seq_len != snap->train.seq_len || c.method != method_key || c.k != g.top_k.value) {
     c.T = T;
     c.bs = bs;
     c.seq_len = snap->train.seq_len;
-    c.method = int(snap->train.method);
+    c.method = method_key;
     c.k = g.top_k.value;
     auto k_max_for = [&](int size) {
       int best = 0;
@@ -251,15 +256,14 @@ void DrawControls(UiState& ui) {
   ImGui::SetNextItemWidth(-1);
   ImGui::InputTextWithHint("##ckpt", "checkpoint directory", &g.ckpt_path);
   ImGui::BeginDisabled(g.ckpt_path.empty());
+  ImGui::BeginDisabled(!snap->trainable);
   if (ImGui::Button("save")) {
     s->save(g.ckpt_path);
     ui.info("saving checkpoint to " + g.ckpt_path);
   }
+  ImGui::EndDisabled();
   ImGui::SameLine();
-  if (ImGui::Button("load")) {
-    s->load(g.ckpt_path);
-    ui.info("loading checkpoint " + g.ckpt_path);
-  }
+  if (ImGui::Button("load")) OpenModel(ui, g.ckpt_path);
   ImGui::EndDisabled();
   ImGui::SameLine();
   ImGui::TextDisabled("errors appear in the status line");

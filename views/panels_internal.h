@@ -2,7 +2,9 @@
 #pragma once
 #include <chrono>
 #include <future>
+#include "engine/checkpoint/checkpoint.h"
 #include "engine/metrics/analysis.h"
+#include "engine/tokenizer/tokenizer.h"
 #include "views/ui_state.h"
 
 namespace ssalab::views {
@@ -12,6 +14,16 @@ template <class T>
 bool is_ready(const std::future<T>& f) {
   return f.valid() && f.wait_for(std::chrono::seconds(0)) == std::future_status::ready;
 }
+
+// A model opened beside the session's (Compare, Paradox), with the tokenizer
+// that reads the probe text for it.
+struct OpenedModel {
+  LoadedCheckpoint ck;
+  std::unique_ptr<tokenizer::Tokenizer> tok;
+};
+// Loads a model folder, ssalab checkpoint or cached hub id and its tokenizer
+// (open_model.cpp); throws Error naming the problem. Runs on a worker.
+std::shared_ptr<OpenedModel> open_with_tokenizer(const std::string& source);
 
 // Default placement of a panel; call right before its ImGui::Begin().
 void PlaceNextWindow(const char* name);
@@ -24,6 +36,7 @@ void ReleaseCompare();      // textures only
 void JoinCompareWorkers();  // waits for Compare's loading / analysis futures
 void ReleaseParadox();      // textures only
 void JoinParadoxWorkers();  // waits for the Paradox panel's futures
+void JoinOpenModelWorkers();  // waits for the HF cache listing
 void ReleaseSelectedBlocks();  // drops the cached analysis (torch tensors) before exit
 
 // A small line chart drawn with ImDrawList (curves.cpp): series already in

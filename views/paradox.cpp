@@ -1,20 +1,29 @@
-// Paradox: the three shipped models (FullAttn, MoBA, SSA from `ssalab
-// paradox`, in assets/models/) side by side on the same text, with one k
-// slider driving all three: their attention maps, per-layer AttnSparsity and
-// entropy, and what each loses when switched to sparse attention (the
-// perplexities recorded in assets/paradox/results.json). Loading and analysis
-// run on the app's background workers (engine/util/background.h); the panel
-// polls and never waits.
+// Paradox: models side by side on the same text, one k slider driving all of
+// them: their attention maps on one colour scale, per-layer AttnSparsity and
+// entropy, and the perplexity of the probe under full and sparse attention at
+// this k. By default the three shipped models (FullAttn, MoBA, SSA from
+// `ssalab paradox`, in assets/models/) with the perplexities recorded in
+// assets/paradox/results.json; any model can join (a folder or a cached hub
+// id), and "the paper's four 1B models" puts zen-E's released SSA, FullAttn,
+// MoBA and NSA checkpoints side by side when they are in the local HF cache.
+// Each model reads the probe text with its own tokenizer. Loading and
+// analysis run on the app's background workers
+// (engine/util/background.h); the panel polls and never waits.
 #include <imgui.h>
+#include <imgui_stdlib.h>
 
 #include <algorithm>
-#include <array>
-#include <chrono>
+#include <cmath>
 #include <future>
+#include <list>
+
+#include <nlohmann/json.hpp>
 
 #include "engine/checkpoint/checkpoint.h"
-#include "engine/util/files.h"
+#include "engine/hub/hub.h"
+#include "engine/tokenizer/tokenizer.h"
 #include "engine/util/background.h"
+#include "engine/util/files.h"
 #include "views/map_widget.h"
 #include "views/panels_internal.h"
 #include "views/views.h"
@@ -24,97 +33,138 @@ namespace ssalab::views {
 namespace {
 
 struct ParadoxModel {
-  const char* name;   // full | moba | ssa
-  const char* label;  // as the paper says
-  std::future<std::shared_ptr<LoadedCheckpoint>> loading;
-  std::shared_ptr<LoadedCheckpoint> model;
+  std::string source;    // folder or hub id
+  std::string label;     // as the paper names it, or the source
+  std::string recorded;  // key in the shipped results.json (full | moba | ssa), "" for others
+  std::future<std::shared_ptr<OpenedModel>> loading;
+  std::shared_ptr<OpenedModel> model;
+  std::string error;
+  std::vector<int> tokens;    // the probe in this model's tokenizer
+  std::string requested_key;  // what the current analysis was asked for
   std::future<std::shared_ptr<const Analysis>> analyzing;
   std::shared_ptr<const Analysis> analysis;
   std::unique_ptr<MapWidget> map;
 };
 
 struct ParadoxState {
-  std::string dir;  // folder with full/ moba/ ssa/
-  std::array<ParadoxModel, 3> m{{{"full", "FullAttn"}, {"moba", "MoBA"}, {"ssa", "SSA"}}};
-  nlohmann::json results;  // the report's numbers, if present
+  std::list<ParadoxModel> m;  // stable addresses: futures and widgets live in the entries
+  nlohmann::json results;     // the shipped models' recorded numbers, if present
+  bool shipped_loaded = false;
   int top_k = 16;
   bool sparse_inference = false;
-  std::vector<int> tokens;    // the probe in the shipped tokenizer
-  std::string requested_key;  // what the current analyses were asked for
-  std::string error;
+  std::string probe_text;     // what the models' tokens were made from
+  bool use_probe = true;      // take the session's probe (again) when it changes
   int max_tokens = 1024;
+  std::string add_field;
 };
 ParadoxState g;
 
-std::string key_of(const ParadoxState& s) {
-  return std::to_string(s.top_k) + (s.sparse_inference ? "s" : "f") + std::to_string(s.tokens.size()) + ":" +
-         std::to_string(s.tokens.empty() ? 0 : s.tokens.front()) + ":" + std::to_string(s.tokens.empty() ? 0 : s.tokens.back());
-}
+const char* const kPaper1B[][2] = {
+    {"zen-E/FullAttn-1B", "FullAttn-1B"}, {"zen-E/MoBA-1B", "MoBA-1B"}, {"zen-E/NSA-1B", "NSA-1B"}, {"zen-E/SSA-1B", "SSA-1B"}};
 
-// The session's probe, re-encoded with the shipped tokenizer.
-std::vector<int> encode_probe(const Snapshot& snap, const Tokenizer& tok, int limit) {
-  std::string text;
-  for (const std::string& p : snap.probe_pieces) {
-    std::string d = p;
-    for (size_t pos; (pos = d.find("\xE2\x96\x81")) != std::string::npos;) d.replace(pos, 3, " ");
-    text += d;
+bool paper_models_cached() {
+  static int cached = -1;  // resolve_model reads directory entries only; once per run is enough
+  if (cached < 0) {
+    cached = 1;
+    for (const auto& p : kPaper1B) try {
+        resolve_model(p[0]);
+      } catch (const std::exception&) {
+        cached = 0;
+      }
   }
-  std::vector<int> ids = tok.encode(text);
-  if (int(ids.size()) > limit) ids.resize(size_t(limit));
-  return ids;
+  return cached == 1;
 }
 
-void start_analyses() {
-  for (auto& pm : g.m) {
-    if (!pm.model || pm.analyzing.valid()) continue;
-    AnalysisRequest req;
-    req.tokens = g.tokens;
-    req.inference = g.sparse_inference ? AttnMode::Sparse : AttnMode::Full;
-    req.spec = model_sparse_spec(pm.model->config);  // each model's own rule
-    req.spec.top_k = g.top_k;
-    req.token_map_limit = 0;  // block-pooled maps: three at once stay light
-    auto model = pm.model;
-    pm.analyzing = background_workers().submit([model, req]() -> std::shared_ptr<const Analysis> {
-      return std::make_shared<const Analysis>(analyze(*model->model, req));
-    });
-  }
-  g.requested_key = key_of(g);
+void add_model(const std::string& source, const std::string& label, const std::string& recorded) {
+  for (const ParadoxModel& pm : g.m)
+    if (pm.source == source) return;
+  ParadoxModel& pm = g.m.emplace_back();
+  pm.source = source;
+  pm.label = label.empty() ? source : label;
+  pm.recorded = recorded;
+  pm.loading = background_workers().submit([source] { return open_with_tokenizer(source); });
 }
 
-double recorded(const char* model, const char* key) {
+std::string key_of(const ParadoxModel& pm) {
+  return std::to_string(g.top_k) + (g.sparse_inference ? "s" : "f") + std::to_string(pm.tokens.size()) + ":" +
+         std::to_string(pm.tokens.empty() ? 0 : pm.tokens.front()) + ":" +
+         std::to_string(pm.tokens.empty() ? 0 : pm.tokens.back());
+}
+
+// The probe text in this model's ids, at most max_tokens. Ours (sentencepiece,
+// no tokenizer.json) trained without BOS; HF folders get what their tokenizer
+// config says, as transformers would.
+void encode_for(ParadoxModel& pm) {
+  const bool ours = pm.model->ck.tokenizer_json.empty();
+  std::vector<int32_t> ids = pm.model->tok->encode(g.probe_text, /*add_special_tokens=*/!ours);
+  pm.tokens.assign(ids.begin(), ids.begin() + std::min<size_t>(ids.size(), size_t(g.max_tokens)));
+  for (int id : pm.tokens)
+    if (id >= pm.model->ck.config.vocab_size)
+      throw Error("token id " + std::to_string(id) + " is outside the model's vocabulary (" +
+                  std::to_string(pm.model->ck.config.vocab_size) + ")");
+}
+
+SparseSpec spec_for(const ParadoxModel& pm) {
+  SparseSpec spec = model_sparse_spec(pm.model->ck.config);  // each model's own block size and rule
+  spec.top_k = g.top_k;
+  return spec;
+}
+
+void start_analysis(ParadoxModel& pm) {
+  AnalysisRequest req;
+  req.tokens = pm.tokens;
+  req.inference = g.sparse_inference ? AttnMode::Sparse : AttnMode::Full;
+  req.spec = spec_for(pm);
+  req.token_map_limit = 0;  // block-pooled maps: several at once stay light
+  req.token_losses = true;  // the probe's perplexity at this k
+  auto model = pm.model;
+  pm.requested_key = key_of(pm);
+  pm.analyzing = background_workers().submit([model, req]() -> std::shared_ptr<const Analysis> {
+    return std::make_shared<const Analysis>(analyze(*model->ck.model, req));
+  });
+}
+
+double recorded(const ParadoxModel& pm, const char* key) {
   const auto& r = g.results;
-  if (!r.contains("models") || !r["models"].contains(model) || !r["models"][model][key].is_number()) return NAN;
-  return r["models"][model][key].get<double>();
+  if (pm.recorded.empty() || !r.contains("models") || !r["models"].contains(pm.recorded) ||
+      !r["models"][pm.recorded][key].is_number())
+    return NAN;
+  return r["models"][pm.recorded][key].get<double>();
 }
 
-double recorded_at_k(const char* model, int k) {
-  const auto& r = g.results;
-  if (!r.contains("models") || !r["models"].contains(model)) return NAN;
-  for (auto& p : r["models"][model]["sweep_k"])
-    if (p["top_k"] == k && p["ppl"].is_number()) return p["ppl"].get<double>();
-  return NAN;
+double perplexity(const std::vector<float>& nll) {
+  if (nll.empty()) return NAN;
+  double sum = 0;
+  for (float x : nll) sum += x;
+  return std::exp(sum / double(nll.size()));
 }
 
 }  // namespace
 
 void ParadoxLoad(const std::string& dir) {
-  if (!g.dir.empty() || !file_exists(dir + "/ssa/config.json")) return;
-  g.dir = dir;
-  for (auto& pm : g.m) {
-    std::string path = dir + "/" + pm.name;
-    pm.loading = background_workers().submit([path] { return std::make_shared<LoadedCheckpoint>(load_checkpoint(path)); });
-  }
+  if (g.shipped_loaded || !file_exists(dir + "/ssa/config.json")) return;
+  g.shipped_loaded = true;
+  add_model(dir + "/full", "FullAttn", "full");
+  add_model(dir + "/moba", "MoBA", "moba");
+  add_model(dir + "/ssa", "SSA", "ssa");
   try {
     std::string results = dir + "/../paradox/results.json";
     if (file_exists(results)) g.results = nlohmann::json::parse(read_file(results));
-  } catch (const std::exception& e) {
-    g.error = std::string("cannot read the paradox report: ") + e.what();
+  } catch (const std::exception&) {
+    g.results = nullptr;  // the live columns do not need it
   }
 }
 
+void ParadoxAdd(UiState& ui, const std::string& source) {
+  if (source.empty()) return;
+  add_model(source, "", "");
+  ui.info("Paradox: loading " + source);
+}
+
 bool ParadoxReady() {
-  return std::all_of(g.m.begin(), g.m.end(),
-                     [](const ParadoxModel& pm) { return pm.analysis && !pm.analyzing.valid(); });
+  return !g.m.empty() && std::all_of(g.m.begin(), g.m.end(), [](const ParadoxModel& pm) {
+    return !pm.error.empty() || (pm.analysis && !pm.analyzing.valid() && pm.requested_key == key_of(pm));
+  });
 }
 
 void ReleaseParadox() {
@@ -128,25 +178,38 @@ void DrawParadox(UiState& ui) {
     if (is_ready(pm.loading)) {
       try {
         pm.model = pm.loading.get();
-        if (pm.model->state) g.max_tokens = std::max(64, pm.model->state->train.seq_len);
+        if (pm.model->ck.state) g.max_tokens = std::max(64, pm.model->ck.state->train.seq_len);
       } catch (const std::exception& e) {
-        g.error = std::string("cannot load ") + pm.name + ": " + e.what();
-        ui.error(g.error);
+        pm.error = std::string("cannot load ") + pm.source + ": " + e.what();
+        ui.error(pm.error);
       }
     }
     if (is_ready(pm.analyzing)) {
       try {
         pm.analysis = pm.analyzing.get();
       } catch (const std::exception& e) {
-        g.error = std::string(pm.label) + ": analysis failed: " + e.what();
-        ui.error(g.error);
+        pm.error = pm.label + ": analysis failed: " + e.what();
+        ui.error(pm.error);
       }
     }
   }
-  const bool all_loaded = g.m[0].model && g.m[1].model && g.m[2].model;
-  const bool busy = std::any_of(g.m.begin(), g.m.end(), [](const ParadoxModel& pm) { return pm.analyzing.valid(); });
-  if (all_loaded && ui.snap && !ui.snap->probe_pieces.empty() && g.tokens.empty())
-    g.tokens = encode_probe(*ui.snap, g.m[2].model->tokenizer, g.max_tokens);
+  if (g.use_probe && ui.snap && !ui.snap->probe_text.empty() && ui.snap->probe_text != g.probe_text) {
+    g.probe_text = ui.snap->probe_text;
+    for (auto& pm : g.m) pm.tokens.clear();
+  }
+  for (auto& pm : g.m)
+    if (pm.model && pm.tokens.empty() && !g.probe_text.empty()) {
+      try {
+        encode_for(pm);
+      } catch (const std::exception& e) {
+        pm.error = pm.label + ": cannot encode the probe: " + e.what();
+      }
+    }
+  // Every model analyses the same k; an impossible k for one model says so in its column.
+  for (auto& pm : g.m) {
+    if (!pm.model || pm.tokens.empty() || pm.analyzing.valid() || key_of(pm) == pm.requested_key) continue;
+    if (check_sparse_spec(spec_for(pm), int64_t(pm.tokens.size())).empty()) start_analysis(pm);
+  }
 
   if (!ui.show_paradox) return;
   PlaceNextWindow("Paradox");
@@ -154,89 +217,138 @@ void DrawParadox(UiState& ui) {
     ImGui::End();
     return;
   }
-  if (g.dir.empty()) {
-    ImGui::TextDisabled("no shipped models found (assets/models/{full,moba,ssa}); run `ssalab paradox --ship DIR`");
+  // the models: remove, add, the paper's four
+  ParadoxModel* remove = nullptr;
+  for (auto& pm : g.m) {
+    ImGui::PushID(&pm);
+    if (ImGui::SmallButton("x")) remove = &pm;
+    ImGui::PopID();
+    ImGui::SameLine();
+    ImGui::TextUnformatted(pm.label.c_str());
+    if (ImGui::IsItemHovered()) ImGui::SetTooltip("%s", pm.model ? pm.model->ck.plan.summary().c_str() : pm.source.c_str());
+    ImGui::SameLine();
+  }
+  ImGui::SetNextItemWidth(220);
+  const bool enter = ImGui::InputTextWithHint("##add", "add: folder or hub id", &g.add_field,
+                                              ImGuiInputTextFlags_EnterReturnsTrue);
+  ImGui::SameLine();
+  if ((ImGui::SmallButton("add") || enter) && !g.add_field.empty()) {
+    ParadoxAdd(ui, g.add_field);
+    g.add_field.clear();
+  }
+  ImGui::SameLine();
+  ImGui::BeginDisabled(!paper_models_cached());
+  if (ImGui::SmallButton("the paper's four 1B models")) {
+    g.m.remove_if([](const ParadoxModel& pm) { return !pm.analyzing.valid() && !pm.loading.valid(); });
+    for (const auto& p : kPaper1B) add_model(p[0], p[1], "");
+  }
+  ImGui::EndDisabled();
+  if (!paper_models_cached() && ImGui::IsItemHovered(ImGuiHoveredFlags_AllowWhenDisabled))
+    ImGui::SetTooltip("zen-E/{SSA,FullAttn,MoBA,NSA}-1B are not all in %s", hf_hub_cache_dir().c_str());
+  if (remove && !remove->analyzing.valid() && !remove->loading.valid())
+    g.m.remove_if([remove](const ParadoxModel& pm) { return &pm == remove; });
+
+  if (g.m.empty()) {
+    ImGui::TextDisabled("no models: add one above, or run `ssalab paradox --ship assets/models` for the shipped three");
     ImGui::End();
     return;
   }
-  if (!all_loaded) {
-    ImGui::TextDisabled("loading the three models from %s ...", g.dir.c_str());
-    if (!g.error.empty()) ImGui::TextColored(ImVec4(1, 0.4f, 0.4f, 1), "%s", g.error.c_str());
-    ImGui::End();
-    return;
-  }
-  const int bs = g.m[2].model->config.block_size;
-  const int nblocks = g.tokens.empty() ? 1 : int((g.tokens.size() + bs - 1) / bs);
+  int nblocks = 1 << 30;
+  for (auto& pm : g.m)
+    if (pm.model && !pm.tokens.empty())
+      nblocks = std::min(nblocks, int((pm.tokens.size() + spec_for(pm).block_size - 1) / spec_for(pm).block_size));
+  if (nblocks == 1 << 30) nblocks = 1;
   ImGui::SetNextItemWidth(160);
-  ImGui::SliderInt("k (all three)", &g.top_k, 1, std::max(1, nblocks));
+  ImGui::SliderInt("k (all models)", &g.top_k, 1, std::max(1, nblocks));
   ImGui::SameLine();
   ImGui::Checkbox("sparse inference", &g.sparse_inference);
   ImGui::SameLine();
-  if (ImGui::Button("use the probe text")) g.tokens.clear();
+  ImGui::Checkbox("follow the probe text", &g.use_probe);
   ImGui::SameLine();
-  ImGui::TextDisabled("%zu tokens, block %d, receptive field %d", g.tokens.size(), bs, bs * g.top_k);
-  if (!g.tokens.empty() && !busy && key_of(g) != g.requested_key) {
-    std::string problem = check_sparse_spec({bs, g.top_k}, int64_t(g.tokens.size()));
-    if (problem.empty()) start_analyses();
-    else ImGui::TextColored(ImVec4(1, 0.7f, 0.3f, 1), "%s", problem.c_str());
+  ImGui::SetNextItemWidth(120);
+  if (ImGui::InputInt("tokens", &g.max_tokens, 64, 512)) {
+    g.max_tokens = std::clamp(g.max_tokens, 16, 32768);
+    for (auto& pm : g.m) pm.tokens.clear();
   }
-  if (busy) ImGui::TextDisabled("analysing ...");
 
-  // three maps on one colour scale
+  // the maps, one colour scale
   MapRequest req{ui.layer, ui.head, ui.mean_heads, ui.kind, false};
   Range shared{INFINITY, -INFINITY};
   for (auto& pm : g.m) {
     if (!pm.map) pm.map = std::make_unique<MapWidget>();
-    if (pm.analysis && !pm.analysis->layers.empty()) req.layer = std::min(req.layer, int(pm.analysis->layers.size()) - 1);
-    pm.map->set_image(pm.analysis, req, ui.scale);
+    MapRequest own = req;
+    if (pm.analysis && !pm.analysis->layers.empty()) own.layer = std::min(req.layer, int(pm.analysis->layers.size()) - 1);
+    pm.map->set_image(pm.analysis, own, ui.scale);
     if (pm.map->ready()) shared = {std::min(shared.lo, pm.map->own_range().lo), std::max(shared.hi, pm.map->own_range().hi)};
   }
   for (auto& pm : g.m) pm.map->set_colors(std::isfinite(shared.lo) ? &shared : nullptr);
-  const float table_h = 9 * ImGui::GetTextLineHeightWithSpacing();
-  ImVec2 avail = ImGui::GetContentRegionAvail();
-  float size = std::max(48.0f, std::min((avail.x - 70) / 3 - 8, avail.y - table_h));
-  for (size_t i = 0; i < g.m.size(); ++i) {
-    if (i) ImGui::SameLine();
+  const float table_h = float(4 + g.m.size()) * ImGui::GetTextLineHeightWithSpacing();
+  const ImVec2 avail = ImGui::GetContentRegionAvail();
+  const float n = float(g.m.size());
+  const float size = std::max(48.0f, std::min((avail.x - 70) / n - 8, avail.y - table_h - 2 * ImGui::GetTextLineHeightWithSpacing()));
+  bool first = true;
+  for (auto& pm : g.m) {
+    if (!first) ImGui::SameLine();
+    first = false;
     ImGui::BeginGroup();
-    ImGui::TextUnformatted(g.m[i].label);
-    g.m[i].map->draw(g.m[i].name, ui, size, true);
+    ImGui::TextUnformatted(pm.label.c_str());
+    if (!pm.error.empty()) {
+      ImGui::PushTextWrapPos(ImGui::GetCursorPosX() + size);
+      ImGui::TextColored(ImVec4(1, 0.4f, 0.4f, 1), "%s", pm.error.c_str());
+      ImGui::PopTextWrapPos();
+    } else if (!pm.model) {
+      ImGui::TextDisabled("loading ...");
+    } else if (pm.analyzing.valid()) {
+      ImGui::TextDisabled("analysing %zu tokens ...", pm.tokens.size());
+    } else if (std::string why = check_sparse_spec(spec_for(pm), int64_t(pm.tokens.size())); !why.empty()) {
+      ImGui::TextColored(ImVec4(1, 0.7f, 0.3f, 1), "%s", why.c_str());
+    }
+    pm.map->draw(pm.source.c_str(), ui, size, true);
     ImGui::EndGroup();
   }
   ImGui::SameLine();
-  g.m[2].map->draw_colorbar(size);
+  g.m.back().map->draw_colorbar(size);
 
-  if (ImGui::BeginTable("paradox", 7, ImGuiTableFlags_Borders | ImGuiTableFlags_SizingStretchSame)) {
-    for (const char* h : {"model", "AttnSparsity", "entropy (nats)", "ppl full", "ppl sparse (trained k)",
-                          "sparse / full", "ppl at this k"})
+  if (ImGui::BeginTable("paradox", 8, ImGuiTableFlags_Borders | ImGuiTableFlags_SizingStretchSame)) {
+    for (const char* h : {"model", "tokens / block / rule", "AttnSparsity", "entropy (nats)", "probe ppl full",
+                          "probe ppl sparse at k", "recorded ppl full", "recorded ppl sparse (trained k)"})
       ImGui::TableSetupColumn(h);
     ImGui::TableHeadersRow();
     for (auto& pm : g.m) {
       ImGui::TableNextRow();
       ImGui::TableNextColumn();
-      ImGui::TextUnformatted(pm.label);
+      ImGui::TextUnformatted(pm.label.c_str());
       ImGui::TableNextColumn();
-      if (pm.analysis) ImGui::Text("%.3f", pm.analysis->mean_sparsity());
+      if (pm.model) {
+        SparseSpec spec = spec_for(pm);
+        ImGui::Text("%zu / %d / %s", pm.tokens.size(), spec.block_size, to_string(spec.rule));
+      }
+      const Analysis* a = pm.analysis.get();
       ImGui::TableNextColumn();
-      if (pm.analysis) ImGui::Text("%.3f", pm.analysis->mean_entropy());
-      double f = recorded(pm.name, "ppl_full"), s = recorded(pm.name, "ppl_sparse"), at_k = recorded_at_k(pm.name, g.top_k);
+      if (a) ImGui::Text("%.3f", a->mean_sparsity());
+      ImGui::TableNextColumn();
+      if (a) ImGui::Text("%.3f", a->mean_entropy());
+      ImGui::TableNextColumn();
+      if (a && !a->nll_full.empty()) ImGui::Text("%.3f", perplexity(a->nll_full));
+      ImGui::TableNextColumn();
+      if (a && !a->nll_sparse.empty()) ImGui::Text("%.3f", perplexity(a->nll_sparse));
+      const double f = recorded(pm, "ppl_full"), s = recorded(pm, "ppl_sparse");
       ImGui::TableNextColumn();
       if (std::isfinite(f)) ImGui::Text("%.3f", f);
       ImGui::TableNextColumn();
-      if (std::isfinite(s)) ImGui::Text("%.3f", s);
-      ImGui::TableNextColumn();
-      if (std::isfinite(f) && std::isfinite(s)) ImGui::Text("%+.2f%%", 100 * (s / f - 1));
-      ImGui::TableNextColumn();
-      if (std::isfinite(at_k)) ImGui::Text("%.3f", at_k);
-      else ImGui::TextDisabled("not in sweep");
+      if (std::isfinite(s)) ImGui::Text("%.3f (%+.2f%%)", s, std::isfinite(f) ? 100 * (s / f - 1) : 0.0);
     }
     ImGui::EndTable();
   }
-  // per-layer AttnSparsity of the live analyses
-  if (g.m[2].analysis && ImGui::BeginTable("layers", 4, ImGuiTableFlags_Borders | ImGuiTableFlags_SizingStretchSame)) {
+  // per-layer AttnSparsity / entropy of the live analyses
+  size_t layers = 0;
+  for (auto& pm : g.m)
+    if (pm.analysis) layers = std::max(layers, pm.analysis->layers.size());
+  if (layers && ImGui::BeginTable("layers", int(g.m.size()) + 1, ImGuiTableFlags_Borders | ImGuiTableFlags_SizingStretchSame)) {
     ImGui::TableSetupColumn("layer: AttnSparsity / entropy (nats)");
-    for (auto& pm : g.m) ImGui::TableSetupColumn(pm.label);
+    for (auto& pm : g.m) ImGui::TableSetupColumn(pm.label.c_str());
     ImGui::TableHeadersRow();
-    for (size_t l = 0; l < g.m[2].analysis->layers.size(); ++l) {
+    for (size_t l = 0; l < layers; ++l) {
       ImGui::TableNextRow();
       ImGui::TableNextColumn();
       ImGui::Text("L%zu", l);
@@ -251,7 +363,7 @@ void DrawParadox(UiState& ui) {
     }
     ImGui::EndTable();
   }
-  ImGui::TextDisabled("ppl columns: recorded by `ssalab paradox` (assets/paradox/report.md)");
+  ImGui::TextDisabled("probe ppl: this text, these tokens, this k; recorded: `ssalab paradox` (assets/paradox/report.md)");
   ImGui::End();
 }
 

@@ -29,6 +29,7 @@ const Placement kLayout[] = {
     {"Compare", 0.615f, 0.70f, 0.385f, 0.30f},
     {"Log", 0.300f, 0.30f, 0.400f, 0.30f},
     {"Paradox", 0.100f, 0.04f, 0.800f, 0.90f},  // floats over the rest; close it to see them
+    {"Open model", 0.200f, 0.08f, 0.600f, 0.60f},
 };
 int g_layout_frame = -1;
 const float kStatusHeight = 26.0f;
@@ -54,7 +55,12 @@ void PlaceNextWindow(const char* name) {
 
 void DrawMenuBar(UiState& ui) {
   if (!ImGui::BeginMainMenuBar()) return;
+  if (ImGui::BeginMenu("File")) {
+    if (ImGui::MenuItem("Open model...")) ui.show_open_model = true;
+    ImGui::EndMenu();
+  }
   if (ImGui::BeginMenu("View")) {
+    ImGui::MenuItem("Open model", nullptr, &ui.show_open_model);
     ImGui::MenuItem("Controls", nullptr, &ui.show_controls);
     ImGui::MenuItem("Text probe", nullptr, &ui.show_probe);
     ImGui::MenuItem("Attention map", nullptr, &ui.show_map);
@@ -155,6 +161,7 @@ void ShutdownViews() {
 }
 
 void JoinViewWorkers() {
+  JoinOpenModelWorkers();
   JoinCompareWorkers();
   JoinParadoxWorkers();
 }

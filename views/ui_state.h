@@ -85,7 +85,7 @@ struct UiState {
   // Panel visibility (View menu).
   bool show_map = true, show_blocks = true, show_layers = true, show_curves = true, show_controls = true,
        show_probe = true, show_compare = true, show_export = true, show_log = false,
-       show_paradox = true;
+       show_paradox = true, show_open_model = false;
 };
 
 // Call once per frame before drawing: takes the snapshot, rolls the hover,

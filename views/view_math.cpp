@@ -5,6 +5,9 @@
 #include <cmath>
 #include <cstdio>
 #include <limits>
+#include <optional>
+
+#include "engine/tokenizer/unicode.h"
 
 namespace ssalab::views {
 
@@ -289,8 +292,46 @@ double percentile(std::vector<double> v, double p) {
 }
 
 // ---------------------------------------------------------------- 7. text
-std::string display_piece(const std::string& piece) {
+namespace {
+
+// Byte-level BPE (GPT-2, Llama 3, Qwen) stores each byte of a token as one
+// printable character: bytes that print as themselves (33-126, 161-172,
+// 174-255) keep their code point, the other 68 take U+0100.. in byte order.
+// Returns the bytes when every character of `piece` is in that alphabet and
+// the bytes are valid UTF-8 text; else nullopt.
+std::optional<std::string> byte_level_text(const std::string& piece) {
+  auto prints_as_itself = [](unsigned b) { return (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || b >= 174; };
+  static const std::array<int, 68> kShifted = [&] {
+    std::array<int, 68> bytes{};
+    int n = 0;
+    for (unsigned b = 0; b < 256; ++b)
+      if (!prints_as_itself(b)) bytes[size_t(n++)] = int(b);
+    return bytes;
+  }();
+  std::string bytes;
+  for (size_t i = 0; i < piece.size();) {
+    const unsigned char c = static_cast<unsigned char>(piece[i]);
+    unsigned cp;
+    if (c < 0x80) {
+      cp = c, i += 1;
+    } else if ((c & 0xE0) == 0xC0 && i + 1 < piece.size()) {
+      cp = ((c & 0x1Fu) << 6) | (static_cast<unsigned char>(piece[i + 1]) & 0x3Fu), i += 2;
+    } else {
+      return std::nullopt;  // three-byte characters and up are outside the alphabet
+    }
+    if (cp < 256 && prints_as_itself(cp)) bytes += char(cp);
+    else if (cp >= 256 && cp < 256 + 68) bytes += char(kShifted[cp - 256]);
+    else return std::nullopt;
+  }
+  if (tokenizer::unicode::find_invalid(bytes) != std::string::npos) return std::nullopt;
+  return bytes;
+}
+
+}  // namespace
+
+std::string display_piece(const std::string& piece_in) {
   static const std::string kMarker = "\xE2\x96\x81";  // U+2581, sentencepiece's word boundary
+  const std::string piece = byte_level_text(piece_in).value_or(piece_in);
   std::string out;
   out.reserve(piece.size());
   if (piece.size() == 6 && piece.compare(0, 3, "<0x") == 0 && piece[5] == '>' &&

@@ -160,9 +160,9 @@ TokenRange cell_tokens(int cell, int cell_size, int64_t T);
 double percentile(std::vector<double> v, double p);
 
 // ---------------------------------------------------------------- 7. text
-// A tokenizer piece as the UI shows it: sentencepiece's U+2581 word marker
-// becomes a space, byte pieces "<0x0A>" become "\n"-style escapes, control
-// characters are escaped.
+// A tokenizer piece as the UI shows it: byte-level BPE pieces ("Ġthe",
+// "Ċ") as their text, sentencepiece's U+2581 word marker as a space, byte
+// pieces "<0x0A>" as "\n"-style escapes, control characters escaped.
 std::string display_piece(const std::string& piece);
 
 }  // namespace ssalab::views

@@ -10,7 +10,8 @@
 //   DrawLayerMetrics   views/layer_metrics.cpp  layer x head heatmap of the analysis statistics
 //   DrawCurves         views/curves.cpp         training curves from Snapshot::history
 //   DrawCompare        views/compare.cpp        a checkpoint beside the live model
-//   DrawParadox        views/paradox.cpp        the three shipped models side by side, one k for all
+//   DrawParadox        views/paradox.cpp        any models side by side (default: the three shipped), one k for all
+//   DrawOpenModel      views/open_model.cpp     path / hub id, the local HF cache, recent models; load progress
 //   DrawExport         views/export.cpp         PNG / CSV / JSON export
 //   DrawStatusBar      views/status_bar.cpp     run state, pinned query, last message
 #pragma once
@@ -29,6 +30,12 @@ void DrawLayerMetrics(UiState& ui);
 void DrawCurves(UiState& ui);
 void DrawCompare(UiState& ui);
 void DrawParadox(UiState& ui);
+void DrawOpenModel(UiState& ui);
+// Asks the session to open `source` (a folder or a cached hub id); the Open
+// model panel follows the load and remembers it among the recent models.
+void OpenModel(UiState& ui, const std::string& source);
+// Paradox: adds a model (folder or hub id) as one more column.
+void ParadoxAdd(UiState& ui, const std::string& source);
 void DrawExport(UiState& ui);
 // Paradox: load the shipped FullAttn/MoBA/SSA models from dir/{full,moba,ssa}
 // (no-op when absent or already loaded).

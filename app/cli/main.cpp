@@ -117,8 +117,10 @@ int main(int argc, char** argv) {
   add_settings(g, gui_settings);
   g->add_option("--method", gui_method, "full | moba | ssa");
   g->add_option("--corpus", gui.session.corpus, "text file or folder (default corpus if omitted)");
-  g->add_option("--checkpoint", gui.session.checkpoint, "open this model instead of a fresh one");
-  g->add_option("--compare", gui.compare_checkpoint, "second model for the Compare view");
+  g->add_option("--model,--checkpoint", gui.session.checkpoint,
+                "open this model instead of a fresh one: an ssalab checkpoint, a model folder or a hub id in the "
+                "local HF cache");
+  g->add_option("--compare", gui.compare_checkpoint, "second model for the Compare view (folder or hub id)");
   g->add_option("--work-dir", gui.session.work_dir, "session files (tokenizer cache, saves)")->capture_default_str();
   g->add_option("--demo", gui.demo_dir, "run the scripted demo, write screenshots and frame times here, exit");
   g->add_option("--demo-tokens", gui.demo_tokens, "probe length for the demo")->capture_default_str();

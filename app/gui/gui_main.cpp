@@ -25,6 +25,7 @@
 #include <thread>
 
 #include "app/gui/demo.h"
+#include "engine/util/files.h"
 #include "engine/util/priority.h"
 #include "views/views.h"
 
@@ -50,16 +51,8 @@ void glfw_error(int code, const char* msg) { std::fprintf(stderr, "ssalab gui: G
 
 // ~/.config/ssalab/imgui.ini (XDG_CONFIG_HOME honoured), else the working dir.
 std::string ini_path() {
-  namespace fs = std::filesystem;
-  const char* xdg = std::getenv("XDG_CONFIG_HOME");
-  const char* home = std::getenv("HOME");
-  fs::path dir;
-  if (xdg && *xdg) dir = fs::path(xdg) / "ssalab";
-  else if (home && *home) dir = fs::path(home) / ".config" / "ssalab";
-  std::error_code ec;
-  if (!dir.empty()) fs::create_directories(dir, ec);
-  if (dir.empty() || ec) return "ssalab_imgui.ini";
-  return (dir / "imgui.ini").string();
+  std::string dir = user_config_dir();
+  return dir.empty() ? "ssalab_imgui.ini" : dir + "/imgui.ini";
 }
 
 void load_fonts(ImGuiIO& io) {
@@ -193,6 +186,7 @@ int run_gui(const GuiOptions& opt_in) {
     views::DrawLayerMetrics(ui);
     views::DrawCompare(ui);
     views::DrawParadox(ui);
+    views::DrawOpenModel(ui);
     views::DrawStatusBar(ui);
 
     ImGui::Render();

@@ -27,11 +27,13 @@ std::string check_sparse_spec(const SparseSpec& spec, int64_t T) {
   if (spec.top_k < 1) return "top-k must be >= 1 (the local block always takes one slot)";
   if (T < 1) return "empty sequence";
   if (spec.block_size > T)
-    return "block size " + std::to_string(spec.block_size) + " does not fit in " + std::to_string(T) + " tokens";
+    return "block size " + std::to_string(spec.block_size) + " does not fit in seq_len (" + std::to_string(T) +
+           " tokens)";
   int64_t nb = (T + spec.block_size - 1) / spec.block_size;
   if (spec.top_k > nb)
     return "top-k " + std::to_string(spec.top_k) + " exceeds the " + std::to_string(nb) + " blocks of " +
-           std::to_string(T) + " tokens at block size " + std::to_string(spec.block_size);
+           std::to_string(T) + " tokens at block size " + std::to_string(spec.block_size) +
+           " (k cannot be larger than the number of blocks)";
   return "";
 }
 

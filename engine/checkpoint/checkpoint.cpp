@@ -352,10 +352,14 @@ LoadedCheckpoint load_checkpoint(const std::string& dir_or_id, const LoadOptions
   for (const SafetensorsHeader& h : p.headers) maps.push_back(std::make_unique<MappedSafetensors>(h));
   const torch::Device device = p.plan.device;
   const torch::ScalarType dtype = p.plan.dtype;
+  uint64_t bytes_done = 0;
   ParamSource source = [&](const std::string& name, const std::vector<int64_t>&) {
+    if (opt.cancel && opt.cancel->load()) throw LoadCancelled("loading " + dir_or_id + " was cancelled");
     const Located& loc = p.tensors.at(name);  // names and shapes were checked by prepare()
     const MappedSafetensors& map = *maps[loc.file];
     const SafetensorsEntry& e = map.header().entries[loc.entry - p.headers[loc.file].entries.data()];
+    bytes_done += e.bytes();
+    if (opt.on_progress && p.plan.file_bytes > 0) opt.on_progress(double(bytes_done) / double(p.plan.file_bytes));
     torch::Tensor t = map.tensor(e);
     if (device.is_cpu() && t.scalar_type() == dtype) return t;  // used from the mapping
     torch::Tensor converted = device.is_cpu() ? cpu_weight(e.shape, dtype).copy_(t) : t.to(device, dtype);

@@ -18,6 +18,7 @@
 // checkpoints of ours (LlamaForCausalLM with g_proj tensors) load as the
 // gated model.
 #pragma once
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -28,6 +29,7 @@
 
 #include "engine/config.h"
 #include "engine/data/corpus.h"
+#include "engine/util/error.h"
 
 namespace ssalab {
 
@@ -75,6 +77,16 @@ struct LoadOptions {
   std::function<void(const LoadPlan&)> on_plan;
   bool check_memory = true;  // refuse when new + mapped bytes exceed what is available
   uint64_t memory_limit = 0;  // bytes to allow; 0: MemAvailable (CPU) or the GPU's free memory
+  // Called as tensors are read, with the fraction of the tensor bytes done
+  // (0..1), from the loading thread.
+  std::function<void(double)> on_progress;
+  // Set from another thread to stop a load between tensors: load_checkpoint
+  // then throws LoadCancelled and nothing of the model is kept.
+  const std::atomic<bool>* cancel = nullptr;
+};
+
+struct LoadCancelled : Error {
+  using Error::Error;
 };
 
 struct LoadedCheckpoint {

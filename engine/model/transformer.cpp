@@ -3,6 +3,7 @@
 #include <cmath>
 #include <sstream>
 
+#include "engine/attention/nsa_branches.h"
 #include "engine/util/error.h"
 
 namespace ssalab {
@@ -115,10 +116,10 @@ int64_t model_tensor_count(const ModelConfig& c) {
 }
 
 std::string model_support_problem(const ModelConfig& c) {
-  if (c.arch == Arch::LlamaNSA && c.window_size > 0)
+  if (c.arch == Arch::LlamaNSA && c.window_size > 0 && !c.gate)
     return "this is an NSA model (window_size " + std::to_string(c.window_size) +
-           "): its compression and sliding-window branches are not implemented in ssalab yet; the SSA, MoBA "
-           "and FullAttn checkpoints (window_size 0) load";
+           "), whose compression and sliding-window branches are weighted by g_proj's g_cmp and g_swa rows, "
+           "but the config has no g_proj gate";
   if (c.gate && c.arch != Arch::LlamaNSA && c.arch != Arch::Llama)
     return std::string("the g_proj gate is a llama-nsa feature, not ") + architecture_name(c.arch) + "'s";
   return "";
@@ -166,6 +167,10 @@ AttentionImpl::AttentionImpl(const ModelConfig& c, const std::string& p, const P
     q_norm = register_module("q_norm", RMSNorm(c.head_dim, c.norm_eps, p + "q_norm", src));
     k_norm = register_module("k_norm", RMSNorm(c.head_dim, c.norm_eps, p + "k_norm", src));
   }
+  if (c.arch == Arch::LlamaNSA && c.window_size > 0) {  // model_support_problem made sure of the gate
+    nsa_block_size = c.block_size;
+    nsa_window = c.window_size;
+  }
 }
 
 Tensor AttentionImpl::forward(const Tensor& x, const Tensor& cos, const Tensor& sin, const ForwardOptions& opt,
@@ -182,8 +187,12 @@ Tensor AttentionImpl::forward(const Tensor& x, const Tensor& cos, const Tensor& 
   // bring q and k back to v's dtype so all three reach the kernels alike
   q = apply_rope(q.transpose(1, 2), cos, sin).to(v.scalar_type());
   k = apply_rope(k.transpose(1, 2), cos, sin).to(v.scalar_type());
-  Tensor gate;  // g_slc: the second of the three per-head gates (g_cmp, g_slc, g_swa)
-  if (g_proj) gate = torch::sigmoid(g_proj(x).view({B, T, num_heads, 3})).select(-1, 1).unsqueeze(-1);  // (B,T,H,1)
+  // the three per-head gates (g_cmp, g_slc, g_swa), (B,T,H,3); g_slc gates the selection stream
+  Tensor gates, gate;
+  if (g_proj) {
+    gates = torch::sigmoid(g_proj(x).view({B, T, num_heads, 3}));
+    gate = gates.select(-1, 1).unsqueeze(-1);  // (B,T,H,1)
+  }
   if (opt.capture) {
     out.q.push_back(q.detach());
     out.k.push_back(k.detach());
@@ -205,6 +214,15 @@ Tensor AttentionImpl::forward(const Tensor& x, const Tensor& cos, const Tensor& 
     h = gated(backend.sparse(q, k, v, backend.select(q, k, opt.spec)));
   } else {
     h = gated(backend.full(q, k, v));
+  }
+  if (nsa_window > 0) {
+    // NSA: g_slc * selection (above; full causal attention under full inference)
+    //      + g_cmp * compression + g_swa * sliding window, in fla's order of addition.
+    // The SSA alignment losses (dual) stay on the selection streams.
+    Tensor o_cmp = compressed_attention(q, k, v, nsa_block_size).transpose(1, 2);  // (B,T,H,D)
+    Tensor o_swa = window_attention(q, k, v, nsa_window).transpose(1, 2);
+    h = h + o_cmp * gates.select(-1, 0).unsqueeze(-1);
+    h = h + o_swa * gates.select(-1, 2).unsqueeze(-1);
   }
   return o_proj(h.reshape({B, T, num_heads * head_dim}));
 }

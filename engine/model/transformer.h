@@ -5,6 +5,9 @@
 // (hidden -> heads*3; only g_slc, row 3h+1, is used; docs/method.md "Model"),
 // applied to both the full and the sparse per-head outputs, and a tied or
 // separate lm_head. Adding a family is a table row and, at most, a flag.
+// NSA models (llama-nsa with window_size > 0) also add g_cmp x compressed
+// attention and g_swa x sliding-window attention (engine/attention/
+// nsa_branches.h; docs/method.md "The NSA baseline").
 //
 // Module names follow HF once prefixed with "model." (lm_head stays
 // "lm_head"; see hf_tensors()), so checkpoints load in HF-style tooling.
@@ -106,6 +109,10 @@ class AttentionImpl : public torch::nn::Module {
   Linear g_proj{nullptr};              // gate only
   RMSNorm q_norm{nullptr}, k_norm{nullptr};  // qk_norm only
   int num_heads, num_kv_heads, head_dim;
+  // NSA baseline (llama-nsa, window_size > 0): the compression branch's block
+  // size (the model's own block_size, whatever the selection spec of a call)
+  // and the sliding window in tokens; nsa_window 0 = not an NSA model.
+  int nsa_block_size = 0, nsa_window = 0;
 };
 TORCH_MODULE(Attention);
 

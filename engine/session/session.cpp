@@ -5,6 +5,7 @@
 
 #include "engine/checkpoint/checkpoint.h"
 #include "engine/model/transformer.h"
+#include "engine/tokenizer/tokenizer.h"
 #include "engine/train/run.h"
 #include "engine/train/loop.h"
 #include "engine/train/trainer.h"
@@ -24,16 +25,16 @@ const char* to_string(RunState s) {
   }
 }
 
-std::string spec_problem(const ModelConfig& model, const TrainConfig& train, const SparseSpec& spec,
+std::string spec_problem(const ModelConfig& model, const TrainConfig* train, const SparseSpec& spec,
                          int64_t probe_tokens) {
   std::string why = attention_problem(probe_tokens, probe_tokens, model.num_heads, model.num_kv_heads, model.head_dim,
                                       spec);
-  if (!why.empty()) return why;
+  if (!why.empty() || !train) return why;
   ModelConfig m = model;
   m.block_size = spec.block_size;
   m.block_counts = spec.top_k;
   try {
-    validate(train, m);
+    validate(*train, m);
   } catch (const std::exception& e) {
     return e.what();
   }
@@ -50,6 +51,7 @@ struct Session::Impl {
   uint64_t queued = 0, applied = 0;
   bool quit = false;
   std::atomic<bool> cancel{false};  // stops a running analysis when the session closes
+  std::atomic<bool> cancel_loading{false};  // stops a model load (cancel_load())
   uint64_t idle_at = 0;  // `applied` the last time the worker had nothing pending
   std::shared_ptr<const Snapshot> snap = std::make_shared<Snapshot>();
 
@@ -58,12 +60,18 @@ struct Session::Impl {
   std::shared_ptr<Transformer> model;
   std::unique_ptr<Trainer> trainer;
   std::unique_ptr<TrainingLoop> training;  // no metrics file, no periodic checkpoints: the app saves on request
+  // null while a model is open for inspection only
+  std::shared_ptr<const tokenizer::Tokenizer> text;  // encodes the probe, names its tokens
+  std::string source, summary;  // the open model: as the user named it, the load plan's line
+  std::string loading;          // the model being loaded, "" when none
+  double load_progress = -1;
   RunState state = RunState::Idle;
   std::string status = "starting", error, spec_problem;
   SparseSpec spec;
   AttnMode inference = AttnMode::Full;
   std::vector<int> probe;
-  std::string probe_text;
+  std::string probe_text;     // as set ("" = the default probe)
+  std::string probe_as_text;  // the probe decoded
   bool analysis_dirty = true;
   int64_t analyzed_step = -1;
   std::shared_ptr<const Analysis> analysis;
@@ -88,6 +96,13 @@ struct Session::Impl {
     s->step = trainer ? trainer->current_step() : 0;
     s->model = model ? model->config() : opts.model;
     s->train = trainer ? trainer->train_config() : opts.train;
+    s->trainable = trainer != nullptr;
+    s->model_source = source;
+    s->model_summary = summary;
+    s->tokenizer_info = text ? text->describe() : "";
+    s->load_progress = load_progress;
+    s->loading = loading;
+    s->probe_text = probe_as_text;
     s->total_steps = s->train.steps;
     s->spec = spec;
     s->inference = inference;
@@ -96,9 +111,15 @@ struct Session::Impl {
     s->spec_problem = spec_problem;
     s->attention_fallback = last_fallback();
     if (analysis)
-      for (int t : analysis->tokens) s->probe_pieces.push_back(data.tokenizer.piece(t));
+      for (int t : analysis->tokens) s->probe_pieces.push_back(text ? text->id_to_token(t) : std::string());
     std::lock_guard<std::mutex> lock(mu);
     snap = std::move(s);
+  }
+
+  Trainer& need_trainer() {
+    if (trainer) return *trainer;
+    if (model) throw Error(source + " is open for inspection: training and saving run on ssalab's own models");
+    throw Error("nothing to train: the session failed to initialise");
   }
 
   void make_trainer() {
@@ -109,21 +130,89 @@ struct Session::Impl {
   }
 
   void init() {
+    if (!opts.checkpoint.empty()) {
+      probe_text = opts.probe_text;
+      open(opts.checkpoint);
+      return;
+    }
     status = "preparing data (tokenizer, token cache)";
     publish();
-    if (!opts.checkpoint.empty()) {
-      LoadedCheckpoint ck = load_checkpoint(opts.checkpoint);
-      opts.model = ck.config;
-      data = prepare_data(opts.corpus, ck.config.vocab_size, opts.work_dir + "/cache", tokenizer_file(ck.tokenizer));
-      model = ck.model;
-    } else {
-      data = prepare_data(opts.corpus, opts.model.vocab_size, opts.work_dir + "/cache");
-      model = std::make_shared<Transformer>(opts.model);
-      model->init_weights(opts.train.seed);
-    }
+    data = prepare_data(opts.corpus, opts.model.vocab_size, opts.work_dir + "/cache");
+    model = std::make_shared<Transformer>(opts.model);
+    model->init_weights(opts.train.seed);
     make_trainer();
+    text = tokenizer::wrap_sentencepiece(data.tokenizer, "the session's sentencepiece model");
     set_probe_from_text(opts.probe_text);
-    status = opts.checkpoint.empty() ? "ready: press start to train" : "loaded " + opts.checkpoint;
+    status = "ready: press start to train";
+  }
+
+  // Loads `src` and makes it the session's model. Everything that can fail
+  // (the load, the tokenizer, the probe) runs before the current model is
+  // replaced, so a failed or cancelled load leaves the session as it was.
+  void open(const std::string& src) {
+    loading = src;
+    load_progress = 0;
+    status = "loading " + src;
+    publish();
+    struct Finished {
+      Impl* s;
+      ~Finished() { s->loading.clear(), s->load_progress = -1; }
+    } finished{this};
+    LoadOptions lo;
+    lo.cancel = &cancel_loading;
+    lo.on_plan = [this](const LoadPlan& p) {
+      status = "loading " + p.summary();
+      publish();
+    };
+    double shown = 0;
+    lo.on_progress = [this, &shown](double f) {
+      load_progress = f;
+      if (f - shown >= 0.02) shown = f, publish();
+    };
+    LoadedCheckpoint ck = load_checkpoint(src, lo);
+    // Ours: a sentencepiece model and no tokenizer.json; such a model trains here.
+    const bool ours = ck.tokenizer_json.empty() && ck.tokenizer.vocab_size() > 0;
+    std::shared_ptr<const tokenizer::Tokenizer> tok;
+    PreparedData new_data;
+    if (ours) {
+      if (!data.tokens || ck.tokenizer.serialized() != data.tokenizer.serialized()) {
+        status = "preparing data (token cache) for " + src;
+        publish();
+        new_data = prepare_data(opts.corpus, ck.config.vocab_size, opts.work_dir + "/cache", tokenizer_file(ck.tokenizer));
+      }
+      tok = tokenizer::wrap_sentencepiece(ck.tokenizer, "sentencepiece model of " + src);
+    } else {
+      try {
+        tok = tokenizer::load_tokenizer(ck.dir);
+      } catch (const tokenizer::TokenizerError& e) {
+        throw Error(src + ": the app shows text, so it needs the model's tokenizer (" + e.what() + ")");
+      }
+    }
+    std::vector<int> new_probe = probe_for(probe_text, *tok, ck.config, ours ? &new_data : nullptr);
+
+    if (ours) {
+      if (new_data.tokens) data = std::move(new_data);
+      model = ck.model;
+      opts.model = ck.config;
+      if (ck.state) opts.train = ck.state->train;
+      make_trainer();
+      // a training checkpoint resumes; a shipped model (weights and config, no optimizer) starts training anew
+      if (ck.state && file_exists(ck.dir + "/optimizer.pt")) trainer->resume(ck.dir);
+    } else {
+      training.reset();
+      trainer.reset();
+      model = ck.model;
+      opts.model = ck.config;
+      spec = model_sparse_spec(ck.config);
+      spec_problem.clear();
+    }
+    text = std::move(tok);
+    source = src;
+    summary = ck.plan.summary();
+    state = RunState::Idle;
+    error.clear();
+    set_probe(std::move(new_probe));
+    status = "loaded " + src + (ours ? "" : ": open for inspection (training runs on ssalab's own models)");
   }
 
   std::string tokenizer_file(const Tokenizer& tok) {
@@ -133,22 +222,53 @@ struct Session::Impl {
     return path;
   }
 
-  void set_probe_from_text(const std::string& text) {
-    probe_text = text;
-    if (!text.empty()) {
-      probe = data.tokenizer.encode(text);
-      if (probe.empty()) throw Error("probe text has no tokens");
+  // The probe for `text` ("" = the default) in `tok`'s ids, checked against
+  // the model's vocabulary. The default is the start of the validation split
+  // for a model of ours (`own_data`: the data it trains on, or null to use
+  // the session's), else the start of the corpus's last document.
+  std::vector<int> probe_for(const std::string& text_in, const tokenizer::Tokenizer& tok, const ModelConfig& mc,
+                             const PreparedData* own_data) const {
+    std::vector<int> ids;
+    const bool ours = own_data != nullptr;
+    if (!text_in.empty()) {
+      for (int32_t id : tok.encode(text_in, /*add_special_tokens=*/!ours)) ids.push_back(id);
+      if (ids.empty()) throw Error("probe text has no tokens");
+    } else if (ours) {
+      const PreparedData& d = own_data->tokens ? *own_data : data;
+      const auto& val = d.tokens->val;
+      ids.assign(val.begin(), val.begin() + std::min<size_t>(val.size(), size_t(opts.probe_tokens)));
     } else {
-      const auto& val = data.tokens->val;
-      probe.assign(val.begin(), val.begin() + std::min<size_t>(val.size(), size_t(opts.probe_tokens)));
+      std::vector<Document> docs = read_corpus(opts.corpus.empty() ? default_corpus_path() : opts.corpus);
+      const std::string& doc = docs.back().text;
+      size_t n = std::min(doc.size(), size_t(opts.probe_tokens) * 8);
+      while (n < doc.size() && (static_cast<unsigned char>(doc[n]) & 0xC0) == 0x80) --n;  // whole characters
+      for (int32_t id : tok.encode(std::string_view(doc).substr(0, n))) ids.push_back(id);
+      if (ids.size() > size_t(opts.probe_tokens)) ids.resize(size_t(opts.probe_tokens));
     }
-    if (probe.size() > 32768) probe.resize(32768);
+    if (ids.size() > 32768) ids.resize(32768);
+    for (int id : ids)
+      if (id < 0 || id >= mc.vocab_size)
+        throw Error("the probe's token id " + std::to_string(id) + " is outside the model's vocabulary (" +
+                    std::to_string(mc.vocab_size) + ")");
+    return ids;
+  }
+
+  void set_probe(std::vector<int> ids) {
+    probe = std::move(ids);
+    probe_as_text = text ? text->decode(std::vector<int32_t>(probe.begin(), probe.end())) : "";
     analysis_dirty = true;
+  }
+
+  void set_probe_from_text(const std::string& t) {
+    std::vector<int> ids = probe_for(t, *text, model->config(), trainer ? &data : nullptr);
+    probe_text = t;
+    set_probe(std::move(ids));
   }
 
   void set_spec(SparseSpec s) {
     const ModelConfig& mc = model ? model->config() : opts.model;
-    std::string problem = ssalab::spec_problem(mc, trainer ? trainer->train_config() : opts.train, s, int64_t(probe.size()));
+    std::string problem =
+        ssalab::spec_problem(mc, trainer ? &trainer->train_config() : nullptr, s, int64_t(probe.size()));
     if (problem.empty() && trainer) {
       try {
         trainer->set_spec(s);
@@ -252,7 +372,7 @@ Session::~Session() {
 void Session::start() {
   Impl* s = impl_.get();
   s->post([s] {
-    if (!s->trainer) throw Error("nothing to train: the session failed to initialise");
+    s->need_trainer();
     if (s->trainer->current_step() >= s->trainer->train_config().steps)
       throw Error("training already reached its " + std::to_string(s->trainer->train_config().steps) + " steps");
     s->state = RunState::Running;
@@ -283,27 +403,27 @@ void Session::stop() {
 }
 void Session::set_method(Method m) {
   Impl* s = impl_.get();
-  s->post([s, m] { s->trainer->mutable_train_config().method = m; });
+  s->post([s, m] { s->need_trainer().mutable_train_config().method = m; });
 }
 void Session::set_p_full(double p) {
   Impl* s = impl_.get();
   s->post([s, p] {
     if (!(p >= 0 && p <= 1)) throw Error("p must be in [0, 1]");
-    s->trainer->mutable_train_config().p_full = p;
+    s->need_trainer().mutable_train_config().p_full = p;
   });
 }
 void Session::set_alpha(double a) {
   Impl* s = impl_.get();
   s->post([s, a] {
     if (!(a >= 0 && std::isfinite(a))) throw Error("alpha must be finite and >= 0");
-    s->trainer->mutable_train_config().alpha = a;
+    s->need_trainer().mutable_train_config().alpha = a;
   });
 }
 void Session::set_lr(double lr) {
   Impl* s = impl_.get();
   s->post([s, lr] {
     if (!(lr > 0 && std::isfinite(lr))) throw Error("lr must be positive");
-    s->trainer->mutable_train_config().lr = lr;
+    s->need_trainer().mutable_train_config().lr = lr;
   });
 }
 void Session::set_top_k(int k) {
@@ -333,34 +453,25 @@ void Session::set_probe_tokens(const std::vector<int>& tokens) {
   Impl* s = impl_.get();
   s->post([s, tokens] {
     if (tokens.empty()) throw Error("probe has no tokens");
-    s->probe = tokens;
-    s->analysis_dirty = true;
+    for (int id : tokens)
+      if (!s->model || id < 0 || id >= s->model->config().vocab_size)
+        throw Error("probe token id " + std::to_string(id) + " is outside the model's vocabulary");
+    s->set_probe(tokens);
   });
 }
 void Session::save(const std::string& dir) {
   Impl* s = impl_.get();
   s->post([s, dir] {
-    s->trainer->save(dir, s->data.tokenizer, {{"corpus", s->data.corpus}});
+    s->need_trainer().save(dir, s->data.tokenizer, {{"corpus", s->data.corpus}});
     s->status = "saved " + dir;
   });
 }
-void Session::load(const std::string& dir) {
+void Session::load(const std::string& dir_or_id) {
   Impl* s = impl_.get();
-  s->post([s, dir] {
-    LoadedCheckpoint ck = load_checkpoint(dir);  // throws before anything changes
-    if (ck.tokenizer.serialized() != s->data.tokenizer.serialized())
-      s->data = prepare_data(s->opts.corpus, ck.config.vocab_size, s->opts.work_dir + "/cache",
-                             s->tokenizer_file(ck.tokenizer));
-    s->model = ck.model;
-    s->opts.model = ck.config;
-    if (ck.state) s->opts.train = ck.state->train;
-    s->make_trainer();
-    if (ck.state) s->trainer->resume(dir);
-    s->state = RunState::Idle;
-    s->set_probe_from_text(s->probe_text);
-    s->status = "loaded " + dir;
-  });
+  s->cancel_loading = false;  // a cancel meant for an earlier load does not stop this one
+  s->post([s, dir_or_id] { s->open(dir_or_id); });
 }
+void Session::cancel_load() { impl_->cancel_loading = true; }
 void Session::request_analysis() {
   Impl* s = impl_.get();
   s->post([s] { s->analysis_dirty = true; });

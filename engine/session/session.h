@@ -43,6 +43,15 @@ struct Snapshot {
   std::vector<std::string> probe_pieces;     // token strings of the probe
   std::string spec_problem;   // why the current spec cannot run (empty = fine)
   std::string attention_fallback;  // why CUDA attention ran on the reference path (empty = it did not)
+  // The model open now: where it came from ("" for a fresh model), the load
+  // plan's one-line summary, its tokenizer, and whether it can be trained
+  // here (a fresh model or an ssalab checkpoint; any other model is open for
+  // inspection only: analysis, k and block size, no training).
+  std::string model_source, model_summary, tokenizer_info;
+  bool trainable = true;
+  double load_progress = -1;  // 0..1 while a model loads, else -1
+  std::string loading;        // what is loading ("" when nothing is)
+  std::string probe_text;     // the probe as text (other models re-encode it)
 };
 
 struct SessionOptions {
@@ -50,7 +59,7 @@ struct SessionOptions {
   TrainConfig train;
   std::string corpus;          // empty: default corpus
   std::string work_dir = "runs/session";  // tokenizer, token cache, checkpoints
-  std::string checkpoint;      // load this instead of starting fresh (optional)
+  std::string checkpoint;      // open this model (folder or cached hub id) instead of a fresh one (optional)
   std::string probe_text;      // empty: a validation sample
   int probe_tokens = 256;      // length of the default probe
   int analyze_every = 10;      // steps between automatic analyses
@@ -63,8 +72,13 @@ struct SessionOptions {
 // tokens, the attention backends' answer (attention_problem), then for
 // training with `train`, the training config's validation. The session, the
 // Controls and the scripted demo all ask this one function.
-std::string spec_problem(const ModelConfig& model, const TrainConfig& train, const SparseSpec& spec,
+// `train` null: a model open for inspection, only the attention's answer.
+std::string spec_problem(const ModelConfig& model, const TrainConfig* train, const SparseSpec& spec,
                          int64_t probe_tokens);
+inline std::string spec_problem(const ModelConfig& model, const TrainConfig& train, const SparseSpec& spec,
+                                int64_t probe_tokens) {
+  return spec_problem(model, &train, spec, probe_tokens);
+}
 
 class Session {
  public:
@@ -89,7 +103,13 @@ class Session {
   void set_probe_text(const std::string& text);
   void set_probe_tokens(const std::vector<int>& tokens);
   void save(const std::string& dir);
-  void load(const std::string& dir);
+  // Opens a model in place of the current one: an ssalab checkpoint (training
+  // resumes from it), or any model folder / cached hub id load_checkpoint
+  // reads (inspection only). Progress shows in Snapshot::load_progress; on
+  // failure or cancel the current model stays.
+  void load(const std::string& dir_or_id);
+  // Stops a load in progress (between tensors); takes effect at once.
+  void cancel_load();
   void request_analysis();
 
   std::shared_ptr<const Snapshot> snapshot() const;

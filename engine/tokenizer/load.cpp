@@ -89,4 +89,8 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& folder_or_file) {
   }
 }
 
+std::unique_ptr<Tokenizer> wrap_sentencepiece(const ::ssalab::Tokenizer& sp, const std::string& name) {
+  return std::make_unique<SentencePieceTokenizer>(::ssalab::Tokenizer::from_bytes(sp.serialized()), name);
+}
+
 }  // namespace ssalab::tokenizer

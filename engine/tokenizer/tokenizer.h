@@ -19,6 +19,10 @@
 
 #include "engine/util/error.h"
 
+namespace ssalab {
+class Tokenizer;  // engine/data/corpus.h: the sentencepiece wrapper
+}  // namespace ssalab
+
 namespace ssalab::tokenizer {
 
 // Everything a user can get wrong: unreadable or malformed files, stages we
@@ -74,5 +78,8 @@ class Tokenizer {
 // (hf_tokenizer.h says where they differ). Throws TokenizerError when there
 // is neither file. Defined in load.cpp (engine library).
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& folder_or_file);
+// The engine's sentencepiece tokenizer (a training session's) behind the same
+// interface; `name` is what describe() shows. Defined in load.cpp.
+std::unique_ptr<Tokenizer> wrap_sentencepiece(const ::ssalab::Tokenizer& sp, const std::string& name);
 
 }  // namespace ssalab::tokenizer

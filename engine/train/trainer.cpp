@@ -8,11 +8,33 @@
 #include <ATen/autocast_mode.h>
 #include <torch/version.h>
 
+#include "engine/attention/attention.h"
 #include "engine/checkpoint/checkpoint.h"
 #include "engine/util/error.h"
 #include "engine/util/hash.h"
 
 namespace ssalab {
+
+void validate(const TrainConfig& t, const ModelConfig& m) {
+  auto need = [](bool ok, const std::string& msg) {
+    if (!ok) throw Error("invalid training config: " + msg);
+  };
+  need(t.p_full >= 0 && t.p_full <= 1, "p_full must be in [0, 1]");
+  need(t.alpha >= 0 && std::isfinite(t.alpha), "alpha must be finite and >= 0");
+  need(t.batch_size >= 1 && t.grad_accum >= 1, "batch_size and grad_accum must be >= 1");
+  need(t.seq_len >= 2, "seq_len must be >= 2");
+  need(t.steps >= 1, "steps must be >= 1");
+  need(t.lr > 0 && std::isfinite(t.lr), "lr must be positive");
+  need(t.warmup_frac >= 0 && t.warmup_frac < 1, "warmup_frac must be in [0, 1)");
+  need(t.grad_clip >= 0, "grad_clip must be >= 0 (0 disables clipping)");
+  need(t.device == "auto" || t.device == "cpu" || t.device == "cuda", "device must be auto, cpu or cuda");
+  if (t.method != Method::Full) {
+    std::string why = attention_problem(t.seq_len, t.seq_len, m.num_heads, m.num_kv_heads, m.head_dim,
+                                        model_sparse_spec(m));
+    need(why.empty(), "block_size " + std::to_string(m.block_size) + ", block_counts " +
+                          std::to_string(m.block_counts) + ": " + why);
+  }
+}
 
 using torch::Tensor;
 

@@ -21,6 +21,11 @@
 
 namespace ssalab {
 
+// Throws Error (naming the key) when `t` cannot train `m`. Whether the
+// sparse settings can run at seq_len is the attention backends' answer
+// (attention_problem); this adds the training-only rules.
+void validate(const TrainConfig& t, const ModelConfig& m);
+
 // What one optimizer step reports (one line of metrics.jsonl).
 struct MetricPoint {
   int64_t step = 0;

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -112,6 +113,21 @@ void make_dirs(const std::string& path) {
   std::error_code ec;
   fs::create_directories(path, ec);
   if (ec) throw Error("cannot create directory " + path + ": " + ec.message());
+}
+
+std::string user_config_dir() {
+  const char* xdg = std::getenv("XDG_CONFIG_HOME");
+  const char* home = std::getenv("HOME");
+  std::string dir;
+  if (xdg && *xdg) dir = std::string(xdg) + "/ssalab";
+  else if (home && *home) dir = std::string(home) + "/.config/ssalab";
+  if (dir.empty()) return "";
+  try {
+    make_dirs(dir);
+  } catch (const Error&) {
+    return "";
+  }
+  return dir;
 }
 
 }  // namespace ssalab

@@ -23,4 +23,8 @@ bool file_exists(const std::string& path);
 bool remove_tree(const std::string& path);
 void make_dirs(const std::string& path);
 
+// The app's settings folder, created when missing: $XDG_CONFIG_HOME/ssalab,
+// else ~/.config/ssalab; "" when there is no home or it cannot be created.
+std::string user_config_dir();
+
 }  // namespace ssalab

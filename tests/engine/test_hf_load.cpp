@@ -259,10 +259,20 @@ TEST_CASE("unsupported architectures, rope types, activations and quantized mode
     CHECK(contains(msg, "quantized"));
     CHECK(contains(msg, method));
   }
+}
 
-  dir = copy_fixture(d, "llama_nsa", "nsa");
-  edit_config(dir, [](json& j) { j["window_size"] = 128; });
-  CHECK(contains(error_of([&] { load_checkpoint(dir); }), "NSA model (window_size 128)"));
+TEST_CASE("an NSA checkpoint (window_size > 0) loads and runs its compression and window branches", "[hf][nsa]") {
+  // Once refused ("compression and sliding-window branches are not implemented").
+  TempDir d;
+  std::string dir = copy_fixture(d, "llama_nsa", "nsa");
+  edit_config(dir, [](json& j) { j["window_size"] = 4; });
+  LoadedCheckpoint nsa = load_checkpoint(dir);
+  CHECK(nsa.config.window_size == 4);
+  LoadedCheckpoint plain = load_checkpoint(fixture("llama_nsa"));  // the same weights, window_size 0
+  std::vector<int64_t> ids = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20};
+  torch::Tensor a = logits_of(*nsa.model, ids), b = logits_of(*plain.model, ids);
+  CHECK(torch::isfinite(a).all().item<bool>());
+  CHECK(!torch::allclose(a, b));  // g_cmp and g_swa now weigh two more branches
 }
 
 TEST_CASE("unsupported weight dtypes are named", "[hf][bad-input]") {

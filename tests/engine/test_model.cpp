@@ -4,6 +4,7 @@
 
 #include "engine/attention/attention.h"
 #include "engine/model/transformer.h"
+#include "engine/train/trainer.h"
 #include "engine/util/error.h"
 #include <nlohmann/json.hpp>
 #include "test_helpers.h"

@@ -310,4 +310,9 @@ TEST_CASE("display_piece", "[views][text]") {
   CHECK(display_piece("a\tb") == "a\\tb");
   CHECK(display_piece(std::string("x\x01", 2)) == "x\\x01");
   CHECK(display_piece("caf\xC3\xA9") == "caf\xC3\xA9");  // UTF-8 passes through
+  // byte-level BPE pieces (GPT-2 / Llama 3 / Qwen vocabularies) show as text
+  CHECK(display_piece("\xC4\xA0the") == " the");         // "Ġthe"
+  CHECK(display_piece("\xC4\x8A") == "\\n");             // "Ċ" = byte 0x0A
+  CHECK(display_piece("\xC3\xA6\xC4\xB9\xC2\xA5") == "\xE6\x97\xA5");  // "æĹ¥": the bytes of U+65E5
+  CHECK(display_piece("\xC3\xA6\xC4\xB9") == "\xC3\xA6\xC4\xB9");      // half a character: shown as stored
 }

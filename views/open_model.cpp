@@ -1,0 +1,247 @@
+// Open model: a path or hub id field, the models in the local Hugging Face
+// cache (name, architecture, parameters, size on disk) and the recently
+// opened ones. Opening hands the source to the Session, which loads it on its
+// worker (progress bar, Cancel); a cached or recent model can also go to
+// Compare or join the Paradox panel. The cache listing reads config.json and
+// the safetensors headers only, on the background workers.
+#include <imgui.h>
+#include <imgui_stdlib.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <future>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/checkpoint/checkpoint.h"
+#include "engine/hub/hub.h"
+#include "engine/util/background.h"
+#include "engine/util/files.h"
+#include "views/panels_internal.h"
+#include "views/views.h"
+
+namespace ssalab::views {
+
+namespace {
+
+constexpr size_t kMaxRecent = 12;
+
+struct CacheRow {
+  CachedModel model;
+  int64_t parameters = 0;  // 0: unknown
+  std::string problem;     // why ssalab cannot open it ("" = it can)
+};
+
+struct OpenModelState {
+  std::string source;   // the text field
+  std::string pending;  // asked of the session, waiting for its answer
+  bool pending_seen = false;  // the session has started loading it
+  std::string error;    // the last open that failed
+  std::vector<std::string> recent;
+  bool recent_read = false;
+  std::future<std::vector<CacheRow>> listing;
+  std::vector<CacheRow> cached;
+  bool listed = false;
+};
+OpenModelState g;
+
+std::string recent_path() {
+  std::string dir = user_config_dir();
+  return dir.empty() ? "" : dir + "/recent_models.json";
+}
+
+void read_recent() {
+  g.recent_read = true;
+  const std::string path = recent_path();
+  if (path.empty() || !file_exists(path)) return;
+  try {
+    for (const auto& s : nlohmann::json::parse(read_file(path))) g.recent.push_back(s.get<std::string>());
+  } catch (const std::exception&) {
+    g.recent.clear();  // an unreadable list is only a convenience lost
+  }
+}
+
+void remember(UiState& ui, const std::string& source) {
+  g.recent.erase(std::remove(g.recent.begin(), g.recent.end(), source), g.recent.end());
+  g.recent.insert(g.recent.begin(), source);
+  if (g.recent.size() > kMaxRecent) g.recent.resize(kMaxRecent);
+  const std::string path = recent_path();
+  if (path.empty()) return;
+  try {
+    write_file_atomic(path, nlohmann::json(g.recent).dump(1) + "\n");
+  } catch (const std::exception& e) {
+    ui.error(std::string("cannot save the recent models list: ") + e.what());
+  }
+}
+
+std::vector<CacheRow> list_cache() {
+  std::vector<CacheRow> rows;
+  for (CachedModel& m : list_cached_models()) {
+    CacheRow r;
+    r.model = std::move(m);
+    try {
+      r.parameters = plan_checkpoint(r.model.dir).parameters;
+    } catch (const std::exception& e) {
+      r.problem = e.what();
+    }
+    rows.push_back(std::move(r));
+  }
+  return rows;
+}
+
+std::string size_text(uint64_t bytes) {
+  char buf[32];
+  if (bytes >= (1ull << 30)) std::snprintf(buf, sizeof buf, "%.2f GiB", double(bytes) / double(1ull << 30));
+  else std::snprintf(buf, sizeof buf, "%.1f MiB", double(bytes) / double(1ull << 20));
+  return buf;
+}
+
+// The buttons of one row: open here, in Compare, in the Paradox panel.
+void row_actions(UiState& ui, const std::string& source, bool can_open) {
+  ImGui::PushID(source.c_str());
+  ImGui::BeginDisabled(!can_open || !ui.session);
+  if (ImGui::SmallButton("open")) OpenModel(ui, source);
+  ImGui::SameLine();
+  if (ImGui::SmallButton("compare")) {
+    CompareLoad(ui, source);
+    ui.show_compare = true;
+  }
+  ImGui::SameLine();
+  if (ImGui::SmallButton("paradox")) {
+    ParadoxAdd(ui, source);
+    ui.show_paradox = true;
+  }
+  ImGui::EndDisabled();
+  ImGui::PopID();
+}
+
+}  // namespace
+
+std::shared_ptr<OpenedModel> open_with_tokenizer(const std::string& source) {
+  auto om = std::make_shared<OpenedModel>();
+  om->ck = load_checkpoint(source);
+  try {
+    om->tok = tokenizer::load_tokenizer(om->ck.dir);
+  } catch (const tokenizer::TokenizerError& e) {
+    throw Error(source + ": the probe is text, so the model's tokenizer is needed (" + e.what() + ")");
+  }
+  return om;
+}
+
+void OpenModel(UiState& ui, const std::string& source) {
+  if (!ui.session || source.empty()) return;
+  g.pending = source;
+  g.pending_seen = false;
+  g.error.clear();
+  ui.session->load(source);
+  ui.info("opening " + source);
+}
+
+void JoinOpenModelWorkers() {
+  if (g.listing.valid()) g.listing.wait();
+  g = OpenModelState{};
+}
+
+void DrawOpenModel(UiState& ui) {
+  if (!g.recent_read) read_recent();
+  if (is_ready(g.listing)) {
+    try {
+      g.cached = g.listing.get();
+    } catch (const std::exception& e) {
+      ui.error(std::string("cannot list the HF cache: ") + e.what());
+    }
+  }
+  const Snapshot* snap = ui.snap.get();
+  // The session answers a pending open by a new model source or an error.
+  if (!g.pending.empty() && snap && snap->loading == g.pending) g.pending_seen = true;
+  if (!g.pending.empty() && g.pending_seen && snap && snap->loading.empty()) {
+    if (snap->model_source == g.pending) {
+      remember(ui, g.pending);
+      g.pending.clear();
+    } else {
+      g.error = snap->error.empty() ? "the model did not open" : snap->error;
+      g.pending.clear();
+    }
+  }
+  if (!ui.show_open_model) return;
+  PlaceNextWindow("Open model");
+  if (!ImGui::Begin("Open model", &ui.show_open_model)) {
+    ImGui::End();
+    return;
+  }
+  if (!g.listed) {
+    g.listed = true;
+    g.listing = background_workers().submit(list_cache);
+  }
+
+  if (snap) {
+    ImGui::TextWrapped("Open now: %s", snap->model_source.empty() ? "a fresh model (train it with Controls)"
+                                                                   : snap->model_summary.c_str());
+    if (!snap->tokenizer_info.empty()) ImGui::TextDisabled("tokenizer: %s", snap->tokenizer_info.c_str());
+    if (!snap->trainable) ImGui::TextDisabled("open for inspection: analysis and inference settings, no training");
+  }
+  ImGui::SetNextItemWidth(-110);
+  const bool enter = ImGui::InputTextWithHint("##source", "model folder or hub id (org/name), from the local cache",
+                                              &g.source, ImGuiInputTextFlags_EnterReturnsTrue);
+  ImGui::SameLine();
+  const bool loading = snap && !snap->loading.empty();
+  ImGui::BeginDisabled(g.source.empty() || loading || !ui.session);
+  if (ImGui::Button("open", ImVec2(-1, 0)) || (enter && !g.source.empty())) OpenModel(ui, g.source);
+  ImGui::EndDisabled();
+  ImGui::TextDisabled("nothing is downloaded: hub ids are looked up in %s", hf_hub_cache_dir().c_str());
+
+  if (loading) {
+    char label[64];
+    std::snprintf(label, sizeof label, "%.0f%%", 100 * std::max(0.0, snap->load_progress));
+    ImGui::ProgressBar(float(std::max(0.0, snap->load_progress)), ImVec2(-80, 0), label);
+    ImGui::SameLine();
+    if (ImGui::Button("cancel", ImVec2(-1, 0))) ui.session->cancel_load();
+    ImGui::TextWrapped("%s", snap->status.c_str());
+  }
+  if (!g.error.empty()) ImGui::TextColored(ImVec4(1, 0.4f, 0.4f, 1), "%s", g.error.c_str());
+
+  ImGui::Separator();
+  ImGui::Text("In the local HF cache");
+  ImGui::SameLine();
+  ImGui::BeginDisabled(g.listing.valid());
+  if (ImGui::SmallButton("refresh")) g.listing = background_workers().submit(list_cache);
+  ImGui::EndDisabled();
+  if (g.listing.valid()) ImGui::TextDisabled("reading the cache ...");
+  else if (g.cached.empty()) ImGui::TextDisabled("no models with a config.json in the cache");
+  else if (ImGui::BeginTable("cached", 5, ImGuiTableFlags_Borders | ImGuiTableFlags_SizingStretchProp)) {
+    for (const char* h : {"model", "architecture", "parameters", "on disk", ""}) ImGui::TableSetupColumn(h);
+    ImGui::TableHeadersRow();
+    for (const CacheRow& r : g.cached) {
+      ImGui::TableNextRow();
+      ImGui::TableNextColumn();
+      ImGui::TextUnformatted(r.model.hub_id.c_str());
+      ImGui::TableNextColumn();
+      ImGui::TextUnformatted(r.model.architecture.empty() ? "?" : r.model.architecture.c_str());
+      ImGui::TableNextColumn();
+      if (r.parameters > 0) ImGui::Text("%.1fM", double(r.parameters) / 1e6);
+      else ImGui::TextDisabled("-");
+      ImGui::TableNextColumn();
+      ImGui::TextUnformatted(size_text(r.model.bytes_on_disk).c_str());
+      ImGui::TableNextColumn();
+      if (r.problem.empty()) {
+        row_actions(ui, r.model.hub_id, !loading);
+      } else {
+        ImGui::TextDisabled("cannot open");
+        if (ImGui::IsItemHovered()) ImGui::SetTooltip("%s", r.problem.c_str());
+      }
+    }
+    ImGui::EndTable();
+  }
+
+  ImGui::Separator();
+  ImGui::Text("Recent");
+  if (g.recent.empty()) ImGui::TextDisabled("models opened here are listed here");
+  for (const std::string& source : g.recent) {
+    row_actions(ui, source, !loading);
+    ImGui::SameLine();
+    ImGui::TextUnformatted(source.c_str());
+  }
+  ImGui::End();
+}
+
+}  // namespace ssalab::views
