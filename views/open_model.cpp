@@ -34,8 +34,8 @@ struct CacheRow {
 
 struct OpenModelState {
   std::string source;   // the text field
-  std::string pending;  // asked of the session, waiting for its answer
-  bool pending_seen = false;  // the session has started loading it
+  std::string pending;      // asked of the session, waiting for its answer
+  uint64_t pending_ticket = 0;
   std::string error;    // the last open that failed
   std::vector<std::string> recent;
   bool recent_read = false;
@@ -65,7 +65,7 @@ void remember(UiState& ui, const std::string& source) {
   g.recent.erase(std::remove(g.recent.begin(), g.recent.end(), source), g.recent.end());
   g.recent.insert(g.recent.begin(), source);
   if (g.recent.size() > kMaxRecent) g.recent.resize(kMaxRecent);
-  const std::string path = recent_path();
+  const std::string path = ui.persist_settings ? recent_path() : "";
   if (path.empty()) return;
   try {
     write_file_atomic(path, nlohmann::json(g.recent).dump(1) + "\n");
@@ -128,13 +128,13 @@ std::shared_ptr<OpenedModel> open_with_tokenizer(const std::string& source) {
   return om;
 }
 
-void OpenModel(UiState& ui, const std::string& source) {
-  if (!ui.session || source.empty()) return;
+uint64_t OpenModel(UiState& ui, const std::string& source) {
+  if (!ui.session || source.empty()) return 0;
   g.pending = source;
-  g.pending_seen = false;
   g.error.clear();
-  ui.session->load(source);
+  g.pending_ticket = ui.session->load(source);
   ui.info("opening " + source);
+  return g.pending_ticket;
 }
 
 void JoinOpenModelWorkers() {
@@ -153,8 +153,7 @@ void DrawOpenModel(UiState& ui) {
   }
   const Snapshot* snap = ui.snap.get();
   // The session answers a pending open by a new model source or an error.
-  if (!g.pending.empty() && snap && snap->loading == g.pending) g.pending_seen = true;
-  if (!g.pending.empty() && g.pending_seen && snap && snap->loading.empty()) {
+  if (!g.pending.empty() && snap && snap->loads_done >= g.pending_ticket) {
     if (snap->model_source == g.pending) {
       remember(ui, g.pending);
       g.pending.clear();

@@ -33,7 +33,8 @@ void DrawParadox(UiState& ui);
 void DrawOpenModel(UiState& ui);
 // Asks the session to open `source` (a folder or a cached hub id); the Open
 // model panel follows the load and remembers it among the recent models.
-void OpenModel(UiState& ui, const std::string& source);
+// Returns the session's load ticket (Snapshot::loads_done), 0 without a session.
+uint64_t OpenModel(UiState& ui, const std::string& source);
 // Paradox: adds a model (folder or hub id) as one more column.
 void ParadoxAdd(UiState& ui, const std::string& source);
 void DrawExport(UiState& ui);

@@ -65,6 +65,8 @@ struct Demo::Impl {
   // state the steps share
   int k0 = 0, k1 = 0, bs1 = 0;
   int64_t saved_step = 0;
+  const Analysis* before_open = nullptr;  // the open-model step waits for a new analysis
+  uint64_t open_ticket = 0;
   std::future<std::vector<int>> long_tokens;
   float mouse_x = -1, mouse_y = -1;  // synthetic pointer (the hover readout stage)
 
@@ -206,6 +208,22 @@ struct Demo::Impl {
                      },
                      [] { return !fs::exists("assets/models/ssa/config.json") || views::ParadoxReady(); }, 180,
                      "07_paradox.png", ""});
+    // File > Open model: the saved checkpoint replaces the session's model
+    // through the panel (background load, then the probe analysed again)
+    steps.push_back({"open model",
+                     [this] {
+                       ui.show_paradox = false;
+                       ui.show_open_model = true;
+                       before_open = analysis();
+                       open_ticket = views::OpenModel(ui, (dir / "checkpoint").string());
+                     },
+                     [this] {
+                       const auto s = snap();
+                       if (s->loads_done < open_ticket) return false;
+                       if (s->model_source != (dir / "checkpoint").string()) fail("open model failed: " + s->error);
+                       return s->analysis && s->analysis.get() != before_open;
+                     },
+                     120, "08_open_model.png", ""});
   }
 
   // The engine refused a spec: fail now with its reason instead of timing out.

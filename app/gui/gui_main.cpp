@@ -123,6 +123,7 @@ int run_gui(const GuiOptions& opt_in) {
   load_fonts(io);
 
   views::UiState ui;
+  ui.persist_settings = !demo_mode;
   // The shipped FullAttn / MoBA / SSA models open in the Paradox view; the
   // scripted demo keeps its fixed layout without it.
   ui.show_paradox = !demo_mode;

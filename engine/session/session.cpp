@@ -65,6 +65,7 @@ struct Session::Impl {
   std::string source, summary;  // the open model: as the user named it, the load plan's line
   std::string loading;          // the model being loaded, "" when none
   double load_progress = -1;
+  uint64_t load_tickets = 0, loads_done = 0;  // tickets: guarded by mu; done: worker
   RunState state = RunState::Idle;
   std::string status = "starting", error, spec_problem;
   SparseSpec spec;
@@ -101,6 +102,7 @@ struct Session::Impl {
     s->model_summary = summary;
     s->tokenizer_info = text ? text->describe() : "";
     s->load_progress = load_progress;
+    s->loads_done = loads_done;
     s->loading = loading;
     s->probe_text = probe_as_text;
     s->total_steps = s->train.steps;
@@ -141,7 +143,7 @@ struct Session::Impl {
     model = std::make_shared<Transformer>(opts.model);
     model->init_weights(opts.train.seed);
     make_trainer();
-    text = tokenizer::wrap_sentencepiece(data.tokenizer, "the session's sentencepiece model");
+    text = tokenizer::wrap_sentencepiece(data.tokenizer, "(trained for this session)");
     set_probe_from_text(opts.probe_text);
     status = "ready: press start to train";
   }
@@ -180,7 +182,7 @@ struct Session::Impl {
         publish();
         new_data = prepare_data(opts.corpus, ck.config.vocab_size, opts.work_dir + "/cache", tokenizer_file(ck.tokenizer));
       }
-      tok = tokenizer::wrap_sentencepiece(ck.tokenizer, "sentencepiece model of " + src);
+      tok = tokenizer::wrap_sentencepiece(ck.tokenizer, src);
     } else {
       try {
         tok = tokenizer::load_tokenizer(ck.dir);
@@ -466,10 +468,23 @@ void Session::save(const std::string& dir) {
     s->status = "saved " + dir;
   });
 }
-void Session::load(const std::string& dir_or_id) {
+uint64_t Session::load(const std::string& dir_or_id) {
   Impl* s = impl_.get();
   s->cancel_loading = false;  // a cancel meant for an earlier load does not stop this one
-  s->post([s, dir_or_id] { s->open(dir_or_id); });
+  uint64_t ticket;
+  {
+    std::lock_guard<std::mutex> lock(s->mu);
+    ticket = ++s->load_tickets;
+  }
+  s->post([s, dir_or_id, ticket] {
+    struct Answered {
+      Impl* s;
+      uint64_t ticket;
+      ~Answered() { s->loads_done = ticket; }  // also when open() throws: the error goes out with it
+    } answered{s, ticket};
+    s->open(dir_or_id);
+  });
+  return ticket;
 }
 void Session::cancel_load() { impl_->cancel_loading = true; }
 void Session::request_analysis() {

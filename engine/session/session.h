@@ -50,6 +50,7 @@ struct Snapshot {
   std::string model_source, model_summary, tokenizer_info;
   bool trainable = true;
   double load_progress = -1;  // 0..1 while a model loads, else -1
+  uint64_t loads_done = 0;    // load() tickets answered (opened, failed or cancelled)
   std::string loading;        // what is loading ("" when nothing is)
   std::string probe_text;     // the probe as text (other models re-encode it)
 };
@@ -106,8 +107,10 @@ class Session {
   // Opens a model in place of the current one: an ssalab checkpoint (training
   // resumes from it), or any model folder / cached hub id load_checkpoint
   // reads (inspection only). Progress shows in Snapshot::load_progress; on
-  // failure or cancel the current model stays.
-  void load(const std::string& dir_or_id);
+  // failure or cancel the current model stays. Returns a ticket: the load
+  // has been answered once Snapshot::loads_done reaches it; then
+  // model_source == dir_or_id if it opened, else `error` says why.
+  uint64_t load(const std::string& dir_or_id);
   // Stops a load in progress (between tensors); takes effect at once.
   void cancel_load();
   void request_analysis();

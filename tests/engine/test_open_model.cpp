@@ -115,7 +115,7 @@ TEST_CASE("an HF model folder opens in the session for inspection, with its own 
   CHECK(s.snapshot()->spec.top_k == 4);
 }
 
-TEST_CASE("a failed load keeps the open model; a cancelled load stops between tensors", "[session][open-model]") {
+TEST_CASE("a failed or cancelled load keeps the open model", "[session][open-model]") {
   test::TempDir dir;
   const std::string model = hf_model_with_tokenizer(dir);
   Session s(inspect_options(dir, model));
@@ -123,9 +123,10 @@ TEST_CASE("a failed load keeps the open model; a cancelled load stops between te
   REQUIRE(s.snapshot()->error.empty());
   const int64_t T = s.snapshot()->analysis->T;
 
-  s.load(dir / "no_such_model");
+  const uint64_t ticket = s.load(dir / "no_such_model");
   s.wait_idle();
   auto snap = s.snapshot();
+  CHECK(snap->loads_done == ticket);  // answered: by an error
   CHECK_THAT(snap->error, Catch::Contains("no_such_model"));
   CHECK(snap->model_source == model);  // still the model that was open
   CHECK(snap->loading.empty());
@@ -136,8 +137,9 @@ TEST_CASE("a failed load keeps the open model; a cancelled load stops between te
   const fs::path bare = dir.path / "bare";
   fs::create_directories(bare);
   for (const char* f : {"config.json", "model.safetensors"}) fs::copy_file(fs::path(model) / f, bare / f);
-  s.load(bare.string());
+  CHECK(s.load(bare.string()) == ticket + 1);
   s.wait_idle();
+  CHECK(s.snapshot()->loads_done == ticket + 1);
   CHECK_THAT(s.snapshot()->error, Catch::Contains("tokenizer"));
   CHECK(s.snapshot()->model_source == model);
 
