@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <future>
+#include <mutex>
 
 #include <nlohmann/json.hpp>
 
@@ -118,6 +119,10 @@ void row_actions(UiState& ui, const std::string& source, bool can_open) {
 }  // namespace
 
 std::shared_ptr<OpenedModel> open_with_tokenizer(const std::string& source) {
+  // One load at a time: each load's memory check must see what the previous
+  // one took (four 1B models at once would all pass it, then not fit).
+  static std::mutex one_at_a_time;
+  std::lock_guard<std::mutex> lock(one_at_a_time);
   auto om = std::make_shared<OpenedModel>();
   om->ck = load_checkpoint(source);
   try {
