@@ -3,6 +3,7 @@
 # are present it only checks and returns), then configures and builds.
 #   scripts/setup.sh            install + build (Release, GUI if possible)
 #   SSALAB_NO_BUILD=1 scripts/setup.sh   install only
+#   SSALAB_BUILD_TARGETS=ssalab scripts/setup.sh   install + build the app only
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,4 +28,5 @@ fi
 [ "${SSALAB_NO_BUILD:-0}" = 1 ] && exit 0
 BUILD=${SSALAB_BUILD_DIR:-build}
 cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release ${SSALAB_CMAKE_ARGS:-} >/dev/null
-cmake --build "$BUILD" -j"$(nproc)"
+# SSALAB_BUILD_TARGETS: only these targets (run.sh: the app alone); default all
+cmake --build "$BUILD" -j"$(nproc)" ${SSALAB_BUILD_TARGETS:+--target $SSALAB_BUILD_TARGETS}
