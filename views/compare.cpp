@@ -50,13 +50,7 @@ std::vector<int> tokens_for_checkpoint(const Snapshot& snap, const Analysis& a, 
     note->clear();
     return a.tokens;
   }
-  const bool ours = g.model->ck.tokenizer_json.empty();  // trained without BOS
-  std::vector<int32_t> encoded = tok.encode(snap.probe_text, /*add_special_tokens=*/!ours);
-  std::vector<int> ids(encoded.begin(), encoded.end());
-  if (int64_t(ids.size()) > a.T) ids.resize(size_t(a.T));
-  for (int id : ids)
-    if (id >= g.model->ck.config.vocab_size)
-      throw Error("token id " + std::to_string(id) + " is outside the second model's vocabulary");
+  std::vector<int> ids = g.model->encode(snap.probe_text, size_t(a.T));
   *note = "the second model's tokenizer differs: text re-encoded (" + std::to_string(ids.size()) + " tokens vs " +
           std::to_string(a.T) + ")";
   return ids;

@@ -133,6 +133,17 @@ std::shared_ptr<OpenedModel> open_with_tokenizer(const std::string& source) {
   return om;
 }
 
+std::vector<int> OpenedModel::encode(const std::string& text, size_t limit) const {
+  const bool ours = ck.tokenizer_json.empty();
+  std::vector<int32_t> encoded = tok->encode(text, /*add_special_tokens=*/!ours);
+  std::vector<int> ids(encoded.begin(), encoded.begin() + std::min(encoded.size(), limit));
+  for (int id : ids)
+    if (id >= ck.config.vocab_size)
+      throw Error("token id " + std::to_string(id) + " is outside the model's vocabulary (" +
+                  std::to_string(ck.config.vocab_size) + ")");
+  return ids;
+}
+
 uint64_t OpenModel(UiState& ui, const std::string& source) {
   if (!ui.session || source.empty()) return 0;
   g.pending = source;

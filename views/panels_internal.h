@@ -20,6 +20,10 @@ bool is_ready(const std::future<T>& f) {
 struct OpenedModel {
   LoadedCheckpoint ck;
   std::unique_ptr<tokenizer::Tokenizer> tok;
+  // `text` in this model's ids, at most `limit`: ssalab's own models trained
+  // without BOS; HF folders get what their tokenizer config adds, as
+  // transformers would. Throws when an id is outside the model's vocabulary.
+  std::vector<int> encode(const std::string& text, size_t limit) const;
 };
 // Loads a model folder, ssalab checkpoint or cached hub id and its tokenizer
 // (open_model.cpp); throws Error naming the problem. Runs on a worker.

@@ -91,19 +91,6 @@ std::string key_of(const ParadoxModel& pm) {
          std::to_string(pm.tokens.empty() ? 0 : pm.tokens.back());
 }
 
-// The probe text in this model's ids, at most max_tokens. Ours (sentencepiece,
-// no tokenizer.json) trained without BOS; HF folders get what their tokenizer
-// config says, as transformers would.
-void encode_for(ParadoxModel& pm) {
-  const bool ours = pm.model->ck.tokenizer_json.empty();
-  std::vector<int32_t> ids = pm.model->tok->encode(g.probe_text, /*add_special_tokens=*/!ours);
-  pm.tokens.assign(ids.begin(), ids.begin() + std::min<size_t>(ids.size(), size_t(g.max_tokens)));
-  for (int id : pm.tokens)
-    if (id >= pm.model->ck.config.vocab_size)
-      throw Error("token id " + std::to_string(id) + " is outside the model's vocabulary (" +
-                  std::to_string(pm.model->ck.config.vocab_size) + ")");
-}
-
 SparseSpec spec_for(const ParadoxModel& pm) {
   SparseSpec spec = model_sparse_spec(pm.model->ck.config);  // each model's own block size and rule
   spec.top_k = g.top_k;
@@ -200,7 +187,7 @@ void DrawParadox(UiState& ui) {
   for (auto& pm : g.m)
     if (pm.model && pm.tokens.empty() && !g.probe_text.empty()) {
       try {
-        encode_for(pm);
+        pm.tokens = pm.model->encode(g.probe_text, size_t(g.max_tokens));
       } catch (const std::exception& e) {
         pm.error = pm.label + ": cannot encode the probe: " + e.what();
       }

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "engine/attention/attention.h"
+#include "engine/attention/complete_blocks.h"
 #include "engine/util/error.h"
 
 namespace ssalab {
@@ -37,11 +38,6 @@ void check_call(const char* what, const Tensor& q, const Tensor& k, const Tensor
          ") need keys up to there, but there are " + std::to_string(k.size(2)) + " keys");
 }
 
-// (n,) int64 positions p0 .. p0+n-1.
-Tensor positions(int64_t p0, int64_t n, torch::Device dev) {
-  return torch::arange(p0, p0 + n, torch::TensorOptions().dtype(torch::kLong).device(dev));
-}
-
 // Rows per chunk so that heads * rows * keys_per_row(rows) stays near
 // kScoreChunkElements (at least 16 rows).
 int64_t rows_per_chunk(int64_t heads, int64_t Tq, const std::function<int64_t(int64_t)>& keys_per_row) {
@@ -60,22 +56,18 @@ Tensor compressed_attention(const Tensor& q, const Tensor& k, const Tensor& v, i
   // is not pooled (fla pools it over its present tokens but masks it out).
   const int64_t nbc = k.size(2) / block_size;
   if (nbc == 0) return torch::zeros_like(q);
-  // (B, Hkv, nbc, D): mean of each complete block's keys and values
-  Tensor kbar = k.narrow(2, 0, nbc * block_size).reshape({B, Hkv, nbc, block_size, D}).mean(3);
-  Tensor vbar = v.narrow(2, 0, nbc * block_size).reshape({B, Hkv, nbc, block_size, D}).mean(3);
+  Tensor kbar = complete_block_means(k, block_size), vbar = complete_block_means(v, block_size);  // (B, Hkv, nbc, D)
   Tensor qg = q.reshape({B, Hkv, G, Tq, D});
   Tensor kt = kbar.unsqueeze(2).transpose(-1, -2);  // (B, Hkv, 1, D, nbc)
   Tensor vg = vbar.unsqueeze(2);                    // (B, Hkv, 1, nbc, D)
   const double scale = 1.0 / std::sqrt(double(D));
   const float neg_inf = -std::numeric_limits<float>::infinity();
   auto dev = q.device();
-  Tensor j = torch::arange(nbc, torch::TensorOptions().dtype(torch::kLong).device(dev)).view({1, nbc});
   const int64_t step = rows_per_chunk(Hq, Tq, [&](int64_t) { return nbc; });
   std::vector<Tensor> parts;
   for (int64_t r0 = 0; r0 < Tq; r0 += step) {
     const int64_t n = std::min(step, Tq - r0);
-    Tensor p = positions(q_offset + r0, n, dev).view({n, 1});
-    Tensor visible = (j + 1) * block_size - 1 <= p;  // (n, nbc)
+    Tensor visible = complete_blocks_visible(positions(q_offset + r0, n, dev).view({n, 1}), nbc, block_size);
     // A row with no visible block would softmax to NaN, and a NaN row
     // poisons the backward pass even behind a where(). Such rows are
     // softmaxed unmasked and then zeroed by the multiplication below.

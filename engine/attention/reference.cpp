@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "engine/attention/attention.h"
+#include "engine/attention/complete_blocks.h"
 #include "engine/util/error.h"
 
 namespace ssalab {
@@ -79,10 +80,6 @@ std::string attention_problem(int64_t Tq, int64_t Tk, int64_t num_heads, int64_t
   return reference_backend().supports(q, k, spec, Tk - Tq);
 }
 
-// (n,) int64 positions of query rows [r0, r0+n).
-static Tensor positions(int64_t p0, int64_t n, torch::Device dev) {
-  return torch::arange(p0, p0 + n, torch::TensorOptions().dtype(torch::kLong).device(dev));
-}
 
 Tensor selection_scores(const Tensor& q_in, const Tensor& k_in, int block_size, int64_t q_offset) {
   check_qkv(q_in, k_in, q_offset);
@@ -92,14 +89,10 @@ Tensor selection_scores(const Tensor& q_in, const Tensor& k_in, int block_size, 
   auto opts = q_in.options().dtype(torch::kFloat);
   if (nbc == 0) return torch::zeros({B, Hkv, Tq, 0}, opts);
   Tensor q = q_in.to(torch::kFloat), k = k_in.to(torch::kFloat);
-  // (B, Hkv, nbc, D): mean of each complete block's keys
-  Tensor kbar = k.narrow(2, 0, nbc * block_size).reshape({B, Hkv, nbc, block_size, D}).mean(3);
+  Tensor kbar = complete_block_means(k, block_size);  // (B, Hkv, nbc, D)
   // (B, Hkv, G, Tq, nbc): every head of a group against its group's pooled keys
   Tensor s = torch::matmul(q.view({B, Hkv, G, Tq, D}), kbar.unsqueeze(2).transpose(-1, -2)) / std::sqrt(double(D));
-  auto dev = q.device();
-  Tensor t = positions(q_offset, Tq, dev).view({Tq, 1});
-  Tensor j = torch::arange(nbc, torch::TensorOptions().dtype(torch::kLong).device(dev)).view({1, nbc});
-  Tensor visible = (j + 1) * block_size - 1 <= t;  // (Tq, nbc): block complete at the query's position
+  Tensor visible = complete_blocks_visible(positions(q_offset, Tq, q.device()).view({Tq, 1}), nbc, block_size);
   s = s.masked_fill(visible.logical_not(), -std::numeric_limits<float>::infinity());
   // rows with no visible block are all -inf -> NaN after softmax; zero them
   Tensor p = torch::where(visible, torch::softmax(s, -1), torch::zeros({}, opts));
