@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <memory>
 
+#include "engine/util/background.h"
 #include "views/map_widget.h"
 #include "views/panels_internal.h"
 #include "views/views.h"
@@ -34,9 +35,15 @@ MapWidgetInfo CurrentMapInfo() {
   return info;
 }
 
-std::string ExportMapPng(const std::string& path) {
-  if (!g_map || !g_map->ready()) return "no map to export yet";
-  return write_map_png(*g_map, path);
+std::future<std::string> ExportMapPng(const std::string& path) {
+  if (!g_map || !g_map->ready()) {
+    std::promise<std::string> none;
+    none.set_value("no map to export yet");
+    return none.get_future();
+  }
+  // a copy of the pixels, so the map may change while the PNG is encoded
+  return background_workers().submit(
+      [rgba = g_map->rgba(), n = g_map->image().n(), path] { return write_map_png(rgba, n, path); });
 }
 
 // Layer / head / kind / scale pickers; shared with Compare.

@@ -45,7 +45,7 @@ struct ControlsState {
   Synced<int> method, inference, top_k, block_size;
   Synced<float> p_full, alpha, lr;
   std::string ckpt_path = "runs/gui_checkpoint";
-} g;
+} g_controls;
 
 void section(const char* title) {
   ImGui::Spacing();
@@ -83,13 +83,13 @@ void DrawControls(UiState& ui) {
     return;
   }
   const double now = ImGui::GetTime();
-  g.method.sync(int(snap->train.method), now);
-  g.inference.sync(int(snap->inference), now);
-  g.top_k.sync(snap->spec.top_k, now);
-  g.block_size.sync(snap->spec.block_size, now);
-  g.p_full.sync(float(snap->train.p_full), now);
-  g.alpha.sync(float(snap->train.alpha), now);
-  g.lr.sync(float(snap->train.lr), now);
+  g_controls.method.sync(int(snap->train.method), now);
+  g_controls.inference.sync(int(snap->inference), now);
+  g_controls.top_k.sync(snap->spec.top_k, now);
+  g_controls.block_size.sync(snap->spec.block_size, now);
+  g_controls.p_full.sync(float(snap->train.p_full), now);
+  g_controls.alpha.sync(float(snap->train.alpha), now);
+  g_controls.lr.sync(float(snap->train.lr), now);
 
   // ---- run
   if (!snap->trainable)
@@ -123,49 +123,49 @@ void DrawControls(UiState& ui) {
   section("training");
   static const char* kMethods[] = {"full", "moba", "ssa"};
   ImGui::SetNextItemWidth(120);
-  if (ImGui::Combo("method", &g.method.value, kMethods, 3)) {
-    s->set_method(Method(g.method.value));
-    g.method.sent(now);
+  if (ImGui::Combo("method", &g_controls.method.value, kMethods, 3)) {
+    s->set_method(Method(g_controls.method.value));
+    g_controls.method.sent(now);
   }
   help("full: dense attention only.\nmoba: sparse (block top-k) only, no alignment.\nssa: each pass draws full (prob. p) or sparse; "
        "alignment losses at every layer, weighted by alpha.");
-  const bool ssa = Method(g.method.value) == Method::Ssa;
+  const bool ssa = Method(g_controls.method.value) == Method::Ssa;
   ImGui::BeginDisabled(!ssa);
   ImGui::SetNextItemWidth(160);
-  if (ImGui::SliderFloat("p (full)", &g.p_full.value, 0.0f, 1.0f, "%.2f")) {
-    s->set_p_full(g.p_full.value);
-    g.p_full.sent(now);
+  if (ImGui::SliderFloat("p (full)", &g_controls.p_full.value, 0.0f, 1.0f, "%.2f")) {
+    s->set_p_full(g_controls.p_full.value);
+    g_controls.p_full.sent(now);
   }
   ImGui::SetNextItemWidth(160);
-  if (ImGui::SliderFloat("alpha", &g.alpha.value, 0.0f, 50.0f, "%.1f")) {
-    s->set_alpha(g.alpha.value);
-    g.alpha.sent(now);
+  if (ImGui::SliderFloat("alpha", &g_controls.alpha.value, 0.0f, 50.0f, "%.1f")) {
+    s->set_alpha(g_controls.alpha.value);
+    g_controls.alpha.sent(now);
   }
   ImGui::EndDisabled();
   if (!ssa && ImGui::IsItemHovered(ImGuiHoveredFlags_AllowWhenDisabled)) ImGui::SetTooltip("only SSA uses p and alpha");
   ImGui::SetNextItemWidth(160);
-  if (ImGui::SliderFloat("peak lr", &g.lr.value, 1e-5f, 1e-1f, "%.2e", ImGuiSliderFlags_Logarithmic)) {
-    s->set_lr(g.lr.value);
-    g.lr.sent(now);
+  if (ImGui::SliderFloat("peak lr", &g_controls.lr.value, 1e-5f, 1e-1f, "%.2e", ImGuiSliderFlags_Logarithmic)) {
+    s->set_lr(g_controls.lr.value);
+    g_controls.lr.sent(now);
   }
   ImGui::EndDisabled();  // trainable
 
   // ---- inference
   section("inference (analysis)");
-  int mode = g.inference.value;
+  int mode = g_controls.inference.value;
   bool changed = ImGui::RadioButton("full", &mode, int(AttnMode::Full));
   ImGui::SameLine();
   changed |= ImGui::RadioButton("sparse", &mode, int(AttnMode::Sparse));
   help("which stream feeds the next layer while the probe is analysed; maps always compare\nthe full row with the top-k selection");
   if (changed) {
-    g.inference.value = mode;
+    g_controls.inference.value = mode;
     s->set_inference(AttnMode(mode));
-    g.inference.sent(now);
+    g_controls.inference.sent(now);
   }
   // The length the spec must run on: the probe being analysed.
   int64_t T = snap->analysis ? snap->analysis->T : int64_t(snap->probe_pieces.size());
   if (T <= 0) T = snap->model.max_position;
-  const int bs = g.block_size.value;
+  const int bs = g_controls.block_size.value;
   static const int kSizes[] = {4, 8, 16, 32, 64, 128, 256};
   // What can run depends on T, the block size and the training config only;
   // recomputed when those change (the checks build strings and may throw).
@@ -178,12 +178,12 @@ void DrawControls(UiState& ui) {
   };
   static SpecCache c;
   const int method_key = snap->trainable ? int(snap->train.method) : -2;  // inspection: no training rules
-  if (c.T != T || c.bs != bs || c.seq_len != snap->train.seq_len || c.method != method_key || c.k != g.top_k.value) {
+  if (c.T != T || c.bs != bs || c.seq_len != snap->train.seq_len || c.method != method_key || c.k != g_controls.top_k.value) {
     c.T = T;
     c.bs = bs;
     c.seq_len = snap->train.seq_len;
     c.method = method_key;
-    c.k = g.top_k.value;
+    c.k = g_controls.top_k.value;
     auto k_max_for = [&](int size) {
       int best = 0;
       for (int k = 1; k <= 128; ++k)
@@ -192,7 +192,7 @@ void DrawControls(UiState& ui) {
       return best;
     };
     c.k_max = k_max_for(bs);
-    c.why_k = SpecProblem(*snap, SparseSpec{bs, g.top_k.value}, T);
+    c.why_k = SpecProblem(*snap, SparseSpec{bs, g_controls.top_k.value}, T);
     for (int i = 0; i < 7; ++i) {
       c.why_size[i] = SpecProblem(*snap, SparseSpec{kSizes[i], 1}, T);
       c.k_max_size[i] = c.why_size[i].empty() ? k_max_for(kSizes[i]) : 0;
@@ -200,12 +200,12 @@ void DrawControls(UiState& ui) {
   }
   const int k_max = c.k_max;
   if (k_max > 0) {
-    int k = std::clamp(g.top_k.value, 1, k_max);
+    int k = std::clamp(g_controls.top_k.value, 1, k_max);
     ImGui::SetNextItemWidth(160);
     if (ImGui::SliderInt("k (blocks)", &k, 1, k_max)) {
-      g.top_k.value = k;
+      g_controls.top_k.value = k;
       s->set_top_k(k);
-      g.top_k.sent(now);
+      g_controls.top_k.sent(now);
     }
     help("blocks each query attends to, the forced local block included;\nreceptive field = k x block size.\n"
          "The slider stops at the largest k that runs on the probe and on the training sequences.");
@@ -223,15 +223,15 @@ void DrawControls(UiState& ui) {
     if (ImGui::Selectable(label, size == bs, 0, ImGui::CalcTextSize("256"))) {
       // Shrink k first when it does not fit the new size (commands apply in order,
       // and the engine refuses a spec that cannot run).
-      const int best = std::min(g.top_k.value, c.k_max_size[i]);
-      if (best != g.top_k.value) {
-        g.top_k.value = best;
+      const int best = std::min(g_controls.top_k.value, c.k_max_size[i]);
+      if (best != g_controls.top_k.value) {
+        g_controls.top_k.value = best;
         s->set_top_k(best);
-        g.top_k.sent(now);
+        g_controls.top_k.sent(now);
       }
-      g.block_size.value = size;
+      g_controls.block_size.value = size;
       s->set_block_size(size);
-      g.block_size.sent(now);
+      g_controls.block_size.sent(now);
     }
     ImGui::EndDisabled();
     if (!why.empty() && ImGui::IsItemHovered(ImGuiHoveredFlags_AllowWhenDisabled)) ImGui::SetTooltip("%s", why.c_str());
@@ -246,24 +246,24 @@ void DrawControls(UiState& ui) {
        "completed 16-block chunks and k/2 from the query's own chunk (same as topk for k < 16).\n"
        "The CUDA selection kernel runs topk only; nsa-chunked runs on the reference path.");
   const std::string& why_k = c.why_k;
-  ImGui::Text("receptive field %d tokens of %lld", g.top_k.value * bs, (long long)T);
-  if (!why_k.empty()) ImGui::TextColored(ImVec4(1, 0.5f, 0.3f, 1), "k %d: %s", g.top_k.value, why_k.c_str());
+  ImGui::Text("receptive field %d tokens of %lld", g_controls.top_k.value * bs, (long long)T);
+  if (!why_k.empty()) ImGui::TextColored(ImVec4(1, 0.5f, 0.3f, 1), "k %d: %s", g_controls.top_k.value, why_k.c_str());
   if (!snap->spec_problem.empty())
     ImGui::TextColored(ImVec4(1, 0.4f, 0.4f, 1), "engine: %s", snap->spec_problem.c_str());
 
   // ---- checkpoint
   section("checkpoint");
   ImGui::SetNextItemWidth(-1);
-  ImGui::InputTextWithHint("##ckpt", "checkpoint directory", &g.ckpt_path);
-  ImGui::BeginDisabled(g.ckpt_path.empty());
+  ImGui::InputTextWithHint("##ckpt", "checkpoint directory", &g_controls.ckpt_path);
+  ImGui::BeginDisabled(g_controls.ckpt_path.empty());
   ImGui::BeginDisabled(!snap->trainable);
   if (ImGui::Button("save")) {
-    s->save(g.ckpt_path);
-    ui.info("saving checkpoint to " + g.ckpt_path);
+    s->save(g_controls.ckpt_path);
+    ui.info("saving checkpoint to " + g_controls.ckpt_path);
   }
   ImGui::EndDisabled();
   ImGui::SameLine();
-  if (ImGui::Button("load")) OpenModel(ui, g.ckpt_path);
+  if (ImGui::Button("load")) OpenModel(ui, g_controls.ckpt_path);
   ImGui::EndDisabled();
   ImGui::SameLine();
   ImGui::TextDisabled("errors appear in the status line");

@@ -55,7 +55,7 @@ struct CurvesState {
   bool follow = true;  // x range = all steps
   double x0 = 0, x1 = 1;
   int columns = 2;
-} g;
+} g_curves;
 
 ImU32 with_alpha(ImU32 c, int alpha) { return (c & 0x00FFFFFFu) | (ImU32(alpha) << 24); }
 
@@ -100,13 +100,13 @@ void draw_chart(ChartDef& def, const std::vector<MetricPoint>& hist, double x0, 
       p.raw = pos;
     }
     p.smooth.x = p.raw.x;
-    p.smooth.y = ema(p.raw.y, g.smoothing);
+    p.smooth.y = ema(p.raw.y, g_curves.smoothing);
     p.env = downsample(p.raw, x0, x1, max_pts);
     p.env_smooth = downsample(p.smooth, x0, x1, max_pts);
-    const Envelope& e = g.show_raw ? p.env : p.env_smooth;
+    const Envelope& e = g_curves.show_raw ? p.env : p.env_smooth;
     for (size_t i = 0; i < e.size(); ++i) {
-      ylo = std::min(ylo, g.show_envelope || !g.show_raw ? e.lo[i] : e.y[i]);
-      yhi = std::max(yhi, g.show_envelope || !g.show_raw ? e.hi[i] : e.y[i]);
+      ylo = std::min(ylo, g_curves.show_envelope || !g_curves.show_raw ? e.lo[i] : e.y[i]);
+      yhi = std::max(yhi, g_curves.show_envelope || !g_curves.show_raw ? e.hi[i] : e.y[i]);
     }
     prep.push_back(std::move(p));
   }
@@ -131,7 +131,7 @@ void draw_chart(ChartDef& def, const std::vector<MetricPoint>& hist, double x0, 
     // have the same value; only their gradients differ) both stay visible
     const float thick = 2.0f + 2.0f * float(prep.size() - 1 - ci);
     const ImU32 c = p.def->color;
-    if (g.show_raw && g.show_envelope)
+    if (g_curves.show_raw && g_curves.show_envelope)
       for (size_t i = 0; i + 1 < p.env.size(); ++i) {
         if (p.env.hi[i] == p.env.lo[i] && p.env.hi[i + 1] == p.env.lo[i + 1]) continue;
         ImVec2 q[4] = {ImVec2(X(p.env.x[i]), Y(p.env.hi[i])), ImVec2(X(p.env.x[i + 1]), Y(p.env.hi[i + 1])),
@@ -139,7 +139,7 @@ void draw_chart(ChartDef& def, const std::vector<MetricPoint>& hist, double x0, 
         dl->AddConvexPolyFilled(q, 4, with_alpha(c, 45));
       }
     std::vector<ImVec2> pts;
-    if (g.show_raw) {
+    if (g_curves.show_raw) {
       pts.clear();
       for (size_t i = 0; i < p.env.size(); ++i) pts.emplace_back(X(p.env.x[i]), Y(p.env.y[i]));
       if (pts.size() == 1) dl->AddCircleFilled(pts[0], 2, with_alpha(c, 110));
@@ -199,11 +199,11 @@ void draw_chart(ChartDef& def, const std::vector<MetricPoint>& hist, double x0, 
     double xm = x0 + (io.MousePos.x - a.x) / (b.x - a.x) * (x1 - x0);
     if (io.MouseWheel != 0) {
       double f = std::pow(0.8, io.MouseWheel);
-      g.x0 = xm - (xm - x0) * f;
-      g.x1 = xm + (x1 - xm) * f;
-      g.follow = false;
+      g_curves.x0 = xm - (xm - x0) * f;
+      g_curves.x1 = xm + (x1 - xm) * f;
+      g_curves.follow = false;
     }
-    if (ImGui::IsMouseDoubleClicked(ImGuiMouseButton_Left)) g.follow = true;
+    if (ImGui::IsMouseDoubleClicked(ImGuiMouseButton_Left)) g_curves.follow = true;
     dl->AddLine(ImVec2(io.MousePos.x, a.y), ImVec2(io.MousePos.x, b.y), IM_COL32(255, 255, 255, 60));
     ImGui::BeginTooltip();
     bool header = false;
@@ -224,9 +224,9 @@ void draw_chart(ChartDef& def, const std::vector<MetricPoint>& hist, double x0, 
   }
   if (active && ImGui::IsMouseDragging(ImGuiMouseButton_Left, 2.0f)) {
     double dx = -io.MouseDelta.x / (b.x - a.x) * (x1 - x0);
-    g.x0 = x0 + dx;
-    g.x1 = x1 + dx;
-    g.follow = false;
+    g_curves.x0 = x0 + dx;
+    g_curves.x1 = x1 + dx;
+    g_curves.follow = false;
   }
   ImGui::PopID();
 }
@@ -286,30 +286,30 @@ void DrawCurves(UiState& ui) {
   const std::vector<MetricPoint>& hist = ui.snap ? ui.snap->history : kEmpty;
 
   ImGui::SetNextItemWidth(120);
-  ImGui::SliderFloat("smoothing", &g.smoothing, 0.0f, 0.99f, "%.2f");
+  ImGui::SliderFloat("smoothing", &g_curves.smoothing, 0.0f, 0.99f, "%.2f");
   ImGui::SameLine();
-  ImGui::Checkbox("raw", &g.show_raw);
+  ImGui::Checkbox("raw", &g_curves.show_raw);
   ImGui::SameLine();
-  ImGui::BeginDisabled(!g.show_raw);
-  ImGui::Checkbox("min/max", &g.show_envelope);
+  ImGui::BeginDisabled(!g_curves.show_raw);
+  ImGui::Checkbox("min/max", &g_curves.show_envelope);
   ImGui::EndDisabled();
   ImGui::SameLine();
   double first = hist.empty() ? 0.0 : double(hist.front().step), last = hist.empty() ? 1.0 : double(hist.back().step);
   if (last <= first) last = first + 1;
-  if (g.follow) {
-    g.x0 = first;
-    g.x1 = last;
+  if (g_curves.follow) {
+    g_curves.x0 = first;
+    g_curves.x1 = last;
   }
-  float range[2] = {float(g.x0), float(g.x1)};
+  float range[2] = {float(g_curves.x0), float(g_curves.x1)};
   ImGui::SetNextItemWidth(170);
   if (ImGui::DragFloatRange2("steps", &range[0], &range[1], std::max(1.0f, float(last - first) / 200), float(first),
                              float(last), "%.0f", "%.0f")) {
-    g.x0 = range[0];
-    g.x1 = std::max(range[1], range[0] + 1);
-    g.follow = false;
+    g_curves.x0 = range[0];
+    g_curves.x1 = std::max(range[1], range[0] + 1);
+    g_curves.follow = false;
   }
   ImGui::SameLine();
-  if (ImGui::Button("fit")) g.follow = true;
+  if (ImGui::Button("fit")) g_curves.follow = true;
   ImGui::SameLine();
   ImGui::TextDisabled("%zu points", hist.size());
 
@@ -321,7 +321,7 @@ void DrawCurves(UiState& ui) {
   const float h = std::max(80.0f, (ImGui::GetContentRegionAvail().y - ImGui::GetStyle().ItemSpacing.y * (rows - 1)) / rows);
   for (int i = 0; i < n; ++i) {
     if (i % cols) ImGui::SameLine();
-    draw_chart(charts()[size_t(i)], hist, g.x0, g.x1, w, h);
+    draw_chart(charts()[size_t(i)], hist, g_curves.x0, g_curves.x1, w, h);
   }
   ImGui::End();
 }

@@ -7,11 +7,15 @@
 #include <imgui_stdlib.h>
 #include <stb_image_write.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 
+#include "engine/util/background.h"
+#include "engine/util/files.h"
 #include "views/panels_internal.h"
 #include "views/views.h"
 
@@ -50,7 +54,8 @@ nlohmann::json num(double v) { return std::isfinite(v) ? nlohmann::json(v) : nlo
 struct ExportState {
   std::string prefix = "exports/ssalab";
   std::vector<std::string> written;
-} g;
+  std::vector<std::pair<std::string, std::future<std::string>>> pending;  // map PNGs being encoded
+} g_export;
 
 }  // namespace
 
@@ -96,9 +101,13 @@ std::string ExportLayerCsv(const UiState& ui, const std::string& path) {
   return write_text(path, to_csv(*ui.snap->analysis));
 }
 
-std::string SaveFramebufferPng(const std::string& path, const ScreenRect* rect, int fb_width, int fb_height,
-                               float scale_x, float scale_y) {
-  if (std::string e = prepare(path); !e.empty()) return e;
+std::future<std::string> SaveFramebufferPng(const std::string& path, const ScreenRect* rect, int fb_width,
+                                            int fb_height, float scale_x, float scale_y) {
+  auto failed = [](std::string why) {
+    std::promise<std::string> p;
+    p.set_value(std::move(why));
+    return p.get_future();
+  };
   int x = 0, y = 0, w = fb_width, h = fb_height;
   if (rect) {
     x = int(std::floor(rect->x * scale_x));
@@ -111,16 +120,31 @@ std::string SaveFramebufferPng(const std::string& path, const ScreenRect* rect, 
     w = x1 - x;
     h = y1 - y;
   }
-  if (w <= 0 || h <= 0) return "nothing to capture";
+  if (w <= 0 || h <= 0) return failed("nothing to capture");
+  // Only the read-back needs the GL context (and this frame's back buffer);
+  // a whole window's PNG takes ~0.2 s to encode, so that runs on a worker.
   std::vector<unsigned char> px(size_t(w) * h * 4);
   glPixelStorei(GL_PACK_ALIGNMENT, 1);
   glReadBuffer(GL_BACK);
   glReadPixels(x, y, w, h, GL_RGBA, GL_UNSIGNED_BYTE, px.data());
-  for (size_t i = 3; i < px.size(); i += 4) px[i] = 255;  // opaque
-  stbi_flip_vertically_on_write(1);
-  int ok = stbi_write_png(path.c_str(), w, h, 4, px.data(), w * 4);
-  stbi_flip_vertically_on_write(0);
-  return ok ? "" : "cannot write " + path;
+  return background_workers().submit([path, w, h, px = std::move(px)]() mutable -> std::string {
+    if (std::string e = prepare(path); !e.empty()) return e;
+    for (size_t i = 3; i < px.size(); i += 4) px[i] = 255;  // opaque
+    const size_t row = size_t(w) * 4;
+    for (int top = 0, bottom = h - 1; top < bottom; ++top, --bottom)  // GL's bottom-up rows, top first
+      std::swap_ranges(px.begin() + top * row, px.begin() + (top + 1) * row, px.begin() + bottom * row);
+    std::string png;
+    auto append = [](void* out, void* data, int size) {
+      static_cast<std::string*>(out)->append(static_cast<const char*>(data), size_t(size));
+    };
+    if (!stbi_write_png_to_func(append, &png, w, h, 4, px.data(), int(row))) return "cannot encode " + path;
+    try {
+      write_file_atomic(path, png);
+    } catch (const std::exception& e) {
+      return e.what();
+    }
+    return "";
+  });
 }
 
 void DrawExport(UiState& ui) {
@@ -131,49 +155,57 @@ void DrawExport(UiState& ui) {
     return;
   }
   ImGui::SetNextItemWidth(-1);
-  ImGui::InputTextWithHint("##prefix", "path prefix", &g.prefix);
+  ImGui::InputTextWithHint("##prefix", "path prefix", &g_export.prefix);
   auto report = [&](const std::string& path, const std::string& err) {
     if (err.empty()) {
       ui.info("wrote " + path);
-      g.written.push_back(path);
+      g_export.written.push_back(path);
     } else {
       ui.error("export failed: " + err);
     }
   };
+  for (auto it = g_export.pending.begin(); it != g_export.pending.end();) {  // map PNGs written on a worker
+    if (it->second.wait_for(std::chrono::seconds(0)) != std::future_status::ready) {
+      ++it;
+      continue;
+    }
+    report(it->first, it->second.get());
+    it = g_export.pending.erase(it);
+  }
   const std::string step = ui.snap ? "_step" + std::to_string(ui.snap->step) : "";
   if (ImGui::Button("map PNG")) {
-    std::string p = g.prefix + "_map_L" + std::to_string(ui.layer) + (ui.mean_heads ? "_mean" : "_H" + std::to_string(ui.head)) +
+    std::string p = g_export.prefix + "_map_L" + std::to_string(ui.layer) + (ui.mean_heads ? "_mean" : "_H" + std::to_string(ui.head)) +
                     "_" + to_string(ui.kind) + step + ".png";
-    std::string e = prepare(p);
-    report(p, e.empty() ? ExportMapPng(p) : e);
+    if (std::string e = prepare(p); !e.empty()) report(p, e);
+    else g_export.pending.emplace_back(p, ExportMapPng(p));
   }
   ImGui::SameLine();
   if (ImGui::Button("curves PNG")) {
-    std::string p = g.prefix + "_curves" + step + ".png";
+    std::string p = g_export.prefix + "_curves" + step + ".png";
     ui.captures.push_back({p, false, ui.curves_rect});
-    g.written.push_back(p);
+    g_export.written.push_back(p);
   }
   ImGui::SameLine();
   if (ImGui::Button("window PNG")) {
-    std::string p = g.prefix + "_window" + step + ".png";
+    std::string p = g_export.prefix + "_window" + step + ".png";
     ui.captures.push_back({p, true, {}});
-    g.written.push_back(p);
+    g_export.written.push_back(p);
   }
   if (ImGui::Button("metrics CSV")) {
-    std::string p = g.prefix + "_metrics" + step + ".csv";
+    std::string p = g_export.prefix + "_metrics" + step + ".csv";
     report(p, ExportMetricsCsv(ui, p));
   }
   ImGui::SameLine();
   if (ImGui::Button("metrics JSON")) {
-    std::string p = g.prefix + "_metrics" + step + ".json";
+    std::string p = g_export.prefix + "_metrics" + step + ".json";
     report(p, ExportMetricsJson(ui, p));
   }
   ImGui::SameLine();
   if (ImGui::Button("layers CSV")) {
-    std::string p = g.prefix + "_layers" + step + ".csv";
+    std::string p = g_export.prefix + "_layers" + step + ".csv";
     report(p, ExportLayerCsv(ui, p));
   }
-  if (!g.written.empty()) ImGui::TextDisabled("last: %s", g.written.back().c_str());
+  if (!g_export.written.empty()) ImGui::TextDisabled("last: %s", g_export.written.back().c_str());
   ImGui::End();
 }
 

@@ -9,6 +9,8 @@
 #include <cstdint>
 #include <cstdio>
 
+#include "engine/util/files.h"
+
 namespace ssalab::views {
 
 // ---------------------------------------------------------------- image
@@ -340,16 +342,23 @@ void MapWidget::draw_colorbar(float height) const {
   ImGui::Dummy(ImVec2(w + 56, height));
 }
 
-std::string write_map_png(const MapWidget& w, const std::string& path, int min_side) {
-  const int n = w.image().n();
-  if (n <= 0 || w.rgba().size() != size_t(n) * n) return "no map to export";
+std::string write_map_png(const std::vector<uint32_t>& rgba, int n, const std::string& path, int min_side) {
+  if (n <= 0 || rgba.size() != size_t(n) * n) return "no map to export";
   const int f = std::max(1, (min_side + n - 1) / n);
   const int side = n * f;
   std::vector<uint32_t> out(size_t(side) * side);
   for (int y = 0; y < side; ++y)
-    for (int x = 0; x < side; ++x) out[size_t(y) * side + x] = w.rgba()[size_t(y / f) * n + x / f];
-  stbi_flip_vertically_on_write(0);
-  if (!stbi_write_png(path.c_str(), side, side, 4, out.data(), side * 4)) return "cannot write " + path;
+    for (int x = 0; x < side; ++x) out[size_t(y) * side + x] = rgba[size_t(y / f) * n + x / f];
+  std::string png;
+  auto append = [](void* dst, void* data, int size) {
+    static_cast<std::string*>(dst)->append(static_cast<const char*>(data), size_t(size));
+  };
+  if (!stbi_write_png_to_func(append, &png, side, side, 4, out.data(), side * 4)) return "cannot encode " + path;
+  try {
+    write_file_atomic(path, png);
+  } catch (const std::exception& e) {
+    return e.what();
+  }
   return "";
 }
 

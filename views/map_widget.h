@@ -87,8 +87,9 @@ class MapWidget {
   bool dragging_ = false;
 };
 
-// Writes the colormapped image of `w` to PNG, upscaled (nearest) so the
-// picture is at least min_side pixels wide. Returns "" or the error.
-std::string write_map_png(const MapWidget& w, const std::string& path, int min_side = 512);
+// Writes a colormapped n x n image (MapWidget::rgba()) to PNG, upscaled
+// (nearest) so the picture is at least min_side pixels wide, atomically.
+// Returns "" or the error.
+std::string write_map_png(const std::vector<uint32_t>& rgba, int n, const std::string& path, int min_side = 512);
 
 }  // namespace ssalab::views

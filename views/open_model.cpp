@@ -44,7 +44,7 @@ struct OpenModelState {
   std::vector<CacheRow> cached;
   bool listed = false;
 };
-OpenModelState g;
+OpenModelState g_open;
 
 std::string recent_path() {
   std::string dir = user_config_dir();
@@ -52,24 +52,24 @@ std::string recent_path() {
 }
 
 void read_recent() {
-  g.recent_read = true;
+  g_open.recent_read = true;
   const std::string path = recent_path();
   if (path.empty() || !file_exists(path)) return;
   try {
-    for (const auto& s : nlohmann::json::parse(read_file(path))) g.recent.push_back(s.get<std::string>());
+    for (const auto& s : nlohmann::json::parse(read_file(path))) g_open.recent.push_back(s.get<std::string>());
   } catch (const std::exception&) {
-    g.recent.clear();  // an unreadable list is only a convenience lost
+    g_open.recent.clear();  // an unreadable list is only a convenience lost
   }
 }
 
 void remember(UiState& ui, const std::string& source) {
-  g.recent.erase(std::remove(g.recent.begin(), g.recent.end(), source), g.recent.end());
-  g.recent.insert(g.recent.begin(), source);
-  if (g.recent.size() > kMaxRecent) g.recent.resize(kMaxRecent);
+  g_open.recent.erase(std::remove(g_open.recent.begin(), g_open.recent.end(), source), g_open.recent.end());
+  g_open.recent.insert(g_open.recent.begin(), source);
+  if (g_open.recent.size() > kMaxRecent) g_open.recent.resize(kMaxRecent);
   const std::string path = ui.persist_settings ? recent_path() : "";
   if (path.empty()) return;
   try {
-    write_file_atomic(path, nlohmann::json(g.recent).dump(1) + "\n");
+    write_file_atomic(path, nlohmann::json(g_open.recent).dump(1) + "\n");
   } catch (const std::exception& e) {
     ui.error(std::string("cannot save the recent models list: ") + e.what());
   }
@@ -146,36 +146,36 @@ std::vector<int> OpenedModel::encode(const std::string& text, size_t limit) cons
 
 uint64_t OpenModel(UiState& ui, const std::string& source) {
   if (!ui.session || source.empty()) return 0;
-  g.pending = source;
-  g.error.clear();
-  g.pending_ticket = ui.session->load(source);
+  g_open.pending = source;
+  g_open.error.clear();
+  g_open.pending_ticket = ui.session->load(source);
   ui.info("opening " + source);
-  return g.pending_ticket;
+  return g_open.pending_ticket;
 }
 
 void JoinOpenModelWorkers() {
-  if (g.listing.valid()) g.listing.wait();
-  g = OpenModelState{};
+  if (g_open.listing.valid()) g_open.listing.wait();
+  g_open = OpenModelState{};
 }
 
 void DrawOpenModel(UiState& ui) {
-  if (!g.recent_read) read_recent();
-  if (is_ready(g.listing)) {
+  if (!g_open.recent_read) read_recent();
+  if (is_ready(g_open.listing)) {
     try {
-      g.cached = g.listing.get();
+      g_open.cached = g_open.listing.get();
     } catch (const std::exception& e) {
       ui.error(std::string("cannot list the HF cache: ") + e.what());
     }
   }
   const Snapshot* snap = ui.snap.get();
   // The session answers a pending open by a new model source or an error.
-  if (!g.pending.empty() && snap && snap->loads_done >= g.pending_ticket) {
-    if (snap->model_source == g.pending) {
-      remember(ui, g.pending);
-      g.pending.clear();
+  if (!g_open.pending.empty() && snap && snap->loads_done >= g_open.pending_ticket) {
+    if (snap->model_source == g_open.pending) {
+      remember(ui, g_open.pending);
+      g_open.pending.clear();
     } else {
-      g.error = snap->error.empty() ? "the model did not open" : snap->error;
-      g.pending.clear();
+      g_open.error = snap->error.empty() ? "the model did not open" : snap->error;
+      g_open.pending.clear();
     }
   }
   if (!ui.show_open_model) return;
@@ -184,9 +184,9 @@ void DrawOpenModel(UiState& ui) {
     ImGui::End();
     return;
   }
-  if (!g.listed) {
-    g.listed = true;
-    g.listing = background_workers().submit(list_cache);
+  if (!g_open.listed) {
+    g_open.listed = true;
+    g_open.listing = background_workers().submit(list_cache);
   }
 
   if (snap) {
@@ -197,11 +197,11 @@ void DrawOpenModel(UiState& ui) {
   }
   ImGui::SetNextItemWidth(-110);
   const bool enter = ImGui::InputTextWithHint("##source", "model folder or hub id (org/name), from the local cache",
-                                              &g.source, ImGuiInputTextFlags_EnterReturnsTrue);
+                                              &g_open.source, ImGuiInputTextFlags_EnterReturnsTrue);
   ImGui::SameLine();
   const bool loading = snap && !snap->loading.empty();
-  ImGui::BeginDisabled(g.source.empty() || loading || !ui.session);
-  if (ImGui::Button("open", ImVec2(-1, 0)) || (enter && !g.source.empty())) OpenModel(ui, g.source);
+  ImGui::BeginDisabled(g_open.source.empty() || loading || !ui.session);
+  if (ImGui::Button("open", ImVec2(-1, 0)) || (enter && !g_open.source.empty())) OpenModel(ui, g_open.source);
   ImGui::EndDisabled();
   ImGui::TextDisabled("nothing is downloaded: hub ids are looked up in %s", hf_hub_cache_dir().c_str());
 
@@ -213,20 +213,20 @@ void DrawOpenModel(UiState& ui) {
     if (ImGui::Button("cancel", ImVec2(-1, 0))) ui.session->cancel_load();
     ImGui::TextWrapped("%s", snap->status.c_str());
   }
-  if (!g.error.empty()) ImGui::TextColored(ImVec4(1, 0.4f, 0.4f, 1), "%s", g.error.c_str());
+  if (!g_open.error.empty()) ImGui::TextColored(ImVec4(1, 0.4f, 0.4f, 1), "%s", g_open.error.c_str());
 
   ImGui::Separator();
   ImGui::Text("In the local HF cache");
   ImGui::SameLine();
-  ImGui::BeginDisabled(g.listing.valid());
-  if (ImGui::SmallButton("refresh")) g.listing = background_workers().submit(list_cache);
+  ImGui::BeginDisabled(g_open.listing.valid());
+  if (ImGui::SmallButton("refresh")) g_open.listing = background_workers().submit(list_cache);
   ImGui::EndDisabled();
-  if (g.listing.valid()) ImGui::TextDisabled("reading the cache ...");
-  else if (g.cached.empty()) ImGui::TextDisabled("no models with a config.json in the cache");
+  if (g_open.listing.valid()) ImGui::TextDisabled("reading the cache ...");
+  else if (g_open.cached.empty()) ImGui::TextDisabled("no models with a config.json in the cache");
   else if (ImGui::BeginTable("cached", 5, ImGuiTableFlags_Borders | ImGuiTableFlags_SizingStretchProp)) {
     for (const char* h : {"model", "architecture", "parameters", "on disk", ""}) ImGui::TableSetupColumn(h);
     ImGui::TableHeadersRow();
-    for (const CacheRow& r : g.cached) {
+    for (const CacheRow& r : g_open.cached) {
       ImGui::TableNextRow();
       ImGui::TableNextColumn();
       ImGui::TextUnformatted(r.model.hub_id.c_str());
@@ -250,8 +250,8 @@ void DrawOpenModel(UiState& ui) {
 
   ImGui::Separator();
   ImGui::Text("Recent");
-  if (g.recent.empty()) ImGui::TextDisabled("models opened here are listed here");
-  for (const std::string& source : g.recent) {
+  if (g_open.recent.empty()) ImGui::TextDisabled("models opened here are listed here");
+  for (const std::string& source : g_open.recent) {
     row_actions(ui, source, !loading);
     ImGui::SameLine();
     ImGui::TextUnformatted(source.c_str());

@@ -57,7 +57,7 @@ struct ParadoxState {
   int max_tokens = 1024;
   std::string add_field;
 };
-ParadoxState g;
+ParadoxState g_paradox;
 
 const char* const kPaper1B[][2] = {
     {"zen-E/FullAttn-1B", "FullAttn-1B"}, {"zen-E/MoBA-1B", "MoBA-1B"}, {"zen-E/NSA-1B", "NSA-1B"}, {"zen-E/SSA-1B", "SSA-1B"}};
@@ -76,9 +76,9 @@ bool paper_models_cached() {
 }
 
 void add_model(const std::string& source, const std::string& label, const std::string& recorded) {
-  for (const ParadoxModel& pm : g.m)
+  for (const ParadoxModel& pm : g_paradox.m)
     if (pm.source == source) return;
-  ParadoxModel& pm = g.m.emplace_back();
+  ParadoxModel& pm = g_paradox.m.emplace_back();
   pm.source = source;
   pm.label = label.empty() ? source : label;
   pm.recorded = recorded;
@@ -86,21 +86,21 @@ void add_model(const std::string& source, const std::string& label, const std::s
 }
 
 std::string key_of(const ParadoxModel& pm) {
-  return std::to_string(g.top_k) + (g.sparse_inference ? "s" : "f") + std::to_string(pm.tokens.size()) + ":" +
+  return std::to_string(g_paradox.top_k) + (g_paradox.sparse_inference ? "s" : "f") + std::to_string(pm.tokens.size()) + ":" +
          std::to_string(pm.tokens.empty() ? 0 : pm.tokens.front()) + ":" +
          std::to_string(pm.tokens.empty() ? 0 : pm.tokens.back());
 }
 
 SparseSpec spec_for(const ParadoxModel& pm) {
   SparseSpec spec = model_sparse_spec(pm.model->ck.config);  // each model's own block size and rule
-  spec.top_k = g.top_k;
+  spec.top_k = g_paradox.top_k;
   return spec;
 }
 
 void start_analysis(ParadoxModel& pm) {
   AnalysisRequest req;
   req.tokens = pm.tokens;
-  req.inference = g.sparse_inference ? AttnMode::Sparse : AttnMode::Full;
+  req.inference = g_paradox.sparse_inference ? AttnMode::Sparse : AttnMode::Full;
   req.spec = spec_for(pm);
   req.token_map_limit = 0;  // block-pooled maps: several at once stay light
   req.token_losses = true;  // the probe's perplexity at this k
@@ -112,7 +112,7 @@ void start_analysis(ParadoxModel& pm) {
 }
 
 double recorded(const ParadoxModel& pm, const char* key) {
-  const auto& r = g.results;
+  const auto& r = g_paradox.results;
   if (pm.recorded.empty() || !r.contains("models") || !r["models"].contains(pm.recorded) ||
       !r["models"][pm.recorded][key].is_number())
     return NAN;
@@ -129,16 +129,16 @@ double perplexity(const std::vector<float>& nll) {
 }  // namespace
 
 void ParadoxLoad(const std::string& dir) {
-  if (g.shipped_loaded || !file_exists(dir + "/ssa/config.json")) return;
-  g.shipped_loaded = true;
+  if (g_paradox.shipped_loaded || !file_exists(dir + "/ssa/config.json")) return;
+  g_paradox.shipped_loaded = true;
   add_model(dir + "/full", "FullAttn", "full");
   add_model(dir + "/moba", "MoBA", "moba");
   add_model(dir + "/ssa", "SSA", "ssa");
   try {
     std::string results = dir + "/../paradox/results.json";
-    if (file_exists(results)) g.results = nlohmann::json::parse(read_file(results));
+    if (file_exists(results)) g_paradox.results = nlohmann::json::parse(read_file(results));
   } catch (const std::exception&) {
-    g.results = nullptr;  // the live columns do not need it
+    g_paradox.results = nullptr;  // the live columns do not need it
   }
 }
 
@@ -149,23 +149,23 @@ void ParadoxAdd(UiState& ui, const std::string& source) {
 }
 
 bool ParadoxReady() {
-  return !g.m.empty() && std::all_of(g.m.begin(), g.m.end(), [](const ParadoxModel& pm) {
+  return !g_paradox.m.empty() && std::all_of(g_paradox.m.begin(), g_paradox.m.end(), [](const ParadoxModel& pm) {
     return !pm.error.empty() || (pm.analysis && !pm.analyzing.valid() && pm.requested_key == key_of(pm));
   });
 }
 
 void ReleaseParadox() {
-  for (auto& pm : g.m) pm.map.reset();
+  for (auto& pm : g_paradox.m) pm.map.reset();
 }
 
 void JoinParadoxWorkers() { background_workers().wait_idle(); }
 
 void DrawParadox(UiState& ui) {
-  for (auto& pm : g.m) {
+  for (auto& pm : g_paradox.m) {
     if (is_ready(pm.loading)) {
       try {
         pm.model = pm.loading.get();
-        if (pm.model->ck.state) g.max_tokens = std::max(64, pm.model->ck.state->train.seq_len);
+        if (pm.model->ck.state) g_paradox.max_tokens = std::max(64, pm.model->ck.state->train.seq_len);
       } catch (const std::exception& e) {
         pm.error = std::string("cannot load ") + pm.source + ": " + e.what();
         ui.error(pm.error);
@@ -180,20 +180,20 @@ void DrawParadox(UiState& ui) {
       }
     }
   }
-  if (g.use_probe && ui.snap && !ui.snap->probe_text.empty() && ui.snap->probe_text != g.probe_text) {
-    g.probe_text = ui.snap->probe_text;
-    for (auto& pm : g.m) pm.tokens.clear();
+  if (g_paradox.use_probe && ui.snap && !ui.snap->probe_text.empty() && ui.snap->probe_text != g_paradox.probe_text) {
+    g_paradox.probe_text = ui.snap->probe_text;
+    for (auto& pm : g_paradox.m) pm.tokens.clear();
   }
-  for (auto& pm : g.m)
-    if (pm.model && pm.tokens.empty() && !g.probe_text.empty()) {
+  for (auto& pm : g_paradox.m)
+    if (pm.model && pm.tokens.empty() && !g_paradox.probe_text.empty()) {
       try {
-        pm.tokens = pm.model->encode(g.probe_text, size_t(g.max_tokens));
+        pm.tokens = pm.model->encode(g_paradox.probe_text, size_t(g_paradox.max_tokens));
       } catch (const std::exception& e) {
         pm.error = pm.label + ": cannot encode the probe: " + e.what();
       }
     }
   // Every model analyses the same k; an impossible k for one model says so in its column.
-  for (auto& pm : g.m) {
+  for (auto& pm : g_paradox.m) {
     if (!pm.model || pm.tokens.empty() || pm.analyzing.valid() || key_of(pm) == pm.requested_key) continue;
     if (check_sparse_spec(spec_for(pm), int64_t(pm.tokens.size())).empty()) start_analysis(pm);
   }
@@ -206,7 +206,7 @@ void DrawParadox(UiState& ui) {
   }
   // the models: remove, add, the paper's four
   ParadoxModel* remove = nullptr;
-  for (auto& pm : g.m) {
+  for (auto& pm : g_paradox.m) {
     ImGui::PushID(&pm);
     if (ImGui::SmallButton("x")) remove = &pm;
     ImGui::PopID();
@@ -216,65 +216,65 @@ void DrawParadox(UiState& ui) {
     ImGui::SameLine();
   }
   ImGui::SetNextItemWidth(220);
-  const bool enter = ImGui::InputTextWithHint("##add", "add: folder or hub id", &g.add_field,
+  const bool enter = ImGui::InputTextWithHint("##add", "add: folder or hub id", &g_paradox.add_field,
                                               ImGuiInputTextFlags_EnterReturnsTrue);
   ImGui::SameLine();
-  if ((ImGui::SmallButton("add") || enter) && !g.add_field.empty()) {
-    ParadoxAdd(ui, g.add_field);
-    g.add_field.clear();
+  if ((ImGui::SmallButton("add") || enter) && !g_paradox.add_field.empty()) {
+    ParadoxAdd(ui, g_paradox.add_field);
+    g_paradox.add_field.clear();
   }
   ImGui::SameLine();
   ImGui::BeginDisabled(!paper_models_cached());
   if (ImGui::SmallButton("the paper's four 1B models")) {
-    g.m.remove_if([](const ParadoxModel& pm) { return !pm.analyzing.valid() && !pm.loading.valid(); });
+    g_paradox.m.remove_if([](const ParadoxModel& pm) { return !pm.analyzing.valid() && !pm.loading.valid(); });
     for (const auto& p : kPaper1B) add_model(p[0], p[1], "");
   }
   ImGui::EndDisabled();
   if (!paper_models_cached() && ImGui::IsItemHovered(ImGuiHoveredFlags_AllowWhenDisabled))
     ImGui::SetTooltip("zen-E/{SSA,FullAttn,MoBA,NSA}-1B are not all in %s", hf_hub_cache_dir().c_str());
   if (remove && !remove->analyzing.valid() && !remove->loading.valid())
-    g.m.remove_if([remove](const ParadoxModel& pm) { return &pm == remove; });
+    g_paradox.m.remove_if([remove](const ParadoxModel& pm) { return &pm == remove; });
 
-  if (g.m.empty()) {
+  if (g_paradox.m.empty()) {
     ImGui::TextDisabled("no models: add one above, or run `ssalab paradox --ship assets/models` for the shipped three");
     ImGui::End();
     return;
   }
   int nblocks = 1 << 30;
-  for (auto& pm : g.m)
+  for (auto& pm : g_paradox.m)
     if (pm.model && !pm.tokens.empty())
       nblocks = std::min(nblocks, int((pm.tokens.size() + spec_for(pm).block_size - 1) / spec_for(pm).block_size));
   if (nblocks == 1 << 30) nblocks = 1;
   ImGui::SetNextItemWidth(160);
-  ImGui::SliderInt("k (all models)", &g.top_k, 1, std::max(1, nblocks));
+  ImGui::SliderInt("k (all models)", &g_paradox.top_k, 1, std::max(1, nblocks));
   ImGui::SameLine();
-  ImGui::Checkbox("sparse inference", &g.sparse_inference);
+  ImGui::Checkbox("sparse inference", &g_paradox.sparse_inference);
   ImGui::SameLine();
-  ImGui::Checkbox("follow the probe text", &g.use_probe);
+  ImGui::Checkbox("follow the probe text", &g_paradox.use_probe);
   ImGui::SameLine();
   ImGui::SetNextItemWidth(120);
-  if (ImGui::InputInt("tokens", &g.max_tokens, 64, 512)) {
-    g.max_tokens = std::clamp(g.max_tokens, 16, 32768);
-    for (auto& pm : g.m) pm.tokens.clear();
+  if (ImGui::InputInt("tokens", &g_paradox.max_tokens, 64, 512)) {
+    g_paradox.max_tokens = std::clamp(g_paradox.max_tokens, 16, 32768);
+    for (auto& pm : g_paradox.m) pm.tokens.clear();
   }
 
   // the maps, one colour scale
   MapRequest req{ui.layer, ui.head, ui.mean_heads, ui.kind, false};
   Range shared{INFINITY, -INFINITY};
-  for (auto& pm : g.m) {
+  for (auto& pm : g_paradox.m) {
     if (!pm.map) pm.map = std::make_unique<MapWidget>();
     MapRequest own = req;
     if (pm.analysis && !pm.analysis->layers.empty()) own.layer = std::min(req.layer, int(pm.analysis->layers.size()) - 1);
     pm.map->set_image(pm.analysis, own, ui.scale);
     if (pm.map->ready()) shared = {std::min(shared.lo, pm.map->own_range().lo), std::max(shared.hi, pm.map->own_range().hi)};
   }
-  for (auto& pm : g.m) pm.map->set_colors(std::isfinite(shared.lo) ? &shared : nullptr);
-  const float table_h = float(4 + g.m.size()) * ImGui::GetTextLineHeightWithSpacing();
+  for (auto& pm : g_paradox.m) pm.map->set_colors(std::isfinite(shared.lo) ? &shared : nullptr);
+  const float table_h = float(4 + g_paradox.m.size()) * ImGui::GetTextLineHeightWithSpacing();
   const ImVec2 avail = ImGui::GetContentRegionAvail();
-  const float n = float(g.m.size());
+  const float n = float(g_paradox.m.size());
   const float size = std::max(48.0f, std::min((avail.x - 70) / n - 8, avail.y - table_h - 2 * ImGui::GetTextLineHeightWithSpacing()));
   bool first = true;
-  for (auto& pm : g.m) {
+  for (auto& pm : g_paradox.m) {
     if (!first) ImGui::SameLine();
     first = false;
     ImGui::BeginGroup();
@@ -294,14 +294,14 @@ void DrawParadox(UiState& ui) {
     ImGui::EndGroup();
   }
   ImGui::SameLine();
-  g.m.back().map->draw_colorbar(size);
+  g_paradox.m.back().map->draw_colorbar(size);
 
   if (ImGui::BeginTable("paradox", 8, ImGuiTableFlags_Borders | ImGuiTableFlags_SizingStretchSame)) {
     for (const char* h : {"model", "tokens / block / rule", "AttnSparsity", "entropy (nats)", "probe ppl full",
                           "probe ppl sparse at k", "recorded ppl full", "recorded ppl sparse (trained k)"})
       ImGui::TableSetupColumn(h);
     ImGui::TableHeadersRow();
-    for (auto& pm : g.m) {
+    for (auto& pm : g_paradox.m) {
       ImGui::TableNextRow();
       ImGui::TableNextColumn();
       ImGui::TextUnformatted(pm.label.c_str());
@@ -329,17 +329,17 @@ void DrawParadox(UiState& ui) {
   }
   // per-layer AttnSparsity / entropy of the live analyses
   size_t layers = 0;
-  for (auto& pm : g.m)
+  for (auto& pm : g_paradox.m)
     if (pm.analysis) layers = std::max(layers, pm.analysis->layers.size());
-  if (layers && ImGui::BeginTable("layers", int(g.m.size()) + 1, ImGuiTableFlags_Borders | ImGuiTableFlags_SizingStretchSame)) {
+  if (layers && ImGui::BeginTable("layers", int(g_paradox.m.size()) + 1, ImGuiTableFlags_Borders | ImGuiTableFlags_SizingStretchSame)) {
     ImGui::TableSetupColumn("layer: AttnSparsity / entropy (nats)");
-    for (auto& pm : g.m) ImGui::TableSetupColumn(pm.label.c_str());
+    for (auto& pm : g_paradox.m) ImGui::TableSetupColumn(pm.label.c_str());
     ImGui::TableHeadersRow();
     for (size_t l = 0; l < layers; ++l) {
       ImGui::TableNextRow();
       ImGui::TableNextColumn();
       ImGui::Text("L%zu", l);
-      for (auto& pm : g.m) {
+      for (auto& pm : g_paradox.m) {
         ImGui::TableNextColumn();
         if (!pm.analysis || l >= pm.analysis->layers.size()) continue;
         double sparsity = 0, entropy = 0;

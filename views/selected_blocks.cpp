@@ -5,10 +5,12 @@
 #include <imgui.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <numeric>
 
+#include "engine/util/background.h"
 #include "views/panels_internal.h"
 #include "views/views.h"
 
@@ -16,15 +18,49 @@ namespace ssalab::views {
 
 namespace {
 
-struct DetailCache {
+// Which query's detail: query_detail() runs LibTorch ops (a matmul over the
+// whole context), so it runs on a background worker, never in a frame.
+struct DetailKey {
   const Analysis* analysis = nullptr;
-  std::shared_ptr<const Analysis> keep;  // keeps `analysis` alive while cached
   int layer = -1, head = -1;
   int64_t query = -1;
+  bool operator==(const DetailKey& o) const {
+    return analysis == o.analysis && layer == o.layer && head == o.head && query == o.query;
+  }
+};
+struct DetailResult {
   QueryDetail detail;
   std::string error;
 };
+struct DetailCache {
+  DetailKey shown_key, pending_key;
+  // the analyses of both keys stay alive, so no new analysis can reuse their address
+  std::shared_ptr<const Analysis> shown_analysis, pending_analysis;
+  DetailResult shown;
+  std::future<DetailResult> pending;     // at most one in flight
+};
 DetailCache g_cache;
+
+// Starts the detail of `key` when none is computing; adopts a finished one.
+void refresh_detail(const std::shared_ptr<const Analysis>& a, const DetailKey& key) {
+  if (g_cache.pending.valid() && g_cache.pending.wait_for(std::chrono::seconds(0)) == std::future_status::ready) {
+    g_cache.shown = g_cache.pending.get();
+    g_cache.shown_key = g_cache.pending_key;
+    g_cache.shown_analysis = std::move(g_cache.pending_analysis);
+  }
+  if (g_cache.pending.valid() || key == g_cache.shown_key) return;
+  g_cache.pending_analysis = a;
+  g_cache.pending_key = key;
+  g_cache.pending = background_workers().submit([a, key] {
+    DetailResult r;
+    try {
+      r.detail = query_detail(*a, key.layer, key.head, key.query);
+    } catch (const std::exception& e) {
+      r.error = e.what();
+    }
+    return r;
+  });
+}
 
 const ImU32 kLocal = IM_COL32(255, 140, 0, 255);
 const ImU32 kPicked = IM_COL32(255, 60, 120, 255);
@@ -46,8 +82,23 @@ int bar_chart(const char* id, const std::vector<float>& values, const std::vecto
   const float bw = width / std::max<size_t>(n_bars, 1);
   // Two passes: all bars, then the selected ones at least 3 px wide on top, so
   // picks stay visible when there are more blocks than pixels (long probes).
-  for (int pass = 0; pass < 2; ++pass)
-    for (size_t j = 0; j < values.size() && j < n_bars; ++j) {
+  // With more blocks than pixels the first pass draws one bar per pixel
+  // column, the tallest of its blocks: the same picture, and the vertices
+  // (which software GL transforms on the UI thread) stay within the width.
+  const size_t shown = std::min(values.size(), n_bars);
+  if (bw < 1.0f && shown > 0) {
+    const int columns = std::max(1, int(width));
+    for (int c = 0; c < columns; ++c) {
+      const size_t j0 = size_t(c) * shown / columns, j1 = std::max(j0 + 1, size_t(c + 1) * shown / columns);
+      float v = 0;
+      for (size_t j = j0; j < j1 && j < shown; ++j)
+        if (std::isfinite(values[j])) v = std::max(v, values[j]);
+      const float h = (height - 2) * v / vmax;
+      dl->AddRectFilled(ImVec2(p0.x + c, p0.y + height - h), ImVec2(p0.x + c + 1, p0.y + height), kOther);
+    }
+  }
+  for (int pass = bw < 1.0f ? 1 : 0; pass < 2; ++pass)
+    for (size_t j = 0; j < shown; ++j) {
       int s = j < slot_of.size() ? slot_of[j] : -1;
       if (pass == 1 && s < 0) continue;
       float v = std::isfinite(values[j]) ? values[j] : 0.0f;
@@ -91,29 +142,29 @@ void DrawSelectedBlocks(UiState& ui) {
     q = a->T - 1;
     why = "last token";
   }
-  const int layer = std::clamp(ui.layer, 0, a->num_layers - 1);
-  const int head = std::clamp(ui.head, 0, a->num_heads - 1);
+  int layer = std::clamp(ui.layer, 0, a->num_layers - 1);
+  int head = std::clamp(ui.head, 0, a->num_heads - 1);
 
-  if (g_cache.analysis != a.get() || g_cache.layer != layer || g_cache.head != head || g_cache.query != q) {
-    g_cache.analysis = a.get();
-    g_cache.keep = a;
-    g_cache.layer = layer;
-    g_cache.head = head;
-    g_cache.query = q;
-    g_cache.error.clear();
-    try {
-      g_cache.detail = query_detail(*a, layer, head, q);
-    } catch (const std::exception& e) {
-      g_cache.detail = QueryDetail{};
-      g_cache.error = e.what();
+  refresh_detail(a, DetailKey{a.get(), layer, head, q});
+  if (!(g_cache.shown_key == DetailKey{a.get(), layer, head, q})) {
+    // the previous query's bars stay up while this one computes, if they
+    // belong to the same analysis; a new analysis waits a frame or two
+    if (g_cache.shown_key.analysis != a.get()) {
+      ImGui::TextDisabled("computing the blocks of query %lld ...", (long long)q);
+      ImGui::End();
+      return;
     }
+    q = g_cache.shown_key.query;
+    layer = g_cache.shown_key.layer;
+    head = g_cache.shown_key.head;
+    why = "updating";
   }
-  if (!g_cache.error.empty()) {
-    ImGui::TextColored(ImVec4(1, 0.4f, 0.4f, 1), "query_detail failed: %s", g_cache.error.c_str());
+  if (!g_cache.shown.error.empty()) {
+    ImGui::TextColored(ImVec4(1, 0.4f, 0.4f, 1), "query_detail failed: %s", g_cache.shown.error.c_str());
     ImGui::End();
     return;
   }
-  const QueryDetail& d = g_cache.detail;
+  const QueryDetail& d = g_cache.shown.detail;
   std::string piece;
   if (ui.snap && int64_t(ui.snap->probe_pieces.size()) == a->T) piece = display_piece(ui.snap->probe_pieces[q]);
   ImGui::Text("query %lld '%s' (%s)  layer %d  head %d (kv group %d)  own block %lld", (long long)q, piece.c_str(),

@@ -34,35 +34,35 @@ struct ProbeState {
   std::vector<int> line_start;  // first chip of each line
   float width = -1;
   int64_t last_pinned = -1;
-} g;
+} g_text_probe;
 
 bool is_newline(const std::string& piece) { return piece == "<0x0A>" || piece == "\n"; }
 
 void layout(float width) {
-  g.chips.resize(g.pieces.size());
-  g.line_start.assign(1, 0);
+  g_text_probe.chips.resize(g_text_probe.pieces.size());
+  g_text_probe.line_start.assign(1, 0);
   const float pad = 3, gap = 2;
   float x = 0;
   int line = 0;
-  for (size_t i = 0; i < g.pieces.size(); ++i) {
-    Chip& c = g.chips[i];
-    c.text = display_piece(g.pieces[i]);
+  for (size_t i = 0; i < g_text_probe.pieces.size(); ++i) {
+    Chip& c = g_text_probe.chips[i];
+    c.text = display_piece(g_text_probe.pieces[i]);
     c.w = ImGui::CalcTextSize(c.text.c_str()).x + 2 * pad;
     if (x > 0 && x + c.w > width) {
       ++line;
       x = 0;
-      g.line_start.push_back(int(i));
+      g_text_probe.line_start.push_back(int(i));
     }
     c.x = x;
     c.line = line;
     x += c.w + gap;
-    if (is_newline(g.pieces[i]) && i + 1 < g.pieces.size()) {
+    if (is_newline(g_text_probe.pieces[i]) && i + 1 < g_text_probe.pieces.size()) {
       ++line;
       x = 0;
-      g.line_start.push_back(int(i + 1));
+      g_text_probe.line_start.push_back(int(i + 1));
     }
   }
-  g.width = width;
+  g_text_probe.width = width;
 }
 
 }  // namespace
@@ -75,12 +75,12 @@ void DrawTextProbe(UiState& ui) {
     return;
   }
   Session* s = ui.session;
-  ImGui::InputTextMultiline("##text", &g.text, ImVec2(-1, ImGui::GetTextLineHeight() * 4.5f));
-  ImGui::BeginDisabled(!s || g.text.empty());
+  ImGui::InputTextMultiline("##text", &g_text_probe.text, ImVec2(-1, ImGui::GetTextLineHeight() * 4.5f));
+  ImGui::BeginDisabled(!s || g_text_probe.text.empty());
   if (ImGui::Button("analyse this text")) {
-    s->set_probe_text(g.text);
+    s->set_probe_text(g_text_probe.text);
     ui.pinned = -1;
-    ui.info("probe text set (" + std::to_string(g.text.size()) + " bytes)");
+    ui.info("probe text set (" + std::to_string(g_text_probe.text.size()) + " bytes)");
   }
   ImGui::EndDisabled();
   ImGui::SameLine();
@@ -92,7 +92,7 @@ void DrawTextProbe(UiState& ui) {
   ImGui::EndDisabled();
   ImGui::SameLine();
   ImGui::SetNextItemWidth(120);
-  ImGui::Combo("tint", &g.tint, "none\0AttnSparsity\0entropy\0sparse NLL cost\0");
+  ImGui::Combo("tint", &g_text_probe.tint, "none\0AttnSparsity\0entropy\0sparse NLL cost\0");
 
   const auto& snap = ui.snap;
   std::shared_ptr<const Analysis> a = snap ? snap->analysis : nullptr;
@@ -116,14 +116,14 @@ void DrawTextProbe(UiState& ui) {
   // Relayout when the pieces or the width changed.
   ImGui::BeginChild("tokens", ImVec2(0, 0), true);
   const float width = ImGui::GetContentRegionAvail().x;
-  if (snap->version != g.version) {
-    g.version = snap->version;
-    if (snap->probe_pieces != g.pieces) {
-      g.pieces = snap->probe_pieces;
-      g.width = -1;
+  if (snap->version != g_text_probe.version) {
+    g_text_probe.version = snap->version;
+    if (snap->probe_pieces != g_text_probe.pieces) {
+      g_text_probe.pieces = snap->probe_pieces;
+      g_text_probe.width = -1;
     }
   }
-  if (std::abs(width - g.width) > 0.5f) layout(width);
+  if (std::abs(width - g_text_probe.width) > 0.5f) layout(width);
 
   // Per-row tint values.
   const float* tint = nullptr;
@@ -132,7 +132,7 @@ void DrawTextProbe(UiState& ui) {
   // sparse NLL cost of token t (predicted at row t-1); token 0 has none
   std::vector<float> cost;
   float cost_scale = 1;
-  if (a && g.tint == 3 && a->T == int64_t(g.pieces.size()) && a->nll_sparse.size() + 1 == size_t(a->T) &&
+  if (a && g_text_probe.tint == 3 && a->T == int64_t(g_text_probe.pieces.size()) && a->nll_sparse.size() + 1 == size_t(a->T) &&
       a->nll_full.size() == a->nll_sparse.size()) {
     cost.assign(size_t(a->T), NAN);
     for (size_t t = 1; t < cost.size(); ++t) cost[t] = a->nll_sparse[t - 1] - a->nll_full[t - 1];
@@ -140,9 +140,9 @@ void DrawTextProbe(UiState& ui) {
     for (size_t t = 1; t < cost.size(); ++t) mags.push_back(std::abs(cost[t]));
     cost_scale = std::max(1e-3f, float(percentile(mags, 98)));
   }
-  if (a && (g.tint == 1 || g.tint == 2) && a->T == int64_t(g.pieces.size()) && !a->layers.empty()) {
+  if (a && (g_text_probe.tint == 1 || g_text_probe.tint == 2) && a->T == int64_t(g_text_probe.pieces.size()) && !a->layers.empty()) {
     const LayerAnalysis& L = a->layers[std::clamp(ui.layer, 0, a->num_layers - 1)];
-    const std::vector<float>& rows = g.tint == 1 ? L.row_sparsity : L.row_entropy;
+    const std::vector<float>& rows = g_text_probe.tint == 1 ? L.row_sparsity : L.row_entropy;
     const size_t T = size_t(a->T);
     if (rows.size() >= T * a->num_heads) {
       if (ui.mean_heads) {
@@ -153,34 +153,34 @@ void DrawTextProbe(UiState& ui) {
       } else {
         tint = rows.data() + std::clamp(ui.head, 0, a->num_heads - 1) * T;
       }
-      if (g.tint == 2) tr = auto_range(tint, T, Scale::Linear);
+      if (g_text_probe.tint == 2) tr = auto_range(tint, T, Scale::Linear);
     }
   }
 
   const float line_h = ImGui::GetTextLineHeight() + 4;
   // Scroll to a query pinned elsewhere (the map).
   // (waits until the pinned token exists: a query pinned for the next probe)
-  if (ui.pinned != g.last_pinned && (ui.pinned < 0 || size_t(ui.pinned) < g.chips.size())) {
+  if (ui.pinned != g_text_probe.last_pinned && (ui.pinned < 0 || size_t(ui.pinned) < g_text_probe.chips.size())) {
     if (ui.pinned >= 0) {
-      float y = g.chips[size_t(ui.pinned)].line * line_h;
+      float y = g_text_probe.chips[size_t(ui.pinned)].line * line_h;
       if (y < ImGui::GetScrollY() || y > ImGui::GetScrollY() + ImGui::GetWindowHeight() - 2 * line_h)
         ImGui::SetScrollY(std::max(0.0f, y - 2 * line_h));
     }
-    g.last_pinned = ui.pinned;
+    g_text_probe.last_pinned = ui.pinned;
   }
   ImDrawList* dl = ImGui::GetWindowDrawList();
   const ImVec2 mouse = ImGui::GetIO().MousePos;
   const bool child_hovered = ImGui::IsWindowHovered();
   ImGuiListClipper clipper;
-  clipper.Begin(int(g.line_start.size()), line_h);
+  clipper.Begin(int(g_text_probe.line_start.size()), line_h);
   int64_t hover = -1;
   while (clipper.Step()) {
     for (int line = clipper.DisplayStart; line < clipper.DisplayEnd; ++line) {
       ImVec2 p = ImGui::GetCursorScreenPos();
-      size_t first = size_t(g.line_start[line]);
-      size_t last = line + 1 < int(g.line_start.size()) ? size_t(g.line_start[line + 1]) : g.chips.size();
+      size_t first = size_t(g_text_probe.line_start[line]);
+      size_t last = line + 1 < int(g_text_probe.line_start.size()) ? size_t(g_text_probe.line_start[line + 1]) : g_text_probe.chips.size();
       for (size_t i = first; i < last; ++i) {
-        const Chip& c = g.chips[i];
+        const Chip& c = g_text_probe.chips[i];
         ImVec2 c0(p.x + c.x, p.y), c1(p.x + c.x + c.w, p.y + line_h - 2);
         ImU32 bg = IM_COL32(45, 48, 58, 255);
         if (tint) {
@@ -208,7 +208,7 @@ void DrawTextProbe(UiState& ui) {
     ImGui::BeginTooltip();
     ImGui::Text("token %lld", (long long)hover);
     if (a && hover < int64_t(a->tokens.size())) ImGui::Text("id %d", a->tokens[size_t(hover)]);
-    if (tint) ImGui::Text("%s %.3f", g.tint == 1 ? "AttnSparsity" : "entropy (nats)", tint[hover]);
+    if (tint) ImGui::Text("%s %.3f", g_text_probe.tint == 1 ? "AttnSparsity" : "entropy (nats)", tint[hover]);
     if (!cost.empty() && hover > 0)
       ImGui::Text("NLL full %.3f, sparse %.3f nats (cost %+.3f)", a->nll_full[size_t(hover - 1)],
                   a->nll_sparse[size_t(hover - 1)], cost[size_t(hover)]);

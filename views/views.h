@@ -15,6 +15,7 @@
 //   DrawExport         views/export.cpp         PNG / CSV / JSON export
 //   DrawStatusBar      views/status_bar.cpp     run state, pinned query, last message
 #pragma once
+#include <future>
 #include <string>
 
 #include "views/ui_state.h"
@@ -61,14 +62,17 @@ void CompareLoad(UiState& ui, const std::string& path);
 bool CompareReady();
 
 // Export (also used by the scripted demo). Each returns "" or the error text.
-std::string ExportMapPng(const std::string& path);            // the map as shown, colormapped
+// The map as shown, colormapped; encoded and written on a background worker.
+std::future<std::string> ExportMapPng(const std::string& path);
 std::string ExportMetricsCsv(const UiState& ui, const std::string& path);   // Snapshot::history
 std::string ExportMetricsJson(const UiState& ui, const std::string& path);  // history + analysis stats
 std::string ExportLayerCsv(const UiState& ui, const std::string& path);     // per layer/head stats
 // Saves a rectangle of the framebuffer that was just rendered (y down, ImGui
-// coordinates) or the whole framebuffer; called by the main loop after rendering.
-std::string SaveFramebufferPng(const std::string& path, const ScreenRect* rect, int fb_width, int fb_height,
-                               float scale_x, float scale_y);
+// coordinates) or the whole framebuffer; called by the main loop after
+// rendering. The pixels are read at once; encoding and the (atomic) write run
+// on a background worker, whose future says "" or the error.
+std::future<std::string> SaveFramebufferPng(const std::string& path, const ScreenRect* rect, int fb_width,
+                                            int fb_height, float scale_x, float scale_y);
 
 // Why `spec` cannot run for this session on a probe of T tokens ("" = it can):
 // the attention's own check plus the training config's (k blocks must fit in

@@ -20,9 +20,14 @@
 #include <cstdlib>
 #include <ctime>
 #include <filesystem>
+#include <fstream>
 #include <future>
+#include <iterator>
+#include <sstream>
 #include <memory>
 #include <thread>
+
+#include <unistd.h>
 
 #include "app/gui/demo.h"
 #include "engine/util/files.h"
@@ -41,6 +46,26 @@ double thread_cpu_ms() {
   timespec ts{};
   clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
   return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+// Milliseconds since this process started (the kernel's start time, in clock
+// ticks since boot: 10 ms resolution), so startup includes loading the
+// shared libraries before main(). -1 when /proc cannot say.
+double ms_since_process_start() {
+  std::ifstream in("/proc/self/stat");
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const size_t close = stat.rfind(')');  // the command name may hold spaces
+  if (close == std::string::npos) return -1;
+  std::istringstream fields(stat.substr(close + 2));
+  std::string field;
+  for (int i = 3; i <= 22 && fields >> field; ++i) {
+    if (i < 22) continue;
+    timespec now{};
+    clock_gettime(CLOCK_BOOTTIME, &now);
+    const double started_s = std::stod(field) / double(sysconf(_SC_CLK_TCK));
+    return (now.tv_sec + now.tv_nsec / 1e9 - started_s) * 1e3;
+  }
+  return -1;
 }
 
 // Ctrl-C / SIGTERM close the window the normal way (layout saved, engine stopped).
@@ -140,7 +165,30 @@ int run_gui(const GuiOptions& opt_in) {
   std::unique_ptr<Demo> demo = demo_mode ? std::make_unique<Demo>(opt, ui) : nullptr;
 
   int exit_code = 0;
-  double last_frame_ms = 0, last_frame_cpu_ms = 0;
+  FrameCost cost, last_cost;  // this frame's parts as they run; the previous frame's
+  bool first_frame = true;
+  // PNG captures being encoded on a worker: reported in the log when written.
+  std::vector<std::pair<std::string, std::future<std::string>>> pending_captures;
+  auto report_captures = [&](bool wait) {
+    for (auto it = pending_captures.begin(); it != pending_captures.end();) {
+      if (!wait && it->second.wait_for(std::chrono::seconds(0)) != std::future_status::ready) {
+        ++it;
+        continue;
+      }
+      const std::string err = it->second.get();
+      if (err.empty()) ui.info("wrote " + it->first);
+      else ui.error("capture failed: " + err);
+      it = pending_captures.erase(it);
+    }
+  };
+  // Runs one part of the frame and notes its wall and CPU time.
+  auto timed = [&cost](const char* name, auto&& part) {
+    const Clock::time_point w0 = Clock::now();
+    const double c0 = thread_cpu_ms();
+    part();
+    cost.parts.push_back({name, std::chrono::duration<double, std::milli>(Clock::now() - w0).count(),
+                          thread_cpu_ms() - c0});
+  };
   const auto frame_budget = std::chrono::microseconds(16667);  // at most ~60 frames/s, vsync or not
   // Idle frames cost CPU that training needs (2 cores, software GL under Xvfb):
   // after input or a new snapshot draw at full rate for a few frames, else
@@ -161,62 +209,76 @@ int run_gui(const GuiOptions& opt_in) {
     }
     const Clock::time_point t0 = Clock::now();
     const double cpu0 = thread_cpu_ms();
-    ImGui_ImplOpenGL3_NewFrame();
-    ImGui_ImplGlfw_NewFrame();
-    if (demo) {  // the pointer of a headless screen is wherever the demo puts it
-      float mx, my;
-      demo->mouse(&mx, &my);
-      io.MousePos = mx < 0 ? ImVec2(-FLT_MAX, -FLT_MAX) : ImVec2(mx, my);
-    }
-    ImGui::NewFrame();
+    cost.parts.clear();
+    timed("new frame", [&] {
+      ImGui_ImplOpenGL3_NewFrame();
+      ImGui_ImplGlfw_NewFrame();
+      if (demo) {  // the pointer of a headless screen is wherever the demo puts it
+        float mx, my;
+        demo->mouse(&mx, &my);
+        io.MousePos = mx < 0 ? ImVec2(-FLT_MAX, -FLT_MAX) : ImVec2(mx, my);
+      }
+      ImGui::NewFrame();
+    });
 
-    views::BeginFrameState(ui);
+    timed("snapshot", [&] { views::BeginFrameState(ui); });
     if (ui.snap && ui.snap->version != last_version) {
       last_version = ui.snap->version;
       active_frames = std::max(active_frames, 3);
     }
     if (io.WantTextInput || ImGui::IsAnyMouseDown()) active_frames = std::max(active_frames, 2);
     if (ImGui::IsKeyPressed(ImGui::GetKeyIndex(ImGuiKey_Escape)) && !io.WantTextInput) ui.pinned = -1;
-    views::DrawMenuBar(ui);
-    views::DrawControls(ui);
-    views::DrawExport(ui);
-    views::DrawTextProbe(ui);
-    views::DrawAttentionMap(ui);
-    views::DrawSelectedBlocks(ui);
-    views::DrawCurves(ui);
-    views::DrawLayerMetrics(ui);
-    views::DrawCompare(ui);
-    views::DrawParadox(ui);
-    views::DrawOpenModel(ui);
-    views::DrawStatusBar(ui);
+    timed("menu bar", [&] { views::DrawMenuBar(ui); });
+    timed("controls", [&] { views::DrawControls(ui); });
+    timed("export", [&] { views::DrawExport(ui); });
+    timed("text probe", [&] { views::DrawTextProbe(ui); });
+    timed("attention map", [&] { views::DrawAttentionMap(ui); });
+    timed("selected blocks", [&] { views::DrawSelectedBlocks(ui); });
+    timed("curves", [&] { views::DrawCurves(ui); });
+    timed("layer metrics", [&] { views::DrawLayerMetrics(ui); });
+    timed("compare", [&] { views::DrawCompare(ui); });
+    timed("paradox", [&] { views::DrawParadox(ui); });
+    timed("open model", [&] { views::DrawOpenModel(ui); });
+    timed("status bar", [&] { views::DrawStatusBar(ui); });
 
-    ImGui::Render();
     int fb_w = 0, fb_h = 0;
-    glfwGetFramebufferSize(window, &fb_w, &fb_h);
-    glViewport(0, 0, fb_w, fb_h);
-    glClearColor(0.09f, 0.09f, 0.11f, 1.0f);
-    glClear(GL_COLOR_BUFFER_BIT);
-    ImGui_ImplOpenGL3_RenderDrawData(ImGui::GetDrawData());
+    timed("render", [&] {
+      ImGui::Render();
+      glfwGetFramebufferSize(window, &fb_w, &fb_h);
+      glViewport(0, 0, fb_w, fb_h);
+      glClearColor(0.09f, 0.09f, 0.11f, 1.0f);
+      glClear(GL_COLOR_BUFFER_BIT);
+      ImGui_ImplOpenGL3_RenderDrawData(ImGui::GetDrawData());
+      cost.vertices = ImGui::GetDrawData()->TotalVtxCount;
+    });
 
     // PNG captures requested this frame read the back buffer before the swap.
-    for (const views::CaptureRequest& c : ui.captures) {
-      std::string err = views::SaveFramebufferPng(c.path, c.whole_window ? nullptr : &c.rect, fb_w, fb_h,
-                                                  io.DisplayFramebufferScale.x, io.DisplayFramebufferScale.y);
-      if (err.empty()) ui.info("wrote " + c.path);
-      else ui.error("capture failed: " + err);
-    }
-    ui.captures.clear();
+    timed("captures", [&] {
+      for (const views::CaptureRequest& c : ui.captures)
+        pending_captures.emplace_back(c.path, views::SaveFramebufferPng(c.path, c.whole_window ? nullptr : &c.rect,
+                                                                        fb_w, fb_h, io.DisplayFramebufferScale.x,
+                                                                        io.DisplayFramebufferScale.y));
+      ui.captures.clear();
+      report_captures(false);
+    });
     if (demo && demo->after_render(fb_w, fb_h, io.DisplayFramebufferScale.x, io.DisplayFramebufferScale.y,
-                                   last_frame_ms, last_frame_cpu_ms)) {
+                                   last_cost)) {
       exit_code = demo->exit_code();
       glfwSetWindowShouldClose(window, 1);
     }
-    glfwSwapBuffers(window);
+    timed("swap", [&] { glfwSwapBuffers(window); });
+    if (first_frame) {
+      first_frame = false;
+      const double startup = ms_since_process_start();
+      std::fprintf(stderr, "ssalab gui: first frame drawn %.2f s after the process started\n", startup / 1e3);
+      if (demo) demo->first_frame_drawn(startup);
+    }
 
     const Clock::duration work = Clock::now() - t0;
-    last_frame_ms = std::chrono::duration<double, std::milli>(work).count();
-    last_frame_cpu_ms = thread_cpu_ms() - cpu0;
-    ui.frame_ms.push_back(float(last_frame_ms));
+    cost.wall_ms = std::chrono::duration<double, std::milli>(work).count();
+    cost.cpu_ms = thread_cpu_ms() - cpu0;
+    std::swap(cost, last_cost);
+    ui.frame_ms.push_back(float(last_cost.wall_ms));
     if (ui.frame_ms.size() > 4096) ui.frame_ms.erase(ui.frame_ms.begin(), ui.frame_ms.begin() + 2048);
     if (work < frame_budget) std::this_thread::sleep_for(frame_budget - work);
   }
@@ -225,6 +287,7 @@ int run_gui(const GuiOptions& opt_in) {
   // then the engine threads. A running analysis of a long probe cannot be
   // interrupted and may take minutes on a CPU; after a grace period the
   // process exits without waiting for it (checkpoints are written atomically).
+  report_captures(true);  // PNGs asked for are on disk before the process goes
   glfwHideWindow(window);
   if (session) session->pause();
   views::ShutdownViews();

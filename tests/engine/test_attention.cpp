@@ -8,43 +8,11 @@
 
 #include "engine/attention/attention.h"
 #include "engine/util/error.h"
+#include "tensor_checks.h"
 
 using namespace ssalab;
+using namespace ssalab::test;
 using torch::Tensor;
-
-namespace {
-
-struct Qkv {
-  Tensor q, k, v;
-};
-
-Qkv random_qkv(int B, int Hq, int Hkv, int T, int D, uint64_t seed, torch::ScalarType dt = torch::kDouble) {
-  torch::manual_seed(seed);
-  return {torch::randn({B, Hq, T, D}, dt), torch::randn({B, Hkv, T, D}, dt), torch::randn({B, Hkv, T, D}, dt)};
-}
-
-double max_diff(const Tensor& a, const Tensor& b) { return (a.to(torch::kDouble) - b.to(torch::kDouble)).abs().max().item<double>(); }
-
-// Central finite differences of sum(f(x) * w) against autograd, in double.
-void check_grad(const std::function<Tensor(const Tensor&)>& f, Tensor x, double tol = 1e-6) {
-  x = x.detach().clone().set_requires_grad(true);
-  Tensor w = torch::randn_like(f(x).detach());
-  Tensor y = (f(x) * w).sum();
-  Tensor g = torch::autograd::grad({y}, {x})[0];
-  const double eps = 1e-6;
-  auto flat = x.detach().reshape({-1});
-  auto gflat = g.reshape({-1});
-  for (int64_t i = 0; i < flat.numel(); i += std::max<int64_t>(1, flat.numel() / 40)) {
-    Tensor xp = x.detach().clone(), xm = x.detach().clone();
-    xp.view({-1})[i] += eps;
-    xm.view({-1})[i] -= eps;
-    double num = ((f(xp) * w).sum().item<double>() - (f(xm) * w).sum().item<double>()) / (2 * eps);
-    INFO("element " << i << " numeric " << num << " autograd " << gflat[i].item<double>());
-    REQUIRE(std::abs(num - gflat[i].item<double>()) < tol * std::max(1.0, std::abs(num)));
-  }
-}
-
-}  // namespace
 
 TEST_CASE("full attention matches the naive loop", "[attention]") {
   for (auto [Hq, Hkv] : {std::pair{4, 1}, std::pair{4, 2}, std::pair{3, 3}}) {

@@ -17,6 +17,10 @@ inline std::string small_corpus() {
   const char* env = std::getenv("SSALAB_TEST_CORPUS");
   return env ? env : "/usr/share/doc/python3.11/html/_sources/tutorial";
 }
+// A file or folder of the Hugging Face fixtures (tests/fixtures/hf).
+inline std::string hf_fixture(const std::string& name) {
+  return std::string(SSALAB_SOURCE_DIR) + "/tests/fixtures/hf/" + name;
+}
 inline std::string cache_dir() { return (std::filesystem::temp_directory_path() / "ssalab-test-cache").string(); }
 
 // A fresh empty directory under /tmp, unique per call.

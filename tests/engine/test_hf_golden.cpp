@@ -14,13 +14,12 @@
 #include "engine/checkpoint/safetensors.h"
 #include "engine/model/transformer.h"
 #include "engine/util/files.h"
+#include "test_helpers.h"
 
 using namespace ssalab;
 using torch::Tensor;
 
 namespace {
-
-std::string fixture(const std::string& name) { return std::string(SSALAB_SOURCE_DIR) + "/tests/fixtures/hf/" + name; }
 
 // Largest |ours - HF| over the logits; fails above `tol`.
 void expect_logits(Transformer& m, const Tensor& ids, const Tensor& want, int64_t offset) {
@@ -39,15 +38,15 @@ void expect_logits(Transformer& m, const Tensor& ids, const Tensor& want, int64_
 }  // namespace
 
 TEST_CASE("logits equal HF transformers' for every supported architecture", "[hf][golden]") {
-  auto manifest = nlohmann::json::parse(read_file(fixture("manifest.json")));
+  auto manifest = nlohmann::json::parse(read_file(test::hf_fixture("manifest.json")));
   REQUIRE(manifest["cases"].size() == 6);
   for (const auto& c : manifest["cases"]) {
     const std::string name = c["name"];
     DYNAMIC_SECTION(name << " (" << c["architecture"].get<std::string>() << ", " << c["dialect"].get<std::string>()
                          << " config, " << c["stored"].get<std::string>() << ")") {
-      LoadedCheckpoint ck = load_checkpoint(fixture(name));
+      LoadedCheckpoint ck = load_checkpoint(test::hf_fixture(name));
       CHECK(architecture_name(ck.config.arch) == c["architecture"].get<std::string>());
-      SafetensorsFile golden = load_safetensors(fixture(name + "/golden.safetensors"));
+      SafetensorsFile golden = load_safetensors(test::hf_fixture(name + "/golden.safetensors"));
       Tensor ids = golden.tensors.at("input_ids");
       expect_logits(*ck.model, ids, golden.tensors.at("logits"), 0);
       if (golden.tensors.count("offset_logits"))
@@ -58,7 +57,7 @@ TEST_CASE("logits equal HF transformers' for every supported architecture", "[hf
 }
 
 TEST_CASE("the fixtures exercise the family flags they claim", "[hf][golden]") {
-  auto cfg = [](const char* name) { return load_checkpoint(fixture(name)).config; };
+  auto cfg = [](const char* name) { return load_checkpoint(test::hf_fixture(name)).config; };
   ModelConfig c = cfg("llama3_untied");
   CHECK((c.rope_type == RopeType::Llama3 && c.rope_scaling == 8 && c.rope_original_max_position == 32));
   CHECK((!c.tied_embeddings && !c.gate && c.head_dim == 16));

@@ -28,11 +28,9 @@ using test::TempDir;
 
 namespace {
 
-std::string fixture(const std::string& name) { return std::string(SSALAB_SOURCE_DIR) + "/tests/fixtures/hf/" + name; }
-
 // A copy of a fixture folder to break.
 std::string copy_fixture(const TempDir& d, const std::string& name, const std::string& as) {
-  fs::copy(fixture(name), d / as, fs::copy_options::recursive);
+  fs::copy(test::hf_fixture(name), d / as, fs::copy_options::recursive);
   return d / as;
 }
 
@@ -113,8 +111,8 @@ torch::Tensor logits_of(Transformer& m, const std::vector<int64_t>& ids) {
 TEST_CASE("a hub id loads from the local HF cache, following refs/main", "[hf][hub]") {
   TempDir d;
   const std::string cache = d / "hub";
-  add_to_cache(cache, "zen-E", "Tiny-NSA", fixture("llama_nsa"), "0123abcd");
-  add_to_cache(cache, "org", "noref", fixture("qwen3"), "ffff0000", /*with_ref=*/false);
+  add_to_cache(cache, "zen-E", "Tiny-NSA", test::hf_fixture("llama_nsa"), "0123abcd");
+  add_to_cache(cache, "org", "noref", test::hf_fixture("qwen3"), "ffff0000", /*with_ref=*/false);
   EnvVar hub("HF_HUB_CACHE", cache);
 
   ResolvedModel r = resolve_model("zen-E/Tiny-NSA");
@@ -122,7 +120,7 @@ TEST_CASE("a hub id loads from the local HF cache, following refs/main", "[hf][h
   CHECK(r.revision == "0123abcd");
   CHECK(contains(r.dir, "models--zen-E--Tiny-NSA/snapshots/0123abcd"));
   LoadedCheckpoint ck = load_checkpoint("zen-E/Tiny-NSA");
-  LoadedCheckpoint local = load_checkpoint(fixture("llama_nsa"));
+  LoadedCheckpoint local = load_checkpoint(test::hf_fixture("llama_nsa"));
   CHECK(ck.plan.hub_id == "zen-E/Tiny-NSA");
   std::vector<int64_t> ids = {1, 5, 9, 200, 17, 3};
   CHECK(torch::equal(logits_of(*ck.model, ids), logits_of(*local.model, ids)));
@@ -133,8 +131,8 @@ TEST_CASE("a hub id loads from the local HF cache, following refs/main", "[hf][h
   REQUIRE(listed.size() == 2);
   CHECK(listed[1].hub_id == "zen-E/Tiny-NSA");
   CHECK(listed[1].architecture == "LlamaNSAForCausalLM");
-  CHECK(listed[1].bytes_on_disk == fs::file_size(fixture("llama_nsa/model.safetensors")) +
-                                       fs::file_size(fixture("llama_nsa/golden.safetensors")));
+  CHECK(listed[1].bytes_on_disk == fs::file_size(test::hf_fixture("llama_nsa/model.safetensors")) +
+                                       fs::file_size(test::hf_fixture("llama_nsa/golden.safetensors")));
 
   {  // $HF_HOME/hub when $HF_HUB_CACHE is unset
     EnvVar none("HF_HUB_CACHE", "");
@@ -152,7 +150,7 @@ TEST_CASE("a hub id not in the cache says where it looked and that nothing is do
   CHECK(contains(msg, d / "empty-cache/models--meta-llama--Llama-3.2-1B"));
   CHECK(contains(msg, "never downloads"));
   // a cached repo whose ref points nowhere
-  add_to_cache(d / "empty-cache", "org", "broken", fixture("qwen3"), "aaaa");
+  add_to_cache(d / "empty-cache", "org", "broken", test::hf_fixture("qwen3"), "aaaa");
   std::ofstream(d / "empty-cache/models--org--broken/refs/main") << "bbbb";
   CHECK(contains(error_of([&] { load_checkpoint("org/broken"); }), "bbbb"));
   CHECK(contains(error_of([&] { load_checkpoint(d / "no/such/folder"); }), "not found"));
@@ -162,7 +160,7 @@ TEST_CASE("weights are memory-mapped: fp32 used in place, bf16 converted once; t
   std::vector<LoadPlan> told;
   LoadOptions opt;
   opt.on_plan = [&](const LoadPlan& p) { told.push_back(p); };
-  LoadedCheckpoint f32 = load_checkpoint(fixture("qwen3"), opt);
+  LoadedCheckpoint f32 = load_checkpoint(test::hf_fixture("qwen3"), opt);
   REQUIRE(told.size() == 1);
   const LoadPlan& p = told[0];
   CHECK(p.stored_dtype == "F32");
@@ -184,7 +182,7 @@ TEST_CASE("weights are memory-mapped: fp32 used in place, bf16 converted once; t
   CHECK(inside);
 
   told.clear();
-  LoadedCheckpoint bf16 = load_checkpoint(fixture("llama_nsa"), opt);
+  LoadedCheckpoint bf16 = load_checkpoint(test::hf_fixture("llama_nsa"), opt);
   CHECK(told.at(0).stored_dtype == "BF16");
   CHECK(told[0].mapped_bytes == 0);
   CHECK(told[0].new_bytes == told[0].file_bytes * 2);  // bf16 -> fp32
@@ -194,7 +192,7 @@ TEST_CASE("weights are memory-mapped: fp32 used in place, bf16 converted once; t
   LoadOptions tight;
   tight.memory_limit = told[0].new_bytes - 1;
   tight.on_plan = [](const LoadPlan&) {};
-  std::string msg = error_of([&] { load_checkpoint(fixture("llama_nsa"), tight); });
+  std::string msg = error_of([&] { load_checkpoint(test::hf_fixture("llama_nsa"), tight); });
   CHECK(contains(msg, "needs"));
   CHECK(contains(msg, "available"));
   CHECK(contains(msg, "nothing was loaded"));
@@ -268,7 +266,7 @@ TEST_CASE("an NSA checkpoint (window_size > 0) loads and runs its compression an
   edit_config(dir, [](json& j) { j["window_size"] = 4; });
   LoadedCheckpoint nsa = load_checkpoint(dir);
   CHECK(nsa.config.window_size == 4);
-  LoadedCheckpoint plain = load_checkpoint(fixture("llama_nsa"));  // the same weights, window_size 0
+  LoadedCheckpoint plain = load_checkpoint(test::hf_fixture("llama_nsa"));  // the same weights, window_size 0
   std::vector<int64_t> ids = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20};
   torch::Tensor a = logits_of(*nsa.model, ids), b = logits_of(*plain.model, ids);
   CHECK(torch::isfinite(a).all().item<bool>());
@@ -364,7 +362,7 @@ TEST_CASE("missing and unexpected tensors are named; so is a shard listed in the
 }
 
 TEST_CASE("a sliding window shorter than the input is refused; one that covers it runs", "[hf][bad-input]") {
-  LoadedCheckpoint ck = load_checkpoint(fixture("mistral"));
+  LoadedCheckpoint ck = load_checkpoint(test::hf_fixture("mistral"));
   REQUIRE(ck.config.sliding_window == 64);
   torch::NoGradGuard ng;
   CHECK_NOTHROW(ck.model->forward(torch::zeros({1, 64}, torch::kLong)));

@@ -16,46 +16,14 @@
 #include "engine/metrics/analysis.h"
 #include "engine/model/transformer.h"
 #include "engine/util/error.h"
+#include "tensor_checks.h"
 #include "test_helpers.h"
 
 using namespace ssalab;
+using namespace ssalab::test;
 using torch::Tensor;
 
 namespace {
-
-struct Qkv {
-  Tensor q, k, v;
-};
-
-// q holds Tq rows, k and v Tk keys.
-Qkv random_qkv(int B, int Hq, int Hkv, int Tq, int Tk, int D, uint64_t seed) {
-  torch::manual_seed(seed);
-  auto o = torch::kDouble;
-  return {torch::randn({B, Hq, Tq, D}, o), torch::randn({B, Hkv, Tk, D}, o), torch::randn({B, Hkv, Tk, D}, o)};
-}
-
-double max_diff(const Tensor& a, const Tensor& b) {
-  return (a.to(torch::kDouble) - b.to(torch::kDouble)).abs().max().item<double>();
-}
-
-// Central finite differences of sum(f(x) * w) against autograd, in double.
-void check_grad(const std::function<Tensor(const Tensor&)>& f, Tensor x, double tol = 1e-6) {
-  x = x.detach().clone().set_requires_grad(true);
-  Tensor w = torch::randn_like(f(x).detach());
-  Tensor g = torch::autograd::grad({(f(x) * w).sum()}, {x})[0];
-  REQUIRE(torch::isfinite(g).all().item<bool>());
-  const double eps = 1e-6;
-  const int64_t n = x.numel();
-  for (int64_t i = 0; i < n; i += std::max<int64_t>(1, n / 40)) {
-    Tensor xp = x.detach().clone(), xm = x.detach().clone();
-    xp.view({-1})[i] += eps;
-    xm.view({-1})[i] -= eps;
-    double num = ((f(xp) * w).sum().item<double>() - (f(xm) * w).sum().item<double>()) / (2 * eps);
-    double ana = g.reshape({-1})[i].item<double>();
-    INFO("element " << i << " numeric " << num << " autograd " << ana);
-    REQUIRE(std::abs(num - ana) < tol * std::max(1.0, std::abs(num)));
-  }
-}
 
 struct Case {
   int B, Hq, Hkv, Tq, Tk, D, param;  // param: block size or window
