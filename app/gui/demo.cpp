@@ -22,7 +22,9 @@ namespace ssalab {
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
-namespace {
+// named, not anonymous: Demo::Impl holds these, and in a unity build this
+// file is not the main file of its unit (-Wsubobject-linkage)
+namespace demo_steps {
 
 constexpr int kLongTokens = 8192;
 constexpr int kMeasureFrames = 300;  // p99 over 300 frames: the 4th-longest, not one outlier
@@ -60,7 +62,8 @@ nlohmann::json parts_json(const std::vector<FramePart>& parts) {
   return j;
 }
 
-}  // namespace
+}  // namespace demo_steps
+using namespace demo_steps;
 
 struct Demo::Impl {
   GuiOptions opt;
@@ -435,8 +438,8 @@ bool Demo::after_render(int fb_width, int fb_height, float scale_x, float scale_
   return impl_->frame(fb_width, fb_height, scale_x, scale_y, previous);
 }
 
-void Demo::first_frame_drawn(double ms_since_process_start) {
-  impl_->startup_ms = ms_since_process_start;
+void Demo::first_frame_drawn(double ms_since_start) {
+  impl_->startup_ms = ms_since_start;
 }
 
 int Demo::exit_code() const { return impl_->code; }

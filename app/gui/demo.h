@@ -8,8 +8,8 @@
 //   summary.json        median / p99 frame time per probe length and phase,
 //                       the UI thread's CPU time per part of the frame (each
 //                       panel, rendering, the swap), the longest frames of the
-//                       whole run with their parts, the time from process
-//                       start to the first drawn frame, the map's pixel
+//                       whole run with their parts, the time from start-up
+//                       to the first drawn frame, the map's pixel
 //                       rectangle in every screenshot, stages
 // Sequence: wait for the session, train some steps, set a short probe, pin a
 // query, show the sparse map at k and at 2k, halve the block size, show the
@@ -47,9 +47,9 @@ class Demo {
   // holds this frame). `previous`: what the previous frame cost. Returns true
   // when the demo is over.
   bool after_render(int fb_width, int fb_height, float scale_x, float scale_y, const FrameCost& previous);
-  // Process start to the end of the first frame's swap, in ms (the main loop
-  // reports it once).
-  void first_frame_drawn(double ms_since_process_start);
+  // Start-up (libraries loaded, before main) to the end of the first frame's
+  // swap, in ms (the main loop reports it once).
+  void first_frame_drawn(double ms_since_start);
   int exit_code() const;
   bool measuring() const;  // timing frames now: the main loop must not idle
   // Where the demo puts the mouse (window coordinates); x < 0: no mouse.
