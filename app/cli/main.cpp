@@ -9,6 +9,7 @@
 #include <CLI/CLI.hpp>
 
 #include "app/cli/commands.h"
+#include "engine/util/crash_handler.h"
 #include "engine/util/error.h"
 #ifdef SSALAB_WITH_GUI
 #include "app/gui/gui.h"
@@ -23,6 +24,7 @@ static void add_settings(CLI::App* cmd, cli::Settings& s) {
 }
 
 int main(int argc, char** argv) {
+  install_crash_handler(argc, argv);
   // Keep freed memory in the heap: the analysis of long inputs allocates and
   // frees many same-sized buffers, and returning them to the kernel each time
   // makes page faults dominate (minutes of system time at 8K tokens).

@@ -44,6 +44,7 @@ struct FrameRecord {
   int index = 0;
   double ms = 0, cpu_ms = 0;
   int vertices = 0;
+  long minor_faults = 0, preempted = 0;
   std::vector<FramePart> parts;
 };
 
@@ -284,9 +285,10 @@ struct Demo::Impl {
   void write_results() {
     for (std::future<std::string>& shot : pending_shots) report(shot.get());  // encoded on a worker
     std::ofstream csv(dir / "frame_times.csv");
-    csv << "phase,probe_tokens,frame,wall_ms,cpu_ms,vertices\n";
+    csv << "phase,probe_tokens,frame,wall_ms,cpu_ms,vertices,minor_faults,preempted\n";
     for (const FrameRecord& f : frames)
-      csv << f.phase << ',' << f.tokens << ',' << f.index << ',' << f.ms << ',' << f.cpu_ms << ',' << f.vertices << '\n';
+      csv << f.phase << ',' << f.tokens << ',' << f.index << ',' << f.ms << ',' << f.cpu_ms << ',' << f.vertices << ','
+          << f.minor_faults << ',' << f.preempted << '\n';
     // {"512": {"live": {...}, "paused": {...}}, "8192": {...}}
     std::map<std::string, std::map<std::string, std::pair<std::vector<double>, std::vector<double>>>> by;
     for (const FrameRecord& f : frames) {
@@ -373,7 +375,8 @@ struct Demo::Impl {
     if (measure_left > 0) {
       const Analysis* a = analysis();
       frames.push_back({steps[cur].measure, a ? a->T : 0, kMeasureFrames - measure_left, previous.wall_ms,
-                        previous.cpu_ms, previous.vertices, previous.parts});
+                        previous.cpu_ms, previous.vertices, previous.minor_faults, previous.preempted,
+                        previous.parts});
       if (--measure_left == 0) next();
     }
     if (!error.empty() || cur >= steps.size()) {

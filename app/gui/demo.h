@@ -36,6 +36,9 @@ struct FramePart {
 struct FrameCost {
   double wall_ms = 0, cpu_ms = 0;
   int vertices = 0;  // ImGui's vertex count: software GL transforms them on this thread
+  // The UI thread's page faults and involuntary context switches in the frame
+  // (getrusage): where a frame's CPU time comes from outside its own work.
+  long minor_faults = 0, preempted = 0;
   std::vector<FramePart> parts;
 };
 

@@ -6,6 +6,7 @@
 #include "app/gui/gui.h"
 
 #include <GLFW/glfw3.h>
+#include <sys/resource.h>
 #include <GL/gl.h>
 #include <backends/imgui_impl_glfw.h>
 #include <backends/imgui_impl_opengl3.h>
@@ -41,6 +42,13 @@ double thread_cpu_ms() {
   timespec ts{};
   clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
   return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+// The calling thread's page faults and involuntary context switches so far.
+std::pair<long, long> thread_faults_and_preemptions() {
+  rusage r{};
+  getrusage(RUSAGE_THREAD, &r);
+  return {r.ru_minflt, r.ru_nivcsw};
 }
 
 // When this executable's static objects were made: after the dynamic loader
@@ -194,6 +202,7 @@ int run_gui(const GuiOptions& opt_in) {
     }
     const Clock::time_point t0 = Clock::now();
     const double cpu0 = thread_cpu_ms();
+    const auto [faults0, preempted0] = thread_faults_and_preemptions();
     cost.parts.clear();
     timed("new frame", [&] {
       ImGui_ImplOpenGL3_NewFrame();
@@ -262,6 +271,9 @@ int run_gui(const GuiOptions& opt_in) {
     const Clock::duration work = Clock::now() - t0;
     cost.wall_ms = std::chrono::duration<double, std::milli>(work).count();
     cost.cpu_ms = thread_cpu_ms() - cpu0;
+    const auto [faults1, preempted1] = thread_faults_and_preemptions();
+    cost.minor_faults = faults1 - faults0;
+    cost.preempted = preempted1 - preempted0;
     std::swap(cost, last_cost);
     ui.frame_ms.push_back(float(last_cost.wall_ms));
     if (ui.frame_ms.size() > 4096) ui.frame_ms.erase(ui.frame_ms.begin(), ui.frame_ms.begin() + 2048);

@@ -382,21 +382,24 @@ LoadedCheckpoint load_checkpoint(const std::string& dir_or_id, const LoadOptions
       throw Error(dir + ": tokenizer has " + std::to_string(ck.tokenizer.vocab_size()) +
                   " pieces but config.json says " + std::to_string(ck.config.vocab_size));
   }
-  if (file_exists(dir + "/trainer_state.json")) {
-    nlohmann::json st = parse_json_file(dir + "/trainer_state.json");
-    try {
-      TrainerState s;
-      s.step = st.at("step").get<int64_t>();
-      s.train = train_config_from_json(st.at("train"));
-      if (st.contains("extra")) s.extra = st["extra"];
-      ck.state = s;
-    } catch (const Error&) {
-      throw;
-    } catch (const std::exception& e) {
-      throw Error(dir + "/trainer_state.json is malformed (" + e.what() + ")");
-    }
-  }
+  if (file_exists(dir + "/trainer_state.json"))
+    ck.state = trainer_state_from_json(parse_json_file(dir + "/trainer_state.json"), dir + "/trainer_state.json");
   return ck;
+}
+
+TrainerState trainer_state_from_json(const nlohmann::json& st, const std::string& where) {
+  try {
+    TrainerState s;
+    s.step = st.at("step").get<int64_t>();
+    if (s.step < 0) throw Error(where + ": step " + std::to_string(s.step) + " is negative");
+    s.train = train_config_from_json(st.at("train"));
+    if (st.contains("extra")) s.extra = st["extra"];
+    return s;
+  } catch (const Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw Error(where + " is malformed (" + e.what() + ")");
+  }
 }
 
 void load_optimizer(const std::string& dir, torch::optim::Optimizer& opt) {

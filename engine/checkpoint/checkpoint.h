@@ -49,6 +49,9 @@ struct SaveOptions {
 
 void save_checkpoint(const std::string& dir, Transformer& model, const Tokenizer& tok, const SaveOptions& opt);
 
+// trainer_state.json's content; throws Error naming `where` when malformed.
+TrainerState trainer_state_from_json(const nlohmann::json& state, const std::string& where);
+
 // What loading a model will take, worked out from config.json and the
 // safetensors headers alone, before any weight memory is allocated.
 struct LoadPlan {

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# AddressSanitizer + UndefinedBehaviorSanitizer build (clang) of the engine,
+# its tests and the fuzz targets in build-asan/; runs the tests that need no
+# sentencepiece (it is dlopen()ed with RTLD_DEEPBIND, which ASan refuses, see
+# engine/data/corpus.cpp), then every fuzz target from its seeds.
+#   scripts/sanitize.sh              build, tests, each fuzz target 20 s (CI)
+#   FUZZ_SECONDS=600 scripts/sanitize.sh fuzz    longer fuzzing only
+# Fuzz results (executions, coverage, findings) land in build-asan/fuzz-*.txt;
+# a crash leaves its input in build-asan/fuzz-artifacts/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+STAGE=${1:-all}
+BUILD=${SSALAB_ASAN_DIR:-build-asan}
+FUZZ_SECONDS=${FUZZ_SECONDS:-20}
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0:abort_on_error=1:detect_odr_violation=0}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+
+cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
+  -DCMAKE_C_COMPILER=clang -DSSALAB_FUZZ=ON -DSSALAB_GUI=OFF -DSSALAB_KERNELS=OFF >/dev/null
+targets="fuzz_safetensors fuzz_model_config fuzz_checkpoint_folder fuzz_tokenizer fuzz_trainer_state"
+[ "$STAGE" = fuzz ] || targets="$targets test_engine test_data test_tokenizer"
+cmake --build "$BUILD" -j"$(nproc)" --target $targets
+
+if [ "$STAGE" != fuzz ]; then
+  echo "[sanitize] tests under ASan + UBSan"
+  "$BUILD"/test_engine "[attention],[nsa],[hf],[model],[golden],[grad],[metrics],[npy],[mmap],[crash],[spec],[rule]"
+  "$BUILD"/test_data "[safetensors],[utf8]"
+  "$BUILD"/test_tokenizer "~[load]"
+fi
+
+echo "[sanitize] fuzzing each target for ${FUZZ_SECONDS} s"
+mkdir -p "$BUILD/fuzz-artifacts"
+status=0
+for t in safetensors model_config checkpoint_folder tokenizer trainer_state; do
+  work="$BUILD/fuzz-corpus/$t"  # grows; the committed seeds stay as they are
+  mkdir -p "$work"
+  if ! "$BUILD/fuzz_$t" "$work" "fuzz/corpus/$t" -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=2048 \
+       -malloc_limit_mb=512 -timeout=10 -print_final_stats=1 -artifact_prefix="$BUILD/fuzz-artifacts/$t-" \
+       > "$BUILD/fuzz-$t.txt" 2>&1; then
+    echo "[sanitize] fuzz_$t FOUND A PROBLEM:"; tail -40 "$BUILD/fuzz-$t.txt"; status=1
+  fi
+  runs=$(grep -o "stat::number_of_executed_units: [0-9]*" "$BUILD/fuzz-$t.txt" | awk '{print $2}')
+  cov=$(grep -o "cov: [0-9]*" "$BUILD/fuzz-$t.txt" | tail -1 | awk '{print $2}')
+  echo "[sanitize] fuzz_$t: ${runs:-?} executions in ${FUZZ_SECONDS} s, coverage ${cov:-?} edges"
+done
+exit $status
