@@ -37,7 +37,7 @@ class MemoryFile {
 // copy of `seed_dir` (a fixture model folder) when given.
 inline std::string scratch_folder(const std::string& seed_dir = "") {
   namespace fs = std::filesystem;
-  fs::path dir = fs::path("/dev/shm").exists() ? "/dev/shm" : fs::temp_directory_path();
+  fs::path dir = fs::is_directory("/dev/shm") ? fs::path("/dev/shm") : fs::temp_directory_path();
   dir /= "ssalab-fuzz-" + std::to_string(getpid());
   fs::remove_all(dir);
   fs::create_directories(dir);

@@ -8,11 +8,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PKGS=(build-essential cmake ninja-build pkg-config libopenblas0-pthread
-      libtorch-dev libsentencepiece-dev sentencepiece catch2
+      libtorch-dev libsentencepiece-dev sentencepiece
       libcli11-dev nlohmann-json3-dev libfmt-dev libspdlog-dev libstb-dev
-      libimgui-dev libglfw3-dev libgl-dev xvfb xauth libpcre2-dev libutf8proc-dev zlib1g-dev
+      libimgui-dev libglfw3-dev libgl-dev libpcre2-dev libutf8proc-dev zlib1g-dev
       python3.11-doc)   # python3.11-doc: the default English corpus (~11 MB of .rst text)
 # libopenblas0-pthread: without it LibTorch falls back to the reference BLAS (6x slower)
+# SSALAB_TEST_PACKAGES=1 (scripts/test.sh): also what the tests need: Catch2,
+# Xvfb for the GUI demo test, clang's libFuzzer and sanitizers (scripts/sanitize.sh)
+if [ "${SSALAB_TEST_PACKAGES:-0}" = 1 ]; then
+  PKGS+=(catch2 xvfb xauth clang libclang-rt-14-dev)
+fi
 
 missing=()
 for p in "${PKGS[@]}"; do

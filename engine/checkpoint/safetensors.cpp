@@ -322,7 +322,7 @@ torch::Tensor MappedSafetensors::tensor(const SafetensorsEntry& e) const {
   const auto opts = torch::TensorOptions().dtype(e.type);
   if (reinterpret_cast<uintptr_t>(data) % c10::elementSize(e.type) != 0) {
     torch::Tensor t = torch::empty(e.shape, opts);  // misaligned writer: one copy
-    std::memcpy(t.data_ptr(), data, e.bytes());
+    if (e.bytes() > 0) std::memcpy(t.data_ptr(), data, e.bytes());  // an empty tensor may have no data pointer
     return t;
   }
   std::shared_ptr<Mapping> keep = map_;

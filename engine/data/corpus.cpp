@@ -162,13 +162,51 @@ void* sp_symbol(void* lib, const char* name) {
   return f;
 }
 
+// The object layouts compiled in are 0.1.97's (the Debian 12 headers): the
+// processor is constructed in our storage and its members are read inline.
+// Another version's library would corrupt memory (it did: the GPU machine's
+// system libsentencepiece, without Debian's first on LD_LIBRARY_PATH, crashed
+// in Normalize), so the loaded file must carry 0.1.97's version string.
+constexpr char kSentencepieceVersion[] = "0.1.97";
+
+void check_sp_version(const void* symbol) {
+  Dl_info info{};
+  if (!::dladdr(symbol, &info) || !info.dli_fname) return;  // cannot tell: trust it
+  const std::string path = info.dli_fname;
+  std::string bytes;
+  try {
+    bytes = read_file(path);
+  } catch (const Error&) {
+    return;
+  }
+  const std::string tag = std::string(1, '\0') + kSentencepieceVersion + std::string(1, '\0');
+  if (bytes.find(tag) == std::string::npos)
+    throw Error("the libsentencepiece loaded from " + path + " is not version " + kSentencepieceVersion +
+                " (Debian 12's), whose object layout ssalab is built against; put Debian's libsentencepiece0 "
+                "first on LD_LIBRARY_PATH (scripts/gpu_check.sh shows how)");
+}
+
+#if defined(__SANITIZE_ADDRESS__)
+#define SSALAB_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SSALAB_ASAN 1
+#endif
+#endif
+
 SpApi load_sp_api() {
+#ifdef SSALAB_ASAN
+  // ASan aborts the process on RTLD_DEEPBIND, and without it the two
+  // protobufs collide (above): in a sanitizer build, say so instead
+  throw Error("sentencepiece cannot be loaded in an AddressSanitizer build (it needs RTLD_DEEPBIND)");
+#endif
   // the trainer library pulls in libsentencepiece.so.0 into the same local scope
   void* lib = ::dlopen("libsentencepiece_train.so.0", RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
   if (!lib) throw Error(std::string("cannot load libsentencepiece (package libsentencepiece0): ") + ::dlerror());
   SpApi api;
   api.construct_processor = reinterpret_cast<decltype(api.construct_processor)>(
       sp_symbol(lib, "_ZN13sentencepiece22SentencePieceProcessorC1Ev"));
+  check_sp_version(reinterpret_cast<const void*>(api.construct_processor));
   api.destroy_status = reinterpret_cast<decltype(api.destroy_status)>(sp_symbol(lib, "_ZN13sentencepiece4util6StatusD1Ev"));
   api.status_message = reinterpret_cast<decltype(api.status_message)>(
       sp_symbol(lib, "_ZNK13sentencepiece4util6Status13error_messageEv"));

@@ -18,9 +18,10 @@ struct Result {
   std::string output;
 };
 
-static Result run(const std::string& args) {
+// `env`: assignments put before the command, e.g. "LD_LIBRARY_PATH=/x".
+static Result run(const std::string& args, const std::string& env = "") {
   std::string out = fs::temp_directory_path() / ("ssalab-cli-" + std::to_string(::getpid()) + ".log");
-  std::string cmd = std::string(SSALAB_BINARY) + " " + args + " > " + out + " 2>&1";
+  std::string cmd = env + (env.empty() ? "" : " ") + std::string(SSALAB_BINARY) + " " + args + " > " + out + " 2>&1";
   int status = std::system(cmd.c_str());
   std::ifstream in(out);
   std::stringstream ss;
@@ -89,6 +90,35 @@ TEST_CASE("ssalab reports bad input with an exit code and a clear message", "[cl
   r = run("train --method sparse-ish");
   REQUIRE(r.code == 1);
   REQUIRE_THAT(r.output, Catch::Contains("unknown training method"));
+}
+
+// The crash found on the GPU machine, on the CPU: another version's
+// libsentencepiece first on the library path. Here it is Debian's own file
+// with the version string changed, so only the check can tell them apart.
+TEST_CASE("a libsentencepiece of another version is refused by name instead of crashing", "[cli][bad-input]") {
+  const std::string tag = std::string(1, '\0') + "0.1.97" + std::string(1, '\0');
+  std::string lib;
+  for (const char* dir : {"/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu"}) {
+    const std::string path = std::string(dir) + "/libsentencepiece.so.0";
+    if (fs::exists(path) && (lib = ssalab::read_file(path)).find(tag) != std::string::npos) break;
+    lib.clear();
+  }
+  if (lib.empty()) {
+    WARN("no Debian libsentencepiece 0.1.97 in the system folders: nothing to disguise");
+    return;
+  }
+  std::string dir = ssalab::test::scratch_dir("sp-version");
+  lib[lib.find(tag) + 6] = '8';  // "0.1.98"
+  ssalab::write_file_atomic(dir + "/libsentencepiece.so.0", lib);
+  Result r = run("tokenizer encode " + std::string(SSALAB_SOURCE_DIR) + "/assets/models/ssa --text hello",
+                 "LD_LIBRARY_PATH=" + dir);
+  INFO(r.output);
+  CHECK(r.code == 1);
+  CHECK_THAT(r.output, Catch::Contains("is not version 0.1.97"));
+  CHECK_THAT(r.output, Catch::Contains(dir + "/libsentencepiece.so.0"));
+  // and the real one still works from the same command
+  r = run("tokenizer encode " + std::string(SSALAB_SOURCE_DIR) + "/assets/models/ssa --text hello");
+  CHECK(r.code == 0);
 }
 
 TEST_CASE("ssalab on the shipped model: whole-text scoring, per-token NLL, .npy arrays, tokenizer encode/decode",

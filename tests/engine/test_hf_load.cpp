@@ -199,7 +199,7 @@ TEST_CASE("weights are memory-mapped: fp32 used in place, bf16 converted once; t
 }
 
 TEST_CASE("our checkpoints declare LlamaNSAForCausalLM; old LlamaForCausalLM ones with g_proj still load gated",
-          "[hf][checkpoint]") {
+          "[hf][checkpoint][sentencepiece]") {
   TempDir d;
   ModelConfig c = test::micro_model();
   Tokenizer tok = Tokenizer::load(std::string(SSALAB_SOURCE_DIR) + "/assets/models/ssa/tokenizer.model");

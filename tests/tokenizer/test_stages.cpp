@@ -173,8 +173,11 @@ TEST_CASE("BPE model: merges, unknown characters, byte fallback", "[tokenizer][s
 
 TEST_CASE("added tokens: special, single_word, lstrip, rstrip, normalized", "[tokenizer][stages]") {
   json model = {{"type", "BPE"}, {"vocab", {{"a", 0}, {"b", 1}, {" ", 2}, {"X", 3}}}, {"merges", json::array()}};
-  const auto tok = [&](json added, json normalizer = nullptr) {
-    return HfTokenizer(tiny_json({{"model", model}, {"added_tokens", added}, {"normalizer", normalizer}}), "t.json");
+  // a vector, not a json: `{one_token}` as a json is the token itself under
+  // clang but a one-element array under gcc
+  const auto tok = [&](std::vector<json> added, json normalizer = nullptr) {
+    return HfTokenizer(tiny_json({{"model", model}, {"added_tokens", json(added)}, {"normalizer", normalizer}}),
+                       "t.json");
   };
   const auto token = [](const char* content, bool special, json flags = json::object()) {
     json t = {{"id", 0},          {"content", content}, {"single_word", false}, {"lstrip", false},
