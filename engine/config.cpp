@@ -3,6 +3,8 @@
 #include <climits>
 #include <cmath>
 #include <cstdint>
+#include <limits>
+#include <type_traits>
 
 #include "engine/util/error.h"
 
@@ -193,10 +195,28 @@ static bool read_key(const nlohmann::json& j, const char* key, T& out, bool requ
     if (required) throw Error(std::string("config.json: missing key '") + where + key + "'");
     return false;
   }
+  const nlohmann::json& v = j[key];
+  auto wrong = [&](const char* why) {
+    return Error(std::string("config.json: key '") + where + key + "' " + why);
+  };
+  if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
+    // json's get<int>() casts whatever number it holds (UB for 1e50, found by
+    // fuzzing): only whole numbers in T's range, written as integers or as
+    // floats with no fraction
+    if (!v.is_number()) throw wrong("has the wrong type (expected an integer)");
+    long double x = v.is_number_unsigned()  ? (long double)v.get<uint64_t>()
+                    : v.is_number_integer() ? (long double)v.get<int64_t>()
+                                            : (long double)v.get<double>();
+    if (x != std::floor(x)) throw wrong("is not a whole number");
+    if (x < (long double)std::numeric_limits<T>::min() || x > (long double)std::numeric_limits<T>::max())
+      throw wrong("is out of range");
+    out = T(x);
+    return true;
+  }
   try {
-    out = j[key].get<T>();
+    out = v.get<T>();
   } catch (const std::exception&) {
-    throw Error(std::string("config.json: key '") + where + key + "' has the wrong type");
+    throw wrong("has the wrong type");
   }
   return true;
 }
@@ -366,7 +386,8 @@ nlohmann::json to_json(const TrainConfig& c) {
 TrainConfig train_config_from_json(const nlohmann::json& j) {
   if (!j.is_object()) throw Error("train config: not a JSON object");
   TrainConfig c;
-  if (j.contains("method")) c.method = method_from_string(j["method"].get<std::string>());
+  std::string method;
+  if (read_key(j, "method", method, false)) c.method = method_from_string(method);
   read_key(j, "p_full", c.p_full, false);
   read_key(j, "alpha", c.alpha, false);
   read_key(j, "batch_size", c.batch_size, false);

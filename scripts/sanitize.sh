@@ -3,7 +3,8 @@
 # its tests and the fuzz targets in build-asan/; runs the tests that need no
 # sentencepiece (it is dlopen()ed with RTLD_DEEPBIND, which ASan refuses, see
 # engine/data/corpus.cpp), then every fuzz target from its seeds.
-#   scripts/sanitize.sh              build, tests, each fuzz target 20 s (CI)
+#   scripts/sanitize.sh              build, tests, each fuzz target 20 s
+#   FUZZ_RUNS=20000 scripts/sanitize.sh   the same inputs every time (the test command, CI)
 #   FUZZ_SECONDS=600 scripts/sanitize.sh fuzz    longer fuzzing only
 # Fuzz results (executions, coverage, findings) land in build-asan/fuzz-*.txt;
 # a crash leaves its input in build-asan/fuzz-artifacts/.
@@ -37,19 +38,25 @@ if [ "$STAGE" != fuzz ]; then
   "$BUILD"/test_tokenizer "~[load]"
 fi
 
-echo "[sanitize] fuzzing each target for ${FUZZ_SECONDS} s"
+# FUZZ_RUNS (the test command sets it): a fixed number of inputs from a fixed
+# seed, the same every run, so CI fails only when the code changes; without
+# it, FUZZ_SECONDS of exploration
+if [ -n "${FUZZ_RUNS:-}" ]; then budget="-runs=$FUZZ_RUNS -seed=1"; what="$FUZZ_RUNS inputs (seed 1)"
+else budget="-max_total_time=$FUZZ_SECONDS"; what="$FUZZ_SECONDS s"; fi
+echo "[sanitize] fuzzing each target: $what"
 mkdir -p "$BUILD/fuzz-artifacts"
 status=0
 for t in safetensors model_config checkpoint_folder tokenizer trainer_state; do
   work="$BUILD/fuzz-corpus/$t"  # grows; the committed seeds stay as they are
   mkdir -p "$work"
-  if ! "$BUILD/fuzz_$t" "$work" "fuzz/corpus/$t" -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=2048 \
+  SECONDS=0
+  if ! "$BUILD/fuzz_$t" "$work" "fuzz/corpus/$t" $budget -rss_limit_mb=2048 \
        -malloc_limit_mb=512 -timeout=10 -print_final_stats=1 -artifact_prefix="$BUILD/fuzz-artifacts/$t-" \
        > "$BUILD/fuzz-$t.txt" 2>&1; then
     echo "[sanitize] fuzz_$t FOUND A PROBLEM:"; tail -40 "$BUILD/fuzz-$t.txt"; status=1
   fi
   runs=$(grep -o "stat::number_of_executed_units: [0-9]*" "$BUILD/fuzz-$t.txt" | awk '{print $2}')
   cov=$(grep -o "cov: [0-9]*" "$BUILD/fuzz-$t.txt" | tail -1 | awk '{print $2}')
-  echo "[sanitize] fuzz_$t: ${runs:-?} executions in ${FUZZ_SECONDS} s, coverage ${cov:-?} edges"
+  echo "[sanitize] fuzz_$t: ${runs:-?} executions in ${SECONDS} s, coverage ${cov:-?} edges"
 done
 exit $status

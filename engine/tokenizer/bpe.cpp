@@ -103,6 +103,12 @@ Bpe::Bpe(const json& j, const JsonPlace& at) {
     vocab_.put(it.key(), id);
     max_id = std::max(max_id, id);
   }
+  // Ids index the tables below, so ids far beyond the number of entries would
+  // make them out of proportion to the file (fuzzing found a few bytes of
+  // vocabulary asking for 6.8 GB). Real vocabularies are dense.
+  if (max_id >= 0 && size_t(max_id) >= 2 * vocab.size() + 1024)
+    at.at("vocab").fail("id " + std::to_string(max_id) + " for " + std::to_string(vocab.size()) +
+                        " entries: ids must be dense (below twice the entry count + 1024)");
   tokens_.resize(size_t(max_id + 1));
   present_.assign(size_t(max_id + 1), false);
   vocab_.for_each([&](std::string_view tok, int32_t id) {

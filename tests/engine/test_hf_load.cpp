@@ -259,6 +259,24 @@ TEST_CASE("unsupported architectures, rope types, activations and quantized mode
   }
 }
 
+// found by fuzz_checkpoint_folder: json's get<int>() cast 6.4e50 (undefined behaviour)
+TEST_CASE("integer fields of config.json must be whole numbers in range", "[hf][bad-input]") {
+  TempDir d;
+  std::string dir = copy_fixture(d, "llama_tied_linear", "m");
+  edit_config(dir, [](json& j) { j["num_hidden_layers"] = 6.43e50; });
+  CHECK(contains(error_of([&] { plan_checkpoint(dir); }), "'num_hidden_layers' is out of range"));
+  edit_config(dir, [](json& j) { j["num_hidden_layers"] = 1.5; });
+  CHECK(contains(error_of([&] { plan_checkpoint(dir); }), "'num_hidden_layers' is not a whole number"));
+  edit_config(dir, [](json& j) { j["num_hidden_layers"] = "two"; });
+  CHECK(contains(error_of([&] { plan_checkpoint(dir); }), "'num_hidden_layers' has the wrong type"));
+  edit_config(dir, [](json& j) { j["num_hidden_layers"] = 5000000000LL; });
+  CHECK(contains(error_of([&] { plan_checkpoint(dir); }), "out of range"));
+  // a whole number written as a float is that number
+  const int layers = load_checkpoint(test::hf_fixture("llama_tied_linear")).config.num_layers;
+  edit_config(dir, [&](json& j) { j["num_hidden_layers"] = double(layers); });
+  CHECK(plan_checkpoint(dir).config.num_layers == layers);
+}
+
 TEST_CASE("an NSA checkpoint (window_size > 0) loads and runs its compression and window branches", "[hf][nsa]") {
   // Once refused ("compression and sliding-window branches are not implemented").
   TempDir d;

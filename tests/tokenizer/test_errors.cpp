@@ -70,6 +70,9 @@ TEST_CASE("errors: missing or inconsistent vocab and merges", "[tokenizer][error
              Contains("/model/merges/0") && Contains("not two tokens"));
   CHECK_THAT(load_error({{"model", {{"type", "BPE"}, {"vocab", {{"a", -3}}}, {"merges", json::array()}}}}),
              Contains("/model/vocab/a"));
+  // found by fuzz_tokenizer: one id of 2^31-1 asked for a table of that many tokens
+  CHECK_THAT(load_error({{"model", {{"type", "BPE"}, {"vocab", {{"a", 0}, {"b", 2147483647}}}, {"merges", json::array()}}}}),
+             Contains("/model/vocab") && Contains("ids must be dense"));
   CHECK_THAT(load_error({{"model", {{"type", "BPE"}, {"vocab", json::object()}, {"merges", json::array()},
                                     {"dropout", 0.1}}}}),
              Contains("/model/dropout"));
