@@ -36,11 +36,7 @@ MapWidgetInfo CurrentMapInfo() {
 }
 
 std::future<std::string> ExportMapPng(const std::string& path) {
-  if (!g_map || !g_map->ready()) {
-    std::promise<std::string> none;
-    none.set_value("no map to export yet");
-    return none.get_future();
-  }
+  if (!g_map || !g_map->ready()) return ready_result("no map to export yet");
   // a copy of the pixels, so the map may change while the PNG is encoded
   return background_workers().submit(
       [rgba = g_map->rgba(), n = g_map->image().n(), path] { return write_map_png(rgba, n, path); });

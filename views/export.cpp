@@ -5,7 +5,6 @@
 #include <GL/gl.h>
 #include <imgui.h>
 #include <imgui_stdlib.h>
-#include <stb_image_write.h>
 
 #include <algorithm>
 #include <chrono>
@@ -15,7 +14,7 @@
 #include <sstream>
 
 #include "engine/util/background.h"
-#include "engine/util/files.h"
+#include "views/map_widget.h"
 #include "views/panels_internal.h"
 #include "views/views.h"
 
@@ -103,11 +102,6 @@ std::string ExportLayerCsv(const UiState& ui, const std::string& path) {
 
 std::future<std::string> SaveFramebufferPng(const std::string& path, const ScreenRect* rect, int fb_width,
                                             int fb_height, float scale_x, float scale_y) {
-  auto failed = [](std::string why) {
-    std::promise<std::string> p;
-    p.set_value(std::move(why));
-    return p.get_future();
-  };
   int x = 0, y = 0, w = fb_width, h = fb_height;
   if (rect) {
     x = int(std::floor(rect->x * scale_x));
@@ -120,7 +114,7 @@ std::future<std::string> SaveFramebufferPng(const std::string& path, const Scree
     w = x1 - x;
     h = y1 - y;
   }
-  if (w <= 0 || h <= 0) return failed("nothing to capture");
+  if (w <= 0 || h <= 0) return ready_result("nothing to capture");
   // Only the read-back needs the GL context (and this frame's back buffer);
   // a whole window's PNG takes ~0.2 s to encode, so that runs on a worker.
   std::vector<unsigned char> px(size_t(w) * h * 4);
@@ -133,17 +127,7 @@ std::future<std::string> SaveFramebufferPng(const std::string& path, const Scree
     const size_t row = size_t(w) * 4;
     for (int top = 0, bottom = h - 1; top < bottom; ++top, --bottom)  // GL's bottom-up rows, top first
       std::swap_ranges(px.begin() + top * row, px.begin() + (top + 1) * row, px.begin() + bottom * row);
-    std::string png;
-    auto append = [](void* out, void* data, int size) {
-      static_cast<std::string*>(out)->append(static_cast<const char*>(data), size_t(size));
-    };
-    if (!stbi_write_png_to_func(append, &png, w, h, 4, px.data(), int(row))) return "cannot encode " + path;
-    try {
-      write_file_atomic(path, png);
-    } catch (const std::exception& e) {
-      return e.what();
-    }
-    return "";
+    return write_png_atomic(path, w, h, px.data(), int(row));
   });
 }
 

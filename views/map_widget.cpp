@@ -349,17 +349,27 @@ std::string write_map_png(const std::vector<uint32_t>& rgba, int n, const std::s
   std::vector<uint32_t> out(size_t(side) * side);
   for (int y = 0; y < side; ++y)
     for (int x = 0; x < side; ++x) out[size_t(y) * side + x] = rgba[size_t(y / f) * n + x / f];
+  return write_png_atomic(path, side, side, out.data(), side * 4);
+}
+
+std::string write_png_atomic(const std::string& path, int width, int height, const void* rgba, int row_bytes) {
   std::string png;
   auto append = [](void* dst, void* data, int size) {
     static_cast<std::string*>(dst)->append(static_cast<const char*>(data), size_t(size));
   };
-  if (!stbi_write_png_to_func(append, &png, side, side, 4, out.data(), side * 4)) return "cannot encode " + path;
+  if (!stbi_write_png_to_func(append, &png, width, height, 4, rgba, row_bytes)) return "cannot encode " + path;
   try {
     write_file_atomic(path, png);
   } catch (const std::exception& e) {
     return e.what();
   }
   return "";
+}
+
+std::future<std::string> ready_result(std::string result) {
+  std::promise<std::string> p;
+  p.set_value(std::move(result));
+  return p.get_future();
 }
 
 }  // namespace ssalab::views

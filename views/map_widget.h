@@ -8,6 +8,7 @@
 // the selected blocks of the focus query, and a hover readout.
 #pragma once
 #include <cstdint>
+#include <future>
 #include <memory>
 #include <string>
 #include <vector>
@@ -91,5 +92,10 @@ class MapWidget {
 // (nearest) so the picture is at least min_side pixels wide, atomically.
 // Returns "" or the error.
 std::string write_map_png(const std::vector<uint32_t>& rgba, int n, const std::string& path, int min_side = 512);
+// RGBA pixels (rows top first, row_bytes apart) to a PNG file, atomically.
+// Returns "" or the error. Used by the map export and framebuffer captures.
+std::string write_png_atomic(const std::string& path, int width, int height, const void* rgba, int row_bytes);
+// An already-finished future: for the PNG writers' early errors.
+std::future<std::string> ready_result(std::string result);
 
 }  // namespace ssalab::views
