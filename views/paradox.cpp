@@ -148,9 +148,21 @@ void ParadoxAdd(UiState& ui, const std::string& source) {
   ui.info("Paradox: loading " + source);
 }
 
+bool ParadoxReset(const std::string& dir) {
+  g_paradox.m.remove_if([](const ParadoxModel& pm) { return !pm.analyzing.valid() && !pm.loading.valid(); });
+  if (!g_paradox.m.empty()) return false;  // a column still loading or analysing: ask again later
+  g_paradox.shipped_loaded = false;
+  ParadoxLoad(dir);
+  return true;
+}
+
 bool ParadoxReady() {
+  // settled: failed, analysed at the current key, or showing why this k cannot run on its tokens
   return !g_paradox.m.empty() && std::all_of(g_paradox.m.begin(), g_paradox.m.end(), [](const ParadoxModel& pm) {
-    return !pm.error.empty() || (pm.analysis && !pm.analyzing.valid() && pm.requested_key == key_of(pm));
+    if (!pm.error.empty()) return true;
+    if (pm.analyzing.valid() || pm.loading.valid()) return false;
+    if (pm.analysis && pm.requested_key == key_of(pm)) return true;
+    return pm.model && !pm.tokens.empty() && !check_sparse_spec(spec_for(pm), int64_t(pm.tokens.size())).empty();
   });
 }
 

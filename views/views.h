@@ -42,7 +42,11 @@ void DrawExport(UiState& ui);
 // Paradox: load the shipped FullAttn/MoBA/SSA models from dir/{full,moba,ssa}
 // (no-op when absent or already loaded).
 void ParadoxLoad(const std::string& dir);
-// Whether all three Paradox models have analysed the probe.
+// Paradox: removes every column and loads the shipped three from dir again.
+// Returns false (nothing done yet) while a column is still loading or
+// analysing; call again on a later frame.
+bool ParadoxReset(const std::string& dir);
+// Whether all Paradox models have analysed the probe.
 bool ParadoxReady();
 void DrawStatusBar(UiState& ui);
 

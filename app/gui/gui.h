@@ -2,6 +2,7 @@
 // (app/cli/main.cpp) calls run_gui() for `ssalab` with no arguments and for
 // `ssalab gui ...`.
 #pragma once
+#include <cstdint>
 #include <string>
 
 #include "engine/session/session.h"
@@ -13,6 +14,10 @@ struct GuiOptions {
   std::string compare_checkpoint;  // optional second model for the Compare view
   std::string demo_dir;            // non-empty: run the scripted demo, write screenshots + frame times here, then exit
   int demo_tokens = 512;           // probe length used by the demo (the second length is 8192)
+  // non-empty: random use for random_use_seconds (app/gui/random_use.h), results here, then exit
+  std::string random_use_dir;
+  double random_use_seconds = 180;
+  uint64_t random_use_seed = 1;
 };
 
 int run_gui(const GuiOptions& opt);  // returns a process exit code

@@ -26,6 +26,7 @@
 #include <thread>
 
 #include "app/gui/demo.h"
+#include "app/gui/random_use.h"
 #include "engine/util/files.h"
 #include "engine/util/priority.h"
 #include "views/views.h"
@@ -97,6 +98,24 @@ void style() {
 int run_gui(const GuiOptions& opt_in) {
   GuiOptions opt = opt_in;
   const bool demo_mode = !opt.demo_dir.empty();
+  const bool random_mode = !opt.random_use_dir.empty();
+  const std::string models_dir = std::filesystem::absolute("assets/models").string();
+  if (random_mode) {
+    // Random typing and clicks write files (saves, exports) where the panels'
+    // path fields point, relative to the working directory: make that the
+    // results folder, after fixing the paths the session needs.
+    opt.session.work_dir = std::filesystem::absolute(opt.session.work_dir).string();
+    for (std::string* path : {&opt.session.corpus, &opt.session.checkpoint, &opt.compare_checkpoint})
+      if (!path->empty() && std::filesystem::exists(*path)) *path = std::filesystem::absolute(*path).string();
+    opt.random_use_dir = std::filesystem::absolute(opt.random_use_dir).string();
+    std::error_code ec;
+    std::filesystem::create_directories(opt.random_use_dir, ec);
+    std::filesystem::current_path(opt.random_use_dir, ec);
+    if (ec) {
+      std::fprintf(stderr, "ssalab gui: cannot use %s: %s\n", opt.random_use_dir.c_str(), ec.message().c_str());
+      return 1;
+    }
+  }
   if (demo_mode) {
     // The demo shows the app, not a good model: small steps keep it short on 2 cores.
     opt.session.probe_tokens = std::max(64, opt.demo_tokens);
@@ -134,18 +153,19 @@ int run_gui(const GuiOptions& opt_in) {
   ImGuiIO& io = ImGui::GetIO();
   static std::string ini;  // ImGui keeps the pointer
   ini = ini_path();
-  io.IniFilename = demo_mode ? nullptr : ini.c_str();  // the demo always starts from the default layout
+  // the demo and random use start from the default layout and leave the user's alone
+  io.IniFilename = demo_mode || random_mode ? nullptr : ini.c_str();
   style();
   ImGui_ImplGlfw_InitForOpenGL(window, true);
   ImGui_ImplOpenGL3_Init("#version 130");
   load_fonts(io);
 
   views::UiState ui;
-  ui.persist_settings = !demo_mode;
+  ui.persist_settings = !demo_mode && !random_mode;
   // The shipped FullAttn / MoBA / SSA models open in the Paradox view; the
   // scripted demo keeps its fixed layout without it.
   ui.show_paradox = !demo_mode;
-  if (!demo_mode) views::ParadoxLoad("assets/models");
+  if (!demo_mode) views::ParadoxLoad(models_dir);
   std::unique_ptr<Session> session;
   try {
     session = std::make_unique<Session>(opt.session);  // returns at once; the worker prepares data
@@ -156,6 +176,7 @@ int run_gui(const GuiOptions& opt_in) {
   }
   if (!opt.compare_checkpoint.empty()) views::CompareLoad(ui, opt.compare_checkpoint);
   std::unique_ptr<Demo> demo = demo_mode ? std::make_unique<Demo>(opt, ui) : nullptr;
+  std::unique_ptr<RandomUse> random_use = random_mode ? std::make_unique<RandomUse>(opt, ui, models_dir) : nullptr;
 
   int exit_code = 0;
   FrameCost cost, last_cost;  // this frame's parts as they run; the previous frame's
@@ -191,7 +212,7 @@ int run_gui(const GuiOptions& opt_in) {
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);
   while (!glfwWindowShouldClose(window) && !g_quit) {
-    const bool lazy = active_frames <= 0 && !(demo && demo->measuring());
+    const bool lazy = active_frames <= 0 && !(demo && demo->measuring()) && !random_use;
     if (lazy) {
       const Clock::time_point w0 = Clock::now();
       glfwWaitEventsTimeout(0.25);
@@ -212,6 +233,7 @@ int run_gui(const GuiOptions& opt_in) {
         demo->mouse(&mx, &my);
         io.MousePos = mx < 0 ? ImVec2(-FLT_MAX, -FLT_MAX) : ImVec2(mx, my);
       }
+      if (random_use) random_use->input(io, io.DisplaySize.x, io.DisplaySize.y);
       ImGui::NewFrame();
     });
 
@@ -260,6 +282,10 @@ int run_gui(const GuiOptions& opt_in) {
       exit_code = demo->exit_code();
       glfwSetWindowShouldClose(window, 1);
     }
+    if (random_use && random_use->after_frame(last_cost)) {
+      exit_code = random_use->exit_code();
+      glfwSetWindowShouldClose(window, 1);
+    }
     timed("swap", [&] { glfwSwapBuffers(window); });
     if (first_frame) {
       first_frame = false;
@@ -289,6 +315,7 @@ int run_gui(const GuiOptions& opt_in) {
   if (session) session->pause();
   views::ShutdownViews();
   demo.reset();
+  random_use.reset();
   ImGui_ImplOpenGL3_Shutdown();
   ImGui_ImplGlfw_Shutdown();
   ImGui::DestroyContext();
@@ -298,7 +325,7 @@ int run_gui(const GuiOptions& opt_in) {
     views::JoinViewWorkers();
     session.reset();  // joins the worker after its current step / analysis
   });
-  if (joined.wait_for(std::chrono::seconds(demo_mode ? 3 : 10)) != std::future_status::ready) {
+  if (joined.wait_for(std::chrono::seconds(demo_mode || random_mode ? 3 : 10)) != std::future_status::ready) {
     std::fprintf(stderr, "ssalab gui: the engine is still busy (analysis of a long probe); exiting without waiting\n");
     std::fflush(nullptr);
     std::_Exit(exit_code);
