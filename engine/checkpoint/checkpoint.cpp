@@ -10,13 +10,10 @@
 #include <fstream>
 #include <sstream>
 
-#ifdef SSALAB_WITH_CUDA
-#include <c10/cuda/CUDAGuard.h>
-#include <cuda_runtime_api.h>
-#endif
 
 #include "engine/checkpoint/safetensors.h"
 #include "engine/hub/hub.h"
+#include "engine/memory/estimate.h"
 #include "engine/model/transformer.h"
 #include "engine/util/error.h"
 #include "engine/util/files.h"
@@ -71,15 +68,6 @@ namespace {
 
 constexpr uint64_t kMiB = 1024 * 1024;
 
-std::string bytes_text(uint64_t b) {
-  char buf[32];
-  if (b >= (uint64_t(1) << 30))
-    std::snprintf(buf, sizeof buf, "%.2f GiB", b / double(uint64_t(1) << 30));
-  else
-    std::snprintf(buf, sizeof buf, "%.1f MiB", b / double(kMiB));
-  return buf;
-}
-
 // Names and shapes for messages: "a, b, c and 4 more".
 std::string name_list(const std::vector<std::string>& names, size_t max = 6) {
   std::string s;
@@ -92,29 +80,6 @@ std::string shape_text(const std::vector<int64_t>& shape) {
   std::string s = "[";
   for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
   return s + "]";
-}
-
-uint64_t mem_available() {
-  std::ifstream in("/proc/meminfo");
-  std::string key;
-  uint64_t kb = 0;
-  std::string unit;
-  while (in >> key >> kb >> unit)
-    if (key == "MemAvailable:") return kb * 1024;
-  return 0;
-}
-
-uint64_t gpu_free_bytes(torch::Device device) {
-#ifdef SSALAB_WITH_CUDA
-  if (device.is_cuda()) {
-    c10::cuda::CUDAGuard guard(device);
-    size_t free_b = 0, total_b = 0;
-    if (cudaMemGetInfo(&free_b, &total_b) == cudaSuccess) return free_b;
-  }
-#else
-  (void)device;
-#endif
-  return 0;
 }
 
 // A CPU tensor for a converted weight. Big ones get their own anonymous
@@ -306,9 +271,7 @@ Prepared prepare(const std::string& dir_or_id, const LoadOptions& opt) {
       plan.new_bytes += uint64_t(e.numel()) * elem;
   }
   plan.logits_bytes_per_token = uint64_t(c.vocab_size) * 4;
-  plan.available_bytes = opt.memory_limit      ? opt.memory_limit
-                         : opt.device.is_cpu() ? mem_available()
-                                               : gpu_free_bytes(opt.device);
+  plan.available_bytes = opt.memory_limit ? opt.memory_limit : available_memory(opt.device);
   if (opt.on_plan)
     opt.on_plan(plan);
   else if (plan.new_bytes + plan.mapped_bytes >= 64 * kMiB)

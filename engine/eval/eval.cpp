@@ -3,6 +3,7 @@
 #include <cmath>
 #include <random>
 
+#include "engine/memory/estimate.h"
 #include "engine/model/transformer.h"
 #include "engine/train/trainer.h"
 #include "engine/util/error.h"
@@ -18,6 +19,10 @@ PerplexityReport evaluate_perplexity(Transformer& model, const std::vector<int32
   PerplexityReport r;
   auto dev = model_device(model);
   SparseSpec own = model_sparse_spec(model.config());
+  require_memory(inference_memory(model.config(), opt.batch_size, opt.seq_len, AttnMode::Sparse, own, dev),
+                 "evaluating batches of " + std::to_string(opt.batch_size) + " x " + std::to_string(opt.seq_len) +
+                     " tokens",
+                 dev);
   r.full = perplexity(model, val, opt.seq_len, opt.batches, opt.batch_size, AttnMode::Full, own, dev);
   std::string problem = check_sparse_spec(own, opt.seq_len);
   r.sparse = problem.empty() ? perplexity(model, val, opt.seq_len, opt.batches, opt.batch_size, AttnMode::Sparse, own, dev)

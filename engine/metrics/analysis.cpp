@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "engine/metrics/analysis_kernels.h"
+#include "engine/memory/estimate.h"
 #include "engine/model/transformer.h"
 #include "engine/util/error.h"
 
@@ -99,8 +100,10 @@ static LayerTensors layer_with_torch(const Tensor& q_in, const Tensor& k_in, con
     Tensor logp = torch::log(p.clamp_min(1e-30));
     entropy_rows.push_back(-(p * logp).sum(-1));
     sparsity_rows.push_back(sparsity);
-    sink_rows.push_back(p.select(-1, 0));
-    sinkb_rows.push_back(block_mass.select(-1, 0));
+    // copies, not views: a view of column 0 would keep the chunk's whole
+    // (n, T) probabilities alive until the end, T x T per head in all
+    sink_rows.push_back(p.select(-1, 0).clone());
+    sinkb_rows.push_back(block_mass.select(-1, 0).clone());
     Tensor tok_keep = sel_rows.repeat_interleave(bs, -1).narrow(-1, 0, T) * causal.to(torch::kFloat);
     Tensor ps = p * tok_keep / sparsity.unsqueeze(-1);  // renormalised sparse row
     kl_rows.push_back((ps * (torch::log(ps.clamp_min(1e-30)) - logp)).sum(-1));
@@ -200,9 +203,11 @@ Analysis analyze(Transformer& model, const AnalysisRequest& req) {
   const ModelConfig& c = model.config();
   for (int tok : req.tokens)
     if (tok < 0 || tok >= c.vocab_size) throw Error("analysis: token id " + std::to_string(tok) + " outside the vocabulary");
+  auto dev = model.parameters().front().device();
+  require_memory(analysis_memory(c, T, req.spec, req.inference, req.token_map_limit, req.max_cells, req.token_losses, dev),
+                 "analysing " + std::to_string(T) + " tokens", dev);
   torch::NoGradGuard no_grad;
   model.eval();
-  auto dev = model.parameters().front().device();
   std::vector<int64_t> ids(req.tokens.begin(), req.tokens.end());
   ForwardOptions fo;
   fo.mode = req.inference;

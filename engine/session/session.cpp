@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "engine/checkpoint/checkpoint.h"
+#include "engine/memory/estimate.h"
 #include "engine/model/transformer.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "engine/train/run.h"
@@ -375,6 +376,11 @@ void Session::start() {
   Impl* s = impl_.get();
   s->post([s] {
     s->need_trainer();
+    const TrainConfig& tc = s->trainer->train_config();
+    require_memory(training_step_memory(s->trainer->model().config(), tc, s->trainer->device()),
+                   "a training step (batch " + std::to_string(tc.batch_size) + " x " + std::to_string(tc.seq_len) +
+                       " tokens)",
+                   s->trainer->device());
     if (s->trainer->current_step() >= s->trainer->train_config().steps)
       throw Error("training already reached its " + std::to_string(s->trainer->train_config().steps) + " steps");
     s->state = RunState::Running;

@@ -9,6 +9,7 @@
 #include <fstream>
 
 #include "engine/checkpoint/checkpoint.h"
+#include "engine/memory/estimate.h"
 #include "engine/train/loop.h"
 #include "engine/train/trainer.h"
 #include "engine/util/error.h"
@@ -69,6 +70,10 @@ RunResult run_training(const RunOptions& opt) {
   auto t_start = std::chrono::steady_clock::now();
   validate(opt.train, opt.model);
   opt.model.validate();
+  require_memory(training_step_memory(opt.model, opt.train, resolve_device(opt.train.device)),
+                 "a training step (batch " + std::to_string(opt.train.batch_size) + " x " +
+                     std::to_string(opt.train.seq_len) + " tokens)",
+                 resolve_device(opt.train.device));
   PreparedData data = prepare_data(opt.corpus, opt.model.vocab_size, opt.cache_dir, opt.tokenizer);
   if (data.tokenizer.vocab_size() != opt.model.vocab_size)
     throw Error("tokenizer has " + std::to_string(data.tokenizer.vocab_size()) + " pieces but the model's vocab_size is " +
