@@ -7,6 +7,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <string>
 
 #include "engine/util/error.h"
@@ -57,5 +58,12 @@ std::string error_of(F&& f) {
 }
 
 inline bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+// The last `n` bytes of a file (a child process's log for INFO); "" when unreadable.
+inline std::string file_tail(const std::string& path, size_t n = 3000) {
+  std::ifstream f(path, std::ios::binary);
+  std::string s((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  return s.size() > n ? s.substr(s.size() - n) : s;
+}
 
 }  // namespace ssalab::test

@@ -58,6 +58,17 @@ double needed_mib(const std::string& message) {
   return std::stod(m[1]) * (m[2] == "GiB" ? 1024.0 : 1.0);
 }
 
+// The estimate a refused run printed against how much more the same run
+// with room reached: an upper bound, within 2.5x.
+void check_estimate(const Run& refused, const Run& done) {
+  INFO(done.output);
+  REQUIRE(done.code == 0);
+  const double estimate = needed_mib(refused.output), grew = done.peak_mib - refused.peak_mib;
+  INFO("estimate " << estimate << " MiB, measured peak growth " << grew << " MiB");
+  CHECK(estimate >= 0.9 * grew);
+  CHECK(estimate <= 2.5 * grew);
+}
+
 }  // namespace
 
 TEST_CASE("memory limit setting: sizes with suffixes, bad values refused", "[memory]") {
@@ -115,12 +126,7 @@ TEST_CASE("estimates bound the peak memory of real runs, and what will not fit i
     CHECK(!fs::exists(dir + "/run"));
     // the same run with room: its growth over the refused process is what the estimate covers
     Run done = run_ssalab(args);
-    INFO(done.output);
-    REQUIRE(done.code == 0);
-    const double estimate = needed_mib(refused.output), grew = done.peak_mib - refused.peak_mib;
-    INFO("estimate " << estimate << " MiB, measured peak growth " << grew << " MiB");
-    CHECK(estimate >= 0.9 * grew);
-    CHECK(estimate <= 2.5 * grew);
+    check_estimate(refused, done);
   }
   SECTION("an analysis") {
     std::string text;
@@ -133,11 +139,6 @@ TEST_CASE("estimates bound the peak memory of real runs, and what will not fit i
     REQUIRE(refused.code != 0);
     CHECK(std::regex_search(refused.output, std::regex("analysing [0-9]+ tokens needs about")));
     Run done = run_ssalab(args);
-    INFO(done.output);
-    REQUIRE(done.code == 0);
-    const double estimate = needed_mib(refused.output), grew = done.peak_mib - refused.peak_mib;
-    INFO("estimate " << estimate << " MiB, measured peak growth " << grew << " MiB");
-    CHECK(estimate >= 0.9 * grew);
-    CHECK(estimate <= 2.5 * grew);
+    check_estimate(refused, done);
   }
 }

@@ -15,6 +15,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "tests/test_support.h"
+
 namespace fs = std::filesystem;
 
 namespace {
@@ -69,14 +71,6 @@ double mean_abs_diff(const Image& a, const Image& b, Rect r) {
   return n ? s / n : 0;
 }
 
-std::string tail(const fs::path& p, size_t n = 3000) {
-  std::ifstream f(p);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  std::string s = ss.str();
-  return s.size() > n ? s.substr(s.size() - n) : s;
-}
-
 }  // namespace
 
 TEST_CASE("scripted demo: screenshots show a live map that follows k", "[gui]") {
@@ -91,7 +85,7 @@ TEST_CASE("scripted demo: screenshots show a live map that follows k", "[gui]") 
   std::string cmd = std::string("cd '") + SSALAB_SOURCE_DIR + "' && xvfb-run -a -s '-screen 0 1600x1000x24' '" +
                     SSALAB_BINARY + "' gui --demo '" + dir.string() + "' > '" + (dir / "log.txt").string() + "' 2>&1";
   int rc = std::system(cmd.c_str());
-  INFO("demo log:\n" << tail(dir / "log.txt"));
+  INFO("demo log:\n" << ssalab::test::file_tail((dir / "log.txt").string()));
   REQUIRE(rc == 0);
 
   std::ifstream sf(dir / "summary.json");

@@ -8,24 +8,13 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 #include <unistd.h>
 
 #include <nlohmann/json.hpp>
 
+#include "tests/test_support.h"
+
 namespace fs = std::filesystem;
-
-namespace {
-
-std::string log_tail(const fs::path& p, size_t n = 3000) {
-  std::ifstream f(p);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  std::string s = ss.str();
-  return s.size() > n ? s.substr(s.size() - n) : s;
-}
-
-}  // namespace
 
 TEST_CASE("random use: no crash, no hang, steady memory", "[gui]") {
   if (std::system("command -v xvfb-run > /dev/null 2>&1") != 0) {
@@ -39,7 +28,7 @@ TEST_CASE("random use: no crash, no hang, steady memory", "[gui]") {
                     SSALAB_BINARY + "' gui --random-use '" + dir.string() +
                     "' --random-seconds 45 --random-seed 7 > '" + dir.string() + ".log' 2>&1";
   const int rc = std::system(cmd.c_str());
-  INFO("log:\n" << log_tail(dir.string() + ".log"));
+  INFO("log:\n" << ssalab::test::file_tail(dir.string() + ".log"));
   std::ifstream sf(dir / "summary.json");
   REQUIRE(sf.good());
   const nlohmann::json summary = nlohmann::json::parse(sf);
