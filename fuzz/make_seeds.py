@@ -10,7 +10,14 @@ fuzzer's mutations reach the parser rather than a megabyte of vocabulary.
   tokenizer          gpt2 / llama2 / llama3 / qwen3 tokenizer.json with the
                      vocabulary cut to a few hundred entries (every stage kept),
                      with their tokenizer_config.json and a text
-Run from the repository root: python3 fuzz/make_seeds.py"""
+  token_cache        a real token cache cut to its first ids (--token-cache FILE,
+                     from a run's cache folder, e.g. .cache/ssalab/tokens-*.bin)
+  metrics_log        a real run's metrics.jsonl (--metrics FILE), whole, as a
+                     resumed run appends it again, and cut mid-line; the first
+                     byte sets the size of the pieces the target appends
+Run from the repository root: python3 fuzz/make_seeds.py [--token-cache FILE] [--metrics FILE]
+(without those two the committed token_cache and metrics_log seeds stay)"""
+import argparse
 import gzip
 import json
 import os
@@ -67,7 +74,40 @@ def small_tokenizer(tok, keep=300):
     return json.dumps(tok, ensure_ascii=False)
 
 
+def small_token_cache(path, n_train=200, n_val=40):
+    raw = open(path, "rb").read()
+    magic, version, zero, key, train, val = struct.unpack("<8sIIQQQ", raw[:40])
+    assert magic == b"SSALTOK\0" and version == 1, path + " is not a token cache"
+    ids = raw[48:48 + 4 * train]
+    tokens = ids[:4 * n_train] + raw[48 + 4 * train:48 + 4 * (train + n_val)]
+    return struct.pack("<8sIIQQQQ", magic, version, zero, key, n_train, n_val, fnv1a(tokens)) + tokens
+
+
+def fnv1a(data):
+    h = 1469598103934665603
+    for b in data:
+        h = ((h ^ b) * 1099511628211) & 0xFFFFFFFFFFFFFFFF
+    return h
+
+
+def metrics_seeds(path):
+    lines = open(path, "rb").read().splitlines(keepends=True)[:24]
+    resumed = lines[:12] + lines[6:24]  # a run resumed from its step-6 checkpoint logs 7.. again
+    whole = b"".join(lines)
+    return {"run": bytes([12]) + whole, "resumed": bytes([40]) + b"".join(resumed),
+            "cut": bytes([0]) + whole[:len(whole) * 2 // 3]}
+
+
 def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--token-cache")
+    ap.add_argument("--metrics")
+    args = ap.parse_args()
+    if args.token_cache:
+        put("token_cache", "real_tokens.bin", small_token_cache(args.token_cache))
+    if args.metrics:
+        for name, data in metrics_seeds(args.metrics).items():
+            put("metrics_log", name + ".jsonl", data)
     for d in sorted(os.listdir(HF)):
         folder = os.path.join(HF, d)
         if not os.path.isdir(folder):

@@ -21,7 +21,8 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Sanitize -DCMAKE_CXX_FLAGS_SANITIZE="-O1 -gline-tables-only" \
   -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_C_COMPILER=clang -DSSALAB_FUZZ=ON -DSSALAB_GUI=OFF -DSSALAB_KERNELS=OFF \
   >/dev/null
-targets="fuzz_safetensors fuzz_model_config fuzz_checkpoint_folder fuzz_tokenizer fuzz_trainer_state"
+targets="fuzz_safetensors fuzz_model_config fuzz_checkpoint_folder fuzz_tokenizer fuzz_trainer_state fuzz_token_cache
+  fuzz_metrics_log"
 [ "$STAGE" = fuzz ] || targets="$targets test_engine test_data test_tokenizer"
 cmake --build "$BUILD" -j"$(nproc)" --target $targets
 
@@ -30,11 +31,11 @@ if [ "$STAGE" != fuzz ]; then
   # the ops, models, HF loading, metrics and the crash handler; [sentencepiece]
   # marks the tests among them that load a sentencepiece tokenizer
   tags=""
-  for t in attention nsa hf model golden grad metrics npy mmap crash spec rule; do
+  for t in attention nsa hf model golden grad metrics metricslog npy mmap crash spec rule; do
     tags="$tags${tags:+,}[$t]~[sentencepiece]"
   done
   "$BUILD"/test_engine "$tags"
-  "$BUILD"/test_data "[safetensors],[utf8]"
+  "$BUILD"/test_data "[safetensors],[utf8],[cache]"
   "$BUILD"/test_tokenizer "~[load]"
 fi
 
@@ -46,7 +47,7 @@ else budget="-max_total_time=$FUZZ_SECONDS"; what="$FUZZ_SECONDS s"; fi
 echo "[sanitize] fuzzing each target: $what"
 mkdir -p "$BUILD/fuzz-artifacts"
 status=0
-for t in safetensors model_config checkpoint_folder tokenizer trainer_state; do
+for t in safetensors model_config checkpoint_folder tokenizer trainer_state token_cache metrics_log; do
   work="$BUILD/fuzz-corpus/$t"  # grows; the committed seeds stay as they are
   mkdir -p "$work"
   SECONDS=0

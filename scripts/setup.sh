@@ -11,7 +11,9 @@ PKGS=(build-essential cmake ninja-build pkg-config libopenblas0-pthread
       libtorch-dev libsentencepiece-dev sentencepiece
       libcli11-dev nlohmann-json3-dev libfmt-dev libspdlog-dev libstb-dev
       libimgui-dev libglfw3-dev libgl-dev libpcre2-dev libutf8proc-dev zlib1g-dev
-      python3.11-doc)   # python3.11-doc: the default English corpus (~11 MB of .rst text)
+      libgloo-dev python3.11-doc)   # python3.11-doc: the default English corpus (~11 MB of .rst text)
+# libgloo-dev: the headers of Gloo, which LibTorch's c10d process groups use
+# (data-parallel training between processes on CPUs)
 # libopenblas0-pthread: without it LibTorch falls back to the reference BLAS (6x slower)
 # SSALAB_TEST_PACKAGES=1 (scripts/test.sh): also what the tests need: Catch2,
 # Xvfb for the GUI demo test, clang's libFuzzer and sanitizers (scripts/sanitize.sh)

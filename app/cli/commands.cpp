@@ -84,10 +84,18 @@ int cmd_train(const TrainArgs& a) {
   o.resume = a.resume;
   o.stop_after = a.stop_after;
   o.progress = !a.quiet;
-  std::fprintf(stderr, "training %s model (%.2fM parameters), method %s, %lld steps of %d x %d tokens -> %s\n",
+  o.ranks = distributed::rank_info_from_environment();
+  o.collective_timeout = std::chrono::milliseconds(int64_t(a.timeout_s * 1000));
+  const bool lead = !o.ranks || o.ranks->rank == 0;
+  if (o.ranks && lead)
+    std::fprintf(stderr, "data-parallel: %d processes (rank 0 of %d writes %s)\n", o.ranks->world_size,
+                 o.ranks->world_size, o.out_dir.c_str());
+  if (lead)
+    std::fprintf(stderr, "training %s model (%.2fM parameters), method %s, %lld steps of %d x %d tokens -> %s\n",
                a.settings.preset.c_str(), o.model.num_parameters() / 1e6, to_string(o.train.method),
                (long long)o.train.steps, o.train.batch_size * o.train.grad_accum, o.train.seq_len, o.out_dir.c_str());
   RunResult r = run_training(o);
+  if (!lead) return 0;
   json summary = {{"final_step", r.final_step},       {"seconds", r.seconds},
                   {"val_ppl_full", r.val_ppl_full},   {"val_ppl_sparse", r.val_ppl_sparse},
                   {"checkpoint", r.checkpoint},       {"metrics", a.out_dir + "/metrics.jsonl"}};

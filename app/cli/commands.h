@@ -27,6 +27,8 @@ struct TrainArgs {
   std::string corpus, tokenizer, out_dir = "runs/train", resume, cache_dir = ".cache/ssalab";
   int64_t stop_after = -1;
   bool quiet = false;
+  int nproc = 0;              // > 0: start this many local ranks (launch.h)
+  double timeout_s = 600;     // how long a collective waits for the other ranks
 };
 int cmd_train(const TrainArgs& a);
 

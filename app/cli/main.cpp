@@ -9,6 +9,7 @@
 #include <CLI/CLI.hpp>
 
 #include "app/cli/commands.h"
+#include "app/cli/launch.h"
 #include "engine/util/crash_handler.h"
 #include "engine/util/error.h"
 #ifdef SSALAB_WITH_GUI
@@ -45,6 +46,13 @@ int main(int argc, char** argv) {
   t->add_option("--stop-after", train.stop_after, "stop after this step as if interrupted (resume later)");
   t->add_option("--cache", train.cache_dir, "tokenizer/token cache directory")->capture_default_str();
   t->add_flag("--quiet", train.quiet, "no progress bar");
+  t->add_option("--nproc", train.nproc,
+                "data-parallel: start this many processes on this machine (Gloo on the CPU, NCCL on GPUs); "
+                "under torchrun or srun each process is one rank already")
+      ->check(CLI::Range(1, 1024));
+  t->add_option("--timeout", train.timeout_s, "data-parallel: seconds a rank waits for the others before the run ends")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
 
   cli::EvalArgs ev;
   auto* e = app.add_subcommand("eval", "perplexity (full/sparse), k and block-size sweep, pass-key test");
@@ -122,6 +130,8 @@ int main(int argc, char** argv) {
   g->add_option("--model,--checkpoint", gui.session.checkpoint,
                 "open this model instead of a fresh one: an ssalab checkpoint, a model folder or a hub id in the "
                 "local HF cache");
+  g->add_option("--attach", gui.session.attach,
+                "follow a training run another process writes in this folder (its curves and checkpoints), read-only");
   g->add_option("--compare", gui.compare_checkpoint, "second model for the Compare view (folder or hub id)");
   g->add_option("--work-dir", gui.session.work_dir, "session files (tokenizer cache, saves)")->capture_default_str();
   g->add_option("--demo", gui.demo_dir, "run the scripted demo, write screenshots and frame times here, exit");
@@ -144,6 +154,7 @@ int main(int argc, char** argv) {
     if (*t) {
       if (!method.empty()) train.settings.overrides.push_back("train.method=\"" + method + "\"");
       train.settings.resolve();
+      if (train.nproc > 0) return cli::launch_local_ranks(train.nproc, cli::without_nproc(argc, argv));
       return cli::cmd_train(train);
     }
     if (*e) return cli::cmd_eval(ev);

@@ -105,7 +105,7 @@ int run_gui(const GuiOptions& opt_in) {
     // path fields point, relative to the working directory: make that the
     // results folder, after fixing the paths the session needs.
     opt.session.work_dir = std::filesystem::absolute(opt.session.work_dir).string();
-    for (std::string* path : {&opt.session.corpus, &opt.session.checkpoint, &opt.compare_checkpoint})
+    for (std::string* path : {&opt.session.corpus, &opt.session.checkpoint, &opt.session.attach, &opt.compare_checkpoint})
       if (!path->empty() && std::filesystem::exists(*path)) *path = std::filesystem::absolute(*path).string();
     opt.random_use_dir = std::filesystem::absolute(opt.random_use_dir).string();
     std::error_code ec;

@@ -353,7 +353,11 @@ LoadedCheckpoint load_checkpoint(const std::string& dir_or_id, const LoadOptions
 TrainerState trainer_state_from_json(const nlohmann::json& st, const std::string& where) {
   try {
     TrainerState s;
-    s.step = st.at("step").get<int64_t>();
+    // json's get<int64_t>() casts any number it holds, UB for 1e300 (found by fuzzing)
+    const nlohmann::json& step = st.at("step");
+    if (!step.is_number_integer() || (step.is_number_unsigned() && step.get<uint64_t>() > uint64_t(INT64_MAX)))
+      throw Error(where + ": \"step\" is not an integer step count");
+    s.step = step.get<int64_t>();
     if (s.step < 0) throw Error(where + ": step " + std::to_string(s.step) + " is negative");
     s.train = train_config_from_json(st.at("train"));
     if (st.contains("extra")) s.extra = st["extra"];

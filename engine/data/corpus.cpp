@@ -536,15 +536,6 @@ const std::string& Tokenizer::serialized() const {
 
 namespace {
 
-// Cache file layout (little-endian):
-//   [0,8)   magic "SSALTOK\0"     [8,12)  u32 version   [12,16) u32 zero
-//   [16,24) u64 key               [24,32) u64 n_train   [32,40) u64 n_val
-//   [40,48) u64 FNV-1a of the token bytes
-//   [48, ...) int32 train[n_train], int32 val[n_val]
-constexpr char kMagic[8] = {'S', 'S', 'A', 'L', 'T', 'O', 'K', '\0'};
-constexpr uint32_t kCacheVersion = 1;
-constexpr size_t kHeaderBytes = 48;
-
 // Path of a document relative to the corpus root: the split and the cache
 // key must not depend on where the corpus happens to be mounted.
 std::string relative_path(const std::string& doc_path, const std::string& root) {
@@ -559,7 +550,7 @@ std::string relative_path(const std::string& doc_path, const std::string& root) 
 uint64_t cache_key(const std::vector<Document>& docs, const std::vector<std::string>& rel,
                    const Tokenizer& tok, double val_fraction) {
   uint64_t h = fnv1a("ssalab-token-data");
-  h = fnv1a_u64(kCacheVersion, h);
+  h = fnv1a_u64(kTokenCacheVersion, h);
   h = fnv1a(tok.serialized(), h);
   h = fnv1a(&val_fraction, sizeof val_fraction, h);
   h = fnv1a_u64(docs.size(), h);
@@ -571,62 +562,6 @@ uint64_t cache_key(const std::vector<Document>& docs, const std::vector<std::str
     h = fnv1a_u64(fnv1a(docs[i].text), h);
   }
   return h;
-}
-
-uint64_t tokens_checksum(const TokenData& d) {
-  uint64_t h = fnv1a(d.train.data(), d.train.size() * sizeof(int32_t));
-  return fnv1a(d.val.data(), d.val.size() * sizeof(int32_t), h);
-}
-
-template <class T>
-T get(const std::string& b, size_t off) {
-  T v;
-  std::memcpy(&v, b.data() + off, sizeof v);
-  return v;
-}
-template <class T>
-void put(std::string& b, T v) {
-  b.append(reinterpret_cast<const char*>(&v), sizeof v);
-}
-
-// The cached data when the file exists, is intact and matches `key`.
-std::optional<TokenData> read_cache(const std::string& path, uint64_t key) {
-  std::error_code ec;
-  if (!fs::is_regular_file(path, ec)) return std::nullopt;
-  std::string b;
-  try {
-    b = read_file(path);
-  } catch (const Error&) {
-    return std::nullopt;  // unreadable cache: rebuild
-  }
-  if (b.size() < kHeaderBytes || std::memcmp(b.data(), kMagic, 8) != 0) return std::nullopt;
-  if (get<uint32_t>(b, 8) != kCacheVersion || get<uint64_t>(b, 16) != key) return std::nullopt;
-  const auto n_train = get<uint64_t>(b, 24), n_val = get<uint64_t>(b, 32);
-  const uint64_t n_tok = (b.size() - kHeaderBytes) / sizeof(int32_t);
-  if ((b.size() - kHeaderBytes) % sizeof(int32_t) != 0 || n_train > n_tok || n_val != n_tok - n_train)
-    return std::nullopt;
-  TokenData d;
-  d.train.resize(n_train);
-  d.val.resize(n_val);
-  std::memcpy(d.train.data(), b.data() + kHeaderBytes, n_train * sizeof(int32_t));
-  std::memcpy(d.val.data(), b.data() + kHeaderBytes + n_train * sizeof(int32_t), n_val * sizeof(int32_t));
-  if (tokens_checksum(d) != get<uint64_t>(b, 40)) return std::nullopt;
-  return d;
-}
-
-void write_cache(const std::string& path, uint64_t key, const TokenData& d) {
-  std::string b;
-  b.reserve(kHeaderBytes + (d.train.size() + d.val.size()) * sizeof(int32_t));
-  b.append(kMagic, 8);
-  put<uint32_t>(b, kCacheVersion);
-  put<uint32_t>(b, 0);
-  put<uint64_t>(b, key);
-  put<uint64_t>(b, d.train.size());
-  put<uint64_t>(b, d.val.size());
-  put<uint64_t>(b, tokens_checksum(d));
-  b.append(reinterpret_cast<const char*>(d.train.data()), d.train.size() * sizeof(int32_t));
-  b.append(reinterpret_cast<const char*>(d.val.data()), d.val.size() * sizeof(int32_t));
-  write_file_atomic(path, b);
 }
 
 // Encodes every document; two threads over contiguous, byte-balanced halves
@@ -708,9 +643,9 @@ TokenData load_token_data(const std::vector<Document>& docs, const std::string& 
 
   const uint64_t key = cache_key(docs, rel, tok, val_fraction);
   if (!cache_path.empty())
-    if (auto cached = read_cache(cache_path, key)) return std::move(*cached);
+    if (auto cached = read_token_cache(cache_path, key, tok.vocab_size())) return std::move(*cached);
   TokenData d = build_token_data(docs, rel, tok, val_fraction);
-  if (!cache_path.empty()) write_cache(cache_path, key, d);
+  if (!cache_path.empty()) write_token_cache(cache_path, key, d);
   return d;
 }
 

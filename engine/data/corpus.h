@@ -6,6 +6,8 @@
 #include <string_view>
 #include <vector>
 
+#include "engine/data/token_cache.h"
+
 namespace ssalab {
 
 struct Document {
@@ -63,9 +65,6 @@ class Tokenizer {
 // rebuilt. An empty cache_path disables the cache. With >= 2 documents both
 // sides are non-empty; a single document is split by tokens (its last
 // val_fraction, or 5% when val_fraction is 0, goes to validation).
-struct TokenData {
-  std::vector<int32_t> train, val;
-};
 TokenData load_token_data(const std::vector<Document>& docs, const std::string& corpus_root,
                           const Tokenizer& tok, const std::string& cache_path, double val_fraction = 0.05);
 

@@ -1,7 +1,9 @@
 #include "engine/session/session.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <filesystem>
 
 #include "engine/checkpoint/checkpoint.h"
 #include "engine/memory/estimate.h"
@@ -9,6 +11,7 @@
 #include "engine/tokenizer/tokenizer.h"
 #include "engine/train/run.h"
 #include "engine/train/loop.h"
+#include "engine/train/metrics_log.h"
 #include "engine/train/trainer.h"
 #include "engine/util/error.h"
 #include "engine/util/files.h"
@@ -80,6 +83,19 @@ struct Session::Impl {
   int64_t version = 0;
   std::thread worker;
 
+  // A run followed read-only (attach)
+  struct AttachedRun {
+    std::string dir;
+    MetricsLog log;
+    int64_t total_steps = 0;
+    std::string checkpoint_stamp;  // trainer_state.json's time and size when last opened
+    int64_t checkpoint_step = -1;
+    std::string problem;
+    std::chrono::steady_clock::time_point retry_at{};  // after a failed open
+  };
+  std::unique_ptr<AttachedRun> attached;
+  int64_t opened_step = -1;  // the training step of the checkpoint open() last opened (-1: none)
+
   void post(std::function<void()> f) {
     {
       std::lock_guard<std::mutex> lock(mu);
@@ -98,6 +114,7 @@ struct Session::Impl {
     s->step = trainer ? trainer->current_step() : 0;
     s->model = model ? model->config() : opts.model;
     s->train = trainer ? trainer->train_config() : opts.train;
+    s->total_steps = s->train.steps;
     s->trainable = trainer != nullptr;
     s->model_source = source;
     s->model_summary = summary;
@@ -106,10 +123,17 @@ struct Session::Impl {
     s->loads_done = loads_done;
     s->loading = loading;
     s->probe_text = probe_as_text;
-    s->total_steps = s->train.steps;
     s->spec = spec;
     s->inference = inference;
     if (training) s->history = training->history();
+    if (attached) {
+      s->attached_run = attached->dir;
+      s->attached_checkpoint_step = attached->checkpoint_step;
+      s->attach_problem = attached->problem;
+      s->history = attached->log.points();
+      s->step = s->history.empty() ? std::max<int64_t>(0, attached->checkpoint_step) : s->history.back().step;
+      if (attached->total_steps > 0) s->total_steps = attached->total_steps;
+    }
     s->analysis = analysis;
     s->spec_problem = spec_problem;
     s->attention_fallback = last_fallback();
@@ -133,6 +157,11 @@ struct Session::Impl {
   }
 
   void init() {
+    if (!opts.attach.empty()) {
+      probe_text = opts.probe_text;
+      attach(opts.attach);
+      return;
+    }
     if (!opts.checkpoint.empty()) {
       probe_text = opts.probe_text;
       open(opts.checkpoint);
@@ -152,7 +181,9 @@ struct Session::Impl {
   // Loads `src` and makes it the session's model. Everything that can fail
   // (the load, the tokenizer, the probe) runs before the current model is
   // replaced, so a failed or cancelled load leaves the session as it was.
-  void open(const std::string& src) {
+  // `inspect_only`: also an ssalab checkpoint opens for inspection (a run
+  // another process trains), with no data prepared and no trainer.
+  void open(const std::string& src, bool inspect_only = false) {
     loading = src;
     load_progress = 0;
     status = "loading " + src;
@@ -174,10 +205,13 @@ struct Session::Impl {
     };
     LoadedCheckpoint ck = load_checkpoint(src, lo);
     // Ours: a sentencepiece model and no tokenizer.json; such a model trains here.
-    const bool ours = ck.tokenizer_json.empty() && ck.tokenizer.vocab_size() > 0;
+    const bool sentencepiece = ck.tokenizer_json.empty() && ck.tokenizer.vocab_size() > 0;
+    const bool ours = sentencepiece && !inspect_only;
     std::shared_ptr<const tokenizer::Tokenizer> tok;
     PreparedData new_data;
-    if (ours) {
+    if (sentencepiece && inspect_only) {
+      tok = tokenizer::wrap_sentencepiece(ck.tokenizer, src);
+    } else if (ours) {
       if (!data.tokens || ck.tokenizer.serialized() != data.tokenizer.serialized()) {
         status = "preparing data (token cache) for " + src;
         publish();
@@ -215,7 +249,68 @@ struct Session::Impl {
     state = RunState::Idle;
     error.clear();
     set_probe(std::move(new_probe));
-    status = "loaded " + src + (ours ? "" : ": open for inspection (training runs on ssalab's own models)");
+    status = "loaded " + src + (ours || inspect_only ? "" : ": open for inspection (training runs on ssalab's own models)");
+    opened_step = ck.state ? ck.state->step : -1;
+  }
+
+  void attach(const std::string& dir) {
+    std::error_code ec;
+    if (!std::filesystem::is_directory(dir, ec)) throw Error("attach: " + dir + " is not a folder");
+    if (!file_exists(dir + "/metrics.jsonl") && !file_exists(dir + "/run_config.json") &&
+        !file_exists(dir + "/checkpoint/trainer_state.json"))
+      throw Error("attach: " + dir + " is not a training run's folder (no metrics.jsonl, run_config.json or checkpoint/)");
+    auto run = std::make_unique<AttachedRun>();
+    run->dir = dir;
+    run->log = MetricsLog(dir + "/metrics.jsonl");
+    if (state == RunState::Running) state = RunState::Paused;
+    attached = std::move(run);
+    status = "attached to " + dir;
+    follow_attached();
+  }
+
+  // One look at the followed run: new metrics lines, a new checkpoint.
+  void follow_attached() {
+    AttachedRun& run = *attached;
+    bool changed = run.log.poll();
+    if (run.total_steps == 0 && file_exists(run.dir + "/run_config.json")) {
+      run.total_steps = -1;  // unreadable: the curves do without
+      try {
+        auto j = nlohmann::json::parse(read_file(run.dir + "/run_config.json"), nullptr, /*allow_exceptions=*/false);
+        const nlohmann::json* steps = j.is_object() && j.contains("train") && j["train"].is_object() &&
+                                              j["train"].contains("steps")
+                                          ? &j["train"]["steps"]
+                                          : nullptr;
+        if (steps && steps->is_number_integer() && steps->get<int64_t>() > 0) run.total_steps = steps->get<int64_t>();
+      } catch (const Error&) {
+      }
+    }
+    const std::string state_file = run.dir + "/checkpoint/trainer_state.json";
+    std::error_code ec;
+    const auto when = std::filesystem::last_write_time(state_file, ec);
+    const auto size = ec ? 0 : std::filesystem::file_size(state_file, ec);
+    const std::string stamp = ec ? "" : std::to_string(when.time_since_epoch().count()) + "/" + std::to_string(size);
+    const auto now = std::chrono::steady_clock::now();
+    if (!stamp.empty() && stamp != run.checkpoint_stamp && now >= run.retry_at) {
+      try {
+        open(run.dir + "/checkpoint", /*inspect_only=*/true);
+        run.checkpoint_stamp = stamp;
+        run.checkpoint_step = opened_step;
+        run.problem.clear();
+      } catch (const std::exception& e) {
+        // caught half-way through being replaced, or broken: the model open
+        // stays, and it is tried again a little later
+        run.problem = e.what();
+        run.retry_at = now + std::chrono::seconds(2);
+      }
+      changed = true;
+    }
+    if (changed) {
+      status = "attached to " + run.dir + ": step " +
+               std::to_string(run.log.points().empty() ? 0 : run.log.points().back().step) +
+               (run.checkpoint_step >= 0 ? ", views at the checkpoint of step " + std::to_string(run.checkpoint_step)
+                                         : ", no checkpoint yet");
+      publish();
+    }
   }
 
   std::string tokenizer_file(const Tokenizer& tok) {
@@ -333,7 +428,14 @@ struct Session::Impl {
         ++applied;
       }
       if (!todo.empty()) publish();
-      if (!model) continue;  // initialisation failed; only load can help
+      if (attached) {
+        try {
+          follow_attached();
+        } catch (const std::exception& e) {
+          attached->problem = e.what();
+        }
+      }
+      if (!model) continue;  // initialisation failed or nothing to show yet; only load or attach can help
       try {
         if (state == RunState::Running) {
           train_one_step();
@@ -375,6 +477,8 @@ Session::~Session() {
 void Session::start() {
   Impl* s = impl_.get();
   s->post([s] {
+    if (s->attached)
+      throw Error("attached to " + s->attached->dir + ", which another process trains: detach to train here");
     s->need_trainer();
     const TrainConfig& tc = s->trainer->train_config();
     require_memory(training_step_memory(s->trainer->model().config(), tc, s->trainer->device()),
@@ -489,8 +593,21 @@ uint64_t Session::load(const std::string& dir_or_id) {
       ~Answered() { s->loads_done = ticket; }  // also when open() throws: the error goes out with it
     } answered{s, ticket};
     s->open(dir_or_id);
+    s->attached.reset();  // the model the user opened replaces the followed run
   });
   return ticket;
+}
+void Session::attach(const std::string& run_dir) {
+  Impl* s = impl_.get();
+  s->post([s, run_dir] { s->attach(run_dir); });
+}
+void Session::detach() {
+  Impl* s = impl_.get();
+  s->post([s] {
+    if (!s->attached) return;
+    s->status = "detached from " + s->attached->dir;
+    s->attached.reset();
+  });
 }
 void Session::cancel_load() { impl_->cancel_loading = true; }
 void Session::request_analysis() {

@@ -53,6 +53,12 @@ struct Snapshot {
   uint64_t loads_done = 0;    // load() tickets answered (opened, failed or cancelled)
   std::string loading;        // what is loading ("" when nothing is)
   std::string probe_text;     // the probe as text (other models re-encode it)
+  // A run another process trains, followed (Session::attach): its folder,
+  // the step of the checkpoint the views show (-1: none yet), and why the
+  // latest checkpoint could not be opened ("" when it could).
+  std::string attached_run;
+  int64_t attached_checkpoint_step = -1;
+  std::string attach_problem;
 };
 
 struct SessionOptions {
@@ -61,6 +67,7 @@ struct SessionOptions {
   std::string corpus;          // empty: default corpus
   std::string work_dir = "runs/session";  // tokenizer, token cache, checkpoints
   std::string checkpoint;      // open this model (folder or cached hub id) instead of a fresh one (optional)
+  std::string attach;          // follow this run folder (Session::attach) instead of training a fresh model
   std::string probe_text;      // empty: a validation sample
   int probe_tokens = 256;      // length of the default probe
   int analyze_every = 10;      // steps between automatic analyses
@@ -114,6 +121,13 @@ class Session {
   // Stops a load in progress (between tensors); takes effect at once.
   void cancel_load();
   void request_analysis();
+  // Follows a training run that another process writes in `run_dir` (a
+  // cluster job on a shared disk, `ssalab train` in a terminal), read-only:
+  // the curves follow its metrics.jsonl as it grows, and each checkpoint it
+  // writes is opened for inspection (analysis, k, block size) as it appears.
+  // Training in this session stops. Ends with detach() or a load().
+  void attach(const std::string& run_dir);
+  void detach();
 
   std::shared_ptr<const Snapshot> snapshot() const;
   // Blocks until the worker has applied every command queued so far (tests, scripted demo).

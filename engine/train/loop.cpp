@@ -44,7 +44,7 @@ MetricPoint TrainingLoop::advance() {
   }
   // read after the step: the app may change the schedule between steps
   const TrainConfig& tc = trainer_.train_config();
-  if ((tc.eval_every > 0 && m.step % tc.eval_every == 0) || m.step >= tc.steps) {
+  if (opt_.validate && ((tc.eval_every > 0 && m.step % tc.eval_every == 0) || m.step >= tc.steps)) {
     auto v = trainer_.validate(tc.eval_batches);
     m.val_ppl_full = val_full_ = v.first;
     m.val_ppl_sparse = val_sparse_ = v.second;

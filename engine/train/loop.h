@@ -21,6 +21,7 @@ struct LoopOptions {
   std::string checkpoint_dir;   // save here every save_every steps and at last_step ("" = never)
   const Tokenizer* tokenizer = nullptr;  // saved with each checkpoint (needed with checkpoint_dir)
   nlohmann::json extra;         // free-form trainer_state.json fields (corpus, method, ...)
+  bool validate = true;         // validation perplexity when due (data parallelism: rank 0 only)
 };
 
 class TrainingLoop {

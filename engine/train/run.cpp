@@ -2,11 +2,17 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <thread>
+
+#ifdef SSALAB_WITH_CUDA
+#include <c10/cuda/CUDAFunctions.h>
+#endif
 
 #include "engine/checkpoint/checkpoint.h"
 #include "engine/memory/estimate.h"
@@ -70,39 +76,75 @@ RunResult run_training(const RunOptions& opt) {
   auto t_start = std::chrono::steady_clock::now();
   validate(opt.train, opt.model);
   opt.model.validate();
-  require_memory(training_step_memory(opt.model, opt.train, resolve_device(opt.train.device)),
+  const torch::Device device = resolve_device(opt.train.device);
+  require_memory(training_step_memory(opt.model, opt.train, device),
                  "a training step (batch " + std::to_string(opt.train.batch_size) + " x " +
                      std::to_string(opt.train.seq_len) + " tokens)",
-                 resolve_device(opt.train.device));
-  PreparedData data = prepare_data(opt.corpus, opt.model.vocab_size, opt.cache_dir, opt.tokenizer);
-  if (data.tokenizer.vocab_size() != opt.model.vocab_size)
-    throw Error("tokenizer has " + std::to_string(data.tokenizer.vocab_size()) + " pieces but the model's vocab_size is " +
-                std::to_string(opt.model.vocab_size));
-  make_dirs(opt.out_dir);
+                 device);
+  std::shared_ptr<distributed::ProcessGroup> group;
+  if (opt.ranks && opt.ranks->world_size > 1) {
+    if (opt.train.grad_accum % opt.ranks->world_size != 0)
+      throw Error("grad_accum " + std::to_string(opt.train.grad_accum) +
+                  " (micro-batches per step over all processes) does not divide among " +
+                  std::to_string(opt.ranks->world_size) + " processes: set train.grad_accum to a multiple");
+    // processes of one machine share its cores
+    if (opt.train.threads <= 0 && opt.ranks->local_world_size > 1)
+      torch::set_num_threads(std::max(1, int(std::thread::hardware_concurrency()) / opt.ranks->local_world_size));
+#ifdef SSALAB_WITH_CUDA
+    // one GPU per process of a machine: the current device serves every
+    // allocation made with the index-less "cuda" device
+    if (device.is_cuda()) c10::cuda::set_device(c10::DeviceIndex(opt.ranks->local_rank % torch::cuda::device_count()));
+#endif
+    group = distributed::ProcessGroup::connect(*opt.ranks, device, opt.collective_timeout);
+  }
+  const bool lead = !group || group->rank() == 0;
   const std::string ckpt_dir = opt.out_dir + "/checkpoint";
-  recover_directory(ckpt_dir);
+  // rank 0 trains the tokenizer and fills the token cache; the others read them
+  auto prepare = [&] {
+    PreparedData d = prepare_data(opt.corpus, opt.model.vocab_size, opt.cache_dir, opt.tokenizer);
+    if (d.tokenizer.vocab_size() != opt.model.vocab_size)
+      throw Error("tokenizer has " + std::to_string(d.tokenizer.vocab_size()) +
+                  " pieces but the model's vocab_size is " + std::to_string(opt.model.vocab_size));
+    return d;
+  };
+  PreparedData data;
+  if (lead) {
+    data = prepare();
+    make_dirs(opt.out_dir);
+    recover_directory(ckpt_dir);
+  }
+  if (group) group->barrier();
+  if (!lead) data = prepare();
 
   auto model = std::make_shared<Transformer>(opt.model);
   model->init_weights(opt.train.seed);
-  Trainer trainer(model, opt.train, data.tokens);
+  Trainer trainer(model, opt.train, data.tokens, DataShard{0, 1, group});
   std::string resume = opt.resume == "auto" ? (file_exists(ckpt_dir + "/trainer_state.json") ? ckpt_dir : "") : opt.resume;
   if (!resume.empty()) {
     trainer.resume(resume);
-    std::fprintf(stderr, "resumed from %s at step %lld\n", resume.c_str(), (long long)trainer.current_step());
+    if (lead) std::fprintf(stderr, "resumed from %s at step %lld\n", resume.c_str(), (long long)trainer.current_step());
   }
-  write_file_atomic(opt.out_dir + "/run_config.json",
-                    nlohmann::json{{"model", to_json(opt.model)}, {"train", to_json(opt.train)}, {"corpus", data.corpus}}
-                            .dump(2) + "\n");
+  if (lead)
+    write_file_atomic(opt.out_dir + "/run_config.json",
+                      nlohmann::json{{"model", to_json(opt.model)},
+                                     {"train", to_json(opt.train)},
+                                     {"corpus", data.corpus},
+                                     {"processes", group ? group->size() : 1}}
+                              .dump(2) + "\n");
   LoopOptions lo;
   lo.last_step = opt.stop_after;
-  lo.metrics_path = opt.out_dir + "/metrics.jsonl";
-  lo.checkpoint_dir = ckpt_dir;
+  if (lead) {
+    lo.metrics_path = opt.out_dir + "/metrics.jsonl";
+    lo.checkpoint_dir = ckpt_dir;
+  }
+  lo.validate = lead;
   lo.tokenizer = &data.tokenizer;
   lo.extra = {{"corpus", data.corpus}};
   TrainingLoop loop(trainer, lo);
 
   RunResult res;
-  const bool tty = opt.progress && ::isatty(2);
+  const bool progress = opt.progress && lead;
+  const bool tty = progress && ::isatty(2);
   const int64_t first = trainer.current_step(), total = opt.train.steps;
   auto loop_start = std::chrono::steady_clock::now();
   while (!loop.done()) {
@@ -115,7 +157,7 @@ RunResult run_training(const RunOptions& opt) {
     }
     if (opt.on_step) opt.on_step(m);
     double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - loop_start).count();
-    const bool print = opt.progress && (tty || m.step % std::max(1, opt.train.log_every * 10) == 0 || m.step == total);
+    const bool print = progress && (tty || m.step % std::max(1, opt.train.log_every * 10) == 0 || m.step == total);
     if (print) print_progress(m, total, elapsed, m.step - first, tty);
   }
   res.history = loop.history();

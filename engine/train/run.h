@@ -4,8 +4,10 @@
 // bar, append metrics to <out>/metrics.jsonl, validate and checkpoint
 // periodically, stop cleanly on NaN with the last good checkpoint kept.
 #pragma once
+#include <chrono>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -37,6 +39,11 @@ struct RunOptions {
   int64_t stop_after = -1;       // stop (and checkpoint) after this step, as if interrupted; -1: run to the end
   bool progress = true;          // terminal progress bar on stderr
   std::function<void(const MetricPoint&)> on_step;  // optional observer
+  // Data parallelism: this process's place in the run (rank_info_from_environment)
+  // and how long a collective may wait for the others. Rank 0 writes the
+  // metrics, checkpoints and progress; every rank trains.
+  std::optional<distributed::RankInfo> ranks;
+  std::chrono::milliseconds collective_timeout{std::chrono::minutes(10)};
 };
 
 struct RunResult {

@@ -111,10 +111,12 @@ Trainer::Trainer(std::shared_ptr<Transformer> model, TrainConfig train, std::sha
       data_(std::move(data)),
       device_(resolve_device(train_.device)),
       shard_(shard) {
+  if (shard_.group) shard_.rank = shard_.group->rank(), shard_.world_size = shard_.group->size();
   if (shard_.world_size < 1 || shard_.rank < 0 || shard_.rank >= shard_.world_size)
     throw Error("data shard: rank " + std::to_string(shard_.rank) + " of " + std::to_string(shard_.world_size) +
                 " processes is impossible");
   ssalab::validate(train_, model_->config());
+  validate_shard();
   if (train_.threads > 0) torch::set_num_threads(train_.threads);
   model_->to(device_);
   // decoupled weight decay on matrices only; norms and gains are not decayed
@@ -127,6 +129,25 @@ Trainer::Trainer(std::shared_ptr<Transformer> model, TrainConfig train, std::sha
   groups.emplace_back(no_decay,
                       std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(base).weight_decay(0)));
   opt_ = std::make_unique<torch::optim::AdamW>(std::move(groups), base);
+  if (shard_.group) {
+    // every rank starts from rank 0's weights (the same seed gives the same
+    // ones; this makes sure), then sums gradients with the others
+    torch::NoGradGuard no_grad;
+    for (Tensor& p : model_->parameters()) shard_.group->broadcast(p, 0);
+    gradient_sync_ = std::make_unique<distributed::GradientSync>(model_->parameters(), shard_.group);
+  }
+}
+
+void Trainer::validate_shard() const {
+  if (train_.grad_accum % shard_.world_size != 0)
+    throw Error("invalid training config: grad_accum " + std::to_string(train_.grad_accum) +
+                " (micro-batches per step over all processes) does not divide among " +
+                std::to_string(shard_.world_size) + " processes");
+}
+
+Error Trainer::non_finite_loss(double loss) const {
+  return Error("loss became " + std::string(std::isnan(loss) ? "NaN" : "Inf") + " at step " +
+               std::to_string(step_ + 1) + " (try a lower lr); weights kept from the last good step");
 }
 
 void Trainer::set_spec(const SparseSpec& s) {
@@ -139,6 +160,7 @@ void Trainer::set_spec(const SparseSpec& s) {
 
 MetricPoint Trainer::step() {
   ssalab::validate(train_, model_->config());
+  validate_shard();
   auto t0 = std::chrono::steady_clock::now();
   model_->train();
   const double lr = lr_at(train_, step_);
@@ -150,7 +172,8 @@ MetricPoint Trainer::step() {
   m.lr = lr;
   double ce_full = 0, ce_sparse = 0, n_full = 0, n_sparse = 0, sp = 0, cm = 0, total = 0;
   const bool cuda_bf16 = device_.is_cuda() && train_.bf16;
-  for (int micro = 0; micro < train_.grad_accum; ++micro) {
+  const int local_micro = train_.grad_accum / shard_.world_size;
+  for (int micro = 0; micro < local_micro; ++micro) {
     Tensor batch = sample_batch(data_->train, train_.batch_size, train_.seq_len, train_.seed, step_,
                                 micro * shard_.world_size + shard_.rank).to(device_);
     Tensor inputs = batch.narrow(1, 0, train_.seq_len), targets = batch.narrow(1, 1, train_.seq_len);
@@ -177,13 +200,25 @@ MetricPoint Trainer::step() {
       }
     }
     const double ce_v = ce.item<double>(), loss_v = loss.item<double>();
-    if (!std::isfinite(loss_v))
-      throw Error("loss became " + std::string(std::isnan(loss_v) ? "NaN" : "Inf") + " at step " +
-                  std::to_string(step_ + 1) + " (try a lower lr); weights kept from the last good step");
+    // with other processes, every rank finishes the step (the collectives
+    // must match) and all of them stop on the summed loss below
+    if (!std::isfinite(loss_v) && !shard_.group) throw non_finite_loss(loss_v);
+    if (gradient_sync_ && micro == local_micro - 1) gradient_sync_->arm();
     (loss / double(train_.grad_accum)).backward();
     total += loss_v;
     if (fo.mode == AttnMode::Full) ce_full += ce_v, n_full += 1;
     else ce_sparse += ce_v, n_sparse += 1;
+  }
+  if (shard_.group) {
+    gradient_sync_->finish();
+    auto sums = torch::tensor({total, ce_full, n_full, ce_sparse, n_sparse, sp, cm}, torch::kDouble);
+    shard_.group->sum(sums);
+    auto v = sums.accessor<double, 1>();
+    total = v[0], ce_full = v[1], n_full = v[2], ce_sparse = v[3], n_sparse = v[4], sp = v[5], cm = v[6];
+    if (!std::isfinite(total)) {
+      opt_->zero_grad();
+      throw non_finite_loss(total);
+    }
   }
   std::vector<Tensor> params = model_->parameters();
   const double max_norm = train_.grad_clip > 0 ? train_.grad_clip : std::numeric_limits<double>::infinity();

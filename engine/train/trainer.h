@@ -17,7 +17,9 @@
 
 #include "engine/config.h"
 #include "engine/data/corpus.h"
+#include "engine/distributed/gradient_sync.h"
 #include "engine/model/transformer.h"
+#include "engine/util/error.h"
 
 namespace ssalab {
 
@@ -47,14 +49,17 @@ double lr_at(const TrainConfig& t, int64_t step);
 
 torch::Device resolve_device(const std::string& name);
 
-// Which part of each step's batch this process trains on (data parallelism):
-// micro-batch m of rank r draws the windows of global micro-batch
-// m * world_size + r, so the ranks of a step see disjoint, deterministic data
-// and one process (rank 0 of 1) sees what it always did. The SSA stream draw
-// does not depend on the rank: all ranks of a step run the same mode.
+// Which part of each step's batch this process trains on (data parallelism).
+// train.grad_accum counts the micro-batches of a step over all processes, so
+// a step sees the same data whatever the number of processes: rank r runs
+// grad_accum / world_size of them, its micro-batch m being the step's
+// micro-batch m * world_size + r. The SSA stream is drawn per (step, m), so
+// all ranks of a step run the same mode, as in the paper's code. `group`
+// (null for one process) sums the gradients and the step's metrics.
 struct DataShard {
   int rank = 0;
   int world_size = 1;
+  std::shared_ptr<distributed::ProcessGroup> group;
 };
 
 class Trainer {
@@ -83,12 +88,16 @@ class Trainer {
   void resume(const std::string& dir);
 
  private:
+  void validate_shard() const;
+  Error non_finite_loss(double loss) const;
+
   std::shared_ptr<Transformer> model_;
   TrainConfig train_;
   std::shared_ptr<const TokenData> data_;
   std::unique_ptr<torch::optim::AdamW> opt_;
   torch::Device device_;
   DataShard shard_;
+  std::unique_ptr<distributed::GradientSync> gradient_sync_;  // with a group only
   int64_t step_ = 0;
 };
 

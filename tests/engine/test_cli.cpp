@@ -13,21 +13,9 @@
 
 namespace fs = std::filesystem;
 
-struct Result {
-  int code;
-  std::string output;
-};
-
+using Result = ssalab::test::CommandResult;
 // `env`: assignments put before the command, e.g. "LD_LIBRARY_PATH=/x".
-static Result run(const std::string& args, const std::string& env = "") {
-  std::string out = fs::temp_directory_path() / ("ssalab-cli-" + std::to_string(::getpid()) + ".log");
-  std::string cmd = env + (env.empty() ? "" : " ") + std::string(SSALAB_BINARY) + " " + args + " > " + out + " 2>&1";
-  int status = std::system(cmd.c_str());
-  std::ifstream in(out);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, ss.str()};
-}
+static Result run(const std::string& args, const std::string& env = "") { return ssalab::test::run_ssalab(args, env); }
 
 TEST_CASE("ssalab train, eval, analyze and info end to end", "[cli][e2e]") {
   std::string dir = ssalab::test::scratch_dir("cli");

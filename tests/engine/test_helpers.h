@@ -1,6 +1,8 @@
 // Shared fixtures for the engine tests: a small real-English corpus (the
 // tutorial part of the Python docs from python3.11-doc) and a scratch folder.
 #pragma once
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -59,6 +61,38 @@ inline TrainConfig micro_train(int steps) {
   t.lr = 3e-3;
   t.device = "cpu";
   return t;
+}
+
+// What a run of the ssalab binary (SSALAB_BINARY) did.
+struct CommandResult {
+  int code = -1;          // exit status, -1 when it died of a signal
+  std::string output;     // stdout and stderr
+  double peak_mib = 0;    // its peak resident size
+};
+
+// Runs the ssalab binary with `args`; `env`: assignments put before it, e.g.
+// "SSALAB_MEMORY_LIMIT=40M".
+inline CommandResult run_ssalab(const std::string& args, const std::string& env = "") {
+  static int counter = 0;
+  const std::string log = (std::filesystem::temp_directory_path() /
+                           ("ssalab-run-" + std::to_string(::getpid()) + "-" + std::to_string(counter++) + ".log"))
+                              .string();
+  const std::string cmd = env + (env.empty() ? "" : " ") + "exec " + std::string(SSALAB_BINARY) + " " + args + " > " +
+                          log + " 2>&1";
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  int status = 0;
+  rusage usage{};
+  ::wait4(pid, &status, 0, &usage);
+  CommandResult r;
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  r.peak_mib = double(usage.ru_maxrss) / 1024.0;
+  r.output = read_file(log);
+  std::filesystem::remove(log);
+  return r;
 }
 
 }  // namespace ssalab::test

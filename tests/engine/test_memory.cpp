@@ -2,8 +2,6 @@
 // against the peak resident size real runs reach, refusals that name the
 // figures, and the limit setting.
 #include <catch2/catch.hpp>
-#include <sys/resource.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -21,35 +19,8 @@ using namespace ssalab;
 
 namespace {
 
-struct Run {
-  int code = -1;
-  double peak_mib = 0;  // the child's peak resident size
-  std::string output;
-};
-
-// Runs the ssalab binary with `args` (and `limit` as SSALAB_MEMORY_LIMIT when
-// given) and reads its peak resident size from wait4().
-Run run_ssalab(const std::string& args, const std::string& limit = "") {
-  const std::string log = (fs::temp_directory_path() / ("ssalab-mem-" + std::to_string(::getpid()) + ".log")).string();
-  const std::string cmd = (limit.empty() ? "" : "SSALAB_MEMORY_LIMIT=" + limit + " ") + "exec " +
-                          std::string(SSALAB_BINARY) + " " + args + " > " + log + " 2>&1";
-  Run r;
-  const pid_t pid = fork();
-  if (pid == 0) {
-    execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
-    _exit(127);
-  }
-  int status = 0;
-  rusage usage{};
-  wait4(pid, &status, 0, &usage);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.peak_mib = double(usage.ru_maxrss) / 1024.0;
-  std::ifstream in(log);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  r.output = ss.str();
-  return r;
-}
+using test::CommandResult;
+using test::run_ssalab;
 
 // "needs about 562.4 MiB" -> 562.4
 double needed_mib(const std::string& message) {
@@ -60,7 +31,7 @@ double needed_mib(const std::string& message) {
 
 // The estimate a refused run printed against how much more the same run
 // with room reached: an upper bound, within 2.5x.
-void check_estimate(const Run& refused, const Run& done) {
+void check_estimate(const CommandResult& refused, const CommandResult& done) {
   INFO(done.output);
   REQUIRE(done.code == 0);
   const double estimate = needed_mib(refused.output), grew = done.peak_mib - refused.peak_mib;
@@ -118,14 +89,14 @@ TEST_CASE("estimates bound the peak memory of real runs, and what will not fit i
   SECTION("a training step") {
     const std::string args = "train --method full --set train.batch_size=8 --set train.seq_len=512 --out " + dir + "/run" + common;
     // refused: the message names the estimate and the limit; nothing is written
-    Run refused = run_ssalab(args, "100M");
+    CommandResult refused = run_ssalab(args, "SSALAB_MEMORY_LIMIT=100M");
     INFO(refused.output);
     REQUIRE(refused.code != 0);
     CHECK(refused.output.find("a training step (batch 8 x 512 tokens) needs about") != std::string::npos);
     CHECK(refused.output.find("100.0 MiB is available (SSALAB_MEMORY_LIMIT)") != std::string::npos);
     CHECK(!fs::exists(dir + "/run"));
     // the same run with room: its growth over the refused process is what the estimate covers
-    Run done = run_ssalab(args);
+    CommandResult done = run_ssalab(args);
     check_estimate(refused, done);
   }
   SECTION("an analysis") {
@@ -134,11 +105,11 @@ TEST_CASE("estimates bound the peak memory of real runs, and what will not fit i
     std::ofstream(dir + "/text.txt") << text;
     const std::string args = "analyze " + std::string(SSALAB_SOURCE_DIR) + "/assets/models/ssa --text-file " + dir +
                              "/text.txt --no-png --no-npy --out " + dir + "/analysis";
-    Run refused = run_ssalab(args, "40M");  // room for the model's weights, not the analysis
+    CommandResult refused = run_ssalab(args, "SSALAB_MEMORY_LIMIT=40M");  // room for the model's weights, not the analysis
     INFO(refused.output);
     REQUIRE(refused.code != 0);
     CHECK(std::regex_search(refused.output, std::regex("analysing [0-9]+ tokens needs about")));
-    Run done = run_ssalab(args);
+    CommandResult done = run_ssalab(args);
     check_estimate(refused, done);
   }
 }

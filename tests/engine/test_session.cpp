@@ -3,9 +3,14 @@
 #include <catch2/catch.hpp>
 
 #include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <set>
 #include <thread>
 
 #include "engine/session/session.h"
+#include "engine/train/run.h"
+#include "engine/util/files.h"
 #include "test_helpers.h"
 
 using namespace ssalab;
@@ -104,4 +109,72 @@ TEST_CASE("session trains on a worker thread while readers poll snapshots", "[se
   REQUIRE_THAT(snap->error, Catch::Contains("nope"));
   REQUIRE(snap->analysis);
   REQUIRE(snap->probe_pieces.size() == size_t(snap->analysis->T));
+}
+
+TEST_CASE("attach: the session follows a run another thread trains, without touching it", "[session][attach]") {
+  const std::string dir = test::scratch_dir("attach");
+  const std::string run_dir = dir + "/run";
+  RunOptions ro;
+  ro.model = test::micro_model();
+  ro.train = test::micro_train(60);
+  ro.train.save_every = 15;
+  ro.corpus = test::small_corpus();
+  ro.cache_dir = test::cache_dir();
+  ro.out_dir = run_dir;
+  ro.progress = false;
+  ro.on_step = [](const MetricPoint&) { std::this_thread::sleep_for(std::chrono::milliseconds(40)); };
+  prepare_data(ro.corpus, ro.model.vocab_size, ro.cache_dir);  // the tokenizer cached before the clock starts
+  make_dirs(run_dir);  // a run folder that has nothing in it yet
+
+  SessionOptions so = micro_session(dir + "/session");
+  so.attach = run_dir;
+  SECTION("not a run's folder") {
+    so.attach = dir;
+    Session s(so);
+    s.wait_idle();
+    CHECK_THAT(s.snapshot()->error, Catch::Contains("not a training run's folder"));
+  }
+  SECTION("following a run") {
+    RunResult result;
+    std::thread trainer([&] { result = run_training(ro); });
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));  // run_config.json written
+    Session s(so);
+    std::set<size_t> history_sizes;
+    std::set<int64_t> checkpoint_steps;
+    std::set<int64_t> analysed_at;
+    const auto t0 = std::chrono::steady_clock::now();
+    std::shared_ptr<const Snapshot> snap;
+    for (;;) {
+      snap = s.snapshot();
+      history_sizes.insert(snap->history.size());
+      if (snap->attached_checkpoint_step >= 0) checkpoint_steps.insert(snap->attached_checkpoint_step);
+      if (snap->analysis) analysed_at.insert(snap->attached_checkpoint_step);
+      if (snap->attached_checkpoint_step == 60 && snap->history.size() == 60 && snap->analysis) break;
+      if (std::chrono::steady_clock::now() - t0 > std::chrono::seconds(120)) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    trainer.join();
+    INFO(snap->status << " / " << snap->error << " / " << snap->attach_problem);
+    CHECK(snap->attached_run == run_dir);
+    CHECK(snap->total_steps == 60);
+    CHECK(history_sizes.size() >= 10);  // the curves grew while the run trained
+    CHECK(checkpoint_steps.size() >= 3);  // checkpoints of 15, 30, 45, 60 opened as they appeared
+    CHECK(analysed_at.size() >= 3);
+    REQUIRE(snap->history.size() == 60);
+    for (size_t i = 0; i < 60; ++i) CHECK(snap->history[i].loss == result.history[i].loss);
+    REQUIRE(snap->analysis);
+    CHECK(snap->analysis->T == 96);
+    CHECK_FALSE(snap->trainable);
+    // it wrote nothing into the run's folder
+    std::set<std::string> files;
+    for (auto& e : std::filesystem::directory_iterator(run_dir)) files.insert(e.path().filename().string());
+    CHECK(files == std::set<std::string>{"checkpoint", "metrics.jsonl", "run_config.json"});
+    // training here waits for a detach
+    s.start();
+    s.wait_idle();
+    CHECK_THAT(s.snapshot()->error, Catch::Contains("detach"));
+    s.detach();
+    s.wait_idle();
+    CHECK(s.snapshot()->attached_run.empty());
+  }
 }

@@ -239,3 +239,15 @@ TEST_CASE("bad corpus and settings are reported before training starts", "[train
   o.train.p_full = 2;
   REQUIRE_THROWS_WITH(run_training(o), Catch::Contains("p_full"));
 }
+
+TEST_CASE("trainer_state.json: a step that is not a whole step count is refused by name", "[checkpoint][bad-input][spec]") {
+  nlohmann::json st = {{"step", 12}, {"train", to_json(test::micro_train(20))}};
+  CHECK(trainer_state_from_json(st, "trainer_state.json").step == 12);
+  // 1e300 made json's integer cast undefined behaviour (found by fuzz_trainer_state)
+  for (nlohmann::json bad : {nlohmann::json(1e300), nlohmann::json(2.5), nlohmann::json(-1),
+                             nlohmann::json(uint64_t(1) << 63), nlohmann::json("12")}) {
+    st["step"] = bad;
+    INFO(bad.dump());
+    CHECK_THROWS_WITH(trainer_state_from_json(st, "trainer_state.json"), Catch::Contains("trainer_state.json"));
+  }
+}
