@@ -9,12 +9,12 @@ Every run trains the same global batch (train.grad_accum micro-batches of
 comparable and the throughput is the whole run's.
 
   CPU (this machine):  python3 bench/ddp_scaling.py --nprocs 1,2 --presets tiny
-  GPUs (issue 14):     python3 bench/ddp_scaling.py --device cuda --nprocs 1,2,4,8 \\
+  GPUs:                python3 bench/ddp_scaling.py --device cuda --nprocs 1,2,4,8 \\
                            --presets small,base --seq-len 8192 --batch 1 --accum 8 --steps 30
+  ZeRO-1:              ... --set train.shard_optimizer=true
 """
 import argparse
 import json
-import math
 import os
 import statistics
 import subprocess
@@ -47,6 +47,8 @@ def run(args, preset, method, nproc, out):
            "--set", f"train.device={args.device}"]
     if args.corpus:
         cmd += ["--corpus", args.corpus]
+    for setting in args.set:
+        cmd += ["--set", setting]
     if nproc > 1:
         cmd += ["--nproc", str(nproc)]
     stop, peak = threading.Event(), [0]
@@ -81,6 +83,7 @@ def main():
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3, help="steps left out of the tokens/s median")
     ap.add_argument("--corpus", default="")
+    ap.add_argument("--set", action="append", default=[], help="a setting for every run, e.g. train.shard_optimizer=true")
     ap.add_argument("--json", default="", help="write the results here as well")
     args = ap.parse_args()
     nprocs = [int(n) for n in args.nprocs.split(",")]

@@ -380,7 +380,7 @@ nlohmann::json to_json(const TrainConfig& c) {
           {"beta1", c.beta1},              {"beta2", c.beta2},         {"grad_clip", c.grad_clip},
           {"seed", c.seed},                {"eval_every", c.eval_every}, {"eval_batches", c.eval_batches},
           {"save_every", c.save_every},    {"log_every", c.log_every}, {"threads", c.threads},
-          {"device", c.device},            {"bf16", c.bf16}};
+          {"device", c.device},            {"bf16", c.bf16},           {"shard_optimizer", c.shard_optimizer}};
 }
 
 TrainConfig train_config_from_json(const nlohmann::json& j) {
@@ -409,6 +409,7 @@ TrainConfig train_config_from_json(const nlohmann::json& j) {
   read_key(j, "threads", c.threads, false);
   read_key(j, "device", c.device, false);
   read_key(j, "bf16", c.bf16, false);
+  read_key(j, "shard_optimizer", c.shard_optimizer, false);
   return c;
 }
 

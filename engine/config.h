@@ -111,6 +111,7 @@ struct TrainConfig {
   int threads = 0;              // 0: leave LibTorch's default
   std::string device = "auto";  // auto | cpu | cuda
   bool bf16 = true;             // autocast on CUDA
+  bool shard_optimizer = false; // data parallelism: ZeRO-1, each process keeps AdamW's moments of its share only
 };
 
 nlohmann::json to_json(const TrainConfig& c);

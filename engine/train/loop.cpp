@@ -54,10 +54,14 @@ MetricPoint TrainingLoop::advance() {
     log_ << to_json(m).dump() << "\n";
     log_.flush();
   }
-  if (!opt_.checkpoint_dir.empty() && ((tc.save_every > 0 && m.step % tc.save_every == 0) || m.step == last_step())) {
+  const bool save_due = (tc.save_every > 0 && m.step % tc.save_every == 0) || m.step == last_step();
+  // with a sharded optimizer every process takes part in a save; one writes it
+  if (save_due) trainer_.gather_for_checkpoint();
+  if (save_due && !opt_.checkpoint_dir.empty()) {
     trainer_.save(opt_.checkpoint_dir, *opt_.tokenizer, opt_.extra);
     saved_ = opt_.checkpoint_dir;
   }
+  if (save_due) trainer_.release_gathered();
   return m;
 }
 

@@ -156,6 +156,16 @@ RunResult run_training(const RunOptions& opt) {
       throw;
     }
     if (opt.on_step) opt.on_step(m);
+    if (lead && group && m.step == first + 1)
+      if (const distributed::GradientSync* sync = trainer.gradient_sync())
+        std::fprintf(stderr, "data-parallel (%s): gradients in %zu buckets, %zu of them summed during the backward pass\n",
+                     group->backend(), sync->bucket_count(), sync->overlapped_buckets());
+    if (lead && group && m.step == first + 1)
+      if (const distributed::OptimizerShard* zero = trainer.optimizer_shard()) {
+        const auto [held, all] = zero->state_bytes(trainer.optimizer());
+        std::fprintf(stderr, "optimizer state sharded (ZeRO-1): rank 0 holds %.2f of %.2f MiB of AdamW moments\n",
+                     held / 1048576.0, all / 1048576.0);
+      }
     double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - loop_start).count();
     const bool print = progress && (tty || m.step % std::max(1, opt.train.log_every * 10) == 0 || m.step == total);
     if (print) print_progress(m, total, elapsed, m.step - first, tty);

@@ -135,6 +135,8 @@ Trainer::Trainer(std::shared_ptr<Transformer> model, TrainConfig train, std::sha
     torch::NoGradGuard no_grad;
     for (Tensor& p : model_->parameters()) shard_.group->broadcast(p, 0);
     gradient_sync_ = std::make_unique<distributed::GradientSync>(model_->parameters(), shard_.group);
+    if (train_.shard_optimizer)
+      optimizer_shard_ = std::make_unique<distributed::OptimizerShard>(model_->parameters(), shard_.group);
   }
 }
 
@@ -228,7 +230,9 @@ MetricPoint Trainer::step() {
     throw Error("gradient norm became non-finite at step " + std::to_string(step_ + 1) +
                 "; weights kept from the last good step");
   }
+  if (optimizer_shard_) optimizer_shard_->keep_own_gradients();
   opt_->step();
+  if (optimizer_shard_) optimizer_shard_->share_updated_parameters();
   ++step_;
 
   const int A = train_.grad_accum;
@@ -295,7 +299,16 @@ void Trainer::resume(const std::string& dir) {
     for (auto& p : model_->named_parameters()) p.value().copy_(src[p.key()]);
   }
   load_optimizer(dir, *opt_);
+  if (optimizer_shard_) optimizer_shard_->drop_foreign_state(*opt_);
   step_ = ck.state->step;
+}
+
+void Trainer::gather_for_checkpoint() {
+  if (optimizer_shard_) optimizer_shard_->gather_state(*opt_);
+}
+
+void Trainer::release_gathered() {
+  if (optimizer_shard_) optimizer_shard_->drop_foreign_state(*opt_);
 }
 
 }  // namespace ssalab

@@ -18,6 +18,7 @@
 #include "engine/config.h"
 #include "engine/data/corpus.h"
 #include "engine/distributed/gradient_sync.h"
+#include "engine/distributed/optimizer_shard.h"
 #include "engine/model/transformer.h"
 #include "engine/util/error.h"
 
@@ -82,6 +83,15 @@ class Trainer {
   SparseSpec spec() const { return model_sparse_spec(model_->config()); }
   void set_spec(const SparseSpec& s);
   torch::Device device() const { return device_; }
+  // With other processes: how the last step's gradients were summed, and
+  // the optimizer-state sharding (null unless train.shard_optimizer).
+  const distributed::GradientSync* gradient_sync() const { return gradient_sync_.get(); }
+  const distributed::OptimizerShard* optimizer_shard() const { return optimizer_shard_.get(); }
+  // Around writing a checkpoint with a sharded optimizer: every rank gathers
+  // the moments on rank 0 (collective), which lets them go after the save.
+  // Without sharding both do nothing.
+  void gather_for_checkpoint();
+  void release_gathered();
 
   void save(const std::string& dir, const Tokenizer& tok, const nlohmann::json& extra = {});
   // Restores weights, optimizer state and step from a checkpoint written by save().
@@ -98,6 +108,7 @@ class Trainer {
   torch::Device device_;
   DataShard shard_;
   std::unique_ptr<distributed::GradientSync> gradient_sync_;  // with a group only
+  std::unique_ptr<distributed::OptimizerShard> optimizer_shard_;  // with a group and train.shard_optimizer
   int64_t step_ = 0;
 };
 

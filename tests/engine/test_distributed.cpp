@@ -16,6 +16,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <regex>
 #include <sstream>
 #include <thread>
 
@@ -113,6 +114,10 @@ TEST_CASE("2 and 3 Gloo processes follow the single-process loss curve of the sa
       INFO(many.output);
       REQUIRE(many.code == 0);
       CHECK_THAT(many.output, Catch::Contains("data-parallel: " + std::to_string(nproc) + " processes"));
+      // the sums overlap the backward pass: at least one bucket started before it ended
+      std::smatch overlap;
+      REQUIRE(std::regex_search(many.output, overlap, std::regex("in (\\d+) buckets, (\\d+) of them summed during")));
+      CHECK(std::stoi(overlap[2]) >= 1);
       const double diff = largest_difference(curve(out), single);
       WARN(method << ", " << nproc << " processes: largest relative loss difference over 8 steps " << diff);
       CHECK(diff < 1e-4);
@@ -122,12 +127,37 @@ TEST_CASE("2 and 3 Gloo processes follow the single-process loss curve of the sa
   }
 }
 
+TEST_CASE("ZeRO-1: each rank keeps its share of AdamW's moments; the curve and checkpoints stay whole",
+          "[distributed][e2e]") {
+  const std::string dir = test::scratch_dir("ddp-zero");
+  Finished one = run_ssalab(micro_args(dir + "/one", 8, "ssa"));
+  REQUIRE(one.code == 0);
+  for (int nproc : {2, 3}) {
+    const std::string out = dir + "/p" + std::to_string(nproc);
+    Finished many = run_ssalab(micro_args(out, 8, "ssa") + " --set train.shard_optimizer=true --nproc " +
+                               std::to_string(nproc));
+    INFO(many.output);
+    REQUIRE(many.code == 0);
+    std::smatch held;
+    REQUIRE(std::regex_search(many.output, held, std::regex("rank 0 holds ([0-9.]+) of ([0-9.]+) MiB")));
+    const double share = std::stod(held[1]) / std::stod(held[2]);
+    WARN(nproc << " processes: rank 0 holds " << share << " of the moments");
+    CHECK(share < 1.0 / nproc + 0.2);
+    CHECK(largest_difference(curve(out), curve(dir + "/one")) < 1e-4);
+  }
+  // the checkpoint holds every parameter's moments, gathered from their owners
+  LoadedCheckpoint ck = load_checkpoint(dir + "/p3/checkpoint");
+  CHECK(read_file(dir + "/p3/checkpoint/optimizer.pt").size() > 0.95 * read_file(dir + "/one/checkpoint/optimizer.pt").size());
+}
+
 TEST_CASE("a data-parallel run resumes on a different number of processes", "[distributed][e2e]") {
   const std::string dir = test::scratch_dir("ddp-resume");
   Finished one = run_ssalab(micro_args(dir + "/one", 8, "ssa"));
   REQUIRE(one.code == 0);
   const std::string run = dir + "/run";
-  Finished first = run_ssalab(micro_args(run, 8, "ssa") + " --nproc 2 --stop-after 4");
+  // the first half with the optimizer state sharded, the second without: the
+  // checkpoint between them must hold every rank's moments
+  Finished first = run_ssalab(micro_args(run, 8, "ssa") + " --nproc 2 --stop-after 4 --set train.shard_optimizer=true");
   INFO(first.output);
   REQUIRE(first.code == 0);
   CHECK(curve(run).size() == 4);
