@@ -35,6 +35,7 @@ struct CacheRow {
 
 struct OpenModelState {
   std::string source;   // the text field
+  std::string run_dir;  // the attach field
   std::string pending;      // asked of the session, waiting for its answer
   uint64_t pending_ticket = 0;
   std::string error;    // the last open that failed
@@ -114,6 +115,34 @@ void row_actions(UiState& ui, const std::string& source, bool can_open) {
   }
   ImGui::EndDisabled();
   ImGui::PopID();
+}
+
+// Attach to a run another process trains (a cluster job writing to a shared
+// disk, `ssalab train` in a terminal): the session follows its folder.
+void draw_attach(UiState& ui, const Snapshot* snap) {
+  ImGui::Text("Attach to a training run");
+  if (snap && !snap->attached_run.empty()) {
+    ImGui::TextWrapped("Following %s: step %lld of %lld; the views show %s.", snap->attached_run.c_str(),
+                       (long long)snap->step, (long long)snap->total_steps,
+                       snap->attached_checkpoint_step >= 0
+                           ? ("its checkpoint of step " + std::to_string(snap->attached_checkpoint_step)).c_str()
+                           : "nothing yet (no checkpoint written)");
+    if (!snap->attach_problem.empty())
+      ImGui::TextColored(ImVec4(1, 0.6f, 0.3f, 1), "latest checkpoint: %s", snap->attach_problem.c_str());
+    if (ImGui::Button("detach")) ui.session->detach();
+    return;
+  }
+  ImGui::SetNextItemWidth(-110);
+  const bool enter = ImGui::InputTextWithHint("##run", "run folder (metrics.jsonl, checkpoint/)", &g_open.run_dir,
+                                              ImGuiInputTextFlags_EnterReturnsTrue);
+  ImGui::SameLine();
+  ImGui::BeginDisabled(g_open.run_dir.empty() || !ui.session);
+  if (ImGui::Button("attach", ImVec2(-1, 0)) || (enter && !g_open.run_dir.empty())) {
+    ui.session->attach(g_open.run_dir);
+    ui.info("attaching to " + g_open.run_dir);
+  }
+  ImGui::EndDisabled();
+  ImGui::TextDisabled("read-only: the curves follow its metrics.jsonl, the views each new checkpoint");
 }
 
 }  // namespace
@@ -214,6 +243,9 @@ void DrawOpenModel(UiState& ui) {
     ImGui::TextWrapped("%s", snap->status.c_str());
   }
   if (!g_open.error.empty()) ImGui::TextColored(ImVec4(1, 0.4f, 0.4f, 1), "%s", g_open.error.c_str());
+
+  ImGui::Separator();
+  draw_attach(ui, snap);
 
   ImGui::Separator();
   ImGui::Text("In the local HF cache");
