@@ -1,6 +1,7 @@
 #include "engine/distributed/optimizer_shard.h"
 
 #include <algorithm>
+#include <sstream>
 #include <type_traits>
 
 namespace ssalab::distributed {
@@ -13,8 +14,13 @@ namespace {
 template <class Optimizer>
 auto state_key(const Optimizer& opt, const torch::Tensor& p) {
   using Key = typename std::decay_t<decltype(opt.state())>::key_type;
-  if constexpr (std::is_same_v<Key, std::string>) return c10::guts::to_string(p.unsafeGetTensorImpl());
-  else return static_cast<Key>(p.unsafeGetTensorImpl());
+  if constexpr (std::is_same_v<Key, std::string>) {
+    std::ostringstream key;  // as LibTorch 1.x writes it (c10::guts::to_string, gone in 2.x)
+    key << p.unsafeGetTensorImpl();
+    return key.str();
+  } else {
+    return static_cast<Key>(p.unsafeGetTensorImpl());
+  }
 }
 
 }  // namespace

@@ -118,6 +118,14 @@ std::shared_ptr<::gloo::transport::Device> gloo_device(const RankInfo& who) {
 
 }  // namespace
 
+bool cpu_processes_supported() {
+#ifdef SSALAB_WITH_GLOO
+  return true;
+#else
+  return false;
+#endif
+}
+
 std::optional<RankInfo> rank_info_from_environment() {
   constexpr int kMaxRanks = 1 << 16;
   RankInfo r;

@@ -30,6 +30,10 @@ struct RankInfo {
 // launcher set one up. Throws Error naming the variable that is wrong.
 std::optional<RankInfo> rank_info_from_environment();
 
+// Whether this build can connect CPU processes (Gloo's headers were found
+// at build time; a pip PyTorch's LibTorch ships none, so its builds cannot).
+bool cpu_processes_supported();
+
 // A collective that was started and runs while the caller goes on.
 class PendingCollective {
  public:
