@@ -83,10 +83,7 @@ RunResult run_training(const RunOptions& opt) {
                  device);
   std::shared_ptr<distributed::ProcessGroup> group;
   if (opt.ranks && opt.ranks->world_size > 1) {
-    if (opt.train.grad_accum % opt.ranks->world_size != 0)
-      throw Error("grad_accum " + std::to_string(opt.train.grad_accum) +
-                  " (micro-batches per step over all processes) does not divide among " +
-                  std::to_string(opt.ranks->world_size) + " processes: set train.grad_accum to a multiple");
+    validate_shard(opt.train, opt.ranks->world_size);  // before the rendezvous, which would wait for nothing
     // processes of one machine share its cores
     if (opt.train.threads <= 0 && opt.ranks->local_world_size > 1)
       torch::set_num_threads(std::max(1, int(std::thread::hardware_concurrency()) / opt.ranks->local_world_size));

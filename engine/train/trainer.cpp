@@ -140,12 +140,14 @@ Trainer::Trainer(std::shared_ptr<Transformer> model, TrainConfig train, std::sha
   }
 }
 
-void Trainer::validate_shard() const {
-  if (train_.grad_accum % shard_.world_size != 0)
-    throw Error("invalid training config: grad_accum " + std::to_string(train_.grad_accum) +
-                " (micro-batches per step over all processes) does not divide among " +
-                std::to_string(shard_.world_size) + " processes");
+void validate_shard(const TrainConfig& t, int world_size) {
+  if (t.grad_accum % world_size != 0)
+    throw Error("invalid training config: grad_accum " + std::to_string(t.grad_accum) +
+                " (micro-batches per step over all processes) does not divide among " + std::to_string(world_size) +
+                " processes: set train.grad_accum to a multiple");
 }
+
+void Trainer::validate_shard() const { ssalab::validate_shard(train_, shard_.world_size); }
 
 Error Trainer::non_finite_loss(double loss) const {
   return Error("loss became " + std::string(std::isnan(loss) ? "NaN" : "Inf") + " at step " +

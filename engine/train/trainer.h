@@ -29,6 +29,10 @@ namespace ssalab {
 // (attention_problem); this adds the training-only rules.
 void validate(const TrainConfig& t, const ModelConfig& m);
 
+// Throws Error when t.grad_accum (micro-batches per step over all
+// processes) does not divide among `world_size` processes.
+void validate_shard(const TrainConfig& t, int world_size);
+
 // What one optimizer step reports (one line of metrics.jsonl).
 struct MetricPoint {
   int64_t step = 0;

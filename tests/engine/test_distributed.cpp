@@ -97,14 +97,19 @@ std::vector<pid_t> children_of(pid_t pid) {
   return out;
 }
 
+// A build without Gloo's headers (against a pip PyTorch) cannot connect CPU
+// processes: the tests that need it say so and end.
+bool no_gloo_here() {
+  if (distributed::cpu_processes_supported()) return false;
+  WARN("this build has no Gloo (Gloo's headers were not found at build time): skipped");
+  return true;
+}
+
 }  // namespace
 
 TEST_CASE("2 and 3 Gloo processes follow the single-process loss curve of the same global batch",
           "[distributed][e2e]") {
-  if (!distributed::cpu_processes_supported()) {
-    WARN("this build has no Gloo (Gloo's headers were not found at build time): skipped");
-    return;
-  }
+  if (no_gloo_here()) return;
   for (const std::string method : {"full", "ssa"}) {
     const std::string dir = test::scratch_dir("ddp-" + method);
     Finished one = run_ssalab(micro_args(dir + "/one", 8, method));
@@ -133,10 +138,7 @@ TEST_CASE("2 and 3 Gloo processes follow the single-process loss curve of the sa
 
 TEST_CASE("ZeRO-1: each rank keeps its share of AdamW's moments; the curve and checkpoints stay whole",
           "[distributed][e2e]") {
-  if (!distributed::cpu_processes_supported()) {
-    WARN("this build has no Gloo (Gloo's headers were not found at build time): skipped");
-    return;
-  }
+  if (no_gloo_here()) return;
   const std::string dir = test::scratch_dir("ddp-zero");
   Finished one = run_ssalab(micro_args(dir + "/one", 8, "ssa"));
   REQUIRE(one.code == 0);
@@ -159,10 +161,7 @@ TEST_CASE("ZeRO-1: each rank keeps its share of AdamW's moments; the curve and c
 }
 
 TEST_CASE("a data-parallel run resumes on a different number of processes", "[distributed][e2e]") {
-  if (!distributed::cpu_processes_supported()) {
-    WARN("this build has no Gloo (Gloo's headers were not found at build time): skipped");
-    return;
-  }
+  if (no_gloo_here()) return;
   const std::string dir = test::scratch_dir("ddp-resume");
   Finished one = run_ssalab(micro_args(dir + "/one", 8, "ssa"));
   REQUIRE(one.code == 0);
@@ -184,10 +183,7 @@ TEST_CASE("a data-parallel run resumes on a different number of processes", "[di
 
 TEST_CASE("a killed rank ends the run on every rank with a message; the checkpoint stays intact",
           "[distributed][e2e]") {
-  if (!distributed::cpu_processes_supported()) {
-    WARN("this build has no Gloo (Gloo's headers were not found at build time): skipped");
-    return;
-  }
+  if (no_gloo_here()) return;
   const std::string dir = test::scratch_dir("ddp-kill");
   const std::string run = dir + "/run";
   Background launcher = start_ssalab(micro_args(run, 100000, "ssa") + " --set train.save_every=2 --nproc 2",
@@ -277,10 +273,7 @@ TEST_CASE("the launcher's environment is read strictly", "[distributed]") {
 
 TEST_CASE("a global batch that does not divide among the processes is refused before work starts",
           "[distributed]") {
-  if (!distributed::cpu_processes_supported()) {
-    WARN("this build has no Gloo (Gloo's headers were not found at build time): skipped");
-    return;
-  }
+  if (no_gloo_here()) return;
   const std::string dir = test::scratch_dir("ddp-bad");
   Finished r = run_ssalab(micro_args(dir + "/run", 4, "full") + " --nproc 4");
   CHECK(r.code != 0);

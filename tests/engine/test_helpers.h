@@ -10,6 +10,7 @@
 #include <string>
 
 #include "engine/config.h"
+#include "engine/train/run.h"
 #include "engine/util/files.h"
 
 namespace ssalab::test {
@@ -61,6 +62,19 @@ inline TrainConfig micro_train(int steps) {
   t.lr = 3e-3;
   t.device = "cpu";
   return t;
+}
+
+// A whole run of the micro model on the small corpus into `out`, quiet.
+inline RunOptions micro_run(const std::string& out, int steps, Method method = Method::Ssa) {
+  RunOptions o;
+  o.model = micro_model();
+  o.train = micro_train(steps);
+  o.train.method = method;
+  o.corpus = small_corpus();
+  o.cache_dir = cache_dir();
+  o.out_dir = out;
+  o.progress = false;
+  return o;
 }
 
 // What a run of the ssalab binary (SSALAB_BINARY) did.

@@ -128,14 +128,8 @@ TEST_CASE("metrics log: following a file that grows and starts over", "[metricsl
 
 TEST_CASE("metrics log: following a real run's log while it trains", "[metricslog][train][sentencepiece]") {
   test::TempDir dir;
-  RunOptions o;
-  o.model = test::micro_model();
-  o.train = test::micro_train(6);
+  RunOptions o = test::micro_run(dir.str(), 6);
   o.train.eval_every = 3;
-  o.corpus = test::small_corpus();
-  o.cache_dir = test::cache_dir();
-  o.out_dir = dir.str();
-  o.progress = false;
   MetricsLog log(dir / "metrics.jsonl");
   std::vector<size_t> seen;
   o.on_step = [&](const MetricPoint&) {

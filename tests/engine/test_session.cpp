@@ -114,14 +114,8 @@ TEST_CASE("session trains on a worker thread while readers poll snapshots", "[se
 TEST_CASE("attach: the session follows a run another thread trains, without touching it", "[session][attach]") {
   const std::string dir = test::scratch_dir("attach");
   const std::string run_dir = dir + "/run";
-  RunOptions ro;
-  ro.model = test::micro_model();
-  ro.train = test::micro_train(60);
+  RunOptions ro = test::micro_run(run_dir, 60);
   ro.train.save_every = 15;
-  ro.corpus = test::small_corpus();
-  ro.cache_dir = test::cache_dir();
-  ro.out_dir = run_dir;
-  ro.progress = false;
   ro.on_step = [](const MetricPoint&) { std::this_thread::sleep_for(std::chrono::milliseconds(40)); };
   prepare_data(ro.corpus, ro.model.vocab_size, ro.cache_dir);  // the tokenizer cached before the clock starts
   make_dirs(run_dir);  // a run folder that has nothing in it yet

@@ -21,17 +21,7 @@ using namespace ssalab;
 using torch::Tensor;
 namespace fs = std::filesystem;
 
-static RunOptions micro_run(const std::string& out, int steps, Method method = Method::Ssa) {
-  RunOptions o;
-  o.model = test::micro_model();
-  o.train = test::micro_train(steps);
-  o.train.method = method;
-  o.corpus = test::small_corpus();
-  o.cache_dir = test::cache_dir();
-  o.out_dir = out;
-  o.progress = false;
-  return o;
-}
+using test::micro_run;
 
 TEST_CASE("lr schedule: linear warmup then cosine to min_lr", "[train]") {
   TrainConfig t;
