@@ -172,6 +172,8 @@ nlohmann::json to_json(const ModelConfig& c) {
       {"block_size", c.block_size},
       {"block_counts", c.block_counts},
   };
+  if (c.eos_token_ids.size() == 1) j["eos_token_id"] = c.eos_token_ids[0];
+  if (c.eos_token_ids.size() > 1) j["eos_token_id"] = c.eos_token_ids;
   if (r.bias_key) j[r.bias_key] = c.qkv_bias;
   if (r.mlp_bias_key) j[r.mlp_bias_key] = c.mlp_bias;
   if (c.arch == Arch::LlamaNSA) {
@@ -348,8 +350,26 @@ ModelConfig model_config_from_json(const nlohmann::json& j) {
   read_key(j, "inference_mode", c.inference_mode, false);
   c.selection_rule = c.arch == Arch::LlamaNSA ? "nsa-chunked" : "topk";
   read_key(j, "selection_rule", c.selection_rule, false);
+  c.eos_token_ids = eos_token_ids_from_json(j, "config.json");
   c.validate();
   return c;
+}
+
+std::vector<int> eos_token_ids_from_json(const nlohmann::json& j, const std::string& file) {
+  std::vector<int> ids;
+  if (!j.is_object() || !j.contains("eos_token_id") || j["eos_token_id"].is_null()) return ids;
+  const nlohmann::json& v = j["eos_token_id"];
+  auto one = [&](const nlohmann::json& x) {
+    if (!x.is_number_integer() || x.get<int64_t>() < 0 || x.get<int64_t>() > INT32_MAX)
+      throw Error(file + ": eos_token_id must be a token id or a list of them, got " + x.dump());
+    ids.push_back(x.get<int>());
+  };
+  if (v.is_array()) {
+    for (const auto& x : v) one(x);
+  } else {
+    one(v);
+  }
+  return ids;
 }
 
 const char* to_string(AttnMode m) { return m == AttnMode::Full ? "full" : "sparse"; }

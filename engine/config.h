@@ -64,6 +64,10 @@ struct ModelConfig {
   // "nsa-chunked" (the released kernel's rule: the default for a llama-nsa
   // config.json that does not say, i.e. the paper's checkpoints).
   std::string selection_rule = "topk";
+  // Tokens that end a generation (config.json's eos_token_id, an id or a
+  // list; generation_config.json's when the folder has one). Empty: the
+  // tokenizer's end-of-sequence token, if any.
+  std::vector<int> eos_token_ids;
 
   int64_t num_parameters() const;
   void validate() const;        // throws Error on impossible combinations
@@ -78,6 +82,9 @@ nlohmann::json to_json(const ModelConfig& c);
 // Throws Error naming the bad key, an unsupported architecture (listing the
 // supported ones), rope type or activation, or a quantized model.
 ModelConfig model_config_from_json(const nlohmann::json& j);
+// eos_token_id of a config.json or generation_config.json (`file` names it
+// in errors): an id, a list of ids, or absent / null (empty).
+std::vector<int> eos_token_ids_from_json(const nlohmann::json& j, const std::string& file);
 
 // How attention runs in one forward pass.
 enum class AttnMode { Full, Sparse };

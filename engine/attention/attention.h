@@ -74,10 +74,19 @@ std::string attention_problem(int64_t Tq, int64_t Tk, int64_t num_heads, int64_t
 Selection select_blocks(const torch::Tensor& q, const torch::Tensor& k, const SparseSpec& spec,
                         int64_t q_offset = 0);
 
+// select_blocks from keys already pooled: block_keys (B, Hkv, Tk / block_size,
+// D) holds the mean of each complete block of the Tk keys (a KV cache keeps
+// them as blocks complete, so a decoding step does not pool the whole cache).
+Selection select_blocks_pooled(const torch::Tensor& q, const torch::Tensor& block_keys, int64_t Tk,
+                               const SparseSpec& spec, int64_t q_offset);
+
 // Group-summed selection probabilities (B, Hkv, Tq, nblocks_complete); what the
 // ranking uses. Exposed for the "selected blocks" view.
 torch::Tensor selection_scores(const torch::Tensor& q, const torch::Tensor& k, int block_size,
                                int64_t q_offset = 0);
+// The same from pooled block keys (B, Hkv, nbc, D), as select_blocks_pooled.
+torch::Tensor pooled_selection_scores(const torch::Tensor& q, const torch::Tensor& block_keys, int block_size,
+                                      int64_t q_offset);
 
 // (B, Hkv, Tq, Tk) bool: key s is attended by query i under `sel` (and s <= its position).
 torch::Tensor selection_token_mask(const Selection& sel, int64_t Tk);

@@ -81,15 +81,13 @@ std::string attention_problem(int64_t Tq, int64_t Tk, int64_t num_heads, int64_t
 }
 
 
-Tensor selection_scores(const Tensor& q_in, const Tensor& k_in, int block_size, int64_t q_offset) {
-  check_qkv(q_in, k_in, q_offset);
+Tensor pooled_selection_scores(const Tensor& q_in, const Tensor& block_keys, int block_size, int64_t q_offset) {
   torch::NoGradGuard no_grad;
   const int64_t B = q_in.size(0), Hq = q_in.size(1), Tq = q_in.size(2), D = q_in.size(3);
-  const int64_t Hkv = k_in.size(1), G = Hq / Hkv, nbc = k_in.size(2) / block_size;
+  const int64_t Hkv = block_keys.size(1), G = Hq / Hkv, nbc = block_keys.size(2);
   auto opts = q_in.options().dtype(torch::kFloat);
   if (nbc == 0) return torch::zeros({B, Hkv, Tq, 0}, opts);
-  Tensor q = q_in.to(torch::kFloat), k = k_in.to(torch::kFloat);
-  Tensor kbar = complete_block_means(k, block_size);  // (B, Hkv, nbc, D)
+  Tensor q = q_in.to(torch::kFloat), kbar = block_keys.to(torch::kFloat);  // kbar (B, Hkv, nbc, D)
   // (B, Hkv, G, Tq, nbc): every head of a group against its group's pooled keys
   Tensor s = torch::matmul(q.view({B, Hkv, G, Tq, D}), kbar.unsqueeze(2).transpose(-1, -2)) / std::sqrt(double(D));
   Tensor visible = complete_blocks_visible(positions(q_offset, Tq, q.device()).view({Tq, 1}), nbc, block_size);
@@ -97,6 +95,12 @@ Tensor selection_scores(const Tensor& q_in, const Tensor& k_in, int block_size, 
   // rows with no visible block are all -inf -> NaN after softmax; zero them
   Tensor p = torch::where(visible, torch::softmax(s, -1), torch::zeros({}, opts));
   return p.sum(2);  // (B, Hkv, Tq, nbc)
+}
+
+Tensor selection_scores(const Tensor& q, const Tensor& k, int block_size, int64_t q_offset) {
+  check_qkv(q, k, q_offset);
+  torch::NoGradGuard no_grad;
+  return pooled_selection_scores(q, complete_block_means(k.to(torch::kFloat), block_size), block_size, q_offset);
 }
 
 // The `m` best candidates of each row (score >= 0 marks a candidate) as
@@ -115,16 +119,30 @@ constexpr int64_t kNsaChunkBlocks = 16;
 
 Selection select_blocks(const Tensor& q, const Tensor& k, const SparseSpec& spec, int64_t q_offset) {
   check_qkv(q, k, q_offset);
-  const int64_t Tq = q.size(2), Tk = k.size(2);
-  std::string problem = check_sparse_spec(spec, Tk);
+  std::string problem = check_sparse_spec(spec, k.size(2));
   if (!problem.empty()) throw Error("sparse attention: " + problem);
   torch::NoGradGuard no_grad;
-  const int64_t B = q.size(0), Hkv = k.size(1), K = spec.top_k, bs = spec.block_size;
+  return select_blocks_pooled(q, complete_block_means(k.to(torch::kFloat), spec.block_size), k.size(2), spec, q_offset);
+}
+
+Selection select_blocks_pooled(const Tensor& q, const Tensor& block_keys, int64_t Tk, const SparseSpec& spec,
+                               int64_t q_offset) {
+  const int64_t Tq = q.size(2);
+  std::string problem = check_sparse_spec(spec, Tk);
+  if (problem.empty() && (q_offset < 0 || q_offset + Tq > Tk))
+    problem = "queries at positions [" + std::to_string(q_offset) + ", " + std::to_string(q_offset + Tq) +
+              ") need keys up to there, but there are " + std::to_string(Tk) + " keys";
+  if (problem.empty() && block_keys.size(2) != Tk / spec.block_size)
+    problem = std::to_string(block_keys.size(2)) + " pooled block keys for " + std::to_string(Tk) +
+              " keys at block size " + std::to_string(spec.block_size);
+  if (!problem.empty()) throw Error("sparse attention: " + problem);
+  torch::NoGradGuard no_grad;
+  const int64_t B = q.size(0), Hkv = block_keys.size(1), K = spec.top_k, bs = spec.block_size;
   auto lopts = torch::TensorOptions().dtype(torch::kLong).device(q.device());
   Tensor own = torch::div(positions(q_offset, Tq, q.device()), bs, "floor");  // (Tq,) block of each query
   Tensor blocks = torch::full({B, Hkv, Tq, K}, -1, lopts);
   blocks.select(3, 0).copy_(own.view({1, 1, Tq}).expand({B, Hkv, Tq}));
-  Tensor score = selection_scores(q, k, spec.block_size, q_offset);  // (B, Hkv, Tq, nbc)
+  Tensor score = pooled_selection_scores(q, block_keys, spec.block_size, q_offset);  // (B, Hkv, Tq, nbc)
   const int64_t nbc = score.size(3), m = std::min<int64_t>(K - 1, nbc);
   if (m == 0) return {blocks, spec.block_size, q_offset};
   Tensor j = torch::arange(nbc, lopts).view({1, nbc});

@@ -164,6 +164,12 @@ Prepared prepare(const std::string& dir_or_id, const LoadOptions& opt) {
   plan.hub_id = where.hub_id;
   const std::string& dir = where.dir;
   ModelConfig c = model_config_from_json(parse_json_file(dir + "/config.json"));
+  // what transformers' generate() stops on
+  if (file_exists(dir + "/generation_config.json")) {
+    std::vector<int> eos = eos_token_ids_from_json(parse_json_file(dir + "/generation_config.json"),
+                                                   dir + "/generation_config.json");
+    if (!eos.empty()) c.eos_token_ids = eos;
+  }
 
   std::map<std::string, std::string> index_map;
   plan.weight_files = weight_files(dir, &index_map);

@@ -2,8 +2,10 @@
 
 #include <cmath>
 #include <sstream>
+#include <tuple>
 
 #include "engine/attention/nsa_branches.h"
+#include "engine/generate/kv_cache.h"
 #include "engine/util/error.h"
 
 namespace ssalab {
@@ -155,8 +157,8 @@ Tensor RMSNormImpl::forward(const Tensor& x) {
   return y.to(x.scalar_type()) * weight;
 }
 
-AttentionImpl::AttentionImpl(const ModelConfig& c, const std::string& p, const ParamSource& src)
-    : num_heads(c.num_heads), num_kv_heads(c.num_kv_heads), head_dim(c.head_dim) {
+AttentionImpl::AttentionImpl(const ModelConfig& c, int layer_index, const std::string& p, const ParamSource& src)
+    : layer(layer_index), num_heads(c.num_heads), num_kv_heads(c.num_kv_heads), head_dim(c.head_dim) {
   const int64_t C = c.hidden_size, Q = int64_t(c.num_heads) * c.head_dim, KV = int64_t(c.num_kv_heads) * c.head_dim;
   q_proj = register_module("q_proj", Linear(C, Q, c.qkv_bias, p + "q_proj", src));
   k_proj = register_module("k_proj", Linear(C, KV, c.qkv_bias, p + "k_proj", src));
@@ -193,13 +195,22 @@ Tensor AttentionImpl::forward(const Tensor& x, const Tensor& cos, const Tensor& 
     gates = torch::sigmoid(g_proj(x).view({B, T, num_heads, 3}));
     gate = gates.select(-1, 1).unsqueeze(-1);  // (B,T,H,1)
   }
+  // with a cache the new queries (positions q_offset..) read every cached key
+  const int64_t q_offset = opt.cache ? opt.cache->length() : 0;
+  if (opt.cache) std::tie(k, v) = opt.cache->append(layer, k, v);
   if (opt.capture) {
     out.q.push_back(q.detach());
     out.k.push_back(k.detach());
   }
-  AttentionBackend& backend = pick_backend(q, k, opt.spec);
+  AttentionBackend& backend = pick_backend(q, k, opt.spec, q_offset);
   auto gated = [&](const Tensor& o) {  // (B,H,T,D) -> (B,T,H,D)
     return gate.defined() ? o.transpose(1, 2) * gate : o.transpose(1, 2);
+  };
+  auto select = [&] {
+    // the cache pools each block once, as it completes
+    if (opt.cache && opt.cache->block_size() == opt.spec.block_size && &backend == &reference_backend())
+      return select_blocks_pooled(q, opt.cache->block_keys(layer), k.size(2), opt.spec, q_offset);
+    return backend.select(q, k, opt.spec, q_offset);
   };
   Tensor h;
   if (opt.dual) {
@@ -211,16 +222,16 @@ Tensor AttentionImpl::forward(const Tensor& x, const Tensor& cos, const Tensor& 
     commitment.push_back(a.commitment);
     h = opt.mode == AttnMode::Full ? h_full : h_sparse;
   } else if (opt.mode == AttnMode::Sparse) {
-    h = gated(backend.sparse(q, k, v, backend.select(q, k, opt.spec)));
+    h = gated(backend.sparse(q, k, v, select()));
   } else {
-    h = gated(backend.full(q, k, v));
+    h = gated(backend.full(q, k, v, q_offset));
   }
   if (nsa_window > 0) {
     // NSA: g_slc * selection (above; full causal attention under full inference)
     //      + g_cmp * compression + g_swa * sliding window, in fla's order of addition.
     // The SSA alignment losses (dual) stay on the selection streams.
-    Tensor o_cmp = compressed_attention(q, k, v, nsa_block_size).transpose(1, 2);  // (B,T,H,D)
-    Tensor o_swa = window_attention(q, k, v, nsa_window).transpose(1, 2);
+    Tensor o_cmp = compressed_attention(q, k, v, nsa_block_size, q_offset).transpose(1, 2);  // (B,T,H,D)
+    Tensor o_swa = window_attention(q, k, v, nsa_window, q_offset).transpose(1, 2);
     h = h + o_cmp * gates.select(-1, 0).unsqueeze(-1);
     h = h + o_swa * gates.select(-1, 2).unsqueeze(-1);
   }
@@ -238,7 +249,7 @@ Tensor MLPImpl::forward(const Tensor& x) { return down_proj(torch::silu(gate_pro
 
 DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& c, int i, const ParamSource& src) {
   const std::string p = layer_prefix(i);
-  self_attn = register_module("self_attn", Attention(c, p + "self_attn.", src));
+  self_attn = register_module("self_attn", Attention(c, i, p + "self_attn.", src));
   mlp = register_module("mlp", MLP(c, p + "mlp.", src));
   input_layernorm = register_module("input_layernorm", RMSNorm(c.hidden_size, c.norm_eps, p + "input_layernorm", src));
   post_attention_layernorm = register_module(
@@ -288,25 +299,35 @@ void Transformer::init_weights(uint64_t seed) {
 ForwardOutput Transformer::forward(const Tensor& tokens, const ForwardOptions& opt) {
   const int64_t T = tokens.size(1);
   if (T < 1) throw Error("forward: empty input");
+  if (opt.cache) {
+    if (opt.dual) throw Error("forward: SSA's dual streams are for training, not for decoding with a KV cache");
+    if (opt.position_offset != 0) throw Error("forward: with a KV cache the positions follow the cache");
+    opt.cache->truncate(opt.cache->length());  // drops what a failed step left appended
+  }
+  // the keys this call attends over: the cached ones and its own
+  const int64_t Tk = (opt.cache ? opt.cache->length() : 0) + T;
   if (opt.mode == AttnMode::Sparse || opt.dual) {
-    std::string problem = check_sparse_spec(opt.spec, T);
+    std::string problem = check_sparse_spec(opt.spec, Tk);
     if (!problem.empty()) throw Error("sparse attention: " + problem);
   }
-  if (config_.sliding_window > 0 && T > config_.sliding_window)
+  if (config_.sliding_window > 0 && Tk > config_.sliding_window)
     throw Error(std::string(architecture_name(config_.arch)) + " with a sliding window of " +
                 std::to_string(config_.sliding_window) + " tokens runs in ssalab only on sequences the window covers (" +
-                std::to_string(T) + " tokens given); windowed attention is not implemented");
+                std::to_string(Tk) + " tokens given); windowed attention is not implemented");
   ForwardOutput out;
   Tensor x = embed_tokens(tokens);
   // RoPE tables (1, 1, T, D), computed per call: a few KB, and it keeps the
   // module free of per-length caches shared across threads.
-  RopeTables rope = rope_tables(config_, opt.position_offset, T, x.device(), x.scalar_type());
+  const int64_t start = opt.cache ? opt.cache->length() : opt.position_offset;
+  RopeTables rope = rope_tables(config_, start, T, x.device(), x.scalar_type());
   std::vector<Tensor> sparsity, commitment;
   for (size_t i = 0; i < layers->size(); ++i) {
     auto layer = layers->ptr<DecoderLayerImpl>(i);
     x = x + layer->self_attn->forward(layer->input_layernorm(x), rope.cos, rope.sin, opt, sparsity, commitment, out);
     x = x + layer->mlp(layer->post_attention_layernorm(x));
   }
+  if (opt.cache) opt.cache->commit();
+  if (opt.last_logits_only) x = x.narrow(1, T - 1, 1);
   x = norm(x);
   out.logits = lm_head ? lm_head(x) : torch::matmul(x, embed_tokens->weight.t());
   if (opt.dual) {

@@ -24,6 +24,8 @@
 
 namespace ssalab {
 
+class KVCache;
+
 struct ForwardOptions {
   AttnMode mode = AttnMode::Full;  // the stream that feeds the next layer
   bool dual = false;               // SSA training: both streams + alignment losses at every layer
@@ -33,6 +35,14 @@ struct ForwardOptions {
   // position_offset + i. Attention still runs over the given tokens only
   // (they are the keys), so without a cache only RoPE sees the offset.
   int64_t position_offset = 0;
+  // Generation (engine/generate): the tokens continue the ones in the cache.
+  // Their keys and values are appended to it, they attend to all of it, and
+  // RoPE places them at cache->length() onwards (position_offset must be 0).
+  // With capture, q holds the new tokens' queries and k every cached key.
+  KVCache* cache = nullptr;
+  // Logits of the last token only, (B, 1, V): what decoding needs, without
+  // a (T, V) tensor for a long prompt.
+  bool last_logits_only = false;
 };
 
 struct ForwardOutput {
@@ -100,7 +110,7 @@ TORCH_MODULE(RMSNorm);
 
 class AttentionImpl : public torch::nn::Module {
  public:
-  AttentionImpl(const ModelConfig& c, const std::string& prefix, const ParamSource& src);
+  AttentionImpl(const ModelConfig& c, int layer, const std::string& prefix, const ParamSource& src);
   // x (B, T, C) -> (B, T, C); appends alignment losses / captures to `out`.
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
                         const ForwardOptions& opt, std::vector<torch::Tensor>& sparsity,
@@ -108,7 +118,7 @@ class AttentionImpl : public torch::nn::Module {
   Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
   Linear g_proj{nullptr};              // gate only
   RMSNorm q_norm{nullptr}, k_norm{nullptr};  // qk_norm only
-  int num_heads, num_kv_heads, head_dim;
+  int layer, num_heads, num_kv_heads, head_dim;
   // NSA baseline (llama-nsa, window_size > 0): the compression branch's block
   // size (the model's own block_size, whatever the selection spec of a call)
   // and the sliding window in tokens; nsa_window 0 = not an NSA model.

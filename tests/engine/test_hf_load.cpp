@@ -132,7 +132,8 @@ TEST_CASE("a hub id loads from the local HF cache, following refs/main", "[hf][h
   CHECK(listed[1].hub_id == "zen-E/Tiny-NSA");
   CHECK(listed[1].architecture == "LlamaNSAForCausalLM");
   CHECK(listed[1].bytes_on_disk == fs::file_size(test::hf_fixture("llama_nsa/model.safetensors")) +
-                                       fs::file_size(test::hf_fixture("llama_nsa/golden.safetensors")));
+                                       fs::file_size(test::hf_fixture("llama_nsa/golden.safetensors")) +
+                                       fs::file_size(test::hf_fixture("llama_nsa/generate_golden.safetensors")));
 
   {  // $HF_HOME/hub when $HF_HUB_CACHE is unset
     EnvVar none("HF_HUB_CACHE", "");

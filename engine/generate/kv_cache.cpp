@@ -1,0 +1,100 @@
+#include "engine/generate/kv_cache.h"
+
+#include "engine/util/error.h"
+
+namespace ssalab {
+
+using torch::Tensor;
+
+KVCache::KVCache(const ModelConfig& c, int64_t batch, int64_t capacity, int block_size, torch::Device device,
+                 torch::ScalarType dtype)
+    : batch_(batch), capacity_(capacity), block_size_(block_size) {
+  if (batch < 1) throw Error("KV cache: batch must be >= 1, got " + std::to_string(batch));
+  if (capacity < 1) throw Error("KV cache: capacity must be >= 1 token, got " + std::to_string(capacity));
+  if (block_size < 1) throw Error("KV cache: block size must be >= 1, got " + std::to_string(block_size));
+  auto opts = torch::TensorOptions().dtype(dtype).device(device);
+  for (int i = 0; i < c.num_layers; ++i) {
+    Layer L;
+    L.k = torch::empty({batch, c.num_kv_heads, capacity, c.head_dim}, opts);
+    L.v = torch::empty({batch, c.num_kv_heads, capacity, c.head_dim}, opts);
+    L.block_keys = torch::empty({batch, c.num_kv_heads, capacity / block_size, c.head_dim}, opts.dtype(torch::kFloat));
+    layers_.push_back(std::move(L));
+  }
+}
+
+uint64_t KVCache::bytes() const {
+  uint64_t n = 0;
+  for (const Layer& L : layers_) n += L.k.nbytes() + L.v.nbytes() + L.block_keys.nbytes();
+  return n;
+}
+
+// The mean of each block completed by tokens [from_token, to_token): as
+// selection pools keys (engine/attention/complete_blocks.h, in fp32).
+void KVCache::pool_blocks(Layer& L, int64_t from_token, int64_t to_token) {
+  const int64_t first = from_token / block_size_, last = to_token / block_size_;
+  if (last <= first) return;
+  const int64_t B = L.k.size(0), H = L.k.size(1), D = L.k.size(3), n = last - first;
+  Tensor keys = L.k.narrow(2, first * block_size_, n * block_size_).to(torch::kFloat);
+  L.block_keys.narrow(2, first, n).copy_(keys.reshape({B, H, n, block_size_, D}).mean(3));
+}
+
+std::pair<Tensor, Tensor> KVCache::append(int layer, const Tensor& k, const Tensor& v) {
+  if (layer < 0 || layer >= num_layers()) throw Error("KV cache: no layer " + std::to_string(layer));
+  Layer& L = layers_[size_t(layer)];
+  const int64_t T = k.size(2);
+  if (k.dim() != 4 || k.sizes() != v.sizes() || k.size(0) != batch_ || k.size(1) != L.k.size(1) ||
+      k.size(3) != L.k.size(3))
+    throw Error("KV cache: keys/values of shape " + std::to_string(k.size(0)) + "x" + std::to_string(k.size(1)) +
+                "x" + std::to_string(T) + "x" + std::to_string(k.size(3)) + " do not match the cache's batch " +
+                std::to_string(batch_) + ", " + std::to_string(L.k.size(1)) + " KV heads of dim " +
+                std::to_string(L.k.size(3)));
+  if (L.pending != 0) throw Error("KV cache: layer " + std::to_string(layer) + " appended twice in one step");
+  if (length_ + T > capacity_)
+    throw Error("KV cache: " + std::to_string(length_) + " tokens plus " + std::to_string(T) + " new exceed its " +
+                std::to_string(capacity_) + "-token capacity");
+  torch::NoGradGuard no_grad;
+  L.k.narrow(2, length_, T).copy_(k);
+  L.v.narrow(2, length_, T).copy_(v);
+  pool_blocks(L, length_, length_ + T);
+  L.pending = T;
+  return {L.k.narrow(2, 0, length_ + T), L.v.narrow(2, 0, length_ + T)};
+}
+
+Tensor KVCache::keys(int layer) const { return layers_.at(size_t(layer)).k.narrow(2, 0, length_); }
+Tensor KVCache::values(int layer) const { return layers_.at(size_t(layer)).v.narrow(2, 0, length_); }
+
+Tensor KVCache::block_keys(int layer) const {
+  const Layer& L = layers_.at(size_t(layer));
+  return L.block_keys.narrow(2, 0, (length_ + L.pending) / block_size_);
+}
+
+void KVCache::commit() {
+  const int64_t T = layers_.empty() ? 0 : layers_[0].pending;
+  for (size_t i = 0; i < layers_.size(); ++i)
+    if (layers_[i].pending != T)
+      throw Error("KV cache: layer " + std::to_string(i) + " appended " + std::to_string(layers_[i].pending) +
+                  " tokens in a step where layer 0 appended " + std::to_string(T));
+  for (Layer& L : layers_) L.pending = 0;
+  length_ += T;
+}
+
+void KVCache::truncate(int64_t length) {
+  if (length < 0 || length > length_)
+    throw Error("KV cache: cannot truncate " + std::to_string(length_) + " tokens to " + std::to_string(length));
+  for (Layer& L : layers_) L.pending = 0;
+  length_ = length;  // blocks completed before `length` keep their pooled keys
+}
+
+void KVCache::set_block_size(int block_size) {
+  if (block_size < 1) throw Error("KV cache: block size must be >= 1, got " + std::to_string(block_size));
+  if (block_size == block_size_) return;
+  block_size_ = block_size;
+  torch::NoGradGuard no_grad;
+  for (Layer& L : layers_) {
+    L.block_keys = torch::empty({L.k.size(0), L.k.size(1), capacity_ / block_size, L.k.size(3)},
+                                L.k.options().dtype(torch::kFloat));
+    pool_blocks(L, 0, length_);
+  }
+}
+
+}  // namespace ssalab
