@@ -14,6 +14,7 @@
 #include "engine/checkpoint/checkpoint.h"
 #include "engine/hub/hub.h"
 #include "engine/eval/eval.h"
+#include "engine/generate/generate.h"
 #include "engine/metrics/analysis.h"
 #include "engine/model/transformer.h"
 #include "engine/paradox/paradox.h"
@@ -314,6 +315,106 @@ int cmd_analyze(const AnalyzeArgs& a) {
               to_string(an.spec.rule), to_string(an.inference));
   std::printf("wrote %s/analysis.json, analysis.csv%s%s\n", a.out_dir.c_str(),
               a.png ? ", layer*_{full,sparse,dropped}.png" : "", a.npy ? ", *.npy arrays" : "");
+  return 0;
+}
+
+// Text of `ids` for printing as tokens arrive: ids the tokenizer decodes to an
+// incomplete UTF-8 sequence (U+FFFD at the end) wait for the next token.
+static std::string decode_for_model(const LoadedCheckpoint& ck, const tokenizer::Tokenizer* hf,
+                                    const std::vector<int32_t>& ids) {
+  if (!hf) return ck.tokenizer.decode(std::vector<int>(ids.begin(), ids.end()));
+  return hf->decode(ids, /*skip_special_tokens=*/true);
+}
+
+int cmd_generate(const GenerateArgs& a) {
+  std::vector<std::string> texts = a.prompts;
+  if (!a.prompt_file.empty()) texts.push_back(read_file(a.prompt_file));
+  if (texts.empty()) throw Error("generate needs --prompt TEXT or --prompt-file FILE");
+  if (a.num_samples < 1) throw Error("--num-samples must be >= 1");
+  GenerateOptions o;
+  o.mode = a.sparse ? AttnMode::Sparse : AttnMode::Full;
+  o.max_new_tokens = a.max_new_tokens;
+  o.sampling = {a.temperature, a.top_p, a.seed};
+  validate(o.sampling);  // before the model is loaded
+  if (o.max_new_tokens < 1) throw Error("--max-new-tokens must be >= 1");
+  LoadOptions lo;
+  lo.device = resolve_device(a.device);
+  LoadedCheckpoint ck = load_checkpoint(a.checkpoint, lo);
+  o.spec = inference_spec(ck.config, a.block_size, a.top_k, a.rule);
+  std::unique_ptr<tokenizer::Tokenizer> hf;
+  if (ck.tokenizer.serialized().empty()) hf = model_tokenizer(ck);
+  if (!a.ignore_eos) {
+    std::vector<int> eos = ck.config.eos_token_ids;
+    const int tokenizer_eos = hf ? hf->eos_id() : ck.tokenizer.eos_id();
+    if (eos.empty() && tokenizer_eos >= 0) eos.push_back(tokenizer_eos);
+    for (int id : eos)
+      if (id >= 0 && id < ck.config.vocab_size) o.stop_tokens.push_back(id);
+  }
+  std::vector<std::vector<int32_t>> prompts;
+  for (const std::string& t : texts)
+    for (int s = 0; s < a.num_samples; ++s) prompts.push_back(encode_for_model(ck, t));
+  const bool stream = !a.json && prompts.size() == 1;
+  std::string printed;
+  if (stream) {
+    std::cout << texts[0] << std::flush;
+  }
+  std::vector<int32_t> so_far;
+  GenerateResult r = generate(*ck.model, prompts, o, [&](const GenerateStep& step) {
+    if (!stream || step.tokens[0] < 0) return true;
+    if (std::find(o.stop_tokens.begin(), o.stop_tokens.end(), step.tokens[0]) != o.stop_tokens.end()) return true;
+    so_far.push_back(step.tokens[0]);
+    std::string text = decode_for_model(ck, hf.get(), so_far);
+    const bool incomplete = text.size() >= 3 && text.compare(text.size() - 3, 3, "\xEF\xBF\xBD") == 0;
+    if (!incomplete && text.size() > printed.size() && text.compare(0, printed.size(), printed) == 0) {
+      std::cout << text.substr(printed.size()) << std::flush;
+      printed = text;
+    }
+    return true;
+  });
+  auto text_of = [&](const std::vector<int32_t>& ids) {
+    std::vector<int32_t> shown;
+    for (int32_t id : ids)
+      if (std::find(o.stop_tokens.begin(), o.stop_tokens.end(), id) == o.stop_tokens.end()) shown.push_back(id);
+    return decode_for_model(ck, hf.get(), shown);
+  };
+  if (stream) {
+    std::string text = text_of(r.tokens[0]);
+    if (text.size() > printed.size() && text.compare(0, printed.size(), printed) == 0)
+      std::cout << text.substr(printed.size());
+    std::cout << std::endl;
+  }
+  json seqs = json::array();
+  for (size_t b = 0; b < prompts.size(); ++b)
+    seqs.push_back({{"prompt", texts[b / size_t(a.num_samples)]},
+                    {"prompt_tokens", prompts[b].size()},
+                    {"token_ids", r.tokens[b]},
+                    {"text", text_of(r.tokens[b])},
+                    {"stop", r.stop_reason[b]}});
+  json summary = {{"model", a.checkpoint},
+                  {"attention", to_string(o.mode)},
+                  {"device", lo.device.str()},
+                  {"prefill_seconds", r.prefill_seconds},
+                  {"decode_seconds", r.decode_seconds},
+                  {"decode_steps", r.decode_steps},
+                  {"tokens_per_second", r.tokens_per_second()},
+                  {"sequences", seqs}};
+  if (o.mode == AttnMode::Sparse)
+    summary["selection"] = {{"block_size", o.spec.block_size}, {"top_k", o.spec.top_k},
+                            {"rule", to_string(o.spec.rule)}};
+  if (a.json) {
+    std::cout << summary.dump(2) << std::endl;
+  } else {
+    if (!stream)
+      for (auto& s : seqs) std::cout << s["prompt"].get<std::string>() << s["text"].get<std::string>() << "\n---\n";
+    std::fprintf(stderr, "%s attention%s: %lld prompt tokens in %.3f s, %lld decoding steps x %zu sequences in %.3f s (%.1f tokens/s)\n",
+                 to_string(o.mode),
+                 o.mode == AttnMode::Sparse
+                     ? (" (k " + std::to_string(o.spec.top_k) + ", block " + std::to_string(o.spec.block_size) + ", " +
+                        to_string(o.spec.rule) + ")").c_str()
+                     : "",
+                 (long long)r.prompt_tokens, r.prefill_seconds, (long long)r.decode_steps, prompts.size(),
+                 r.decode_seconds, r.tokens_per_second());
+  }
   return 0;
 }
 

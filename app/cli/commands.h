@@ -57,6 +57,22 @@ struct AnalyzeArgs {
 };
 int cmd_analyze(const AnalyzeArgs& a);
 
+struct GenerateArgs {
+  std::string checkpoint;  // our checkpoint, an HF model folder, or a hub id in the local cache
+  std::vector<std::string> prompts;  // one sequence each (a batch); --prompt-file adds one
+  std::string prompt_file;
+  bool sparse = false;     // sparse attention (the model's block size, k and rule unless given)
+  int top_k = 0, block_size = 0;
+  std::string rule;
+  int max_new_tokens = 64, num_samples = 1;
+  double temperature = 0, top_p = 1.0;
+  uint64_t seed = 0;
+  bool ignore_eos = false;
+  bool json = false;       // a JSON summary on stdout instead of streamed text
+  std::string device = "auto";
+};
+int cmd_generate(const GenerateArgs& a);
+
 struct TokenizerArgs {
   std::string action;    // train | encode | decode
   std::string source;    // encode/decode: model folder, hub id, tokenizer.json or .model

@@ -90,6 +90,24 @@ int main(int argc, char** argv) {
   a->add_flag("!--linear", an.log_scale, "linear colour scale (default: log)");
   a->add_option("--device", an.device, "auto | cpu | cuda")->capture_default_str();
 
+  cli::GenerateArgs gen;
+  auto* gn = app.add_subcommand("generate", "generate text with a KV cache, full or sparse attention");
+  gn->add_option("model", gen.checkpoint, "checkpoint or HF model folder, or a hub id in the local HF cache")->required();
+  gn->add_option("--prompt", gen.prompts, "prompt text (give several for a batch)");
+  gn->add_option("--prompt-file", gen.prompt_file, "a file holding one more prompt");
+  gn->add_flag("--sparse", gen.sparse, "block-sparse attention: each new token reads k blocks of the cache");
+  gn->add_option("--k", gen.top_k, "blocks per token (default: the model's)")->check(CLI::Range(1, 1 << 30));
+  gn->add_option("--block-size", gen.block_size, "block size (default: the model's)")->check(CLI::Range(1, 1 << 30));
+  gn->add_option("--rule", gen.rule, "selection rule: topk | nsa-chunked (default: the model's)");
+  gn->add_option("--max-new-tokens", gen.max_new_tokens)->capture_default_str();
+  gn->add_option("--temperature", gen.temperature, "0: greedy")->capture_default_str();
+  gn->add_option("--top-p", gen.top_p, "nucleus sampling")->capture_default_str();
+  gn->add_option("--seed", gen.seed, "sampling seed")->capture_default_str();
+  gn->add_option("--num-samples", gen.num_samples, "sequences per prompt (a batch)")->capture_default_str();
+  gn->add_flag("--ignore-eos", gen.ignore_eos, "do not stop at the model's end-of-sequence tokens");
+  gn->add_flag("--json", gen.json, "print a JSON summary (tokens, text, timings) instead of the text");
+  gn->add_option("--device", gen.device, "auto | cpu | cuda")->capture_default_str();
+
   cli::TokenizerArgs tk;
   auto* k = app.add_subcommand("tokenizer", "train a sentencepiece tokenizer, or encode / decode with a model's");
   k->add_option("action", tk.action, "train | encode | decode")->required();
@@ -159,6 +177,7 @@ int main(int argc, char** argv) {
     }
     if (*e) return cli::cmd_eval(ev);
     if (*a) return cli::cmd_analyze(an);
+    if (*gn) return cli::cmd_generate(gen);
     if (*k) return cli::cmd_tokenizer(tk);
     if (*i) return cli::cmd_info(info_ckpt);
     if (*p) {

@@ -9,6 +9,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "engine/checkpoint/checkpoint.h"
+#include "engine/generate/generate.h"
 #include "test_helpers.h"
 
 namespace fs = std::filesystem;
@@ -164,4 +166,54 @@ TEST_CASE("ssalab on the shipped model: whole-text scoring, per-token NLL, .npy 
   Result bad = run("eval " + model + " --token-ids " + text + " --device cpu");
   REQUIRE(bad.code == 1);
   REQUIRE_THAT(bad.output, Catch::Contains("not a token id"));
+}
+
+TEST_CASE("ssalab generate: streamed text, the engine's greedy tokens, sparse settings, bad settings",
+          "[cli][e2e][generate]") {
+  const std::string model = std::string(SSALAB_SOURCE_DIR) + "/assets/models/ssa";
+  const std::string prompt = "\"The tutorial explains how to\"";
+  Result full = run("generate " + model + " --prompt " + prompt + " --max-new-tokens 12 --json --device cpu");
+  INFO(full.output);
+  REQUIRE(full.code == 0);
+  auto j = nlohmann::json::parse(full.output.substr(0, full.output.rfind('}') + 1));
+  REQUIRE(j["sequences"].size() == 1);
+  auto ids = j["sequences"][0]["token_ids"].get<std::vector<int>>();
+  CHECK(ids.size() <= 12);
+  CHECK(j["tokens_per_second"].get<double>() > 0);
+
+  // the same tokens from the engine in this process
+  ssalab::LoadedCheckpoint ck = ssalab::load_checkpoint(model);
+  std::vector<int> p = ck.tokenizer.encode("The tutorial explains how to");
+  ssalab::GenerateOptions o;
+  o.mode = ssalab::AttnMode::Full;
+  o.max_new_tokens = 12;
+  o.stop_tokens = {ck.tokenizer.eos_id()};
+  auto r = ssalab::generate(*ck.model, {std::vector<int32_t>(p.begin(), p.end())}, o);
+  CHECK(std::vector<int>(r.tokens[0].begin(), r.tokens[0].end()) == ids);
+
+  // streamed: the prompt, then the text; sparse with a batch of two samples
+  Result text = run("generate " + model + " --prompt " + prompt + " --max-new-tokens 12 --device cpu");
+  CHECK(text.code == 0);
+  CHECK_THAT(text.output, Catch::StartsWith("The tutorial explains how to") &&
+                              Catch::Contains(j["sequences"][0]["text"].get<std::string>()) &&
+                              Catch::Contains("tokens/s"));
+  Result sparse = run("generate " + model + " --prompt " + prompt +
+                      " --sparse --k 2 --block-size 4 --num-samples 2 --temperature 0.9 --seed 3 --json --device cpu");
+  INFO(sparse.output);
+  REQUIRE(sparse.code == 0);
+  auto s = nlohmann::json::parse(sparse.output.substr(0, sparse.output.rfind('}') + 1));
+  CHECK(s["sequences"].size() == 2);
+  CHECK((s["selection"]["top_k"] == 2 && s["selection"]["block_size"] == 4));
+
+  for (auto [args, message] : std::vector<std::pair<std::string, std::string>>{
+           {"--prompt x --temperature -1", "temperature must be a finite number >= 0"},
+           {"--prompt x --top-p 2", "top_p must be in (0, 1]"},
+           {"--prompt x --max-new-tokens 0", "--max-new-tokens must be >= 1"},
+           {"", "generate needs --prompt TEXT or --prompt-file FILE"},
+           {"--prompt x --sparse --k 0", "--k: Value 0 not in range 1"}}) {
+    Result bad = run("generate " + model + " " + args + " --device cpu");
+    INFO(args << "\n" << bad.output);
+    CHECK(bad.code != 0);
+    CHECK_THAT(bad.output, Catch::Contains(message));
+  }
 }
