@@ -1,5 +1,7 @@
 #include "engine/eval/eval.h"
 
+#include "engine/generate/generate.h"
+
 #include <cmath>
 #include <random>
 
@@ -172,7 +174,7 @@ std::vector<NeedleResult> passkey_test(Transformer& model, const Tokenizer& tok,
       r.depth = depth;
       r.mode = to_string(mode);
       r.trials = trials;
-      int digits_right = 0, digits = 0, all_right = 0;
+      int digits_right = 0, digits = 0, all_right = 0, generated_all_right = 0;
       double logprob = 0;
       for (int trial = 0; trial < trials; ++trial) {
         std::string key = std::to_string(std::uniform_int_distribution<int>(10000, 99999)(rng));
@@ -199,10 +201,23 @@ std::vector<NeedleResult> passkey_test(Transformer& model, const Tokenizer& tok,
           logprob += logp[i][answer[i]].item<double>();
         }
         all_right += ok;
+        // by generation: the prompt alone, then greedy decoding with the cache
+        GenerateOptions go;
+        go.mode = mode;
+        go.spec = spec;
+        go.max_new_tokens = int(answer.size()) + 2;  // room for a leading space piece
+        std::vector<int32_t> p32(prompt.begin(), prompt.end());
+        std::vector<int32_t> gen = generate(model, {p32}, go).tokens[0];
+        std::string text = tok.decode(std::vector<int>(gen.begin(), gen.end()));
+        const size_t start = text.find_first_not_of(" ");
+        const bool generated_right = start != std::string::npos && text.compare(start, key.size(), key) == 0;
+        generated_all_right += generated_right;
+        if (trial == 0) r.generated_example = text;
       }
       r.accuracy = double(all_right) / std::max(1, trials);
       r.digit_accuracy = double(digits_right) / std::max(1, digits);
       r.mean_logprob = logprob / std::max(1, digits);
+      r.generated_accuracy = double(generated_all_right) / std::max(1, trials);
       out.push_back(r);
     }
   return out;
@@ -225,7 +240,8 @@ nlohmann::json to_json(const std::vector<NeedleResult>& rs) {
   for (auto& r : rs)
     a.push_back({{"context", r.context},   {"depth", r.depth},           {"mode", r.mode},
                  {"trials", r.trials},     {"accuracy", r.accuracy},     {"digit_accuracy", r.digit_accuracy},
-                 {"mean_logprob", r.mean_logprob}});
+                 {"mean_logprob", r.mean_logprob}, {"generated_accuracy", r.generated_accuracy},
+                 {"generated_example", r.generated_example}});
   return a;
 }
 

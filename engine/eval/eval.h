@@ -45,10 +45,15 @@ struct NeedleResult {
   double accuracy = 0;        // all key digits predicted (greedy) correctly
   double digit_accuracy = 0;  // share of key digits predicted correctly
   double mean_logprob = 0;    // of the key digits, nats per digit
+  // The key generated, not scored: greedy decoding with the KV cache after
+  // the question (engine/generate), right when its text starts with the key.
+  double generated_accuracy = 0;
+  std::string generated_example;  // what the first trial generated
 };
 
 // Pass-key retrieval: filler text with "The pass key is NNNNN. Remember it."
-// at `depth`, then the question; teacher-forced scoring of the key digits.
+// at `depth`, then the question; teacher-forced scoring of the key digits,
+// and the key generated with the KV cache under the same attention.
 std::vector<NeedleResult> passkey_test(Transformer& model, const Tokenizer& tok, const std::vector<int>& contexts,
                                        const std::vector<double>& depths, int trials, AttnMode mode,
                                        const SparseSpec& spec, uint64_t seed = 7);

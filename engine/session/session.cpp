@@ -62,6 +62,8 @@ struct Session::Impl {
   // --- owned by the worker thread
   PreparedData data;
   std::shared_ptr<Transformer> model;
+  std::unique_ptr<StreamingGeneration> generation;       // the one running or the latest
+  std::shared_ptr<const GenerationState> generation_view;  // what the snapshot shows of it
   std::unique_ptr<Trainer> trainer;
   std::unique_ptr<TrainingLoop> training;  // no metrics file, no periodic checkpoints: the app saves on request
   // null while a model is open for inspection only
@@ -135,6 +137,7 @@ struct Session::Impl {
       if (attached->total_steps > 0) s->total_steps = attached->total_steps;
     }
     s->analysis = analysis;
+    s->generation = generation_view;
     s->spec_problem = spec_problem;
     s->attention_fallback = last_fallback();
     if (analysis)
@@ -393,6 +396,41 @@ struct Session::Impl {
     analyzed_step = trainer ? trainer->current_step() : 0;
   }
 
+  bool generating() const { return generation && generation->running(); }
+
+  void start_generation(const GenerationRequest& r) {
+    if (!model || !text) throw Error("no model to generate with yet");
+    if (state == RunState::Running) state = RunState::Paused;  // the cache needs weights that hold still
+    if (generation) generation->stop("replaced by a new request");
+    generation.reset();
+    // as the probe is read: ssalab's own models were trained without BOS,
+    // others get what their tokenizer adds
+    generation = std::make_unique<StreamingGeneration>(model, text, r, spec, /*add_special_tokens=*/!trainer);
+    status = "generating";
+    publish_generation();
+  }
+
+  void stop_generation(const std::string& why) {
+    if (!generating()) return;
+    generation->stop(why);
+    publish_generation();
+  }
+
+  void generation_step() {
+    if (generation->model() != model.get() || state == RunState::Running) {
+      stop_generation(state == RunState::Running ? "stopped: training changes the weights"
+                                                 : "stopped: the model changed");
+      return;
+    }
+    generation->step();
+    if (!generation->running()) status = "generated " + std::to_string(generation->state().new_ids.size()) + " tokens (" + generation->state().stop_reason + ")";
+    publish_generation();
+  }
+
+  void publish_generation() {
+    generation_view = std::make_shared<const GenerationState>(generation->state());
+  }
+
   void train_one_step() {
     MetricPoint m = training->advance();
     status = "training: step " + std::to_string(m.step) + "/" + std::to_string(trainer->train_config().steps);
@@ -409,7 +447,7 @@ struct Session::Impl {
       std::deque<std::function<void()>> todo;
       {
         std::unique_lock<std::mutex> lock(mu);
-        if (commands.empty() && (!analysis_dirty || !model)) {
+        if (commands.empty() && (!analysis_dirty || !model) && !generating()) {
           idle_at = applied;
           idle.notify_all();
           if (!quit && state != RunState::Running) wake.wait_for(lock, std::chrono::milliseconds(200));
@@ -446,7 +484,12 @@ struct Session::Impl {
           run_analysis();
           publish();
         }
+        if (generating()) {
+          generation_step();
+          publish();
+        }
       } catch (const std::exception& e) {
+        if (generating()) generation->stop(std::string("error: ") + e.what()), publish_generation();
         error = e.what();
         status = "error: " + error;
         if (state == RunState::Running) state = RunState::Error;
@@ -491,6 +534,16 @@ void Session::start() {
     s->error.clear();
   });
 }
+void Session::generate(const GenerationRequest& request) {
+  Impl* s = impl_.get();
+  s->post([s, request] { s->start_generation(request); });
+}
+
+void Session::stop_generation() {
+  Impl* s = impl_.get();
+  s->post([s] { s->stop_generation("stopped"); });
+}
+
 void Session::pause() {
   Impl* s = impl_.get();
   s->post([s] {

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "engine/config.h"
+#include "engine/generate/stream.h"
 #include "engine/metrics/analysis.h"
 #include "engine/train/trainer.h"  // MetricPoint
 
@@ -59,6 +60,8 @@ struct Snapshot {
   std::string attached_run;
   int64_t attached_checkpoint_step = -1;
   std::string attach_problem;
+  // The latest generation (Session::generate), as it streams; null before any.
+  std::shared_ptr<const GenerationState> generation;
 };
 
 struct SessionOptions {
@@ -128,6 +131,13 @@ class Session {
   // Training in this session stops. Ends with detach() or a load().
   void attach(const std::string& run_dir);
   void detach();
+  // Generates after `request.prompt` with the session's model and selection
+  // (k, block size, rule), a token per worker turn, published in
+  // Snapshot::generation. Training pauses first (the weights must hold still
+  // for the cache); a new request replaces a running one. Stops on a stop
+  // token, at max_new_tokens, with stop_generation(), or when the model changes.
+  void generate(const GenerationRequest& request);
+  void stop_generation();
 
   std::shared_ptr<const Snapshot> snapshot() const;
   // Blocks until the worker has applied every command queued so far (tests, scripted demo).

@@ -8,6 +8,7 @@
 #include <set>
 #include <thread>
 
+#include "engine/checkpoint/checkpoint.h"
 #include "engine/session/session.h"
 #include "engine/train/run.h"
 #include "engine/util/files.h"
@@ -171,4 +172,61 @@ TEST_CASE("attach: the session follows a run another thread trains, without touc
     s.wait_idle();
     CHECK(s.snapshot()->attached_run.empty());
   }
+}
+
+TEST_CASE("the session generates a token per worker turn, pausing training, as the engine would", "[session][generate]") {
+  std::string dir = test::scratch_dir("session-gen");
+  Session s(micro_session(dir));
+  s.wait_idle();
+  s.start();
+  while (s.snapshot()->step < 3) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  GenerationRequest r;
+  r.prompt = "def f(x):\n    return";
+  r.mode = AttnMode::Sparse;
+  r.max_new_tokens = 8;
+  s.set_top_k(2);
+  s.generate(r);
+  s.wait_idle();
+  auto snap = s.snapshot();
+  REQUIRE(snap->generation);
+  const GenerationState& g = *snap->generation;
+  INFO(snap->error);
+  CHECK_FALSE(g.running);
+  CHECK(snap->state == RunState::Paused);  // training paused for it
+  CHECK((g.stop_reason == "max tokens" || g.stop_reason == "stop token"));
+  REQUIRE(!g.new_ids.empty());
+  CHECK(g.new_pieces.size() == g.new_ids.size());
+  CHECK(g.spec.top_k == 2);
+  REQUIRE(g.trace);
+  CHECK(g.trace->position == int64_t(g.prompt_ids.size() + g.new_ids.size()) - 2);
+
+  // the same tokens from the engine, on the weights it generated with
+  s.save(dir + "/saved");
+  s.wait_idle();
+  LoadedCheckpoint ck = load_checkpoint(dir + "/saved");
+  GenerateOptions o;
+  o.mode = AttnMode::Sparse;
+  o.spec = g.spec;
+  o.max_new_tokens = 8;
+  o.stop_tokens = {ck.tokenizer.eos_id()};
+  CHECK(generate(*ck.model, {g.prompt_ids}, o).tokens[0] == g.new_ids);
+
+  // stopped on request; a bad request is an error in the snapshot
+  r.max_new_tokens = 100000;
+  s.generate(r);
+  s.stop_generation();
+  s.wait_idle();
+  CHECK(s.snapshot()->generation->stop_reason == "stopped");
+  r.sampling.top_p = 0;
+  s.generate(r);
+  s.wait_idle();
+  CHECK_THAT(s.snapshot()->error, Catch::Contains("top_p"));
+  // training again stops a generation: its cache would no longer match the weights
+  r.sampling.top_p = 1;
+  s.generate(r);
+  s.resume();
+  s.wait_idle();
+  s.pause();
+  s.wait_idle();
+  CHECK_THAT(s.snapshot()->generation->stop_reason, Catch::Contains("training changes the weights"));
 }
