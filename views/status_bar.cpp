@@ -30,6 +30,7 @@ const Placement kLayout[] = {
     {"Log", 0.300f, 0.30f, 0.400f, 0.30f},
     {"Paradox", 0.100f, 0.04f, 0.800f, 0.90f},  // floats over the rest; close it to see them
     {"Open model", 0.200f, 0.08f, 0.600f, 0.60f},
+    {"Generate", 0.150f, 0.05f, 0.700f, 0.85f},
 };
 int g_layout_frame = -1;
 const float kStatusHeight = 26.0f;
@@ -70,6 +71,7 @@ void DrawMenuBar(UiState& ui) {
     ImGui::MenuItem("Compare", nullptr, &ui.show_compare);
     ImGui::MenuItem("Paradox", nullptr, &ui.show_paradox);
     ImGui::MenuItem("Export", nullptr, &ui.show_export);
+    ImGui::MenuItem("Generate", nullptr, &ui.show_generate);
     ImGui::MenuItem("Log", nullptr, &ui.show_log);
     ImGui::Separator();
     if (ImGui::MenuItem("Reset layout")) ResetLayout();

@@ -85,7 +85,7 @@ struct UiState {
   // Panel visibility (View menu).
   bool show_map = true, show_blocks = true, show_layers = true, show_curves = true, show_controls = true,
        show_probe = true, show_compare = true, show_export = true, show_log = false,
-       show_paradox = true, show_open_model = false;
+       show_paradox = true, show_open_model = false, show_generate = false;
   // Off in the scripted demo: it leaves the user's settings (recent models) alone.
   bool persist_settings = true;
 };

@@ -12,6 +12,7 @@
 //   DrawCompare        views/compare.cpp        a checkpoint beside the live model
 //   DrawParadox        views/paradox.cpp        any models side by side (default: the three shipped), one k for all
 //   DrawOpenModel      views/open_model.cpp     path / hub id, the local HF cache, recent models; load progress
+//   DrawGenerate       views/generate.cpp       prompt, streamed tokens, what the token being generated attends to
 //   DrawExport         views/export.cpp         PNG / CSV / JSON export
 //   DrawStatusBar      views/status_bar.cpp     run state, pinned query, last message
 #pragma once
@@ -32,6 +33,7 @@ void DrawCurves(UiState& ui);
 void DrawCompare(UiState& ui);
 void DrawParadox(UiState& ui);
 void DrawOpenModel(UiState& ui);
+void DrawGenerate(UiState& ui);
 // Asks the session to open `source` (a folder or a cached hub id); the Open
 // model panel follows the load and remembers it among the recent models.
 // Returns the session's load ticket (Snapshot::loads_done), 0 without a session.

@@ -249,6 +249,28 @@ struct Demo::Impl {
                        return s->analysis && s->analysis.get() != before_open;
                      },
                      120, "08_open_model.png", ""});
+    // Generate: sparse decoding with the cache after a prompt, streamed; the
+    // shot shows the text and the blocks the last token attended to
+    steps.push_back({"generate",
+                     [this] {
+                       ui.show_open_model = false;
+                       ui.show_generate = true;
+                       GenerationRequest r;
+                       // a few hundred tokens of the probe, so selection leaves blocks out
+                       const std::string& probe = snap()->probe_text;
+                       size_t n = std::min<size_t>(probe.size(), 1500);
+                       while (n < probe.size() && (static_cast<unsigned char>(probe[n]) & 0xC0) == 0x80) --n;
+                       r.prompt = n > 0 ? probe.substr(0, n) : "The tutorial explains how";
+                       r.mode = AttnMode::Sparse;
+                       r.max_new_tokens = 48;
+                       session().generate(r);
+                     },
+                     [this] {
+                       const auto s = snap();
+                       if (!s->error.empty()) fail("generate failed: " + s->error);
+                       return s->generation && !s->generation->running && !s->generation->new_ids.empty();
+                     },
+                     60, "09_generate.png", ""});
   }
 
   // The engine refused a spec: fail now with its reason instead of timing out.

@@ -255,6 +255,7 @@ int run_gui(const GuiOptions& opt_in) {
     timed("compare", [&] { views::DrawCompare(ui); });
     timed("paradox", [&] { views::DrawParadox(ui); });
     timed("open model", [&] { views::DrawOpenModel(ui); });
+    timed("generate", [&] { views::DrawGenerate(ui); });
     timed("status bar", [&] { views::DrawStatusBar(ui); });
 
     int fb_w = 0, fb_h = 0;

@@ -134,6 +134,7 @@ TEST_CASE("scripted demo: screenshots show a live map that follows k", "[gui]") 
   // the Paradox view with the three shipped models (the demo runs in the source dir)
   if (fs::exists(fs::path(SSALAB_SOURCE_DIR) / "assets/models/ssa/config.json")) CHECK(shots.count("07_paradox.png"));
   CHECK(shots.count("08_open_model.png"));  // File > Open model replaced the session's model
+  CHECK(shots.count("09_generate.png"));    // the Generate view streamed a sparse generation
 
   // exports and frame times
   for (const char* f : {"map_dropped.png", "metrics.csv", "layers.csv", "metrics.json", "frame_times.csv", "curves.png"})
