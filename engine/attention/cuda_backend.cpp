@@ -17,7 +17,10 @@
 #include "engine/attention/attention.h"
 
 #ifdef SSALAB_WITH_CUDA
+#include <cstdio>
 #include <cstdlib>
+#include <mutex>
+#include <set>
 
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -49,6 +52,14 @@ Tensor run_select(const Tensor& q_in, const Tensor& k_in, int bs, int K, int64_t
   p.kbar = ws.data_ptr();
   ok(ssa::select_blocks(p, stream()));
   return blocks;
+}
+
+// Why a decoding step ran off the decode kernel, said once per reason.
+void note_decode_fallback(const std::string& why) {
+  static std::mutex mu;
+  static std::set<std::string> said;
+  std::lock_guard<std::mutex> lock(mu);
+  if (said.insert(why).second) std::fprintf(stderr, "[ssalab] decoding without the decode kernel: %s\n", why.c_str());
 }
 
 // Sparse attention with the kernels' own backward.  Inputs: q, k, v (16-bit),
@@ -182,6 +193,9 @@ class CudaBackend final : public AttentionBackend {
     const int64_t Tq = q.size(2), Tk = q_offset + Tq;
     Tensor k = Tk == k_in.size(2) ? k_in : k_in.narrow(2, 0, Tk), v = Tk == v_in.size(2) ? v_in : v_in.narrow(2, 0, Tk);
     const int64_t G = q.size(1) / k.size(1);
+    if (Tq == 1 && !q.requires_grad())  // decoding: the cache read once, not copied per head
+      return at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/false, std::nullopt,
+                                              /*enable_gqa=*/G > 1);
     // expanded K/V keep the fast cuDNN path; autograd sums dK/dV over the group
     Tensor ke = G == 1 ? k : k.repeat_interleave(G, 1), ve = G == 1 ? v : v.repeat_interleave(G, 1);
     if (q_offset == 0)  // square: SDPA's own causal mask
@@ -202,6 +216,35 @@ class CudaBackend final : public AttentionBackend {
     c10::cuda::CUDAGuard guard(q.device());
     Tensor blocks = sel.blocks.to(q.device(), torch::kInt32).contiguous();
     return SparseAttentionFn::apply(q, k, v, blocks, int64_t(sel.block_size), sel.q_offset);
+  }
+
+  Tensor decode(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& block_keys, const SparseSpec& spec,
+                Tensor* blocks_out) override {
+    // the kernel ranks by exact top-k; 16-bit tensors on the GPU; else the default path
+    std::string why = spec.rule != SelectionRule::TopK ? "the decode kernel ranks by exact top-k only" : "";
+    if (why.empty() && (!q.is_cuda() || !k.is_cuda() || !block_keys.is_cuda() || q.scalar_type() != k.scalar_type() ||
+                        v.scalar_type() != k.scalar_type() ||
+                        (q.scalar_type() != torch::kBFloat16 && q.scalar_type() != torch::kHalf)))
+      why = "the decode kernel needs bf16 or fp16 CUDA tensors";
+    ssa::DecodeParams p;
+    if (why.empty()) {
+      p = decode_params(q, k, v, block_keys, spec.block_size, spec.top_k);
+      why = ssa::decode_supported(p);
+    }
+    if (!why.empty()) {
+      note_decode_fallback(why);
+      return AttentionBackend::decode(q, k, v, block_keys, spec, blocks_out);
+    }
+    torch::NoGradGuard no_grad;
+    c10::cuda::CUDAGuard guard(q.device());
+    Tensor o = torch::empty_like(q);
+    Tensor blocks = torch::empty({q.size(0), k.size(1), spec.top_k}, q.options().dtype(torch::kInt32));
+    p = decode_params(q, k, v, block_keys, spec.block_size, spec.top_k, o, blocks);
+    Tensor ws = workspace(ssa::decode_workspace_bytes(p), q);
+    p.workspace = reinterpret_cast<float*>(ws.data_ptr());
+    ok(ssa::decode_attention(p, stream()));
+    if (blocks_out) *blocks_out = blocks.to(torch::kLong).unsqueeze(2);
+    return o;
   }
 
   std::pair<Tensor, Tensor> dual(const Tensor& q, const Tensor& k, const Tensor& v, const Selection& sel) override {

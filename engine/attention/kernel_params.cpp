@@ -116,6 +116,31 @@ ssa::SparseFwdParams sparse_fwd_params(const Tensor& q, const Tensor& k, const T
   return p;
 }
 
+ssa::DecodeParams decode_params(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& block_keys,
+                                int block_size, int top_k, const Tensor& o, const Tensor& blocks) {
+  if (q.dim() != 4 || q.size(2) != 1) throw Error("kernel params: decoding takes one query per sequence");
+  ssa::DecodeParams p;
+  KernelShape s = kernel_shape(q, k, block_size, top_k, k.size(2) - 1);
+  p.B = s.B, p.Hq = s.Hq, p.Hkv = s.Hkv, p.D = s.D, p.Tk = s.Tk;
+  p.block_size = block_size, p.top_k = top_k, p.dtype = s.dtype;
+  p.q = ptr16(q, q, "q");
+  p.k = ptr16(k, q, "k");
+  p.v = ptr16(v, q, "v");
+  p.o = ptr16(o, q, "o");
+  if (block_keys.defined()) {
+    if (block_keys.dim() != 4 || block_keys.stride(3) != 1 || block_keys.size(2) < s.Tk / block_size)
+      throw Error("kernel params: block_keys must be (B, Hkv, >= Tk / block_size, D) with the last dim contiguous");
+    p.block_keys = ptr<float>(block_keys, torch::kFloat, "block_keys");
+    p.kb_s = {block_keys.stride(0), block_keys.stride(1), block_keys.stride(2)};
+  }
+  p.blocks = ptr32(blocks, "blocks");
+  p.q_s = kernel_strides(q);
+  p.k_s = kernel_strides(k);
+  p.v_s = kernel_strides(v);
+  p.o_s = strides_or_zero(o);
+  return p;
+}
+
 ssa::SparseBwdParams sparse_bwd_params(const SparseBwdTensors& t, int block_size, int64_t q_offset) {
   ssa::SparseBwdParams p;
   set_shape(p, kernel_shape(t.q, t.k, block_size, int(t.blocks.size(3)), q_offset));

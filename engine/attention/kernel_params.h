@@ -17,6 +17,7 @@
 #include <torch/torch.h>
 
 #include "kernels/attn_stats.cuh"
+#include "kernels/decode.cuh"
 #include "kernels/experimental/dual_bwd.cuh"
 #include "kernels/experimental/dual_fwd.cuh"
 #include "kernels/select.cuh"
@@ -59,6 +60,13 @@ ssa::BlockIndexParams block_index_params(const torch::Tensor& blocks, int64_t Tk
 ssa::SparseFwdParams sparse_fwd_params(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                                        const torch::Tensor& blocks, int block_size, int64_t q_offset,
                                        const torch::Tensor& o = {}, const torch::Tensor& lse = {});
+
+// Decoding (Tq = 1 at position Tk - 1): block_keys (B, Hkv, >= Tk / bs, D)
+// fp32 with the last dim contiguous; o like q; blocks (B, Hkv, K) int32 or
+// undefined. The workspace pointer is the caller's (decode_workspace_bytes).
+ssa::DecodeParams decode_params(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                                const torch::Tensor& block_keys, int block_size, int top_k,
+                                const torch::Tensor& o = {}, const torch::Tensor& blocks = {});
 
 // Sparse backward: the forward's tensors, the upstream gradient (like o), the
 // transposed index and the three gradients; workspace is the caller's.

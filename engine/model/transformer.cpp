@@ -221,6 +221,10 @@ Tensor AttentionImpl::forward(const Tensor& x, const Tensor& cos, const Tensor& 
     sparsity.push_back(a.sparsity);
     commitment.push_back(a.commitment);
     h = opt.mode == AttnMode::Full ? h_full : h_sparse;
+  } else if (opt.mode == AttnMode::Sparse && opt.cache && q.size(2) == 1 &&
+             opt.cache->block_size() == opt.spec.block_size) {
+    // a decoding step: the backend's decode path (the CUDA decode kernel)
+    h = gated(backend.decode(q, k, v, opt.cache->block_keys(layer), opt.spec));
   } else if (opt.mode == AttnMode::Sparse) {
     h = gated(backend.sparse(q, k, v, select()));
   } else {

@@ -8,6 +8,9 @@
 #include <torch/cuda.h>
 
 #include "engine/attention/attention.h"
+#include "engine/attention/complete_blocks.h"
+#include "engine/generate/generate.h"
+#include "engine/model/transformer.h"
 
 using namespace ssalab;
 using torch::Tensor;
@@ -70,6 +73,55 @@ static void check_chunked(AttentionBackend& cuda, AttentionBackend& ref, const T
   const char* names[4] = {"chunk: sparse output vs reference", "chunk: sparse dq", "chunk: sparse dk",
                           "chunk: sparse dv"};
   for (int i = 0; i < 4; ++i) check(rel(gc[i], gr[i]) < 2e-2, names[i], rel(gc[i], gr[i]));
+}
+
+// The decode kernel (AttentionBackend::decode on CUDA) against the reference:
+// the selection slot for slot and the output, over shapes that reach its
+// edges: a context shorter than k blocks, a partial own block, G from 1 to 32.
+static void check_decode(AttentionBackend& cuda) {
+  struct C { torch::ScalarType dt; int B, Hq, Hkv, Tk, D, bs, K; };
+  for (C c : {C{torch::kBFloat16, 2, 16, 1, 333, 64, 16, 8}, C{torch::kHalf, 3, 8, 8, 500, 128, 64, 3},
+              C{torch::kBFloat16, 1, 32, 1, 4097, 64, 32, 16}, C{torch::kBFloat16, 4, 32, 2, 40, 64, 16, 3},
+              C{torch::kBFloat16, 1, 16, 1, 9000, 128, 16, 64}, C{torch::kHalf, 2, 4, 2, 16, 64, 16, 1}}) {
+    std::printf("[decode %s B%d Hq%d Hkv%d Tk%d D%d bs%d k%d]\n", c.dt == torch::kHalf ? "fp16" : "bf16", c.B, c.Hq,
+                c.Hkv, c.Tk, c.D, c.bs, c.K);
+    auto o = torch::TensorOptions().device(torch::kCUDA).dtype(c.dt);
+    // a cache with room to spare: the kernel reads it through strides
+    Tensor kc = torch::randn({c.B, c.Hkv, c.Tk + 9, c.D}, o), vc = torch::randn_like(kc);
+    Tensor k = kc.narrow(2, 0, c.Tk), v = vc.narrow(2, 0, c.Tk), q = torch::randn({c.B, c.Hq, 1, c.D}, o);
+    SparseSpec spec{c.bs, c.K};
+    Tensor bk = complete_block_means(k.to(torch::kFloat), c.bs);
+    Tensor blocks, ref_blocks;
+    Tensor out = cuda.decode(q, k, v, bk, spec, &blocks);
+    Tensor ref = reference_backend().decode(q.to(torch::kFloat), k.to(torch::kFloat), v.to(torch::kFloat), bk, spec,
+                                            &ref_blocks);
+    const double same = blocks.cpu().eq(ref_blocks.cpu()).to(torch::kFloat).mean().item<double>();
+    check(same > 0.999, "decode: selection == reference", same);
+    check(rel(out, ref) < 1e-2, "decode: output", rel(out, ref));
+    // the same call twice: bit for bit
+    check(torch::equal(out, cuda.decode(q, k, v, bk, spec)), "decode: deterministic", 0);
+  }
+  // a model decoding on the GPU: each step's logits against a sparse forward over the whole sequence
+  ModelConfig mc = model_preset("tiny");
+  mc.num_heads = 16, mc.num_kv_heads = 1, mc.head_dim = 64, mc.hidden_size = 256, mc.num_layers = 2;
+  Transformer m(mc);
+  m.to(torch::kCUDA, torch::kBFloat16);
+  m.eval();
+  torch::NoGradGuard ng;
+  SparseSpec spec{16, 4};
+  Tensor ids = torch::randint(0, mc.vocab_size, {1, 300}, torch::TensorOptions().dtype(torch::kLong)).to(torch::kCUDA);
+  Decoder d(m, 1, 300, spec);
+  d.feed(ids.narrow(1, 0, 280), AttnMode::Sparse);
+  double worst = 0;
+  for (int64_t t = 280; t < 300; ++t) {
+    Tensor step = d.feed(ids.narrow(1, t, 1), AttnMode::Sparse);
+    ForwardOptions fo;
+    fo.mode = AttnMode::Sparse;
+    fo.spec = spec;
+    Tensor whole = m.forward(ids.narrow(1, 0, t + 1), fo).logits.select(1, t).to(torch::kFloat);
+    worst = std::max(worst, rel(step, whole));
+  }
+  check(worst < 3e-2, "decode: model steps == whole forward (bf16)", worst);
 }
 
 int main() {
@@ -154,6 +206,7 @@ int main() {
           "supports() refuses the nsa-chunked rule", 0);
     check(!cuda->supports(q, k, spec, 1).empty(), "supports() refuses queries past the keys", 0);
   }
+  check_decode(*cuda);
   std::printf("%d failed\n", fails);
   return fails ? 1 : 0;
 }

@@ -1,0 +1,198 @@
+// Decoding with a KV cache on the GPU (issue "Generation with a KV cache"):
+// attention time per generated token, our sparse decode kernel (selection
+// from the cache's pooled block keys + attention over the k selected blocks,
+// kernels/decode.cu) against dense decoding of the same cache with LibTorch's
+// SDPA (enable_gqa: the cache read once; and on a pre-expanded cache, the
+// layout HF's repeat_kv makes), and a whole 1B model's tokens/s, full
+// against sparse.
+//
+//   ssalab_decode_bench [--contexts 8192,32768,131072] [--batches 1,32] [--iters 50]
+//                       [--model-context 32768] [--model-batches 1,32] [--steps 32] [--no-model]
+//
+// Attention rows: bf16, one layer's cache, the L2 flushed before every timed
+// call (a model's layers each read their own cache), median of --iters CUDA
+// event timings. Bytes: dense reads K and V of every cached token; sparse
+// reads the pooled keys (fp32) of the complete blocks and K and V of the k
+// selected blocks. The kernel's output and selection are checked against the
+// engine's reference (select_blocks_pooled + masked attention in fp32).
+// Model rows: a random-weight model in the released 1B layout (16 layers,
+// 32 q / 2 kv heads, d64), bf16, its KV cache filled with random keys and
+// values to the context (no prefill), then --steps decoding steps timed end to
+// end (embedding to logits, sampling excluded), top-k rule, block 16, k 16.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDACachingAllocator.h>
+#include <torch/cuda.h>
+#include <torch/torch.h>
+
+#include "engine/attention/attention.h"
+#include "engine/attention/complete_blocks.h"
+#include "engine/checkpoint/random_checkpoint.h"
+#include "engine/generate/generate.h"
+#include "engine/model/transformer.h"
+
+using namespace ssalab;
+using torch::Tensor;
+
+namespace {
+
+std::vector<int> int_list(const std::string& s) {
+  std::vector<int> v;
+  std::stringstream in(s);
+  for (std::string x; std::getline(in, x, ',');) v.push_back(std::stoi(x));
+  return v;
+}
+
+Tensor g_flush;
+void flush_l2() {
+  if (!g_flush.defined()) g_flush = torch::empty({int64_t(256) << 20}, torch::dtype(torch::kUInt8).device(torch::kCUDA));
+  g_flush.zero_();
+}
+
+// Median ms of `iters` calls of f, each after an L2 flush, timed with events.
+template <class F>
+double time_ms(F&& f, int iters) {
+  auto stream = at::cuda::getCurrentCUDAStream();
+  std::vector<double> t;
+  for (int i = 0; i < iters + 3; ++i) {
+    flush_l2();
+    cudaEvent_t a, b;
+    cudaEventCreate(&a);
+    cudaEventCreate(&b);
+    cudaEventRecord(a, stream.stream());
+    f();
+    cudaEventRecord(b, stream.stream());
+    cudaEventSynchronize(b);
+    float ms = 0;
+    cudaEventElapsedTime(&ms, a, b);
+    cudaEventDestroy(a);
+    cudaEventDestroy(b);
+    if (i >= 3) t.push_back(ms);
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+double rel(const Tensor& a, const Tensor& b) {
+  return ((a.to(torch::kFloat) - b.to(torch::kFloat)).norm() / (b.to(torch::kFloat).norm() + 1e-12)).item<double>();
+}
+
+void attention_rows(const std::vector<int>& contexts, const std::vector<int>& batches, int iters) {
+  struct Heads { int Hq, Hkv, D; const char* name; };
+  const Heads shapes[] = {{32, 2, 64, "1B layer 32q/2kv d64"}, {16, 1, 128, "16q/1kv d128"}};
+  const SparseSpec specs[] = {{16, 16, SelectionRule::TopK}, {64, 16, SelectionRule::TopK}};
+  AttentionBackend& cuda = *cuda_backend();
+  std::printf("\n## Attention per decoded token (bf16, one layer, L2 flushed; ms, median of %d)\n\n", iters);
+  std::printf("| heads | context | batch | block/k | dense SDPA gqa | dense SDPA expanded | sparse decode | sparse/dense"
+              " | bytes sparse/dense | sparse GB/s | check |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
+  for (const Heads& h : shapes)
+    for (int T : contexts)
+      for (int B : batches) {
+        auto o = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kBFloat16);
+        torch::manual_seed(1);
+        Tensor q = torch::randn({B, h.Hq, 1, h.D}, o), k = torch::randn({B, h.Hkv, T, h.D}, o),
+               v = torch::randn({B, h.Hkv, T, h.D}, o);
+        const int G = h.Hq / h.Hkv;
+        double dense = time_ms([&] { at::scaled_dot_product_attention(q, k, v, {}, 0.0, false, std::nullopt, G > 1); },
+                               iters);
+        double expanded = -1;
+        if (int64_t(B) * h.Hq * T * h.D * 2 * 2 < (int64_t(24) << 30)) {  // the expanded copy fits
+          Tensor ke = k.repeat_interleave(G, 1), ve = v.repeat_interleave(G, 1);
+          expanded = time_ms([&] { at::scaled_dot_product_attention(q, ke, ve); }, iters);
+        }
+        const double dense_bytes = 2.0 * B * h.Hkv * double(T) * h.D * 2;
+        for (const SparseSpec& spec : specs) {
+          Tensor bk = complete_block_means(k.to(torch::kFloat), spec.block_size);
+          Tensor blocks;
+          Tensor out = cuda.decode(q, k, v, bk, spec, &blocks);
+          std::string check = "-";
+          if (B == 1 && T <= 32768) {  // the reference materialises (Hq, Tk) scores in fp32
+            Tensor ref_blocks;
+            Tensor ref = reference_backend().decode(q.to(torch::kFloat), k.to(torch::kFloat), v.to(torch::kFloat), bk,
+                                                    spec, &ref_blocks);
+            const double same = blocks.cpu().eq(ref_blocks.cpu()).to(torch::kFloat).mean().item<double>();
+            char buf[96];
+            std::snprintf(buf, sizeof buf, "rel %.1e, slots equal %.3f", rel(out, ref), same);
+            check = buf;
+          }
+          double sparse = time_ms([&] { cuda.decode(q, k, v, bk, spec); }, iters);
+          const int nbc = T / spec.block_size;
+          const double sparse_bytes =
+              B * h.Hkv * (double(nbc) * h.D * 4 + 2.0 * spec.top_k * spec.block_size * h.D * 2);
+          std::printf("| %s | %d | %d | %d/%d | %.4f | %s | %.4f | %.3f | %.3f | %.0f | %s |\n", h.name, T, B,
+                      spec.block_size, spec.top_k, dense,
+                      expanded < 0 ? "-" : std::to_string(expanded).substr(0, 6).c_str(), sparse, sparse / dense,
+                      sparse_bytes / dense_bytes, sparse_bytes / (sparse * 1e6), check.c_str());
+          std::fflush(stdout);
+        }
+      }
+}
+
+void model_rows(int context, const std::vector<int>& batches, int steps) {
+  ModelConfig c = released_layout_config("1b");
+  auto o = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kBFloat16);
+  Transformer model(c, [&](const std::string& name, const std::vector<int64_t>& shape) {
+    return name.find("norm") != std::string::npos ? torch::ones(shape, o) : torch::randn(shape, o) * 0.02;
+  });
+  model.eval();
+  torch::NoGradGuard ng;
+  SparseSpec spec{16, 16, SelectionRule::TopK};
+  std::printf("\n## A 1B model (released layout, random weights, bf16) decoding at %d tokens of context\n\n", context);
+  std::printf("| batch | attention | ms per step | tokens/s | KV cache GB | peak GPU GB |\n|---|---|---|---|---|---|\n");
+  for (int B : batches)
+    for (AttnMode mode : {AttnMode::Full, AttnMode::Sparse}) {
+      c10::cuda::CUDACachingAllocator::resetPeakStats(0);
+      Decoder d(model, B, context + steps + 8, spec);  // + the warm-up steps
+      for (int l = 0; l < c.num_layers; ++l) {  // a context of random keys and values, no prefill
+        Tensor k = torch::randn({B, c.num_kv_heads, context, c.head_dim}, o), v = torch::randn_like(k);
+        d.cache().append(l, k, v);
+      }
+      d.cache().commit();
+      Tensor tok = torch::randint(0, c.vocab_size, {B, 1}, torch::TensorOptions().dtype(torch::kLong));
+      for (int i = 0; i < 3; ++i) d.feed(tok, mode);  // warm-up
+      torch::cuda::synchronize();
+      auto t0 = std::chrono::steady_clock::now();
+      for (int i = 0; i < steps; ++i) d.feed(tok, mode);
+      torch::cuda::synchronize();
+      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(0);
+      std::printf("| %d | %s | %.3f | %.0f | %.2f | %.2f |\n", B, to_string(mode), 1e3 * s / steps, B * steps / s,
+                  d.cache().bytes() / 1e9,
+                  stats.allocated_bytes[0].peak / 1e9);  // [0]: StatType::AGGREGATE
+      std::fflush(stdout);
+    }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<int> contexts = {8192, 32768, 131072}, batches = {1, 32}, model_batches = {1, 32};
+  int iters = 50, model_context = 32768, steps = 32;
+  bool model = true;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto next = [&] { return i + 1 < argc ? std::string(argv[++i]) : std::string(); };
+    if (a == "--contexts") contexts = int_list(next());
+    else if (a == "--batches") batches = int_list(next());
+    else if (a == "--iters") iters = std::stoi(next());
+    else if (a == "--model-context") model_context = std::stoi(next());
+    else if (a == "--model-batches") model_batches = int_list(next());
+    else if (a == "--steps") steps = std::stoi(next());
+    else if (a == "--no-model") model = false;
+    else return std::fprintf(stderr, "unknown argument %s\n", a.c_str()), 2;
+  }
+  if (!torch::cuda::is_available() || !cuda_backend()) return std::fprintf(stderr, "needs CUDA and the kernels\n"), 1;
+  cudaDeviceProp prop;
+  cudaGetDeviceProperties(&prop, 0);
+  std::printf("# ssalab_decode_bench on %s\n", prop.name);
+  attention_rows(contexts, batches, iters);
+  if (model) model_rows(model_context, model_batches, steps);
+  return 0;
+}

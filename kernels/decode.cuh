@@ -1,0 +1,49 @@
+// Sparse decoding: one new query per sequence against a KV cache, with block
+// top-k selection from the cache's pooled block keys (engine/generate/kv_cache.h).
+//
+// The query is the last token, at position p = Tk - 1 (the contract of
+// api_types.cuh with Tq = 1, q_offset = Tk - 1). Selection is the exact top-k
+// rule: softmax of q . kbar / sqrt(D) per head over the complete blocks
+// (j < Tk / bs), summed over the KV group's heads; the own block p / bs first,
+// then the best K - 1 blocks before it by falling score, ties to the lower
+// index, -1 where there are fewer. Attention then reads only those blocks.
+//
+// Two launches:
+//   decode_scores: grid (ceil(nbc / 128), Hkv, B): one thread per pooled
+//     block computes the G heads' logits (kept in the workspace) and each CTA
+//     its per-head max and sum of exponentials;
+//   decode_attend: grid (Hkv, B): combines the partial sums into the softmax,
+//     group-sums the probabilities of the past blocks, picks the top K - 1
+//     (each warp its slice, then one warp over the warps' picks), and
+//     attends over the selected blocks' keys, a warp per block and a lane per
+//     key for Q K^T, lanes over D for P V; the warps' partial outputs are
+//     added in warp order (deterministic, no atomics).
+// Bytes read per (sequence, group): the pooled keys (nbc * D * 4) and the K
+// selected blocks of keys and values (2 * K * bs * D * 2), against dense
+// decoding's 2 * Tk * D * 2.
+#pragma once
+#include "api_types.cuh"
+
+namespace ssa {
+
+struct DecodeParams {
+  const void* q;             // (B, Hq, 1, D) bf16/fp16, strides q_s (t unused)
+  const void* k;             // KV cache keys (B, Hkv, >= Tk, D), strides k_s
+  const void* v;             // values, strides v_s
+  const float* block_keys;   // (B, Hkv, >= Tk / bs, D) fp32: mean of each complete block of keys, strides kb_s
+  void* o;                   // out (B, Hq, 1, D), strides o_s
+  int32_t* blocks = nullptr; // out (B, Hkv, K) contiguous, optional: the selection
+  float* workspace = nullptr;  // decode_workspace_bytes(params)
+  Strides4 q_s, k_s, v_s, kb_s, o_s;
+  int B = 0, Hq = 0, Hkv = 0, D = 0;
+  int Tk = 0;                // keys in the cache; the query is at Tk - 1
+  int block_size = 16, top_k = 16;
+  float scale = 0.f;         // 0: 1/sqrt(D)
+  DType dtype = DType::bf16;
+};
+
+size_t decode_workspace_bytes(const DecodeParams& p);
+std::string decode_supported(const DecodeParams& p);
+std::string decode_attention(const DecodeParams& p, cudaStream_t stream);
+
+}  // namespace ssa
