@@ -155,6 +155,22 @@ void model_rows(int context, const std::vector<int>& batches, int steps) {
         d.cache().append(l, k, v);
       }
       d.cache().commit();
+      if (mode == AttnMode::Full) {  // dense attention on the cache's (strided) view vs a contiguous copy
+        Tensor kview = d.cache().keys(0), vview = d.cache().values(0);
+        Tensor q = torch::randn({B, c.num_heads, 1, c.head_dim}, o);
+        const bool gqa = c.num_heads > c.num_kv_heads;
+        const int64_t choice = at::_fused_sdp_choice(q, kview, vview, {}, 0.0, false, std::nullopt, gqa);
+        const double strided =
+            time_ms([&] { at::scaled_dot_product_attention(q, kview, vview, {}, 0.0, false, std::nullopt, gqa); }, 10);
+        Tensor kc = kview.contiguous(), vc = vview.contiguous();
+        const double packed =
+            time_ms([&] { at::scaled_dot_product_attention(q, kc, vc, {}, 0.0, false, std::nullopt, gqa); }, 10);
+        const double flash =
+            time_ms([&] { at::_scaled_dot_product_flash_attention(q, kview, vview, 0.0, false); }, 10);
+        std::printf("<!-- B %d, one layer: SDPA on the cache view: backend %lld, %.4f ms (same shape each call); on a "
+                    "contiguous copy %.4f ms; FlashAttention on the view %.4f ms -->\n",
+                    B, (long long)choice, strided, packed, flash);
+      }
       Tensor tok = torch::randint(0, c.vocab_size, {B, 1}, torch::TensorOptions().dtype(torch::kLong));
       for (int i = 0; i < 3; ++i) d.feed(tok, mode);  // warm-up
       torch::cuda::synchronize();

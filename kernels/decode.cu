@@ -1,5 +1,6 @@
 // Sparse decoding against a KV cache (decode.cuh says what and why).
 #include <cfloat>
+#include <algorithm>
 #include <climits>
 
 #include "common.cuh"
@@ -15,16 +16,26 @@ constexpr int kMaxPicks = 127;      // K - 1 bound (selection slots after the ow
 
 __host__ __device__ inline int chunks_of(int nbc) { return (nbc + kScoreThreads - 1) / kScoreThreads; }
 
-// Workspace: logits (B, Hkv, G, nbc) then per-CTA (max, sum) (B, Hkv, chunks, G, 2).
+// Workspace: logits (B, Hkv, G, nbc), then per-CTA (max, sum) (B, Hkv, chunks, G, 2),
+// then each chunk's best candidates (B, Hkv, chunks, kMaxPicks) as values and indices.
 __host__ __device__ inline size_t logits_elems(const DecodeParams& p) {
   const int nbc = p.Tk / p.block_size;
   return size_t(p.B) * p.Hkv * (p.Hq / p.Hkv) * nbc;
 }
+__host__ __device__ inline size_t partial_elems(const DecodeParams& p) {
+  return size_t(p.B) * p.Hkv * chunks_of(p.Tk / p.block_size) * (p.Hq / p.Hkv) * 2;
+}
+__host__ __device__ inline size_t candidate_elems(const DecodeParams& p) {
+  return size_t(p.B) * p.Hkv * chunks_of(p.Tk / p.block_size) * kMaxPicks;
+}
 
 struct AttendSmem {  // byte offsets into decode_attend's dynamic shared memory
-  size_t qs, stats, prob, cand_val, cand_idx, sel, pbuf, acc, total;
+  size_t qs, stats, cand_val, cand_idx, sel, pbuf, kv, acc, total;
 };
-__host__ __device__ inline AttendSmem attend_smem(int G, int D, int own, int K) {
+// K and V rows of a 32-key chunk per warp, padded 16 bytes so that lane i
+// reading row i does not hit one bank.
+__host__ __device__ inline int kv_row_bytes(int D) { return D * 2 + 16; }
+__host__ __device__ inline AttendSmem attend_smem(int G, int D, int candidates, int K) {
   AttendSmem s{};
   size_t o = 0;
   auto take = [&](size_t bytes) {
@@ -34,11 +45,11 @@ __host__ __device__ inline AttendSmem attend_smem(int G, int D, int own, int K) 
   };
   s.qs = take(size_t(G) * D * 4);
   s.stats = take(size_t(G) * 2 * 4 + size_t(kWarps) * G * 3 * 4);  // M, Z; per warp m, l, factor
-  s.prob = take(size_t(own) * 4);
-  s.cand_val = take(size_t(kWarps) * kMaxPicks * 4);
-  s.cand_idx = take(size_t(kWarps) * kMaxPicks * 4);
+  s.cand_val = take(size_t(candidates) * 4);
+  s.cand_idx = take(size_t(candidates) * 4);
   s.sel = take(size_t(K) * 4);
   s.pbuf = take(size_t(kWarps) * G * 32 * 4);
+  s.kv = take(size_t(kWarps) * 2 * 32 * kv_row_bytes(D));
   s.acc = take(size_t(G) * D * 4);
   s.total = o;
   return s;
@@ -114,34 +125,20 @@ __device__ __forceinline__ void warp_best(float& v, int& i) {
   }
 }
 
-template <typename T, int D, int MAXG>
-__global__ void __launch_bounds__(kWarps * 32) decode_attend(DecodeParams p) {
-  extern __shared__ __align__(16) unsigned char smem_raw[];
-  constexpr int E = D / 32;  // output elements per lane
-  const int g = blockIdx.x, b = blockIdx.y, G = p.Hq / p.Hkv;
+// Per chunk of 128 pooled blocks: the group-summed probability of each past
+// block (the softmax normalised by every chunk's partial sums) and the
+// chunk's best `picks` of them, in rank order, to the workspace.
+template <int MAXG>
+__global__ void __launch_bounds__(kScoreThreads) decode_pick(DecodeParams p) {
+  __shared__ float Mh[MAXG], Zh[MAXG], best_v[4];
+  __shared__ int best_i[4];
+  const int b = blockIdx.z, g = blockIdx.y, chunk = blockIdx.x, G = p.Hq / p.Hkv;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const int bs = p.block_size, pos = p.Tk - 1, own = pos / bs, nbc = p.Tk / bs, K = p.top_k;
-  const int picks = min(K - 1, nbc), nchunks = chunks_of(nbc);
-  const AttendSmem L = attend_smem(G, D, own, K);
-  float* qs = reinterpret_cast<float*>(smem_raw + L.qs);
-  float* Mh = reinterpret_cast<float*>(smem_raw + L.stats);
-  float* Zh = Mh + G;
-  float* wm = Zh + G;               // (warps, G)
-  float* wl = wm + kWarps * G;
-  float* wf = wl + kWarps * G;
-  float* prob = reinterpret_cast<float*>(smem_raw + L.prob);
-  float* cand_val = reinterpret_cast<float*>(smem_raw + L.cand_val);
-  int* cand_idx = reinterpret_cast<int*>(smem_raw + L.cand_idx);
-  int* sel = reinterpret_cast<int*>(smem_raw + L.sel);
-  float* pbuf = reinterpret_cast<float*>(smem_raw + L.pbuf);  // (warps, G, 32)
-  float* acc_s = reinterpret_cast<float*>(smem_raw + L.acc);
-  const float scale = p.scale > 0 ? p.scale : rsqrtf(float(D));
-
-  const T* q = static_cast<const T*>(p.q) + b * p.q_s.b + int64_t(g) * G * p.q_s.h;
-  for (int i = tid; i < G * D; i += blockDim.x) qs[i] = TypeOf<T>::to_float(q[(i / D) * p.q_s.h + i % D]);
-  // 1. the softmax per head over the complete blocks, from the CTAs' partial sums
-  if (tid < G && nbc > 0) {
-    const float* part = p.workspace + logits_elems(p) + (int64_t(b) * p.Hkv + g) * nchunks * G * 2;
+  const int bs = p.block_size, own = (p.Tk - 1) / bs, nbc = p.Tk / bs, nchunks = gridDim.x;
+  const int picks = min(p.top_k - 1, nbc);
+  const int64_t group = int64_t(b) * p.Hkv + g;
+  if (tid < G) {
+    const float* part = p.workspace + logits_elems(p) + group * nchunks * G * 2;
     float m = -FLT_MAX;
     for (int c = 0; c < nchunks; ++c) m = fmaxf(m, part[(c * G + tid) * 2]);
     float z = 0.f;
@@ -150,31 +147,69 @@ __global__ void __launch_bounds__(kWarps * 32) decode_attend(DecodeParams p) {
     Zh[tid] = z;
   }
   __syncthreads();
-  // 2. group-summed probabilities of the past blocks (the candidates)
-  if (picks > 0) {
-    const float* logits = p.workspace + (int64_t(b) * p.Hkv + g) * G * nbc;
-    for (int j = tid; j < own; j += blockDim.x) {
-      float sum = 0.f;
-      for (int h = 0; h < G; ++h) sum += __expf(logits[int64_t(h) * nbc + j] - Mh[h]) / Zh[h];
-      prob[j] = sum;
-    }
+  const int j = chunk * kScoreThreads + tid;
+  float prob = -1.f;  // -1: not a candidate (or taken)
+  if (j < own) {
+    const float* logits = p.workspace + group * G * nbc + j;
+    float l[MAXG];
+#pragma unroll
+    for (int h = 0; h < MAXG; ++h) l[h] = h < G ? logits[int64_t(h) * nbc] : 0.f;  // all loads in flight
+    prob = 0.f;
+#pragma unroll
+    for (int h = 0; h < MAXG; ++h)
+      if (h < G) prob += __expf(l[h] - Mh[h]) / Zh[h];
   }
-  __syncthreads();
-  // 3. top `picks` of them: each warp its slice, then warp 0 over the warps' picks
-  const int slice = (own + kWarps - 1) / kWarps;
-  const int lo = min(own, warp * slice), hi = min(own, lo + slice);
+  float* cand_v = p.workspace + logits_elems(p) + partial_elems(p) + (group * nchunks + chunk) * kMaxPicks;
+  int* cand_i = reinterpret_cast<int*>(cand_v + candidate_elems(p));
   for (int r = 0; r < picks; ++r) {
-    float v = -1.f;
-    int i = INT_MAX;
-    for (int j = lo + lane; j < hi; j += 32)
-      if (prob[j] >= 0.f && ranks_before(prob[j], j, v, i)) v = prob[j], i = j;
+    float v = prob;
+    int i = prob >= 0.f ? j : INT_MAX;
     warp_best(v, i);
-    if (lane == 0) {
-      cand_val[warp * kMaxPicks + r] = v;
-      cand_idx[warp * kMaxPicks + r] = i;
-      if (v >= 0.f) prob[i] = -1.f;  // taken
+    if (lane == 0) best_v[warp] = v, best_i[warp] = i;
+    __syncthreads();
+    float bv = best_v[0];
+    int bi = best_i[0];
+    for (int w = 1; w < 4; ++w)
+      if (ranks_before(best_v[w], best_i[w], bv, bi)) bv = best_v[w], bi = best_i[w];
+    if (tid == 0) cand_v[r] = bv >= 0.f ? bv : -1.f, cand_i[r] = bv >= 0.f ? bi : -1;
+    if (bi == j) prob = -1.f;  // taken
+    __syncthreads();
+  }
+}
+
+template <typename T, int D, int MAXG>
+__global__ void __launch_bounds__(kWarps * 32) decode_attend(DecodeParams p) {
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  constexpr int E = D / 32;  // output elements per lane
+  const int g = blockIdx.x, b = blockIdx.y, G = p.Hq / p.Hkv;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int bs = p.block_size, pos = p.Tk - 1, own = pos / bs, nbc = p.Tk / bs, K = p.top_k;
+  const int picks = min(K - 1, nbc), nchunks = chunks_of(nbc), ncand = nchunks * picks;
+  const AttendSmem L = attend_smem(G, D, ncand, K);
+  float* qs = reinterpret_cast<float*>(smem_raw + L.qs);
+  float* wm = reinterpret_cast<float*>(smem_raw + L.stats);  // (warps, G)
+  float* wl = wm + kWarps * G;
+  float* wf = wl + kWarps * G;
+  float* cand_val = reinterpret_cast<float*>(smem_raw + L.cand_val);
+  int* cand_idx = reinterpret_cast<int*>(smem_raw + L.cand_idx);
+  int* sel = reinterpret_cast<int*>(smem_raw + L.sel);
+  float* pbuf = reinterpret_cast<float*>(smem_raw + L.pbuf);  // (warps, G, 32)
+  unsigned char* kv_tiles = smem_raw + L.kv;                   // (warps, K and V, 32 rows)
+  float* acc_s = reinterpret_cast<float*>(smem_raw + L.acc);
+  const float scale = p.scale > 0 ? p.scale : rsqrtf(float(D));
+  const int64_t group = int64_t(b) * p.Hkv + g;
+
+  const T* q = static_cast<const T*>(p.q) + b * p.q_s.b + int64_t(g) * G * p.q_s.h;
+  for (int i = tid; i < G * D; i += blockDim.x) qs[i] = TypeOf<T>::to_float(q[(i / D) * p.q_s.h + i % D]);
+  // the chunks' best candidates (decode_pick), merged: rounds of warp argmax
+  {
+    const float* cv = p.workspace + logits_elems(p) + partial_elems(p) + group * nchunks * kMaxPicks;
+    const int* ci = reinterpret_cast<const int*>(p.workspace + logits_elems(p) + partial_elems(p) + candidate_elems(p)) +
+                    group * nchunks * kMaxPicks;
+    for (int c = tid; c < ncand; c += blockDim.x) {
+      cand_val[c] = cv[(c / picks) * kMaxPicks + c % picks];
+      cand_idx[c] = ci[(c / picks) * kMaxPicks + c % picks];
     }
-    __syncwarp();
   }
   __syncthreads();
   if (warp == 0) {
@@ -182,17 +217,12 @@ __global__ void __launch_bounds__(kWarps * 32) decode_attend(DecodeParams p) {
     for (int r = 0; r < picks; ++r) {
       float v = -1.f;
       int i = INT_MAX, at = -1;
-      for (int c = lane; c < kWarps * picks; c += 32) {
-        const int w = c / picks, rr = c % picks;
-        const float cv = cand_val[w * kMaxPicks + rr];
-        const int ci = cand_idx[w * kMaxPicks + rr];
-        if (cv >= 0.f && ranks_before(cv, ci, v, i)) v = cv, i = ci, at = c;
-      }
-      // the lane holding the winner marks it taken
+      for (int c = lane; c < ncand; c += 32)
+        if (cand_val[c] >= 0.f && ranks_before(cand_val[c], cand_idx[c], v, i)) v = cand_val[c], i = cand_idx[c], at = c;
       float bv = v;
       int bi = i;
       warp_best(bv, bi);
-      if (at >= 0 && bi == i && bv == v && bv >= 0.f) cand_val[(at / picks) * kMaxPicks + at % picks] = -1.f;
+      if (at >= 0 && bv >= 0.f && bi == i) cand_val[at] = -1.f;  // the lane holding the winner marks it taken
       if (lane == 0) sel[1 + r] = bv >= 0.f ? bi : -1;
       __syncwarp();
     }
@@ -213,21 +243,33 @@ __global__ void __launch_bounds__(kWarps * 32) decode_attend(DecodeParams p) {
   const T* kbase = static_cast<const T*>(p.k) + b * p.k_s.b + g * p.k_s.h;
   const T* vbase = static_cast<const T*>(p.v) + b * p.v_s.b + g * p.v_s.h;
   float* pw = pbuf + warp * G * 32;
+  const int RB = kv_row_bytes(D);
+  unsigned char* kt = kv_tiles + warp * 2 * 32 * RB;  // this warp's K rows, then its V rows
+  unsigned char* vt = kt + 32 * RB;
   for (int slot = warp; slot < K; slot += kWarps) {
     const int blk = sel[slot];
     if (blk < 0) continue;
     const int t_end = min(blk * bs + bs, pos + 1);
     for (int t0 = blk * bs; t0 < t_end; t0 += 32) {
-      const int key = t0 + lane;
-      const bool valid = key < t_end;
+      const int n = min(32, t_end - t0);
+      // the chunk's K and V rows into this warp's tiles, every load in flight at once
+      for (int c = lane; c < n * (D / 8); c += 32) {
+        const int row = c / (D / 8), piece = c % (D / 8);
+        cp_async16(kt + row * RB + piece * 16, kbase + int64_t(t0 + row) * p.k_s.t + piece * 8, true);
+        cp_async16(vt + row * RB + piece * 16, vbase + int64_t(t0 + row) * p.v_s.t + piece * 8, true);
+      }
+      cp_async_commit();
+      cp_async_wait<0>();
+      __syncwarp();
+      const bool valid = lane < n;
       float s[MAXG];
 #pragma unroll
       for (int h = 0; h < MAXG; ++h) s[h] = 0.f;
       if (valid) {
-        const T* krow = kbase + int64_t(key) * p.k_s.t;
+        const unsigned char* krow = kt + lane * RB;
 #pragma unroll 2
         for (int d = 0; d < D; d += 8) {
-          const uint4 raw = *reinterpret_cast<const uint4*>(krow + d);
+          const uint4 raw = *reinterpret_cast<const uint4*>(krow + d * 2);
           const float2 k01 = TypeOf<T>::unpack(raw.x), k23 = TypeOf<T>::unpack(raw.y),
                        k45 = TypeOf<T>::unpack(raw.z), k67 = TypeOf<T>::unpack(raw.w);
 #pragma unroll
@@ -256,9 +298,8 @@ __global__ void __launch_bounds__(kWarps * 32) decode_attend(DecodeParams p) {
           pw[h * 32 + lane] = pr;
         }
       __syncwarp();
-      const int n = min(32, t_end - t0);
       for (int kk = 0; kk < n; ++kk) {
-        const T* vrow = vbase + int64_t(t0 + kk) * p.v_s.t + lane * E;
+        const unsigned char* vrow = vt + kk * RB + lane * E * 2;
         float vv[E];
         if constexpr (E == 2) {
           const float2 x = TypeOf<T>::unpack(*reinterpret_cast<const uint32_t*>(vrow));
@@ -311,17 +352,37 @@ __global__ void __launch_bounds__(kWarps * 32) decode_attend(DecodeParams p) {
   for (int i = tid; i < G * D; i += blockDim.x) o[(i / D) * p.o_s.h + i % D] = TypeOf<T>::from_float(acc_s[i]);
 }
 
+// The most dynamic shared memory a CTA may take on this GPU (asked once).
+int shared_memory_optin() {
+  static int optin = [] {
+    int device = 0, bytes = 48 << 10;
+    if (cudaGetDevice(&device) == cudaSuccess)
+      cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+    return bytes;
+  }();
+  return optin;
+}
+
 template <typename T, int D, int MAXG>
 std::string launch(const DecodeParams& p, cudaStream_t stream) {
-  const int G = p.Hq / p.Hkv, nbc = p.Tk / p.block_size, own = (p.Tk - 1) / p.block_size;
+  const int G = p.Hq / p.Hkv, nbc = p.Tk / p.block_size;
   if (nbc > 0) {
     const size_t smem = (size_t(MAXG) * D + 5 * MAXG) * sizeof(float);
     decode_scores<T, D, MAXG><<<dim3(chunks_of(nbc), p.Hkv, p.B), kScoreThreads, smem, stream>>>(p);
     SSA_CUDA_CHECK(cudaGetLastError());
   }
-  const AttendSmem L = attend_smem(G, D, own, p.top_k);
+  const int picks = std::min(p.top_k - 1, nbc);
+  if (picks > 0) {
+    decode_pick<MAXG><<<dim3(chunks_of(nbc), p.Hkv, p.B), kScoreThreads, 0, stream>>>(p);
+    SSA_CUDA_CHECK(cudaGetLastError());
+  }
+  const AttendSmem L = attend_smem(G, D, chunks_of(nbc) * picks, p.top_k);
   auto kernel = decode_attend<T, D, MAXG>;
-  SSA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(L.total)));
+  static bool opted_in = false;  // once per instantiation: as much shared memory as the GPU allows
+  if (!opted_in) {
+    SSA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, shared_memory_optin()));
+    opted_in = true;
+  }
   kernel<<<dim3(p.Hkv, p.B), kWarps * 32, L.total, stream>>>(p);
   SSA_CUDA_CHECK(cudaGetLastError());
   return "";
@@ -346,7 +407,8 @@ std::string launch_d(const DecodeParams& p, cudaStream_t stream) {
 size_t decode_workspace_bytes(const DecodeParams& p) {
   const int nbc = p.block_size > 0 ? p.Tk / p.block_size : 0;
   const int G = p.Hkv > 0 ? p.Hq / p.Hkv : 0;
-  return (logits_elems(p) + size_t(p.B) * p.Hkv * chunks_of(nbc) * G * 2) * sizeof(float);
+  (void)nbc, (void)G;
+  return (logits_elems(p) + partial_elems(p) + 2 * candidate_elems(p)) * sizeof(float);
 }
 
 std::string decode_supported(const DecodeParams& p) {
@@ -356,12 +418,11 @@ std::string decode_supported(const DecodeParams& p) {
   if (G * p.D > 2048) return "the decode kernel keeps G x D <= 2048 accumulators per CTA (GQA ratio " +
                              std::to_string(G) + " at head dim " + std::to_string(p.D) + ")";
   if (p.top_k - 1 > kMaxPicks) return "the decode kernel selects at most " + std::to_string(kMaxPicks + 1) + " blocks";
-  int device = 0, optin = 0;
-  SSA_CUDA_CHECK(cudaGetDevice(&device));
-  SSA_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-  const size_t need = attend_smem(G, p.D, (p.Tk - 1) / p.block_size, p.top_k).total;
+  const int optin = shared_memory_optin();
+  const int nbc = p.Tk / p.block_size;
+  const size_t need = attend_smem(G, p.D, chunks_of(nbc) * std::min(p.top_k - 1, nbc), p.top_k).total;
   if (need > size_t(optin))
-    return "the decode kernel keeps a score per block of the context in shared memory: " + std::to_string(need) +
+    return "the decode kernel keeps every chunk's candidate blocks in shared memory: " + std::to_string(need) +
            " bytes at " + std::to_string(p.Tk) + " tokens and block size " + std::to_string(p.block_size) +
            ", more than this GPU's " + std::to_string(optin);
   return "";
