@@ -113,15 +113,12 @@ class AttentionBackend {
   // the cache's keys k, v (B, Hkv, Tk, D), selecting by `spec` (top-k rule
   // or nsa-chunked) from the cache's pooled block keys (B, Hkv, Tk / bs, D).
   // Returns (B, Hq, 1, D); the selection (B, Hkv, 1, K) in *blocks_out when
-  // given. The default is select_blocks_pooled() and sparse(); the CUDA
-  // backend runs its decode kernel where it can.
+  // given. The default (reference.cpp) selects with select_blocks_pooled()
+  // and attends over the gathered keys of the selected blocks only, so a step
+  // reads k blocks of the cache; the CUDA backend runs its decode kernel.
   virtual torch::Tensor decode(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                                const torch::Tensor& block_keys, const SparseSpec& spec,
-                               torch::Tensor* blocks_out = nullptr) {
-    Selection sel = select_blocks_pooled(q, block_keys, k.size(2), spec, k.size(2) - 1);
-    if (blocks_out) *blocks_out = sel.blocks;
-    return sparse(q, k, v, sel);
-  }
+                               torch::Tensor* blocks_out = nullptr);
   // Both outputs for the same q, k, v (SSA training). Returns {full, sparse}.
   virtual std::pair<torch::Tensor, torch::Tensor> dual(const torch::Tensor& q, const torch::Tensor& k,
                                                        const torch::Tensor& v, const Selection& sel) {

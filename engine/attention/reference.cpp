@@ -240,6 +240,27 @@ static std::vector<Tensor> masked_attention(const Tensor& q, const Tensor& k, co
   return out;
 }
 
+Tensor AttentionBackend::decode(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& block_keys,
+                                const SparseSpec& spec, Tensor* blocks_out) {
+  const int64_t Tk = k.size(2), pos = Tk - 1;
+  check_qkv(q, k, pos);
+  if (q.size(2) != 1) throw Error("decode: one query per sequence, got " + std::to_string(q.size(2)));
+  Selection sel = select_blocks_pooled(q, block_keys, Tk, spec, pos);
+  if (blocks_out) *blocks_out = sel.blocks;
+  const int64_t B = q.size(0), Hq = q.size(1), D = q.size(3), Hkv = k.size(1), G = Hq / Hkv, K = spec.top_k;
+  const int64_t bs = spec.block_size, n = K * bs;
+  // the selected blocks' key positions (B, Hkv, K * bs); empty slots and
+  // positions past the query are read as position 0 and masked out
+  Tensor blocks = sel.blocks.view({B, Hkv, K, 1});
+  Tensor t = blocks * bs + torch::arange(bs, blocks.options()).view({1, 1, 1, bs});
+  Tensor keep = (blocks >= 0).logical_and(t <= pos).view({B, Hkv, 1, 1, n});
+  Tensor idx = t.clamp(0, pos).view({B, Hkv, n, 1}).expand({B, Hkv, n, D});
+  Tensor ks = k.gather(2, idx), vs = v.gather(2, idx);  // (B, Hkv, n, D)
+  Tensor s = torch::matmul(q.reshape({B, Hkv, G, 1, D}), ks.unsqueeze(2).transpose(-1, -2)) / std::sqrt(double(D));
+  s = s.masked_fill(keep.logical_not(), -std::numeric_limits<float>::infinity());
+  return torch::matmul(torch::softmax(s, -1), vs.unsqueeze(2)).reshape({B, Hq, 1, D});
+}
+
 namespace {
 
 class ReferenceBackend final : public AttentionBackend {
