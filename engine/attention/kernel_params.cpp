@@ -39,6 +39,19 @@ float* ptrf(const Tensor& t, const char* name) {
 }
 ssa::Strides4 strides_or_zero(const Tensor& t) { return t.defined() ? kernel_strides(t) : ssa::Strides4{}; }
 
+// The q, k, v and o pointers and strides every attention params struct has.
+template <class Params>
+void set_qkvo(Params& p, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o) {
+  p.q = ptr16(q, q, "q");
+  p.k = ptr16(k, q, "k");
+  p.v = ptr16(v, q, "v");
+  p.o = ptr16(o, q, "o");
+  p.q_s = kernel_strides(q);
+  p.k_s = kernel_strides(k);
+  p.v_s = kernel_strides(v);
+  p.o_s = strides_or_zero(o);
+}
+
 }  // namespace
 
 ssa::DType kernel_dtype(const Tensor& t) {
@@ -103,16 +116,9 @@ ssa::SparseFwdParams sparse_fwd_params(const Tensor& q, const Tensor& k, const T
                                        int block_size, int64_t q_offset, const Tensor& o, const Tensor& lse) {
   ssa::SparseFwdParams p;
   set_shape(p, kernel_shape(q, k, block_size, int(blocks.size(3)), q_offset));
-  p.q = ptr16(q, q, "q");
-  p.k = ptr16(k, q, "k");
-  p.v = ptr16(v, q, "v");
-  p.o = ptr16(o, q, "o");
+  set_qkvo(p, q, k, v, o);
   p.lse = ptrf(lse, "lse");
   p.blocks = ptr32(blocks, "blocks");
-  p.q_s = kernel_strides(q);
-  p.k_s = kernel_strides(k);
-  p.v_s = kernel_strides(v);
-  p.o_s = strides_or_zero(o);
   return p;
 }
 
@@ -123,10 +129,7 @@ ssa::DecodeParams decode_params(const Tensor& q, const Tensor& k, const Tensor& 
   KernelShape s = kernel_shape(q, k, block_size, top_k, k.size(2) - 1);
   p.B = s.B, p.Hq = s.Hq, p.Hkv = s.Hkv, p.D = s.D, p.Tk = s.Tk;
   p.block_size = block_size, p.top_k = top_k, p.dtype = s.dtype;
-  p.q = ptr16(q, q, "q");
-  p.k = ptr16(k, q, "k");
-  p.v = ptr16(v, q, "v");
-  p.o = ptr16(o, q, "o");
+  set_qkvo(p, q, k, v, o);
   if (block_keys.defined()) {
     if (block_keys.dim() != 4 || block_keys.stride(3) != 1 || block_keys.size(2) < s.Tk / block_size)
       throw Error("kernel params: block_keys must be (B, Hkv, >= Tk / block_size, D) with the last dim contiguous");
@@ -134,10 +137,6 @@ ssa::DecodeParams decode_params(const Tensor& q, const Tensor& k, const Tensor& 
     p.kb_s = {block_keys.stride(0), block_keys.stride(1), block_keys.stride(2)};
   }
   p.blocks = ptr32(blocks, "blocks");
-  p.q_s = kernel_strides(q);
-  p.k_s = kernel_strides(k);
-  p.v_s = kernel_strides(v);
-  p.o_s = strides_or_zero(o);
   return p;
 }
 

@@ -23,30 +23,6 @@ using torch::Tensor;
 
 namespace {
 
-// The families the builder runs, as micro models (random weights, fp32).
-std::vector<std::pair<std::string, ModelConfig>> generation_families() {
-  ModelConfig base = test::micro_model(97);
-  base.max_position = 256;
-  std::vector<std::pair<std::string, ModelConfig>> f;
-  f.emplace_back("llama-nsa gated (ours)", base);
-  ModelConfig c = base;
-  c.window_size = 6;  // NSA baseline: compression and sliding-window branches
-  f.emplace_back("llama-nsa with NSA branches", c);
-  c = base;
-  c.arch = Arch::Llama, c.gate = false, c.tied_embeddings = false, c.qkv_bias = c.o_bias = c.mlp_bias = true;
-  f.emplace_back("llama, biases, untied", c);
-  c = base;
-  c.arch = Arch::Mistral, c.gate = false, c.sliding_window = 4096;
-  f.emplace_back("mistral", c);
-  c = base;
-  c.arch = Arch::Qwen2, c.gate = false, c.qkv_bias = true;
-  f.emplace_back("qwen2", c);
-  c = base;
-  c.arch = Arch::Qwen3, c.gate = false, c.qk_norm = true, c.head_dim = 16;
-  f.emplace_back("qwen3", c);
-  return f;
-}
-
 // Weights large enough that attention is far from uniform (and selection
 // far from ties), as trained models are.
 void sharpen(Transformer& m, uint64_t seed) {
@@ -54,6 +30,14 @@ void sharpen(Transformer& m, uint64_t seed) {
   torch::manual_seed(seed);
   for (auto& p : m.named_parameters())
     if (p.key().find("norm") == std::string::npos) p.value().copy_(torch::randn_like(p.value()) * 0.3);
+}
+
+// A micro model of `c` with sharpened weights, ready for inference.
+std::shared_ptr<Transformer> sharp_model(const ModelConfig& c, uint64_t seed) {
+  auto m = std::make_shared<Transformer>(c);
+  sharpen(*m, seed);
+  m->eval();
+  return m;
 }
 
 // Last-row logits of a full forward over `ids` (1, T), as a decoder must give.
@@ -134,7 +118,7 @@ TEST_CASE("every decoding step equals a full forward over the sequence so far", 
                                          {"sparse topk k16", AttnMode::Sparse, {2, 16, SelectionRule::TopK}},
                                          {"sparse nsa-chunked", AttnMode::Sparse, {2, 16, SelectionRule::NsaChunked}}};
   uint64_t seed = 1;
-  for (auto& [family, config] : generation_families())
+  for (auto& [family, config] : test::family_micro_models())
     for (const Setting& s : settings) {
       INFO(family << ", " << s.name);
       Transformer m(config);
@@ -159,9 +143,8 @@ TEST_CASE("sparse decoding from the first token: one block is full attention, th
           "[generate]") {
   torch::NoGradGuard ng;
   ModelConfig c = test::micro_model(97);
-  Transformer m(c);
-  sharpen(m, 5);
-  m.eval();
+  auto model = sharp_model(c, 5);
+  Transformer& m = *model;
   SparseSpec spec{4, 3};
   Tensor ids = torch::randint(0, c.vocab_size, {1, 30}, torch::kLong);
   Decoder d(m, 1, 30, spec);
@@ -212,9 +195,8 @@ TEST_CASE("generate: greedy tokens are the argmax of full forwards, stop tokens 
           "[generate]") {
   torch::NoGradGuard ng;
   ModelConfig c = test::micro_model(97);
-  Transformer m(c);
-  sharpen(m, 8);
-  m.eval();
+  auto model = sharp_model(c, 8);
+  Transformer& m = *model;
   GenerateOptions o;
   o.spec = {4, 3};
   o.max_new_tokens = 10;
@@ -262,9 +244,8 @@ TEST_CASE("generate: greedy tokens are the argmax of full forwards, stop tokens 
 TEST_CASE("the step trace: attention mass per block, the sparse selection and its kept mass", "[generate]") {
   torch::NoGradGuard ng;
   ModelConfig c = test::micro_model(97);
-  Transformer m(c);
-  sharpen(m, 12);
-  m.eval();
+  auto model = sharp_model(c, 12);
+  Transformer& m = *model;
   SparseSpec spec{4, 3};
   Tensor ids = torch::randint(0, c.vocab_size, {1, 26}, torch::kLong);
   Decoder d(m, 1, 26, spec);

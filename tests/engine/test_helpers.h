@@ -52,6 +52,31 @@ inline ModelConfig micro_model(int vocab = 512) {
   return c;
 }
 
+// Every family the builder runs, as a micro model: ours (gated llama-nsa),
+// the NSA baseline's branches, Llama with biases and untied, Mistral, Qwen2, Qwen3.
+inline std::vector<std::pair<std::string, ModelConfig>> family_micro_models() {
+  ModelConfig base = micro_model(97);
+  base.max_position = 256;
+  std::vector<std::pair<std::string, ModelConfig>> f;
+  f.emplace_back("llama-nsa gated (ours)", base);
+  ModelConfig c = base;
+  c.window_size = 6;  // NSA baseline: compression and sliding-window branches
+  f.emplace_back("llama-nsa with NSA branches", c);
+  c = base;
+  c.arch = Arch::Llama, c.gate = false, c.tied_embeddings = false, c.qkv_bias = c.o_bias = c.mlp_bias = true;
+  f.emplace_back("llama, biases, untied", c);
+  c = base;
+  c.arch = Arch::Mistral, c.gate = false, c.sliding_window = 4096;
+  f.emplace_back("mistral", c);
+  c = base;
+  c.arch = Arch::Qwen2, c.gate = false, c.qkv_bias = true;
+  f.emplace_back("qwen2", c);
+  c = base;
+  c.arch = Arch::Qwen3, c.gate = false, c.qk_norm = true, c.head_dim = 16;
+  f.emplace_back("qwen3", c);
+  return f;
+}
+
 inline TrainConfig micro_train(int steps) {
   TrainConfig t;
   t.steps = steps;

@@ -140,19 +140,7 @@ TEST_CASE("the g_slc gate scales the attention output", "[model]") {
 }
 
 TEST_CASE("every family builds exactly the tensors model_tensors() lists", "[model][hf]") {
-  ModelConfig base = test::micro_model();
-  std::vector<std::pair<std::string, ModelConfig>> families;
-  families.emplace_back("ours", base);
-  ModelConfig c = base;
-  c.arch = Arch::Llama, c.gate = false, c.tied_embeddings = false, c.qkv_bias = c.o_bias = c.mlp_bias = true;
-  families.emplace_back("llama, biases, untied", c);
-  c = base;
-  c.arch = Arch::Qwen2, c.gate = false, c.qkv_bias = true;
-  families.emplace_back("qwen2", c);
-  c = base;
-  c.arch = Arch::Qwen3, c.gate = false, c.qk_norm = true, c.head_dim = 16;
-  families.emplace_back("qwen3", c);
-  for (auto& [name, cfg] : families) {
+  for (auto& [name, cfg] : test::family_micro_models()) {
     INFO(name);
     Transformer m(cfg);
     auto specs = model_tensors(cfg);
