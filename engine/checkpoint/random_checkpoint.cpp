@@ -41,6 +41,7 @@ ModelConfig released_layout_config(const std::string& preset) {
   } else {
     throw Error("unknown released-layout preset '" + preset + "' (known: 1b, 300m, tiny)");
   }
+  if (c.vocab_size > 128001) c.eos_token_ids = {128001};  // the Llama 3 tokenizer's end of text
   c.validate();
   return c;
 }
@@ -64,9 +65,9 @@ nlohmann::json released_config_json(const ModelConfig& c, torch::ScalarType dtyp
   j["pretraining_tp"] = 1;
   j["use_cache"] = true;
   j["torch_dtype"] = torch_dtype_name(dtype);
-  if (c.vocab_size > 128001) {  // the Llama 3 tokenizer's ids
+  if (c.vocab_size > 128001) {  // the Llama 3 tokenizer's ids (eos_token_id from c, by to_json)
     j["bos_token_id"] = 128000;
-    j["eos_token_id"] = 128001;
+    if (!j.contains("eos_token_id")) j["eos_token_id"] = 128001;
   }
   return j;
 }
