@@ -337,13 +337,30 @@ struct RandomUse::Impl {
     } else if (r < 0.88) {
       bool* panels[] = {&ui.show_map, &ui.show_blocks, &ui.show_layers, &ui.show_curves, &ui.show_controls,
                         &ui.show_probe, &ui.show_compare, &ui.show_export, &ui.show_log, &ui.show_paradox,
-                        &ui.show_open_model};
-      bool* p = panels[pick(11)];
+                        &ui.show_open_model, &ui.show_generate};
+      bool* p = panels[pick(12)];
       *p = !*p;
       note("toggle panel");
     } else if (r < 0.90) {
       views::ResetLayout();
       note("reset layout");
+    } else if (r < 0.94) {  // generate (impossible settings too), or stop it
+      if (chance(0.25)) {
+        s->stop_generation();
+        note("generate", "stop");
+      } else {
+        GenerationRequest g;
+        static const char* words[] = {"the", "block", "", "ü", "\n", "attention", "数据", "sparse"};
+        for (int i = pick(40); i > 0; --i) g.prompt += std::string(words[pick(8)]) + " ";
+        g.mode = chance(0.5) ? AttnMode::Full : AttnMode::Sparse;
+        g.max_new_tokens = pick(5) == 0 ? pick(3) - 1 : 1 + pick(64);
+        g.sampling.temperature = pick(4) == 0 ? -1.0 : uniform(0, 2);
+        g.sampling.top_p = pick(6) == 0 ? 0.0 : uniform(0.05, 1);
+        g.sampling.seed = uint64_t(pick(1000));
+        ui.show_generate = true;
+        s->generate(g);
+        note("generate", std::to_string(g.prompt.size()) + " bytes, " + std::to_string(g.max_new_tokens) + " tokens");
+      }
     } else {
       // what the map and the query pickers set
       if (const Analysis* a = snap->analysis.get()) {
