@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 
+#include "engine/memory/estimate.h"
 #include "engine/model/transformer.h"
 #include "engine/util/error.h"
 
@@ -54,6 +55,19 @@ static torch::Device device_of(Transformer& m) { return m.parameters().front().d
 static KVCache make_cache(Transformer& model, int64_t batch, int64_t capacity, int block_size) {
   const ModelConfig& c = model.config();
   Tensor w = model.parameters().front();
+  // refused with the figures before anything is allocated (an overcommitted
+  // allocation would succeed here and be killed while the cache fills)
+  if (batch >= 1 && capacity >= 1 && block_size >= 1) {
+    const double per_layer = double(batch) * c.num_kv_heads * c.head_dim *
+                             (2.0 * capacity * w.element_size() + 4.0 * double(capacity / block_size));
+    MemoryEstimate need;
+    need.add("KV cache", uint64_t(std::min(per_layer * c.num_layers, 1.8e19)));
+    MemoryEstimate prefill = inference_memory(c, batch, std::min<int64_t>(capacity, 2048), AttnMode::Full, {},
+                                              w.device());
+    for (auto& [what, bytes] : prefill.parts) need.add("a prefill chunk: " + what, bytes);
+    require_memory(need, "generating " + std::to_string(batch) + " x " + std::to_string(capacity) + " tokens",
+                   w.device());
+  }
   try {
     return KVCache(c, batch, capacity, block_size, w.device(), w.scalar_type());
   } catch (const c10::Error&) {

@@ -6,6 +6,7 @@
 #include <catch2/catch.hpp>
 #include <torch/torch.h>
 
+#include <cstdlib>
 #include <random>
 
 #include "engine/attention/complete_blocks.h"
@@ -293,10 +294,18 @@ TEST_CASE("generation refuses bad settings by name, before any work", "[generate
   o.spec.top_k = 2;
   o.sampling.top_p = 1.5;
   CHECK_THROWS_WITH(generate(m, {{1, 2}}, o), Catch::Contains("top_p"));
-  // a cache that cannot be allocated is named with its size
+  // a cache that does not fit is refused with its size before anything is allocated
   o.sampling.top_p = 1;
   o.max_new_tokens = 2000000000;
-  CHECK_THROWS_WITH(generate(m, {{1, 2}}, o), Catch::Contains("no memory for a KV cache"));
+  CHECK_THROWS_WITH(generate(m, {{1, 2}}, o),
+                    Catch::Contains("generating 1 x 2000000002 tokens needs about") &&
+                        Catch::Contains("KV cache") && Catch::Contains("nothing was started"));
+  // and against SSALAB_MEMORY_LIMIT, the user's own cap
+  o.max_new_tokens = 5000;
+  ::setenv("SSALAB_MEMORY_LIMIT", "64K", 1);
+  CHECK_THROWS_WITH(generate(m, {{1, 2}}, o), Catch::Contains("(SSALAB_MEMORY_LIMIT)"));
+  ::unsetenv("SSALAB_MEMORY_LIMIT");
+  CHECK(generate(m, {{1, 2}}, o).tokens[0].size() > 0);
 }
 
 TEST_CASE("greedy generation with the cache gives HF transformers' tokens and logits", "[generate][hf]") {
