@@ -343,13 +343,7 @@ int cmd_generate(const GenerateArgs& a) {
   o.spec = inference_spec(ck.config, a.block_size, a.top_k, a.rule);
   std::unique_ptr<tokenizer::Tokenizer> hf;
   if (ck.tokenizer.serialized().empty()) hf = model_tokenizer(ck);
-  if (!a.ignore_eos) {
-    std::vector<int> eos = ck.config.eos_token_ids;
-    const int tokenizer_eos = hf ? hf->eos_id() : ck.tokenizer.eos_id();
-    if (eos.empty() && tokenizer_eos >= 0) eos.push_back(tokenizer_eos);
-    for (int id : eos)
-      if (id >= 0 && id < ck.config.vocab_size) o.stop_tokens.push_back(id);
-  }
+  if (!a.ignore_eos) o.stop_tokens = stop_tokens_for(ck.config, hf ? hf->eos_id() : ck.tokenizer.eos_id());
   std::vector<std::vector<int32_t>> prompts;
   for (const std::string& t : texts)
     for (int s = 0; s < a.num_samples; ++s) prompts.push_back(encode_for_model(ck, t));

@@ -50,15 +50,19 @@ SparseSpec model_sparse_spec(const ModelConfig& c) {
   return {c.block_size, c.block_counts, selection_rule_from_string(c.selection_rule)};
 }
 
+// "" when Tq queries at q_offset.. fit in Tk keys (the contract), else why not.
+static std::string offset_problem(int64_t q_offset, int64_t Tq, int64_t Tk) {
+  if (q_offset >= 0 && q_offset + Tq <= Tk) return "";
+  return "queries at positions [" + std::to_string(q_offset) + ", " + std::to_string(q_offset + Tq) +
+         ") need keys up to there, but there are " + std::to_string(Tk) + " keys";
+}
+
 static std::string qkv_problem(const Tensor& q, const Tensor& k, int64_t q_offset) {
   if (q.dim() != 4 || k.dim() != 4) return "attention expects 4-d q (B,Hq,Tq,D) and k (B,Hkv,Tk,D)";
   if (q.size(0) != k.size(0) || q.size(3) != k.size(3)) return "attention: q and k disagree in batch or head dim";
   if (q.size(1) % k.size(1) != 0) return "attention: query heads must be a multiple of kv heads";
-  if (q_offset < 0 || q_offset + q.size(2) > k.size(2))
-    return "attention: queries at positions [" + std::to_string(q_offset) + ", " +
-           std::to_string(q_offset + q.size(2)) + ") need keys up to there, but there are " +
-           std::to_string(k.size(2)) + " keys";
-  return "";
+  std::string offset = offset_problem(q_offset, q.size(2), k.size(2));
+  return offset.empty() ? "" : "attention: " + offset;
 }
 
 static void check_qkv(const Tensor& q, const Tensor& k, int64_t q_offset) {
@@ -129,9 +133,7 @@ Selection select_blocks_pooled(const Tensor& q, const Tensor& block_keys, int64_
                                int64_t q_offset) {
   const int64_t Tq = q.size(2);
   std::string problem = check_sparse_spec(spec, Tk);
-  if (problem.empty() && (q_offset < 0 || q_offset + Tq > Tk))
-    problem = "queries at positions [" + std::to_string(q_offset) + ", " + std::to_string(q_offset + Tq) +
-              ") need keys up to there, but there are " + std::to_string(Tk) + " keys";
+  if (problem.empty()) problem = offset_problem(q_offset, Tq, Tk);
   if (problem.empty() && block_keys.size(2) != Tk / spec.block_size)
     problem = std::to_string(block_keys.size(2)) + " pooled block keys for " + std::to_string(Tk) +
               " keys at block size " + std::to_string(spec.block_size);

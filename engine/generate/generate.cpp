@@ -57,11 +57,11 @@ static KVCache make_cache(Transformer& model, int64_t batch, int64_t capacity, i
   Tensor w = model.parameters().front();
   // refused with the figures before anything is allocated (an overcommitted
   // allocation would succeed here and be killed while the cache fills)
+  const double cache_bytes = double(c.num_layers) * batch * c.num_kv_heads * c.head_dim *
+                             (2.0 * capacity * w.element_size() + 4.0 * double(capacity / std::max(1, block_size)));
   if (batch >= 1 && capacity >= 1 && block_size >= 1) {
-    const double per_layer = double(batch) * c.num_kv_heads * c.head_dim *
-                             (2.0 * capacity * w.element_size() + 4.0 * double(capacity / block_size));
     MemoryEstimate need;
-    need.add("KV cache", uint64_t(std::min(per_layer * c.num_layers, 1.8e19)));
+    need.add("KV cache", uint64_t(std::min(cache_bytes, 1.8e19)));
     MemoryEstimate prefill = inference_memory(c, batch, std::min<int64_t>(capacity, 2048), AttnMode::Full, {},
                                               w.device());
     for (auto& [what, bytes] : prefill.parts) need.add("a prefill chunk: " + what, bytes);
@@ -71,9 +71,8 @@ static KVCache make_cache(Transformer& model, int64_t batch, int64_t capacity, i
   try {
     return KVCache(c, batch, capacity, block_size, w.device(), w.scalar_type());
   } catch (const c10::Error&) {
-    const double gb = 2.0 * c.num_layers * batch * c.num_kv_heads * capacity * c.head_dim * w.element_size() / 1e9;
     throw Error("no memory for a KV cache of " + std::to_string(batch) + " x " + std::to_string(capacity) +
-                " tokens (" + std::to_string(gb) + " GB on " + w.device().str() + ")");
+                " tokens (" + bytes_text(uint64_t(std::min(cache_bytes, 1.8e19))) + " on " + w.device().str() + ")");
   }
 }
 
@@ -168,6 +167,21 @@ StepTrace trace_last_token(Decoder& d) {
   return t;
 }
 
+std::vector<int32_t> stop_tokens_for(const ModelConfig& c, int32_t tokenizer_eos) {
+  std::vector<int32_t> stop;
+  for (int id : c.eos_token_ids)
+    if (id >= 0 && id < c.vocab_size) stop.push_back(id);
+  if (stop.empty() && tokenizer_eos >= 0 && tokenizer_eos < c.vocab_size) stop.push_back(tokenizer_eos);
+  return stop;
+}
+
+void check_prompt_ids(const std::vector<int32_t>& ids, int vocab_size, const std::string& which) {
+  for (int32_t id : ids)
+    if (id < 0 || id >= vocab_size)
+      throw Error("generate: " + which + " has token id " + std::to_string(id) +
+                  ", outside the model's vocabulary of " + std::to_string(vocab_size));
+}
+
 void validate(const GenerateOptions& o, int vocab_size) {
   validate(o.sampling);
   if (o.max_new_tokens < 1) throw Error("max new tokens must be >= 1, got " + std::to_string(o.max_new_tokens));
@@ -192,10 +206,7 @@ GenerateResult generate(Transformer& model, const std::vector<std::vector<int32_
   size_t shortest = prompts[0].size(), longest = 0;
   for (size_t b = 0; b < prompts.size(); ++b) {
     if (prompts[b].empty()) throw Error("generate: prompt " + std::to_string(b) + " is empty");
-    for (int32_t id : prompts[b])
-      if (id < 0 || id >= vocab)
-        throw Error("generate: prompt " + std::to_string(b) + " has token id " + std::to_string(id) +
-                    ", outside the model's vocabulary of " + std::to_string(vocab));
+    check_prompt_ids(prompts[b], vocab, "prompt " + std::to_string(b));
     shortest = std::min(shortest, prompts[b].size());
     longest = std::max(longest, prompts[b].size());
   }

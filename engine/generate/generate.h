@@ -78,6 +78,12 @@ struct StepTrace {
 // The trace of the last token fed to `d` (capture on).
 StepTrace trace_last_token(Decoder& d);
 
+// The tokens that end a generation: the config's eos_token_ids inside the
+// vocabulary, else the tokenizer's EOS (tokenizer_eos; -1: none).
+std::vector<int32_t> stop_tokens_for(const ModelConfig& c, int32_t tokenizer_eos);
+// Throws Error naming `which` ("prompt 2") when an id is outside [0, vocab_size).
+void check_prompt_ids(const std::vector<int32_t>& ids, int vocab_size, const std::string& which);
+
 struct GenerateOptions {
   AttnMode mode = AttnMode::Sparse;
   SparseSpec spec;

@@ -27,16 +27,9 @@ StreamingGeneration::StreamingGeneration(std::shared_ptr<Transformer> model,
   state_.spec = spec;
   state_.prompt_ids = tok_->encode(request.prompt, add_special_tokens);
   if (state_.prompt_ids.empty()) throw Error("the prompt has no tokens");
-  for (int32_t id : state_.prompt_ids) {
-    if (id < 0 || id >= c.vocab_size)
-      throw Error("the prompt's token id " + std::to_string(id) + " is outside the model's vocabulary (" +
-                  std::to_string(c.vocab_size) + ")");
-    state_.prompt_pieces.push_back(tok_->id_to_token(id));
-  }
-  for (int id : c.eos_token_ids)
-    if (id >= 0 && id < c.vocab_size) stop_tokens_.push_back(id);
-  if (stop_tokens_.empty() && tok_->eos_id() >= 0 && tok_->eos_id() < c.vocab_size)
-    stop_tokens_.push_back(tok_->eos_id());
+  check_prompt_ids(state_.prompt_ids, c.vocab_size, "the prompt");
+  for (int32_t id : state_.prompt_ids) state_.prompt_pieces.push_back(tok_->id_to_token(id));
+  stop_tokens_ = stop_tokens_for(c, tok_->eos_id());
   model_->eval();
   const int64_t n = int64_t(state_.prompt_ids.size());
   decoder_ = std::make_unique<Decoder>(*model_, 1, n + request.max_new_tokens, spec);

@@ -401,8 +401,7 @@ struct Session::Impl {
   void start_generation(const GenerationRequest& r) {
     if (!model || !text) throw Error("no model to generate with yet");
     if (state == RunState::Running) state = RunState::Paused;  // the cache needs weights that hold still
-    if (generation) generation->stop("replaced by a new request");
-    generation.reset();
+    generation.reset();  // a running one ends here, its cache freed before the new one is taken
     // as the probe is read: ssalab's own models were trained without BOS,
     // others get what their tokenizer adds
     generation = std::make_unique<StreamingGeneration>(model, text, r, spec, /*add_special_tokens=*/!trainer);

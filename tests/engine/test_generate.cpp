@@ -346,6 +346,12 @@ TEST_CASE("stop tokens come from config.json's eos_token_id, or generation_confi
   ModelConfig two = model_config_from_json(j);
   CHECK(two.eos_token_ids == std::vector<int>{7, 9});
   CHECK(model_config_from_json(to_json(two)).eos_token_ids == two.eos_token_ids);  // written back
+  // what generation stops on: the config's ids in the vocabulary, else the tokenizer's EOS
+  CHECK(stop_tokens_for(two, 3) == std::vector<int32_t>{7, 9});
+  ModelConfig outside = two;
+  outside.eos_token_ids = {outside.vocab_size + 5};
+  CHECK(stop_tokens_for(outside, 3) == std::vector<int32_t>{3});
+  CHECK(stop_tokens_for(outside, -1).empty());
   j["eos_token_id"] = "</s>";
   CHECK_THROWS_WITH(model_config_from_json(j), Catch::Contains("config.json: eos_token_id must be a token id"));
   j["eos_token_id"] = -2;
