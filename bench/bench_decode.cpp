@@ -11,7 +11,9 @@
 //
 // Attention rows: bf16, one layer's cache, the L2 flushed before every timed
 // call (a model's layers each read their own cache), median of --iters CUDA
-// event timings. Bytes: dense reads K and V of every cached token; sparse
+// event timings, through AttentionBackend::decode (output, selection and
+// workspace allocated per call) and the kernels alone on buffers made once.
+// Bytes: dense reads K and V of every cached token; sparse
 // reads the pooled keys (fp32) of the complete blocks and K and V of the k
 // selected blocks. The kernel's output and selection are checked against the
 // engine's reference (select_blocks_pooled + masked attention in fp32).
@@ -34,6 +36,7 @@
 
 #include "engine/attention/attention.h"
 #include "engine/attention/complete_blocks.h"
+#include "engine/attention/kernel_params.h"
 #include "engine/checkpoint/random_checkpoint.h"
 #include "engine/generate/generate.h"
 #include "engine/model/transformer.h"
@@ -90,8 +93,8 @@ void attention_rows(const std::vector<int>& contexts, const std::vector<int>& ba
   const SparseSpec specs[] = {{16, 16, SelectionRule::TopK}, {64, 16, SelectionRule::TopK}};
   AttentionBackend& cuda = *cuda_backend();
   std::printf("\n## Attention per decoded token (bf16, one layer, L2 flushed; ms, median of %d)\n\n", iters);
-  std::printf("| heads | context | batch | block/k | dense SDPA gqa | dense SDPA expanded | sparse decode | sparse/dense"
-              " | bytes sparse/dense | sparse GB/s | check |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
+  std::printf("| heads | context | batch | block/k | dense SDPA gqa | dense SDPA expanded | sparse decode | kernels alone | kernels/dense"
+              " | bytes sparse/dense | kernels GB/s | check |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n");
   for (const Heads& h : shapes)
     for (int T : contexts)
       for (int B : batches) {
@@ -123,16 +126,43 @@ void attention_rows(const std::vector<int>& contexts, const std::vector<int>& ba
             check = buf;
           }
           double sparse = time_ms([&] { cuda.decode(q, k, v, bk, spec); }, iters);
+          // the kernels alone: buffers made once, as a CUDA graph or a fused step would
+          Tensor o_buf = torch::empty_like(q);
+          ssa::DecodeParams p = decode_params(q, k, v, bk, spec.block_size, spec.top_k, o_buf);
+          Tensor ws = torch::empty({int64_t(ssa::decode_workspace_bytes(p) / 4 + 1)}, o.dtype(torch::kFloat));
+          p.workspace = ws.data_ptr<float>();
+          double kernels = time_ms([&] { ssa::decode_attention(p, at::cuda::getCurrentCUDAStream().stream()); }, iters);
           const int nbc = T / spec.block_size;
           const double sparse_bytes =
               B * h.Hkv * (double(nbc) * h.D * 4 + 2.0 * spec.top_k * spec.block_size * h.D * 2);
-          std::printf("| %s | %d | %d | %d/%d | %.4f | %s | %.4f | %.3f | %.3f | %.0f | %s |\n", h.name, T, B,
+          std::printf("| %s | %d | %d | %d/%d | %.4f | %s | %.4f | %.4f | %.3f | %.3f | %.0f | %s |\n", h.name, T, B,
                       spec.block_size, spec.top_k, dense,
-                      expanded < 0 ? "-" : std::to_string(expanded).substr(0, 6).c_str(), sparse, sparse / dense,
-                      sparse_bytes / dense_bytes, sparse_bytes / (sparse * 1e6), check.c_str());
+                      expanded < 0 ? "-" : std::to_string(expanded).substr(0, 6).c_str(), sparse, kernels,
+                      kernels / dense, sparse_bytes / dense_bytes, sparse_bytes / (kernels * 1e6), check.c_str());
           std::fflush(stdout);
         }
       }
+}
+
+// The cache update of one layer per step: LibTorch's copies (and the mean when
+// a block completes) against the append kernel, 1B layer shape.
+void append_rows(const std::vector<int>& batches, int iters) {
+  const int Hkv = 2, D = 64, bs = 16, capacity = 32768;
+  AttentionBackend& cuda = *cuda_backend();
+  std::printf("\n## Cache update per layer and step (bf16, 1B layer 2 kv heads d64, block 16; ms, median of %d)\n\n", iters);
+  std::printf("| batch | step | LibTorch ops | append kernel | ratio |\n|---|---|---|---|---|\n");
+  for (int B : batches) {
+    auto o = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kBFloat16);
+    Tensor kc = torch::zeros({B, Hkv, capacity, D}, o), vc = torch::zeros_like(kc);
+    Tensor bk = torch::zeros({B, Hkv, capacity / bs, D}, o.dtype(torch::kFloat));
+    Tensor kn = torch::randn({B, Hkv, 1, D}, o), vn = torch::randn_like(kn);
+    for (int length : {1000, 1007}) {  // 1007 + 1 completes block 62
+      const double ops = time_ms([&] { reference_backend().append_to_cache(kn, vn, kc, vc, bk, length, bs); }, iters);
+      const double kernel = time_ms([&] { cuda.append_to_cache(kn, vn, kc, vc, bk, length, bs); }, iters);
+      std::printf("| %d | %s | %.4f | %.4f | %.2f |\n", B, length == 1007 ? "completes a block" : "inside a block", ops,
+                  kernel, kernel / ops);
+    }
+  }
 }
 
 void model_rows(int context, const std::vector<int>& batches, int steps) {
@@ -209,6 +239,7 @@ int main(int argc, char** argv) {
   cudaGetDeviceProperties(&prop, 0);
   std::printf("# ssalab_decode_bench on %s\n", prop.name);
   attention_rows(contexts, batches, iters);
+  append_rows(batches, iters);
   if (model) model_rows(model_context, model_batches, steps);
   return 0;
 }

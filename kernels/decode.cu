@@ -16,11 +16,20 @@ constexpr int kMaxPicks = 127;      // K - 1 bound (selection slots after the ow
 
 __host__ __device__ inline int chunks_of(int nbc) { return (nbc + kScoreThreads - 1) / kScoreThreads; }
 
-// Workspace: logits (B, Hkv, G, nbc), then per-CTA (max, sum) (B, Hkv, chunks, G, 2),
+// decode_pick and decode_attend are launched as programmatic dependents of the
+// kernel before them (launch_dependent below): they may start while it drains
+// and wait here, before reading what it wrote.
+__device__ __forceinline__ void wait_for_previous_kernel() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+
+// Workspace: logits (B, Hkv, G, nbc), then per-CTA (max, sum) (B, Hkv, G, chunks, 2),
 // then each chunk's best candidates (B, Hkv, chunks, kMaxPicks) as values and indices.
-__host__ __device__ inline size_t logits_elems(const DecodeParams& p) {
+__host__ __device__ inline size_t logits_elems(const DecodeParams& p) {  // rounded up: the partials are read as float2
   const int nbc = p.Tk / p.block_size;
-  return size_t(p.B) * p.Hkv * (p.Hq / p.Hkv) * nbc;
+  return (size_t(p.B) * p.Hkv * (p.Hq / p.Hkv) * nbc + 3) / 4 * 4;
 }
 __host__ __device__ inline size_t partial_elems(const DecodeParams& p) {
   return size_t(p.B) * p.Hkv * chunks_of(p.Tk / p.block_size) * (p.Hq / p.Hkv) * 2;
@@ -30,12 +39,12 @@ __host__ __device__ inline size_t candidate_elems(const DecodeParams& p) {
 }
 
 struct AttendSmem {  // byte offsets into decode_attend's dynamic shared memory
-  size_t qs, stats, cand_val, cand_idx, sel, pbuf, kv, acc, total;
+  size_t qs, stats, cand_val, cand_idx, heads, sel, pbuf, kv, acc, total;
 };
 // K and V rows of a 32-key chunk per warp, padded 16 bytes so that lane i
 // reading row i does not hit one bank.
 __host__ __device__ inline int kv_row_bytes(int D) { return D * 2 + 16; }
-__host__ __device__ inline AttendSmem attend_smem(int G, int D, int candidates, int K) {
+__host__ __device__ inline AttendSmem attend_smem(int G, int D, int chunks, int candidates, int K) {
   AttendSmem s{};
   size_t o = 0;
   auto take = [&](size_t bytes) {
@@ -47,6 +56,7 @@ __host__ __device__ inline AttendSmem attend_smem(int G, int D, int candidates, 
   s.stats = take(size_t(G) * 2 * 4 + size_t(kWarps) * G * 3 * 4);  // M, Z; per warp m, l, factor
   s.cand_val = take(size_t(candidates) * 4);
   s.cand_idx = take(size_t(candidates) * 4);
+  s.heads = take(size_t(chunks) * 4);
   s.sel = take(size_t(K) * 4);
   s.pbuf = take(size_t(kWarps) * G * 32 * 4);
   s.kv = take(size_t(kWarps) * 2 * 32 * kv_row_bytes(D));
@@ -55,61 +65,138 @@ __host__ __device__ inline AttendSmem attend_smem(int G, int D, int candidates, 
   return s;
 }
 
-template <typename T, int D, int MAXG>
+// The three 16-bit terms of two fp32 values (hi + mid + lo == x to ~24 bits),
+// packed in pairs as an MMA operand wants them: a 16-bit q times a term is
+// exact in the fp32 accumulator, so q . kbar comes out at fp32 accuracy (as in
+// select.cu, which splits kbar once per call; here the pooled keys are read once
+// per step, so they are split as they are loaded).
+template <typename T>
+__device__ __forceinline__ void split_terms(float a, float b, uint32_t (&terms)[3]) {
+  const float ha = TypeOf<T>::to_float(TypeOf<T>::from_float(a)), hb = TypeOf<T>::to_float(TypeOf<T>::from_float(b));
+  const float ra = a - ha, rb = b - hb;
+  const float ma = TypeOf<T>::to_float(TypeOf<T>::from_float(ra)), mb = TypeOf<T>::to_float(TypeOf<T>::from_float(rb));
+  terms[0] = TypeOf<T>::pack(ha, hb);
+  terms[1] = TypeOf<T>::pack(ma, mb);
+  terms[2] = TypeOf<T>::pack(ra - ma, rb - mb);
+}
+
+// Two query elements (d, d + 1) of head h as one packed operand, 0 past the group.
+template <typename T>
+__device__ __forceinline__ uint32_t q_pair(const T* q, int64_t head_stride, int h, int G, int d) {
+  if (h >= G) return 0u;
+  return *reinterpret_cast<const uint32_t*>(q + h * head_stride + d);
+}
+
+// Scores on the tensor cores: S (16 heads x 8 blocks) = q (16 x D) . kbar^T
+// per mma, each of the 4 warps over 32 pooled blocks, MT tiles of 16 heads.
+template <typename T, int D, int MT>
 __global__ void __launch_bounds__(kScoreThreads) decode_scores(DecodeParams p) {
-  extern __shared__ float smem[];
+  constexpr int kWarpsPerCta = kScoreThreads / 32, kTiles = 4;  // 4 n-tiles of 8 blocks per warp
+  __shared__ float red[kWarpsPerCta][MT * 16], mx[MT * 16];
   const int b = blockIdx.z, g = blockIdx.y, chunk = blockIdx.x, G = p.Hq / p.Hkv;
   const int nbc = p.Tk / p.block_size, nchunks = gridDim.x;
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  float* qs = smem;                    // (G, D)
-  float* red = qs + MAXG * D;          // (4 warps, MAXG)
-  float* mx = red + 4 * MAXG;          // (MAXG)
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, quad = lane >> 2, pair = (lane & 3) * 2;
   const float scale = p.scale > 0 ? p.scale : rsqrtf(float(D));
   const T* q = static_cast<const T*>(p.q) + b * p.q_s.b + int64_t(g) * G * p.q_s.h;
-  for (int i = tid; i < G * D; i += blockDim.x) qs[i] = TypeOf<T>::to_float(q[(i / D) * p.q_s.h + i % D]);
-  __syncthreads();
-  const int j = chunk * kScoreThreads + tid;
-  float s[MAXG];
+  // The dot product does not care which d sits in which k slot of the mma, so
+  // lane t of a quad takes d = 4t .. 4t + 3 of each 16 as k = 2t, 2t + 1 and
+  // 2t + 8, 2t + 9: one 16-byte load of a pooled key row per k-step and tile.
+  uint32_t qa[MT][D / 16][4];  // A fragments: rows are the group's heads
 #pragma unroll
-  for (int h = 0; h < MAXG; ++h) s[h] = 0.f;
-  if (j < nbc) {
-    const float* kb = p.block_keys + b * p.kb_s.b + g * p.kb_s.h + int64_t(j) * p.kb_s.t;
-#pragma unroll 4
-    for (int d = 0; d < D; d += 4) {
-      const float4 kv = *reinterpret_cast<const float4*>(kb + d);
+  for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-      for (int h = 0; h < MAXG; ++h)
-        if (h < G) {
-          const float* qh = qs + h * D + d;
-          s[h] += qh[0] * kv.x + qh[1] * kv.y + qh[2] * kv.z + qh[3] * kv.w;
-        }
+    for (int ks = 0; ks < D / 16; ++ks) {
+      const int h = mt * 16 + quad, d = ks * 16 + pair * 2;
+      qa[mt][ks][0] = q_pair(q, p.q_s.h, h, G, d);
+      qa[mt][ks][1] = q_pair(q, p.q_s.h, h + 8, G, d);
+      qa[mt][ks][2] = q_pair(q, p.q_s.h, h, G, d + 2);
+      qa[mt][ks][3] = q_pair(q, p.q_s.h, h + 8, G, d + 2);
     }
+  const int row0 = chunk * kScoreThreads + warp * 32;
+  float c[MT][kTiles][4];
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int nt = 0; nt < kTiles; ++nt) c[mt][nt][0] = c[mt][nt][1] = c[mt][nt][2] = c[mt][nt][3] = 0.f;
+  const float* kb = p.block_keys + b * p.kb_s.b + g * p.kb_s.h;
+  constexpr int kStep = D == 64 ? D / 16 : D / 32;  // k-steps whose loads are in flight together
+#pragma unroll
+  for (int ks0 = 0; ks0 < D / 16; ks0 += kStep) {
+    float4 x[kStep][kTiles];  // B fragments: kbar rows (blocks) x d
+#pragma unroll
+    for (int u = 0; u < kStep; ++u)
+#pragma unroll
+      for (int nt = 0; nt < kTiles; ++nt) {
+        const int j = row0 + nt * 8 + quad;
+        const float* row = kb + int64_t(min(j, nbc - 1)) * p.kb_s.t + (ks0 + u) * 16 + pair * 2;
+        x[u][nt] = j < nbc ? *reinterpret_cast<const float4*>(row) : make_float4(0.f, 0.f, 0.f, 0.f);
+      }
+#pragma unroll
+    for (int u = 0; u < kStep; ++u)
+#pragma unroll
+      for (int nt = 0; nt < kTiles; ++nt) {
+        uint32_t b0[3], b1[3];
+        split_terms<T>(x[u][nt].x, x[u][nt].y, b0);
+        split_terms<T>(x[u][nt].z, x[u][nt].w, b1);
+#pragma unroll
+        for (int part = 2; part >= 0; --part)  // small terms first
+#pragma unroll
+          for (int mt = 0; mt < MT; ++mt) mma16816<T>(c[mt][nt], qa[mt][ks0 + u], b0[part], b1[part]);
+      }
   }
+  // logits to the workspace; the CTA's per-head max, then sum of exponentials
   float* logits = p.workspace + (int64_t(b) * p.Hkv + g) * G * nbc;
 #pragma unroll
-  for (int h = 0; h < MAXG; ++h)
-    if (h < G) {
-      s[h] *= scale;
-      if (j < nbc) logits[int64_t(h) * nbc + j] = s[h];
-      float m = j < nbc ? s[h] : -FLT_MAX;
-      for (int off = 16; off; off >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, off));
-      if (lane == 0) red[warp * MAXG + h] = m;
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int h = mt * 16 + quad + half * 8;
+      float m = -FLT_MAX;
+#pragma unroll
+      for (int nt = 0; nt < kTiles; ++nt)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int j = row0 + nt * 8 + pair + e;
+          float& s = c[mt][nt][half * 2 + e];
+          s *= scale;
+          if (j < nbc) {
+            if (h < G) logits[int64_t(h) * nbc + j] = s;
+            m = fmaxf(m, s);
+          }
+        }
+      m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 1));
+      m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 2));
+      if ((lane & 3) == 0) red[warp][h] = m;
     }
   __syncthreads();
-  if (tid < G) mx[tid] = fmaxf(fmaxf(red[tid], red[MAXG + tid]), fmaxf(red[2 * MAXG + tid], red[3 * MAXG + tid]));
+  if (tid < MT * 16) {
+    float m = red[0][tid];
+    for (int w = 1; w < kWarpsPerCta; ++w) m = fmaxf(m, red[w][tid]);
+    mx[tid] = m;
+  }
   __syncthreads();
 #pragma unroll
-  for (int h = 0; h < MAXG; ++h)
-    if (h < G) {
-      float e = j < nbc ? __expf(s[h] - mx[h]) : 0.f;
-      for (int off = 16; off; off >>= 1) e += __shfl_xor_sync(0xffffffffu, e, off);
-      if (lane == 0) red[warp * MAXG + h] = e;
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int h = mt * 16 + quad + half * 8;
+      float z = 0.f;
+#pragma unroll
+      for (int nt = 0; nt < kTiles; ++nt)
+#pragma unroll
+        for (int e = 0; e < 2; ++e)
+          if (row0 + nt * 8 + pair + e < nbc) z += __expf(c[mt][nt][half * 2 + e] - mx[h]);
+      z += __shfl_xor_sync(0xffffffffu, z, 1);
+      z += __shfl_xor_sync(0xffffffffu, z, 2);
+      if ((lane & 3) == 0) red[warp][h] = z;
     }
   __syncthreads();
   if (tid < G) {
-    float* part = p.workspace + logits_elems(p) + ((int64_t(b) * p.Hkv + g) * nchunks + chunk) * G * 2;
-    part[tid * 2] = mx[tid];
-    part[tid * 2 + 1] = red[tid] + red[MAXG + tid] + red[2 * MAXG + tid] + red[3 * MAXG + tid];
+    float z = 0.f;
+    for (int w = 0; w < kWarpsPerCta; ++w) z += red[w][tid];
+    float* part = p.workspace + logits_elems(p) + (((int64_t(b) * p.Hkv + g) * G + tid) * nchunks + chunk) * 2;
+    part[0] = mx[tid];
+    part[1] = z;
   }
 }
 
@@ -117,63 +204,70 @@ __global__ void __launch_bounds__(kScoreThreads) decode_scores(DecodeParams p) {
 __device__ __forceinline__ bool ranks_before(float va, int ia, float vb, int ib) {
   return va > vb || (va == vb && ia < ib);
 }
-__device__ __forceinline__ void warp_best(float& v, int& i) {
-  for (int off = 16; off; off >>= 1) {
-    const float ov = __shfl_xor_sync(0xffffffffu, v, off);
-    const int oi = __shfl_xor_sync(0xffffffffu, i, off);
-    if (ranks_before(ov, oi, v, i)) v = ov, i = oi;
-  }
-}
 
 // Per chunk of 128 pooled blocks: the group-summed probability of each past
 // block (the softmax normalised by every chunk's partial sums) and the
 // chunk's best `picks` of them, in rank order, to the workspace.
 template <int MAXG>
 __global__ void __launch_bounds__(kScoreThreads) decode_pick(DecodeParams p) {
-  __shared__ float Mh[MAXG], Zh[MAXG], best_v[4];
-  __shared__ int best_i[4];
+  __shared__ float Mh[MAXG], Zh[MAXG];
+  __shared__ __align__(16) float probs[kScoreThreads];
   const int b = blockIdx.z, g = blockIdx.y, chunk = blockIdx.x, G = p.Hq / p.Hkv;
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int tid = threadIdx.x;
   const int bs = p.block_size, own = (p.Tk - 1) / bs, nbc = p.Tk / bs, nchunks = gridDim.x;
   const int picks = min(p.top_k - 1, nbc);
   const int64_t group = int64_t(b) * p.Hkv + g;
-  if (tid < G) {
-    const float* part = p.workspace + logits_elems(p) + group * nchunks * G * 2;
-    float m = -FLT_MAX;
-    for (int c = 0; c < nchunks; ++c) m = fmaxf(m, part[(c * G + tid) * 2]);
-    float z = 0.f;
-    for (int c = 0; c < nchunks; ++c) z += part[(c * G + tid) * 2 + 1] * __expf(part[(c * G + tid) * 2] - m);
-    Mh[tid] = m;
-    Zh[tid] = z;
-  }
-  __syncthreads();
   const int j = chunk * kScoreThreads + tid;
-  float prob = -1.f;  // -1: not a candidate (or taken)
+  wait_for_previous_kernel();
+  float l[MAXG];  // this block's logits, loaded first: they do not wait for the normalisers
   if (j < own) {
     const float* logits = p.workspace + group * G * nbc + j;
-    float l[MAXG];
 #pragma unroll
-    for (int h = 0; h < MAXG; ++h) l[h] = h < G ? logits[int64_t(h) * nbc] : 0.f;  // all loads in flight
+    for (int h = 0; h < MAXG; ++h) l[h] = h < G ? logits[int64_t(h) * nbc] : 0.f;
+  }
+  {
+    // every CTA's (max, sum) per head combined: `lanes` threads per head (an
+    // aligned power of two within a warp) over the CTAs, then a butterfly;
+    // the same order every call
+    const int lanes = G <= 4 ? 32 : G <= 8 ? 16 : G <= 16 ? 8 : 4;
+    const int h = tid / lanes, sub = tid % lanes;
+    const float2* part =
+        reinterpret_cast<const float2*>(p.workspace + logits_elems(p)) + (group * G + min(h, G - 1)) * nchunks;
+    float m = -FLT_MAX;
+    if (h < G)
+      for (int c = sub; c < nchunks; c += lanes) m = fmaxf(m, part[c].x);
+    for (int off = lanes / 2; off; off >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, off));
+    float z = 0.f;
+    if (h < G)
+      for (int c = sub; c < nchunks; c += lanes) z += part[c].y * __expf(part[c].x - m);
+    for (int off = lanes / 2; off; off >>= 1) z += __shfl_xor_sync(0xffffffffu, z, off);
+    if (h < G && sub == 0) Mh[h] = m, Zh[h] = z;
+  }
+  __syncthreads();
+  float prob = -1.f;  // -1: not a candidate
+  if (j < own) {
     prob = 0.f;
 #pragma unroll
     for (int h = 0; h < MAXG; ++h)
       if (h < G) prob += __expf(l[h] - Mh[h]) / Zh[h];
   }
-  float* cand_v = p.workspace + logits_elems(p) + partial_elems(p) + (group * nchunks + chunk) * kMaxPicks;
-  int* cand_i = reinterpret_cast<int*>(cand_v + candidate_elems(p));
-  for (int r = 0; r < picks; ++r) {
-    float v = prob;
-    int i = prob >= 0.f ? j : INT_MAX;
-    warp_best(v, i);
-    if (lane == 0) best_v[warp] = v, best_i[warp] = i;
-    __syncthreads();
-    float bv = best_v[0];
-    int bi = best_i[0];
-    for (int w = 1; w < 4; ++w)
-      if (ranks_before(best_v[w], best_i[w], bv, bi)) bv = best_v[w], bi = best_i[w];
-    if (tid == 0) cand_v[r] = bv >= 0.f ? bv : -1.f, cand_i[r] = bv >= 0.f ? bi : -1;
-    if (bi == j) prob = -1.f;  // taken
-    __syncthreads();
+  // each block's rank in the chunk by counting those before it (value desc,
+  // index asc; the index order is the thread order): one barrier
+  probs[tid] = prob;
+  __syncthreads();
+  int rank = 0;
+  const float4* probs4 = reinterpret_cast<const float4*>(probs);
+#pragma unroll 4
+  for (int u = 0; u < kScoreThreads / 4; ++u) {
+    const float4 v = probs4[u];
+    rank += (v.x > prob || (v.x == prob && 4 * u < tid)) + (v.y > prob || (v.y == prob && 4 * u + 1 < tid)) +
+            (v.z > prob || (v.z == prob && 4 * u + 2 < tid)) + (v.w > prob || (v.w == prob && 4 * u + 3 < tid));
+  }
+  if (rank < picks) {
+    float* cand_v = p.workspace + logits_elems(p) + partial_elems(p) + (group * nchunks + chunk) * kMaxPicks;
+    int* cand_i = reinterpret_cast<int*>(cand_v + candidate_elems(p));
+    cand_v[rank] = prob >= 0.f ? prob : -1.f;
+    cand_i[rank] = prob >= 0.f ? j : -1;
   }
 }
 
@@ -182,26 +276,31 @@ __global__ void __launch_bounds__(kWarps * 32) decode_attend(DecodeParams p) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   constexpr int E = D / 32;  // output elements per lane
   const int g = blockIdx.x, b = blockIdx.y, G = p.Hq / p.Hkv;
+  const int Gc = G / gridDim.z, h0 = blockIdx.z * Gc;  // this CTA's heads of the group (launch() says why)
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int bs = p.block_size, pos = p.Tk - 1, own = pos / bs, nbc = p.Tk / bs, K = p.top_k;
   const int picks = min(K - 1, nbc), nchunks = chunks_of(nbc), ncand = nchunks * picks;
-  const AttendSmem L = attend_smem(G, D, ncand, K);
+  const AttendSmem L = attend_smem(Gc, D, nchunks, ncand, K);
   float* qs = reinterpret_cast<float*>(smem_raw + L.qs);
-  float* wm = reinterpret_cast<float*>(smem_raw + L.stats);  // (warps, G)
-  float* wl = wm + kWarps * G;
-  float* wf = wl + kWarps * G;
+  float* wm = reinterpret_cast<float*>(smem_raw + L.stats);  // (warps, Gc)
+  float* wl = wm + kWarps * Gc;
+  float* wf = wl + kWarps * Gc;
   float* cand_val = reinterpret_cast<float*>(smem_raw + L.cand_val);
   int* cand_idx = reinterpret_cast<int*>(smem_raw + L.cand_idx);
+  int* heads = reinterpret_cast<int*>(smem_raw + L.heads);  // each chunk's next candidate
   int* sel = reinterpret_cast<int*>(smem_raw + L.sel);
-  float* pbuf = reinterpret_cast<float*>(smem_raw + L.pbuf);  // (warps, G, 32)
+  float* pbuf = reinterpret_cast<float*>(smem_raw + L.pbuf);  // (warps, Gc, 32)
   unsigned char* kv_tiles = smem_raw + L.kv;                   // (warps, K and V, 32 rows)
   float* acc_s = reinterpret_cast<float*>(smem_raw + L.acc);
   const float scale = p.scale > 0 ? p.scale : rsqrtf(float(D));
   const int64_t group = int64_t(b) * p.Hkv + g;
 
-  const T* q = static_cast<const T*>(p.q) + b * p.q_s.b + int64_t(g) * G * p.q_s.h;
-  for (int i = tid; i < G * D; i += blockDim.x) qs[i] = TypeOf<T>::to_float(q[(i / D) * p.q_s.h + i % D]);
-  // the chunks' best candidates (decode_pick), merged: rounds of warp argmax
+  // (before q too: without complete blocks there is no decode_pick, and the
+  // kernel before this one may be the one that writes q)
+  wait_for_previous_kernel();
+  const T* q = static_cast<const T*>(p.q) + b * p.q_s.b + (int64_t(g) * G + h0) * p.q_s.h;
+  for (int i = tid; i < Gc * D; i += blockDim.x) qs[i] = TypeOf<T>::to_float(q[(i / D) * p.q_s.h + i % D]);
+  // the chunks' best candidates (decode_pick), staged for the merge below
   {
     const float* cv = p.workspace + logits_elems(p) + partial_elems(p) + group * nchunks * kMaxPicks;
     const int* ci = reinterpret_cast<const int*>(p.workspace + logits_elems(p) + partial_elems(p) + candidate_elems(p)) +
@@ -213,23 +312,34 @@ __global__ void __launch_bounds__(kWarps * 32) decode_attend(DecodeParams p) {
   }
   __syncthreads();
   if (warp == 0) {
+    // each chunk's list is in rank order, so the best remaining block is
+    // always at the head of one list: a pick scans nchunks heads, not every candidate
+    for (int c = lane; c < nchunks; c += 32) heads[c] = 0;
     if (lane == 0) sel[0] = own;
+    __syncwarp();
     for (int r = 0; r < picks; ++r) {
       float v = -1.f;
       int i = INT_MAX, at = -1;
-      for (int c = lane; c < ncand; c += 32)
-        if (cand_val[c] >= 0.f && ranks_before(cand_val[c], cand_idx[c], v, i)) v = cand_val[c], i = cand_idx[c], at = c;
-      float bv = v;
-      int bi = i;
-      warp_best(bv, bi);
-      if (at >= 0 && bv >= 0.f && bi == i) cand_val[at] = -1.f;  // the lane holding the winner marks it taken
-      if (lane == 0) sel[1 + r] = bv >= 0.f ? bi : -1;
+      for (int c = lane; c < nchunks; c += 32) {
+        const int h = heads[c];
+        if (h >= picks) continue;
+        const float cv = cand_val[c * picks + h];
+        const int ci = cand_idx[c * picks + h];
+        if (cv >= 0.f && ranks_before(cv, ci, v, i)) v = cv, i = ci, at = c;
+      }
+      // the warp's best in two reductions: the largest value (as ordered bits,
+      // 0 for none), then the lowest index among the lanes holding it
+      const unsigned key = v >= 0.f ? __float_as_uint(v) + 1u : 0u;
+      const unsigned best_key = __reduce_max_sync(0xffffffffu, key);
+      const unsigned best_i = __reduce_min_sync(0xffffffffu, best_key && key == best_key ? unsigned(i) : UINT_MAX);
+      if (best_key && key == best_key && unsigned(i) == best_i) ++heads[at];  // the winner's list moves on
+      if (lane == 0) sel[1 + r] = best_key ? int(best_i) : -1;
       __syncwarp();
     }
     for (int r = 1 + picks + lane; r < K; r += 32) sel[r] = -1;
   }
   __syncthreads();
-  if (p.blocks && tid < K) p.blocks[(int64_t(b) * p.Hkv + g) * K + tid] = sel[tid];
+  if (p.blocks && blockIdx.z == 0 && tid < K) p.blocks[(int64_t(b) * p.Hkv + g) * K + tid] = sel[tid];
 
   // 4. attention over the selected blocks: warp w takes slots w, w + 8, ...
   float m_run[MAXG], l_run[MAXG], acc[MAXG][E];
@@ -242,26 +352,35 @@ __global__ void __launch_bounds__(kWarps * 32) decode_attend(DecodeParams p) {
   }
   const T* kbase = static_cast<const T*>(p.k) + b * p.k_s.b + g * p.k_s.h;
   const T* vbase = static_cast<const T*>(p.v) + b * p.v_s.b + g * p.v_s.h;
-  float* pw = pbuf + warp * G * 32;
+  float* pw = pbuf + warp * Gc * 32;
   const int RB = kv_row_bytes(D);
   unsigned char* kt = kv_tiles + warp * 2 * 32 * RB;  // this warp's K rows, then its V rows
   unsigned char* vt = kt + 32 * RB;
-  for (int slot = warp; slot < K; slot += kWarps) {
-    const int blk = sel[slot];
-    if (blk < 0) continue;
-    const int t_end = min(blk * bs + bs, pos + 1);
-    for (int t0 = blk * bs; t0 < t_end; t0 += 32) {
-      const int n = min(32, t_end - t0);
+  // The selected blocks' tokens as one list (slot s holds entries s * bs ..
+  // s * bs + bs - 1), cut into 32-token chunks, warp w taking chunks w, w + 8,
+  // ...: at block size 16 a chunk holds two blocks, so no lane idles.
+  const int ntok = K * bs;
+  auto token_of = [&](int x) {  // the cache position of list entry x, -1 if none
+    if (x >= ntok) return -1;
+    const int blk = sel[x / bs], t = blk * bs + x % bs;
+    return blk >= 0 && t <= pos ? t : -1;
+  };
+  for (int x0 = warp * 32; x0 < ntok; x0 += kWarps * 32) {
+    const int my_token = token_of(x0 + lane);
+    const unsigned rows = __ballot_sync(0xffffffffu, my_token >= 0);
+    if (!rows) continue;
+    const int n = 32 - __clz(rows);  // rows past the last valid one are not read
+    {
       // the chunk's K and V rows into this warp's tiles, every load in flight at once
       for (int c = lane; c < n * (D / 8); c += 32) {
-        const int row = c / (D / 8), piece = c % (D / 8);
-        cp_async16(kt + row * RB + piece * 16, kbase + int64_t(t0 + row) * p.k_s.t + piece * 8, true);
-        cp_async16(vt + row * RB + piece * 16, vbase + int64_t(t0 + row) * p.v_s.t + piece * 8, true);
+        const int row = c / (D / 8), piece = c % (D / 8), t = token_of(x0 + row);
+        cp_async16(kt + row * RB + piece * 16, kbase + int64_t(max(t, 0)) * p.k_s.t + piece * 8, t >= 0);
+        cp_async16(vt + row * RB + piece * 16, vbase + int64_t(max(t, 0)) * p.v_s.t + piece * 8, t >= 0);
       }
       cp_async_commit();
       cp_async_wait<0>();
       __syncwarp();
-      const bool valid = lane < n;
+      const bool valid = my_token >= 0;
       float s[MAXG];
 #pragma unroll
       for (int h = 0; h < MAXG; ++h) s[h] = 0.f;
@@ -274,7 +393,7 @@ __global__ void __launch_bounds__(kWarps * 32) decode_attend(DecodeParams p) {
                        k45 = TypeOf<T>::unpack(raw.z), k67 = TypeOf<T>::unpack(raw.w);
 #pragma unroll
           for (int h = 0; h < MAXG; ++h)
-            if (h < G) {
+            if (h < Gc) {
               const float4 qa = *reinterpret_cast<const float4*>(qs + h * D + d);
               const float4 qb = *reinterpret_cast<const float4*>(qs + h * D + d + 4);
               s[h] += qa.x * k01.x + qa.y * k01.y + qa.z * k23.x + qa.w * k23.y + qb.x * k45.x + qb.y * k45.y +
@@ -284,7 +403,7 @@ __global__ void __launch_bounds__(kWarps * 32) decode_attend(DecodeParams p) {
       }
 #pragma unroll
       for (int h = 0; h < MAXG; ++h)
-        if (h < G) {
+        if (h < Gc) {
           const float sv = valid ? s[h] * scale : -FLT_MAX;
           float cm = sv;
           for (int off = 16; off; off >>= 1) cm = fmaxf(cm, __shfl_xor_sync(0xffffffffu, cm, off));
@@ -311,7 +430,7 @@ __global__ void __launch_bounds__(kWarps * 32) decode_attend(DecodeParams p) {
         }
 #pragma unroll
         for (int h = 0; h < MAXG; ++h)
-          if (h < G) {
+          if (h < Gc) {
             const float ph = pw[h * 32 + kk];
 #pragma unroll
             for (int e = 0; e < E; ++e) acc[h][e] += ph * vv[e];
@@ -323,34 +442,109 @@ __global__ void __launch_bounds__(kWarps * 32) decode_attend(DecodeParams p) {
   // 5. the warps' partial outputs, combined in warp order
 #pragma unroll
   for (int h = 0; h < MAXG; ++h)
-    if (h < G) {
+    if (h < Gc) {
       float l = l_run[h];
       for (int off = 16; off; off >>= 1) l += __shfl_xor_sync(0xffffffffu, l, off);
-      if (lane == 0) wm[warp * G + h] = m_run[h], wl[warp * G + h] = l;
+      if (lane == 0) wm[warp * Gc + h] = m_run[h], wl[warp * Gc + h] = l;
     }
-  for (int i = tid; i < G * D; i += blockDim.x) acc_s[i] = 0.f;
+  for (int i = tid; i < Gc * D; i += blockDim.x) acc_s[i] = 0.f;
   __syncthreads();
-  if (tid < G) {
+  if (tid < Gc) {
     float m = -FLT_MAX;
-    for (int w = 0; w < kWarps; ++w) m = fmaxf(m, wm[w * G + tid]);
+    for (int w = 0; w < kWarps; ++w) m = fmaxf(m, wm[w * Gc + tid]);
     float total = 0.f;
-    for (int w = 0; w < kWarps; ++w) total += wl[w * G + tid] * __expf(wm[w * G + tid] - m);
-    for (int w = 0; w < kWarps; ++w) wf[w * G + tid] = wl[w * G + tid] > 0.f ? __expf(wm[w * G + tid] - m) / total : 0.f;
+    for (int w = 0; w < kWarps; ++w) total += wl[w * Gc + tid] * __expf(wm[w * Gc + tid] - m);
+    for (int w = 0; w < kWarps; ++w) wf[w * Gc + tid] = wl[w * Gc + tid] > 0.f ? __expf(wm[w * Gc + tid] - m) / total : 0.f;
   }
   __syncthreads();
   for (int w = 0; w < kWarps; ++w) {
     if (warp == w) {
 #pragma unroll
       for (int h = 0; h < MAXG; ++h)
-        if (h < G)
+        if (h < Gc)
 #pragma unroll
-          for (int e = 0; e < E; ++e) acc_s[h * D + lane * E + e] += acc[h][e] * wf[w * G + h];
+          for (int e = 0; e < E; ++e) acc_s[h * D + lane * E + e] += acc[h][e] * wf[w * Gc + h];
     }
     __syncthreads();
   }
-  T* o = static_cast<T*>(p.o) + b * p.o_s.b + int64_t(g) * G * p.o_s.h;
-  for (int i = tid; i < G * D; i += blockDim.x) o[(i / D) * p.o_s.h + i % D] = TypeOf<T>::from_float(acc_s[i]);
+  T* o = static_cast<T*>(p.o) + b * p.o_s.b + (int64_t(g) * G + h0) * p.o_s.h;
+  for (int i = tid; i < Gc * D; i += blockDim.x) o[(i / D) * p.o_s.h + i % D] = TypeOf<T>::from_float(acc_s[i]);
 }
+
+template <typename T>
+__global__ void append_kernel(AppendParams p) {
+  const int pieces = p.D / 8;  // 16-byte pieces per row
+  const int first = p.length / p.block_size, completed = (p.length + p.T) / p.block_size - first;
+  const int64_t copies = int64_t(p.B) * p.Hkv * p.T * pieces;
+  const int64_t pools = int64_t(p.B) * p.Hkv * completed * p.D;
+  const T* k_new = static_cast<const T*>(p.k_new);
+  const T* v_new = static_cast<const T*>(p.v_new);
+  T* k_cache = static_cast<T*>(p.k_cache);
+  T* v_cache = static_cast<T*>(p.v_cache);
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < copies + pools;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    if (i < copies) {
+      const int piece = int(i % pieces);
+      int64_t r = i / pieces;
+      const int t = int(r % p.T);
+      r /= p.T;
+      const int h = int(r % p.Hkv), b = int(r / p.Hkv);
+      const int64_t at = p.length + t;
+      *reinterpret_cast<uint4*>(k_cache + b * p.kc_s.b + h * p.kc_s.h + at * p.kc_s.t + piece * 8) =
+          *reinterpret_cast<const uint4*>(k_new + b * p.kn_s.b + h * p.kn_s.h + int64_t(t) * p.kn_s.t + piece * 8);
+      *reinterpret_cast<uint4*>(v_cache + b * p.vc_s.b + h * p.vc_s.h + at * p.vc_s.t + piece * 8) =
+          *reinterpret_cast<const uint4*>(v_new + b * p.vn_s.b + h * p.vn_s.h + int64_t(t) * p.vn_s.t + piece * 8);
+    } else {
+      int64_t r = i - copies;
+      const int d = int(r % p.D);
+      r /= p.D;
+      const int blk = first + int(r % completed);
+      r /= completed;
+      const int h = int(r % p.Hkv), b = int(r / p.Hkv);
+      float sum = 0.f;
+      for (int u = 0; u < p.block_size; ++u) {
+        const int tok = blk * p.block_size + u;
+        const T x = tok < p.length ? k_cache[b * p.kc_s.b + h * p.kc_s.h + int64_t(tok) * p.kc_s.t + d]
+                                   : k_new[b * p.kn_s.b + h * p.kn_s.h + int64_t(tok - p.length) * p.kn_s.t + d];
+        sum += TypeOf<T>::to_float(x);
+      }
+      p.block_keys[b * p.kb_s.b + h * p.kb_s.h + int64_t(blk) * p.kb_s.t + d] = sum / float(p.block_size);
+    }
+  }
+}
+
+}  // namespace
+
+std::string append_supported(const AppendParams& p) {
+  if (p.B < 1 || p.Hkv < 1 || p.T < 1 || p.block_size < 1) return "append_to_cache: empty shape";
+  if (p.D % 8) return "append_to_cache: head dim " + std::to_string(p.D) + " is not a multiple of 8";
+  if (p.length < 0 || p.length + p.T > p.capacity)
+    return "append_to_cache: " + std::to_string(p.length) + " + " + std::to_string(p.T) + " tokens exceed the capacity " +
+           std::to_string(p.capacity);
+  for (const Strides4* s : {&p.kn_s, &p.vn_s, &p.kc_s, &p.vc_s})
+    if (s->b % 8 || s->h % 8 || s->t % 8) return "append_to_cache: rows of keys and values must be 16-byte aligned";
+  return "";
+}
+
+std::string append_to_cache(const AppendParams& p, cudaStream_t stream) {
+  std::string why = append_supported(p);
+  if (!why.empty()) return why;
+  if (!p.k_new || !p.v_new || !p.k_cache || !p.v_cache || !p.block_keys)
+    return "append_to_cache: a null pointer among the keys, values, cache and pooled keys";
+  for (const void* ptr : {p.k_new, p.v_new, static_cast<const void*>(p.k_cache), static_cast<const void*>(p.v_cache)})
+    if (reinterpret_cast<uintptr_t>(ptr) % 16) return "append_to_cache: keys and values must be 16-byte aligned";
+  const int completed = (p.length + p.T) / p.block_size - p.length / p.block_size;
+  const int64_t work = int64_t(p.B) * p.Hkv * (int64_t(p.T) * (p.D / 8) + int64_t(completed) * p.D);
+  const int threads = 256, grid = int(std::min<int64_t>((work + threads - 1) / threads, 4096));
+  if (p.dtype == DType::bf16)
+    append_kernel<__nv_bfloat16><<<grid, threads, 0, stream>>>(p);
+  else
+    append_kernel<__half><<<grid, threads, 0, stream>>>(p);
+  SSA_CUDA_CHECK(cudaGetLastError());
+  return "";
+}
+
+namespace {
 
 // The most dynamic shared memory a CTA may take on this GPU (asked once).
 int shared_memory_optin() {
@@ -363,37 +557,100 @@ int shared_memory_optin() {
   return optin;
 }
 
-template <typename T, int D, int MAXG>
-std::string launch(const DecodeParams& p, cudaStream_t stream) {
+// Whether this GPU has programmatic dependent launch (sm_90 on).
+bool has_dependent_launch() {
+  static bool has = [] {
+    int device = 0, major = 0;
+    if (cudaGetDevice(&device) == cudaSuccess) cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
+    return major >= 9;
+  }();
+  return has;
+}
+
+// Launches `kernel` so that it may start while the previous kernel in the
+// stream drains (it calls wait_for_previous_kernel() before reading that
+// kernel's output): the launch gap between dependent kernels is hidden, which
+// counts at batch 1, where each kernel runs for a few microseconds.
+template <typename... Args>
+std::string launch_dependent(void (*kernel)(Args...), dim3 grid, int threads, size_t smem, cudaStream_t stream,
+                             const DecodeParams& p) {
+  cudaLaunchConfig_t config = {};
+  config.gridDim = grid;
+  config.blockDim = dim3(threads);
+  config.dynamicSmemBytes = smem;
+  config.stream = stream;
+  cudaLaunchAttribute attribute[1];
+  attribute[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute[0].val.programmaticStreamSerializationAllowed = 1;
+  config.attrs = attribute;
+  config.numAttrs = has_dependent_launch() ? 1 : 0;
+  SSA_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, p));
+  return "";
+}
+
+// Multiprocessors of this GPU (asked once).
+int multiprocessors() {
+  static int sms = [] {
+    int device = 0, n = 132;
+    if (cudaGetDevice(&device) == cudaSuccess) cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device);
+    return n;
+  }();
+  return sms;
+}
+
+// CTAs per (sequence, KV group) of decode_attend, each taking G / split of the
+// group's heads (they share the selection and read the same blocks): at batch
+// 1 one CTA per group left all but 2 SMs idle and each warp a long serial
+// chain over 16 heads (H200, 8K: 39 us). Split while the CTAs fit two waves.
+int attend_split(const DecodeParams& p) {
+  const int G = p.Hq / p.Hkv, groups = p.B * p.Hkv;
+  int split = 1;
+  while (G % (split * 2) == 0 && int64_t(groups) * split * 2 <= 2 * multiprocessors()) split *= 2;
+  return split;
+}
+
+template <typename T, int D, int MAXG, int MAXG_ATTEND>
+std::string launch(const DecodeParams& p, cudaStream_t stream, int split) {
   const int G = p.Hq / p.Hkv, nbc = p.Tk / p.block_size;
   if (nbc > 0) {
-    const size_t smem = (size_t(MAXG) * D + 5 * MAXG) * sizeof(float);
-    decode_scores<T, D, MAXG><<<dim3(chunks_of(nbc), p.Hkv, p.B), kScoreThreads, smem, stream>>>(p);
+    decode_scores<T, D, (MAXG + 15) / 16><<<dim3(chunks_of(nbc), p.Hkv, p.B), kScoreThreads, 0, stream>>>(p);
     SSA_CUDA_CHECK(cudaGetLastError());
   }
   const int picks = std::min(p.top_k - 1, nbc);
   if (picks > 0) {
-    decode_pick<MAXG><<<dim3(chunks_of(nbc), p.Hkv, p.B), kScoreThreads, 0, stream>>>(p);
-    SSA_CUDA_CHECK(cudaGetLastError());
+    std::string why = launch_dependent(decode_pick<MAXG>, dim3(chunks_of(nbc), p.Hkv, p.B), kScoreThreads, 0, stream, p);
+    if (!why.empty()) return why;
   }
-  const AttendSmem L = attend_smem(G, D, chunks_of(nbc) * picks, p.top_k);
-  auto kernel = decode_attend<T, D, MAXG>;
+  const AttendSmem L = attend_smem(G / split, D, chunks_of(nbc), chunks_of(nbc) * picks, p.top_k);
+  auto kernel = decode_attend<T, D, MAXG_ATTEND>;
   static bool opted_in = false;  // once per instantiation: as much shared memory as the GPU allows
   if (!opted_in) {
     SSA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, shared_memory_optin()));
     opted_in = true;
   }
-  kernel<<<dim3(p.Hkv, p.B), kWarps * 32, L.total, stream>>>(p);
-  SSA_CUDA_CHECK(cudaGetLastError());
-  return "";
+  return launch_dependent(kernel, dim3(p.Hkv, p.B, split), kWarps * 32, L.total, stream, p);
+}
+
+// MAXG bounds the group (scores and pick); the attend kernel's bound follows its share.
+template <typename T, int D, int MAXG>
+std::string launch_split(const DecodeParams& p, cudaStream_t stream) {
+  const int split = attend_split(p), share = p.Hq / p.Hkv / split;
+  if (share <= 2) return launch<T, D, MAXG, 2>(p, stream, split);
+  if (share <= 4) return launch<T, D, MAXG, 4>(p, stream, split);
+  if (share <= 8) return launch<T, D, MAXG, 8>(p, stream, split);
+  if constexpr (MAXG >= 16) {
+    if (share <= 16) return launch<T, D, MAXG, 16>(p, stream, split);
+  }
+  if constexpr (MAXG >= 32) return launch<T, D, MAXG, 32>(p, stream, split);
+  return "unreachable: the share of heads is at most the group";
 }
 
 template <typename T, int D>
 std::string launch_g(const DecodeParams& p, cudaStream_t stream) {
   const int G = p.Hq / p.Hkv;
-  if (G <= 8) return launch<T, D, 8>(p, stream);
-  if (G <= 16) return launch<T, D, 16>(p, stream);
-  if constexpr (D == 64) return launch<T, D, 32>(p, stream);
+  if (G <= 8) return launch_split<T, D, 8>(p, stream);
+  if (G <= 16) return launch_split<T, D, 16>(p, stream);
+  if constexpr (D == 64) return launch_split<T, D, 32>(p, stream);
   return "unreachable: decode_supported() refuses G x D above 2048";
 }
 
@@ -420,7 +677,7 @@ std::string decode_supported(const DecodeParams& p) {
   if (p.top_k - 1 > kMaxPicks) return "the decode kernel selects at most " + std::to_string(kMaxPicks + 1) + " blocks";
   const int optin = shared_memory_optin();
   const int nbc = p.Tk / p.block_size;
-  const size_t need = attend_smem(G, p.D, chunks_of(nbc) * std::min(p.top_k - 1, nbc), p.top_k).total;
+  const size_t need = attend_smem(G, p.D, chunks_of(nbc), chunks_of(nbc) * std::min(p.top_k - 1, nbc), p.top_k).total;
   if (need > size_t(optin))
     return "the decode kernel keeps every chunk's candidate blocks in shared memory: " + std::to_string(need) +
            " bytes at " + std::to_string(p.Tk) + " tokens and block size " + std::to_string(p.block_size) +

@@ -8,16 +8,19 @@
 // then the best K - 1 blocks before it by falling score, ties to the lower
 // index, -1 where there are fewer. Attention then reads only those blocks.
 //
-// Two launches:
-//   decode_scores: grid (ceil(nbc / 128), Hkv, B): one thread per pooled
-//     block computes the G heads' logits (kept in the workspace) and each CTA
-//     its per-head max and sum of exponentials;
-//   decode_attend: grid (Hkv, B): combines the partial sums into the softmax,
-//     group-sums the probabilities of the past blocks, picks the top K - 1
-//     (each warp its slice, then one warp over the warps' picks), and
-//     attends over the selected blocks' keys, a warp per block and a lane per
-//     key for Q K^T, lanes over D for P V; the warps' partial outputs are
-//     added in warp order (deterministic, no atomics).
+// Three launches:
+//   decode_scores: grid (ceil(nbc / 128), Hkv, B): the G heads' logits
+//     against 128 pooled blocks per CTA on the tensor cores (the fp32 pooled
+//     keys split into three 16-bit terms, so the products are fp32-exact),
+//     kept in the workspace, and each CTA's per-head max and sum of exponentials;
+//   decode_pick: the same grid: combines every CTA's partial sums into the
+//     softmax, group-sums the probabilities of the past blocks and ranks
+//     each CTA's 128 blocks (one count per thread), keeping its best K - 1;
+//   decode_attend: grid (Hkv, B): merges the CTAs' ranked lists (a pick
+//     looks only at each list's head) and attends over the selected blocks'
+//     keys as one token list in 32-token chunks, a warp per chunk and a lane
+//     per key for Q K^T, lanes over D for P V; the warps' partial outputs
+//     are added in warp order (deterministic, no atomics).
 // Bytes read per (sequence, group): the pooled keys (nbc * D * 4) and the K
 // selected blocks of keys and values (2 * K * bs * D * 2), against dense
 // decoding's 2 * Tk * D * 2.
@@ -42,8 +45,28 @@ struct DecodeParams {
   DType dtype = DType::bf16;
 };
 
+// The cache update of a step, in one launch: the T new tokens' keys and values
+// (B, Hkv, T, D) stored at positions [length, length + T) of the cache, and
+// the mean of each block they complete (fp32: the bs keys summed in token
+// order, then divided by bs) into the pooled keys. A pooled block reads its
+// older keys from the cache and its new ones from k_new, so no thread waits
+// for another's store.
+struct AppendParams {
+  const void* k_new = nullptr;  // (B, Hkv, T, D), strides kn_s
+  const void* v_new = nullptr;  // strides vn_s
+  void* k_cache = nullptr;      // (B, Hkv, capacity, D), strides kc_s
+  void* v_cache = nullptr;      // strides vc_s
+  float* block_keys = nullptr;  // (B, Hkv, capacity / bs, D) fp32, strides kb_s
+  Strides4 kn_s, vn_s, kc_s, vc_s, kb_s;
+  int B = 0, Hkv = 0, D = 0, T = 0;
+  int length = 0, capacity = 0, block_size = 16;
+  DType dtype = DType::bf16;
+};
+
 size_t decode_workspace_bytes(const DecodeParams& p);
 std::string decode_supported(const DecodeParams& p);
 std::string decode_attention(const DecodeParams& p, cudaStream_t stream);
+std::string append_supported(const AppendParams& p);
+std::string append_to_cache(const AppendParams& p, cudaStream_t stream);
 
 }  // namespace ssa

@@ -119,6 +119,13 @@ class AttentionBackend {
   virtual torch::Tensor decode(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                                const torch::Tensor& block_keys, const SparseSpec& spec,
                                torch::Tensor* blocks_out = nullptr);
+  // Decoding's cache update: keys and values k, v (B, Hkv, T, D) stored at
+  // positions [length, length + T) of k_cache, v_cache (B, Hkv, capacity, D),
+  // and the fp32 mean of each block they complete into block_keys
+  // (B, Hkv, capacity / block_size, D). The default runs LibTorch ops (two
+  // copies, and a mean when a block completes); the CUDA backend one kernel.
+  virtual void append_to_cache(const torch::Tensor& k, const torch::Tensor& v, torch::Tensor& k_cache,
+                               torch::Tensor& v_cache, torch::Tensor& block_keys, int64_t length, int block_size);
   // Both outputs for the same q, k, v (SSA training). Returns {full, sparse}.
   virtual std::pair<torch::Tensor, torch::Tensor> dual(const torch::Tensor& q, const torch::Tensor& k,
                                                        const torch::Tensor& v, const Selection& sel) {

@@ -256,6 +256,23 @@ class CudaBackend final : public AttentionBackend {
     return o;
   }
 
+  void append_to_cache(const Tensor& k, const Tensor& v, Tensor& k_cache, Tensor& v_cache, Tensor& block_keys,
+                       int64_t length, int block_size) override {
+    const bool kernel_takes = k.is_cuda() && k_cache.is_cuda() && block_keys.is_cuda() &&
+                              (k.scalar_type() == torch::kBFloat16 || k.scalar_type() == torch::kHalf) &&
+                              v.scalar_type() == k.scalar_type() && k_cache.scalar_type() == k.scalar_type() &&
+                              v_cache.scalar_type() == k.scalar_type() && block_keys.scalar_type() == torch::kFloat &&
+                              k.stride(3) == 1 && v.stride(3) == 1;
+    ssa::AppendParams p;
+    if (kernel_takes) p = append_params(k, v, k_cache, v_cache, block_keys, length, block_size);
+    if (!kernel_takes || !ssa::append_supported(p).empty()) {
+      AttentionBackend::append_to_cache(k, v, k_cache, v_cache, block_keys, length, block_size);
+      return;
+    }
+    c10::cuda::CUDAGuard guard(k.device());
+    ok(ssa::append_to_cache(p, stream()));
+  }
+
   std::pair<Tensor, Tensor> dual(const Tensor& q, const Tensor& k, const Tensor& v, const Selection& sel) override {
     // Split (default): cuDNN / flash attention for the full output and the sparse
     // kernels for the sparse one, each with its own backward; about 3x faster than

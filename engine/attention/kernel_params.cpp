@@ -140,6 +140,35 @@ ssa::DecodeParams decode_params(const Tensor& q, const Tensor& k, const Tensor& 
   return p;
 }
 
+ssa::AppendParams append_params(const Tensor& k, const Tensor& v, const Tensor& k_cache, const Tensor& v_cache,
+                                const Tensor& block_keys, int64_t length, int block_size) {
+  if (k.dim() != 4 || k.sizes() != v.sizes() || k_cache.dim() != 4 || k_cache.sizes() != v_cache.sizes() ||
+      k.size(0) != k_cache.size(0) || k.size(1) != k_cache.size(1) || k.size(3) != k_cache.size(3))
+    throw Error("kernel params: the cache update takes k, v (B, Hkv, T, D) and a cache (B, Hkv, capacity, D)");
+  if (block_keys.dim() != 4 || block_keys.stride(3) != 1 || block_keys.size(2) < k_cache.size(2) / block_size)
+    throw Error("kernel params: block_keys must be (B, Hkv, capacity / block_size, D) with the last dim contiguous");
+  ssa::AppendParams p;
+  p.k_new = ptr16(k, k, "k");
+  p.v_new = ptr16(v, k, "v");
+  p.k_cache = ptr16(k_cache, k, "k_cache");
+  p.v_cache = ptr16(v_cache, k, "v_cache");
+  p.block_keys = ptr<float>(block_keys, torch::kFloat, "block_keys");
+  p.kn_s = kernel_strides(k);
+  p.vn_s = kernel_strides(v);
+  p.kc_s = kernel_strides(k_cache);
+  p.vc_s = kernel_strides(v_cache);
+  p.kb_s = {block_keys.stride(0), block_keys.stride(1), block_keys.stride(2)};
+  p.B = to_int(k.size(0), "batch");
+  p.Hkv = to_int(k.size(1), "kv heads");
+  p.T = to_int(k.size(2), "new tokens");
+  p.D = to_int(k.size(3), "head dim");
+  p.length = to_int(length, "cache length");
+  p.capacity = to_int(k_cache.size(2), "cache capacity");
+  p.block_size = block_size;
+  p.dtype = kernel_dtype(k);
+  return p;
+}
+
 ssa::SparseBwdParams sparse_bwd_params(const SparseBwdTensors& t, int block_size, int64_t q_offset) {
   ssa::SparseBwdParams p;
   set_shape(p, kernel_shape(t.q, t.k, block_size, int(t.blocks.size(3)), q_offset));

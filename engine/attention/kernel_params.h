@@ -67,6 +67,10 @@ ssa::SparseFwdParams sparse_fwd_params(const torch::Tensor& q, const torch::Tens
 ssa::DecodeParams decode_params(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                                 const torch::Tensor& block_keys, int block_size, int top_k,
                                 const torch::Tensor& o = {}, const torch::Tensor& blocks = {});
+// The cache update: k, v (B, Hkv, T, D) into k_cache, v_cache (B, Hkv, capacity, D) at `length`.
+ssa::AppendParams append_params(const torch::Tensor& k, const torch::Tensor& v, const torch::Tensor& k_cache,
+                                const torch::Tensor& v_cache, const torch::Tensor& block_keys, int64_t length,
+                                int block_size);
 
 // Sparse backward: the forward's tensors, the upstream gradient (like o), the
 // transposed index and the three gradients; workspace is the caller's.

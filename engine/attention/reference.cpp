@@ -263,6 +263,18 @@ Tensor AttentionBackend::decode(const Tensor& q, const Tensor& k, const Tensor& 
   return torch::matmul(torch::softmax(s, -1), vs.unsqueeze(2)).reshape({B, Hq, 1, D});
 }
 
+void AttentionBackend::append_to_cache(const Tensor& k, const Tensor& v, Tensor& k_cache, Tensor& v_cache,
+                                       Tensor& block_keys, int64_t length, int block_size) {
+  torch::NoGradGuard no_grad;
+  const int64_t T = k.size(2), first = length / block_size, last = (length + T) / block_size;
+  k_cache.narrow(2, length, T).copy_(k);
+  v_cache.narrow(2, length, T).copy_(v);
+  if (last > first) {
+    Tensor keys = k_cache.narrow(2, first * block_size, (last - first) * block_size).to(torch::kFloat);
+    block_keys.narrow(2, first, last - first).copy_(complete_block_means(keys, block_size));
+  }
+}
+
 namespace {
 
 class ReferenceBackend final : public AttentionBackend {

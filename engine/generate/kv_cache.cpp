@@ -1,5 +1,6 @@
 #include "engine/generate/kv_cache.h"
 
+#include "engine/attention/attention.h"
 #include "engine/util/error.h"
 
 namespace ssalab {
@@ -52,10 +53,8 @@ std::pair<Tensor, Tensor> KVCache::append(int layer, const Tensor& k, const Tens
   if (length_ + T > capacity_)
     throw Error("KV cache: " + std::to_string(length_) + " tokens plus " + std::to_string(T) + " new exceed its " +
                 std::to_string(capacity_) + "-token capacity");
-  torch::NoGradGuard no_grad;
-  L.k.narrow(2, length_, T).copy_(k);
-  L.v.narrow(2, length_, T).copy_(v);
-  pool_blocks(L, length_, length_ + T);
+  AttentionBackend* cuda = k.is_cuda() ? cuda_backend() : nullptr;
+  (cuda ? *cuda : reference_backend()).append_to_cache(k, v, L.k, L.v, L.block_keys, length_, block_size_);
   L.pending = T;
   return {L.k.narrow(2, 0, length_ + T), L.v.narrow(2, 0, length_ + T)};
 }

@@ -78,12 +78,15 @@ static void check_chunked(AttentionBackend& cuda, AttentionBackend& ref, const T
 
 // The decode kernel (AttentionBackend::decode on CUDA) against the reference:
 // the selection slot for slot and the output, over shapes that reach its
-// edges: a context shorter than k blocks, a partial own block, G from 1 to 32.
+// edges: a context shorter than k blocks, a partial own block, G from 1 to 32,
+// a group's heads split over CTAs (small batches) or kept in one (large ones).
 static void check_decode(AttentionBackend& cuda) {
   struct C { torch::ScalarType dt; int B, Hq, Hkv, Tk, D, bs, K; };
   for (C c : {C{torch::kBFloat16, 2, 16, 1, 333, 64, 16, 8}, C{torch::kHalf, 3, 8, 8, 500, 128, 64, 3},
               C{torch::kBFloat16, 1, 32, 1, 4097, 64, 32, 16}, C{torch::kBFloat16, 4, 32, 2, 40, 64, 16, 3},
-              C{torch::kBFloat16, 1, 16, 1, 9000, 128, 16, 64}, C{torch::kHalf, 2, 4, 2, 16, 64, 16, 1}}) {
+              C{torch::kBFloat16, 1, 16, 1, 9000, 128, 16, 64}, C{torch::kHalf, 2, 4, 2, 16, 64, 16, 1},
+              // batches of more groups than SMs: each group's heads in one CTA (16 and 32 of them)
+              C{torch::kBFloat16, 70, 32, 2, 300, 64, 16, 4}, C{torch::kBFloat16, 140, 32, 1, 200, 64, 16, 5}}) {
     std::printf("[decode %s B%d Hq%d Hkv%d Tk%d D%d bs%d k%d]\n", c.dt == torch::kHalf ? "fp16" : "bf16", c.B, c.Hq,
                 c.Hkv, c.Tk, c.D, c.bs, c.K);
     auto o = torch::TensorOptions().device(torch::kCUDA).dtype(c.dt);
@@ -130,6 +133,32 @@ static void check_decode(AttentionBackend& cuda) {
     std::printf("  %s: model steps vs whole forward: median rel %.3g, worst %.3g\n", to_string(mode),
                 errs[errs.size() / 2], errs.back());
     check(errs[errs.size() / 2] < 3e-2, "decode: model steps == whole forward (bf16, median)", errs[errs.size() / 2]);
+  }
+}
+
+// The cache update kernel against the LibTorch path: the stored keys and
+// values bit for bit, the pooled keys of the blocks completed to fp32 rounding,
+// for single tokens, a prefill chunk spanning blocks and a view into a bigger cache.
+static void check_append(AttentionBackend& cuda) {
+  struct C { torch::ScalarType dt; int B, Hkv, D, cap, length, T, bs; };
+  for (C c : {C{torch::kBFloat16, 2, 2, 64, 96, 15, 1, 16}, C{torch::kHalf, 1, 4, 128, 200, 5, 70, 16},
+              C{torch::kBFloat16, 3, 1, 64, 300, 63, 1, 64}, C{torch::kBFloat16, 1, 2, 64, 64, 0, 64, 32}}) {
+    std::printf("[append %s B%d Hkv%d D%d cap%d length%d T%d bs%d]\n", c.dt == torch::kHalf ? "fp16" : "bf16", c.B,
+                c.Hkv, c.D, c.cap, c.length, c.T, c.bs);
+    auto o = torch::TensorOptions().device(torch::kCUDA).dtype(c.dt);
+    Tensor kc = torch::randn({c.B, c.Hkv, c.cap, c.D}, o), vc = torch::randn_like(kc);
+    Tensor bk = torch::zeros({c.B, c.Hkv, c.cap / c.bs, c.D}, o.dtype(torch::kFloat));
+    // the new tokens as views with a head stride other than T * D (as q/k/v projections come)
+    Tensor kn = torch::randn({c.B, c.T, c.Hkv, c.D}, o).transpose(1, 2), vn = torch::randn_like(kn);
+    Tensor kc2 = kc.clone(), vc2 = vc.clone(), bk2 = bk.clone();
+    cuda.append_to_cache(kn, vn, kc, vc, bk, c.length, c.bs);
+    reference_backend().append_to_cache(kn, vn, kc2, vc2, bk2, c.length, c.bs);
+    check(torch::equal(kc, kc2) && torch::equal(vc, vc2), "append: keys and values stored", 0);
+    const double err = (bk - bk2).abs().max().item<double>();
+    check(err < 1e-5, "append: pooled keys", err);
+    const int64_t done = (c.length + c.T) / c.bs;
+    check(done == 0 || bk.narrow(2, c.length / c.bs, done - c.length / c.bs).abs().sum().item<double>() > 0,
+          "append: the completed blocks were written", 0);
   }
 }
 
@@ -216,6 +245,7 @@ int main() {
     check(!cuda->supports(q, k, spec, 1).empty(), "supports() refuses queries past the keys", 0);
   }
   check_decode(*cuda);
+  check_append(*cuda);
   std::printf("%d failed\n", fails);
   return fails ? 1 : 0;
 }
