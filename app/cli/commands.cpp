@@ -480,6 +480,7 @@ int cmd_paradox(const ParadoxArgs& a) {
   o.cache_dir = a.cache_dir;
   o.out_dir = a.out_dir;
   o.ship_dir = a.ship_dir;
+  o.models_dir = a.models_dir;
   o.eval_batches = a.eval_batches;
   o.probes = a.probes;
   o.needle_trials = a.needle_trials;

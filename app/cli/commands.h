@@ -86,7 +86,7 @@ int cmd_info(const std::string& checkpoint);
 
 struct ParadoxArgs {
   Settings settings;
-  std::string corpus, out_dir = "runs/paradox", ship_dir, cache_dir = ".cache/ssalab";
+  std::string corpus, out_dir = "runs/paradox", ship_dir, cache_dir = ".cache/ssalab", models_dir;
   int eval_batches = 8, probes = 4, needle_trials = 8;
   bool quiet = false;
   std::string command_line;  // recorded in the report so it can be regenerated

@@ -131,6 +131,8 @@ int main(int argc, char** argv) {
   p->add_option("--eval-batches", px.eval_batches)->capture_default_str();
   p->add_option("--probes", px.probes, "validation windows analysed per model")->capture_default_str();
   p->add_option("--needle-trials", px.needle_trials)->capture_default_str();
+  p->add_option("--models", px.models_dir,
+                "measure these trained checkpoints DIR/{full,moba,ssa} (e.g. assets/models) instead of training");
   p->add_flag("--quiet", px.quiet, "no progress bars");
 
   std::string info_ckpt;

@@ -100,9 +100,36 @@ static json evaluate_model(Transformer& model, const Tokenizer& tok, const Token
   return r;
 }
 
-json run_paradox(const ParadoxOptions& opt) {
+// The three checkpoints of models_dir, checked to be one experiment (same
+// shape, same tokenizer) before any work starts.
+static std::vector<LoadedCheckpoint> load_trained_models(const std::string& dir) {
+  std::vector<LoadedCheckpoint> models;
+  for (Method m : kMethods) models.push_back(load_checkpoint(dir + "/" + to_string(m)));
+  for (size_t i = 1; i < models.size(); ++i) {
+    if (to_json(models[i].model->config()) != to_json(models[0].model->config()))
+      throw Error("paradox --models: " + dir + "/" + to_string(kMethods[i]) + " has another model shape than " + dir +
+                  "/full; the three models must differ only in how they were trained");
+    if (models[i].tokenizer.serialized() != models[0].tokenizer.serialized())
+      throw Error("paradox --models: " + dir + "/" + to_string(kMethods[i]) + " has another tokenizer than " + dir +
+                  "/full");
+  }
+  if (models[0].tokenizer.serialized().empty())
+    throw Error("paradox --models: " + dir + "/full has no tokenizer.model to encode the corpus with");
+  return models;
+}
+
+json run_paradox(const ParadoxOptions& options) {
   auto t0 = std::chrono::steady_clock::now();
-  PreparedData data = prepare_data(opt.corpus, opt.model.vocab_size, opt.cache_dir);
+  ParadoxOptions opt = options;
+  std::vector<LoadedCheckpoint> trained_models;
+  if (!opt.models_dir.empty()) {
+    trained_models = load_trained_models(opt.models_dir);
+    opt.model = trained_models[0].model->config();
+    if (trained_models[0].state) opt.train = trained_models[0].state->train;  // the training length the models saw
+    opt.train.device = options.train.device;
+  }
+  PreparedData data = prepare_data(opt.corpus, opt.model.vocab_size, opt.cache_dir,
+                                   opt.models_dir.empty() ? "" : opt.models_dir + "/full/tokenizer.model");
   json results;
   results["setup"] = {{"model", to_json(opt.model)},
                       {"train", to_json(opt.train)},
@@ -111,35 +138,45 @@ json run_paradox(const ParadoxOptions& opt) {
                       {"train_tokens", data.tokens->train.size()},
                       {"val_tokens", data.tokens->val.size()},
                       {"device", resolve_device(opt.train.device).str()}};
+  if (!opt.models_dir.empty()) results["setup"]["models_from"] = opt.models_dir;
   std::string ship = opt.ship_dir.empty() ? opt.out_dir + "/models" : opt.ship_dir;
-  for (Method m : kMethods) {
+  for (size_t i = 0; i < std::size(kMethods); ++i) {
+    const Method m = kMethods[i];
     std::string name = to_string(m);
-    RunOptions ro;
-    ro.model = opt.model;
-    ro.train = opt.train;
-    ro.train.method = m;
-    ro.corpus = data.corpus;
-    ro.cache_dir = opt.cache_dir;
-    ro.out_dir = opt.out_dir + "/" + name;
-    ro.resume = "auto";  // a finished run is reused, an interrupted one continues
-    ro.progress = opt.progress;
-    std::fprintf(stderr, "paradox: training %s (%lld steps)\n", display_name(name), (long long)opt.train.steps);
-    auto ts = std::chrono::steady_clock::now();
-    RunResult rr = run_training(ro);
-    double train_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - ts).count();
-    // evaluate the fp16 copy that ships, so the recorded numbers are the shipped model's
-    LoadedCheckpoint trained = load_checkpoint(ro.out_dir + "/checkpoint");
-    SaveOptions half;
-    half.weights_dtype = torch::kFloat16;
-    half.state = TrainerState{trained.state ? trained.state->step : 0, ro.train, {{"corpus", data.corpus}, {"method", name}}};
-    save_checkpoint(ship + "/" + name, *trained.model, trained.tokenizer, half);
-    LoadedCheckpoint shipped = load_checkpoint(ship + "/" + name);
-    shipped.model->to(resolve_device(opt.train.device));  // fp32 weights, exactly the shipped values
+    json r;
+    LoadedCheckpoint shipped;
+    if (!trained_models.empty()) {
+      shipped = std::move(trained_models[i]);
+      shipped.model->to(resolve_device(opt.train.device));
+      r["checkpoint"] = opt.models_dir + "/" + name;
+    } else {
+      RunOptions ro;
+      ro.model = opt.model;
+      ro.train = opt.train;
+      ro.train.method = m;
+      ro.corpus = data.corpus;
+      ro.cache_dir = opt.cache_dir;
+      ro.out_dir = opt.out_dir + "/" + name;
+      ro.resume = "auto";  // a finished run is reused, an interrupted one continues
+      ro.progress = opt.progress;
+      std::fprintf(stderr, "paradox: training %s (%lld steps)\n", display_name(name), (long long)opt.train.steps);
+      auto ts = std::chrono::steady_clock::now();
+      RunResult rr = run_training(ro);
+      r["train_seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - ts).count();
+      if (!rr.history.empty()) r["final_train_loss"] = rr.history.back().loss;
+      // evaluate the fp16 copy that ships, so the recorded numbers are the shipped model's
+      LoadedCheckpoint trained = load_checkpoint(ro.out_dir + "/checkpoint");
+      SaveOptions half;
+      half.weights_dtype = torch::kFloat16;
+      half.state =
+          TrainerState{trained.state ? trained.state->step : 0, ro.train, {{"corpus", data.corpus}, {"method", name}}};
+      save_checkpoint(ship + "/" + name, *trained.model, trained.tokenizer, half);
+      shipped = load_checkpoint(ship + "/" + name);
+      shipped.model->to(resolve_device(opt.train.device));  // fp32 weights, exactly the shipped values
+      r["checkpoint"] = ship + "/" + name;
+    }
     std::fprintf(stderr, "paradox: evaluating %s\n", display_name(name));
-    json r = evaluate_model(*shipped.model, shipped.tokenizer, *data.tokens, opt);
-    r["train_seconds"] = train_s;
-    r["checkpoint"] = ship + "/" + name;
-    if (!rr.history.empty()) r["final_train_loss"] = rr.history.back().loss;
+    r.update(evaluate_model(*shipped.model, shipped.tokenizer, *data.tokens, opt));
     results["models"][name] = r;
   }
   results["claims"] = judge_claims(results);
@@ -389,10 +426,17 @@ void write_paradox_report(const json& res, const std::string& dir) {
   md << "\nAccuracy: all five key digits predicted (greedy, teacher-forced) after the question / the key generated "
         "(greedy decoding with the KV cache under the same attention, the key at the start of the text); in brackets "
         "the mean log-probability of the key digits. The training length is the first column.\n\n"
-     << "![needle accuracy](needle_vs_length.png)\n\n## Training\n\n| model | final train loss | train time (s) |\n|---|---|---|\n";
-  for (auto& n : names)
-    md << "| " << display_name(n) << " | " << fmt("%.4f", get(M[n].value("final_train_loss", json()))) << " | "
-       << fmt("%.0f", get(M[n]["train_seconds"])) << " |\n";
+     << "![needle accuracy](needle_vs_length.png)\n";
+  if (S.contains("models_from")) {
+    md << "\nThe models were measured from the checkpoints in `" << S["models_from"].get<std::string>()
+       << "` (`--models`), not trained in this run; their training figures are in the report of the run that "
+          "trained them.\n";
+  } else {
+    md << "\n## Training\n\n| model | final train loss | train time (s) |\n|---|---|---|\n";
+    for (auto& n : names)
+      md << "| " << display_name(n) << " | " << fmt("%.4f", get(M[n].value("final_train_loss", json()))) << " | "
+         << fmt("%.0f", get(M[n].value("train_seconds", json()))) << " |\n";
+  }
   md << "\nRegenerate: `" << (res.contains("command") ? res["command"].get<std::string>() : std::string("ssalab paradox"))
      << "`.\n";
   write_file_atomic(dir + "/report.md", md.str());

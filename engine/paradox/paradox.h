@@ -19,13 +19,16 @@ struct ParadoxOptions {
   std::string cache_dir = ".cache/ssalab";
   std::string out_dir = "runs/paradox";  // <out>/<method>/ training runs, <out>/report/
   std::string ship_dir;         // optional: fp16 checkpoints of the three models go here
+  std::string models_dir;       // optional: measure the trained checkpoints <dir>/{full,moba,ssa} instead of
+                                // training (model shape, training length and tokenizer come from them)
   int eval_batches = 8;         // validation windows per perplexity (x4 sequences)
   int probes = 4;               // validation windows analysed for sparsity/entropy
   int needle_trials = 8;
   bool progress = true;
 };
 
-// Trains (or reuses finished runs in out_dir), evaluates, writes the report.
+// Trains (or reuses finished runs in out_dir, or takes models_dir's
+// checkpoints), evaluates, writes the report.
 // Returns the results JSON that the report was made from.
 nlohmann::json run_paradox(const ParadoxOptions& opt);
 

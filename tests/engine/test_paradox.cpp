@@ -95,4 +95,33 @@ TEST_CASE("ssalab paradox end to end on a small budget", "[paradox][e2e]") {
   json again = json::parse(read_file(o.out_dir + "/report/results.json"));
   write_paradox_report(again, o.out_dir + "/report2");
   REQUIRE(read_file(o.out_dir + "/report2/report.md") == md);
+
+  // --models: the shipped checkpoints measured again without training give the same numbers
+  ParadoxOptions re = o;
+  re.models_dir = o.out_dir + "/models";
+  re.out_dir = test::scratch_dir("paradox-remeasure");
+  re.model = test::micro_model();
+  re.model.hidden_size *= 2;  // ignored: the shape comes from the checkpoints
+  re.train.seq_len = 64;      // ignored too: the training length comes from them
+  json r2 = run_paradox(re);
+  for (const char* m : {"full", "moba", "ssa"}) {
+    INFO(m);
+    REQUIRE(r2["models"][m]["ppl_full"].get<double>() == r["models"][m]["ppl_full"].get<double>());
+    REQUIRE(r2["models"][m]["passkey"] == r["models"][m]["passkey"]);
+    REQUIRE_FALSE(r2["models"][m].contains("train_seconds"));
+  }
+  REQUIRE(r2["setup"]["models_from"] == re.models_dir);
+  REQUIRE(r2["claims"] == r["claims"]);
+  REQUIRE_THAT(read_file(re.out_dir + "/report/report.md"), Catch::Contains("not trained in this run"));
+  REQUIRE_FALSE(std::filesystem::exists(re.out_dir + "/models"));  // nothing trained, nothing shipped
+}
+
+TEST_CASE("paradox --models refuses a missing checkpoint before any work", "[paradox]") {
+  ParadoxOptions o;
+  o.corpus = test::small_corpus();
+  o.cache_dir = test::cache_dir();
+  o.out_dir = test::scratch_dir("paradox-bad-models");
+  o.models_dir = test::scratch_dir("paradox-no-models");
+  REQUIRE_THROWS_WITH(run_paradox(o), Catch::Contains(o.models_dir + "/full"));
+  REQUIRE_FALSE(std::filesystem::exists(o.out_dir + "/report"));
 }
