@@ -168,8 +168,8 @@ static void analyze_layer(const Tensor& q_in, const Tensor& k_in, const Analysis
   out.heads.resize(H);
   for (int64_t h = 0; h < H; ++h)
     out.heads[h] = HeadStats{vs[h], 1.0 - vs[h], ve[h], vk[h], vb[h], vkl[h]};
-  out.q = q_in.detach().to(torch::kCPU, torch::kFloat);
-  out.k = k_in.detach().to(torch::kCPU, torch::kFloat);
+  out.q = q_in.detach();
+  out.k = k_in.detach();
 }
 
 Analysis analyze_qk(const std::vector<Tensor>& q, const std::vector<Tensor>& k, const AnalysisRequest& req) {
@@ -195,6 +195,23 @@ Analysis analyze_qk(const std::vector<Tensor>& q, const std::vector<Tensor>& k, 
   return a;
 }
 
+// -log p(token t+1 | prefix) of each token after the first, from (1, T, V) logits.
+static std::vector<float> token_nll(const Tensor& logits, const Tensor& tokens) {
+  const int64_t T = tokens.size(1);
+  Tensor lp = torch::log_softmax(logits[0].narrow(0, 0, T - 1).to(torch::kFloat), -1);
+  Tensor nll = -lp.gather(1, tokens[0].narrow(0, 1, T - 1).view({T - 1, 1})).view({T - 1});
+  nll = nll.to(torch::kCPU).contiguous();
+  return std::vector<float>(nll.data_ptr<float>(), nll.data_ptr<float>() + (T - 1));
+}
+
+// The token losses of the stream that does not feed the analysed layers.
+static std::vector<float> other_stream_nll(Transformer& model, const Tensor& tokens, const AnalysisRequest& req) {
+  ForwardOptions other;
+  other.mode = req.inference == AttnMode::Full ? AttnMode::Sparse : AttnMode::Full;
+  other.spec = req.spec;
+  return token_nll(model.forward(tokens, other).logits, tokens);
+}
+
 Analysis analyze(Transformer& model, const AnalysisRequest& req) {
   const int64_t T = int64_t(req.tokens.size());
   if (T == 0) throw Error("analysis: no tokens to analyse");
@@ -218,18 +235,28 @@ Analysis analyze(Transformer& model, const AnalysisRequest& req) {
   Analysis a = analyze_qk(out.q, out.k, req);
   if (req.token_losses && T >= 2) {
     // -log p(token t+1 | prefix) under both streams: which tokens sparse attention hurts
-    auto nll_of = [&](const torch::Tensor& logits) {
-      torch::Tensor lp = torch::log_softmax(logits[0].narrow(0, 0, T - 1).to(torch::kFloat), -1);
-      torch::Tensor nll = -lp.gather(1, tokens[0].narrow(0, 1, T - 1).view({T - 1, 1})).view({T - 1});
-      nll = nll.to(torch::kCPU).contiguous();
-      return std::vector<float>(nll.data_ptr<float>(), nll.data_ptr<float>() + (T - 1));
-    };
-    ForwardOptions other;
-    other.mode = req.inference == AttnMode::Full ? AttnMode::Sparse : AttnMode::Full;
-    other.spec = req.spec;
-    std::vector<float> here = nll_of(out.logits), there = nll_of(model.forward(tokens, other).logits);
+    std::vector<float> here = token_nll(out.logits, tokens), there = other_stream_nll(model, tokens, req);
     a.nll_full = req.inference == AttnMode::Full ? here : there;
     a.nll_sparse = req.inference == AttnMode::Full ? there : here;
+  }
+  return a;
+}
+
+Analysis reanalyze(Transformer& model, const Analysis& previous, const AnalysisRequest& req) {
+  if (previous.inference != AttnMode::Full || req.inference != AttnMode::Full)
+    throw Error("reanalyze: only a full-inference analysis keeps q and k that do not depend on the selection");
+  if (previous.tokens != req.tokens) throw Error("reanalyze: the tokens differ from the analysed ones");
+  if (previous.layers.empty() || !previous.layers[0].q.defined()) throw Error("reanalyze: no q and k were kept");
+  std::vector<Tensor> q, k;
+  for (const LayerAnalysis& L : previous.layers) q.push_back(L.q), k.push_back(L.k);
+  Analysis a = analyze_qk(q, k, req);
+  a.qk_reused = true;
+  if (req.token_losses && a.T >= 2) {
+    torch::NoGradGuard no_grad;
+    std::vector<int64_t> ids(req.tokens.begin(), req.tokens.end());
+    Tensor tokens = torch::tensor(ids, torch::kLong).view({1, a.T}).to(model.parameters().front().device());
+    a.nll_full = previous.nll_full;  // the full stream does not see the selection
+    a.nll_sparse = other_stream_nll(model, tokens, req);
   }
   return a;
 }
@@ -250,14 +277,15 @@ QueryDetail query_detail(const Analysis& a, int layer, int head, int64_t query) 
   const double scale = 1.0 / std::sqrt(double(D));
   // selection probabilities over blocks complete at `query`, summed over the group
   const int64_t visible = (query + 1) / bs;
-  Tensor kg = L.k[0][g];  // (T, D)
+  Tensor kg = L.k[0][g].to(torch::kFloat);  // (T, D), on the device the forward ran on
   if (visible > 0) {
     Tensor kbar = kg.narrow(0, 0, visible * bs).view({visible, bs, D}).mean(1);       // (visible, D)
-    Tensor qrows = L.q[0].narrow(0, g * G, G).select(1, query);                       // (G, D)
+    Tensor qrows = L.q[0].narrow(0, g * G, G).select(1, query).to(torch::kFloat);     // (G, D)
     Tensor score = torch::softmax(torch::matmul(qrows, kbar.t()) * scale, -1).sum(0);  // (visible,)
     d.block_scores = to_vector(score);
   }
-  Tensor p = torch::softmax(torch::matmul(kg.narrow(0, 0, query + 1), L.q[0][head][query]) * scale, 0);
+  Tensor p =
+      torch::softmax(torch::matmul(kg.narrow(0, 0, query + 1), L.q[0][head][query].to(torch::kFloat)) * scale, 0);
   d.block_mass = to_vector(pool_last(p, bs));
   d.entropy = -(p * torch::log(p.clamp_min(1e-30))).sum().item<double>();
   const int32_t* sel = L.selected.data() + (g * a.T + query) * K;

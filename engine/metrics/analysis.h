@@ -46,7 +46,9 @@ struct LayerAnalysis {
   std::vector<float> token_full, token_sparse;
   // Selected blocks (Hkv, T, K) int32, -1 = empty slot; slot 0 = local block.
   std::vector<int32_t> selected;
-  torch::Tensor q, k;  // (1, H, T, D), (1, Hkv, T, D) post-RoPE, kept for query_detail()
+  // (1, H, T, D), (1, Hkv, T, D) post-RoPE, as the forward made them (its
+  // device and dtype: on a GPU they stay there), kept for query_detail() and reanalyze()
+  torch::Tensor q, k;
   bool by_kernels = false;  // computed by the GPU kernels (bf16) rather than LibTorch ops
 };
 
@@ -71,6 +73,7 @@ struct Analysis {
   std::vector<LayerAnalysis> layers;
   // token_losses only: nll_*[i] = -log p(tokens[i+1] | prefix) in nats, (T-1)
   std::vector<float> nll_full, nll_sparse;
+  bool qk_reused = false;  // made by reanalyze(): selection and statistics only, on kept q and k
   double mean_sparsity() const;  // over layers and heads
   double mean_entropy() const;
 };
@@ -89,6 +92,13 @@ struct QueryDetail {
 Analysis analyze(Transformer& model, const AnalysisRequest& req);
 // The same from captured per-layer q (1, Hq, T, D) and k (1, Hkv, T, D); req.tokens may be empty.
 Analysis analyze_qk(const std::vector<torch::Tensor>& q, const std::vector<torch::Tensor>& k, const AnalysisRequest& req);
+// Another selection (k, block size or rule) measured on `previous`'s kept q
+// and k, without a forward pass through the layers: only selection and
+// statistics run again (and one sparse forward when req.token_losses, for the
+// sparse stream's token losses). Under full inference q and k do not depend
+// on the selection, so the result equals analyze(model, req). Throws when
+// `previous` is not a full-inference analysis of req.tokens with q and k kept.
+Analysis reanalyze(Transformer& model, const Analysis& previous, const AnalysisRequest& req);
 QueryDetail query_detail(const Analysis& a, int layer, int head, int64_t query);
 
 // JSON summary (per layer/head stats; no maps) and CSV of the same.

@@ -19,6 +19,12 @@
 
 namespace ssalab {
 
+namespace {
+bool same_spec(const SparseSpec& a, const SparseSpec& b) {
+  return a.block_size == b.block_size && a.top_k == b.top_k && a.rule == b.rule;
+}
+}  // namespace
+
 const char* to_string(RunState s) {
   switch (s) {
     case RunState::Idle: return "idle";
@@ -81,6 +87,7 @@ struct Session::Impl {
   std::string probe_as_text;  // the probe decoded
   bool analysis_dirty = true;
   int64_t analyzed_step = -1;
+  std::weak_ptr<Transformer> analysed_model;  // the weights `analysis` was made with (weak: a replaced model is freed)
   std::shared_ptr<const Analysis> analysis;
   int64_t version = 0;
   std::thread worker;
@@ -391,9 +398,17 @@ struct Session::Impl {
     req.spec = spec;
     req.cancel = &cancel;
     req.token_losses = true;  // the Text probe colours tokens by what sparse attention costs them
-    analysis = std::make_shared<const Analysis>(analyze(*model, req));
+    const int64_t step = trainer ? trainer->current_step() : 0;
+    // only the selection changed since the last analysis of these weights and
+    // tokens under full inference: its kept q and k still hold (reanalyze())
+    const bool selection_only = analysis && analysed_model.lock() == model && analyzed_step == step &&
+                                inference == AttnMode::Full && analysis->inference == AttnMode::Full &&
+                                analysis->tokens == probe && !analysis->layers.empty() &&
+                                analysis->layers[0].q.defined() && !same_spec(analysis->spec, spec);
+    analysis = std::make_shared<const Analysis>(selection_only ? reanalyze(*model, *analysis, req) : analyze(*model, req));
     analysis_dirty = false;
-    analyzed_step = trainer ? trainer->current_step() : 0;
+    analysed_model = model;
+    analyzed_step = step;
   }
 
   bool generating() const { return generation && generation->running(); }

@@ -115,6 +115,44 @@ TEST_CASE("analyze runs a model end to end, for full and sparse inference", "[me
   REQUIRE_THROWS_WITH(analyze(m, req), Catch::Contains("outside the vocabulary"));
 }
 
+TEST_CASE("reanalyze: another k or block size on kept q and k equals a new analysis", "[metrics]") {
+  Transformer m(test::micro_model());
+  AnalysisRequest req;
+  for (int i = 0; i < 96; ++i) req.tokens.push_back(i * 11 % 512);
+  req.spec = {8, 3};
+  req.token_losses = true;
+  Analysis first = analyze(m, req);
+  REQUIRE_FALSE(first.qk_reused);
+  for (SparseSpec spec : {SparseSpec{8, 5}, SparseSpec{16, 2}, SparseSpec{8, 3, SelectionRule::NsaChunked}}) {
+    INFO(spec.block_size << "/" << spec.top_k);
+    req.spec = spec;
+    Analysis again = reanalyze(m, first, req), fresh = analyze(m, req);
+    REQUIRE(again.qk_reused);
+    REQUIRE(again.spec.top_k == spec.top_k);
+    REQUIRE(again.n_cells == fresh.n_cells);
+    for (size_t l = 0; l < fresh.layers.size(); ++l) {
+      const LayerAnalysis &A = again.layers[l], &F = fresh.layers[l];
+      REQUIRE(A.selected == F.selected);
+      for (size_t h = 0; h < F.heads.size(); ++h) {
+        REQUIRE(A.heads[h].sparsity == Approx(F.heads[h].sparsity).epsilon(1e-6));
+        REQUIRE(A.heads[h].entropy == Approx(F.heads[h].entropy).epsilon(1e-6));
+      }
+      REQUIRE(A.map_dropped.size() == F.map_dropped.size());
+      for (size_t i = 0; i < F.map_dropped.size(); ++i) REQUIRE(A.map_dropped[i] == Approx(F.map_dropped[i]).margin(1e-6));
+    }
+    REQUIRE(again.nll_full == fresh.nll_full);
+    REQUIRE(again.nll_sparse.size() == fresh.nll_sparse.size());
+    for (size_t i = 0; i < fresh.nll_sparse.size(); ++i) REQUIRE(again.nll_sparse[i] == Approx(fresh.nll_sparse[i]).margin(1e-5));
+  }
+  // q and k of a sparse-inference analysis depend on the selection; other tokens are another analysis
+  req.spec = {8, 3};
+  req.inference = AttnMode::Sparse;
+  REQUIRE_THROWS_WITH(reanalyze(m, analyze(m, req), req), Catch::Contains("full-inference"));
+  req.inference = AttnMode::Full;
+  req.tokens.pop_back();
+  REQUIRE_THROWS_WITH(reanalyze(m, first, req), Catch::Contains("tokens differ"));
+}
+
 TEST_CASE("on CUDA, long inputs are analysed by the kernels and agree with LibTorch", "[metrics][cuda]") {
   if (!torch::cuda::is_available()) {
     WARN("no CUDA device: skipped");

@@ -174,6 +174,41 @@ TEST_CASE("attach: the session follows a run another thread trains, without touc
   }
 }
 
+TEST_CASE("a k or block-size change re-runs only selection and statistics on the kept q and k", "[session]") {
+  std::string dir = test::scratch_dir("session-reanalyze");
+  Session s(micro_session(dir));
+  s.wait_idle();
+  REQUIRE(s.snapshot()->analysis);
+  CHECK_FALSE(s.snapshot()->analysis->qk_reused);
+  s.set_top_k(2);
+  s.wait_idle();
+  auto a = s.snapshot()->analysis;
+  INFO(s.snapshot()->error);
+  REQUIRE(a);
+  CHECK(a->spec.top_k == 2);
+  CHECK(a->qk_reused);
+  CHECK(a->nll_sparse.size() == a->nll_full.size());
+  s.set_block_size(16);  // the micro model's is 8
+  s.wait_idle();
+  CHECK(s.snapshot()->analysis->spec.block_size == 16);
+  CHECK(s.snapshot()->analysis->qk_reused);
+  // under sparse inference the selection shapes the layers' inputs: a new forward
+  s.set_inference(AttnMode::Sparse);
+  s.wait_idle();
+  CHECK_FALSE(s.snapshot()->analysis->qk_reused);
+  s.set_top_k(3);
+  s.wait_idle();
+  CHECK(s.snapshot()->analysis->spec.top_k == 3);
+  CHECK_FALSE(s.snapshot()->analysis->qk_reused);
+  // back to full inference: q and k are captured again before any reuse
+  s.set_inference(AttnMode::Full);
+  s.wait_idle();
+  CHECK_FALSE(s.snapshot()->analysis->qk_reused);
+  s.set_top_k(4);
+  s.wait_idle();
+  CHECK(s.snapshot()->analysis->qk_reused);
+}
+
 TEST_CASE("the session generates a token per worker turn, pausing training, as the engine would", "[session][generate]") {
   std::string dir = test::scratch_dir("session-gen");
   Session s(micro_session(dir));
