@@ -1,0 +1,143 @@
+// The app's analysis at scale (issue "The app on a GPU workstation", part 2):
+// the steps the app runs for one text on a model in the released layout with
+// random weights, timed end to end as the session runs them:
+//   first analysis: one forward under full inference capturing every layer's
+//     q and k, the selection, the statistics and block-pooled maps of every
+//     layer and head, and the token losses of both streams (the session's
+//     request: engine/session/session.cpp run_analysis);
+//   k change / block-size change: the same measured on the kept q and k
+//     (reanalyze), what moving the slider costs;
+// and the peak memory of the whole run (the CUDA caching allocator's peak
+// allocated bytes on a GPU; VmHWM on the CPU).
+//
+//   ssalab_analysis_bench [--device cuda|cpu] [--preset 1b] [--tokens 8192,32768] [--repeats 2]
+//
+// CUDA: bf16 weights (the analysis runs selection and statistics on the
+// kernels for inputs over 1024 tokens); CPU: fp32. Median of --repeats runs
+// of each step after one untimed warm-up of the first analysis.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <torch/torch.h>
+
+#ifdef SSALAB_WITH_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
+
+#include "engine/checkpoint/random_checkpoint.h"
+#include "engine/metrics/analysis.h"
+#include "engine/model/transformer.h"
+
+using namespace ssalab;
+
+namespace {
+
+std::vector<int> int_list(const std::string& s) {
+  std::vector<int> v;
+  std::stringstream in(s);
+  for (std::string x; std::getline(in, x, ',');) v.push_back(std::stoi(x));
+  return v;
+}
+
+uint64_t peak_rss_bytes() {  // VmHWM of this process
+  std::ifstream in("/proc/self/status");
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind("VmHWM:", 0) == 0) return std::stoull(line.substr(6)) * 1024;
+  return 0;
+}
+
+void synchronize(const torch::Device& d) {
+#ifdef SSALAB_WITH_CUDA
+  if (d.is_cuda()) torch::cuda::synchronize();
+#else
+  (void)d;
+#endif
+}
+
+template <class F>
+double median_seconds(int repeats, const torch::Device& d, F&& f) {
+  std::vector<double> t;
+  for (int i = 0; i < repeats; ++i) {
+    synchronize(d);
+    auto t0 = std::chrono::steady_clock::now();
+    f();
+    synchronize(d);
+    t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string device_name = torch::cuda::is_available() ? "cuda" : "cpu", preset = "1b";
+  std::vector<int> lengths = {8192, 32768};
+  int repeats = 2;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto next = [&] { return i + 1 < argc ? std::string(argv[++i]) : std::string(); };
+    if (a == "--device") device_name = next();
+    else if (a == "--preset") preset = next();
+    else if (a == "--tokens") lengths = int_list(next());
+    else if (a == "--repeats") repeats = std::max(1, std::stoi(next()));
+    else return std::fprintf(stderr, "unknown argument %s\n", a.c_str()), 2;
+  }
+  const torch::Device device(device_name);
+  const torch::ScalarType dtype = device.is_cuda() ? torch::kBFloat16 : torch::kFloat;
+  ModelConfig c = released_layout_config(preset);
+  auto t0 = std::chrono::steady_clock::now();
+  torch::manual_seed(0);
+  auto opts = torch::TensorOptions().device(device).dtype(dtype);
+  Transformer model(c, [&](const std::string& name, const std::vector<int64_t>& shape) {
+    return name.find("norm") != std::string::npos ? torch::ones(shape, opts) : torch::randn(shape, opts) * 0.02;
+  });
+  model.eval();
+  synchronize(device);
+  const double made_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const SparseSpec own = model_sparse_spec(c);
+  std::printf("# ssalab_analysis_bench: %s (released layout, %d layers, %d q / %d kv heads, d%d), random weights, "
+              "%s on %s; made in %.1f s; seconds, median of %d\n\n",
+              preset.c_str(), c.num_layers, c.num_heads, c.num_kv_heads, c.head_dim,
+              dtype == torch::kBFloat16 ? "bf16" : "fp32", device.str().c_str(), made_s, repeats);
+  std::printf("| tokens | first analysis | k %d -> %d | block %d -> %d | peak memory GB | selection on |\n"
+              "|---|---|---|---|---|---|\n",
+              own.top_k, own.top_k / 2, own.block_size, own.block_size * 2);
+  for (int T : lengths) {
+    std::mt19937 rng(1);
+    AnalysisRequest req;
+    for (int i = 0; i < T; ++i) req.tokens.push_back(int(rng() % uint32_t(c.vocab_size)));
+    req.inference = AttnMode::Full;
+    req.spec = own;
+    req.token_losses = true;
+#ifdef SSALAB_WITH_CUDA
+    if (device.is_cuda()) c10::cuda::CUDACachingAllocator::resetPeakStats(device.index() < 0 ? 0 : device.index());
+#endif
+    Analysis first = analyze(model, req);  // warm-up (and the analysis the slider steps start from)
+    const double first_s = median_seconds(repeats, device, [&] { first = analyze(model, req); });
+    AnalysisRequest k_change = req;
+    k_change.spec.top_k = std::max(1, own.top_k / 2);
+    const double k_s = median_seconds(repeats, device, [&] { reanalyze(model, first, k_change); });
+    AnalysisRequest bs_change = req;
+    bs_change.spec = {own.block_size * 2, std::max(1, own.top_k / 2), own.rule};
+    const double bs_s = median_seconds(repeats, device, [&] { reanalyze(model, first, bs_change); });
+    double peak_gb = peak_rss_bytes() / 1e9;
+#ifdef SSALAB_WITH_CUDA
+    if (device.is_cuda())
+      peak_gb = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index() < 0 ? 0 : device.index())
+                    .allocated_bytes[0]
+                    .peak /
+                1e9;  // [0]: StatType::AGGREGATE
+#endif
+    std::printf("| %d | %.3f | %.3f | %.3f | %.2f | %s |\n", T, first_s, k_s, bs_s, peak_gb,
+                first.layers[0].by_kernels ? "the CUDA kernels" : "LibTorch ops");
+    std::fflush(stdout);
+  }
+  return 0;
+}
