@@ -341,7 +341,7 @@ __global__ void __launch_bounds__(kWarps * 32) decode_attend(DecodeParams p) {
   __syncthreads();
   if (p.blocks && blockIdx.z == 0 && tid < K) p.blocks[(int64_t(b) * p.Hkv + g) * K + tid] = sel[tid];
 
-  // 4. attention over the selected blocks: warp w takes slots w, w + 8, ...
+  // attention over the selected blocks (this CTA's heads): online softmax per warp
   float m_run[MAXG], l_run[MAXG], acc[MAXG][E];
 #pragma unroll
   for (int h = 0; h < MAXG; ++h) {
@@ -439,7 +439,7 @@ __global__ void __launch_bounds__(kWarps * 32) decode_attend(DecodeParams p) {
       __syncwarp();
     }
   }
-  // 5. the warps' partial outputs, combined in warp order
+  // the warps' partial outputs, combined in warp order
 #pragma unroll
   for (int h = 0; h < MAXG; ++h)
     if (h < Gc) {
