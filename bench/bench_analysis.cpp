@@ -20,7 +20,6 @@
 #include <cstdio>
 #include <fstream>
 #include <random>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -30,20 +29,15 @@
 #include <c10/cuda/CUDACachingAllocator.h>
 #endif
 
+#include "bench/bench_args.h"
 #include "engine/checkpoint/random_checkpoint.h"
 #include "engine/metrics/analysis.h"
 #include "engine/model/transformer.h"
 
 using namespace ssalab;
+using ssalab::bench::int_list;
 
 namespace {
-
-std::vector<int> int_list(const std::string& s) {
-  std::vector<int> v;
-  std::stringstream in(s);
-  for (std::string x; std::getline(in, x, ',');) v.push_back(std::stoi(x));
-  return v;
-}
 
 uint64_t peak_rss_bytes() {  // VmHWM of this process
   std::ifstream in("/proc/self/status");

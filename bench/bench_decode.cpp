@@ -34,6 +34,7 @@
 #include <torch/cuda.h>
 #include <torch/torch.h>
 
+#include "bench/bench_args.h"
 #include "engine/attention/attention.h"
 #include "engine/attention/complete_blocks.h"
 #include "engine/attention/kernel_params.h"
@@ -42,16 +43,10 @@
 #include "engine/model/transformer.h"
 
 using namespace ssalab;
+using ssalab::bench::int_list;
 using torch::Tensor;
 
 namespace {
-
-std::vector<int> int_list(const std::string& s) {
-  std::vector<int> v;
-  std::stringstream in(s);
-  for (std::string x; std::getline(in, x, ',');) v.push_back(std::stoi(x));
-  return v;
-}
 
 Tensor g_flush;
 void flush_l2() {
