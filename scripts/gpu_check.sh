@@ -12,6 +12,8 @@
 # trains or loads a sentencepiece tokenizer aborts.)
 #   bash scripts/gpu_check.sh [build|test|bench|all]
 #   bash scripts/gpu_check.sh load1b   # 1B load time, peak memory, 2K-token scoring on CUDA
+#   bash scripts/gpu_check.sh decode   # the decode kernel: its tests, benchmark, compute-sanitizer
+#   bash scripts/gpu_check.sh analysis # the app's analysis on a 1B model at 8K and 32K tokens
 #   bash scripts/gpu_check.sh kbench   # kernel benchmark (not part of all); builds only its
 #                                      # targets, so it also runs on a fresh machine
 #   KBENCH_SHAPES=C bash scripts/gpu_check.sh kbench
@@ -67,6 +69,30 @@ if [ "$STAGE" = load1b ]; then
   timeout 300 ./build-gpu/ssalab_load_bench "$M" --device cuda --tokens 2048 --json "$OUT/load-1b-cuda.json" 2>&1 |
     tee "$OUT/load-1b-cuda.txt"
   echo "load bench rc=${PIPESTATUS[0]}"
+fi
+if [ "$STAGE" = decode ] || [ "$STAGE" = analysis ]; then
+  # issue 16's decode kernel (its tests, the benchmark, compute-sanitizer on
+  # its kernels) or issue 11's analysis at scale (1B, bf16, 8K and 32K tokens);
+  # only their targets are built, so this runs on a fresh machine in about a minute
+  [ -f build-gpu/build.ninja ] || configure
+  SECONDS=0
+  targets=(test_kernel_backend ssalab_decode_bench)
+  [ "$STAGE" = analysis ] && targets=(ssalab_analysis_bench)
+  cmake --build build-gpu -j16 --target "${targets[@]}" > "$OUT/${STAGE}_build.txt" 2>&1 ||
+    { grep -E "error|Error" -A4 "$OUT/${STAGE}_build.txt" | head -40; exit 1; }
+  echo "$STAGE build: ${SECONDS}s"
+  if [ "$STAGE" = decode ]; then
+    timeout 200 ./build-gpu/kernels/test_kernel_backend > "$OUT/kernel_backend.txt" 2>&1
+    echo "test_kernel_backend rc=$?"; grep -E "FAIL|failed" "$OUT/kernel_backend.txt" | tail -5
+    timeout 240 ./build-gpu/ssalab_decode_bench 2>&1 | tee "$OUT/decode_bench.txt"
+    for tool in memcheck racecheck; do
+      timeout 120 compute-sanitizer --tool $tool --kernel-name kns=decode_ ./build-gpu/ssalab_decode_bench \
+        --contexts 8192 --batches 1,32 --iters 1 --no-model > "$OUT/decode_$tool.txt" 2>&1
+      echo "$tool rc=$?: $(grep SUMMARY "$OUT/decode_$tool.txt")"
+    done
+  else
+    timeout 400 ./build-gpu/ssalab_analysis_bench --device cuda --tokens 8192,32768 2>&1 | tee "$OUT/analysis_bench.txt"
+  fi
 fi
 if [ "$STAGE" = kbench ]; then
   # FlexAttention first (Python, the selection through the C API library), then
