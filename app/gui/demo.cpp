@@ -354,6 +354,7 @@ struct Demo::Impl {
                               {"startup_ms", startup_ms},
                               {"screenshots", shots},
                               {"stages", stages},
+                              {"analyses", analyses},
                               {"map_uploads", views::CurrentMapInfo().uploads},
                               {"note", "wall ms: poll to swap, includes waiting for a core; cpu ms: the UI thread's "
                                        "CPU time in the frame (software GL rasterises on other threads)"}};
@@ -390,9 +391,28 @@ struct Demo::Impl {
     if (slowest.size() > kSlowFramesKept) slowest.pop_back();
   }
 
+  // Every analysis the session published, with what it cost (issue 11 asks
+  // for the first analysis and the re-analysis after a k change).
+  const Analysis* last_recorded = nullptr;
+  nlohmann::json analyses = nlohmann::json::array();
+  void record_analysis() {
+    const Analysis* a = analysis();
+    if (!a || a == last_recorded) return;
+    last_recorded = a;
+    analyses.push_back({{"stage", cur < steps.size() ? steps[cur].name : "end"},
+                        {"tokens", a->T},
+                        {"inference", to_string(a->inference)},
+                        {"block_size", a->spec.block_size},
+                        {"top_k", a->spec.top_k},
+                        {"seconds", a->seconds},
+                        {"on_kept_qk", a->qk_reused},
+                        {"by_gpu_kernels", !a->layers.empty() && a->layers[0].by_kernels}});
+  }
+
   bool frame(int fbw, int fbh, float sx, float sy, const FrameCost& previous) {
     if (finished) return true;
     progress(previous.wall_ms);
+    record_analysis();
     if (frames_seen++ > 0) note_slow(previous);  // the first call has no previous frame
     if (measure_left > 0) {
       const Analysis* a = analysis();

@@ -1,5 +1,6 @@
 #include "engine/metrics/analysis.h"
 
+#include <chrono>
 #include <cmath>
 #include <sstream>
 
@@ -213,6 +214,7 @@ static std::vector<float> other_stream_nll(Transformer& model, const Tensor& tok
 }
 
 Analysis analyze(Transformer& model, const AnalysisRequest& req) {
+  const auto t0 = std::chrono::steady_clock::now();
   const int64_t T = int64_t(req.tokens.size());
   if (T == 0) throw Error("analysis: no tokens to analyse");
   std::string problem = check_sparse_spec(req.spec, T);
@@ -239,10 +241,12 @@ Analysis analyze(Transformer& model, const AnalysisRequest& req) {
     a.nll_full = req.inference == AttnMode::Full ? here : there;
     a.nll_sparse = req.inference == AttnMode::Full ? there : here;
   }
+  a.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return a;
 }
 
 Analysis reanalyze(Transformer& model, const Analysis& previous, const AnalysisRequest& req) {
+  const auto t0 = std::chrono::steady_clock::now();
   if (previous.inference != AttnMode::Full || req.inference != AttnMode::Full)
     throw Error("reanalyze: only a full-inference analysis keeps q and k that do not depend on the selection");
   if (previous.tokens != req.tokens) throw Error("reanalyze: the tokens differ from the analysed ones");
@@ -258,6 +262,7 @@ Analysis reanalyze(Transformer& model, const Analysis& previous, const AnalysisR
     a.nll_full = previous.nll_full;  // the full stream does not see the selection
     a.nll_sparse = other_stream_nll(model, tokens, req);
   }
+  a.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return a;
 }
 

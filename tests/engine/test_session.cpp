@@ -187,6 +187,7 @@ TEST_CASE("a k or block-size change re-runs only selection and statistics on the
   REQUIRE(a);
   CHECK(a->spec.top_k == 2);
   CHECK(a->qk_reused);
+  CHECK(a->seconds > 0);
   CHECK(a->nll_sparse.size() == a->nll_full.size());
   s.set_block_size(16);  // the micro model's is 8
   s.wait_idle();

@@ -94,6 +94,15 @@ TEST_CASE("scripted demo: screenshots show a live map that follows k", "[gui]") 
   INFO("summary error: " << summary.value("error", ""));
   REQUIRE(summary["ok"].get<bool>());
 
+  // every analysis the views showed, with its cost: the 8192-token probe among them
+  REQUIRE(summary["analyses"].size() >= 4);
+  bool long_probe = false;
+  for (const auto& a : summary["analyses"]) {
+    CHECK(a["seconds"].get<double>() > 0);
+    long_probe = long_probe || a["tokens"].get<int>() == 8192;
+  }
+  CHECK(long_probe);
+
   std::map<std::string, nlohmann::json> shots;
   for (const auto& s : summary["screenshots"]) shots[s["file"].get<std::string>()] = s;
   REQUIRE(shots.count("02_sparse_k.png"));
