@@ -112,6 +112,13 @@ void DrawStatusBar(UiState& ui) {
   } else {
     ImGui::TextDisabled("%s", ui.session_problem.empty() ? "starting..." : ui.session_problem.c_str());
   }
+  if (ui.snap && ui.snap->analysis) {
+    // what the last analysis cost: what turning k or the block size costs here
+    const Analysis& a = *ui.snap->analysis;
+    ImGui::SameLine();
+    ImGui::TextDisabled("| analysed %lld tokens in %.2f s%s", (long long)a.T, a.seconds,
+                        a.qk_reused ? " (selection only, on kept q and k)" : "");
+  }
   if (ui.snap && !ui.snap->attention_fallback.empty()) {
     // the kernels were asked for and the reference path ran: say so, once, here
     ImGui::SameLine();
