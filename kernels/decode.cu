@@ -39,7 +39,7 @@ __host__ __device__ inline size_t candidate_elems(const DecodeParams& p) {
 }
 
 struct AttendSmem {  // byte offsets into decode_attend's dynamic shared memory
-  size_t qs, stats, cand_val, cand_idx, heads, sel, pbuf, kv, acc, total;
+  size_t qs, stats, cand_val, cand_idx, next_cand, sel, pbuf, kv, acc, total;
 };
 // K and V rows of a 32-key chunk per warp, padded 16 bytes so that lane i
 // reading row i does not hit one bank.
@@ -56,7 +56,7 @@ __host__ __device__ inline AttendSmem attend_smem(int G, int D, int chunks, int 
   s.stats = take(size_t(G) * 2 * 4 + size_t(kWarps) * G * 3 * 4);  // M, Z; per warp m, l, factor
   s.cand_val = take(size_t(candidates) * 4);
   s.cand_idx = take(size_t(candidates) * 4);
-  s.heads = take(size_t(chunks) * 4);
+  s.next_cand = take(size_t(chunks) * 4);
   s.sel = take(size_t(K) * 4);
   s.pbuf = take(size_t(kWarps) * G * 32 * 4);
   s.kv = take(size_t(kWarps) * 2 * 32 * kv_row_bytes(D));
@@ -287,7 +287,7 @@ __global__ void __launch_bounds__(kWarps * 32) decode_attend(DecodeParams p) {
   float* wf = wl + kWarps * Gc;
   float* cand_val = reinterpret_cast<float*>(smem_raw + L.cand_val);
   int* cand_idx = reinterpret_cast<int*>(smem_raw + L.cand_idx);
-  int* heads = reinterpret_cast<int*>(smem_raw + L.heads);  // each chunk's next candidate
+  int* next_cand = reinterpret_cast<int*>(smem_raw + L.next_cand);  // each chunk's next candidate
   int* sel = reinterpret_cast<int*>(smem_raw + L.sel);
   float* pbuf = reinterpret_cast<float*>(smem_raw + L.pbuf);  // (warps, Gc, 32)
   unsigned char* kv_tiles = smem_raw + L.kv;                   // (warps, K and V, 32 rows)
@@ -313,18 +313,18 @@ __global__ void __launch_bounds__(kWarps * 32) decode_attend(DecodeParams p) {
   __syncthreads();
   if (warp == 0) {
     // each chunk's list is in rank order, so the best remaining block is
-    // always at the head of one list: a pick scans nchunks heads, not every candidate
-    for (int c = lane; c < nchunks; c += 32) heads[c] = 0;
+    // always first in what is left of one list: a pick scans nchunks candidates, not all of them
+    for (int c = lane; c < nchunks; c += 32) next_cand[c] = 0;
     if (lane == 0) sel[0] = own;
     __syncwarp();
     for (int r = 0; r < picks; ++r) {
       float v = -1.f;
       int i = INT_MAX, at = -1;
       for (int c = lane; c < nchunks; c += 32) {
-        const int h = heads[c];
-        if (h >= picks) continue;
-        const float cv = cand_val[c * picks + h];
-        const int ci = cand_idx[c * picks + h];
+        const int at_c = next_cand[c];
+        if (at_c >= picks) continue;
+        const float cv = cand_val[c * picks + at_c];
+        const int ci = cand_idx[c * picks + at_c];
         if (cv >= 0.f && ranks_before(cv, ci, v, i)) v = cv, i = ci, at = c;
       }
       // the warp's best in two reductions: the largest value (as ordered bits,
@@ -332,7 +332,7 @@ __global__ void __launch_bounds__(kWarps * 32) decode_attend(DecodeParams p) {
       const unsigned key = v >= 0.f ? __float_as_uint(v) + 1u : 0u;
       const unsigned best_key = __reduce_max_sync(0xffffffffu, key);
       const unsigned best_i = __reduce_min_sync(0xffffffffu, best_key && key == best_key ? unsigned(i) : UINT_MAX);
-      if (best_key && key == best_key && unsigned(i) == best_i) ++heads[at];  // the winner's list moves on
+      if (best_key && key == best_key && unsigned(i) == best_i) ++next_cand[at];  // the winner's list moves on
       if (lane == 0) sel[1 + r] = best_key ? int(best_i) : -1;
       __syncwarp();
     }
@@ -662,9 +662,6 @@ std::string launch_d(const DecodeParams& p, cudaStream_t stream) {
 }  // namespace
 
 size_t decode_workspace_bytes(const DecodeParams& p) {
-  const int nbc = p.block_size > 0 ? p.Tk / p.block_size : 0;
-  const int G = p.Hkv > 0 ? p.Hq / p.Hkv : 0;
-  (void)nbc, (void)G;
   return (logits_elems(p) + partial_elems(p) + 2 * candidate_elems(p)) * sizeof(float);
 }
 

@@ -92,6 +92,15 @@ torch::Tensor pooled_selection_scores(const torch::Tensor& q, const torch::Tenso
 torch::Tensor selection_token_mask(const Selection& sel, int64_t Tk);
 // (B, Hkv, Tq, nblocks of Tk) bool: block j is selected by query i.
 torch::Tensor selection_block_mask(const Selection& sel, int64_t Tk);
+// "" when Tq queries at positions q_offset.. fit in Tk keys (the contract
+// above), else why not.
+std::string offset_problem(int64_t q_offset, int64_t Tq, int64_t Tk);
+// The fp32 mean of each block of `keys` (B, Hkv, capacity, D) that tokens
+// [from_token, to_token) complete, written into block_keys (B, Hkv,
+// capacity / block_size, D): a KV cache's pooled keys, pooled as selection
+// pools them.
+void pool_completed_blocks(const torch::Tensor& keys, torch::Tensor& block_keys, int64_t from_token, int64_t to_token,
+                           int block_size);
 
 class AttentionBackend {
  public:

@@ -19,6 +19,7 @@
 #ifdef SSALAB_WITH_CUDA
 #include <cstdio>
 #include <cstdlib>
+#include <initializer_list>
 #include <mutex>
 #include <set>
 
@@ -153,6 +154,16 @@ bool fused_dual_requested() {
   return e && std::string(e) == "fused";
 }
 
+// Whether every tensor is on the GPU in `first`'s dtype, and that dtype is one
+// the kernels take (bf16 or fp16): the decode and cache-update kernels' inputs.
+bool all_cuda_16bit(std::initializer_list<const Tensor*> tensors) {
+  const Tensor& first = **tensors.begin();
+  if (first.scalar_type() != torch::kBFloat16 && first.scalar_type() != torch::kHalf) return false;
+  for (const Tensor* t : tensors)
+    if (!t->is_cuda() || t->scalar_type() != first.scalar_type()) return false;
+  return true;
+}
+
 class CudaBackend final : public AttentionBackend {
  public:
   const char* name() const override { return "cuda"; }
@@ -166,9 +177,7 @@ class CudaBackend final : public AttentionBackend {
     if (k.scalar_type() != st) return "q and k differ in dtype";
     if (q.dim() != 4 || k.dim() != 4) return "expects q (B,Hq,Tq,D) and k (B,Hkv,Tk,D)";
     if (q.size(0) != k.size(0) || q.size(3) != k.size(3)) return "q and k disagree in batch or head dim";
-    if (q_offset < 0 || q_offset + q.size(2) > k.size(2))
-      return "queries at positions [" + std::to_string(q_offset) + ", " + std::to_string(q_offset + q.size(2)) +
-             ") need keys up to there, but there are " + std::to_string(k.size(2));
+    if (std::string offset = offset_problem(q_offset, q.size(2), k.size(2)); !offset.empty()) return offset;
     if (k.size(2) > (int64_t(1) << 30)) return "sequence too long";
     if (spec.rule != SelectionRule::TopK)
       return std::string("the CUDA selection kernel ranks by exact top-k only, not the ") + to_string(spec.rule) +
@@ -231,9 +240,7 @@ class CudaBackend final : public AttentionBackend {
                 Tensor* blocks_out) override {
     // the kernel ranks by exact top-k; 16-bit tensors on the GPU; else the default path
     std::string why = spec.rule != SelectionRule::TopK ? "the decode kernel ranks by exact top-k only" : "";
-    if (why.empty() && (!q.is_cuda() || !k.is_cuda() || !block_keys.is_cuda() || q.scalar_type() != k.scalar_type() ||
-                        v.scalar_type() != k.scalar_type() ||
-                        (q.scalar_type() != torch::kBFloat16 && q.scalar_type() != torch::kHalf)))
+    if (why.empty() && (!all_cuda_16bit({&q, &k, &v}) || !block_keys.is_cuda()))
       why = "the decode kernel needs bf16 or fp16 CUDA tensors";
     ssa::DecodeParams p;
     if (why.empty()) {
@@ -258,11 +265,8 @@ class CudaBackend final : public AttentionBackend {
 
   void append_to_cache(const Tensor& k, const Tensor& v, Tensor& k_cache, Tensor& v_cache, Tensor& block_keys,
                        int64_t length, int block_size) override {
-    const bool kernel_takes = k.is_cuda() && k_cache.is_cuda() && block_keys.is_cuda() &&
-                              (k.scalar_type() == torch::kBFloat16 || k.scalar_type() == torch::kHalf) &&
-                              v.scalar_type() == k.scalar_type() && k_cache.scalar_type() == k.scalar_type() &&
-                              v_cache.scalar_type() == k.scalar_type() && block_keys.scalar_type() == torch::kFloat &&
-                              k.stride(3) == 1 && v.stride(3) == 1;
+    const bool kernel_takes = all_cuda_16bit({&k, &v, &k_cache, &v_cache}) && block_keys.is_cuda() &&
+                              block_keys.scalar_type() == torch::kFloat && k.stride(3) == 1 && v.stride(3) == 1;
     ssa::AppendParams p;
     if (kernel_takes) p = append_params(k, v, k_cache, v_cache, block_keys, length, block_size);
     if (!kernel_takes || !ssa::append_supported(p).empty()) {

@@ -50,8 +50,7 @@ SparseSpec model_sparse_spec(const ModelConfig& c) {
   return {c.block_size, c.block_counts, selection_rule_from_string(c.selection_rule)};
 }
 
-// "" when Tq queries at q_offset.. fit in Tk keys (the contract), else why not.
-static std::string offset_problem(int64_t q_offset, int64_t Tq, int64_t Tk) {
+std::string offset_problem(int64_t q_offset, int64_t Tq, int64_t Tk) {
   if (q_offset >= 0 && q_offset + Tq <= Tk) return "";
   return "queries at positions [" + std::to_string(q_offset) + ", " + std::to_string(q_offset + Tq) +
          ") need keys up to there, but there are " + std::to_string(Tk) + " keys";
@@ -263,16 +262,22 @@ Tensor AttentionBackend::decode(const Tensor& q, const Tensor& k, const Tensor& 
   return torch::matmul(torch::softmax(s, -1), vs.unsqueeze(2)).reshape({B, Hq, 1, D});
 }
 
+void pool_completed_blocks(const Tensor& keys, Tensor& block_keys, int64_t from_token, int64_t to_token,
+                           int block_size) {
+  torch::NoGradGuard no_grad;
+  const int64_t first = from_token / block_size, last = to_token / block_size;
+  if (last <= first) return;
+  Tensor done = keys.narrow(2, first * block_size, (last - first) * block_size).to(torch::kFloat);
+  block_keys.narrow(2, first, last - first).copy_(complete_block_means(done, block_size));
+}
+
 void AttentionBackend::append_to_cache(const Tensor& k, const Tensor& v, Tensor& k_cache, Tensor& v_cache,
                                        Tensor& block_keys, int64_t length, int block_size) {
   torch::NoGradGuard no_grad;
-  const int64_t T = k.size(2), first = length / block_size, last = (length + T) / block_size;
+  const int64_t T = k.size(2);
   k_cache.narrow(2, length, T).copy_(k);
   v_cache.narrow(2, length, T).copy_(v);
-  if (last > first) {
-    Tensor keys = k_cache.narrow(2, first * block_size, (last - first) * block_size).to(torch::kFloat);
-    block_keys.narrow(2, first, last - first).copy_(complete_block_means(keys, block_size));
-  }
+  pool_completed_blocks(k_cache, block_keys, length, length + T, block_size);
 }
 
 namespace {

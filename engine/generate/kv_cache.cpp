@@ -29,16 +29,6 @@ uint64_t KVCache::bytes() const {
   return n;
 }
 
-// The mean of each block completed by tokens [from_token, to_token): as
-// selection pools keys (engine/attention/complete_blocks.h, in fp32).
-void KVCache::pool_blocks(Layer& L, int64_t from_token, int64_t to_token) {
-  const int64_t first = from_token / block_size_, last = to_token / block_size_;
-  if (last <= first) return;
-  const int64_t B = L.k.size(0), H = L.k.size(1), D = L.k.size(3), n = last - first;
-  Tensor keys = L.k.narrow(2, first * block_size_, n * block_size_).to(torch::kFloat);
-  L.block_keys.narrow(2, first, n).copy_(keys.reshape({B, H, n, block_size_, D}).mean(3));
-}
-
 std::pair<Tensor, Tensor> KVCache::append(int layer, const Tensor& k, const Tensor& v) {
   if (layer < 0 || layer >= num_layers()) throw Error("KV cache: no layer " + std::to_string(layer));
   Layer& L = layers_[size_t(layer)];
@@ -92,7 +82,7 @@ void KVCache::set_block_size(int block_size) {
   for (Layer& L : layers_) {
     L.block_keys = torch::empty({L.k.size(0), L.k.size(1), capacity_ / block_size, L.k.size(3)},
                                 L.k.options().dtype(torch::kFloat));
-    pool_blocks(L, 0, length_);
+    pool_completed_blocks(L.k, L.block_keys, 0, length_, block_size);
   }
 }
 

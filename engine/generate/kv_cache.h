@@ -54,7 +54,6 @@ class KVCache {
     torch::Tensor block_keys;  // (B, Hkv, capacity / block_size, D) fp32
     int64_t pending = 0;       // tokens appended in the current step
   };
-  void pool_blocks(Layer& L, int64_t from_token, int64_t to_token);
   std::vector<Layer> layers_;
   int64_t batch_, capacity_, length_ = 0;
   int block_size_;

@@ -196,6 +196,12 @@ Analysis analyze_qk(const std::vector<Tensor>& q, const std::vector<Tensor>& k, 
   return a;
 }
 
+// The request's tokens as the model's (1, T) int64 input.
+static Tensor token_tensor(const std::vector<int>& ids, torch::Device device) {
+  const std::vector<int64_t> wide(ids.begin(), ids.end());
+  return torch::tensor(wide, torch::kLong).view({1, int64_t(wide.size())}).to(device);
+}
+
 // -log p(token t+1 | prefix) of each token after the first, from (1, T, V) logits.
 static std::vector<float> token_nll(const Tensor& logits, const Tensor& tokens) {
   const int64_t T = tokens.size(1);
@@ -227,12 +233,11 @@ Analysis analyze(Transformer& model, const AnalysisRequest& req) {
                  "analysing " + std::to_string(T) + " tokens", dev);
   torch::NoGradGuard no_grad;
   model.eval();
-  std::vector<int64_t> ids(req.tokens.begin(), req.tokens.end());
   ForwardOptions fo;
   fo.mode = req.inference;
   fo.spec = req.spec;
   fo.capture = true;
-  torch::Tensor tokens = torch::tensor(ids, torch::kLong).view({1, T}).to(dev);
+  torch::Tensor tokens = token_tensor(req.tokens, dev);
   ForwardOutput out = model.forward(tokens, fo);
   Analysis a = analyze_qk(out.q, out.k, req);
   if (req.token_losses && T >= 2) {
@@ -257,8 +262,7 @@ Analysis reanalyze(Transformer& model, const Analysis& previous, const AnalysisR
   a.qk_reused = true;
   if (req.token_losses && a.T >= 2) {
     torch::NoGradGuard no_grad;
-    std::vector<int64_t> ids(req.tokens.begin(), req.tokens.end());
-    Tensor tokens = torch::tensor(ids, torch::kLong).view({1, a.T}).to(model.parameters().front().device());
+    Tensor tokens = token_tensor(req.tokens, model.parameters().front().device());
     a.nll_full = previous.nll_full;  // the full stream does not see the selection
     a.nll_sparse = other_stream_nll(model, tokens, req);
   }

@@ -118,6 +118,37 @@ static std::vector<LoadedCheckpoint> load_trained_models(const std::string& dir)
   return models;
 }
 
+// Trains (or reuses a finished run of) one model, ships its fp16 copy to
+// ship/<method> and returns that copy as loaded (fp32 weights holding exactly
+// the shipped values), so the recorded numbers are the shipped model's. Its
+// training time, final loss and checkpoint go into `r`.
+static LoadedCheckpoint train_and_ship(const ParadoxOptions& opt, const PreparedData& data, Method m,
+                                       const std::string& ship, json& r) {
+  const std::string name = to_string(m);
+  RunOptions ro;
+  ro.model = opt.model;
+  ro.train = opt.train;
+  ro.train.method = m;
+  ro.corpus = data.corpus;
+  ro.cache_dir = opt.cache_dir;
+  ro.out_dir = opt.out_dir + "/" + name;
+  ro.resume = "auto";  // a finished run is reused, an interrupted one continues
+  ro.progress = opt.progress;
+  std::fprintf(stderr, "paradox: training %s (%lld steps)\n", display_name(name), (long long)opt.train.steps);
+  auto ts = std::chrono::steady_clock::now();
+  RunResult rr = run_training(ro);
+  r["train_seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - ts).count();
+  if (!rr.history.empty()) r["final_train_loss"] = rr.history.back().loss;
+  LoadedCheckpoint trained = load_checkpoint(ro.out_dir + "/checkpoint");
+  SaveOptions half;
+  half.weights_dtype = torch::kFloat16;
+  half.state =
+      TrainerState{trained.state ? trained.state->step : 0, ro.train, {{"corpus", data.corpus}, {"method", name}}};
+  save_checkpoint(ship + "/" + name, *trained.model, trained.tokenizer, half);
+  r["checkpoint"] = ship + "/" + name;
+  return load_checkpoint(ship + "/" + name);
+}
+
 json run_paradox(const ParadoxOptions& options) {
   auto t0 = std::chrono::steady_clock::now();
   ParadoxOptions opt = options;
@@ -147,34 +178,11 @@ json run_paradox(const ParadoxOptions& options) {
     LoadedCheckpoint shipped;
     if (!trained_models.empty()) {
       shipped = std::move(trained_models[i]);
-      shipped.model->to(resolve_device(opt.train.device));
       r["checkpoint"] = opt.models_dir + "/" + name;
     } else {
-      RunOptions ro;
-      ro.model = opt.model;
-      ro.train = opt.train;
-      ro.train.method = m;
-      ro.corpus = data.corpus;
-      ro.cache_dir = opt.cache_dir;
-      ro.out_dir = opt.out_dir + "/" + name;
-      ro.resume = "auto";  // a finished run is reused, an interrupted one continues
-      ro.progress = opt.progress;
-      std::fprintf(stderr, "paradox: training %s (%lld steps)\n", display_name(name), (long long)opt.train.steps);
-      auto ts = std::chrono::steady_clock::now();
-      RunResult rr = run_training(ro);
-      r["train_seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - ts).count();
-      if (!rr.history.empty()) r["final_train_loss"] = rr.history.back().loss;
-      // evaluate the fp16 copy that ships, so the recorded numbers are the shipped model's
-      LoadedCheckpoint trained = load_checkpoint(ro.out_dir + "/checkpoint");
-      SaveOptions half;
-      half.weights_dtype = torch::kFloat16;
-      half.state =
-          TrainerState{trained.state ? trained.state->step : 0, ro.train, {{"corpus", data.corpus}, {"method", name}}};
-      save_checkpoint(ship + "/" + name, *trained.model, trained.tokenizer, half);
-      shipped = load_checkpoint(ship + "/" + name);
-      shipped.model->to(resolve_device(opt.train.device));  // fp32 weights, exactly the shipped values
-      r["checkpoint"] = ship + "/" + name;
+      shipped = train_and_ship(opt, data, m, ship, r);
     }
+    shipped.model->to(resolve_device(opt.train.device));
     std::fprintf(stderr, "paradox: evaluating %s\n", display_name(name));
     r.update(evaluate_model(*shipped.model, shipped.tokenizer, *data.tokens, opt));
     results["models"][name] = r;
