@@ -103,6 +103,11 @@ int main(int argc, char** argv) {
   std::printf("| tokens | first analysis | k %d -> %d | block %d -> %d | peak memory GB | selection on |\n"
               "|---|---|---|---|---|---|\n",
               own.top_k, own.top_k / 2, own.block_size, own.block_size * 2);
+  struct Breakdown {
+    int T;
+    double forward_s, stats_s, sparse_forward_s;
+  };
+  std::vector<Breakdown> breakdown;
   for (int T : lengths) {
     std::mt19937 rng(1);
     AnalysisRequest req;
@@ -132,6 +137,27 @@ int main(int argc, char** argv) {
     std::printf("| %d | %.3f | %.3f | %.3f | %.2f | %s |\n", T, first_s, k_s, bs_s, peak_gb,
                 first.layers[0].by_kernels ? "the CUDA kernels" : "LibTorch ops");
     std::fflush(stdout);
+    // where the first analysis's time goes: the same steps analyze() takes, one by one
+    torch::NoGradGuard no_grad;
+    torch::Tensor ids = torch::tensor(std::vector<int64_t>(req.tokens.begin(), req.tokens.end()), torch::kLong)
+                            .view({1, T})
+                            .to(device);
+    ForwardOptions capture;
+    capture.mode = AttnMode::Full;
+    capture.spec = own;
+    capture.capture = true;
+    ForwardOutput out;
+    const double fwd_s = median_seconds(repeats, device, [&] { out = model.forward(ids, capture); });
+    const double stats_s = median_seconds(repeats, device, [&] { analyze_qk(out.q, out.k, req); });
+    ForwardOptions sparse;
+    sparse.mode = AttnMode::Sparse;
+    sparse.spec = own;
+    const double sparse_s = median_seconds(repeats, device, [&] { model.forward(ids, sparse); });
+    breakdown.push_back({T, fwd_s, stats_s, sparse_s});
   }
+  std::printf("\n| tokens | forward keeping q, k | selection + statistics + maps (all layers) | sparse forward "
+              "(token losses) |\n|---|---|---|---|\n");
+  for (const Breakdown& b : breakdown)
+    std::printf("| %d | %.3f | %.3f | %.3f |\n", b.T, b.forward_s, b.stats_s, b.sparse_forward_s);
   return 0;
 }

@@ -220,27 +220,49 @@ __global__ void __launch_bounds__(W * 32) select_kernel(SelectParams p, const T*
   __syncwarp();
 
   int32_t* out = p.blocks + ((int64_t(b) * p.Hkv + hk) * p.Tq + t) * K;
-  // top-(K-1) by repeated warp argmax; each lane caches its best entry
-  const int rounds = min(K - 1, bt);
-  float bv = -1.f;
-  int bi = 0x7fffffff;
-  for (int j = lane; j < bt; j += 32)
-    if (buf[j] > bv) { bv = buf[j]; bi = j; }
+  // The nsa-chunked rule (select.cuh), once the row's own block is past the
+  // first chunk of K blocks: the completed chunks [0, own_chunk_start) fill K/2
+  // slots and the row's own chunk [own_chunk_start, bt) the other K/2 - 1 (or fewer, when a
+  // side has fewer blocks). Otherwise one side, [0, bt), fills K - 1 slots.
+  const bool chunked = p.nsa_chunked && K >= kNsaChunkBlocks && bt >= K;
+  const int own_chunk_start = chunked ? bt / K * K : bt;
+  int quota_before = chunked ? min(K / 2, own_chunk_start) : min(K - 1, bt);
+  int quota_own = chunked ? min(K - K / 2 - 1, bt - own_chunk_start) : 0;
+  const int rounds = quota_before + quota_own;
+  // Rounds of warp argmax over both sides at once, each side only while it
+  // has slots left, so the slots come out in one order: falling score, ties
+  // to the lower block index. Each lane caches its best entry of each side.
+  auto better = [](float v2, int i2, float v, int i) { return v2 > v || (v2 == v && i2 < i); };
+  float best_before = -1.f, best_own = -1.f;
+  int at_before = 0x7fffffff, at_own = 0x7fffffff;
+  auto rescan = [&](bool own_side) {
+    float bv = -1.f;
+    int bi = 0x7fffffff;
+    const int lo = own_side ? own_chunk_start : 0, hi = own_side ? bt : own_chunk_start;
+    for (int j = lo + ((lane - lo) & 31); j < hi; j += 32)
+      if (buf[j] > bv) { bv = buf[j]; bi = j; }
+    if (own_side) best_own = bv, at_own = bi;
+    else best_before = bv, at_before = bi;
+  };
+  rescan(false);
+  if (chunked) rescan(true);
   for (int r = 0; r < rounds; ++r) {
-    float v = bv;
-    int i = bi;
+    float v = -1.f;
+    int i = 0x7fffffff;
+    if (quota_before > 0 && better(best_before, at_before, v, i)) v = best_before, i = at_before;
+    if (quota_own > 0 && better(best_own, at_own, v, i)) v = best_own, i = at_own;
     for (int off = 16; off > 0; off >>= 1) {
       float v2 = __shfl_xor_sync(0xffffffffu, v, off);
       int i2 = __shfl_xor_sync(0xffffffffu, i, off);
-      if (v2 > v || (v2 == v && i2 < i)) { v = v2; i = i2; }
+      if (better(v2, i2, v, i)) { v = v2; i = i2; }
     }
     if (lane == 0) out[1 + r] = i;
-    if ((i & 31) == lane) {  // the winner's lane removes it and rescans its column
+    const bool own_side = i >= own_chunk_start;
+    if (own_side) --quota_own;
+    else --quota_before;
+    if ((i & 31) == lane) {  // the winner's lane removes it and rescans its column of that side
       buf[i] = -2.f;
-      bv = -1.f;
-      bi = 0x7fffffff;
-      for (int j = lane; j < bt; j += 32)
-        if (buf[j] > bv) { bv = buf[j]; bi = j; }
+      rescan(own_side);
     }
   }
   if (lane == 0) out[0] = bt;

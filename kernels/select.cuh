@@ -14,6 +14,13 @@
 // matrix), then K-1 rounds of warp argmax (ties -> lower block index) pick the
 // slots.
 //
+// Two ranking rules (docs/method.md "Selection rules"): the exact top-k, and
+// the released checkpoints' nsa-chunked rule (nsa_chunked, for K >= 16): once
+// a row's own block is past the first K blocks, K/2 slots go to the best
+// blocks of the completed K-block chunks and the rest (own block included) to
+// the chunk holding it; the argmax rounds then take from each side only while
+// it has slots left.
+//
 // Queries and keys follow the contract in api_types.cuh: query i sits at
 // position q_offset + i of the Tk keys, so a chunk of queries against a KV
 // cache selects exactly as the same rows of the whole sequence would.
@@ -38,8 +45,13 @@ struct SelectParams {
   int B = 0, Hq = 0, Hkv = 0, D = 0;
   int Tq = 0, Tk = 0, q_offset = 0;  // queries, keys, position of query 0 (api_types.cuh)
   int block_size = 16, top_k = 16;
+  bool nsa_chunked = false;  // the released kernel's chunked rule instead of the exact top-k
   DType dtype = DType::bf16;
 };
+
+// Blocks per chunk of the nsa-chunked rule (K = 16 in the released models;
+// for K > 16 the chunk is K blocks, as engine/attention/reference.cpp extends it).
+constexpr int kNsaChunkBlocks = 16;
 
 // Bytes of the kbar workspace.
 size_t select_workspace_bytes(const SelectParams& p);

@@ -12,7 +12,8 @@
 # trains or loads a sentencepiece tokenizer aborts.)
 #   bash scripts/gpu_check.sh [build|test|bench|all]
 #   bash scripts/gpu_check.sh load1b   # 1B load time, peak memory, 2K-token scoring on CUDA
-#   bash scripts/gpu_check.sh decode   # the decode kernel: its tests, benchmark, compute-sanitizer
+#   bash scripts/gpu_check.sh decode   # the decode kernel: its tests, benchmark (its arguments in
+#                                      # $DECODE_BENCH_ARGS), compute-sanitizer
 #   bash scripts/gpu_check.sh analysis # the app's analysis on a 1B model at 8K and 32K tokens
 #   bash scripts/gpu_check.sh kbench   # kernel benchmark (not part of all); builds only its
 #                                      # targets, so it also runs on a fresh machine
@@ -84,7 +85,7 @@ if [ "$STAGE" = decode ] || [ "$STAGE" = analysis ]; then
   if [ "$STAGE" = decode ]; then
     timeout 200 ./build-gpu/kernels/test_kernel_backend > "$OUT/kernel_backend.txt" 2>&1
     echo "test_kernel_backend rc=$?"; grep -E "FAIL|failed" "$OUT/kernel_backend.txt" | tail -5
-    timeout 240 ./build-gpu/ssalab_decode_bench 2>&1 | tee "$OUT/decode_bench.txt"
+    timeout 240 ./build-gpu/ssalab_decode_bench ${DECODE_BENCH_ARGS:-} 2>&1 | tee "$OUT/decode_bench.txt"
     for tool in memcheck racecheck; do
       timeout 120 compute-sanitizer --tool $tool --kernel-name kns=decode_ ./build-gpu/ssalab_decode_bench \
         --contexts 8192 --batches 1,32 --iters 1 --no-model > "$OUT/decode_$tool.txt" 2>&1

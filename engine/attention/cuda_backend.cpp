@@ -45,10 +45,11 @@ Tensor workspace(size_t bytes, const Tensor& like) {
 }
 
 // (B, Hkv, Tq, K) int32 selection of queries at positions q_offset...
-Tensor run_select(const Tensor& q_in, const Tensor& k_in, int bs, int K, int64_t q_offset) {
+Tensor run_select(const Tensor& q_in, const Tensor& k_in, const SparseSpec& spec, int64_t q_offset) {
   Tensor q = q_in.contiguous(), k = k_in.contiguous();
-  Tensor blocks = torch::empty({q.size(0), k.size(1), q.size(2), K}, q.options().dtype(torch::kInt32));
-  ssa::SelectParams p = select_params(q, k, bs, K, q_offset, blocks);
+  Tensor blocks = torch::empty({q.size(0), k.size(1), q.size(2), spec.top_k}, q.options().dtype(torch::kInt32));
+  ssa::SelectParams p = select_params(q, k, spec.block_size, spec.top_k, q_offset, blocks);
+  p.nsa_chunked = spec.rule == SelectionRule::NsaChunked;
   Tensor ws = workspace(ssa::select_workspace_bytes(p), q);
   p.kbar = ws.data_ptr();
   ok(ssa::select_blocks(p, stream()));
@@ -179,9 +180,6 @@ class CudaBackend final : public AttentionBackend {
     if (q.size(0) != k.size(0) || q.size(3) != k.size(3)) return "q and k disagree in batch or head dim";
     if (std::string offset = offset_problem(q_offset, q.size(2), k.size(2)); !offset.empty()) return offset;
     if (k.size(2) > (int64_t(1) << 30)) return "sequence too long";
-    if (spec.rule != SelectionRule::TopK)
-      return std::string("the CUDA selection kernel ranks by exact top-k only, not the ") + to_string(spec.rule) +
-             " rule";
     ssa::SelectParams sp;  // shape checks and the selection kernel's shared-memory limits
     set_shape(sp, kernel_shape(q, k, spec.block_size, spec.top_k, q_offset));
     return ssa::select_supported(sp);
@@ -191,7 +189,7 @@ class CudaBackend final : public AttentionBackend {
     ok(supports(q, k, spec, q_offset));
     torch::NoGradGuard no_grad;
     c10::cuda::CUDAGuard guard(q.device());
-    Tensor blocks = run_select(q.detach(), k.detach(), spec.block_size, spec.top_k, q_offset);
+    Tensor blocks = run_select(q.detach(), k.detach(), spec, q_offset);
     return {blocks.to(torch::kLong), spec.block_size, q_offset};
   }
 

@@ -154,23 +154,32 @@ MemoryEstimate training_step_memory(const ModelConfig& m, const TrainConfig& t, 
   return e;
 }
 
-MemoryEstimate inference_memory(const ModelConfig& m, int64_t batch, int64_t T, AttnMode mode, const SparseSpec& spec,
-                                torch::Device device) {
+// A forward pass without its logits.
+static MemoryEstimate forward_memory(const ModelConfig& m, int64_t batch, int64_t T, AttnMode mode,
+                                     const SparseSpec& spec, torch::Device device) {
   const bool reference = device.is_cpu();
   MemoryEstimate e;
   e.add("activations", layer_activations(m, batch * T) * 2);  // a layer's and the residual stream around it
   // scores are computed in row chunks of kScoreChunkElements: scores, mask, probabilities
   e.add("attention scores", u(std::min<int64_t>(kScoreChunkElements, batch * m.num_heads * T * T)) * kFloat * 3);
   if (reference && mode == AttnMode::Sparse) e.add("block selection", selection_scores(m, batch, T, spec));
-  e.add("logits", u(batch) * u(T) * u(m.vocab_size) * kFloat);
   e.add("runtime working memory", kInferenceRuntimeBytes);
+  return e;
+}
+
+MemoryEstimate inference_memory(const ModelConfig& m, int64_t batch, int64_t T, AttnMode mode, const SparseSpec& spec,
+                                torch::Device device) {
+  MemoryEstimate e = forward_memory(m, batch, T, mode, spec, device);
+  e.add("logits", u(batch) * u(T) * u(m.vocab_size) * kFloat);
   return e;
 }
 
 MemoryEstimate analysis_memory(const ModelConfig& m, int64_t T, const SparseSpec& spec, AttnMode inference,
                                int token_map_limit, int max_cells, bool token_losses, torch::Device device) {
-  MemoryEstimate e = inference_memory(m, 1, T, inference, spec, device);
-  if (token_losses) e.add("second stream's logits", u(T) * u(m.vocab_size) * kFloat * 2);
+  MemoryEstimate e = forward_memory(m, 1, T, inference, spec, device);
+  // token losses: a chunk of rows at a time, its logits, in fp32 and log-softmaxed
+  const int64_t chunk_rows = std::min<int64_t>(T, std::max<int64_t>(1, kLogitChunkElements / m.vocab_size));
+  if (token_losses) e.add("logits of a row chunk", u(chunk_rows) * u(m.vocab_size) * kFloat * 3);
   const int64_t L = m.num_layers, H = m.num_heads, nb = blocks_of(T, spec);
   e.add("captured q and k", u(L) * u(T) * u(m.num_heads + m.num_kv_heads) * u(m.head_dim) * kFloat);
   // per layer: the selection (analyze_layer scores every query at once) as a

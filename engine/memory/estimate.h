@@ -22,6 +22,10 @@
 
 namespace ssalab {
 
+// The analysis turns hidden states into token losses this many logits at a
+// time (a row chunk of about 1 GiB in fp32).
+constexpr int64_t kLogitChunkElements = int64_t(1) << 28;
+
 struct MemoryEstimate {
   std::vector<std::pair<std::string, uint64_t>> parts;  // what the bytes are for
   uint64_t bytes() const;

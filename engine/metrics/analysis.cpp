@@ -202,13 +202,19 @@ static Tensor token_tensor(const std::vector<int>& ids, torch::Device device) {
   return torch::tensor(wide, torch::kLong).view({1, int64_t(wide.size())}).to(device);
 }
 
-// -log p(token t+1 | prefix) of each token after the first, from (1, T, V) logits.
-static std::vector<float> token_nll(const Tensor& logits, const Tensor& tokens) {
+std::vector<float> token_nll(Transformer& model, const Tensor& hidden, const Tensor& tokens, int64_t rows) {
   const int64_t T = tokens.size(1);
-  Tensor lp = torch::log_softmax(logits[0].narrow(0, 0, T - 1).to(torch::kFloat), -1);
-  Tensor nll = -lp.gather(1, tokens[0].narrow(0, 1, T - 1).view({T - 1, 1})).view({T - 1});
-  nll = nll.to(torch::kCPU).contiguous();
-  return std::vector<float>(nll.data_ptr<float>(), nll.data_ptr<float>() + (T - 1));
+  if (rows <= 0) rows = std::max<int64_t>(1, kLogitChunkElements / model.config().vocab_size);
+  std::vector<float> nll;
+  nll.reserve(size_t(T - 1));
+  for (int64_t r0 = 0; r0 < T - 1; r0 += rows) {
+    const int64_t n = std::min(rows, T - 1 - r0);
+    Tensor lp = torch::log_softmax(model.logits(hidden[0].narrow(0, r0, n)).to(torch::kFloat), -1);
+    Tensor part = -lp.gather(1, tokens[0].narrow(0, r0 + 1, n).view({n, 1})).view({n});
+    part = part.to(torch::kCPU).contiguous();
+    nll.insert(nll.end(), part.data_ptr<float>(), part.data_ptr<float>() + n);
+  }
+  return nll;
 }
 
 // The token losses of the stream that does not feed the analysed layers.
@@ -216,7 +222,8 @@ static std::vector<float> other_stream_nll(Transformer& model, const Tensor& tok
   ForwardOptions other;
   other.mode = req.inference == AttnMode::Full ? AttnMode::Sparse : AttnMode::Full;
   other.spec = req.spec;
-  return token_nll(model.forward(tokens, other).logits, tokens);
+  other.hidden_only = true;
+  return token_nll(model, model.forward(tokens, other).hidden, tokens);
 }
 
 Analysis analyze(Transformer& model, const AnalysisRequest& req) {
@@ -237,12 +244,13 @@ Analysis analyze(Transformer& model, const AnalysisRequest& req) {
   fo.mode = req.inference;
   fo.spec = req.spec;
   fo.capture = true;
+  fo.hidden_only = true;
   torch::Tensor tokens = token_tensor(req.tokens, dev);
   ForwardOutput out = model.forward(tokens, fo);
   Analysis a = analyze_qk(out.q, out.k, req);
   if (req.token_losses && T >= 2) {
     // -log p(token t+1 | prefix) under both streams: which tokens sparse attention hurts
-    std::vector<float> here = token_nll(out.logits, tokens), there = other_stream_nll(model, tokens, req);
+    std::vector<float> here = token_nll(model, out.hidden, tokens), there = other_stream_nll(model, tokens, req);
     a.nll_full = req.inference == AttnMode::Full ? here : there;
     a.nll_sparse = req.inference == AttnMode::Full ? there : here;
   }

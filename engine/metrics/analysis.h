@@ -92,6 +92,12 @@ struct QueryDetail {
 
 Analysis analyze(Transformer& model, const AnalysisRequest& req);
 // The same from captured per-layer q (1, Hq, T, D) and k (1, Hkv, T, D); req.tokens may be empty.
+// -log p(token t+1 | prefix) of each token after the first, from the model's
+// final hidden states (1, T, hidden) (ForwardOptions::hidden_only), turned
+// into logits `rows` rows at a time (<= 0: kLogitChunkElements' worth) so
+// that no (T, V) tensor exists.
+std::vector<float> token_nll(Transformer& model, const torch::Tensor& hidden, const torch::Tensor& tokens,
+                             int64_t rows = 0);
 Analysis analyze_qk(const std::vector<torch::Tensor>& q, const std::vector<torch::Tensor>& k, const AnalysisRequest& req);
 // Another selection (k, block size or rule) measured on `previous`'s kept q
 // and k, without a forward pass through the layers: only selection and

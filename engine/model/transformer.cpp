@@ -333,12 +333,17 @@ ForwardOutput Transformer::forward(const Tensor& tokens, const ForwardOptions& o
   if (opt.cache) opt.cache->commit();
   if (opt.last_logits_only) x = x.narrow(1, T - 1, 1);
   x = norm(x);
-  out.logits = lm_head ? lm_head(x) : torch::matmul(x, embed_tokens->weight.t());
+  if (opt.hidden_only) out.hidden = x;
+  else out.logits = logits(x);
   if (opt.dual) {
     out.sparsity_loss = torch::stack(sparsity).mean();
     out.commitment_loss = torch::stack(commitment).mean();
   }
   return out;
+}
+
+Tensor Transformer::logits(const Tensor& hidden) {
+  return lm_head ? lm_head(hidden) : torch::matmul(hidden, embed_tokens->weight.t());
 }
 
 static std::string hf_name(const std::string& key) {

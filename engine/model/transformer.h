@@ -43,10 +43,15 @@ struct ForwardOptions {
   // Logits of the last token only, (B, 1, V): what decoding needs, without
   // a (T, V) tensor for a long prompt.
   bool last_logits_only = false;
+  // No logits: ForwardOutput::hidden instead, for callers that turn a long
+  // input's rows into logits a chunk at a time (Transformer::logits), since
+  // (T, V) logits of 32K tokens and a 128K vocabulary are 16 GB in fp32.
+  bool hidden_only = false;
 };
 
 struct ForwardOutput {
-  torch::Tensor logits;            // (B, T, V)
+  torch::Tensor logits;            // (B, T, V); undefined with hidden_only
+  torch::Tensor hidden;            // hidden_only: (B, T, hidden) after the final norm
   torch::Tensor sparsity_loss;     // dual only: mean over layers of SmoothL1(h_full, sg(h_sparse))
   torch::Tensor commitment_loss;   // dual only: mean over layers of SmoothL1(sg(h_full), h_sparse)
   std::vector<torch::Tensor> q, k; // capture only: per layer (B, Hq, T, D), (B, Hkv, T, D)
@@ -151,6 +156,8 @@ class Transformer : public torch::nn::Module {
   Transformer(const ModelConfig& c, const ParamSource& src);
   // tokens (B, T) int64
   ForwardOutput forward(const torch::Tensor& tokens, const ForwardOptions& opt = {});
+  // The output head: final-norm hidden states (..., hidden) -> logits (..., V).
+  torch::Tensor logits(const torch::Tensor& hidden);
 
   const ModelConfig& config() const { return config_; }
   // The selection settings saved with the model (block_size, block_counts).

@@ -115,6 +115,29 @@ TEST_CASE("analyze runs a model end to end, for full and sparse inference", "[me
   REQUIRE_THROWS_WITH(analyze(m, req), Catch::Contains("outside the vocabulary"));
 }
 
+TEST_CASE("token losses from hidden states in row chunks equal the whole logits' cross-entropy", "[metrics]") {
+  Transformer m(test::micro_model());
+  m.eval();
+  torch::NoGradGuard no_grad;
+  const int64_t T = 45;
+  Tensor ids = torch::randint(0, m.config().vocab_size, {1, T}, torch::kLong);
+  ForwardOptions hidden_only;
+  hidden_only.hidden_only = true;
+  ForwardOutput h = m.forward(ids, hidden_only);
+  REQUIRE(!h.logits.defined());
+  Tensor logits = m.forward(ids).logits;
+  REQUIRE(torch::allclose(m.logits(h.hidden), logits, 1e-5, 1e-6));
+  Tensor expected = torch::nn::functional::cross_entropy(
+      logits[0].narrow(0, 0, T - 1), ids[0].narrow(0, 1, T - 1),
+      torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kNone));
+  for (int64_t rows : {1, 7, 44, 100, 0}) {
+    INFO("rows per chunk " << rows);
+    std::vector<float> nll = token_nll(m, h.hidden, ids, rows);
+    REQUIRE(nll.size() == size_t(T - 1));
+    for (int64_t t = 0; t < T - 1; ++t) REQUIRE(nll[t] == Approx(expected[t].item<float>()).margin(1e-5));
+  }
+}
+
 TEST_CASE("reanalyze: another k or block size on kept q and k equals a new analysis", "[metrics]") {
   Transformer m(test::micro_model());
   AnalysisRequest req;

@@ -162,6 +162,33 @@ static void check_append(AttentionBackend& cuda) {
   }
 }
 
+// The released checkpoints' nsa-chunked rule on the selection kernel: every
+// slot equal to the fp32 reference on the CPU (near ties aside), on shapes
+// whose rows reach past the first chunk (k 16 and 32), for the whole
+// sequence and for a chunk of queries at an offset; and it must differ from
+// the exact top-k on those rows, or the rule was not applied.
+static void check_nsa_chunked(AttentionBackend& cuda, AttentionBackend& ref) {
+  struct C { torch::ScalarType dt; int Hq, Hkv, T, D, bs, K, offset; };
+  for (C c : {C{torch::kBFloat16, 32, 2, 1500, 64, 16, 16, 0}, C{torch::kHalf, 16, 1, 2100, 128, 16, 32, 0},
+              C{torch::kBFloat16, 8, 2, 1300, 64, 32, 16, 0}, C{torch::kBFloat16, 32, 2, 1500, 64, 16, 16, 1100}}) {
+    auto o = torch::TensorOptions().device(torch::kCUDA).dtype(c.dt);
+    Tensor q = torch::randn({1, c.Hq, c.T - c.offset, c.D}, o), k = torch::randn({1, c.Hkv, c.T, c.D}, o);
+    const SparseSpec chunked{c.bs, c.K, SelectionRule::NsaChunked}, topk{c.bs, c.K};
+    check(cuda.supports(q, k, chunked, c.offset).empty(), "nsa-chunked: supports()", 0);
+    Selection sc = cuda.select(q, k, chunked, c.offset), sr = ref.select(q.cpu(), k.cpu(), chunked, c.offset);
+    const double rows_equal = sc.blocks.cpu().eq(sr.blocks).all(3).to(torch::kFloat).mean().item<double>();
+    Tensor past_first_chunk = torch::arange(c.offset, c.T).div(c.bs, "floor").ge(c.K);
+    Tensor differs = sc.blocks.cpu().ne(cuda.select(q, k, topk, c.offset).blocks.cpu()).any(3);
+    const double differs_from_topk =
+        differs.index({torch::indexing::Slice(), torch::indexing::Slice(), past_first_chunk}).to(torch::kFloat).mean().item<double>();
+    std::printf("  nsa-chunked T%d Hq%d/%d D%d bs%d k%d offset %d: rows equal to the reference %.4f, rows past the "
+                "first chunk unlike top-k %.3f\n",
+                c.T, c.Hq, c.Hkv, c.D, c.bs, c.K, c.offset, rows_equal, differs_from_topk);
+    check(rows_equal > 0.999, "nsa-chunked: selection == reference", rows_equal);
+    check(differs_from_topk > 0.5, "nsa-chunked: unlike the exact top-k past the first chunk", differs_from_topk);
+  }
+}
+
 int main() {
   AttentionBackend* cuda = cuda_backend();
   AttentionBackend& ref = reference_backend();
@@ -240,10 +267,9 @@ int main() {
     check(rel(qq.grad(), qr.grad()) < 2e-2, "sparse dq", rel(qq.grad(), qr.grad()));
 
     check_chunked(*cuda, ref, q, k, v, spec);
-    check(!cuda->supports(q, k, {c.bs, c.K, SelectionRule::NsaChunked}).empty(),
-          "supports() refuses the nsa-chunked rule", 0);
     check(!cuda->supports(q, k, spec, 1).empty(), "supports() refuses queries past the keys", 0);
   }
+  check_nsa_chunked(*cuda, ref);
   check_decode(*cuda);
   check_append(*cuda);
   std::printf("%d failed\n", fails);
