@@ -5,8 +5,9 @@
 //     q and k, the selection, the statistics and block-pooled maps of every
 //     layer and head, and the token losses of both streams (the session's
 //     request: engine/session/session.cpp run_analysis);
-//   k change / block-size change: the same measured on the kept q and k
-//     (reanalyze), what moving the slider costs;
+//   k change / block-size change: selection and statistics again on the kept
+//     q and k (reanalyze), what the views wait for when a slider moves; then
+//     the sparse stream's token losses, which the session publishes after;
 // and the peak memory of the whole run (the CUDA caching allocator's peak
 // allocated bytes on a GPU; VmHWM on the CPU).
 //
@@ -100,8 +101,8 @@ int main(int argc, char** argv) {
               "%s on %s; made in %.1f s; seconds, median of %d\n\n",
               preset.c_str(), c.num_layers, c.num_heads, c.num_kv_heads, c.head_dim,
               dtype == torch::kBFloat16 ? "bf16" : "fp32", device.str().c_str(), made_s, repeats);
-  std::printf("| tokens | first analysis | k %d -> %d | block %d -> %d | peak memory GB | selection on |\n"
-              "|---|---|---|---|---|---|\n",
+  std::printf("| tokens | first analysis | k %d -> %d | block %d -> %d | then the sparse token losses | peak memory GB "
+              "| selection on |\n|---|---|---|---|---|---|---|\n",
               own.top_k, own.top_k / 2, own.block_size, own.block_size * 2);
   struct Breakdown {
     int T;
@@ -120,12 +121,17 @@ int main(int argc, char** argv) {
 #endif
     Analysis first = analyze(model, req);  // warm-up (and the analysis the slider steps start from)
     const double first_s = median_seconds(repeats, device, [&] { first = analyze(model, req); });
+    // a slider change: the views get selection and statistics first, the
+    // sparse stream's token losses follow (engine/session/session.cpp)
     AnalysisRequest k_change = req;
+    k_change.token_losses = false;
     k_change.spec.top_k = std::max(1, own.top_k / 2);
     const double k_s = median_seconds(repeats, device, [&] { reanalyze(model, first, k_change); });
-    AnalysisRequest bs_change = req;
+    AnalysisRequest bs_change = k_change;
     bs_change.spec = {own.block_size * 2, std::max(1, own.top_k / 2), own.rule};
     const double bs_s = median_seconds(repeats, device, [&] { reanalyze(model, first, bs_change); });
+    const double losses_s = median_seconds(
+        repeats, device, [&] { stream_token_nll(model, req.tokens, AttnMode::Sparse, k_change.spec); });
     double peak_gb = peak_rss_bytes() / 1e9;
 #ifdef SSALAB_WITH_CUDA
     if (device.is_cuda())
@@ -134,7 +140,7 @@ int main(int argc, char** argv) {
                     .peak /
                 1e9;  // [0]: StatType::AGGREGATE
 #endif
-    std::printf("| %d | %.3f | %.3f | %.3f | %.2f | %s |\n", T, first_s, k_s, bs_s, peak_gb,
+    std::printf("| %d | %.3f | %.3f | %.3f | %.3f | %.2f | %s |\n", T, first_s, k_s, bs_s, losses_s, peak_gb,
                 first.layers[0].by_kernels ? "the CUDA kernels" : "LibTorch ops");
     std::fflush(stdout);
     // where the first analysis's time goes: the same steps analyze() takes, one by one

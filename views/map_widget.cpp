@@ -52,24 +52,25 @@ MapImage build_map_image(const Analysis& a, const MapRequest& req) {
   const int Hkv = std::max(1, a.num_kv_heads);
   const int K = (T > 0 && !L.selected.empty()) ? int(L.selected.size() / (size_t(Hkv) * T)) : 0;
 
+  // Token maps live on the host; cell maps are copied from the analysis's
+  // device one head at a time (LayerAnalysis::map).
+  auto cells = [&](CellMap which, int h) {
+    Grid g;
+    g.v = L.map(which, h);
+    if (g.v.size() == size_t(n) * n && n > 0) g.rows = g.cols = n;
+    else g.v.clear();
+    return g;
+  };
   auto head_grid = [&](int h) -> Grid {
-    const std::vector<float>& full = tokens ? L.token_full : L.map_full;
-    const std::vector<float>& sparse = tokens ? L.token_sparse : L.map_sparse;
-    if (req.kind == MapKind::Sparse) return slice(sparse, h, n);
-    Grid g = slice(full, h, n);
+    if (!tokens) return cells(req.kind == MapKind::Full ? CellMap::Full
+                              : req.kind == MapKind::Sparse ? CellMap::Sparse : CellMap::Dropped, h);
+    if (req.kind == MapKind::Sparse) return slice(L.token_sparse, h, n);
+    Grid g = slice(L.token_full, h, n);
     if (req.kind == MapKind::Full || g.rows == 0) return g;
     // Dropped: full mass outside the query's selected blocks.
-    if (tokens) {
-      if (K == 0) return Grid{};
-      int group = h / std::max(1, H / Hkv);
-      return dropped_token_map(g, L.selected.data() + size_t(group) * T * K, K, a.spec.block_size);
-    }
-    if (!L.map_dropped.empty()) return slice(L.map_dropped, h, n);  // exact, from the engine
-    // older analyses without map_dropped: kept = sparse * sparsity per cell
-    Grid s = slice(sparse, h, n);
-    if (s.rows == 0 || L.row_sparsity.size() < size_t(h + 1) * T) return Grid{};
-    std::vector<float> rows(L.row_sparsity.begin() + h * T, L.row_sparsity.begin() + (h + 1) * T);
-    return dropped_cell_map(g, s, pool_rows(rows, a.cell_size));
+    if (K == 0) return Grid{};
+    int group = h / std::max(1, H / Hkv);
+    return dropped_token_map(g, L.selected.data() + size_t(group) * T * K, K, a.spec.block_size);
   };
 
   if (!req.mean_heads) {

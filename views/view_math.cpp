@@ -122,19 +122,6 @@ Grid pool_map(const Grid& src, int cell, Pool mode) {
   return out;
 }
 
-std::vector<float> pool_rows(const std::vector<float>& row_values, int cell) {
-  cell = std::max(cell, 1);
-  size_t n = (row_values.size() + cell - 1) / cell;
-  std::vector<float> out(n, 0.0f);
-  for (size_t i = 0; i < n; ++i) {
-    size_t a = i * cell, b = std::min(row_values.size(), a + cell);
-    double s = 0;
-    for (size_t k = a; k < b; ++k) s += row_values[k];
-    out[i] = float(s / double(b - a));
-  }
-  return out;
-}
-
 Grid dropped_token_map(const Grid& full, const int32_t* selected, int K, int block_size) {
   Grid out = full;
   int T = full.rows;
@@ -149,18 +136,6 @@ Grid dropped_token_map(const Grid& full, const int32_t* selected, int K, int blo
     float* row = out.v.data() + size_t(t) * out.cols;
     for (int s = 0; s < out.cols; ++s)
       if (keep[s / block_size]) row[s] = 0.0f;
-  }
-  return out;
-}
-
-Grid dropped_cell_map(const Grid& full, const Grid& sparse, const std::vector<float>& cell_sparsity) {
-  Grid out = full;
-  for (int i = 0; i < full.rows; ++i) {
-    float s = i < int(cell_sparsity.size()) ? cell_sparsity[i] : 1.0f;
-    for (int j = 0; j < full.cols; ++j) {
-      size_t idx = size_t(i) * full.cols + j;
-      out.v[idx] = std::max(0.0f, full.v[idx] - sparse.v[idx] * s);
-    }
   }
   return out;
 }

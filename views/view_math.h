@@ -74,20 +74,10 @@ enum class Pool {
 // cell of each side may be partial and is averaged over what it covers.
 Grid pool_map(const Grid& src, int cell, Pool mode);
 
-// Mean of per-row values over cells of `cell` rows: (T) -> ceil(T / cell).
-std::vector<float> pool_rows(const std::vector<float>& row_values, int cell);
-
 // Dropped mass at token level, exact: full(t, s) where the block of key s is
 // not among query t's selected blocks, else 0. `selected` is (T, K) for the
 // query head's KV group, -1 = empty slot.
 Grid dropped_token_map(const Grid& full, const int32_t* selected, int K, int block_size);
-
-// Dropped mass of a block-pooled map. Per query t, the sparse row is the full
-// row restricted to the selection and divided by sparsity(t), so
-// kept = sparse * sparsity and dropped = full - kept. Cells pool several
-// queries; using the cell's mean sparsity makes this exact when the queries of
-// a cell have equal sparsity and close otherwise. Clamped at 0.
-Grid dropped_cell_map(const Grid& full, const Grid& sparse, const std::vector<float>& cell_sparsity);
 
 // ---------------------------------------------------------------- 4. curves
 struct Series {

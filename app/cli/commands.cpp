@@ -245,9 +245,9 @@ static void write_analysis_npy(const std::string& dir, const Analysis& an, const
   for (int l = 0; l < an.num_layers; ++l) {
     const LayerAnalysis& L = an.layers[size_t(l)];
     const std::string pre = dir + "/layer" + std::to_string(l) + "_";
-    write_npy(pre + "map_full.npy", L.map_full.data(), {H, nc, nc});
-    write_npy(pre + "map_sparse.npy", L.map_sparse.data(), {H, nc, nc});
-    write_npy(pre + "map_dropped.npy", L.map_dropped.data(), {H, nc, nc});
+    for (auto [name, which] : {std::pair{"map_full", CellMap::Full}, std::pair{"map_sparse", CellMap::Sparse},
+                               std::pair{"map_dropped", CellMap::Dropped}})
+      write_npy(pre + name + ".npy", L.map(which).data(), {H, nc, nc});
     write_npy(pre + "row_sparsity.npy", L.row_sparsity.data(), {H, T});
     write_npy(pre + "row_entropy.npy", L.row_entropy.data(), {H, T});
     write_npy(pre + "row_sink_token.npy", L.row_sink_token.data(), {H, T});
@@ -292,11 +292,12 @@ int cmd_analyze(const AnalyzeArgs& a) {
     for (int l = 0; l < an.num_layers; ++l) {
       const auto& L = an.layers[l];
       // mean over heads, then one PNG per map kind
-      for (auto [name, src] : {std::pair<const char*, const std::vector<float>*>{"full", &L.map_full},
-                               {"sparse", &L.map_sparse}, {"dropped", &L.map_dropped}}) {
+      for (auto [name, which] : {std::pair{"full", CellMap::Full}, std::pair{"sparse", CellMap::Sparse},
+                                 std::pair{"dropped", CellMap::Dropped}}) {
+        const std::vector<float> heads = L.map(which);
         std::vector<float> mean(size_t(nc) * nc, 0.f);
         for (int h = 0; h < H; ++h)
-          for (size_t i = 0; i < mean.size(); ++i) mean[i] += (*src)[size_t(h) * nc * nc + i] / H;
+          for (size_t i = 0; i < mean.size(); ++i) mean[i] += heads[size_t(h) * nc * nc + i] / H;
         write_heatmap_png(a.out_dir + "/layer" + std::to_string(l) + "_" + name + ".png", mean.data(), nc, nc,
                           a.log_scale, up);
       }

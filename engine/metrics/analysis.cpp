@@ -13,6 +13,18 @@ namespace ssalab {
 
 using torch::Tensor;
 
+static std::vector<float> to_vector(const Tensor& t) {
+  Tensor c = t.detach().to(torch::kCPU, torch::kFloat).contiguous();
+  return std::vector<float>(c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
+}
+
+std::vector<float> LayerAnalysis::map(CellMap which, int head) const {
+  if (!cell_maps.defined()) return {};
+  Tensor m = cell_maps[int(which)];
+  if (head >= 0) m = m[head];
+  return to_vector(to_host_off_stream(m.contiguous()));
+}
+
 double Analysis::mean_sparsity() const {
   double s = 0;
   int n = 0;
@@ -27,11 +39,6 @@ double Analysis::mean_entropy() const {
   for (auto& l : layers)
     for (auto& h : l.heads) s += h.entropy, ++n;
   return n ? s / n : 0;
-}
-
-static std::vector<float> to_vector(const Tensor& t) {
-  Tensor c = t.detach().to(torch::kCPU, torch::kFloat).contiguous();
-  return std::vector<float>(c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
 }
 
 // Sums the last dimension (length L) into groups of `g` (zero-padded).
@@ -154,9 +161,7 @@ static void analyze_layer(const Tensor& q_in, const Tensor& k_in, const Analysis
   out.row_sparsity = to_vector(sp);
   out.row_entropy = to_vector(en);
   out.row_sink_token = to_vector(sk);
-  out.map_full = to_vector(r.map_full);
-  out.map_sparse = to_vector(r.map_sparse);
-  out.map_dropped = to_vector(r.map_dropped);
+  out.cell_maps = torch::stack({r.map_full, r.map_sparse, r.map_dropped}).to(torch::kFloat).contiguous();
   // rows whose selection is a real choice: more than K blocks visible
   Tensor t = torch::arange(T, lopt);
   Tensor rows_mask = (torch::div(t, bs, "floor") + 1) > K;
@@ -217,13 +222,25 @@ std::vector<float> token_nll(Transformer& model, const Tensor& hidden, const Ten
   return nll;
 }
 
+static std::vector<float> stream_nll(Transformer& model, const Tensor& tokens, AttnMode mode, const SparseSpec& spec) {
+  ForwardOptions fo;
+  fo.mode = mode;
+  fo.spec = spec;
+  fo.hidden_only = true;
+  return token_nll(model, model.forward(tokens, fo).hidden, tokens);
+}
+
 // The token losses of the stream that does not feed the analysed layers.
 static std::vector<float> other_stream_nll(Transformer& model, const Tensor& tokens, const AnalysisRequest& req) {
-  ForwardOptions other;
-  other.mode = req.inference == AttnMode::Full ? AttnMode::Sparse : AttnMode::Full;
-  other.spec = req.spec;
-  other.hidden_only = true;
-  return token_nll(model, model.forward(tokens, other).hidden, tokens);
+  return stream_nll(model, tokens, req.inference == AttnMode::Full ? AttnMode::Sparse : AttnMode::Full, req.spec);
+}
+
+std::vector<float> stream_token_nll(Transformer& model, const std::vector<int>& tokens, AttnMode mode,
+                                    const SparseSpec& spec) {
+  if (tokens.size() < 2) return {};
+  torch::NoGradGuard no_grad;
+  model.eval();
+  return stream_nll(model, token_tensor(tokens, model.parameters().front().device()), mode, spec);
 }
 
 Analysis analyze(Transformer& model, const AnalysisRequest& req) {

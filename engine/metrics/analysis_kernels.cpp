@@ -3,6 +3,7 @@
 #ifdef SSALAB_WITH_CUDA
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 
 #include "engine/attention/kernel_params.h"
 #include "engine/util/error.h"
@@ -55,6 +56,13 @@ bool analyze_layer_kernels(const torch::Tensor& q_in, const torch::Tensor& k_in,
   return true;
 }
 
+torch::Tensor to_host_off_stream(const torch::Tensor& t) {
+  if (!t.is_cuda()) return t;
+  c10::cuda::CUDAGuard guard(t.device());
+  c10::cuda::CUDAStreamGuard side(c10::cuda::getStreamFromPool(false, t.device().index()));
+  return t.to(torch::kCPU);
+}
+
 }  // namespace ssalab
 
 #else  // !SSALAB_WITH_CUDA
@@ -64,6 +72,7 @@ bool analyze_layer_kernels(const torch::Tensor&, const torch::Tensor&, const Spa
                            int64_t) {
   return false;
 }
+torch::Tensor to_host_off_stream(const torch::Tensor& t) { return t.to(torch::kCPU); }
 }  // namespace ssalab
 
 #endif

@@ -30,3 +30,10 @@ bool analyze_layer_kernels(const torch::Tensor& q, const torch::Tensor& k, const
                            KernelLayerRows& out, int64_t q_offset = 0);
 
 }  // namespace ssalab
+
+namespace ssalab {
+// `t` copied to the host; a CUDA tensor through a side stream of its device
+// (so the copy does not queue behind the work on the current stream; `t`
+// must be complete, as an analysis's results are once it returns).
+torch::Tensor to_host_off_stream(const torch::Tensor& t);
+}  // namespace ssalab

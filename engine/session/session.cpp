@@ -405,7 +405,23 @@ struct Session::Impl {
                                 inference == AttnMode::Full && analysis->inference == AttnMode::Full &&
                                 analysis->tokens == probe && !analysis->layers.empty() &&
                                 analysis->layers[0].q.defined() && !same_spec(analysis->spec, spec);
-    analysis = std::make_shared<const Analysis>(selection_only ? reanalyze(*model, *analysis, req) : analyze(*model, req));
+    if (!selection_only) {
+      analysis = std::make_shared<const Analysis>(analyze(*model, req));
+    } else {
+      // The slider's change reaches the views with selection and statistics
+      // alone; the sparse stream's token losses (a forward pass) follow in a
+      // second publication. The full stream's do not depend on the selection.
+      req.token_losses = false;
+      Analysis fresh = reanalyze(*model, *analysis, req);
+      fresh.nll_full = analysis->nll_full;
+      analysis = std::make_shared<const Analysis>(std::move(fresh));
+      publish();
+      auto with_losses = std::make_shared<Analysis>(*analysis);
+      const auto t0 = std::chrono::steady_clock::now();
+      with_losses->nll_sparse = stream_token_nll(*model, probe, AttnMode::Sparse, spec);
+      with_losses->seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      analysis = std::move(with_losses);
+    }
     analysis_dirty = false;
     analysed_model = model;
     analyzed_step = step;

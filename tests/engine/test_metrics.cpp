@@ -44,7 +44,9 @@ TEST_CASE("a one-hot first column is a sink of mass 1", "[metrics]") {
   REQUIRE(h.entropy == Approx(0.0).margin(1e-5));
   // block-pooled map: every query cell puts all its mass on key cell 0
   const int nc = a.n_cells;
-  for (int i = 1; i < nc; ++i) REQUIRE(a.layers[0].map_full[size_t(i) * nc] == Approx(1.0).margin(1e-5));
+  const std::vector<float> map_full = a.layers[0].map(CellMap::Full);
+  REQUIRE(map_full == a.layers[0].map(CellMap::Full, 0));  // one head: the whole map
+  for (int i = 1; i < nc; ++i) REQUIRE(map_full[size_t(i) * nc] == Approx(1.0).margin(1e-5));
 }
 
 TEST_CASE("maps: rows of the pooled full map sum to 1; full = kept + dropped", "[metrics]") {
@@ -58,14 +60,17 @@ TEST_CASE("maps: rows of the pooled full map sum to 1; full = kept + dropped", "
   REQUIRE(a.cell_size == 30);
   REQUIRE(a.n_cells == 4);
   const auto& L = a.layers[0];
+  const std::vector<float> map_full = L.map(CellMap::Full), map_sparse = L.map(CellMap::Sparse),
+                           map_dropped = L.map(CellMap::Dropped);
+  REQUIRE(map_full.size() == size_t(4) * a.n_cells * a.n_cells);
   for (int h = 0; h < 4; ++h)
     for (int i = 0; i < a.n_cells; ++i) {
       double full = 0, sparse = 0, dropped = 0;
       for (int j = 0; j < a.n_cells; ++j) {
         size_t idx = (size_t(h) * a.n_cells + i) * a.n_cells + j;
-        full += L.map_full[idx];
-        sparse += L.map_sparse[idx];
-        dropped += L.map_dropped[idx];
+        full += map_full[idx];
+        sparse += map_sparse[idx];
+        dropped += map_dropped[idx];
       }
       REQUIRE(full == Approx(1.0).margin(1e-4));
       REQUIRE(sparse == Approx(1.0).margin(1e-4));
@@ -160,8 +165,9 @@ TEST_CASE("reanalyze: another k or block size on kept q and k equals a new analy
         REQUIRE(A.heads[h].sparsity == Approx(F.heads[h].sparsity).epsilon(1e-6));
         REQUIRE(A.heads[h].entropy == Approx(F.heads[h].entropy).epsilon(1e-6));
       }
-      REQUIRE(A.map_dropped.size() == F.map_dropped.size());
-      for (size_t i = 0; i < F.map_dropped.size(); ++i) REQUIRE(A.map_dropped[i] == Approx(F.map_dropped[i]).margin(1e-6));
+      const std::vector<float> a_drop = A.map(CellMap::Dropped), f_drop = F.map(CellMap::Dropped);
+      REQUIRE(a_drop.size() == f_drop.size());
+      for (size_t i = 0; i < f_drop.size(); ++i) REQUIRE(a_drop[i] == Approx(f_drop[i]).margin(1e-6));
     }
     REQUIRE(again.nll_full == fresh.nll_full);
     REQUIRE(again.nll_sparse.size() == fresh.nll_sparse.size());
@@ -217,12 +223,17 @@ TEST_CASE("on CUDA, long inputs are analysed by the kernels and agree with LibTo
   CHECK(e_sp < 2e-3);
   CHECK(e_en < 5e-3);
   CHECK(e_sink < 2e-3);
-  REQUIRE(A.map_full.size() == B.map_full.size());
+  REQUIRE(B.cell_maps.is_cuda());  // the maps stay on the GPU until a view asks
+  const std::vector<float> a_full = A.map(CellMap::Full), a_sparse = A.map(CellMap::Sparse),
+                           a_drop = A.map(CellMap::Dropped), b_full = B.map(CellMap::Full),
+                           b_sparse = B.map(CellMap::Sparse), b_drop = B.map(CellMap::Dropped);
+  REQUIRE(a_full.size() == b_full.size());
+  REQUIRE(B.map(CellMap::Sparse, 3).size() == size_t(gpu.n_cells) * gpu.n_cells);
   double e_full = 0, e_sparse = 0, e_drop = 0;
-  for (size_t i = 0; i < A.map_full.size(); ++i) {
-    e_full = std::max(e_full, double(std::fabs(A.map_full[i] - B.map_full[i])));
-    e_sparse = std::max(e_sparse, double(std::fabs(A.map_sparse[i] - B.map_sparse[i])));
-    e_drop = std::max(e_drop, double(std::fabs(A.map_dropped[i] - B.map_dropped[i])));
+  for (size_t i = 0; i < a_full.size(); ++i) {
+    e_full = std::max(e_full, double(std::fabs(a_full[i] - b_full[i])));
+    e_sparse = std::max(e_sparse, double(std::fabs(a_sparse[i] - b_sparse[i])));
+    e_drop = std::max(e_drop, double(std::fabs(a_drop[i] - b_drop[i])));
   }
   INFO("map errors full " << e_full << " sparse " << e_sparse << " dropped " << e_drop);
   // a differing selection moves whole blocks of mass between the sparse and dropped maps

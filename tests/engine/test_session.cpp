@@ -188,6 +188,8 @@ TEST_CASE("a k or block-size change re-runs only selection and statistics on the
   CHECK(a->spec.top_k == 2);
   CHECK(a->qk_reused);
   CHECK(a->seconds > 0);
+  // published first without them, the sparse stream's token losses follow
+  CHECK(a->nll_sparse.size() + 1 == size_t(a->T));
   CHECK(a->nll_sparse.size() == a->nll_full.size());
   s.set_block_size(16);  // the micro model's is 8
   s.wait_idle();

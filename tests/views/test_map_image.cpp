@@ -41,14 +41,15 @@ Analysis toy_analysis(bool token_maps) {
     L.token_full = full;
     L.token_sparse = full;  // not used by these checks
   }
-  // cell maps: QueryMeanKeySum pooling of the token maps
+  // cell maps: QueryMeanKeySum pooling of the token maps; dropped 0.25 everywhere
+  std::vector<float> pooled;
   for (int h = 0; h < 2; ++h) {
     Grid g{T, T, std::vector<float>(full.begin() + h * T * T, full.begin() + (h + 1) * T * T)};
     Grid c = pool_map(g, 4, Pool::QueryMeanKeySum);
-    L.map_full.insert(L.map_full.end(), c.v.begin(), c.v.end());
-    L.map_sparse.insert(L.map_sparse.end(), c.v.begin(), c.v.end());
-    L.map_dropped.insert(L.map_dropped.end(), c.v.size(), 0.25f);
+    pooled.insert(pooled.end(), c.v.begin(), c.v.end());
   }
+  torch::Tensor cells = torch::tensor(pooled).view({2, 2, 2});
+  L.cell_maps = torch::stack({cells, cells, torch::full_like(cells, 0.25f)});
   L.row_sparsity.assign(2 * T, 1.0f);
   L.heads.resize(2);
   a.layers.push_back(L);
