@@ -13,9 +13,12 @@ namespace ssalab {
 
 using torch::Tensor;
 
+// Copied once, from wherever `t` is straight into the vector's memory.
 static std::vector<float> to_vector(const Tensor& t) {
-  Tensor c = t.detach().to(torch::kCPU, torch::kFloat).contiguous();
-  return std::vector<float>(c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
+  Tensor src = t.detach().to(torch::kFloat).contiguous();
+  std::vector<float> v(size_t(src.numel()));
+  torch::from_blob(v.data(), src.sizes(), torch::kFloat).copy_(src);
+  return v;
 }
 
 std::vector<float> LayerAnalysis::map(CellMap which, int head) const {
