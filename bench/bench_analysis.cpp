@@ -33,6 +33,7 @@
 #include "bench/bench_args.h"
 #include "engine/checkpoint/random_checkpoint.h"
 #include "engine/metrics/analysis.h"
+#include "engine/metrics/analysis_kernels.h"
 #include "engine/model/transformer.h"
 
 using namespace ssalab;
@@ -106,7 +107,7 @@ int main(int argc, char** argv) {
               own.top_k, own.top_k / 2, own.block_size, own.block_size * 2);
   struct Breakdown {
     int T;
-    double forward_s, stats_s, sparse_forward_s;
+    double forward_s, stats_s, kernels_s, sparse_forward_s;
   };
   std::vector<Breakdown> breakdown;
   for (int T : lengths) {
@@ -159,11 +160,25 @@ int main(int argc, char** argv) {
     sparse.mode = AttnMode::Sparse;
     sparse.spec = own;
     const double sparse_s = median_seconds(repeats, device, [&] { model.forward(ids, sparse); });
-    breakdown.push_back({T, fwd_s, stats_s, sparse_s});
+    // the GPU kernels' part of the statistics (selection, the stats kernel,
+    // the maps pooled to cells), without the copies of rows and selections
+    // to the host that analyze_qk adds
+    double kernels_s = 0;
+    if (device.is_cuda()) {
+      const int64_t nb = (T + own.block_size - 1) / own.block_size;  // the cell size analyze_qk picks
+      const int cell = int(std::max<int64_t>(1, (nb + req.max_cells - 1) / req.max_cells) * own.block_size);
+      kernels_s = median_seconds(repeats, device, [&] {
+        for (size_t l = 0; l < out.q.size(); ++l) {
+          KernelLayerRows rows;
+          analyze_layer_kernels(out.q[l], out.k[l], own, cell, rows);
+        }
+      });
+    }
+    breakdown.push_back({T, fwd_s, stats_s, kernels_s, sparse_s});
   }
-  std::printf("\n| tokens | forward keeping q, k | selection + statistics + maps (all layers) | sparse forward "
-              "(token losses) |\n|---|---|---|---|\n");
+  std::printf("\n| tokens | forward keeping q, k | selection + statistics + maps (all layers) | of which the GPU "
+              "kernels alone | sparse forward (token losses) |\n|---|---|---|---|---|\n");
   for (const Breakdown& b : breakdown)
-    std::printf("| %d | %.3f | %.3f | %.3f |\n", b.T, b.forward_s, b.stats_s, b.sparse_forward_s);
+    std::printf("| %d | %.3f | %.3f | %.3f | %.3f |\n", b.T, b.forward_s, b.stats_s, b.kernels_s, b.sparse_forward_s);
   return 0;
 }
