@@ -156,6 +156,12 @@ int main(int argc, char** argv) {
   g->add_option("--work-dir", gui.session.work_dir, "session files (tokenizer cache, saves)")->capture_default_str();
   g->add_option("--demo", gui.demo_dir, "run the scripted demo, write screenshots and frame times here, exit");
   g->add_option("--demo-tokens", gui.demo_tokens, "probe length for the demo")->capture_default_str();
+  g->add_option("--demo-lengths", gui.demo_lengths,
+                "with --model: the probe lengths the demo analyses the model at (comma-separated)")
+      ->delimiter(',')
+      ->capture_default_str();
+  g->add_option("--paradox-models", gui.paradox_models, "folder of full/ moba/ ssa/ models for the Paradox view")
+      ->capture_default_str();
   g->add_option("--random-use", gui.random_use_dir,
                 "drive the app with random input and panel actions while training runs; results here, then exit");
   g->add_option("--random-seconds", gui.random_use_seconds, "how long --random-use runs")

@@ -7,6 +7,7 @@
 #include <fstream>
 #include <functional>
 #include <map>
+#include <random>
 #include <future>
 #include <sstream>
 
@@ -14,6 +15,7 @@
 
 #include "engine/attention/attention.h"
 #include "engine/data/corpus.h"
+#include "engine/memory/estimate.h"
 #include "engine/util/background.h"
 #include "views/views.h"
 
@@ -88,7 +90,7 @@ struct Demo::Impl {
   int code = 0;
   bool finished = false;
   // state the steps share
-  int k0 = 0, k1 = 0, bs1 = 0;
+  int k0 = 0, k1 = 0, bs0 = 0, bs1 = 0;
   int64_t saved_step = 0;
   const Analysis* before_open = nullptr;  // the open-model step waits for a new analysis
   uint64_t open_ticket = 0;
@@ -229,10 +231,9 @@ struct Demo::Impl {
     steps.push_back({"paradox view",
                      [this] {
                        ui.show_paradox = true;
-                       views::ParadoxLoad("assets/models");
+                       views::ParadoxLoad(opt.paradox_models);
                      },
-                     [] { return !fs::exists("assets/models/ssa/config.json") || views::ParadoxReady(); }, 180,
-                     "07_paradox.png", ""});
+                     [this] { return !has_paradox_models() || views::ParadoxReady(); }, 180, "07_paradox.png", ""});
     // File > Open model: the saved checkpoint replaces the session's model
     // through the panel (background load, then the probe analysed again)
     steps.push_back({"open model",
@@ -271,6 +272,82 @@ struct Demo::Impl {
                        return s->generation && !s->generation->running && !s->generation->new_ids.empty();
                      },
                      60, "09_generate.png", ""});
+  }
+
+  bool has_paradox_models() const { return fs::exists(fs::path(opt.paradox_models) / "ssa" / "config.json"); }
+
+  // The model demo (a model given with --model): no training, the model is
+  // inspected. Per probe length: random token ids of the model's vocabulary
+  // (seeded), the first analysis, a k change and a block-size change (each a
+  // selection-only re-analysis on the kept q and k), the spec restored, and
+  // frames timed paused. Then the Paradox view on --paradox-models.
+  void build_model_demo() {
+    steps.push_back({"model open",
+                     [] {},
+                     [this] {
+                       if (!snap() || (!snap()->error.empty() && snap()->model_source.empty()))
+                         return snap() && (fail("the model did not open: " + snap()->error), true);
+                       return analysis() && snap()->state == RunState::Idle && !snap()->model_source.empty();
+                     },
+                     900, "01_model.png", ""});
+    int shot = 2;
+    auto name = [&shot](const std::string& what, int T) {
+      char buf[64];
+      std::snprintf(buf, sizeof buf, "%02d_%s_%d.png", shot++, what.c_str(), T);
+      return std::string(buf);
+    };
+    for (int T : opt.demo_lengths) {
+      steps.push_back({"probe of " + std::to_string(T) + " tokens",
+                       [this, T] {
+                         k0 = snap()->spec.top_k;
+                         bs0 = snap()->spec.block_size;
+                         std::mt19937 draw(static_cast<uint32_t>(T));
+                         std::vector<int> ids(static_cast<size_t>(T));
+                         for (int& id : ids) id = int(draw() % uint32_t(snap()->model.vocab_size));
+                         session().set_probe_tokens(ids);
+                         ui.pinned = T * 4 / 5;
+                         ui.kind = views::MapKind::Full;
+                         ui.scale = views::Scale::Log;
+                       },
+                       [this, T] { return spec_ok() && analysis() && analysis()->T == T; }, 600, name("probe", T),
+                       "paused"});
+      steps.push_back({"k halved at " + std::to_string(T),
+                       [this, T] {
+                         k1 = std::max(1, k0 / 2);
+                         report(views::SpecProblem(*snap(), SparseSpec{bs0, k1, snap()->spec.rule}, T));
+                         session().set_top_k(k1);
+                         ui.kind = views::MapKind::Sparse;
+                       },
+                       [this, T] { return spec_ok() && analysis() && analysis()->T == T && analysis()->spec.top_k == k1; },
+                       120, name("k", T), ""});
+      steps.push_back({"block size doubled at " + std::to_string(T),
+                       [this, T] {
+                         bs1 = bs0 * 2;
+                         report(views::SpecProblem(*snap(), SparseSpec{bs1, k1, snap()->spec.rule}, T));
+                         session().set_block_size(bs1);
+                         ui.kind = views::MapKind::Dropped;
+                       },
+                       [this, T] {
+                         return spec_ok() && analysis() && analysis()->T == T && analysis()->spec.block_size == bs1;
+                       },
+                       120, name("block", T), ""});
+      steps.push_back({"spec restored at " + std::to_string(T),
+                       [this] {
+                         session().set_block_size(bs0);
+                         session().set_top_k(k0);
+                       },
+                       [this, T] {
+                         const Analysis* a = analysis();
+                         return spec_ok() && a && a->T == T && a->spec.top_k == k0 && a->spec.block_size == bs0;
+                       },
+                       120, "", ""});
+    }
+    steps.push_back({"paradox view",
+                     [this] {
+                       ui.show_paradox = true;
+                       views::ParadoxLoad(opt.paradox_models);
+                     },
+                     [this] { return !has_paradox_models() || views::ParadoxReady(); }, 600, name("paradox", 0), ""});
   }
 
   // The engine refused a spec: fail now with its reason instead of timing out.
@@ -355,6 +432,7 @@ struct Demo::Impl {
                               {"screenshots", shots},
                               {"stages", stages},
                               {"analyses", analyses},
+                              {"gpu_peak_allocated_gb", gpu_peak_allocated_bytes() / 1e9},
                               {"map_uploads", views::CurrentMapInfo().uploads},
                               {"note", "wall ms: poll to swap, includes waiting for a core; cpu ms: the UI thread's "
                                        "CPU time in the frame (software GL rasterises on other threads)"}};
@@ -406,6 +484,9 @@ struct Demo::Impl {
                         {"top_k", a->spec.top_k},
                         {"seconds", a->seconds},
                         {"on_kept_qk", a->qk_reused},
+                        // a slider's change is published twice: its statistics,
+                        // then with the sparse stream's token losses (seconds include them)
+                        {"token_losses", !a->nll_sparse.empty()},
                         {"by_gpu_kernels", !a->layers.empty() && a->layers[0].by_kernels}});
   }
 
@@ -474,7 +555,8 @@ struct Demo::Impl {
 Demo::Demo(const GuiOptions& opt, views::UiState& ui) : impl_(std::make_unique<Impl>(opt, ui)) {
   std::error_code ec;
   fs::create_directories(impl_->dir, ec);
-  impl_->build();
+  if (opt.session.checkpoint.empty()) impl_->build();
+  else impl_->build_model_demo();
 }
 
 Demo::~Demo() = default;

@@ -7,6 +7,7 @@
 #include <fstream>
 
 #ifdef SSALAB_WITH_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <cuda_runtime_api.h>
 #endif
@@ -45,6 +46,18 @@ uint64_t gpu_free_bytes(torch::Device device) {
 #endif
   return 0;
 }
+
+}  // namespace
+
+uint64_t gpu_peak_allocated_bytes() {
+#ifdef SSALAB_WITH_CUDA
+  if (torch::cuda::is_available())
+    return uint64_t(c10::cuda::CUDACachingAllocator::getDeviceStats(0).allocated_bytes[0].peak);  // [0]: AGGREGATE
+#endif
+  return 0;
+}
+
+namespace {
 
 uint64_t u(int64_t x) { return uint64_t(std::max<int64_t>(0, x)); }
 

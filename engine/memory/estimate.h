@@ -38,6 +38,9 @@ std::string bytes_text(uint64_t bytes);  // "1.50 GiB", "300.0 MiB"
 // MemAvailable (CPU) or the GPU's free memory, capped by SSALAB_MEMORY_LIMIT;
 // 0 when unknown.
 uint64_t available_memory(torch::Device device);
+// The peak of GPU 0's memory allocated through LibTorch since the process
+// started (the CUDA caching allocator's count); 0 without a GPU.
+uint64_t gpu_peak_allocated_bytes();
 // SSALAB_MEMORY_LIMIT in bytes, 0 when unset; a malformed value is an Error.
 uint64_t memory_limit_from_env();
 

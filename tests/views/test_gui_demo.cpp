@@ -15,7 +15,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "engine/checkpoint/random_checkpoint.h"
 #include "tests/test_support.h"
+#include "tests/tokenizer/tokenizer_fixtures.h"
 
 namespace fs = std::filesystem;
 
@@ -155,4 +157,63 @@ TEST_CASE("scripted demo: screenshots show a live map that follows k", "[gui]") 
     CHECK(summary["frame_ms"][len]["paused"]["frames"].get<int>() > 50);
   }
   fs::remove_all(dir / "checkpoint");
+}
+
+// The model demo (issue 11 part 4 runs it on a random 1B model at 8K and 32K
+// tokens on the GPU): here a random model in the released layout with the
+// Llama 3 vocabulary and tokenizer, at two short lengths on the CPU.
+TEST_CASE("model demo: a given model analysed per length, k and block size re-run on kept q and k", "[gui]") {
+  if (std::system("command -v xvfb-run > /dev/null 2>&1") != 0) {
+    WARN("xvfb-run not installed: skipped");
+    return;
+  }
+  fs::path dir = fs::temp_directory_path() / ("ssalab_model_demo_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  ssalab::ModelConfig c = ssalab::released_layout_config("tiny");
+  c.vocab_size = 128256;  // the Llama 3 tokenizer's, as the released models'
+  c.eos_token_ids = {128001};
+  ssalab::write_random_checkpoint((dir / "model").string(), c, torch::kBFloat16, 3);
+  std::ofstream(dir / "model" / "tokenizer.json")
+      << ssalab::tokenizer::test::read_gz(ssalab::tokenizer::test::fixture_dir() + "/llama3/tokenizer.json.gz");
+  std::string cmd = std::string("cd '") + SSALAB_SOURCE_DIR + "' && xvfb-run -a -s '-screen 0 1600x1000x24' '" +
+                    SSALAB_BINARY + "' gui --model '" + (dir / "model").string() + "' --demo '" +
+                    (dir / "out").string() + "' --demo-lengths 320,640 --work-dir '" + (dir / "work").string() +
+                    "' > '" + (dir / "log.txt").string() + "' 2>&1";
+  int rc = std::system(cmd.c_str());
+  INFO("demo log:\n" << ssalab::test::file_tail((dir / "log.txt").string()));
+  REQUIRE(rc == 0);
+  nlohmann::json summary = nlohmann::json::parse(std::ifstream(dir / "out" / "summary.json"));
+  INFO("summary error: " << summary.value("error", ""));
+  REQUIRE(summary["ok"].get<bool>());
+  // per length: a first analysis on a forward, then the k and block-size
+  // changes as selection-only re-analyses on the kept q and k
+  for (int T : {320, 640}) {
+    INFO("length " << T);
+    int forwards = 0, reused = 0;
+    std::set<int> ks, blocks;
+    for (const auto& a : summary["analyses"]) {
+      if (a["tokens"].get<int>() != T) continue;
+      CHECK(a["seconds"].get<double>() > 0);
+      (a["on_kept_qk"].get<bool>() ? reused : forwards) += 1;
+      ks.insert(a["top_k"].get<int>());
+      blocks.insert(a["block_size"].get<int>());
+    }
+    CHECK(forwards == 1);
+    CHECK(reused >= 3);  // k halved, block size doubled, the spec restored (losses after each)
+    CHECK(ks == std::set<int>{8, 16});
+    CHECK(blocks == std::set<int>{16, 32});
+    REQUIRE(summary["frame_ms"].contains(std::to_string(T)));
+    CHECK(summary["frame_ms"][std::to_string(T)]["paused"]["frames"].get<int>() > 50);
+  }
+  std::set<std::string> shots;
+  for (const auto& s : summary["screenshots"]) shots.insert(s["file"].get<std::string>());
+  for (const char* f : {"01_model.png", "02_probe_320.png", "03_k_320.png", "04_block_320.png", "05_probe_640.png"}) {
+    INFO(f);
+    CHECK(shots.count(f));
+    Image im = load_png(dir / "out" / f);
+    CHECK(im.w >= 1000);
+  }
+  CHECK(summary.contains("gpu_peak_allocated_gb"));
+  if (!std::getenv("SSALAB_KEEP_DEMO")) fs::remove_all(dir);
 }
