@@ -9,6 +9,7 @@
 #include <imgui_stdlib.h>
 
 #include <algorithm>
+#include <memory>
 #include <cmath>
 
 #include "views/panels_internal.h"
@@ -34,6 +35,11 @@ struct ProbeState {
   std::vector<int> line_start;  // first chip of each line
   float width = -1;
   int64_t last_pinned = -1;
+  // tint cache: the rows copied from the analysis (LayerAnalysis::row) only
+  // when the analysis, layer, head or statistic changes, not every frame
+  std::weak_ptr<const Analysis> tint_analysis;  // weak: a new analysis at a freed one's address is not it
+  int tint_layer = -1, tint_head = -2, tint_kind = -1;
+  std::vector<float> tint_rows;
 } g_text_probe;
 
 bool is_newline(const std::string& piece) { return piece == "<0x0A>" || piece == "\n"; }
@@ -127,7 +133,6 @@ void DrawTextProbe(UiState& ui) {
 
   // Per-row tint values.
   const float* tint = nullptr;
-  std::vector<float> mean_rows;
   Range tr{0, 1};
   // sparse NLL cost of token t (predicted at row t-1); token 0 has none
   std::vector<float> cost;
@@ -141,19 +146,24 @@ void DrawTextProbe(UiState& ui) {
     cost_scale = std::max(1e-3f, float(percentile(mags, 98)));
   }
   if (a && (g_text_probe.tint == 1 || g_text_probe.tint == 2) && a->T == int64_t(g_text_probe.pieces.size()) && !a->layers.empty()) {
-    const LayerAnalysis& L = a->layers[std::clamp(ui.layer, 0, a->num_layers - 1)];
-    const std::vector<float>& rows = g_text_probe.tint == 1 ? L.row_sparsity : L.row_entropy;
-    const size_t T = size_t(a->T);
-    if (rows.size() >= T * a->num_heads) {
-      if (ui.mean_heads) {
-        mean_rows.assign(T, 0.0f);
+    const int layer = std::clamp(ui.layer, 0, a->num_layers - 1);
+    const int head = ui.mean_heads ? -1 : std::clamp(ui.head, 0, a->num_heads - 1);
+    ProbeState& p = g_text_probe;
+    if (p.tint_analysis.lock() != a || p.tint_layer != layer || p.tint_head != head || p.tint_kind != p.tint) {
+      p.tint_rows = a->layers[layer].row(p.tint == 1 ? RowStat::Sparsity : RowStat::Entropy, head);
+      const size_t T = size_t(a->T);
+      if (head < 0 && p.tint_rows.size() == T * a->num_heads) {  // the mean over heads
+        std::vector<float> mean(T, 0.0f);
         for (int h = 0; h < a->num_heads; ++h)
-          for (size_t t = 0; t < T; ++t) mean_rows[t] += rows[h * T + t] / a->num_heads;
-        tint = mean_rows.data();
-      } else {
-        tint = rows.data() + std::clamp(ui.head, 0, a->num_heads - 1) * T;
+          for (size_t t = 0; t < T; ++t) mean[t] += p.tint_rows[h * T + t] / a->num_heads;
+        p.tint_rows = std::move(mean);
       }
-      if (g_text_probe.tint == 2) tr = auto_range(tint, T, Scale::Linear);
+      p.tint_analysis = a, p.tint_layer = layer, p.tint_head = head, p.tint_kind = p.tint;
+    }
+    const size_t T = size_t(a->T);
+    if (p.tint_rows.size() == T) {
+      tint = p.tint_rows.data();
+      if (p.tint == 2) tr = auto_range(tint, T, Scale::Linear);
     }
   }
 

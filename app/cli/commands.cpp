@@ -248,9 +248,9 @@ static void write_analysis_npy(const std::string& dir, const Analysis& an, const
     for (auto [name, which] : {std::pair{"map_full", CellMap::Full}, std::pair{"map_sparse", CellMap::Sparse},
                                std::pair{"map_dropped", CellMap::Dropped}})
       write_npy(pre + name + ".npy", L.map(which).data(), {H, nc, nc});
-    write_npy(pre + "row_sparsity.npy", L.row_sparsity.data(), {H, T});
-    write_npy(pre + "row_entropy.npy", L.row_entropy.data(), {H, T});
-    write_npy(pre + "row_sink_token.npy", L.row_sink_token.data(), {H, T});
+    for (auto [name, which] : {std::pair{"row_sparsity", RowStat::Sparsity}, std::pair{"row_entropy", RowStat::Entropy},
+                               std::pair{"row_sink_token", RowStat::SinkToken}})
+      write_npy(pre + name + ".npy", L.row(which).data(), {H, T});
     const int64_t K = T > 0 ? int64_t(L.selected.size()) / (int64_t(an.num_kv_heads) * T) : 0;
     write_npy(pre + "selected_blocks.npy", L.selected.data(), {an.num_kv_heads, T, K});
   }

@@ -21,12 +21,17 @@ static std::vector<float> to_vector(const Tensor& t) {
   return v;
 }
 
-std::vector<float> LayerAnalysis::map(CellMap which, int head) const {
-  if (!cell_maps.defined()) return {};
-  Tensor m = cell_maps[int(which)];
+// Slice `index` of `kept` (and of its head, when head >= 0), to the host.
+static std::vector<float> kept_slice(const Tensor& kept, int index, int head) {
+  if (!kept.defined()) return {};
+  Tensor m = kept[index];
   if (head >= 0) m = m[head];
   return to_vector(to_host_off_stream(m.contiguous()));
 }
+
+std::vector<float> LayerAnalysis::map(CellMap which, int head) const { return kept_slice(cell_maps, int(which), head); }
+
+std::vector<float> LayerAnalysis::row(RowStat which, int head) const { return kept_slice(row_stats, int(which), head); }
 
 double Analysis::mean_sparsity() const {
   double s = 0;
@@ -161,9 +166,7 @@ static void analyze_layer(const Tensor& q_in, const Tensor& k_in, const Analysis
     Tensor s = r.blocks[0].to(torch::kCPU, torch::kInt).contiguous();
     return std::vector<int32_t>(s.data_ptr<int32_t>(), s.data_ptr<int32_t>() + s.numel());
   }();
-  out.row_sparsity = to_vector(sp);
-  out.row_entropy = to_vector(en);
-  out.row_sink_token = to_vector(sk);
+  out.row_stats = torch::stack({sp, en, sk}).to(torch::kFloat).contiguous();
   out.cell_maps = torch::stack({r.map_full, r.map_sparse, r.map_dropped}).to(torch::kFloat).contiguous();
   // rows whose selection is a real choice: more than K blocks visible
   Tensor t = torch::arange(T, lopt);

@@ -36,11 +36,20 @@ struct HeadStats {
 
 // The block-pooled maps a layer keeps (LayerAnalysis::cell_maps).
 enum class CellMap { Full = 0, Sparse = 1, Dropped = 2 };
+// The per-row statistics a layer keeps (LayerAnalysis::row_stats):
+// AttnSparsity (the full-attention mass inside the row's selected blocks),
+// entropy in nats, and the mass on token 0.
+enum class RowStat { Sparsity = 0, Entropy = 1, SinkToken = 2 };
 
 struct LayerAnalysis {
   std::vector<HeadStats> heads;  // one per query head
-  // Per-row statistics, (H, T) row-major.
-  std::vector<float> row_sparsity, row_entropy, row_sink_token;
+  // Per-row statistics (3, H, T) float, indexed by RowStat, kept where the
+  // analysis ran like cell_maps (a 1B model at 32K tokens has 200 MB of
+  // them); row() copies out what a view shows.
+  torch::Tensor row_stats;
+  // One statistic of this layer's rows as floats on the host: every head
+  // (H, T), or one head's (T) when head >= 0. Empty without statistics.
+  std::vector<float> row(RowStat which, int head = -1) const;
   // Block-pooled maps (3, H, n_cells, n_cells) float, indexed by CellMap:
   // cell (i, j) is the mean over the queries of cell i of the attention mass
   // they put on the keys of cell j; Dropped is the full-attention mass that

@@ -16,13 +16,17 @@ TEST_CASE("uniform rows have entropy ln(n); sparsity is the selected share", "[m
   req.spec = {8, 3};
   Analysis a = analyze_qk({q}, {k}, req);
   const LayerAnalysis& L = a.layers[0];
+  const std::vector<float> entropy = L.row(RowStat::Entropy), sparsity = L.row(RowStat::Sparsity),
+                           sink = L.row(RowStat::SinkToken);
+  REQUIRE(entropy.size() == size_t(2) * T);
+  REQUIRE(L.row(RowStat::Entropy, 1) == std::vector<float>(entropy.begin() + T, entropy.end()));
   for (int t : {0, 7, 30, 63}) {
     INFO("row " << t);
-    REQUIRE(L.row_entropy[t] == Approx(std::log(double(t + 1))).margin(1e-5));
+    REQUIRE(entropy[t] == Approx(std::log(double(t + 1))).margin(1e-5));
     // selected keys: own block (t%8+1 keys) + up to 2 full past blocks
     int own = t / 8, kept = (t % 8 + 1) + 8 * std::min(2, own);
-    REQUIRE(L.row_sparsity[t] == Approx(double(kept) / (t + 1)).margin(1e-5));
-    REQUIRE(L.row_sink_token[t] == Approx(1.0 / (t + 1)).margin(1e-6));
+    REQUIRE(sparsity[t] == Approx(double(kept) / (t + 1)).margin(1e-5));
+    REQUIRE(sink[t] == Approx(1.0 / (t + 1)).margin(1e-6));
   }
   // KL(sparse || full) of a row equals -log(sparsity)
   REQUIRE(L.heads[0].kl_sparse_full > 0);
@@ -94,8 +98,8 @@ TEST_CASE("query_detail agrees with the layer statistics", "[metrics]") {
     QueryDetail d = query_detail(a, 0, 3, t);
     REQUIRE(d.kv_head == 1);
     REQUIRE(d.selected.front() == t / 8);
-    REQUIRE(d.sparsity == Approx(a.layers[0].row_sparsity[size_t(3) * T + t]).margin(1e-5));
-    REQUIRE(d.entropy == Approx(a.layers[0].row_entropy[size_t(3) * T + t]).margin(1e-4));
+    REQUIRE(d.sparsity == Approx(a.layers[0].row(RowStat::Sparsity, 3)[size_t(t)]).margin(1e-5));
+    REQUIRE(d.entropy == Approx(a.layers[0].row(RowStat::Entropy, 3)[size_t(t)]).margin(1e-4));
     double scores = 0;
     for (float s : d.block_scores) scores += s;
     if (!d.block_scores.empty()) REQUIRE(scores == Approx(2.0).margin(1e-4));  // 2 heads per group, each sums to 1
@@ -211,14 +215,18 @@ TEST_CASE("on CUDA, long inputs are analysed by the kernels and agree with LibTo
     if (A.selected[i] != B.selected[i]) same_row[i / K] = 0;
   for (char s : same_row) differing += !s;
   CHECK(differing <= 2);
+  REQUIRE(B.row_stats.is_cuda());  // like the maps, on the GPU until asked for
+  const std::vector<float> a_sp = A.row(RowStat::Sparsity), a_en = A.row(RowStat::Entropy),
+                           a_sink = A.row(RowStat::SinkToken), b_sp = B.row(RowStat::Sparsity),
+                           b_en = B.row(RowStat::Entropy), b_sink = B.row(RowStat::SinkToken);
   double e_sp = 0, e_en = 0, e_sink = 0;
   for (int h = 0; h < H; ++h)
     for (int t = 0; t < T; ++t) {
       if (!same_row[size_t(h / (H / Hkv)) * T + t]) continue;
       const size_t i = size_t(h) * T + t;
-      e_sp = std::max(e_sp, double(std::fabs(A.row_sparsity[i] - B.row_sparsity[i])));
-      e_en = std::max(e_en, double(std::fabs(A.row_entropy[i] - B.row_entropy[i])));
-      e_sink = std::max(e_sink, double(std::fabs(A.row_sink_token[i] - B.row_sink_token[i])));
+      e_sp = std::max(e_sp, double(std::fabs(a_sp[i] - b_sp[i])));
+      e_en = std::max(e_en, double(std::fabs(a_en[i] - b_en[i])));
+      e_sink = std::max(e_sink, double(std::fabs(a_sink[i] - b_sink[i])));
     }
   CHECK(e_sp < 2e-3);
   CHECK(e_en < 5e-3);

@@ -50,7 +50,6 @@ Analysis toy_analysis(bool token_maps) {
   }
   torch::Tensor cells = torch::tensor(pooled).view({2, 2, 2});
   L.cell_maps = torch::stack({cells, cells, torch::full_like(cells, 0.25f)});
-  L.row_sparsity.assign(2 * T, 1.0f);
   L.heads.resize(2);
   a.layers.push_back(L);
   return a;
