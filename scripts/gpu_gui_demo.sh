@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# The real app on the GPU machine (issue "The app on a GPU workstation", part
+# 4): a CUDA + GUI build under Xvfb with Mesa's software OpenGL, the packages
+# it lacks unpacked from .deb files (scripts/gpu_gui_debs.sh), then
+#   - the model demo on a random-weight 1B model in the released layout (bf16,
+#     the Llama 3 tokenizer of tests/fixtures) at 8K and 32K tokens: load,
+#     first analysis, k and block-size changes, GPU peak, screenshots, with
+#     the Paradox view on three more random 1B models;
+#   - the training demo (the app's default session, trained on the GPU with
+#     bf16 and the kernels): frame times while training runs.
+# Results: $OUT/gui-demo.tgz (summaries, frame times, screenshots, logs).
+#
+# A device call carries at most 64 MiB with the repository (31.5 MiB), so the
+# packages travel in two calls, the second within the machine's idle time
+# after the first (what the first unpacks into .gl/root stays there):
+#   here:   bash scripts/gpu_gui_debs.sh download && tar cJf .gl/sysroot.tar.xz .gpu-sysroot
+#   call 1, carry [".gl/part1"]:                       bash scripts/gpu_gui_demo.sh unpack
+#   call 2, carry [".gl/part2", ".gl/sysroot.tar.xz"]: bash scripts/gpu_gui_demo.sh run
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-$PWD/build-gui-gpu/out}
+mkdir -p "$OUT"
+
+case "${1:-}" in
+  unpack)
+    bash scripts/gpu_gui_debs.sh unpack
+    exit 0
+    ;;
+  run) ;;
+  *)
+    echo "usage: $0 unpack | run" >&2
+    exit 2
+    ;;
+esac
+
+[ -f .gl/root/usr/lib/x86_64-linux-gnu/libLLVM-15.so.1 ] ||
+  { echo "libLLVM-15 is not unpacked in .gl/root: run '$0 unpack' carrying .gl/part1 first" >&2; exit 1; }
+bash scripts/gpu_gui_debs.sh unpack
+[ -d .gpu-sysroot ] || tar xJf .gl/sysroot.tar.xz
+# shellcheck source=gpu_gui_debs.sh
+source scripts/gpu_gui_debs.sh env
+SR=$PWD/.gpu-sysroot/usr
+export LD_LIBRARY_PATH=$SR/lib/x86_64-linux-gnu:$LD_LIBRARY_PATH
+export PKG_CONFIG_PATH=$SR/lib/x86_64-linux-gnu/pkgconfig:$PKG_CONFIG_PATH
+CORPUS=$PWD/.gpu-sysroot/corpus/tutorial
+TORCH=$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+
+SECONDS=0
+cmake -S . -B build-gui-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$TORCH;$SR;$CMAKE_PREFIX_PATH" \
+  -DCMAKE_CUDA_ARCHITECTURES=90a -DSSALAB_GUI=ON -DSSALAB_CUDA=ON -DSSALAB_UNITY_BUILD=OFF >"$OUT/configure.txt" 2>&1 ||
+  { tail -30 "$OUT/configure.txt"; exit 1; }
+cmake --build build-gui-gpu -j16 --target ssalab ssalab_load_bench >"$OUT/build.txt" 2>&1 ||
+  { grep -E "error" -A4 "$OUT/build.txt" | head -60; exit 1; }
+echo "build (GUI + CUDA): ${SECONDS}s"
+
+# random 1B models with the Llama 3 tokenizer (the released vocabulary)
+make_model() {
+  ./build-gui-gpu/ssalab_load_bench --make "$1" --preset 1b --dtype bf16 --seed "$2" >/dev/null
+  gunzip -c tests/fixtures/tokenizers/llama3/tokenizer.json.gz >"$1/tokenizer.json"
+}
+SECONDS=0
+M=/tmp/ssalab-1b
+make_model $M/model 1
+for i in 1 2 3; do
+  method=$(echo "full moba ssa" | cut -d' ' -f$i)
+  make_model $M/paradox/$method $((i + 1))
+done
+echo "four random 1B models written: ${SECONDS}s"
+
+XPID=$(bash scripts/gpu_gui_debs.sh xvfb 99)
+trap 'kill $XPID 2>/dev/null || true' EXIT
+sleep 2
+export DISPLAY=:99
+
+SECONDS=0
+rc=0
+./build-gui-gpu/ssalab gui --model $M/model --demo "$OUT/model-demo" --demo-lengths 8192,32768 \
+  --paradox-models $M/paradox --corpus "$CORPUS" --work-dir /tmp/ssalab-work-model >"$OUT/model-demo.log" 2>&1 || rc=$?
+echo "model demo rc=$rc (${SECONDS}s)"
+tail -3 "$OUT/model-demo.log"
+
+SECONDS=0
+rc=0
+./build-gui-gpu/ssalab gui --demo "$OUT/train-demo" --corpus "$CORPUS" --work-dir /tmp/ssalab-work-train \
+  >"$OUT/train-demo.log" 2>&1 || rc=$?
+echo "training demo rc=$rc (${SECONDS}s)"
+tail -3 "$OUT/train-demo.log"
+
+python3 - "$OUT" <<'PY'
+import json, sys, os
+out = sys.argv[1]
+for name in ("model-demo", "train-demo"):
+    path = os.path.join(out, name, "summary.json")
+    if not os.path.exists(path):
+        print(name, ": no summary"); continue
+    s = json.load(open(path))
+    print(f"== {name}: ok={s['ok']} {s.get('error', '')} gpu peak {s.get('gpu_peak_allocated_gb', 0):.2f} GB")
+    for a in s["analyses"]:
+        print(f"  {a['stage']:<28} T {a['tokens']:>6} k {a['top_k']:>2} bs {a['block_size']:>3} "
+              f"{a['seconds']:.3f} s kept q,k {a['on_kept_qk']} losses {a.get('token_losses')} kernels {a['by_gpu_kernels']}")
+    for T, phases in s["frame_ms"].items():
+        for phase, f in phases.items():
+            print(f"  frames {T} {phase}: median {f['median_ms']:.1f} ms, p99 {f['p99_ms']:.1f} ms ({f['frames']})")
+PY
+tar czf /tmp/gui-demo.tgz -C "$OUT" --exclude=gui-demo.tgz . && mv /tmp/gui-demo.tgz "$OUT/"
