@@ -131,8 +131,12 @@ ModelConfig model_preset(const std::string& name) {
     c.vocab_size = 16384; c.hidden_size = 768; c.intermediate_size = 2560;
     c.num_layers = 12; c.num_heads = 16; c.num_kv_heads = 2; c.head_dim = 64;
     c.max_position = 8192; c.block_size = 16; c.block_counts = 16;
+  } else if (name == "1b") {  // ~1.0B: the released 1B models' shape, with a vocabulary a corpus can train
+    c.vocab_size = 16384; c.hidden_size = 2048; c.intermediate_size = 8192;
+    c.num_layers = 16; c.num_heads = 32; c.num_kv_heads = 2; c.head_dim = 64;
+    c.max_position = 32768; c.block_size = 16; c.block_counts = 16;
   } else {
-    throw Error("unknown model preset '" + name + "' (known: tiny, small, base)");
+    throw Error("unknown model preset '" + name + "' (known: tiny, small, base, 1b)");
   }
   return c;
 }

@@ -6,16 +6,20 @@
 #     the Llama 3 tokenizer of tests/fixtures) at 8K and 32K tokens: load,
 #     first analysis, k and block-size changes, GPU peak, screenshots, with
 #     the Paradox view on three more random 1B models;
-#   - the training demo (the app's default session, trained on the GPU with
-#     bf16 and the kernels): frame times while training runs.
+#   - the training demo: the app trains a model of the `1b` preset (the
+#     released 1B shape, ~1.0B parameters; $TRAIN_PRESET) on the GPU, bf16
+#     and the kernels, on the Python docs (their sentencepiece vocabulary of
+#     16384 needs more text than the test corpus): frame times while training
+#     runs, the probes at 512 and 8192 tokens, save, compare, open, generate.
 # Results: $OUT/gui-demo.tgz (summaries, frame times, screenshots, logs).
 #
 # A device call carries at most 64 MiB with the repository (31.5 MiB), so the
 # packages travel in two calls, the second within the machine's idle time
 # after the first (what the first unpacks into .gl/root stays there):
-#   here:   bash scripts/gpu_gui_debs.sh download && tar cJf .gl/sysroot.tar.xz .gpu-sysroot
-#   call 1, carry [".gl/part1"]:                       bash scripts/gpu_gui_demo.sh unpack
-#   call 2, carry [".gl/part2", ".gl/sysroot.tar.xz"]: bash scripts/gpu_gui_demo.sh run
+#   here:   bash scripts/gpu_gui_debs.sh download && tar cJf .gl/sysroot.tar.xz .gpu-sysroot &&
+#           tar cJf .gl/pydoc.tar.xz -C /usr/share/doc/python3.11/html _sources
+#   call 1, carry [".gl/part1"]: bash scripts/gpu_gui_demo.sh unpack
+#   call 2, carry [".gl/part2", ".gl/sysroot.tar.xz", ".gl/pydoc.tar.xz"]: bash scripts/gpu_gui_demo.sh run
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/build-gui-gpu/out}
@@ -43,6 +47,8 @@ SR=$PWD/.gpu-sysroot/usr
 export LD_LIBRARY_PATH=$SR/lib/x86_64-linux-gnu:$LD_LIBRARY_PATH
 export PKG_CONFIG_PATH=$SR/lib/x86_64-linux-gnu/pkgconfig:$PKG_CONFIG_PATH
 CORPUS=$PWD/.gpu-sysroot/corpus/tutorial
+DOCS=/tmp/ssalab-pydoc/_sources
+[ -d $DOCS ] || { mkdir -p /tmp/ssalab-pydoc && tar xJf .gl/pydoc.tar.xz -C /tmp/ssalab-pydoc; }
 TORCH=$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 
@@ -82,7 +88,8 @@ tail -3 "$OUT/model-demo.log"
 
 SECONDS=0
 rc=0
-./build-gui-gpu/ssalab gui --demo "$OUT/train-demo" --corpus "$CORPUS" --work-dir /tmp/ssalab-work-train \
+./build-gui-gpu/ssalab gui --preset "${TRAIN_PRESET:-1b}" --demo "$OUT/train-demo" --corpus $DOCS \
+  --work-dir /tmp/ssalab-work-train \
   >"$OUT/train-demo.log" 2>&1 || rc=$?
 echo "training demo rc=$rc (${SECONDS}s)"
 tail -3 "$OUT/train-demo.log"

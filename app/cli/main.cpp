@@ -19,7 +19,7 @@
 using namespace ssalab;
 
 static void add_settings(CLI::App* cmd, cli::Settings& s) {
-  cmd->add_option("--preset", s.preset, "model preset: tiny | small | base")->capture_default_str();
+  cmd->add_option("--preset", s.preset, "model preset: tiny | small | base | 1b")->capture_default_str();
   cmd->add_option("--config", s.config_file, "JSON file {\"preset\", \"model\": {..}, \"train\": {..}}");
   cmd->add_option("--set", s.overrides, "override, e.g. --set train.steps=100 --set model.block_counts=8");
 }

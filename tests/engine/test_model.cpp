@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include "engine/attention/attention.h"
+#include "engine/checkpoint/random_checkpoint.h"
 #include "engine/model/transformer.h"
 #include "engine/train/trainer.h"
 #include "engine/util/error.h"
@@ -188,6 +189,20 @@ TEST_CASE("config.json is read in transformers 4.x and 5.x dialects", "[model][h
   CHECK((q.qkv_bias && !q.o_bias && q.sliding_window == 32 && q.sliding_window_from == 1));
   v4["max_window_layers"] = 2;  // no layer reaches it
   CHECK(model_config_from_json(v4).sliding_window == 0);
+}
+
+TEST_CASE("the 1b preset has the released 1B models' shape, with a trainable vocabulary", "[model]") {
+  const ModelConfig ours = model_preset("1b"), released = released_layout_config("1b");
+  ours.validate();
+  CHECK(ours.hidden_size == released.hidden_size);
+  CHECK(ours.intermediate_size == released.intermediate_size);
+  CHECK(ours.num_layers == released.num_layers);
+  CHECK(ours.num_heads == released.num_heads);
+  CHECK(ours.num_kv_heads == released.num_kv_heads);
+  CHECK(ours.head_dim == released.head_dim);
+  CHECK(ours.vocab_size == 16384);
+  CHECK(ours.num_parameters() > 900'000'000);
+  CHECK(ours.num_parameters() < 1'100'000'000);
 }
 
 TEST_CASE("impossible model configs are rejected", "[model][bad-input]") {
