@@ -36,7 +36,10 @@ namespace random_use_parts {
 constexpr double kHangMs = 1000;        // a frame longer than this is a hang
 constexpr double kStuckSeconds = 30;    // no frame for this long: abort with a backtrace
 // Resident memory at rest after the random phase may exceed that before by this much.
-constexpr double kRestGrowth = 1.2, kRestSlackMib = 64;
+// The slack follows the spread of runs without a leak (session 11, seed 1, this 2-core VM):
+// 410 -> 454 MiB alone, 457 -> 525 beside a test, 409 -> 576 in a CI run beside others;
+// what stays after malloc_trim varies with how the worker threads' arenas were used.
+constexpr double kRestGrowth = 1.2, kRestSlackMib = 160;
 
 // Resident memory of this process, MiB.
 double resident_mib() {
@@ -617,7 +620,7 @@ struct RandomUse::Impl {
           {"allowed_after", allowed}}},
         {"note", "at rest: training paused, the baseline model open, no Compare model, the shipped Paradox models, "
                  "a fixed probe analysed, after malloc_trim; memory is steady when at_rest_after <= 1.2 * "
-                 "at_rest_before + 64 MiB"}};
+                 "at_rest_before + 160 MiB"}};
     std::ofstream(dir / "summary.json") << summary.dump(2) << '\n';
     std::fprintf(stderr,
                  "[random-use] %s: %.0f s, %lld frames, %zu actions (%d input, %d through panels), longest frame "
