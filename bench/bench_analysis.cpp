@@ -165,12 +165,10 @@ int main(int argc, char** argv) {
     // to the host that analyze_qk adds
     double kernels_s = 0;
     if (device.is_cuda()) {
-      const int64_t nb = (T + own.block_size - 1) / own.block_size;  // the cell size analyze_qk picks
-      const int cell = int(std::max<int64_t>(1, (nb + req.max_cells - 1) / req.max_cells) * own.block_size);
       kernels_s = median_seconds(repeats, device, [&] {
         for (size_t l = 0; l < out.q.size(); ++l) {
           KernelLayerRows rows;
-          analyze_layer_kernels(out.q[l], out.k[l], own, cell, rows);
+          analyze_layer_kernels(out.q[l], out.k[l], own, first.cell_size, rows);
         }
       });
     }

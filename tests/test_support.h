@@ -1,6 +1,7 @@
 // Helpers shared by the test areas: a scratch folder that cleans up after
 // itself, and the message of an expected ssalab::Error.
 #pragma once
+#include <cstdlib>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
@@ -65,5 +66,16 @@ inline std::string file_tail(const std::string& path, size_t n = 3000) {
   std::string s((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
   return s.size() > n ? s.substr(s.size() - n) : s;
 }
+
+#if defined(SSALAB_BINARY) && defined(SSALAB_SOURCE_DIR)
+// The app's GUI tests run `ssalab gui ARGS` under xvfb-run, from the source
+// dir (so the session's token cache in runs/ is reused), output to `log`.
+inline bool xvfb_run_available() { return std::system("command -v xvfb-run > /dev/null 2>&1") == 0; }
+inline int run_gui_under_xvfb(const std::string& args, const std::string& log) {
+  const std::string cmd = std::string("cd '") + SSALAB_SOURCE_DIR + "' && xvfb-run -a -s '-screen 0 1600x1000x24' '" +
+                          SSALAB_BINARY + "' gui " + args + " > '" + log + "' 2>&1";
+  return std::system(cmd.c_str());
+}
+#endif
 
 }  // namespace ssalab::test

@@ -53,13 +53,13 @@ MapImage build_map_image(const Analysis& a, const MapRequest& req) {
   const int K = (T > 0 && !L.selected.empty()) ? int(L.selected.size() / (size_t(Hkv) * T)) : 0;
 
   // Token maps live on the host; cell maps are copied from the analysis's
-  // device one head at a time (LayerAnalysis::map).
+  // device (LayerAnalysis::map): the head shown, or every head at once for
+  // their mean.
+  std::vector<float> all_heads;
   auto cells = [&](CellMap which, int h) {
-    Grid g;
-    g.v = L.map(which, h);
-    if (g.v.size() == size_t(n) * n && n > 0) g.rows = g.cols = n;
-    else g.v.clear();
-    return g;
+    if (!req.mean_heads) return slice(L.map(which, h), 0, n);
+    if (all_heads.empty()) all_heads = L.map(which);
+    return slice(all_heads, h, n);
   };
   auto head_grid = [&](int h) -> Grid {
     if (!tokens) return cells(req.kind == MapKind::Full ? CellMap::Full

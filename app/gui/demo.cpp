@@ -285,9 +285,13 @@ struct Demo::Impl {
     steps.push_back({"model open",
                      [] {},
                      [this] {
-                       if (!snap() || (!snap()->error.empty() && snap()->model_source.empty()))
-                         return snap() && (fail("the model did not open: " + snap()->error), true);
-                       return analysis() && snap()->state == RunState::Idle && !snap()->model_source.empty();
+                       const Snapshot* s = snap();
+                       if (!s) return false;
+                       if (s->model_source.empty() && !s->error.empty()) {
+                         fail("the model did not open: " + s->error);
+                         return true;
+                       }
+                       return analysis() && s->state == RunState::Idle && !s->model_source.empty();
                      },
                      900, "01_model.png", ""});
     int shot = 2;

@@ -76,17 +76,14 @@ double mean_abs_diff(const Image& a, const Image& b, Rect r) {
 }  // namespace
 
 TEST_CASE("scripted demo: screenshots show a live map that follows k", "[gui]") {
-  if (std::system("command -v xvfb-run > /dev/null 2>&1") != 0) {
+  if (!ssalab::test::xvfb_run_available()) {
     WARN("xvfb-run not installed: skipped");
     return;
   }
   fs::path dir = fs::temp_directory_path() / ("ssalab_demo_test_" + std::to_string(::getpid()));
   fs::remove_all(dir);
   fs::create_directories(dir);
-  // Run from the source dir so the session's token cache (runs/session) is reused.
-  std::string cmd = std::string("cd '") + SSALAB_SOURCE_DIR + "' && xvfb-run -a -s '-screen 0 1600x1000x24' '" +
-                    SSALAB_BINARY + "' gui --demo '" + dir.string() + "' > '" + (dir / "log.txt").string() + "' 2>&1";
-  int rc = std::system(cmd.c_str());
+  int rc = ssalab::test::run_gui_under_xvfb("--demo '" + dir.string() + "'", (dir / "log.txt").string());
   INFO("demo log:\n" << ssalab::test::file_tail((dir / "log.txt").string()));
   REQUIRE(rc == 0);
 
@@ -163,7 +160,7 @@ TEST_CASE("scripted demo: screenshots show a live map that follows k", "[gui]") 
 // tokens on the GPU): here a random model in the released layout with the
 // Llama 3 vocabulary and tokenizer, at two short lengths on the CPU.
 TEST_CASE("model demo: a given model analysed per length, k and block size re-run on kept q and k", "[gui]") {
-  if (std::system("command -v xvfb-run > /dev/null 2>&1") != 0) {
+  if (!ssalab::test::xvfb_run_available()) {
     WARN("xvfb-run not installed: skipped");
     return;
   }
@@ -176,11 +173,10 @@ TEST_CASE("model demo: a given model analysed per length, k and block size re-ru
   ssalab::write_random_checkpoint((dir / "model").string(), c, torch::kBFloat16, 3);
   std::ofstream(dir / "model" / "tokenizer.json")
       << ssalab::tokenizer::test::read_gz(ssalab::tokenizer::test::fixture_dir() + "/llama3/tokenizer.json.gz");
-  std::string cmd = std::string("cd '") + SSALAB_SOURCE_DIR + "' && xvfb-run -a -s '-screen 0 1600x1000x24' '" +
-                    SSALAB_BINARY + "' gui --model '" + (dir / "model").string() + "' --demo '" +
-                    (dir / "out").string() + "' --demo-lengths 320,640 --work-dir '" + (dir / "work").string() +
-                    "' > '" + (dir / "log.txt").string() + "' 2>&1";
-  int rc = std::system(cmd.c_str());
+  int rc = ssalab::test::run_gui_under_xvfb("--model '" + (dir / "model").string() + "' --demo '" +
+                                                (dir / "out").string() + "' --demo-lengths 320,640 --work-dir '" +
+                                                (dir / "work").string() + "'",
+                                            (dir / "log.txt").string());
   INFO("demo log:\n" << ssalab::test::file_tail((dir / "log.txt").string()));
   REQUIRE(rc == 0);
   nlohmann::json summary = nlohmann::json::parse(std::ifstream(dir / "out" / "summary.json"));

@@ -17,17 +17,15 @@
 namespace fs = std::filesystem;
 
 TEST_CASE("random use: no crash, no hang, steady memory", "[gui]") {
-  if (std::system("command -v xvfb-run > /dev/null 2>&1") != 0) {
+  if (!ssalab::test::xvfb_run_available()) {
     WARN("xvfb-run not installed: skipped");
     return;
   }
   fs::path dir = fs::temp_directory_path() / ("ssalab_random_use_" + std::to_string(::getpid()));
   fs::remove_all(dir);
   // 45 s of random use here (CI); `ssalab gui --random-use DIR --random-seconds 300` for longer
-  std::string cmd = std::string("cd '") + SSALAB_SOURCE_DIR + "' && xvfb-run -a -s '-screen 0 1600x1000x24' '" +
-                    SSALAB_BINARY + "' gui --random-use '" + dir.string() +
-                    "' --random-seconds 45 --random-seed 7 > '" + dir.string() + ".log' 2>&1";
-  const int rc = std::system(cmd.c_str());
+  const int rc = ssalab::test::run_gui_under_xvfb(
+      "--random-use '" + dir.string() + "' --random-seconds 45 --random-seed 7", dir.string() + ".log");
   INFO("log:\n" << ssalab::test::file_tail(dir.string() + ".log"));
   std::ifstream sf(dir / "summary.json");
   REQUIRE(sf.good());
