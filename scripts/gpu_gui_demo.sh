@@ -19,7 +19,10 @@
 #   here:   bash scripts/gpu_gui_debs.sh download && tar cJf .gl/sysroot.tar.xz .gpu-sysroot &&
 #           tar cJf .gl/pydoc.tar.xz -C /usr/share/doc/python3.11/html _sources
 #   call 1, carry [".gl/part1"]: bash scripts/gpu_gui_demo.sh unpack
-#   call 2, carry [".gl/part2", ".gl/sysroot.tar.xz", ".gl/pydoc.tar.xz"]: bash scripts/gpu_gui_demo.sh run
+#   call 2, carry [".gl/part2", ".gl/sysroot.tar.xz", ".gl/pydoc.tar.xz"]: bash scripts/gpu_gui_demo.sh build
+#           (the app, the engine tests and the analysis bench with GUI + CUDA; then the
+#           engine's CUDA and metrics tests and the analysis bench at 8K and 32K)
+#   call 3, nothing carried: bash scripts/gpu_gui_demo.sh run    (the demos)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/build-gui-gpu/out}
@@ -30,9 +33,9 @@ case "${1:-}" in
     bash scripts/gpu_gui_debs.sh unpack
     exit 0
     ;;
-  run) ;;
+  build | run) ;;
   *)
-    echo "usage: $0 unpack | run" >&2
+    echo "usage: $0 unpack | build | run" >&2
     exit 2
     ;;
 esac
@@ -52,13 +55,24 @@ DOCS=/tmp/ssalab-pydoc/_sources
 TORCH=$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 
-SECONDS=0
-cmake -S . -B build-gui-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$TORCH;$SR;$CMAKE_PREFIX_PATH" \
-  -DCMAKE_CUDA_ARCHITECTURES=90a -DSSALAB_GUI=ON -DSSALAB_CUDA=ON -DSSALAB_UNITY_BUILD=OFF >"$OUT/configure.txt" 2>&1 ||
-  { tail -30 "$OUT/configure.txt"; exit 1; }
-cmake --build build-gui-gpu -j16 --target ssalab ssalab_load_bench >"$OUT/build.txt" 2>&1 ||
-  { grep -E "error" -A4 "$OUT/build.txt" | head -60; exit 1; }
-echo "build (GUI + CUDA): ${SECONDS}s"
+if [ "$1" = build ]; then
+  SECONDS=0
+  cmake -S . -B build-gui-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$TORCH;$SR;$CMAKE_PREFIX_PATH" \
+    -DCMAKE_CUDA_ARCHITECTURES=90a -DSSALAB_GUI=ON -DSSALAB_CUDA=ON -DSSALAB_UNITY_BUILD=OFF >"$OUT/configure.txt" 2>&1 ||
+    { tail -30 "$OUT/configure.txt"; exit 1; }
+  cmake --build build-gui-gpu -j16 --target ssalab ssalab_load_bench ssalab_analysis_bench test_engine \
+    >"$OUT/build.txt" 2>&1 || { grep -E "error" -A4 "$OUT/build.txt" | head -60; exit 1; }
+  echo "build (GUI + CUDA): ${SECONDS}s"
+  SECONDS=0
+  rc=0
+  SSALAB_TEST_CORPUS=$CORPUS timeout 240 ./build-gui-gpu/test_engine "[cuda],[metrics]" >"$OUT/test_engine.txt" 2>&1 || rc=$?
+  echo "test_engine [cuda],[metrics] rc=$rc (${SECONDS}s)"
+  grep -E "passed|failed|FAILED|with expansion" -A3 "$OUT/test_engine.txt" | tail -40
+  timeout 300 ./build-gui-gpu/ssalab_analysis_bench --device cuda --tokens 8192,32768 2>&1 |
+    tee "$OUT/analysis_bench.txt" || echo "analysis bench rc=$?"
+  exit 0
+fi
+[ -x build-gui-gpu/ssalab ] || { echo "no build in build-gui-gpu: run '$0 build' first" >&2; exit 1; }
 
 # random 1B models with the Llama 3 tokenizer (the released vocabulary)
 make_model() {
@@ -105,7 +119,7 @@ for name in ("model-demo", "train-demo"):
     print(f"== {name}: ok={s['ok']} {s.get('error', '')} gpu peak {s.get('gpu_peak_allocated_gb', 0):.2f} GB")
     for a in s["analyses"]:
         print(f"  {a['stage']:<28} T {a['tokens']:>6} k {a['top_k']:>2} bs {a['block_size']:>3} "
-              f"{a['seconds']:.3f} s kept q,k {a['on_kept_qk']} losses {a.get('token_losses')} kernels {a['by_gpu_kernels']}")
+              f"{a['seconds']:.3f} s kept q,k {a['on_kept_qk']} kept rows {a.get('from_kept_rows')} losses {a.get('token_losses')} kernels {a['by_gpu_kernels']}")
     for T, phases in s["frame_ms"].items():
         for phase, f in phases.items():
             print(f"  frames {T} {phase}: median {f['median_ms']:.1f} ms, p99 {f['p99_ms']:.1f} ms ({f['frames']})")

@@ -491,7 +491,8 @@ struct Demo::Impl {
                         // a slider's change is published twice: its statistics,
                         // then with the sparse stream's token losses (seconds include them)
                         {"token_losses", !a->nll_sparse.empty()},
-                        {"by_gpu_kernels", !a->layers.empty() && a->layers[0].by_kernels}});
+                        {"by_gpu_kernels", !a->layers.empty() && a->layers[0].by_kernels},
+                        {"from_kept_rows", !a->layers.empty() && a->layers[0].from_kept_rows}});
   }
 
   bool frame(int fbw, int fbh, float sx, float sy, const FrameCost& previous) {

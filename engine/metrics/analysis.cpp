@@ -62,7 +62,7 @@ static Tensor pool_last(const Tensor& x, int64_t g) {
 // What analyze_layer() reports, as tensors: rows (H, T), cell maps (H, nc, nc),
 // token maps (H, T, T) when asked for, the selection (1, Hkv, T, K).
 struct LayerTensors {
-  Tensor blocks, sparsity, entropy, sink_token, sink_block, kl;
+  Tensor blocks, sparsity, entropy, sink_token, sink_block, kl, lse;
   Tensor map_full, map_sparse, map_dropped, token_full, token_sparse;
 };
 
@@ -75,6 +75,7 @@ static bool layer_with_kernels(const Tensor& q_in, const Tensor& k_in, const Ana
   auto key_cells = [&](const Tensor& m) { return pool_last(m, per_cell).narrow(-1, 0, a.n_cells); };
   r.blocks = kr.blocks;
   r.sparsity = kr.sparsity, r.entropy = kr.entropy, r.sink_token = kr.sink_token, r.sink_block = kr.sink_block;
+  r.lse = kr.lse;
   r.kl = -torch::log(r.sparsity.clamp_min(1e-30));  // KL(sparse || full) of a renormalised restriction
   r.map_full = key_cells(kr.map_full), r.map_sparse = key_cells(kr.map_sparse);
   r.map_dropped = key_cells(kr.map_dropped);
@@ -102,13 +103,15 @@ static LayerTensors layer_with_torch(const Tensor& q_in, const Tensor& k_in, con
   int64_t rows = std::max<int64_t>(1, kScoreChunkElements / std::max<int64_t>(1, H * T) / cell) * cell;
   rows = std::min(rows, ((T + cell - 1) / cell) * cell);
 
-  std::vector<Tensor> sparsity_rows, entropy_rows, sink_rows, sinkb_rows, kl_rows, mf, ms, md, tf, ts;
+  std::vector<Tensor> sparsity_rows, entropy_rows, sink_rows, sinkb_rows, kl_rows, lse_rows, mf, ms, md, tf, ts;
   for (int64_t r0 = 0; r0 < T; r0 += rows) {
     if (req.cancel && req.cancel->load()) throw Error("analysis cancelled");
     const int64_t n = std::min(rows, T - r0);
     Tensor causal = torch::arange(T, lopt).view({1, T}) <= torch::arange(r0, r0 + n, lopt).view({n, 1});
     Tensor s = torch::matmul(qg.narrow(2, r0, n), kt) * scale;  // (Hkv, G, n, T)
-    Tensor p = torch::softmax(s.masked_fill(causal.logical_not(), -INFINITY), -1);
+    Tensor masked = s.masked_fill(causal.logical_not(), -INFINITY);
+    Tensor p = torch::softmax(masked, -1);
+    lse_rows.push_back(torch::logsumexp(masked, -1));
     Tensor sel_rows = bm[0].narrow(1, r0, n).unsqueeze(1).to(torch::kFloat);  // (Hkv, 1, n, nb)
     Tensor block_mass = pool_last(p, bs);                                        // (Hkv, G, n, nb)
     Tensor kept = block_mass * sel_rows;
@@ -143,20 +146,127 @@ static LayerTensors layer_with_torch(const Tensor& q_in, const Tensor& k_in, con
   }
   auto rowcat = [&](std::vector<Tensor>& v) { return torch::cat(v, -1).reshape({H, T}); };
   r.sparsity = rowcat(sparsity_rows), r.entropy = rowcat(entropy_rows), r.sink_token = rowcat(sink_rows);
-  r.sink_block = rowcat(sinkb_rows), r.kl = rowcat(kl_rows);
+  r.sink_block = rowcat(sinkb_rows), r.kl = rowcat(kl_rows), r.lse = rowcat(lse_rows);
   r.map_full = torch::cat(mf, 1), r.map_sparse = torch::cat(ms, 1), r.map_dropped = torch::cat(md, 1);
   if (tokens) r.token_full = torch::cat(tf, 1), r.token_sparse = torch::cat(ts, 1);
   return r;
 }
 
+// q or k as the full rows' scores were taken: the GPU kernels read bf16 (fp16
+// stays fp16), so a reuse of their LSE must round the same way.
+static Tensor as_scored(const Tensor& x, bool by_kernels) {
+  Tensor y = x.detach();
+  if (by_kernels && y.scalar_type() != torch::kHalf) y = y.to(torch::kBFloat16);
+  return y.to(torch::kFloat);
+}
+
+// True when `prev`, an analysis of the same q and k, holds what
+// layer_from_kept() needs for this request: the full rows' LSE and the full
+// map at the same cell size, and no token maps are asked for.
+static bool can_reuse_rows(const LayerAnalysis* prev, const AnalysisRequest& req, const Analysis& a,
+                           const Analysis* prev_analysis) {
+  return prev && prev_analysis && prev->row_lse.defined() && prev->cell_maps.defined() && prev->row_stats.defined() &&
+         prev_analysis->cell_size == a.cell_size && prev_analysis->n_cells == a.n_cells && a.T > req.token_map_limit;
+}
+
+// Another selection measured against full rows analysed before (reanalyze()).
+// The full row of each query, so its LSE, entropy, token-0 mass and the full
+// map, does not depend on the selection; what does is the mass inside the
+// selected blocks, exp(score - lse) summed over their k * block_size keys,
+// and the mass on block 0 (the first block_size keys). Both come from those
+// keys alone, so a slider change costs the selection plus O(T * k * block_size)
+// scores instead of the O(T^2) of a fresh analysis. The kept and sparse maps
+// are the selected blocks' masses pooled into cells; dropped = full - kept.
+static LayerTensors layer_from_kept(const Tensor& q_in, const Tensor& k_in, const AnalysisRequest& req,
+                                    const Analysis& a, const LayerAnalysis& prev) {
+  const int64_t H = q_in.size(1), T = q_in.size(2), D = q_in.size(3), Hkv = k_in.size(1), G = H / Hkv;
+  const int64_t bs = req.spec.block_size, K = req.spec.top_k, nb = (T + bs - 1) / bs;
+  const int64_t cell = a.cell_size, nc = a.n_cells, per_cell = cell / bs;
+  const auto dev = q_in.device();
+  auto lopt = torch::TensorOptions().dtype(torch::kLong).device(dev);
+  LayerTensors r;
+  Tensor q = as_scored(q_in, prev.by_kernels), k = as_scored(k_in, prev.by_kernels);
+  AttentionBackend* cuda = cuda_backend();
+  if (prev.by_kernels && cuda) {
+    const auto dt = q_in.scalar_type() == torch::kHalf ? torch::kHalf : torch::kBFloat16;
+    Tensor qk = q_in.detach().to(dt).contiguous(), kk = k_in.detach().to(dt).contiguous();
+    if (cuda->supports(qk, kk, req.spec).empty()) r.blocks = cuda->select(qk, kk, req.spec).blocks;
+  }
+  if (!r.blocks.defined()) r.blocks = select_blocks(q, k, req.spec).blocks;
+  const Tensor blocks = r.blocks[0].to(torch::kLong);              // (Hkv, T, K)
+  const Tensor kflat = k[0].reshape({Hkv * T, D});                 // gathered from
+  const Tensor qg = q[0].view({Hkv, G, T, D});
+  const Tensor lse = prev.row_lse.to(dev, torch::kFloat).view({Hkv, G, T});
+  const Tensor first_keys = k[0].narrow(1, 0, std::min(bs, T)).unsqueeze(1).transpose(-1, -2);  // (Hkv, 1, D, bs')
+  const Tensor in_block = torch::arange(bs, lopt);
+  const Tensor group_base = (torch::arange(Hkv, lopt) * T).view({Hkv, 1, 1, 1});
+  const double scale = 1.0 / std::sqrt(double(D));
+  // rows per chunk: the gathered keys (Hkv, n, K * bs, D) are the largest
+  // temporary; a GPU takes 64x the CPU's cache-sized chunks (fewer launches)
+  const int64_t budget = kScoreChunkElements * (dev.is_cuda() ? 64 : 1);
+  const int64_t rows = std::max<int64_t>(1, budget / (Hkv * K * bs * D));
+  std::vector<Tensor> mass_rows, sinkb_rows;
+  for (int64_t r0 = 0; r0 < T; r0 += rows) {
+    if (req.cancel && req.cancel->load()) throw Error("analysis cancelled");
+    const int64_t n = std::min(rows, T - r0);
+    const Tensor b = blocks.narrow(1, r0, n).unsqueeze(-1);                              // (Hkv, n, K, 1)
+    const Tensor tok = b * bs + in_block;                                                 // (Hkv, n, K, bs)
+    const Tensor pos = torch::arange(r0, r0 + n, lopt).view({1, n, 1, 1});
+    const Tensor visible = ((b >= 0) & (tok <= pos)).view({Hkv, n, 1, K * bs});
+    const Tensor keys = kflat.index_select(0, (tok.clamp(0, T - 1) + group_base).flatten()).view({Hkv, n, K * bs, D});
+    const Tensor qc = qg.narrow(2, r0, n).permute({0, 2, 1, 3});                          // (Hkv, n, G, D)
+    const Tensor lc = lse.narrow(2, r0, n).permute({0, 2, 1}).unsqueeze(-1);              // (Hkv, n, G, 1)
+    Tensor p = torch::exp(torch::matmul(qc, keys.transpose(-1, -2)) * scale - lc);        // (Hkv, n, G, K * bs)
+    p.masked_fill_(visible.logical_not(), 0);
+    mass_rows.push_back(p.view({Hkv, n, G, K, bs}).sum(-1).permute({0, 2, 1, 3}));       // (Hkv, G, n, K)
+    // block 0: keys 0 .. bs-1 that the row sees
+    const Tensor first = torch::exp(torch::matmul(qc, first_keys) * scale - lc);          // (Hkv, n, G, bs')
+    const Tensor seen = torch::arange(first.size(-1), lopt).view({1, 1, 1, -1}) <= pos;
+    sinkb_rows.push_back((first * seen).sum(-1).permute({0, 2, 1}));                      // (Hkv, G, n)
+  }
+  const Tensor mass = torch::cat(mass_rows, 2).reshape({H, T, K});  // full-attention mass per selected slot
+  r.sparsity = mass.sum(-1);
+  r.sink_block = torch::cat(sinkb_rows, 2).reshape({H, T});
+  r.entropy = prev.row_stats[int(RowStat::Entropy)];
+  r.sink_token = prev.row_stats[int(RowStat::SinkToken)];
+  r.lse = prev.row_lse;
+  r.kl = -torch::log(r.sparsity.clamp_min(1e-30));
+  // the slots' masses into (query cell, key block), then key blocks into cells;
+  // empty slots carry mass 0, so their clamped block index adds nothing
+  const Tensor slot_cell =
+      torch::div(torch::arange(T, lopt), cell, "floor").view({1, T, 1}) * nb + blocks.clamp_min(0);  // (Hkv, T, K)
+  const Tensor index = slot_cell.unsqueeze(1).expand({Hkv, G, T, K}).reshape({H, T * K});
+  const Tensor rows_in_cell =
+      torch::clamp_max(double(T) - torch::arange(nc, lopt.dtype(torch::kFloat)) * double(cell), double(cell));
+  auto pooled = [&](const Tensor& m) {  // (H, T, K) slot masses -> (H, nc, nc) cell means
+    Tensor sum = torch::zeros({H, nc * nb}, m.options()).scatter_add_(1, index, m.reshape({H, T * K}));
+    Tensor per_row = sum.view({H, nc, nb}) / rows_in_cell.view({1, nc, 1});
+    return pool_last(per_row, per_cell).narrow(-1, 0, nc);
+  };
+  const Tensor full = prev.cell_maps[int(CellMap::Full)];
+  r.map_full = full;
+  const Tensor kept = pooled(mass);
+  r.map_dropped = (full - kept).clamp_min(0);
+  r.map_sparse = pooled(mass / r.sparsity.clamp_min(1e-30).unsqueeze(-1));
+  return r;
+}
+
+// `prev`: this layer in an analysis of the same q and k under another
+// selection (reanalyze()), or null.
 static void analyze_layer(const Tensor& q_in, const Tensor& k_in, const AnalysisRequest& req, const Analysis& a,
-                          LayerAnalysis& out) {
+                          LayerAnalysis& out, const LayerAnalysis* prev, const Analysis* prev_analysis) {
   const int64_t H = q_in.size(1), T = q_in.size(2), bs = req.spec.block_size, K = req.spec.top_k;
   auto lopt = torch::TensorOptions().dtype(torch::kLong).device(q_in.device());
   if (req.cancel && req.cancel->load()) throw Error("analysis cancelled");
   LayerTensors r;
-  out.by_kernels = T > req.token_map_limit && layer_with_kernels(q_in, k_in, req, a, r);
-  if (!out.by_kernels) r = layer_with_torch(q_in, k_in, req, a);
+  if (can_reuse_rows(prev, req, a, prev_analysis)) {
+    r = layer_from_kept(q_in, k_in, req, a, *prev);
+    out.by_kernels = prev->by_kernels;
+    out.from_kept_rows = true;
+  } else {
+    out.by_kernels = T > req.token_map_limit && layer_with_kernels(q_in, k_in, req, a, r);
+    if (!out.by_kernels) r = layer_with_torch(q_in, k_in, req, a);
+  }
   Tensor sp = r.sparsity, en = r.entropy, sk = r.sink_token, sb = r.sink_block, kl = r.kl;
   if (r.token_full.defined()) {
     out.token_full = to_vector(r.token_full);
@@ -181,11 +291,13 @@ static void analyze_layer(const Tensor& q_in, const Tensor& k_in, const Analysis
   out.heads.resize(H);
   for (int64_t h = 0; h < H; ++h)
     out.heads[h] = HeadStats{vs[h], 1.0 - vs[h], ve[h], vk[h], vb[h], vkl[h]};
+  out.row_lse = r.lse.to(torch::kFloat).contiguous();
   out.q = q_in.detach();
   out.k = k_in.detach();
 }
 
-Analysis analyze_qk(const std::vector<Tensor>& q, const std::vector<Tensor>& k, const AnalysisRequest& req) {
+Analysis analyze_qk(const std::vector<Tensor>& q, const std::vector<Tensor>& k, const AnalysisRequest& req,
+                    const Analysis* previous) {
   if (q.empty() || q.size() != k.size()) throw Error("analysis: need one q and one k per layer");
   const int64_t T = q[0].size(2);
   std::string problem = check_sparse_spec(req.spec, T);
@@ -204,7 +316,9 @@ Analysis analyze_qk(const std::vector<Tensor>& q, const std::vector<Tensor>& k, 
   a.n_cells = int((T + a.cell_size - 1) / a.cell_size);
   torch::NoGradGuard no_grad;
   a.layers.resize(q.size());
-  for (size_t l = 0; l < q.size(); ++l) analyze_layer(q[l], k[l], req, a, a.layers[l]);
+  const bool reuse = previous && previous->layers.size() == q.size();
+  for (size_t l = 0; l < q.size(); ++l)
+    analyze_layer(q[l], k[l], req, a, a.layers[l], reuse ? &previous->layers[l] : nullptr, reuse ? previous : nullptr);
   return a;
 }
 
@@ -290,7 +404,7 @@ Analysis reanalyze(Transformer& model, const Analysis& previous, const AnalysisR
   if (previous.layers.empty() || !previous.layers[0].q.defined()) throw Error("reanalyze: no q and k were kept");
   std::vector<Tensor> q, k;
   for (const LayerAnalysis& L : previous.layers) q.push_back(L.q), k.push_back(L.k);
-  Analysis a = analyze_qk(q, k, req);
+  Analysis a = analyze_qk(q, k, req, &previous);
   a.qk_reused = true;
   if (req.token_losses && a.T >= 2) {
     torch::NoGradGuard no_grad;

@@ -69,7 +69,13 @@ struct LayerAnalysis {
   // (1, H, T, D), (1, Hkv, T, D) post-RoPE, as the forward made them (its
   // device and dtype: on a GPU they stay there), kept for query_detail() and reanalyze()
   torch::Tensor q, k;
-  bool by_kernels = false;  // computed by the GPU kernels (bf16) rather than LibTorch ops
+  // (H, T) float: the log-sum-exp of each full-attention row, where the
+  // analysis ran. It does not depend on the selection, so with the full map
+  // and the entropy it lets reanalyze() measure another selection from the
+  // scores inside the selected blocks alone (k * block_size keys a row, not T).
+  torch::Tensor row_lse;
+  bool by_kernels = false;     // computed by the GPU kernels (bf16) rather than LibTorch ops
+  bool from_kept_rows = false;  // reanalyze() reused row_lse, the entropy and the full map
 };
 
 struct AnalysisRequest {
@@ -111,14 +117,20 @@ struct QueryDetail {
 };
 
 Analysis analyze(Transformer& model, const AnalysisRequest& req);
-// The same from captured per-layer q (1, Hq, T, D) and k (1, Hkv, T, D); req.tokens may be empty.
 // -log p(token t+1 | prefix) of each token after the first, from the model's
 // final hidden states (1, T, hidden) (ForwardOptions::hidden_only), turned
 // into logits `rows` rows at a time (<= 0: kLogitChunkElements' worth) so
 // that no (T, V) tensor exists.
 std::vector<float> token_nll(Transformer& model, const torch::Tensor& hidden, const torch::Tensor& tokens,
                              int64_t rows = 0);
-Analysis analyze_qk(const std::vector<torch::Tensor>& q, const std::vector<torch::Tensor>& k, const AnalysisRequest& req);
+// The same from captured per-layer q (1, Hq, T, D) and k (1, Hkv, T, D); req.tokens may be empty.
+// `previous`, when given, is an analysis of these same q and k under another
+// selection: what it measured that does not depend on the selection (each
+// full row's LSE, entropy and token-0 mass, the full map) is reused where the
+// cell size is the same and no token maps are asked for, so only the scores
+// inside the new selection's blocks are taken (LayerAnalysis::from_kept_rows).
+Analysis analyze_qk(const std::vector<torch::Tensor>& q, const std::vector<torch::Tensor>& k, const AnalysisRequest& req,
+                    const Analysis* previous = nullptr);
 // Another selection (k, block size or rule) measured on `previous`'s kept q
 // and k, without a forward pass through the layers: only selection and
 // statistics run again (and one sparse forward when req.token_losses, for the

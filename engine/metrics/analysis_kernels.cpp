@@ -53,6 +53,7 @@ bool analyze_layer_kernels(const torch::Tensor& q_in, const torch::Tensor& k_in,
   out.entropy = stats.select(-1, ssa::kStatEntropy);
   out.sink_token = stats.select(-1, ssa::kStatSinkToken);
   out.sink_block = stats.select(-1, ssa::kStatSinkBlock);
+  out.lse = stats.select(-1, ssa::kStatLse);
   return true;
 }
 

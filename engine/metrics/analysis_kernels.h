@@ -16,7 +16,7 @@ namespace ssalab {
 struct KernelLayerRows {
   torch::Tensor blocks;  // (1, Hkv, Tq, K) int64 selection
   // (H, Tq) float per query row
-  torch::Tensor sparsity, entropy, sink_token, sink_block;
+  torch::Tensor sparsity, entropy, sink_token, sink_block, lse;
   // (H, n_rows, nb) float: mean over each cell's query rows of the mass per key
   // block (n_rows = ceil(Tq / cell_size), nb = ceil(Tk / block_size))
   torch::Tensor map_full, map_sparse, map_dropped;

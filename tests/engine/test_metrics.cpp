@@ -186,6 +186,102 @@ TEST_CASE("reanalyze: another k or block size on kept q and k equals a new analy
   REQUIRE_THROWS_WITH(reanalyze(m, first, req), Catch::Contains("tokens differ"));
 }
 
+// Largest |a - b| over two float vectors of the same size.
+static double max_difference(const std::vector<float>& a, const std::vector<float>& b) {
+  REQUIRE(a.size() == b.size());
+  double e = 0;
+  for (size_t i = 0; i < a.size(); ++i) e = std::max(e, double(std::fabs(a[i] - b[i])));
+  return e;
+}
+
+// Two analyses of the same q and k under the same selection: equal selections,
+// and rows, maps and head figures equal to `tolerance`.
+static void require_same_analysis(const Analysis& A, const Analysis& B, double tolerance) {
+  REQUIRE(A.layers.size() == B.layers.size());
+  REQUIRE(A.n_cells == B.n_cells);
+  for (size_t l = 0; l < A.layers.size(); ++l) {
+    INFO("layer " << l);
+    const LayerAnalysis &a = A.layers[l], &b = B.layers[l];
+    REQUIRE(a.selected == b.selected);
+    for (RowStat s : {RowStat::Sparsity, RowStat::Entropy, RowStat::SinkToken}) {
+      INFO("row statistic " << int(s));
+      CHECK(max_difference(a.row(s), b.row(s)) < tolerance);
+    }
+    for (CellMap m : {CellMap::Full, CellMap::Sparse, CellMap::Dropped}) {
+      INFO("map " << int(m));
+      CHECK(max_difference(a.map(m), b.map(m)) < tolerance);
+    }
+    for (size_t h = 0; h < a.heads.size(); ++h) {
+      const HeadStats &x = a.heads[h], &y = b.heads[h];
+      CHECK(x.sparsity == Approx(y.sparsity).margin(tolerance));
+      CHECK(x.dropped == Approx(y.dropped).margin(tolerance));
+      CHECK(x.entropy == Approx(y.entropy).margin(tolerance));
+      CHECK(x.sink_token == Approx(y.sink_token).margin(tolerance));
+      CHECK(x.sink_block == Approx(y.sink_block).margin(tolerance));
+      CHECK(x.kl_sparse_full == Approx(y.kl_sparse_full).margin(10 * tolerance));
+    }
+  }
+}
+
+TEST_CASE("reanalyze: the kept rows' LSE and full map measure a new selection as a fresh analysis does",
+          "[metrics]") {
+  Transformer m(test::micro_model());
+  AnalysisRequest req;
+  for (int i = 0; i < 96; ++i) req.tokens.push_back(i * 13 % 512);
+  req.spec = {8, 3};
+  req.token_map_limit = 0;  // no token maps: the rows can be reused
+  req.max_cells = 3;        // cells of 32 tokens at block 8 and at block 16
+  Analysis first = analyze(m, req);
+  REQUIRE(first.layers[0].row_lse.defined());
+  REQUIRE_FALSE(first.layers[0].from_kept_rows);
+  const Analysis* previous = &first;
+  Analysis chained;
+  for (SparseSpec spec : {SparseSpec{8, 5}, SparseSpec{16, 2}, SparseSpec{8, 4, SelectionRule::NsaChunked},
+                          SparseSpec{8, 3}}) {
+    INFO(spec.block_size << "/" << spec.top_k << " " << to_string(spec.rule));
+    req.spec = spec;
+    Analysis again = reanalyze(m, *previous, req), fresh = analyze(m, req);
+    REQUIRE(again.cell_size == 32);
+    for (const LayerAnalysis& L : again.layers) REQUIRE(L.from_kept_rows);
+    require_same_analysis(again, fresh, 2e-5);
+    chained = std::move(again);
+    previous = &chained;  // the next change starts from a reused analysis
+  }
+  // a block size whose map cells differ (16 tokens at max_cells 12) measures afresh
+  req.max_cells = 12;
+  req.spec = {16, 2};
+  Analysis finer = reanalyze(m, first, req);
+  REQUIRE(finer.cell_size == 16);
+  for (const LayerAnalysis& L : finer.layers) REQUIRE_FALSE(L.from_kept_rows);
+  require_same_analysis(finer, analyze(m, req), 1e-6);
+}
+
+TEST_CASE("on CUDA, a k or block-size change reuses the kernels' rows and equals a fresh analysis", "[metrics][cuda]") {
+  if (!torch::cuda::is_available()) {
+    WARN("no CUDA device: skipped");
+    return;
+  }
+  torch::manual_seed(11);
+  const int T = 1000, H = 8, Hkv = 2;
+  Tensor q = torch::randn({1, H, T, 64}).to(torch::kCUDA, torch::kBFloat16);
+  Tensor k = torch::randn({1, Hkv, T, 64}).to(torch::kCUDA, torch::kBFloat16);
+  AnalysisRequest req;
+  req.spec = {16, 6};
+  req.token_map_limit = 0;
+  req.max_cells = 32;  // cells of 32 tokens at block 16 and 32
+  const Analysis first = analyze_qk({q}, {k}, req);
+  REQUIRE(first.layers[0].by_kernels);
+  for (SparseSpec spec : {SparseSpec{16, 3}, SparseSpec{32, 4}, SparseSpec{16, 16, SelectionRule::NsaChunked}}) {
+    INFO(spec.block_size << "/" << spec.top_k << " " << to_string(spec.rule));
+    req.spec = spec;
+    const Analysis again = analyze_qk({q}, {k}, req, &first), fresh = analyze_qk({q}, {k}, req);
+    REQUIRE(again.layers[0].from_kept_rows);
+    REQUIRE(again.layers[0].by_kernels);
+    REQUIRE(fresh.layers[0].by_kernels);
+    require_same_analysis(again, fresh, 2e-4);
+  }
+}
+
 TEST_CASE("on CUDA, long inputs are analysed by the kernels and agree with LibTorch", "[metrics][cuda]") {
   if (!torch::cuda::is_available()) {
     WARN("no CUDA device: skipped");
