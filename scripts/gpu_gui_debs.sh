@@ -35,8 +35,17 @@ PART2=(xvfb libxfont2 libfontenc1 libxkbfile1 x11-xkb-utils xkb-data libpixman-1
        libglfw3 libglfw3-dev libimgui-dev libgl-dev libglx-dev libopengl-dev libegl1 libegl-dev
        mesa-common-dev libx11-dev libxcb1-dev libxau-dev libxdmcp-dev x11proto-dev xorg-sgml-doctools)
 
+# What a bare machine may lack for those (gpu_gui_demo.sh unpacks them apart
+# and searches them last); part of the third call's carry.
+FALLBACK=(libfreetype6 libpng16-16 libbrotli1 libxml2 libicu72 libaudit1 libcap-ng0 libgcrypt20 libgpg-error0
+          libselinux1 libsystemd0 liblz4-1 libzstd1 liblzma5 libcap2 libbz2-1.0 libx11-6 libxau6 libxdmcp6
+          libxext6 libxfixes3 libxcb1 libexpat1 libffi8 libtinfo6)
+
 download() {
   apt-get update -qq >/dev/null 2>&1 || true
+  rm -rf "$GL/fallback" && mkdir -p "$GL/fallback"
+  (cd "$GL/fallback" && apt-get download "${FALLBACK[@]}" >/dev/null)
+  echo "$GL/fallback: $(ls "$GL/fallback" | wc -l) packages, $(du -sh "$GL/fallback" | cut -f1)"
   for part in 1 2; do
     local dir="$GL/part$part"
     rm -rf "$dir" && mkdir -p "$dir"

@@ -22,7 +22,7 @@
 #   call 2, carry [".gl/part2", ".gl/sysroot.tar.xz", ".gl/pydoc.tar.xz"]: bash scripts/gpu_gui_demo.sh build
 #           (the app, the engine tests and the analysis bench with GUI + CUDA; then the
 #           engine's CUDA and metrics tests and the analysis bench at 8K and 32K)
-#   call 3, nothing carried: bash scripts/gpu_gui_demo.sh run    (the demos)
+#   call 3, carry [".gl/fallback"]: bash scripts/gpu_gui_demo.sh run    (the demos)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/build-gui-gpu/out}
@@ -76,21 +76,37 @@ fi
 
 # random 1B models with the Llama 3 tokenizer (the released vocabulary)
 make_model() {
+  mkdir -p "$(dirname "$1")"
   ./build-gui-gpu/ssalab_load_bench --make "$1" --preset 1b --dtype bf16 --seed "$2" >/dev/null
   gunzip -c tests/fixtures/tokenizers/llama3/tokenizer.json.gz >"$1/tokenizer.json"
 }
 SECONDS=0
 M=/tmp/ssalab-1b
-make_model $M/model 1
-for i in 1 2 3; do
-  method=$(echo "full moba ssa" | cut -d' ' -f$i)
-  make_model $M/paradox/$method $((i + 1))
-done
-echo "four random 1B models written: ${SECONDS}s"
+if [ ! -f $M/paradox/ssa/tokenizer.json ]; then  # kept from an earlier call on the same machine
+  make_model $M/model 1
+  for i in 1 2 3; do
+    method=$(echo "full moba ssa" | cut -d' ' -f$i)
+    make_model $M/paradox/$method $((i + 1))
+  done
+  echo "four random 1B models written: ${SECONDS}s"
+fi
 
+# Libraries a bare machine may lack beside the packages above (X11, freetype,
+# libxml2 for libLLVM, ...): .gl/fallback/*.deb (gpu_gui_debs.sh download),
+# searched last so that the machine's own versions win where it has them.
+if [ -d .gl/fallback ] && [ ! -d .gl/fallback-root ]; then
+  for deb in .gl/fallback/*.deb; do dpkg-deb -x "$deb" .gl/fallback-root; done
+fi
+[ -d .gl/fallback-root ] &&
+  export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:$PWD/.gl/fallback-root/usr/lib/x86_64-linux-gnu:$PWD/.gl/fallback-root/lib/x86_64-linux-gnu
+for bin in .gl/root/usr/bin/Xvfb .gl/root/usr/lib/x86_64-linux-gnu/dri/swrast_dri.so build-gui-gpu/ssalab; do
+  missing=$(ldd "$bin" 2>/dev/null | grep "not found" | awk '{print $1}' | tr '\n' ' ')
+  [ -z "$missing" ] || echo "$bin lacks: $missing"
+done
 XPID=$(bash scripts/gpu_gui_debs.sh xvfb 99)
 trap 'kill $XPID 2>/dev/null || true' EXIT
-sleep 2
+for _ in $(seq 40); do [ -S /tmp/.X11-unix/X99 ] && break; sleep 0.25; done
+[ -S /tmp/.X11-unix/X99 ] || { echo "Xvfb did not start:"; tail -20 /tmp/xvfb-99.log; exit 1; }
 export DISPLAY=:99
 
 SECONDS=0

@@ -209,6 +209,20 @@ ssa::StatsParams stats_params(const Tensor& q, const Tensor& k, const Tensor& bl
   return p;
 }
 
+ssa::BlockMassParams block_mass_params(const Tensor& q, const Tensor& k, const Tensor& blocks, const Tensor& lse,
+                                       int block_size, int64_t q_offset, const Tensor& mass) {
+  ssa::BlockMassParams p;
+  set_shape(p, kernel_shape(q, k, block_size, int(blocks.size(3)), q_offset));
+  p.q = ptr16(q, q, "q");
+  p.k = ptr16(k, q, "k");
+  p.q_s = kernel_strides(q);
+  p.k_s = kernel_strides(k);
+  p.blocks = ptr32(blocks, "blocks");
+  p.lse = ptrf(lse, "lse");
+  p.mass = ptrf(mass, "mass");
+  return p;
+}
+
 ssa::DualFwdParams dual_fwd_params(const DualTensors& t, int block_size) {
   ssa::DualFwdParams p;
   set_shape(p, kernel_shape(t.q, t.k, block_size, int(t.blocks.size(3)), 0));

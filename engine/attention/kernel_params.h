@@ -17,6 +17,7 @@
 #include <torch/torch.h>
 
 #include "kernels/attn_stats.cuh"
+#include "kernels/block_mass.cuh"
 #include "kernels/decode.cuh"
 #include "kernels/experimental/dual_bwd.cuh"
 #include "kernels/experimental/dual_fwd.cuh"
@@ -87,6 +88,12 @@ ssa::SparseBwdParams sparse_bwd_params(const SparseBwdTensors& t, int block_size
 // by the caller, who also chooses their pooling.
 ssa::StatsParams stats_params(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& blocks,
                               int block_size, int top_k, int64_t q_offset, const torch::Tensor& stats = {});
+
+// Per-block masses of a selection from the full rows' LSE: blocks (B, Hkv,
+// Tq, K) int32, lse (B, Hq, Tq) fp32, mass (B, Hq, Tq, K + 1) fp32.
+ssa::BlockMassParams block_mass_params(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& blocks,
+                                       const torch::Tensor& lse, int block_size, int64_t q_offset,
+                                       const torch::Tensor& mass = {});
 
 // The experimental fused dual stream (whole sequences): outputs like q, LSEs (B, Hq, T) fp32.
 struct DualTensors {

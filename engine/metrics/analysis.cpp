@@ -169,6 +169,49 @@ static bool can_reuse_rows(const LayerAnalysis* prev, const AnalysisRequest& req
          prev_analysis->cell_size == a.cell_size && prev_analysis->n_cells == a.n_cells && a.T > req.token_map_limit;
 }
 
+// The full-attention mass of each selected block and of block 0 of every row,
+// (H, T, K + 1): slots 0 .. K-1 (0 for empty ones), then block 0; from the
+// rows' LSE and the scores of those blocks' keys alone, in LibTorch ops on
+// any device (kernels/block_mass.cuh does the same on a GPU).
+static Tensor selected_block_mass(const Tensor& q, const Tensor& k, const Tensor& blocks_in, const Tensor& row_lse,
+                                  int64_t bs, const std::atomic<bool>* cancel) {
+  const int64_t H = q.size(1), T = q.size(2), D = q.size(3), Hkv = k.size(1), G = H / Hkv, K = blocks_in.size(3);
+  const auto dev = q.device();
+  auto lopt = torch::TensorOptions().dtype(torch::kLong).device(dev);
+  const Tensor blocks = blocks_in[0].to(torch::kLong);  // (Hkv, T, K)
+  const Tensor kflat = k[0].reshape({Hkv * T, D});      // gathered from
+  const Tensor qg = q[0].view({Hkv, G, T, D});
+  const Tensor lse = row_lse.to(dev, torch::kFloat).view({Hkv, G, T});
+  const Tensor first_keys = k[0].narrow(1, 0, std::min(bs, T)).unsqueeze(1).transpose(-1, -2);  // (Hkv, 1, D, bs')
+  const Tensor in_block = torch::arange(bs, lopt);
+  const Tensor group_base = (torch::arange(Hkv, lopt) * T).view({Hkv, 1, 1, 1});
+  const double scale = 1.0 / std::sqrt(double(D));
+  // rows per chunk: the gathered keys (Hkv, n, K * bs, D) are the largest
+  // temporary; a GPU takes 64x the CPU's cache-sized chunks (fewer launches)
+  const int64_t budget = kScoreChunkElements * (dev.is_cuda() ? 64 : 1);
+  const int64_t rows = std::max<int64_t>(1, budget / (Hkv * K * bs * D));
+  std::vector<Tensor> parts;
+  for (int64_t r0 = 0; r0 < T; r0 += rows) {
+    if (cancel && cancel->load()) throw Error("analysis cancelled");
+    const int64_t n = std::min(rows, T - r0);
+    const Tensor b = blocks.narrow(1, r0, n).unsqueeze(-1);  // (Hkv, n, K, 1)
+    const Tensor tok = b * bs + in_block;                     // (Hkv, n, K, bs)
+    const Tensor pos = torch::arange(r0, r0 + n, lopt).view({1, n, 1, 1});
+    const Tensor visible = ((b >= 0) & (tok <= pos)).view({Hkv, n, 1, K * bs});
+    const Tensor keys = kflat.index_select(0, (tok.clamp(0, T - 1) + group_base).flatten()).view({Hkv, n, K * bs, D});
+    const Tensor qc = qg.narrow(2, r0, n).permute({0, 2, 1, 3});              // (Hkv, n, G, D)
+    const Tensor lc = lse.narrow(2, r0, n).permute({0, 2, 1}).unsqueeze(-1);  // (Hkv, n, G, 1)
+    Tensor p = torch::exp(torch::matmul(qc, keys.transpose(-1, -2)) * scale - lc);  // (Hkv, n, G, K * bs)
+    p.masked_fill_(visible.logical_not(), 0);
+    const Tensor slots = p.view({Hkv, n, G, K, bs}).sum(-1);                          // (Hkv, n, G, K)
+    const Tensor first = torch::exp(torch::matmul(qc, first_keys) * scale - lc);      // (Hkv, n, G, bs')
+    const Tensor seen = torch::arange(first.size(-1), lopt).view({1, 1, 1, -1}) <= pos;
+    const Tensor block0 = (first * seen).sum(-1, /*keepdim=*/true);                  // (Hkv, n, G, 1)
+    parts.push_back(torch::cat({slots, block0}, -1).permute({0, 2, 1, 3}));          // (Hkv, G, n, K + 1)
+  }
+  return torch::cat(parts, 2).reshape({H, T, K + 1});
+}
+
 // Another selection measured against full rows analysed before (reanalyze()).
 // The full row of each query, so its LSE, entropy, token-0 mass and the full
 // map, does not depend on the selection; what does is the mass inside the
@@ -179,60 +222,31 @@ static bool can_reuse_rows(const LayerAnalysis* prev, const AnalysisRequest& req
 // are the selected blocks' masses pooled into cells; dropped = full - kept.
 static LayerTensors layer_from_kept(const Tensor& q_in, const Tensor& k_in, const AnalysisRequest& req,
                                     const Analysis& a, const LayerAnalysis& prev) {
-  const int64_t H = q_in.size(1), T = q_in.size(2), D = q_in.size(3), Hkv = k_in.size(1), G = H / Hkv;
+  const int64_t H = q_in.size(1), T = q_in.size(2), Hkv = k_in.size(1), G = H / Hkv;
   const int64_t bs = req.spec.block_size, K = req.spec.top_k, nb = (T + bs - 1) / bs;
   const int64_t cell = a.cell_size, nc = a.n_cells, per_cell = cell / bs;
-  const auto dev = q_in.device();
-  auto lopt = torch::TensorOptions().dtype(torch::kLong).device(dev);
+  auto lopt = torch::TensorOptions().dtype(torch::kLong).device(q_in.device());
   LayerTensors r;
-  Tensor q = as_scored(q_in, prev.by_kernels), k = as_scored(k_in, prev.by_kernels);
-  AttentionBackend* cuda = cuda_backend();
-  if (prev.by_kernels && cuda) {
-    const auto dt = q_in.scalar_type() == torch::kHalf ? torch::kHalf : torch::kBFloat16;
-    Tensor qk = q_in.detach().to(dt).contiguous(), kk = k_in.detach().to(dt).contiguous();
-    if (cuda->supports(qk, kk, req.spec).empty()) r.blocks = cuda->select(qk, kk, req.spec).blocks;
+  Tensor mass;  // (H, T, K + 1)
+  if (prev.by_kernels) {
+    KernelSelectionMass km;
+    if (selection_mass_kernels(q_in, k_in, req.spec, prev.row_lse, km)) r.blocks = km.blocks, mass = km.mass;
   }
-  if (!r.blocks.defined()) r.blocks = select_blocks(q, k, req.spec).blocks;
-  const Tensor blocks = r.blocks[0].to(torch::kLong);              // (Hkv, T, K)
-  const Tensor kflat = k[0].reshape({Hkv * T, D});                 // gathered from
-  const Tensor qg = q[0].view({Hkv, G, T, D});
-  const Tensor lse = prev.row_lse.to(dev, torch::kFloat).view({Hkv, G, T});
-  const Tensor first_keys = k[0].narrow(1, 0, std::min(bs, T)).unsqueeze(1).transpose(-1, -2);  // (Hkv, 1, D, bs')
-  const Tensor in_block = torch::arange(bs, lopt);
-  const Tensor group_base = (torch::arange(Hkv, lopt) * T).view({Hkv, 1, 1, 1});
-  const double scale = 1.0 / std::sqrt(double(D));
-  // rows per chunk: the gathered keys (Hkv, n, K * bs, D) are the largest
-  // temporary; a GPU takes 64x the CPU's cache-sized chunks (fewer launches)
-  const int64_t budget = kScoreChunkElements * (dev.is_cuda() ? 64 : 1);
-  const int64_t rows = std::max<int64_t>(1, budget / (Hkv * K * bs * D));
-  std::vector<Tensor> mass_rows, sinkb_rows;
-  for (int64_t r0 = 0; r0 < T; r0 += rows) {
-    if (req.cancel && req.cancel->load()) throw Error("analysis cancelled");
-    const int64_t n = std::min(rows, T - r0);
-    const Tensor b = blocks.narrow(1, r0, n).unsqueeze(-1);                              // (Hkv, n, K, 1)
-    const Tensor tok = b * bs + in_block;                                                 // (Hkv, n, K, bs)
-    const Tensor pos = torch::arange(r0, r0 + n, lopt).view({1, n, 1, 1});
-    const Tensor visible = ((b >= 0) & (tok <= pos)).view({Hkv, n, 1, K * bs});
-    const Tensor keys = kflat.index_select(0, (tok.clamp(0, T - 1) + group_base).flatten()).view({Hkv, n, K * bs, D});
-    const Tensor qc = qg.narrow(2, r0, n).permute({0, 2, 1, 3});                          // (Hkv, n, G, D)
-    const Tensor lc = lse.narrow(2, r0, n).permute({0, 2, 1}).unsqueeze(-1);              // (Hkv, n, G, 1)
-    Tensor p = torch::exp(torch::matmul(qc, keys.transpose(-1, -2)) * scale - lc);        // (Hkv, n, G, K * bs)
-    p.masked_fill_(visible.logical_not(), 0);
-    mass_rows.push_back(p.view({Hkv, n, G, K, bs}).sum(-1).permute({0, 2, 1, 3}));       // (Hkv, G, n, K)
-    // block 0: keys 0 .. bs-1 that the row sees
-    const Tensor first = torch::exp(torch::matmul(qc, first_keys) * scale - lc);          // (Hkv, n, G, bs')
-    const Tensor seen = torch::arange(first.size(-1), lopt).view({1, 1, 1, -1}) <= pos;
-    sinkb_rows.push_back((first * seen).sum(-1).permute({0, 2, 1}));                      // (Hkv, G, n)
+  if (!mass.defined()) {
+    const Tensor q = as_scored(q_in, prev.by_kernels), k = as_scored(k_in, prev.by_kernels);
+    r.blocks = select_blocks(q, k, req.spec).blocks;
+    mass = selected_block_mass(q, k, r.blocks, prev.row_lse, bs, req.cancel);
   }
-  const Tensor mass = torch::cat(mass_rows, 2).reshape({H, T, K});  // full-attention mass per selected slot
-  r.sparsity = mass.sum(-1);
-  r.sink_block = torch::cat(sinkb_rows, 2).reshape({H, T});
+  const Tensor slot_mass = mass.narrow(-1, 0, K);  // full-attention mass per selected slot
+  r.sparsity = slot_mass.sum(-1);
+  r.sink_block = mass.select(-1, K);
   r.entropy = prev.row_stats[int(RowStat::Entropy)];
   r.sink_token = prev.row_stats[int(RowStat::SinkToken)];
   r.lse = prev.row_lse;
   r.kl = -torch::log(r.sparsity.clamp_min(1e-30));
   // the slots' masses into (query cell, key block), then key blocks into cells;
   // empty slots carry mass 0, so their clamped block index adds nothing
+  const Tensor blocks = r.blocks[0].to(torch::kLong);  // (Hkv, T, K)
   const Tensor slot_cell =
       torch::div(torch::arange(T, lopt), cell, "floor").view({1, T, 1}) * nb + blocks.clamp_min(0);  // (Hkv, T, K)
   const Tensor index = slot_cell.unsqueeze(1).expand({Hkv, G, T, K}).reshape({H, T * K});
@@ -245,9 +259,8 @@ static LayerTensors layer_from_kept(const Tensor& q_in, const Tensor& k_in, cons
   };
   const Tensor full = prev.cell_maps[int(CellMap::Full)];
   r.map_full = full;
-  const Tensor kept = pooled(mass);
-  r.map_dropped = (full - kept).clamp_min(0);
-  r.map_sparse = pooled(mass / r.sparsity.clamp_min(1e-30).unsqueeze(-1));
+  r.map_dropped = (full - pooled(slot_mass)).clamp_min(0);
+  r.map_sparse = pooled(slot_mass / r.sparsity.clamp_min(1e-30).unsqueeze(-1));
   return r;
 }
 

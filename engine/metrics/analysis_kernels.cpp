@@ -57,6 +57,25 @@ bool analyze_layer_kernels(const torch::Tensor& q_in, const torch::Tensor& k_in,
   return true;
 }
 
+bool selection_mass_kernels(const torch::Tensor& q_in, const torch::Tensor& k_in, const SparseSpec& spec,
+                            const torch::Tensor& row_lse, KernelSelectionMass& out) {
+  AttentionBackend* cuda = cuda_backend();
+  if (!cuda || !q_in.is_cuda() || !k_in.is_cuda() || !row_lse.is_cuda() || q_in.size(0) != 1) return false;
+  const auto dt = q_in.scalar_type() == torch::kHalf ? torch::kHalf : torch::kBFloat16;
+  torch::Tensor q = q_in.detach().to(dt).contiguous(), k = k_in.detach().to(dt).contiguous();
+  if (!cuda->supports(q, k, spec).empty()) return false;
+  c10::cuda::CUDAGuard guard(q.device());
+  torch::NoGradGuard no_grad;
+  out.blocks = cuda->select(q, k, spec).blocks;
+  const torch::Tensor blocks = out.blocks.to(torch::kInt32).contiguous();
+  const torch::Tensor lse = row_lse.to(torch::kFloat).contiguous();
+  out.mass = torch::empty({q.size(1), q.size(2), int64_t(spec.top_k) + 1}, q.options().dtype(torch::kFloat));
+  const ssa::BlockMassParams p = block_mass_params(q, k, blocks, lse, spec.block_size, 0, out.mass);
+  const std::string e = ssa::block_mass(p, at::cuda::getCurrentCUDAStream().stream());
+  if (!e.empty()) throw Error("selected-block mass on the GPU: " + e);
+  return true;
+}
+
 torch::Tensor to_host_off_stream(const torch::Tensor& t) {
   if (!t.is_cuda()) return t;
   c10::cuda::CUDAGuard guard(t.device());
@@ -71,6 +90,10 @@ torch::Tensor to_host_off_stream(const torch::Tensor& t) {
 namespace ssalab {
 bool analyze_layer_kernels(const torch::Tensor&, const torch::Tensor&, const SparseSpec&, int, KernelLayerRows&,
                            int64_t) {
+  return false;
+}
+bool selection_mass_kernels(const torch::Tensor&, const torch::Tensor&, const SparseSpec&, const torch::Tensor&,
+                            KernelSelectionMass&) {
   return false;
 }
 torch::Tensor to_host_off_stream(const torch::Tensor& t) { return t.to(torch::kCPU); }

@@ -29,6 +29,19 @@ struct KernelLayerRows {
 bool analyze_layer_kernels(const torch::Tensor& q, const torch::Tensor& k, const SparseSpec& spec, int cell_size,
                            KernelLayerRows& out, int64_t q_offset = 0);
 
+// A new selection of q and k on the GPU and the full-attention mass of each
+// selected block, from the full rows' log-sum-exp `row_lse` (H, Tq) that an
+// analysis of the same q and k measured (kernels/block_mass.cuh): what a k or
+// block-size change needs when the rest of the rows is known.
+struct KernelSelectionMass {
+  torch::Tensor blocks;  // (1, Hkv, Tq, K) int64 selection
+  torch::Tensor mass;    // (H, Tq, K + 1) float: each slot's mass (0 when empty), then block 0's
+};
+// Fills `out` and returns true when the kernels can run it; false otherwise
+// (the caller falls back to LibTorch ops).
+bool selection_mass_kernels(const torch::Tensor& q, const torch::Tensor& k, const SparseSpec& spec,
+                            const torch::Tensor& row_lse, KernelSelectionMass& out);
+
 }  // namespace ssalab
 
 namespace ssalab {
