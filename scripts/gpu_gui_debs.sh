@@ -84,8 +84,13 @@ env_for() {
 # Starts the unpacked Xvfb on display $1 and prints its pid.
 start_xvfb() {
   local display=$1 root=${2:-$GL/root}
-  # Xvfb runs xkbcomp from its own compiled-in path unless told otherwise; the
-  # keymap is compiled from -xkbdir with the xkbcomp found on PATH
+  # Xvfb compiles its keymap (from -xkbdir) with the xkbcomp at its
+  # compiled-in path, /usr/bin/xkbcomp, and has no option to move it: on a
+  # machine without one, the unpacked xkbcomp is linked there (the GPU
+  # machine runs as root; nothing else there uses the name)
+  if [ ! -e /usr/bin/xkbcomp ] && [ -w /usr/bin ]; then
+    ln -s "$root/usr/bin/xkbcomp" /usr/bin/xkbcomp && echo "linked /usr/bin/xkbcomp to the unpacked one" >&2
+  fi
   "$root/usr/bin/Xvfb" ":$display" -screen 0 1600x1000x24 -nolisten tcp -xkbdir "$root/usr/share/X11/xkb" \
     >/tmp/xvfb-$display.log 2>&1 &
   echo $!

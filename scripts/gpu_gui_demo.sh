@@ -68,7 +68,8 @@ if [ "$1" = build ]; then
   SSALAB_TEST_CORPUS=$CORPUS timeout 240 ./build-gui-gpu/test_engine "[cuda],[metrics]" >"$OUT/test_engine.txt" 2>&1 || rc=$?
   echo "test_engine [cuda],[metrics] rc=$rc (${SECONDS}s)"
   grep -E "passed|failed|FAILED|with expansion" -A3 "$OUT/test_engine.txt" | tail -40
-  timeout 300 ./build-gui-gpu/ssalab_analysis_bench --device cuda --tokens 8192,32768 2>&1 |
+  [ "${SKIP_BENCH:-0}" = 1 ] ||
+    timeout 300 ./build-gui-gpu/ssalab_analysis_bench --device cuda --tokens 8192,32768 2>&1 |
     tee "$OUT/analysis_bench.txt" || echo "analysis bench rc=$?"
   exit 0
 fi
@@ -100,7 +101,7 @@ fi
 [ -d .gl/fallback-root ] &&
   export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:$PWD/.gl/fallback-root/usr/lib/x86_64-linux-gnu:$PWD/.gl/fallback-root/lib/x86_64-linux-gnu
 for bin in .gl/root/usr/bin/Xvfb .gl/root/usr/lib/x86_64-linux-gnu/dri/swrast_dri.so build-gui-gpu/ssalab; do
-  missing=$(ldd "$bin" 2>/dev/null | grep "not found" | awk '{print $1}' | tr '\n' ' ')
+  missing=$(ldd "$bin" 2>/dev/null | grep "not found" | awk '{print $1}' | tr '\n' ' ' || true)
   [ -z "$missing" ] || echo "$bin lacks: $missing"
 done
 XPID=$(bash scripts/gpu_gui_debs.sh xvfb 99)

@@ -16,6 +16,7 @@
 
 #include "engine/checkpoint/checkpoint.h"
 #include "engine/hub/hub.h"
+#include "engine/train/trainer.h"
 #include "engine/util/background.h"
 #include "engine/util/files.h"
 #include "views/panels_internal.h"
@@ -153,7 +154,9 @@ std::shared_ptr<OpenedModel> open_with_tokenizer(const std::string& source) {
   static std::mutex one_at_a_time;
   std::lock_guard<std::mutex> lock(one_at_a_time);
   auto om = std::make_shared<OpenedModel>();
-  om->ck = load_checkpoint(source);
+  LoadOptions lo;
+  lo.device = resolve_device("auto");  // a GPU when there is one, as the session's models
+  om->ck = load_checkpoint(source, lo);
   try {
     om->tok = tokenizer::load_tokenizer(om->ck.dir);
   } catch (const tokenizer::TokenizerError& e) {

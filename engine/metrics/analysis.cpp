@@ -161,12 +161,31 @@ static Tensor as_scored(const Tensor& x, bool by_kernels) {
 }
 
 // True when `prev`, an analysis of the same q and k, holds what
-// layer_from_kept() needs for this request: the full rows' LSE and the full
-// map at the same cell size, and no token maps are asked for.
+// layer_from_kept() needs for this request: the full rows' LSE and a full map
+// whose cells the new ones are made of (the same size or a multiple: a larger
+// block size), and no token maps are asked for.
 static bool can_reuse_rows(const LayerAnalysis* prev, const AnalysisRequest& req, const Analysis& a,
                            const Analysis* prev_analysis) {
   return prev && prev_analysis && prev->row_lse.defined() && prev->cell_maps.defined() && prev->row_stats.defined() &&
-         prev_analysis->cell_size == a.cell_size && prev_analysis->n_cells == a.n_cells && a.T > req.token_map_limit;
+         a.cell_size % prev_analysis->cell_size == 0 && a.T > req.token_map_limit;
+}
+
+// Queries in each of the n_cells cells of `cell` tokens (the last may be short), as floats.
+static Tensor rows_per_cell(int64_t T, int64_t cell, int64_t n_cells, torch::Device dev) {
+  return torch::clamp_max(double(T) - torch::arange(n_cells, torch::TensorOptions().device(dev)) * double(cell),
+                          double(cell));
+}
+
+// A cell map (H, nc, nc) of cells `cell` tokens wide as one of cells `factor`
+// times wider: a coarse cell's row is the mean over its queries (the fine
+// rows weighted by their query counts), its column the sum over its keys.
+static Tensor coarser_map(const Tensor& map, int64_t T, int64_t cell, int64_t factor, int64_t n_cells) {
+  if (factor == 1) return map;
+  const int64_t H = map.size(0), nc = map.size(1), padded = n_cells * factor;
+  const Tensor weighted = map * rows_per_cell(T, cell, nc, map.device()).view({1, nc, 1});
+  const Tensor rows = torch::constant_pad_nd(weighted, {0, 0, 0, padded - nc}).view({H, n_cells, factor, nc}).sum(2);
+  const Tensor means = rows / rows_per_cell(T, cell * factor, n_cells, map.device()).view({1, n_cells, 1});
+  return pool_last(means, factor).narrow(-1, 0, n_cells);
 }
 
 // The full-attention mass of each selected block and of block 0 of every row,
@@ -221,7 +240,7 @@ static Tensor selected_block_mass(const Tensor& q, const Tensor& k, const Tensor
 // scores instead of the O(T^2) of a fresh analysis. The kept and sparse maps
 // are the selected blocks' masses pooled into cells; dropped = full - kept.
 static LayerTensors layer_from_kept(const Tensor& q_in, const Tensor& k_in, const AnalysisRequest& req,
-                                    const Analysis& a, const LayerAnalysis& prev) {
+                                    const Analysis& a, const LayerAnalysis& prev, const Analysis& prev_analysis) {
   const int64_t H = q_in.size(1), T = q_in.size(2), Hkv = k_in.size(1), G = H / Hkv;
   const int64_t bs = req.spec.block_size, K = req.spec.top_k, nb = (T + bs - 1) / bs;
   const int64_t cell = a.cell_size, nc = a.n_cells, per_cell = cell / bs;
@@ -250,14 +269,14 @@ static LayerTensors layer_from_kept(const Tensor& q_in, const Tensor& k_in, cons
   const Tensor slot_cell =
       torch::div(torch::arange(T, lopt), cell, "floor").view({1, T, 1}) * nb + blocks.clamp_min(0);  // (Hkv, T, K)
   const Tensor index = slot_cell.unsqueeze(1).expand({Hkv, G, T, K}).reshape({H, T * K});
-  const Tensor rows_in_cell =
-      torch::clamp_max(double(T) - torch::arange(nc, lopt.dtype(torch::kFloat)) * double(cell), double(cell));
+  const Tensor rows_in_cell = rows_per_cell(T, cell, nc, q_in.device());
   auto pooled = [&](const Tensor& m) {  // (H, T, K) slot masses -> (H, nc, nc) cell means
     Tensor sum = torch::zeros({H, nc * nb}, m.options()).scatter_add_(1, index, m.reshape({H, T * K}));
     Tensor per_row = sum.view({H, nc, nb}) / rows_in_cell.view({1, nc, 1});
     return pool_last(per_row, per_cell).narrow(-1, 0, nc);
   };
-  const Tensor full = prev.cell_maps[int(CellMap::Full)];
+  const Tensor full = coarser_map(prev.cell_maps[int(CellMap::Full)], T, prev_analysis.cell_size,
+                                  cell / prev_analysis.cell_size, nc);
   r.map_full = full;
   r.map_dropped = (full - pooled(slot_mass)).clamp_min(0);
   r.map_sparse = pooled(slot_mass / r.sparsity.clamp_min(1e-30).unsqueeze(-1));
@@ -273,7 +292,7 @@ static void analyze_layer(const Tensor& q_in, const Tensor& k_in, const Analysis
   if (req.cancel && req.cancel->load()) throw Error("analysis cancelled");
   LayerTensors r;
   if (can_reuse_rows(prev, req, a, prev_analysis)) {
-    r = layer_from_kept(q_in, k_in, req, a, *prev);
+    r = layer_from_kept(q_in, k_in, req, a, *prev, *prev_analysis);
     out.by_kernels = prev->by_kernels;
     out.from_kept_rows = true;
   } else {

@@ -127,7 +127,8 @@ std::vector<float> token_nll(Transformer& model, const torch::Tensor& hidden, co
 // `previous`, when given, is an analysis of these same q and k under another
 // selection: what it measured that does not depend on the selection (each
 // full row's LSE, entropy and token-0 mass, the full map) is reused where the
-// cell size is the same and no token maps are asked for, so only the scores
+// new map cells are the old ones or unions of them (a larger block size) and
+// no token maps are asked for, so only the scores
 // inside the new selection's blocks are taken (LayerAnalysis::from_kept_rows).
 Analysis analyze_qk(const std::vector<torch::Tensor>& q, const std::vector<torch::Tensor>& k, const AnalysisRequest& req,
                     const Analysis* previous = nullptr);

@@ -203,6 +203,7 @@ struct Session::Impl {
       ~Finished() { s->loading.clear(), s->load_progress = -1; }
     } finished{this};
     LoadOptions lo;
+    lo.device = resolve_device(opts.train.device);  // where the session trains and analyses
     lo.cancel = &cancel_loading;
     lo.on_plan = [this](const LoadPlan& p) {
       status = "loading " + p.summary();

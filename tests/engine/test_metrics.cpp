@@ -247,13 +247,22 @@ TEST_CASE("reanalyze: the kept rows' LSE and full map measure a new selection as
     chained = std::move(again);
     previous = &chained;  // the next change starts from a reused analysis
   }
-  // a block size whose map cells differ (16 tokens at max_cells 12) measures afresh
+  // cells of 8 tokens (max_cells 12 at block 8) give those of 16 (block 16) by
+  // pooling the full map; the other way there is nothing to pool, so it measures afresh
   req.max_cells = 12;
+  req.spec = {8, 3};
+  const Analysis fine = analyze(m, req);
+  REQUIRE(fine.cell_size == 8);
   req.spec = {16, 2};
-  Analysis finer = reanalyze(m, first, req);
-  REQUIRE(finer.cell_size == 16);
-  for (const LayerAnalysis& L : finer.layers) REQUIRE_FALSE(L.from_kept_rows);
-  require_same_analysis(finer, analyze(m, req), 1e-6);
+  const Analysis coarse = reanalyze(m, fine, req);
+  REQUIRE(coarse.cell_size == 16);
+  for (const LayerAnalysis& L : coarse.layers) REQUIRE(L.from_kept_rows);
+  require_same_analysis(coarse, analyze(m, req), 2e-5);
+  req.spec = {8, 3};
+  const Analysis again_fine = reanalyze(m, coarse, req);
+  REQUIRE(again_fine.cell_size == 8);
+  for (const LayerAnalysis& L : again_fine.layers) REQUIRE_FALSE(L.from_kept_rows);
+  require_same_analysis(again_fine, fine, 1e-6);
 }
 
 TEST_CASE("on CUDA, a k or block-size change reuses the kernels' rows and equals a fresh analysis", "[metrics][cuda]") {
@@ -268,10 +277,11 @@ TEST_CASE("on CUDA, a k or block-size change reuses the kernels' rows and equals
   AnalysisRequest req;
   req.spec = {16, 6};
   req.token_map_limit = 0;
-  req.max_cells = 32;  // cells of 32 tokens at block 16 and 32
+  req.max_cells = 32;  // cells of 32 tokens at block 16 and 32, of 64 (pooled from 32) at block 64
   const Analysis first = analyze_qk({q}, {k}, req);
   REQUIRE(first.layers[0].by_kernels);
-  for (SparseSpec spec : {SparseSpec{16, 3}, SparseSpec{32, 4}, SparseSpec{16, 16, SelectionRule::NsaChunked}}) {
+  for (SparseSpec spec : {SparseSpec{16, 3}, SparseSpec{32, 4}, SparseSpec{64, 4},
+                          SparseSpec{16, 16, SelectionRule::NsaChunked}}) {
     INFO(spec.block_size << "/" << spec.top_k << " " << to_string(spec.rule));
     req.spec = spec;
     const Analysis again = analyze_qk({q}, {k}, req, &first), fresh = analyze_qk({q}, {k}, req);
