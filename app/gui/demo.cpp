@@ -138,7 +138,8 @@ struct Demo::Impl {
                        const int64_t T = analysis()->T;
                        const int bs = snap()->spec.block_size;
                        k1 = k0 * 2;
-                       while (k1 > k0 + 1 && !views::SpecProblem(*snap(), SparseSpec{bs, k1}, T).empty()) --k1;
+                       while (k1 > k0 && !views::SpecProblem(*snap(), SparseSpec{bs, k1}, T).empty()) --k1;
+                       if (k1 == k0) k1 = std::max(1, k0 / 2);  // k is at its largest: halve it instead
                        session().set_top_k(k1);
                      },
                      [this] { return spec_ok() && analysis() && analysis()->spec.top_k == k1; }, 60, "03_sparse_2k.png", ""});
