@@ -79,11 +79,13 @@ void remember(UiState& ui, const std::string& source) {
 
 std::vector<CacheRow> list_cache() {
   std::vector<CacheRow> rows;
+  LoadOptions quiet;  // only the parameter count is read: no plan printed for each listed model
+  quiet.on_plan = [](const LoadPlan&) {};
   for (CachedModel& m : list_cached_models()) {
     CacheRow r;
     r.model = std::move(m);
     try {
-      r.parameters = plan_checkpoint(r.model.dir).parameters;
+      r.parameters = plan_checkpoint(r.model.dir, quiet).parameters;
     } catch (const std::exception& e) {
       r.problem = e.what();
     }
