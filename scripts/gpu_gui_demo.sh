@@ -52,17 +52,19 @@ export PKG_CONFIG_PATH=$SR/lib/x86_64-linux-gnu/pkgconfig:$PKG_CONFIG_PATH
 CORPUS=$PWD/.gpu-sysroot/corpus/tutorial
 DOCS=/tmp/ssalab-pydoc/_sources
 [ -d $DOCS ] || { mkdir -p /tmp/ssalab-pydoc && tar xJf .gl/pydoc.tar.xz -C /tmp/ssalab-pydoc; }
-TORCH=$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 
 if [ "$1" = build ]; then
   SECONDS=0
-  cmake -S . -B build-gui-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$TORCH;$SR;$CMAKE_PREFIX_PATH" \
-    -DCMAKE_CUDA_ARCHITECTURES=90a -DSSALAB_GUI=ON -DSSALAB_CUDA=ON -DSSALAB_UNITY_BUILD=OFF >"$OUT/configure.txt" 2>&1 ||
-    { tail -30 "$OUT/configure.txt"; exit 1; }
-  cmake --build build-gui-gpu -j16 --target ssalab ssalab_load_bench ssalab_analysis_bench test_engine \
-    >"$OUT/build.txt" 2>&1 || { grep -E "error" -A4 "$OUT/build.txt" | head -60; exit 1; }
-  echo "build (GUI + CUDA): ${SECONDS}s"
+  # the README's command for a GPU workstation, without its apt-get (the
+  # packages are unpacked here) and with the tests and benchmarks as targets
+  SSALAB_NO_PACKAGES=1 SSALAB_CUDA_BUILD_DIR=build-gui-gpu SSALAB_PREFIX_PATH="$SR;$CMAKE_PREFIX_PATH" \
+    SSALAB_CMAKE_ARGS=-DSSALAB_UNITY_BUILD=OFF \
+    SSALAB_BUILD_TARGETS="ssalab ssalab_load_bench ssalab_analysis_bench test_engine" \
+    bash scripts/run_gpu.sh --build-only >"$OUT/build.txt" 2>&1 ||
+    { grep -E "error|Error|run_gpu" -A4 "$OUT/build.txt" | head -60; exit 1; }
+  grep "run_gpu" "$OUT/build.txt"
+  echo "build (GUI + CUDA, scripts/run_gpu.sh --build-only): ${SECONDS}s"
   SECONDS=0
   rc=0
   SSALAB_TEST_CORPUS=$CORPUS timeout 240 ./build-gui-gpu/test_engine "[cuda],[metrics]" >"$OUT/test_engine.txt" 2>&1 || rc=$?

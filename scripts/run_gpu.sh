@@ -6,6 +6,12 @@
 # CUDA LibTorch it says which is missing and runs the CPU build (scripts/run.sh).
 #   bash scripts/run_gpu.sh [app arguments]
 #   bash scripts/run_gpu.sh --check     # only say which build it would make, and why
+#   bash scripts/run_gpu.sh --build-only   # the CUDA build without opening it (fails without one)
+# For a machine without package access whose libraries are unpacked elsewhere
+# (scripts/gpu_gui_demo.sh on the GPU machine): SSALAB_NO_PACKAGES=1 skips
+# apt-get, SSALAB_PREFIX_PATH adds ';'-separated CMake prefixes,
+# SSALAB_CUDA_BUILD_DIR (build-cuda), SSALAB_BUILD_TARGETS (ssalab) and
+# SSALAB_CMAKE_ARGS (more -D options) shape the build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,14 +34,22 @@ if [ -z "$why_not" ] && ! nvidia-smi -L >/dev/null 2>&1; then why_not="no NVIDIA
 if [ -n "$why_not" ]; then
   echo "[run_gpu] CPU build: $why_not" >&2
   [ "${1:-}" = --check ] && exit 0
+  [ "${1:-}" = --build-only ] && { echo "[run_gpu] --build-only asks for the CUDA build: none made" >&2; exit 1; }
   exec bash scripts/run.sh "$@"
 fi
 arch=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d '.')
 [ "$arch" = 90 ] && arch=90a  # Hopper: the wgmma paths
 echo "[run_gpu] CUDA build: LibTorch $torch_prefix, nvcc $nvcc, GPU sm_$arch" >&2
 [ "${1:-}" = --check ] && exit 0
-SSALAB_NO_BUILD=1 bash scripts/setup.sh  # Debian packages (their CPU LibTorch is not the one used)
-cmake -S . -B build-cuda -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$torch_prefix" \
-  -DCMAKE_CUDA_COMPILER="$nvcc" -DCMAKE_CUDA_ARCHITECTURES="$arch" -DSSALAB_CUDA=ON -DSSALAB_GUI=ON >/dev/null
-cmake --build build-cuda -j"$(nproc)" --target ssalab
-exec ./build-cuda/ssalab "$@"
+# Debian packages (their CPU LibTorch is not the one used)
+[ "${SSALAB_NO_PACKAGES:-0}" = 1 ] || SSALAB_NO_BUILD=1 bash scripts/setup.sh
+build=${SSALAB_CUDA_BUILD_DIR:-build-cuda}
+# shellcheck disable=SC2086  # SSALAB_CMAKE_ARGS and SSALAB_BUILD_TARGETS are lists
+cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+  -DCMAKE_PREFIX_PATH="$torch_prefix${SSALAB_PREFIX_PATH:+;$SSALAB_PREFIX_PATH}" \
+  -DCMAKE_CUDA_COMPILER="$nvcc" -DCMAKE_CUDA_ARCHITECTURES="$arch" -DSSALAB_CUDA=ON -DSSALAB_GUI=ON \
+  ${SSALAB_CMAKE_ARGS:-} >/dev/null
+# shellcheck disable=SC2086
+cmake --build "$build" -j"$(nproc)" --target ${SSALAB_BUILD_TARGETS:-ssalab}
+[ "${1:-}" = --build-only ] && exit 0
+exec "./$build/ssalab" "$@"

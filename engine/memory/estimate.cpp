@@ -202,8 +202,9 @@ MemoryEstimate analysis_memory(const ModelConfig& m, int64_t T, const SparseSpec
   const int64_t per_cell = std::max<int64_t>(1, (nb + max_cells - 1) / std::max(1, max_cells));
   const int64_t n_cells = (T + per_cell * spec.block_size - 1) / (per_cell * spec.block_size);
   e.add("block-pooled maps", u(L) * u(H) * u(n_cells) * u(n_cells) * kFloat * 3);
+  // rows: sparsity, entropy, token-0 mass, and the LSE a slider change reuses
   e.add("row statistics and selections",
-        u(L) * (u(H) * u(T) * kFloat * 3 + u(m.num_kv_heads) * u(T) * u(std::max(1, spec.top_k)) * 4));
+        u(L) * (u(H) * u(T) * kFloat * 4 + u(m.num_kv_heads) * u(T) * u(std::max(1, spec.top_k)) * 4));
   if (T <= token_map_limit) e.add("token-level maps", u(L) * u(H) * u(T) * u(T) * kFloat * 2);
   return e;
 }
