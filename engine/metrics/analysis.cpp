@@ -59,6 +59,12 @@ static Tensor pool_last(const Tensor& x, int64_t g) {
   return padded.view(sizes).sum(-1);
 }
 
+// Queries in each of the n_cells cells of `cell` tokens (the last may be short), as floats.
+static Tensor rows_per_cell(int64_t T, int64_t cell, int64_t n_cells, torch::Device dev) {
+  return torch::clamp_max(double(T) - torch::arange(n_cells, torch::TensorOptions().device(dev)) * double(cell),
+                          double(cell));
+}
+
 // What analyze_layer() reports, as tensors: rows (H, T), cell maps (H, nc, nc),
 // token maps (H, T, T) when asked for, the selection (1, Hkv, T, K).
 struct LayerTensors {
@@ -133,8 +139,7 @@ static LayerTensors layer_with_torch(const Tensor& q_in, const Tensor& k_in, con
       Tensor padded = torch::constant_pad_nd(keyc, {0, 0, 0, qc * cell - n});
       Tensor sum = padded.view({Hkv, G, qc, cell, nc}).sum(3);
       // queries per cell (the last cell of the input may be short)
-      Tensor cnt = torch::minimum(torch::full({qc}, double(cell)), double(n) - torch::arange(qc, torch::kDouble) * cell);
-      return (sum / cnt.to(dev, torch::kFloat).view({1, 1, qc, 1})).reshape({H, qc, nc});
+      return (sum / rows_per_cell(n, cell, qc, dev).view({1, 1, qc, 1})).reshape({H, qc, nc});
     };
     mf.push_back(cells(block_mass));
     ms.push_back(cells(kept / sparsity.unsqueeze(-1)));
@@ -152,11 +157,12 @@ static LayerTensors layer_with_torch(const Tensor& q_in, const Tensor& k_in, con
   return r;
 }
 
-// q or k as the full rows' scores were taken: the GPU kernels read bf16 (fp16
-// stays fp16), so a reuse of their LSE must round the same way.
+// q or k in fp32 as the full rows' scores were taken: rounded to the
+// kernels' input dtype first when they measured them, so that a reuse of
+// their LSE sees the same values.
 static Tensor as_scored(const Tensor& x, bool by_kernels) {
   Tensor y = x.detach();
-  if (by_kernels && y.scalar_type() != torch::kHalf) y = y.to(torch::kBFloat16);
+  if (by_kernels) y = y.to(kernel_input_dtype(y));
   return y.to(torch::kFloat);
 }
 
@@ -168,12 +174,6 @@ static bool can_reuse_rows(const LayerAnalysis* prev, const AnalysisRequest& req
                            const Analysis* prev_analysis) {
   return prev && prev_analysis && prev->row_lse.defined() && prev->cell_maps.defined() && prev->row_stats.defined() &&
          a.cell_size % prev_analysis->cell_size == 0 && a.T > req.token_map_limit;
-}
-
-// Queries in each of the n_cells cells of `cell` tokens (the last may be short), as floats.
-static Tensor rows_per_cell(int64_t T, int64_t cell, int64_t n_cells, torch::Device dev) {
-  return torch::clamp_max(double(T) - torch::arange(n_cells, torch::TensorOptions().device(dev)) * double(cell),
-                          double(cell));
 }
 
 // A cell map (H, nc, nc) of cells `cell` tokens wide as one of cells `factor`

@@ -1,5 +1,11 @@
 #include "engine/metrics/analysis_kernels.h"
 
+namespace ssalab {
+torch::ScalarType kernel_input_dtype(const torch::Tensor& q) {
+  return q.scalar_type() == torch::kHalf ? torch::kHalf : torch::kBFloat16;
+}
+}  // namespace ssalab
+
 #ifdef SSALAB_WITH_CUDA
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -10,13 +16,30 @@
 
 namespace ssalab {
 
+// q and k as the kernels read them, and the backend that runs them; `cuda`
+// stays null when the kernels cannot take this call (not CUDA tensors, a
+// batch, a shape or rule the backend refuses).
+struct KernelInputs {
+  AttentionBackend* cuda = nullptr;
+  torch::Tensor q, k;
+};
+static KernelInputs kernel_inputs(const torch::Tensor& q_in, const torch::Tensor& k_in, const SparseSpec& spec,
+                                  int64_t q_offset) {
+  KernelInputs in;
+  AttentionBackend* cuda = cuda_backend();
+  if (!cuda || !q_in.is_cuda() || !k_in.is_cuda() || q_in.size(0) != 1) return in;
+  const auto dt = kernel_input_dtype(q_in);
+  in.q = q_in.detach().to(dt).contiguous(), in.k = k_in.detach().to(dt).contiguous();
+  if (cuda->supports(in.q, in.k, spec, q_offset).empty()) in.cuda = cuda;
+  return in;
+}
+
 bool analyze_layer_kernels(const torch::Tensor& q_in, const torch::Tensor& k_in, const SparseSpec& spec, int cell_size,
                            KernelLayerRows& out, int64_t q_offset) {
-  AttentionBackend* cuda = cuda_backend();
-  if (!cuda || !q_in.is_cuda() || !k_in.is_cuda()) return false;
-  const auto dt = q_in.scalar_type() == torch::kHalf ? torch::kHalf : torch::kBFloat16;
-  torch::Tensor q = q_in.detach().to(dt).contiguous(), k = k_in.detach().to(dt).contiguous();
-  if (q.size(0) != 1 || !cuda->supports(q, k, spec, q_offset).empty()) return false;
+  const KernelInputs in = kernel_inputs(q_in, k_in, spec, q_offset);
+  if (!in.cuda) return false;
+  AttentionBackend* cuda = in.cuda;
+  const torch::Tensor &q = in.q, &k = in.k;
   const int64_t H = q.size(1), Tq = q.size(2), Tk = k.size(2);
   const int64_t bs = spec.block_size, nb = (Tk + bs - 1) / bs, nrow = (Tq + cell_size - 1) / cell_size;
 
@@ -59,14 +82,13 @@ bool analyze_layer_kernels(const torch::Tensor& q_in, const torch::Tensor& k_in,
 
 bool selection_mass_kernels(const torch::Tensor& q_in, const torch::Tensor& k_in, const SparseSpec& spec,
                             const torch::Tensor& row_lse, KernelSelectionMass& out) {
-  AttentionBackend* cuda = cuda_backend();
-  if (!cuda || !q_in.is_cuda() || !k_in.is_cuda() || !row_lse.is_cuda() || q_in.size(0) != 1) return false;
-  const auto dt = q_in.scalar_type() == torch::kHalf ? torch::kHalf : torch::kBFloat16;
-  torch::Tensor q = q_in.detach().to(dt).contiguous(), k = k_in.detach().to(dt).contiguous();
-  if (!cuda->supports(q, k, spec).empty()) return false;
+  if (!row_lse.is_cuda()) return false;
+  const KernelInputs in = kernel_inputs(q_in, k_in, spec, 0);
+  if (!in.cuda) return false;
+  const torch::Tensor &q = in.q, &k = in.k;
   c10::cuda::CUDAGuard guard(q.device());
   torch::NoGradGuard no_grad;
-  out.blocks = cuda->select(q, k, spec).blocks;
+  out.blocks = in.cuda->select(q, k, spec).blocks;
   const torch::Tensor blocks = out.blocks.to(torch::kInt32).contiguous();
   const torch::Tensor lse = row_lse.to(torch::kFloat).contiguous();
   out.mass = torch::empty({q.size(1), q.size(2), int64_t(spec.top_k) + 1}, q.options().dtype(torch::kFloat));

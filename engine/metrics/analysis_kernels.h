@@ -11,6 +11,10 @@
 
 namespace ssalab {
 
+// The dtype the kernels read q and k in: fp16 stays fp16, anything else is
+// cast to bf16 (so a reuse of their figures must round the same way).
+torch::ScalarType kernel_input_dtype(const torch::Tensor& q);
+
 // Queries q (1, H, Tq, D) at positions q_offset.. against keys k (1, Hkv, Tk, D)
 // (attention.h's contract; the whole sequence: Tq = Tk, q_offset 0).
 struct KernelLayerRows {
