@@ -116,8 +116,9 @@ void DrawStatusBar(UiState& ui) {
     // what the last analysis cost: what turning k or the block size costs here
     const Analysis& a = *ui.snap->analysis;
     ImGui::SameLine();
-    ImGui::TextDisabled("| analysed %lld tokens in %.2f s%s", (long long)a.T, a.seconds,
-                        a.qk_reused ? " (selection only, on kept q and k)" : "");
+    ImGui::TextDisabled("| analysed %lld tokens in %.2f s%s%s", (long long)a.T, a.seconds,
+                        a.qk_reused ? " (selection only, on kept q and k)" : "",
+                        a.bf16_autocast ? " (fp32 model, bf16 autocast forward)" : "");
   }
   if (ui.snap && !ui.snap->attention_fallback.empty()) {
     // the kernels were asked for and the reference path ran: say so, once, here

@@ -489,6 +489,7 @@ struct Demo::Impl {
                         {"top_k", a->spec.top_k},
                         {"seconds", a->seconds},
                         {"on_kept_qk", a->qk_reused},
+                        {"bf16_autocast", a->bf16_autocast},
                         // a slider's change is published twice: its statistics,
                         // then with the sparse stream's token losses (seconds include them)
                         {"token_losses", !a->nll_sparse.empty()},

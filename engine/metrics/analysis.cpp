@@ -7,6 +7,7 @@
 #include "engine/metrics/analysis_kernels.h"
 #include "engine/memory/estimate.h"
 #include "engine/model/transformer.h"
+#include "engine/util/autocast.h"
 #include "engine/util/error.h"
 
 namespace ssalab {
@@ -376,6 +377,7 @@ std::vector<float> token_nll(Transformer& model, const Tensor& hidden, const Ten
 }
 
 static std::vector<float> stream_nll(Transformer& model, const Tensor& tokens, AttnMode mode, const SparseSpec& spec) {
+  Bf16AutocastScope autocast(wants_bf16_autocast(model.parameters().front()));
   ForwardOptions fo;
   fo.mode = mode;
   fo.spec = spec;
@@ -416,11 +418,21 @@ Analysis analyze(Transformer& model, const AnalysisRequest& req) {
   fo.capture = true;
   fo.hidden_only = true;
   torch::Tensor tokens = token_tensor(req.tokens, dev);
-  ForwardOutput out = model.forward(tokens, fo);
+  const bool autocast_forward = wants_bf16_autocast(model.parameters().front());
+  ForwardOutput out;
+  {
+    Bf16AutocastScope autocast(autocast_forward);
+    out = model.forward(tokens, fo);
+  }
   Analysis a = analyze_qk(out.q, out.k, req);
+  a.bf16_autocast = autocast_forward;
   if (req.token_losses && T >= 2) {
     // -log p(token t+1 | prefix) under both streams: which tokens sparse attention hurts
-    std::vector<float> here = token_nll(model, out.hidden, tokens), there = other_stream_nll(model, tokens, req);
+    std::vector<float> here, there = other_stream_nll(model, tokens, req);
+    {
+      Bf16AutocastScope autocast(autocast_forward);
+      here = token_nll(model, out.hidden, tokens);
+    }
     a.nll_full = req.inference == AttnMode::Full ? here : there;
     a.nll_sparse = req.inference == AttnMode::Full ? there : here;
   }
@@ -438,6 +450,7 @@ Analysis reanalyze(Transformer& model, const Analysis& previous, const AnalysisR
   for (const LayerAnalysis& L : previous.layers) q.push_back(L.q), k.push_back(L.k);
   Analysis a = analyze_qk(q, k, req, &previous);
   a.qk_reused = true;
+  a.bf16_autocast = previous.bf16_autocast;
   if (req.token_losses && a.T >= 2) {
     torch::NoGradGuard no_grad;
     Tensor tokens = token_tensor(req.tokens, model.parameters().front().device());

@@ -100,6 +100,7 @@ struct Analysis {
   // token_losses only: nll_*[i] = -log p(tokens[i+1] | prefix) in nats, (T-1)
   std::vector<float> nll_full, nll_sparse;
   bool qk_reused = false;  // made by reanalyze(): selection and statistics only, on kept q and k
+  bool bf16_autocast = false;  // an fp32 model on CUDA: the forward ran under bf16 autocast, as training does
   double seconds = 0;      // wall time the analysis took (analyze() or reanalyze(), token losses included)
   double mean_sparsity() const;  // over layers and heads
   double mean_entropy() const;

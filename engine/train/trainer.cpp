@@ -5,11 +5,9 @@
 #include <random>
 #include <sstream>
 
-#include <ATen/autocast_mode.h>
-#include <torch/version.h>
-
 #include "engine/attention/attention.h"
 #include "engine/checkpoint/checkpoint.h"
+#include "engine/util/autocast.h"
 #include "engine/util/error.h"
 #include "engine/util/hash.h"
 
@@ -80,29 +78,6 @@ torch::Device resolve_device(const std::string& name) {
   return torch::cuda::is_available() ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
 }
 
-// bf16 autocast for CUDA forward passes; the API moved between LibTorch 1.x and 2.x.
-struct AutocastScope {
-  bool on;
-  explicit AutocastScope(bool enable) : on(enable) {
-    if (!on) return;
-#if TORCH_VERSION_MAJOR >= 2
-    at::autocast::set_autocast_enabled(at::kCUDA, true);
-    at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
-#else
-    at::autocast::set_enabled(true);
-    at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
-#endif
-  }
-  ~AutocastScope() {
-    if (!on) return;
-#if TORCH_VERSION_MAJOR >= 2
-    at::autocast::set_autocast_enabled(at::kCUDA, false);
-#else
-    at::autocast::set_enabled(false);
-#endif
-    at::autocast::clear_cache();
-  }
-};
 
 Trainer::Trainer(std::shared_ptr<Transformer> model, TrainConfig train, std::shared_ptr<const TokenData> data,
                  DataShard shard)
@@ -193,7 +168,7 @@ MetricPoint Trainer::step() {
     }
     Tensor loss, ce;
     {
-      AutocastScope autocast(cuda_bf16);
+      Bf16AutocastScope autocast(cuda_bf16);
       ForwardOutput out = model_->forward(inputs, fo);
       ce = lm_loss(out.logits, targets);
       loss = ce;

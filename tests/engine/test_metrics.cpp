@@ -292,6 +292,47 @@ TEST_CASE("on CUDA, a k or block-size change reuses the kernels' rows and equals
   }
 }
 
+TEST_CASE("on CUDA, an fp32 model is analysed with its forward under bf16 autocast, through the kernels", "[metrics][cuda]") {
+  if (!torch::cuda::is_available()) {
+    WARN("no CUDA device: skipped");
+    return;
+  }
+  ModelConfig c = test::micro_model();
+  c.head_dim = 64;  // the kernels' head dims are 64 and 128
+  c.num_kv_heads = 1;
+  c.max_position = 1024;
+  c.block_size = 16;
+  c.block_counts = 4;
+  Transformer m(c);
+  m.init_weights(5);
+  AnalysisRequest req;
+  for (int i = 0; i < 512; ++i) req.tokens.push_back((i * 37 + 11) % c.vocab_size);
+  req.spec = {16, 4};
+  req.token_map_limit = 0;
+  req.token_losses = true;
+  const Analysis on_cpu = analyze(m, req);  // fp32 throughout
+  REQUIRE_FALSE(on_cpu.bf16_autocast);
+  m.to(torch::kCUDA);  // fp32 weights on the GPU, as the app's own training model
+  const Analysis on_gpu = analyze(m, req);
+  REQUIRE(on_gpu.bf16_autocast);
+  for (const LayerAnalysis& L : on_gpu.layers) {
+    REQUIRE(L.by_kernels);
+    // bf16 q and k: the forward's attention took the kernels, not the fp32 reference path
+    REQUIRE(L.q.scalar_type() == torch::kBFloat16);
+  }
+  // the same model in bf16 rounding: figures close to the fp32 CPU analysis
+  REQUIRE(on_gpu.mean_entropy() == Approx(on_cpu.mean_entropy()).epsilon(0.03));
+  REQUIRE(on_gpu.mean_sparsity() == Approx(on_cpu.mean_sparsity()).epsilon(0.03));
+  REQUIRE(on_gpu.nll_full.size() == on_cpu.nll_full.size());
+  REQUIRE(on_gpu.nll_sparse.size() == on_cpu.nll_sparse.size());
+  double mean_gap = 0;
+  for (size_t i = 0; i < on_cpu.nll_sparse.size(); ++i) mean_gap += std::fabs(on_gpu.nll_sparse[i] - on_cpu.nll_sparse[i]);
+  REQUIRE(mean_gap / double(on_cpu.nll_sparse.size()) < 0.05);
+  // a slider change on the kept bf16 q and k says the same
+  req.spec = {16, 2};
+  REQUIRE(reanalyze(m, on_gpu, req).bf16_autocast);
+}
+
 TEST_CASE("on CUDA, long inputs are analysed by the kernels and agree with LibTorch", "[metrics][cuda]") {
   if (!torch::cuda::is_available()) {
     WARN("no CUDA device: skipped");
