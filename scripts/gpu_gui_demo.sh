@@ -139,7 +139,7 @@ for name in ("model-demo", "train-demo"):
     print(f"== {name}: ok={s['ok']} {s.get('error', '')} gpu peak {s.get('gpu_peak_allocated_gb', 0):.2f} GB")
     for a in s["analyses"]:
         print(f"  {a['stage']:<28} T {a['tokens']:>6} k {a['top_k']:>2} bs {a['block_size']:>3} "
-              f"{a['seconds']:.3f} s kept q,k {a['on_kept_qk']} kept rows {a.get('from_kept_rows')} losses {a.get('token_losses')} kernels {a['by_gpu_kernels']}")
+              f"{a['seconds']:.3f} s kept q,k {a['on_kept_qk']} kept rows {a.get('from_kept_rows')} losses {a.get('token_losses')} kernels {a['by_gpu_kernels']} autocast {a.get('bf16_autocast')}")
     for T, phases in s["frame_ms"].items():
         for phase, f in phases.items():
             print(f"  frames {T} {phase}: median {f['median_ms']:.1f} ms, p99 {f['p99_ms']:.1f} ms ({f['frames']})")
