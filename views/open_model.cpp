@@ -150,6 +150,18 @@ void draw_attach(UiState& ui, const Snapshot* snap) {
 
 }  // namespace
 
+namespace {
+// Where opened models go: the session's device (train.device), set once at
+// start-up, so that Compare and Paradox analyse beside the session's model.
+std::mutex g_models_device_mutex;
+std::string g_models_device = "auto";
+}  // namespace
+
+void SetModelsDevice(const std::string& device) {
+  std::lock_guard<std::mutex> lock(g_models_device_mutex);
+  g_models_device = device;
+}
+
 std::shared_ptr<OpenedModel> open_with_tokenizer(const std::string& source) {
   // One load at a time: each load's memory check must see what the previous
   // one took (four 1B models at once would all pass it, then not fit).
@@ -157,7 +169,10 @@ std::shared_ptr<OpenedModel> open_with_tokenizer(const std::string& source) {
   std::lock_guard<std::mutex> lock(one_at_a_time);
   auto om = std::make_shared<OpenedModel>();
   LoadOptions lo;
-  lo.device = resolve_device("auto");  // a GPU when there is one, as the session's models
+  {
+    std::lock_guard<std::mutex> device_lock(g_models_device_mutex);
+    lo.device = resolve_device(g_models_device);
+  }
   om->ck = load_checkpoint(source, lo);
   try {
     om->tok = tokenizer::load_tokenizer(om->ck.dir);

@@ -41,6 +41,9 @@ uint64_t OpenModel(UiState& ui, const std::string& source);
 // Paradox: adds a model (folder or hub id) as one more column.
 void ParadoxAdd(UiState& ui, const std::string& source);
 void DrawExport(UiState& ui);
+// The device models opened by the views (Open Model, Compare, Paradox) go to:
+// "auto", "cpu" or "cuda", as the session's train.device. Call before loading.
+void SetModelsDevice(const std::string& device);
 // Paradox: load the shipped FullAttn/MoBA/SSA models from dir/{full,moba,ssa}
 // (no-op when absent or already loaded).
 void ParadoxLoad(const std::string& dir);

@@ -165,6 +165,7 @@ int run_gui(const GuiOptions& opt_in) {
   // The shipped FullAttn / MoBA / SSA models open in the Paradox view; the
   // scripted demo keeps its fixed layout without it.
   ui.show_paradox = !demo_mode;
+  views::SetModelsDevice(opt.session.train.device);  // beside the session's model
   if (!demo_mode) views::ParadoxLoad(models_dir);
   std::unique_ptr<Session> session;
   try {
