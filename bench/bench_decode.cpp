@@ -85,7 +85,9 @@ double rel(const Tensor& a, const Tensor& b) {
 void attention_rows(const std::vector<int>& contexts, const std::vector<int>& batches, int iters) {
   struct Heads { int Hq, Hkv, D; const char* name; };
   const Heads shapes[] = {{32, 2, 64, "1B layer 32q/2kv d64"}, {16, 1, 128, "16q/1kv d128"}};
-  const SparseSpec specs[] = {{16, 16, SelectionRule::TopK}, {64, 16, SelectionRule::TopK}};
+  // the released checkpoints' rule beside the exact top-k (decode.cuh)
+  const SparseSpec specs[] = {{16, 16, SelectionRule::TopK}, {16, 16, SelectionRule::NsaChunked},
+                              {64, 16, SelectionRule::TopK}};
   AttentionBackend& cuda = *cuda_backend();
   std::printf("\n## Attention per decoded token (bf16, one layer, L2 flushed; ms, median of %d)\n\n", iters);
   std::printf("| heads | context | batch | block/k | dense SDPA gqa | dense SDPA expanded | sparse decode | kernels alone | kernels/dense"
@@ -130,8 +132,8 @@ void attention_rows(const std::vector<int>& contexts, const std::vector<int>& ba
           const int nbc = T / spec.block_size;
           const double sparse_bytes =
               B * h.Hkv * (double(nbc) * h.D * 4 + 2.0 * spec.top_k * spec.block_size * h.D * 2);
-          std::printf("| %s | %d | %d | %d/%d | %.4f | %s | %.4f | %.4f | %.3f | %.3f | %.0f | %s |\n", h.name, T, B,
-                      spec.block_size, spec.top_k, dense,
+          std::printf("| %s | %d | %d | %d/%d%s | %.4f | %s | %.4f | %.4f | %.3f | %.3f | %.0f | %s |\n", h.name, T, B,
+                      spec.block_size, spec.top_k, spec.rule == SelectionRule::NsaChunked ? " nsa-chunked" : "", dense,
                       expanded < 0 ? "-" : std::to_string(expanded).substr(0, 6).c_str(), sparse, kernels,
                       kernels / dense, sparse_bytes / dense_bytes, sparse_bytes / (kernels * 1e6), check.c_str());
           std::fflush(stdout);

@@ -5,6 +5,7 @@
 
 #include "common.cuh"
 #include "decode.cuh"
+#include "select.cuh"  // kNsaChunkBlocks
 
 namespace ssa {
 
@@ -56,7 +57,7 @@ __host__ __device__ inline AttendSmem attend_smem(int G, int D, int chunks, int 
   s.stats = take(size_t(G) * 2 * 4 + size_t(kWarps) * G * 3 * 4);  // M, Z; per warp m, l, factor
   s.cand_val = take(size_t(candidates) * 4);
   s.cand_idx = take(size_t(candidates) * 4);
-  s.next_cand = take(size_t(chunks) * 4);
+  s.next_cand = take(size_t(chunks) * 2 * 4);  // two lists per chunk under the nsa-chunked rule
   s.sel = take(size_t(K) * 4);
   s.pbuf = take(size_t(kWarps) * G * 32 * 4);
   s.kv = take(size_t(kWarps) * 2 * 32 * kv_row_bytes(D));
@@ -200,6 +201,29 @@ __global__ void __launch_bounds__(kScoreThreads) decode_scores(DecodeParams p) {
   }
 }
 
+// The candidate lists of a step. The exact rule keeps one list per chunk of
+// 128 blocks: its best `picks`. The nsa-chunked rule keeps two, the blocks
+// before `split` (the completed K-block chunks) and those from it on (the
+// own block's chunk), with `quota[0]` and `quota[1]` slots; the second list
+// starts at slot quota[0] of the chunk's `picks`.
+struct CandidateLists {
+  int lists = 1, split = INT_MAX, quota[2] = {0, 0};
+  __host__ __device__ int list_of(int j) const { return j >= split ? 1 : 0; }
+  __host__ __device__ int start(int list) const { return list ? quota[0] : 0; }
+};
+__host__ __device__ inline CandidateLists candidate_lists(const DecodeParams& p) {
+  const int own = (p.Tk - 1) / p.block_size, nbc = p.Tk / p.block_size, K = p.top_k;
+  CandidateLists c;
+  c.quota[0] = K - 1 < nbc ? K - 1 : nbc;
+  if (p.nsa_chunked && K >= kNsaChunkBlocks && own >= K) {  // past the first chunk (then nbc >= K)
+    c.lists = 2;
+    c.split = own / K * K;
+    c.quota[0] = K / 2;
+    c.quota[1] = K - K / 2 - 1;
+  }
+  return c;
+}
+
 // (value desc, index asc): whether (va, ia) ranks before (vb, ib).
 __device__ __forceinline__ bool ranks_before(float va, int ia, float vb, int ib) {
   return va > vb || (va == vb && ia < ib);
@@ -253,21 +277,31 @@ __global__ void __launch_bounds__(kScoreThreads) decode_pick(DecodeParams p) {
   }
   // each block's rank in the chunk by counting those before it (value desc,
   // index asc; the index order is the thread order): one barrier
+  float* cand_v = p.workspace + logits_elems(p) + partial_elems(p) + (group * nchunks + chunk) * kMaxPicks;
+  int* cand_i = reinterpret_cast<int*>(cand_v + candidate_elems(p));
+  const CandidateLists lists = candidate_lists(p);
+  if (lists.lists == 2 && tid < picks) cand_v[tid] = -1.f, cand_i[tid] = -1;  // slots a list cannot fill
   probs[tid] = prob;
   __syncthreads();
   int rank = 0;
-  const float4* probs4 = reinterpret_cast<const float4*>(probs);
+  if (lists.lists == 1) {
+    const float4* probs4 = reinterpret_cast<const float4*>(probs);
 #pragma unroll 4
-  for (int u = 0; u < kScoreThreads / 4; ++u) {
-    const float4 v = probs4[u];
-    rank += (v.x > prob || (v.x == prob && 4 * u < tid)) + (v.y > prob || (v.y == prob && 4 * u + 1 < tid)) +
-            (v.z > prob || (v.z == prob && 4 * u + 2 < tid)) + (v.w > prob || (v.w == prob && 4 * u + 3 < tid));
+    for (int u = 0; u < kScoreThreads / 4; ++u) {
+      const float4 v = probs4[u];
+      rank += (v.x > prob || (v.x == prob && 4 * u < tid)) + (v.y > prob || (v.y == prob && 4 * u + 1 < tid)) +
+              (v.z > prob || (v.z == prob && 4 * u + 2 < tid)) + (v.w > prob || (v.w == prob && 4 * u + 3 < tid));
+    }
+  } else {
+    // ranked within its own list only: the threads on the same side of the split
+    const int mine = lists.list_of(j), base = chunk * kScoreThreads;
+    const int lo = mine ? max(lists.split - base, 0) : 0, hi = mine ? kScoreThreads : min(lists.split - base, kScoreThreads);
+    for (int u = lo; u < hi; ++u) rank += probs[u] > prob || (probs[u] == prob && u < tid);
   }
-  if (rank < picks) {
-    float* cand_v = p.workspace + logits_elems(p) + partial_elems(p) + (group * nchunks + chunk) * kMaxPicks;
-    int* cand_i = reinterpret_cast<int*>(cand_v + candidate_elems(p));
-    cand_v[rank] = prob >= 0.f ? prob : -1.f;
-    cand_i[rank] = prob >= 0.f ? j : -1;
+  const int list = lists.list_of(j);
+  if (rank < lists.quota[list] && (lists.lists == 1 || prob >= 0.f)) {
+    cand_v[lists.start(list) + rank] = prob >= 0.f ? prob : -1.f;
+    cand_i[lists.start(list) + rank] = prob >= 0.f ? j : -1;
   }
 }
 
@@ -312,19 +346,25 @@ __global__ void __launch_bounds__(kWarps * 32) decode_attend(DecodeParams p) {
   }
   __syncthreads();
   if (warp == 0) {
-    // each chunk's list is in rank order, so the best remaining block is
-    // always first in what is left of one list: a pick scans nchunks candidates, not all of them
-    for (int c = lane; c < nchunks; c += 32) next_cand[c] = 0;
+    // each chunk's lists are in rank order, so the best remaining block is
+    // always first in what is left of one list: a pick scans each list's
+    // head, not every candidate. `left` counts what each side may still take
+    // (the nsa-chunked rule's quotas; one side and all picks for the exact rule).
+    const CandidateLists lists = candidate_lists(p);
+    const int nlists = nchunks * lists.lists;
+    int left[2] = {lists.quota[0], lists.quota[1]};
+    for (int c = lane; c < nlists; c += 32) next_cand[c] = 0;
     if (lane == 0) sel[0] = own;
     __syncwarp();
     for (int r = 0; r < picks; ++r) {
       float v = -1.f;
       int i = INT_MAX, at = -1;
-      for (int c = lane; c < nchunks; c += 32) {
-        const int at_c = next_cand[c];
-        if (at_c >= picks) continue;
-        const float cv = cand_val[c * picks + at_c];
-        const int ci = cand_idx[c * picks + at_c];
+      for (int c = lane; c < nlists; c += 32) {
+        const int side = c % lists.lists, at_c = next_cand[c];
+        if (left[side] == 0 || at_c >= lists.quota[side]) continue;
+        const int slot = (c / lists.lists) * picks + lists.start(side) + at_c;
+        const float cv = cand_val[slot];
+        const int ci = cand_idx[slot];
         if (cv >= 0.f && ranks_before(cv, ci, v, i)) v = cv, i = ci, at = c;
       }
       // the warp's best in two reductions: the largest value (as ordered bits,
@@ -333,6 +373,7 @@ __global__ void __launch_bounds__(kWarps * 32) decode_attend(DecodeParams p) {
       const unsigned best_key = __reduce_max_sync(0xffffffffu, key);
       const unsigned best_i = __reduce_min_sync(0xffffffffu, best_key && key == best_key ? unsigned(i) : UINT_MAX);
       if (best_key && key == best_key && unsigned(i) == best_i) ++next_cand[at];  // the winner's list moves on
+      if (best_key) --left[lists.list_of(int(best_i))];
       if (lane == 0) sel[1 + r] = best_key ? int(best_i) : -1;
       __syncwarp();
     }

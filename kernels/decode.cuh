@@ -7,6 +7,10 @@
 // (j < Tk / bs), summed over the KV group's heads; the own block p / bs first,
 // then the best K - 1 blocks before it by falling score, ties to the lower
 // index, -1 where there are fewer. Attention then reads only those blocks.
+// With nsa_chunked (K >= 16, the own block past the first K blocks) the K - 1
+// slots are split as select.cuh does: the best K/2 of the completed K-block
+// chunks and the best K - K/2 - 1 of the chunk holding the own block, merged
+// in the same order; slots a side cannot fill stay -1.
 //
 // Three launches:
 //   decode_scores: grid (ceil(nbc / 128), Hkv, B): the G heads' logits
@@ -41,6 +45,7 @@ struct DecodeParams {
   int B = 0, Hq = 0, Hkv = 0, D = 0;
   int Tk = 0;                // keys in the cache; the query is at Tk - 1
   int block_size = 16, top_k = 16;
+  bool nsa_chunked = false;  // the released kernel's chunked rule (select.cuh) instead of the exact top-k
   float scale = 0.f;         // 0: 1/sqrt(D)
   DType dtype = DType::bf16;
 };

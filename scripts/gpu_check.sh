@@ -87,8 +87,8 @@ if [ "$STAGE" = decode ] || [ "$STAGE" = analysis ]; then
     echo "test_kernel_backend rc=$?"; grep -E "FAIL|failed" "$OUT/kernel_backend.txt" | tail -5
     timeout 240 ./build-gpu/ssalab_decode_bench ${DECODE_BENCH_ARGS:-} 2>&1 | tee "$OUT/decode_bench.txt"
     for tool in memcheck racecheck; do
-      timeout 120 compute-sanitizer --tool $tool --kernel-name kns=decode_ ./build-gpu/ssalab_decode_bench \
-        --contexts 8192 --batches 1,32 --iters 1 --no-model > "$OUT/decode_$tool.txt" 2>&1
+      timeout 200 compute-sanitizer --tool $tool --kernel-name kns=decode_ ./build-gpu/ssalab_decode_bench \
+        --contexts 8192 --batches 1,4 --iters 1 --no-model > "$OUT/decode_$tool.txt" 2>&1
       echo "$tool rc=$?: $(grep SUMMARY "$OUT/decode_$tool.txt")"
     done
   else

@@ -79,21 +79,27 @@ static void check_chunked(AttentionBackend& cuda, AttentionBackend& ref, const T
 // The decode kernel (AttentionBackend::decode on CUDA) against the reference:
 // the selection slot for slot and the output, over shapes that reach its
 // edges: a context shorter than k blocks, a partial own block, G from 1 to 32,
-// a group's heads split over CTAs (small batches) or kept in one (large ones).
+// a group's heads split over CTAs (small batches) or kept in one (large ones);
+// and the nsa-chunked rule: inside the first chunk (exact top-k), an empty
+// current chunk, a current chunk spanning two of decode_pick's CTAs (k 48).
 static void check_decode(AttentionBackend& cuda) {
-  struct C { torch::ScalarType dt; int B, Hq, Hkv, Tk, D, bs, K; };
-  for (C c : {C{torch::kBFloat16, 2, 16, 1, 333, 64, 16, 8}, C{torch::kHalf, 3, 8, 8, 500, 128, 64, 3},
-              C{torch::kBFloat16, 1, 32, 1, 4097, 64, 32, 16}, C{torch::kBFloat16, 4, 32, 2, 40, 64, 16, 3},
-              C{torch::kBFloat16, 1, 16, 1, 9000, 128, 16, 64}, C{torch::kHalf, 2, 4, 2, 16, 64, 16, 1},
+  constexpr SelectionRule kTopK = SelectionRule::TopK, kChunked = SelectionRule::NsaChunked;
+  struct C { torch::ScalarType dt; int B, Hq, Hkv, Tk, D, bs, K; SelectionRule rule; };
+  for (C c : {C{torch::kBFloat16, 2, 16, 1, 333, 64, 16, 8, kTopK}, C{torch::kHalf, 3, 8, 8, 500, 128, 64, 3, kTopK},
+              C{torch::kBFloat16, 1, 32, 1, 4097, 64, 32, 16, kTopK}, C{torch::kBFloat16, 4, 32, 2, 40, 64, 16, 3, kTopK},
+              C{torch::kBFloat16, 1, 16, 1, 9000, 128, 16, 64, kTopK}, C{torch::kHalf, 2, 4, 2, 16, 64, 16, 1, kTopK},
               // batches of more groups than SMs: each group's heads in one CTA (16 and 32 of them)
-              C{torch::kBFloat16, 70, 32, 2, 300, 64, 16, 4}, C{torch::kBFloat16, 140, 32, 1, 200, 64, 16, 5}}) {
-    std::printf("[decode %s B%d Hq%d Hkv%d Tk%d D%d bs%d k%d]\n", c.dt == torch::kHalf ? "fp16" : "bf16", c.B, c.Hq,
-                c.Hkv, c.Tk, c.D, c.bs, c.K);
+              C{torch::kBFloat16, 70, 32, 2, 300, 64, 16, 4, kTopK}, C{torch::kBFloat16, 140, 32, 1, 200, 64, 16, 5, kTopK},
+              C{torch::kBFloat16, 1, 16, 1, 250, 64, 16, 16, kChunked}, C{torch::kBFloat16, 2, 16, 1, 4097, 64, 32, 16, kChunked},
+              C{torch::kBFloat16, 1, 32, 2, 5000, 64, 16, 16, kChunked}, C{torch::kHalf, 3, 16, 1, 10565, 128, 16, 48, kChunked},
+              C{torch::kBFloat16, 1, 16, 1, 9000, 128, 16, 64, kChunked}, C{torch::kBFloat16, 70, 32, 2, 3000, 64, 16, 16, kChunked}}) {
+    std::printf("[decode %s B%d Hq%d Hkv%d Tk%d D%d bs%d k%d %s]\n", c.dt == torch::kHalf ? "fp16" : "bf16", c.B, c.Hq,
+                c.Hkv, c.Tk, c.D, c.bs, c.K, to_string(c.rule));
     auto o = torch::TensorOptions().device(torch::kCUDA).dtype(c.dt);
     // a cache with room to spare: the kernel reads it through strides
     Tensor kc = torch::randn({c.B, c.Hkv, c.Tk + 9, c.D}, o), vc = torch::randn_like(kc);
     Tensor k = kc.narrow(2, 0, c.Tk), v = vc.narrow(2, 0, c.Tk), q = torch::randn({c.B, c.Hq, 1, c.D}, o);
-    SparseSpec spec{c.bs, c.K};
+    SparseSpec spec{c.bs, c.K, c.rule};
     Tensor bk = complete_block_means(k.to(torch::kFloat), c.bs);
     Tensor blocks, ref_blocks;
     Tensor out = cuda.decode(q, k, v, bk, spec, &blocks);
@@ -112,10 +118,11 @@ static void check_decode(AttentionBackend& cuda) {
   m.to(torch::kCUDA, torch::kBFloat16);
   m.eval();
   torch::NoGradGuard ng;
-  SparseSpec spec{16, 4};
   torch::manual_seed(5);
   Tensor ids = torch::randint(0, mc.vocab_size, {1, 300}, torch::TensorOptions().dtype(torch::kLong)).to(torch::kCUDA);
-  for (AttnMode mode : {AttnMode::Sparse, AttnMode::Full}) {
+  // k 16 nsa-chunked: from token 256 on the own block is past the first chunk
+  for (auto [mode, spec] : {std::pair{AttnMode::Sparse, SparseSpec{16, 4}}, std::pair{AttnMode::Full, SparseSpec{16, 4}},
+                            std::pair{AttnMode::Sparse, SparseSpec{16, 16, SelectionRule::NsaChunked}}}) {
     Decoder d(m, 1, 300, spec);
     d.feed(ids.narrow(1, 0, 280), mode);
     // bf16: q of one token and of the whole sequence round differently, which
@@ -130,8 +137,8 @@ static void check_decode(AttentionBackend& cuda) {
       errs.push_back(rel(step, whole));
     }
     std::sort(errs.begin(), errs.end());
-    std::printf("  %s: model steps vs whole forward: median rel %.3g, worst %.3g\n", to_string(mode),
-                errs[errs.size() / 2], errs.back());
+    std::printf("  %s %s: model steps vs whole forward: median rel %.3g, worst %.3g\n", to_string(mode),
+                to_string(spec.rule), errs[errs.size() / 2], errs.back());
     check(errs[errs.size() / 2] < 3e-2, "decode: model steps == whole forward (bf16, median)", errs[errs.size() / 2]);
   }
 }
