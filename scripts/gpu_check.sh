@@ -15,6 +15,7 @@
 #   bash scripts/gpu_check.sh decode   # the decode kernel: its tests, benchmark (its arguments in
 #                                      # $DECODE_BENCH_ARGS), compute-sanitizer
 #   bash scripts/gpu_check.sh analysis # the app's analysis on a 1B model at 8K and 32K tokens
+#   bash scripts/gpu_check.sh trainprof # the small preset's training step at 8K, then full and ssa under nsys
 #   bash scripts/gpu_check.sh kbench   # kernel benchmark (not part of all); builds only its
 #                                      # targets, so it also runs on a fresh machine
 #   KBENCH_SHAPES=C bash scripts/gpu_check.sh kbench
@@ -57,6 +58,26 @@ fi
 if [ "$STAGE" = bench ] || [ "$STAGE" = all ]; then
   echo "== training throughput, small preset, 8K context, batch 1 (bf16 autocast, CUDA kernels)"
   timeout 300 ./build-gpu/ssalab_bench small 5 8192 1 2>&1 | tee "$OUT/bench_small_8k.txt"
+fi
+if [ "$STAGE" = trainprof ]; then
+  # issue 12 part 3: where an SSA training step spends its time beyond FullAttn's
+  # (small preset, 8K, batch 1): the bench, then each method alone under nsys
+  [ -f build-gpu/build.ninja ] || configure
+  cmake --build build-gpu -j16 --target ssalab_bench > "$OUT/trainprof_build.txt" 2>&1 ||
+    { grep -E "error|Error" -A4 "$OUT/trainprof_build.txt" | head -40; exit 1; }
+  timeout 200 ./build-gpu/ssalab_bench small 5 8192 1 2>&1 | tee "$OUT/bench_small_8k.txt"
+  NSYS=$(command -v nsys || ls /usr/local/cuda/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys 2>/dev/null | head -1)
+  if [ -n "$NSYS" ]; then
+    for m in full ssa; do
+      timeout 200 "$NSYS" profile --force-overwrite true -o /tmp/trainprof_$m ./build-gpu/ssalab_bench small 3 8192 1 $m \
+        > "$OUT/trainprof_$m.log" 2>&1
+      timeout 120 "$NSYS" stats --report cuda_gpu_kern_sum --format csv /tmp/trainprof_$m.nsys-rep \
+        > "$OUT/trainprof_${m}_kernels.csv" 2>&1
+      echo "$m: $(wc -l < "$OUT/trainprof_${m}_kernels.csv") kernel rows"
+    done
+  else
+    echo "no nsys on this machine"
+  fi
 fi
 if [ "$STAGE" = load1b ]; then
   # issue 10's numbers on the GPU: a random-weight 1B model in the released
