@@ -104,7 +104,9 @@ TEST_CASE("estimates bound the peak memory of real runs, and what will not fit i
     for (int i = 0; i < 150; ++i) text += "the quick brown fox jumps over the lazy dog and attention goes on. ";
     std::ofstream(dir + "/text.txt") << text;
     const std::string args = "analyze " + std::string(SSALAB_SOURCE_DIR) + "/assets/models/ssa --text-file " + dir +
-                             "/text.txt --no-png --no-npy --out " + dir + "/analysis";
+                             "/text.txt --no-png --no-npy --device cpu --out " + dir + "/analysis";
+    // (on the CPU: the measure is the process's resident size, which on a GPU
+    // machine would count the CUDA context's host memory, not the estimate's device memory)
     CommandResult refused = run_ssalab(args, "SSALAB_MEMORY_LIMIT=40M");  // room for the model's weights, not the analysis
     INFO(refused.output);
     REQUIRE(refused.code != 0);
