@@ -16,6 +16,26 @@ namespace ssalab::views {
 
 namespace {
 
+// Each layer's selection locality for the analysis on screen, computed when
+// first hovered (a pass over the layer's selections) and kept until the
+// analysis changes.
+struct LocalityCache {
+  const Analysis* of = nullptr;  // with its wall time: a new analysis may reuse a freed one's address
+  double of_seconds = -1;
+  std::vector<int> done;
+  std::vector<SelectionLocality> layers;
+  const SelectionLocality* get(const Analysis& a, int layer) {
+    if (of != &a || of_seconds != a.seconds) {
+      of = &a, of_seconds = a.seconds;
+      done.assign(a.layers.size(), 0), layers.assign(a.layers.size(), {});
+    }
+    if (a.layers[layer].selected.empty()) return nullptr;
+    if (!done[layer]) layers[layer] = layer_selection_locality(a, layer), done[layer] = 1;
+    return &layers[layer];
+  }
+};
+LocalityCache g_locality;
+
 struct Metric {
   const char* name;
   const char* help;
@@ -145,6 +165,9 @@ void DrawLayerMetrics(UiState& ui) {
     ImGui::Text("entropy %.3f nats", s.entropy);
     ImGui::Text("sink token %.4f  sink block %.4f", s.sink_token, s.sink_block);
     ImGui::Text("KL(sparse||full) %.4f", s.kl_sparse_full);
+    if (const SelectionLocality* loc = g_locality.get(*a, hl))
+      ImGui::Text("layer %d: neighbours share %.0f%% of their blocks;\n%d queries select %.1f distinct blocks",
+                  hl, 100 * loc->neighbour_overlap, loc->tile, loc->tile_union);
     ImGui::TextDisabled("click: show in the attention map");
     ImGui::EndTooltip();
     if (clicked) {

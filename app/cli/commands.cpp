@@ -314,6 +314,19 @@ int cmd_analyze(const AnalyzeArgs& a) {
   std::printf("mean AttnSparsity %.4f, mean entropy %.4f nats over %lld tokens (k=%d, block=%d, rule %s, %s inference)\n",
               an.mean_sparsity(), an.mean_entropy(), (long long)an.T, an.spec.top_k, an.spec.block_size,
               to_string(an.spec.rule), to_string(an.inference));
+  if (!an.layers.empty() && !an.layers[0].selected.empty()) {
+    // what a kernel sharing a query tile's blocks would save on this text
+    double overlap = 0, distinct = 0, reuse = 0;
+    for (int l = 0; l < an.num_layers; ++l) {
+      const SelectionLocality loc = layer_selection_locality(an, l);
+      overlap += loc.neighbour_overlap / an.num_layers;
+      distinct += loc.tile_union / an.num_layers;
+      reuse += loc.tile_reuse / an.num_layers;
+    }
+    std::printf("selections: neighbouring queries share %.1f%% of their blocks; 64 consecutive queries select %.1f "
+                "distinct blocks, each %.1f times (means over layers and KV heads)\n",
+                100 * overlap, distinct, reuse);
+  }
   std::printf("wrote %s/analysis.json, analysis.csv%s%s\n", a.out_dir.c_str(),
               a.png ? ", layer*_{full,sparse,dropped}.png" : "", a.npy ? ", *.npy arrays" : "");
   return 0;

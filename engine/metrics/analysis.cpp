@@ -497,6 +497,11 @@ QueryDetail query_detail(const Analysis& a, int layer, int head, int64_t query) 
   return d;
 }
 
+SelectionLocality layer_selection_locality(const Analysis& a, int layer, int tile) {
+  if (layer < 0 || layer >= int(a.layers.size())) throw Error("selection locality: no layer " + std::to_string(layer));
+  return selection_locality(a.layers[layer].selected, a.num_kv_heads, a.T, a.spec.top_k, tile);
+}
+
 nlohmann::json to_json(const Analysis& a) {
   nlohmann::json layers = nlohmann::json::array();
   for (size_t l = 0; l < a.layers.size(); ++l) {
@@ -508,7 +513,15 @@ nlohmann::json to_json(const Analysis& a) {
                        {"sink_token", h.sink_token},
                        {"sink_block", h.sink_block},
                        {"kl_sparse_full", h.kl_sparse_full}});
-    layers.push_back({{"layer", l}, {"by_gpu_kernels", a.layers[l].by_kernels}, {"heads", heads}});
+    nlohmann::json layer = {{"layer", l}, {"by_gpu_kernels", a.layers[l].by_kernels}, {"heads", heads}};
+    if (!a.layers[l].selected.empty()) {
+      const SelectionLocality loc = layer_selection_locality(a, int(l));
+      layer["selection_locality"] = {{"neighbour_overlap", loc.neighbour_overlap},
+                                     {"tile_queries", loc.tile},
+                                     {"tile_distinct_blocks", loc.tile_union},
+                                     {"tile_selections_per_block", loc.tile_reuse}};
+    }
+    layers.push_back(layer);
   }
   return {{"tokens", a.T},
           {"inference", to_string(a.inference)},

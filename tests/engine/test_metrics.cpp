@@ -107,6 +107,40 @@ TEST_CASE("query_detail agrees with the layer statistics", "[metrics]") {
   REQUIRE_THROWS(query_detail(a, 0, 9, 0));
 }
 
+TEST_CASE("selection locality: neighbours' shared blocks and a tile's distinct blocks", "[metrics]") {
+  // one group, 4 rows of K = 2: {0}, {0,1}, {0,1}, {2,5}
+  std::vector<int32_t> sel = {0, -1, 1, 0, 1, 0, 2, 5};
+  SelectionLocality a = selection_locality(sel, 1, 4, 2, 2);
+  REQUIRE(a.neighbour_overlap == Approx((0.5 + 1.0 + 0.0) / 3));
+  REQUIRE(a.tile_union == Approx((2.0 + 4.0) / 2));      // tiles {0,1} and {0,1,2,5}
+  REQUIRE(a.tile_reuse == Approx((3.0 / 2 + 4.0 / 4) / 2));
+  SelectionLocality whole = selection_locality(sel, 1, 4, 2, 64);  // one short tile
+  REQUIRE(whole.tile_union == Approx(4.0));
+  REQUIRE(whole.tile_reuse == Approx(7.0 / 4));
+  // a second group with the same rows: the same means; the first row of a group has no neighbour
+  std::vector<int32_t> two = sel;
+  two.insert(two.end(), sel.begin(), sel.end());
+  SelectionLocality b = selection_locality(two, 2, 4, 2, 2);
+  REQUIRE(b.neighbour_overlap == Approx(a.neighbour_overlap));
+  REQUIRE(b.tile_union == Approx(a.tile_union));
+  // a sliding window of blocks shares nearly everything; scattered blocks share nothing
+  const int64_t T = 256, K = 4;
+  std::vector<int32_t> window(size_t(T * K)), scattered(size_t(T * K));
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t s = 0; s < K; ++s) {
+      const int64_t blk = t / 16 - s;
+      window[size_t(t * K + s)] = blk >= 0 ? int32_t(blk) : -1;
+      scattered[size_t(t * K + s)] = int32_t(t * K + s);
+    }
+  const SelectionLocality w = selection_locality(window, 1, T, K), r = selection_locality(scattered, 1, T, K);
+  REQUIRE(w.neighbour_overlap > 0.95);
+  REQUIRE(w.tile_union <= K + 64 / 16);
+  REQUIRE(r.neighbour_overlap == 0.0);
+  REQUIRE(r.tile_union == Approx(64.0 * K));
+  REQUIRE(r.tile_reuse == Approx(1.0));
+  REQUIRE_THROWS_WITH(selection_locality(sel, 1, 5, 2), Catch::Contains("slots"));
+}
+
 TEST_CASE("analyze runs a model end to end, for full and sparse inference", "[metrics]") {
   Transformer m(test::micro_model());
   AnalysisRequest req;
@@ -119,6 +153,11 @@ TEST_CASE("analyze runs a model end to end, for full and sparse inference", "[me
     REQUIRE(a.mean_sparsity() > 0);
     REQUIRE(a.mean_sparsity() <= 1.0 + 1e-6);
     REQUIRE(to_json(a)["layers"].size() == 2);
+    const auto loc = to_json(a)["layers"][0]["selection_locality"];
+    REQUIRE(loc["neighbour_overlap"].get<double>() > 0);
+    REQUIRE(loc["neighbour_overlap"].get<double>() <= 1);
+    REQUIRE(loc["tile_distinct_blocks"].get<double>() >= 1);
+    REQUIRE(loc["tile_distinct_blocks"].get<double>() <= (60 + 7) / 8);  // every block of the 60 tokens
   }
   req.tokens.push_back(100000);
   REQUIRE_THROWS_WITH(analyze(m, req), Catch::Contains("outside the vocabulary"));
