@@ -52,6 +52,16 @@ inline ModelConfig micro_model(int vocab = 512) {
   return c;
 }
 
+// A micro model the CUDA kernels take: head dim 64, one KV group, block 16, k 4.
+inline ModelConfig kernel_micro_model() {
+  ModelConfig c = micro_model();
+  c.head_dim = 64;
+  c.num_kv_heads = 1;
+  c.block_size = 16;
+  c.block_counts = 4;
+  return c;
+}
+
 // Every family the builder runs, as a micro model: ours (gated llama-nsa),
 // the NSA baseline's branches, Llama with biases and untied, Mistral, Qwen2, Qwen3.
 inline std::vector<std::pair<std::string, ModelConfig>> family_micro_models() {

@@ -336,12 +336,8 @@ TEST_CASE("on CUDA, an fp32 model is analysed with its forward under bf16 autoca
     WARN("no CUDA device: skipped");
     return;
   }
-  ModelConfig c = test::micro_model();
-  c.head_dim = 64;  // the kernels' head dims are 64 and 128
-  c.num_kv_heads = 1;
+  ModelConfig c = test::kernel_micro_model();
   c.max_position = 1024;
-  c.block_size = 16;
-  c.block_counts = 4;
   Transformer m(c);
   m.init_weights(5);
   AnalysisRequest req;

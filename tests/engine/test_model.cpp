@@ -230,12 +230,7 @@ TEST_CASE("on CUDA, bf16 training runs through the kernel backend", "[model][cud
     WARN("no CUDA device: skipped");
     return;
   }
-  ModelConfig c = test::micro_model();
-  c.head_dim = 64;  // the kernels' head dims are 64 and 128
-  c.num_heads = 4;
-  c.num_kv_heads = 1;
-  c.block_size = 16;
-  c.block_counts = 4;
+  ModelConfig c = test::kernel_micro_model();
   torch::Tensor q = torch::randn({1, 4, 256, 64}, torch::dtype(torch::kBFloat16).device(torch::kCUDA));
   torch::Tensor k = torch::randn({1, 1, 256, 64}, torch::dtype(torch::kBFloat16).device(torch::kCUDA));
   REQUIRE(std::string(pick_backend(q, k, {16, 4}).name()) == "cuda");
