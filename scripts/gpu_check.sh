@@ -129,7 +129,10 @@ if [ "$STAGE" = kbench ]; then
   PYTHONUNBUFFERED=1 timeout 330 python3 kernels/bench/flex_bench.py --lib build-gpu/kernels/libssalab_kernels_c.so \
     --shapes "$SHAPES" --profile C --json "$OUT/flex.json" 2>&1 | grep -v Warning | tee "$OUT/flex.txt"
   echo "flex_bench rc=${PIPESTATUS[0]}"
+  # beside the random selections, a trained model's, replayed at each shape
+  # (bench/inputs/README.md); KBENCH_SELECTIONS= (empty) leaves it out
+  SELECTIONS=${KBENCH_SELECTIONS-bench/inputs/ssa-shipped-layer2-selected-blocks.npy}
   timeout 300 ./build-gpu/ssalab_kernel_bench --shapes "$SHAPES" --flex "$OUT/flex.json" \
-    --json "$OUT/kernel_bench.json" 2>&1 | tee "$OUT/kernel_bench.txt"
+    ${SELECTIONS:+--selections "$SELECTIONS"} --json "$OUT/kernel_bench.json" 2>&1 | tee "$OUT/kernel_bench.txt"
   echo "ssalab_kernel_bench rc=${PIPESTATUS[0]}"
 fi

@@ -57,7 +57,10 @@ constexpr ShapeSpec kShapes[] = {{"A", 16, 1, 64, 8192, 1},
 
 struct SelectionSpec {
   int block_size, top_k;
-  std::string label() const { return "bs" + std::to_string(block_size) + " k" + std::to_string(top_k); }
+  bool recorded = false;  // a recorded selection replayed (--selections), not the select kernel's on random inputs
+  std::string label() const {
+    return "bs" + std::to_string(block_size) + " k" + std::to_string(top_k) + (recorded ? " recorded" : "");
+  }
 };
 constexpr SelectionSpec kSelections[] = {{16, 16}, {64, 16}};
 

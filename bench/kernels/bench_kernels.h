@@ -130,9 +130,23 @@ json dense_json(const ShapeResult& r);
 
 // ---------------------------------------------------------------- bench_select.cpp
 
+// A selection recorded elsewhere (`ssalab analyze` writes a model's per layer
+// as layerL_selected_blocks.npy, (groups, T, K)) to replay at each shape.
+struct RecordedSelection {
+  std::string path;
+  std::vector<int32_t> blocks;
+  int64_t groups = 0, T = 0, K = 0;
+  int block_size = 16;
+};
+RecordedSelection read_recorded_selection(const std::string& path, int block_size);
+
 class SelectKernel {
  public:
   SelectKernel(const Inputs& in, SelectionSpec sel);
+  // Replays `recorded` (engine/metrics/selection_locality.h) into blocks and
+  // counts; run() then still times the select kernel on these inputs, into
+  // scratch tensors, and leaves the replayed selection in place.
+  void use_recorded(const Inputs& in, const RecordedSelection& recorded);
   void run();
   SelectionSpec spec() const { return spec_; }
   Tensor blocks;  // (B, Hkv, T, K) int32, -1 = empty slot
@@ -141,7 +155,7 @@ class SelectKernel {
  private:
   SelectionSpec spec_;
   ssa::SelectParams p_;
-  Tensor ws_;
+  Tensor ws_, scratch_blocks_, scratch_counts_;
 };
 // Slot 0 is every token's own block and counts match the valid slots; throws CheckFailure.
 void check_selection(const Inputs& in, const SelectKernel& sel);

@@ -5,6 +5,12 @@
 // writes every number to JSON.
 //
 //   ssalab_kernel_bench [--shapes A,B,C,D] [--json PATH] [--flex PATH] [--reps N]
+//                       [--selections layerL_selected_blocks.npy [--selections-block-size 16]]
+//
+// --selections adds, per shape, a config whose selection is a trained model's
+// (written by `ssalab analyze`), replayed at the shape (replay_selection in
+// engine/metrics/selection_locality.h): trained selections are local, random
+// ones are not, and a kernel may gain from the former.
 //
 // This file is the driver: per shape it runs each kernel's file (listed in
 // bench_kernels.h) in a fixed order, then prints the tables and the JSON.
@@ -69,7 +75,7 @@ FlexResult merge_flex(const FlexFile& file, const ShapeResult& shape, const Sele
 
 // ---------------------------------------------------------------- one shape
 
-ShapeResult run_shape(const ShapeSpec& spec, GpuTimer& timer, const FlexFile& flex) {
+ShapeResult run_shape(const ShapeSpec& spec, GpuTimer& timer, const FlexFile& flex, const RecordedSelection* recorded) {
   ShapeResult r;
   r.shape = spec;
   Inputs in = make_inputs(spec);
@@ -82,10 +88,13 @@ ShapeResult run_shape(const ShapeSpec& spec, GpuTimer& timer, const FlexFile& fl
     print_line(spec.name, std::string("sdpa-") + backend_name(b), "dense", d.fwd_ms, d.fwd_bwd_ms, d.error);
   }
 
-  for (const SelectionSpec& cfg : kSelections) {
+  std::vector<SelectionSpec> configs(std::begin(kSelections), std::end(kSelections));
+  if (recorded) configs.push_back({recorded->block_size, int(recorded->K), /*recorded=*/true});
+  for (const SelectionSpec& cfg : configs) {
     SelectionResult s;
     s.spec = cfg;
     SelectKernel sel(in, cfg);
+    if (cfg.recorded) sel.use_recorded(in, *recorded);
     SparseKernels ours(in, sel);
     sel.run();
     ours.forward();
@@ -97,7 +106,7 @@ ShapeResult run_shape(const ShapeSpec& spec, GpuTimer& timer, const FlexFile& fl
 
     bench_sparse(in, sel, ours, dense, r.dense_of(SdpaBackend::cudnn), timer, s);
     bench_fused_dual(in, sel, ours, timer, s);
-    if (std::string(spec.name) == kStatsShape && &cfg == &kSelections[0]) bench_stats(in, sel, timer, s);
+    if (std::string(spec.name) == kStatsShape && &cfg == &configs[0]) bench_stats(in, sel, timer, s);
 
     s.flex = merge_flex(flex, r, s);
     r.selections.push_back(std::move(s));
@@ -179,14 +188,18 @@ struct Options {
   std::string json_path = "kernel_bench.json";
   std::string flex_path;
   int reps = 0;  // 0: do_bench's time budget
+  std::string selections_path;  // a recorded selection to replay beside the random ones
+  int selections_block_size = 16;
 };
 
 const char* kUsage =
-    "usage: ssalab_kernel_bench [--shapes A,B,C,D] [--json PATH] [--flex PATH] [--reps N]\n"
+    "usage: ssalab_kernel_bench [--shapes A,B,C,D] [--json PATH] [--flex PATH] [--reps N] [--selections FILE]\n"
     "  --shapes  subset of A (16/1 d64 8K), B (32/2 d64 8K), C (32/2 d64 32K), D (16/1 d128 32K)\n"
     "  --json    where to write every number (default kernel_bench.json)\n"
     "  --flex    JSON from kernels/bench/flex_bench.py, merged into the table\n"
-    "  --reps    fixed repetitions per measurement (default: a 200 ms budget, at least 5)\n";
+    "  --reps    fixed repetitions per measurement (default: a 200 ms budget, at least 5)\n"
+    "  --selections FILE  a recorded selection (ssalab analyze's layerL_selected_blocks.npy) replayed\n"
+    "            at each shape as one more config; --selections-block-size its block size (16)\n";
 
 Options parse_options(int argc, char** argv) {
   Options o;
@@ -201,6 +214,8 @@ Options parse_options(int argc, char** argv) {
     else if (arg == "--json") o.json_path = value();
     else if (arg == "--flex") o.flex_path = value();
     else if (arg == "--reps") o.reps = std::stoi(value());
+    else if (arg == "--selections") o.selections_path = value();
+    else if (arg == "--selections-block-size") o.selections_block_size = std::stoi(value());
     else if (arg == "-h" || arg == "--help") { std::fputs(kUsage, stdout); std::exit(0); }
     else throw std::invalid_argument("unknown argument " + arg);
   }
@@ -251,7 +266,15 @@ int main(int argc, char** argv) {
     const FlexFile flex = read_flex(opts.flex_path);
     GpuTimer timer(opts.reps);
     std::vector<ShapeResult> results;
-    for (const ShapeSpec* s : opts.shapes) results.push_back(run_shape(*s, timer, flex));
+    RecordedSelection recorded;
+    if (!opts.selections_path.empty()) {
+      recorded = read_recorded_selection(opts.selections_path, opts.selections_block_size);
+      std::printf("# recorded selection %s: %lld groups x %lld rows x k %lld at block %d, replayed at each shape\n",
+                  recorded.path.c_str(), (long long)recorded.groups, (long long)recorded.T, (long long)recorded.K,
+                  recorded.block_size);
+    }
+    for (const ShapeSpec* s : opts.shapes)
+      results.push_back(run_shape(*s, timer, flex, opts.selections_path.empty() ? nullptr : &recorded));
     print_tables(results, !opts.flex_path.empty());
 
     json report = {{"device", prop.name},

@@ -69,4 +69,29 @@ SelectionLocality selection_locality(const std::vector<int32_t>& selected, int64
   return out;
 }
 
+std::vector<int32_t> replay_selection(const std::vector<int32_t>& selected, int64_t groups, int64_t T, int64_t K,
+                                      int block_size, int64_t batch, int64_t kv_heads, int64_t T_out) {
+  if (groups < 1 || T < 1 || K < 1 || block_size < 1 || batch < 1 || kv_heads < 1 || T_out < 1)
+    throw Error("replay_selection: empty shape");
+  if (int64_t(selected.size()) != groups * T * K)
+    throw Error("replay_selection: " + std::to_string(selected.size()) + " slots for " + std::to_string(groups) +
+                " x " + std::to_string(T) + " x " + std::to_string(K));
+  const int64_t period = T / block_size * block_size;
+  if (period == 0)
+    throw Error("replay_selection: " + std::to_string(T) + " recorded rows are less than one block of " +
+                std::to_string(block_size));
+  std::vector<int32_t> out(size_t(batch * kv_heads * T_out * K));
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t h = 0; h < kv_heads; ++h)
+      for (int64_t t = 0; t < T_out; ++t) {
+        const int32_t* row = selected.data() + ((h % groups) * T + t % period) * K;
+        const int64_t shift = t / period * (period / block_size);
+        int32_t* dst = out.data() + ((b * kv_heads + h) * T_out + t) * K;
+        if (row[0] != (t % period) / block_size)
+          throw Error("replay_selection: recorded row " + std::to_string(t % period) + " does not start with its own block");
+        for (int64_t s = 0; s < K; ++s) dst[s] = row[s] >= 0 ? int32_t(row[s] + shift) : -1;
+      }
+  return out;
+}
+
 }  // namespace ssalab

@@ -22,4 +22,14 @@ struct SelectionLocality {
 SelectionLocality selection_locality(const std::vector<int32_t>& selected, int64_t groups, int64_t T, int64_t K,
                                      int tile = 64);
 
+// A recorded selection (groups, T, K; block size `block_size`), e.g. a trained
+// model's layer*_selected_blocks.npy from `ssalab analyze`, replayed at
+// another shape (batch, kv_heads, T_out, K) for the kernel benchmark: KV head h
+// takes recorded group h % groups, and query t takes recorded row t mod T'
+// (T' = T rounded down to whole blocks) with its blocks moved on by the whole
+// periods before it, so every row keeps its own block in slot 0, its blocks
+// causal and distinct, and the recorded rows' locality.
+std::vector<int32_t> replay_selection(const std::vector<int32_t>& selected, int64_t groups, int64_t T, int64_t K,
+                                      int block_size, int64_t batch, int64_t kv_heads, int64_t T_out);
+
 }  // namespace ssalab

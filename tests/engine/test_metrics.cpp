@@ -2,6 +2,8 @@
 #include <catch2/catch.hpp>
 #include <torch/torch.h>
 
+#include <algorithm>
+
 #include "engine/metrics/analysis.h"
 #include "engine/model/transformer.h"
 #include "test_helpers.h"
@@ -139,6 +141,45 @@ TEST_CASE("selection locality: neighbours' shared blocks and a tile's distinct b
   REQUIRE(r.tile_union == Approx(64.0 * K));
   REQUIRE(r.tile_reuse == Approx(1.0));
   REQUIRE_THROWS_WITH(selection_locality(sel, 1, 5, 2), Catch::Contains("slots"));
+}
+
+TEST_CASE("a recorded selection replays at another shape with its own blocks first, causal and distinct",
+          "[metrics]") {
+  torch::manual_seed(4);
+  const int64_t Hkv = 2, T = 100, K = 4, bs = 8;  // 100 rows: a period of 96 (12 whole blocks)
+  const Selection sel = select_blocks(torch::randn({1, 4, T, 16}), torch::randn({1, Hkv, T, 16}), {int(bs), int(K)});
+  const Tensor recorded_t = sel.blocks[0].to(torch::kInt).contiguous();  // (Hkv, T, K)
+  const std::vector<int32_t> recorded(recorded_t.data_ptr<int32_t>(), recorded_t.data_ptr<int32_t>() + recorded_t.numel());
+  const int64_t B = 2, H = 3, T_out = 250;
+  const std::vector<int32_t> out = replay_selection(recorded, Hkv, T, K, int(bs), B, H, T_out);
+  REQUIRE(out.size() == size_t(B * H * T_out * K));
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t t = 0; t < T_out; ++t) {
+        const int32_t* row = out.data() + ((b * H + h) * T_out + t) * K;
+        const int32_t* src = recorded.data() + ((h % Hkv) * T + t % 96) * K;
+        INFO("b " << b << " h " << h << " t " << t);
+        REQUIRE(row[0] == t / bs);  // the own block first
+        std::vector<int32_t> seen;
+        for (int64_t s = 0; s < K; ++s) {
+          REQUIRE((row[s] < 0) == (src[s] < 0));  // the same empty slots as the recorded row
+          if (row[s] < 0) continue;
+          REQUIRE(row[s] == src[s] + t / 96 * 12);  // moved on by whole periods
+          REQUIRE(row[s] <= t / bs);                // causal
+          seen.push_back(row[s]);
+        }
+        std::sort(seen.begin(), seen.end());
+        REQUIRE(std::adjacent_find(seen.begin(), seen.end()) == seen.end());  // distinct
+      }
+  // the recorded rows' locality survives the replay
+  const SelectionLocality before = selection_locality(recorded, Hkv, T, K, 16),
+                          replayed = selection_locality(out, B * H, T_out, K, 16);
+  REQUIRE(replayed.neighbour_overlap == Approx(before.neighbour_overlap).margin(0.1));
+  REQUIRE_THROWS_WITH(replay_selection(recorded, Hkv, T, K, 128, 1, 1, 10), Catch::Contains("less than one block"));
+  REQUIRE_THROWS_WITH(replay_selection(recorded, Hkv, T + 1, K, int(bs), 1, 1, 10), Catch::Contains("slots"));
+  std::vector<int32_t> shifted = recorded;
+  shifted[0] = 5;  // row 0 must start with block 0
+  REQUIRE_THROWS_WITH(replay_selection(shifted, Hkv, T, K, int(bs), 1, 1, 10), Catch::Contains("own block"));
 }
 
 TEST_CASE("analyze runs a model end to end, for full and sparse inference", "[metrics]") {
