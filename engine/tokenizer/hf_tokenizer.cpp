@@ -157,7 +157,7 @@ std::string read_file(const std::string& path) {
 json parse_json(std::string_view text, const std::string& file) {
   try {
     return json::parse(text.begin(), text.end());
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse errors, and numbers out of range (406: "1E9999")
     throw TokenizerError(file + ": malformed JSON: " + e.what());
   }
 }

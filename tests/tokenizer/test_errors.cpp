@@ -36,6 +36,8 @@ TEST_CASE("errors: malformed JSON names the file and the place", "[tokenizer][er
   const std::string msg = error_of([] { HfTokenizer("{\"model\": {", "models/x/tokenizer.json"); });
   CHECK_THAT(msg, Contains("models/x/tokenizer.json") && Contains("malformed JSON"));
   CHECK_THAT(error_of([] { HfTokenizer("[1, 2]", "t.json"); }), Contains("expected a JSON object"));
+  // a number past double's range (found by fuzz_tokenizer): refused like any malformed file
+  CHECK_THAT(error_of([] { HfTokenizer("{\"version\": 12E8154}", "t.json"); }), Contains("t.json: malformed JSON"));
   CHECK_THAT(error_of([] { HfTokenizer("{\"version\": \"1.0\"}", "t.json"); }), Contains("missing key \"model\""));
   CHECK_THAT(load_error({{"version", "2.0"}}), Contains("/version") && Contains("unknown tokenizer.json version"));
 }
