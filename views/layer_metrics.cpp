@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdio>
 #include <iterator>
+#include <optional>
 
 #include "views/panels_internal.h"
 #include "views/views.h"
@@ -22,16 +23,12 @@ namespace {
 struct LocalityCache {
   const Analysis* of = nullptr;  // with its wall time: a new analysis may reuse a freed one's address
   double of_seconds = -1;
-  std::vector<int> done;
-  std::vector<SelectionLocality> layers;
+  std::vector<std::optional<SelectionLocality>> layers;
   const SelectionLocality* get(const Analysis& a, int layer) {
-    if (of != &a || of_seconds != a.seconds) {
-      of = &a, of_seconds = a.seconds;
-      done.assign(a.layers.size(), 0), layers.assign(a.layers.size(), {});
-    }
+    if (of != &a || of_seconds != a.seconds) of = &a, of_seconds = a.seconds, layers.assign(a.layers.size(), {});
     if (a.layers[layer].selected.empty()) return nullptr;
-    if (!done[layer]) layers[layer] = layer_selection_locality(a, layer), done[layer] = 1;
-    return &layers[layer];
+    if (!layers[layer]) layers[layer] = layer_selection_locality(a, layer);
+    return &*layers[layer];
   }
 };
 LocalityCache g_locality;

@@ -314,14 +314,15 @@ int cmd_analyze(const AnalyzeArgs& a) {
   std::printf("mean AttnSparsity %.4f, mean entropy %.4f nats over %lld tokens (k=%d, block=%d, rule %s, %s inference)\n",
               an.mean_sparsity(), an.mean_entropy(), (long long)an.T, an.spec.top_k, an.spec.block_size,
               to_string(an.spec.rule), to_string(an.inference));
-  if (!an.layers.empty() && !an.layers[0].selected.empty()) {
+  if (!an.layers.empty() && j["layers"][0].contains("selection_locality")) {
     // what a kernel sharing a query tile's blocks would save on this text
+    // (the per-layer figures to_json() computed for analysis.json)
     double overlap = 0, distinct = 0, reuse = 0;
-    for (int l = 0; l < an.num_layers; ++l) {
-      const SelectionLocality loc = layer_selection_locality(an, l);
-      overlap += loc.neighbour_overlap / an.num_layers;
-      distinct += loc.tile_union / an.num_layers;
-      reuse += loc.tile_reuse / an.num_layers;
+    for (const json& layer : j["layers"]) {
+      const json& loc = layer["selection_locality"];
+      overlap += loc["neighbour_overlap"].get<double>() / an.num_layers;
+      distinct += loc["tile_distinct_blocks"].get<double>() / an.num_layers;
+      reuse += loc["tile_selections_per_block"].get<double>() / an.num_layers;
     }
     std::printf("selections: neighbouring queries share %.1f%% of their blocks; 64 consecutive queries select %.1f "
                 "distinct blocks, each %.1f times (means over layers and KV heads)\n",

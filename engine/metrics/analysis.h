@@ -148,10 +148,11 @@ std::vector<float> stream_token_nll(Transformer& model, const std::vector<int>& 
                                     const SparseSpec& spec);
 QueryDetail query_detail(const Analysis& a, int layer, int head, int64_t query);
 
-// JSON summary (per layer/head stats; no maps) and CSV of the same.
 // How much neighbouring queries of one layer share their selected blocks
 // (selection_locality.h), over every KV head.
 SelectionLocality layer_selection_locality(const Analysis& a, int layer, int tile = 64);
+
+// JSON summary (per layer/head stats and selection locality; no maps) and CSV of the same.
 nlohmann::json to_json(const Analysis& a);
 std::string to_csv(const Analysis& a);
 

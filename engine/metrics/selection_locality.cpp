@@ -80,6 +80,10 @@ std::vector<int32_t> replay_selection(const std::vector<int32_t>& selected, int6
   if (period == 0)
     throw Error("replay_selection: " + std::to_string(T) + " recorded rows are less than one block of " +
                 std::to_string(block_size));
+  for (int64_t g = 0; g < groups; ++g)
+    for (int64_t t = 0; t < period; ++t)
+      if (selected[size_t((g * T + t) * K)] != t / block_size)
+        throw Error("replay_selection: recorded row " + std::to_string(t) + " does not start with its own block");
   std::vector<int32_t> out(size_t(batch * kv_heads * T_out * K));
   for (int64_t b = 0; b < batch; ++b)
     for (int64_t h = 0; h < kv_heads; ++h)
@@ -87,8 +91,6 @@ std::vector<int32_t> replay_selection(const std::vector<int32_t>& selected, int6
         const int32_t* row = selected.data() + ((h % groups) * T + t % period) * K;
         const int64_t shift = t / period * (period / block_size);
         int32_t* dst = out.data() + ((b * kv_heads + h) * T_out + t) * K;
-        if (row[0] != (t % period) / block_size)
-          throw Error("replay_selection: recorded row " + std::to_string(t % period) + " does not start with its own block");
         for (int64_t s = 0; s < K; ++s) dst[s] = row[s] >= 0 ? int32_t(row[s] + shift) : -1;
       }
   return out;

@@ -78,7 +78,6 @@ torch::Device resolve_device(const std::string& name) {
   return torch::cuda::is_available() ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
 }
 
-
 Trainer::Trainer(std::shared_ptr<Transformer> model, TrainConfig train, std::shared_ptr<const TokenData> data,
                  DataShard shard)
     : model_(std::move(model)),
