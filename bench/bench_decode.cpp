@@ -125,7 +125,8 @@ void attention_rows(const std::vector<int>& contexts, const std::vector<int>& ba
           double sparse = time_ms([&] { cuda.decode(q, k, v, bk, spec); }, iters);
           // the kernels alone: buffers made once, as a CUDA graph or a fused step would
           Tensor o_buf = torch::empty_like(q);
-          ssa::DecodeParams p = decode_params(q, k, v, bk, spec.block_size, spec.top_k, o_buf);
+          ssa::DecodeParams p = decode_params(q, k, v, bk, spec.block_size, spec.top_k,
+                                                spec.rule == SelectionRule::NsaChunked, o_buf);
           Tensor ws = torch::empty({int64_t(ssa::decode_workspace_bytes(p) / 4 + 1)}, o.dtype(torch::kFloat));
           p.workspace = ws.data_ptr<float>();
           double kernels = time_ms([&] { ssa::decode_attention(p, at::cuda::getCurrentCUDAStream().stream()); }, iters);

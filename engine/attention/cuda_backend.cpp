@@ -237,12 +237,12 @@ class CudaBackend final : public AttentionBackend {
   Tensor decode(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& block_keys, const SparseSpec& spec,
                 Tensor* blocks_out) override {
     // either rule, 16-bit tensors on the GPU; else the default path
+    const bool chunked = spec.rule == SelectionRule::NsaChunked;
     std::string why;
     if (!all_cuda_16bit({&q, &k, &v}) || !block_keys.is_cuda()) why = "the decode kernel needs bf16 or fp16 CUDA tensors";
     ssa::DecodeParams p;
     if (why.empty()) {
-      p = decode_params(q, k, v, block_keys, spec.block_size, spec.top_k);
-      p.nsa_chunked = spec.rule == SelectionRule::NsaChunked;
+      p = decode_params(q, k, v, block_keys, spec.block_size, spec.top_k, chunked);
       why = ssa::decode_supported(p);
     }
     if (!why.empty()) {
@@ -253,8 +253,7 @@ class CudaBackend final : public AttentionBackend {
     c10::cuda::CUDAGuard guard(q.device());
     Tensor o = torch::empty_like(q);
     Tensor blocks = torch::empty({q.size(0), k.size(1), spec.top_k}, q.options().dtype(torch::kInt32));
-    p = decode_params(q, k, v, block_keys, spec.block_size, spec.top_k, o, blocks);
-    p.nsa_chunked = spec.rule == SelectionRule::NsaChunked;
+    p = decode_params(q, k, v, block_keys, spec.block_size, spec.top_k, chunked, o, blocks);
     Tensor ws = workspace(ssa::decode_workspace_bytes(p), q);
     p.workspace = reinterpret_cast<float*>(ws.data_ptr());
     ok(ssa::decode_attention(p, stream()));

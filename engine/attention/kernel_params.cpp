@@ -123,12 +123,13 @@ ssa::SparseFwdParams sparse_fwd_params(const Tensor& q, const Tensor& k, const T
 }
 
 ssa::DecodeParams decode_params(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& block_keys,
-                                int block_size, int top_k, const Tensor& o, const Tensor& blocks) {
+                                int block_size, int top_k, bool nsa_chunked, const Tensor& o, const Tensor& blocks) {
   if (q.dim() != 4 || q.size(2) != 1) throw Error("kernel params: decoding takes one query per sequence");
   ssa::DecodeParams p;
   KernelShape s = kernel_shape(q, k, block_size, top_k, k.size(2) - 1);
   p.B = s.B, p.Hq = s.Hq, p.Hkv = s.Hkv, p.D = s.D, p.Tk = s.Tk;
   p.block_size = block_size, p.top_k = top_k, p.dtype = s.dtype;
+  p.nsa_chunked = nsa_chunked;
   set_qkvo(p, q, k, v, o);
   if (block_keys.defined()) {
     if (block_keys.dim() != 4 || block_keys.stride(3) != 1 || block_keys.size(2) < s.Tk / block_size)

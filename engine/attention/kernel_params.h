@@ -65,8 +65,9 @@ ssa::SparseFwdParams sparse_fwd_params(const torch::Tensor& q, const torch::Tens
 // Decoding (Tq = 1 at position Tk - 1): block_keys (B, Hkv, >= Tk / bs, D)
 // fp32 with the last dim contiguous; o like q; blocks (B, Hkv, K) int32 or
 // undefined. The workspace pointer is the caller's (decode_workspace_bytes).
+// nsa_chunked: the released checkpoints' rule instead of the exact top-k.
 ssa::DecodeParams decode_params(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                                const torch::Tensor& block_keys, int block_size, int top_k,
+                                const torch::Tensor& block_keys, int block_size, int top_k, bool nsa_chunked,
                                 const torch::Tensor& o = {}, const torch::Tensor& blocks = {});
 // The cache update: k, v (B, Hkv, T, D) into k_cache, v_cache (B, Hkv, capacity, D) at `length`.
 ssa::AppendParams append_params(const torch::Tensor& k, const torch::Tensor& v, const torch::Tensor& k_cache,
