@@ -19,6 +19,7 @@
 #   bash scripts/gpu_check.sh kbench   # kernel benchmark (not part of all); builds only its
 #                                      # targets, so it also runs on a fresh machine
 #   KBENCH_SHAPES=C bash scripts/gpu_check.sh kbench
+#   KBENCH_FLEX=0 KBENCH_ARGS=--no-dual bash scripts/gpu_check.sh kbench   # our kernels and cuDNN only
 set -o pipefail
 cd "$(dirname "$0")/.."
 STAGE=${1:-all}
@@ -126,13 +127,17 @@ if [ "$STAGE" = kbench ]; then
     { grep -E "error|Error" -A4 "$OUT/kbench_build.txt" | head -80; exit 1; }
   echo "kbench build: ${SECONDS}s"
   SHAPES=${KBENCH_SHAPES:-A,B,C,D}
-  PYTHONUNBUFFERED=1 timeout 330 python3 kernels/bench/flex_bench.py --lib build-gpu/kernels/libssalab_kernels_c.so \
-    --shapes "$SHAPES" --profile C --json "$OUT/flex.json" 2>&1 | grep -v Warning | tee "$OUT/flex.txt"
-  echo "flex_bench rc=${PIPESTATUS[0]}"
+  FLEX=()
+  if [ "${KBENCH_FLEX:-1}" != 0 ]; then
+    PYTHONUNBUFFERED=1 timeout 330 python3 kernels/bench/flex_bench.py --lib build-gpu/kernels/libssalab_kernels_c.so \
+      --shapes "$SHAPES" --profile C --json "$OUT/flex.json" 2>&1 | grep -v Warning | tee "$OUT/flex.txt"
+    echo "flex_bench rc=${PIPESTATUS[0]}"
+    FLEX=(--flex "$OUT/flex.json")
+  fi
   # beside the random selections, a trained model's, replayed at each shape
   # (bench/inputs/README.md); KBENCH_SELECTIONS= (empty) leaves it out
   SELECTIONS=${KBENCH_SELECTIONS-bench/inputs/ssa-shipped-layer2-selected-blocks.npy}
-  timeout 300 ./build-gpu/ssalab_kernel_bench --shapes "$SHAPES" --flex "$OUT/flex.json" \
+  timeout 300 ./build-gpu/ssalab_kernel_bench --shapes "$SHAPES" "${FLEX[@]}" ${KBENCH_ARGS:-} \
     ${SELECTIONS:+--selections "$SELECTIONS"} --json "$OUT/kernel_bench.json" 2>&1 | tee "$OUT/kernel_bench.txt"
   echo "ssalab_kernel_bench rc=${PIPESTATUS[0]}"
 fi

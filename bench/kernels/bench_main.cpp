@@ -5,7 +5,7 @@
 // writes every number to JSON.
 //
 //   ssalab_kernel_bench [--shapes A,B,C,D] [--json PATH] [--flex PATH] [--reps N]
-//                       [--selections layerL_selected_blocks.npy [--selections-block-size 16]]
+//                       [--selections layerL_selected_blocks.npy [--selections-block-size 16]] [--no-dual]
 //
 // --selections adds, per shape, a config whose selection is a trained model's
 // (written by `ssalab analyze`), replayed at the shape (replay_selection in
@@ -75,7 +75,8 @@ FlexResult merge_flex(const FlexFile& file, const ShapeResult& shape, const Sele
 
 // ---------------------------------------------------------------- one shape
 
-ShapeResult run_shape(const ShapeSpec& spec, GpuTimer& timer, const FlexFile& flex, const RecordedSelection* recorded) {
+ShapeResult run_shape(const ShapeSpec& spec, GpuTimer& timer, const FlexFile& flex, const RecordedSelection* recorded,
+                      bool with_dual) {
   ShapeResult r;
   r.shape = spec;
   Inputs in = make_inputs(spec);
@@ -105,7 +106,7 @@ ShapeResult run_shape(const ShapeSpec& spec, GpuTimer& timer, const FlexFile& fl
     s.check = check_forward(in, sel, ours);
 
     bench_sparse(in, sel, ours, dense, r.dense_of(SdpaBackend::cudnn), timer, s);
-    bench_fused_dual(in, sel, ours, timer, s);
+    if (with_dual) bench_fused_dual(in, sel, ours, timer, s);
     if (std::string(spec.name) == kStatsShape && &cfg == &configs[0]) bench_stats(in, sel, timer, s);
 
     s.flex = merge_flex(flex, r, s);
@@ -190,10 +191,11 @@ struct Options {
   int reps = 0;  // 0: do_bench's time budget
   std::string selections_path;  // a recorded selection to replay beside the random ones
   int selections_block_size = 16;
+  bool with_dual = true;  // the experimental fused dual kernel (slow: 0.1 s a call at C)
 };
 
 const char* kUsage =
-    "usage: ssalab_kernel_bench [--shapes A,B,C,D] [--json PATH] [--flex PATH] [--reps N] [--selections FILE]\n"
+    "usage: ssalab_kernel_bench [--shapes A,B,C,D] [--json PATH] [--flex PATH] [--reps N] [--selections FILE] [--no-dual]\n"
     "  --shapes  subset of A (16/1 d64 8K), B (32/2 d64 8K), C (32/2 d64 32K), D (16/1 d128 32K)\n"
     "  --json    where to write every number (default kernel_bench.json)\n"
     "  --flex    JSON from kernels/bench/flex_bench.py, merged into the table\n"
@@ -216,6 +218,7 @@ Options parse_options(int argc, char** argv) {
     else if (arg == "--reps") o.reps = std::stoi(value());
     else if (arg == "--selections") o.selections_path = value();
     else if (arg == "--selections-block-size") o.selections_block_size = std::stoi(value());
+    else if (arg == "--no-dual") o.with_dual = false;
     else if (arg == "-h" || arg == "--help") { std::fputs(kUsage, stdout); std::exit(0); }
     else throw std::invalid_argument("unknown argument " + arg);
   }
@@ -274,7 +277,7 @@ int main(int argc, char** argv) {
                   recorded.block_size);
     }
     for (const ShapeSpec* s : opts.shapes)
-      results.push_back(run_shape(*s, timer, flex, opts.selections_path.empty() ? nullptr : &recorded));
+      results.push_back(run_shape(*s, timer, flex, opts.selections_path.empty() ? nullptr : &recorded, opts.with_dual));
     print_tables(results, !opts.flex_path.empty());
 
     json report = {{"device", prop.name},
