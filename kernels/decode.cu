@@ -234,8 +234,8 @@ __device__ __forceinline__ bool ranks_before(float va, int ia, float vb, int ib)
 // chunk's best `picks` of them, in rank order, to the workspace.
 template <int MAXG>
 __global__ void __launch_bounds__(kScoreThreads) decode_pick(DecodeParams p) {
-  __shared__ float Mh[MAXG], Zh[MAXG];
-  __shared__ __align__(16) float probs[kScoreThreads];
+  __shared__ float Mh[MAXG], inv_Zh[MAXG];
+  __shared__ __align__(16) unsigned long long keys[kScoreThreads];
   const int b = blockIdx.z, g = blockIdx.y, chunk = blockIdx.x, G = p.Hq / p.Hkv;
   const int tid = threadIdx.x;
   const int bs = p.block_size, own = (p.Tk - 1) / bs, nbc = p.Tk / bs, nchunks = gridDim.x;
@@ -251,21 +251,33 @@ __global__ void __launch_bounds__(kScoreThreads) decode_pick(DecodeParams p) {
   }
   {
     // every CTA's (max, sum) per head combined: `lanes` threads per head (an
-    // aligned power of two within a warp) over the CTAs, then a butterfly;
-    // the same order every call
+    // aligned power of two within a warp) each keep a running (max, sum) over
+    // their CTAs in one pass, then a butterfly merges the pairs; the same
+    // order every call. At 128K tokens a step has 64 such partials per head,
+    // read by each of the 64 CTAs: one pass halves the dependent loads.
     const int lanes = G <= 4 ? 32 : G <= 8 ? 16 : G <= 16 ? 8 : 4;
     const int h = tid / lanes, sub = tid % lanes;
     const float2* part =
         reinterpret_cast<const float2*>(p.workspace + logits_elems(p)) + (group * G + min(h, G - 1)) * nchunks;
-    float m = -FLT_MAX;
-    if (h < G)
-      for (int c = sub; c < nchunks; c += lanes) m = fmaxf(m, part[c].x);
-    for (int off = lanes / 2; off; off >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, off));
-    float z = 0.f;
-    if (h < G)
-      for (int c = sub; c < nchunks; c += lanes) z += part[c].y * __expf(part[c].x - m);
-    for (int off = lanes / 2; off; off >>= 1) z += __shfl_xor_sync(0xffffffffu, z, off);
-    if (h < G && sub == 0) Mh[h] = m, Zh[h] = z;
+    float m = -FLT_MAX, z = 0.f;
+    auto merge = [&](float m2, float z2) {
+      const float m_new = fmaxf(m, m2);
+      z = z * __expf(m - m_new) + z2 * __expf(m2 - m_new);
+      m = m_new;
+    };
+    if (h < G) {
+#pragma unroll 4
+      for (int c = sub; c < nchunks; c += lanes) {
+        const float2 x = part[c];
+        merge(x.x, x.y);
+      }
+    }
+    for (int off = lanes / 2; off; off >>= 1) {
+      const float m2 = __shfl_xor_sync(0xffffffffu, m, off), z2 = __shfl_xor_sync(0xffffffffu, z, off);
+      merge(m2, z2);
+    }
+    // a reciprocal, multiplied in below, as select.cu's pass 2 does
+    if (h < G && sub == 0) Mh[h] = m, inv_Zh[h] = 1.f / z;
   }
   __syncthreads();
   float prob = -1.f;  // -1: not a candidate
@@ -273,30 +285,36 @@ __global__ void __launch_bounds__(kScoreThreads) decode_pick(DecodeParams p) {
     prob = 0.f;
 #pragma unroll
     for (int h = 0; h < MAXG; ++h)
-      if (h < G) prob += __expf(l[h] - Mh[h]) / Zh[h];
+      if (h < G) prob += __expf(l[h] - Mh[h]) * inv_Zh[h];
   }
   // each block's rank in the chunk by counting those before it (value desc,
-  // index asc; the index order is the thread order): one barrier
+  // index asc), one barrier. Value and index as one 64-bit key, larger ranks
+  // first: a probability is not negative, so its bits order as an unsigned
+  // integer does (+1 keeps a probability of 0 above a non-candidate's 0), and
+  // the low word is the thread index reversed. One unsigned compare per
+  // block instead of a float compare, an equality test and an index test.
   float* cand_v = p.workspace + logits_elems(p) + partial_elems(p) + (group * nchunks + chunk) * kMaxPicks;
   int* cand_i = reinterpret_cast<int*>(cand_v + candidate_elems(p));
   const CandidateLists lists = candidate_lists(p);
   if (lists.lists == 2 && tid < picks) cand_v[tid] = -1.f, cand_i[tid] = -1;  // slots a list cannot fill
-  probs[tid] = prob;
+  const unsigned long long key =
+      (static_cast<unsigned long long>(prob >= 0.f ? __float_as_uint(prob) + 1u : 0u) << 32) |
+      unsigned(kScoreThreads - 1 - tid);
+  keys[tid] = key;
   __syncthreads();
   int rank = 0;
   if (lists.lists == 1) {
-    const float4* probs4 = reinterpret_cast<const float4*>(probs);
-#pragma unroll 4
-    for (int u = 0; u < kScoreThreads / 4; ++u) {
-      const float4 v = probs4[u];
-      rank += (v.x > prob || (v.x == prob && 4 * u < tid)) + (v.y > prob || (v.y == prob && 4 * u + 1 < tid)) +
-              (v.z > prob || (v.z == prob && 4 * u + 2 < tid)) + (v.w > prob || (v.w == prob && 4 * u + 3 < tid));
+    const ulonglong2* keys2 = reinterpret_cast<const ulonglong2*>(keys);
+#pragma unroll 8
+    for (int u = 0; u < kScoreThreads / 2; ++u) {
+      const ulonglong2 k2 = keys2[u];
+      rank += (k2.x > key) + (k2.y > key);
     }
   } else {
     // ranked within its own list only: the threads on the same side of the split
     const int mine = lists.list_of(j), base = chunk * kScoreThreads;
     const int lo = mine ? max(lists.split - base, 0) : 0, hi = mine ? kScoreThreads : min(lists.split - base, kScoreThreads);
-    for (int u = lo; u < hi; ++u) rank += probs[u] > prob || (probs[u] == prob && u < tid);
+    for (int u = lo; u < hi; ++u) rank += keys[u] > key;
   }
   const int list = lists.list_of(j);
   if (rank < lists.quota[list] && (lists.lists == 1 || prob >= 0.f)) {
