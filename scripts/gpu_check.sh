@@ -20,6 +20,10 @@
 #                                      # targets, so it also runs on a fresh machine
 #   KBENCH_SHAPES=C bash scripts/gpu_check.sh kbench
 #   KBENCH_FLEX=0 KBENCH_ARGS=--no-dual bash scripts/gpu_check.sh kbench   # our kernels and cuDNN only
+#   bash scripts/gpu_check.sh perf     # one call for the open kernel issues (12, 16), about 6 minutes:
+#                                      # the decode and selection tests, the decode benchmark, the kernel
+#                                      # benchmark on random and recorded selections (no Flex, no dual),
+#                                      # and ncu's view of the decode kernels at 128K x 32 and 8K x 1
 set -o pipefail
 cd "$(dirname "$0")/.."
 STAGE=${1:-all}
@@ -140,4 +144,27 @@ if [ "$STAGE" = kbench ]; then
   timeout 300 ./build-gpu/ssalab_kernel_bench --shapes "$SHAPES" "${FLEX[@]}" ${KBENCH_ARGS:-} \
     ${SELECTIONS:+--selections "$SELECTIONS"} --json "$OUT/kernel_bench.json" 2>&1 | tee "$OUT/kernel_bench.txt"
   echo "ssalab_kernel_bench rc=${PIPESTATUS[0]}"
+fi
+if [ "$STAGE" = perf ]; then
+  [ -f build-gpu/build.ninja ] || configure
+  SECONDS=0
+  cmake --build build-gpu -j16 --target test_kernel_backend test_kernels ssalab_decode_bench ssalab_kernel_bench \
+    > "$OUT/perf_build.txt" 2>&1 || { grep -E "error|Error" -A4 "$OUT/perf_build.txt" | head -60; exit 1; }
+  echo "perf build: ${SECONDS}s"
+  timeout 200 ./build-gpu/kernels/test_kernel_backend > "$OUT/kernel_backend.txt" 2>&1
+  echo "test_kernel_backend rc=$?"; grep -E "FAIL|failed|passed" "$OUT/kernel_backend.txt" | tail -5
+  timeout 180 ./build-gpu/kernels/test_kernels > "$OUT/test_kernels.txt" 2>&1
+  echo "test_kernels rc=$?"; grep -E "FAIL|failed|passed" "$OUT/test_kernels.txt" | tail -5
+  timeout 200 ./build-gpu/ssalab_decode_bench --no-model 2>&1 | tee "$OUT/decode_bench.txt" | grep -E "^\| 1B|^\| 16q" | head -40
+  SELECTIONS=${KBENCH_SELECTIONS-bench/inputs/ssa-shipped-layer2-selected-blocks.npy}
+  timeout 240 ./build-gpu/ssalab_kernel_bench --no-dual ${SELECTIONS:+--selections "$SELECTIONS"} \
+    --json "$OUT/kernel_bench.json" > "$OUT/kernel_bench.txt" 2>&1
+  echo "ssalab_kernel_bench rc=$? (${SECONDS}s)"; sed -n '/^| shape | config/,/^$/p' "$OUT/kernel_bench.txt"
+  for cfg in "131072 32" "8192 1"; do
+    set -- $cfg
+    timeout 120 ncu --kernel-name regex:decode_ --launch-count 3 --section SpeedOfLight --section WarpStateStats \
+      --section Occupancy --section LaunchStats ./build-gpu/ssalab_decode_bench --contexts $1 --batches $2 --iters 1 \
+      --no-model > "$OUT/ncu_decode_$1_$2.txt" 2>&1
+    echo "ncu $1 x $2 rc=$? (${SECONDS}s)"
+  done
 fi
