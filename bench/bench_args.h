@@ -14,4 +14,12 @@ inline std::vector<int> int_list(const std::string& s) {
   return v;
 }
 
+// "a,b,c" -> {"a", "b", "c"}; "" -> {}.
+inline std::vector<std::string> split_list(const std::string& s) {
+  std::vector<std::string> v;
+  std::stringstream in(s);
+  for (std::string x; std::getline(in, x, ',');) v.push_back(x);
+  return v;
+}
+
 }  // namespace ssalab::bench
