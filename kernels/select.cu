@@ -28,63 +28,96 @@ __host__ __device__ constexpr int sel_rows() { return D == 64 ? 16 : 32; }
 // query's position + 1 (keys past it are never scored).
 __host__ __device__ inline int visible_blocks(const SelectParams& p) { return (p.q_offset + p.Tq) / p.block_size; }
 
-// kbar split into three 16-bit terms (hi + mid + lo == the fp32 mean to ~24 bits),
-// so q . kbar runs on the tensor cores at fp32 accuracy: 16-bit q times a
-// 16-bit term is exact in the fp32 accumulator.
-template <typename T>
-__global__ void pool_keys_kernel(SelectParams p, T* split) {
-  // one thread per (b, hkv, j, d): mean over the bs keys of complete block j
-  const int nbc = visible_blocks(p);
-  const int64_t n = int64_t(p.B) * p.Hkv * nbc * p.D;
+// Scores run on the fp16 tensor cores at fp32 accuracy: the fp32 kbar is split
+// into two fp16 terms (hi + lo: 22 bits) and the bf16 or fp16 q converted to
+// fp16 (exact); a 16-bit q times a 16-bit term is exact in the fp32
+// accumulator. Three bf16 terms gave the same selections (bench/
+// selection_precision.cpp: fp16 x2 against bf16 x3, both against fp64) but
+// cost three MMAs per product instead of two. fp16's range is narrow, so each
+// pooled block and each query head is scaled by a power of two that brings
+// its largest |x| into [2^14, 2^15) (exact; small values keep their bits down
+// to 2^-24 of the largest) and the scores are scaled back.
+
+// The exponent e that scales a row whose largest |x| is amax into [2^14, 2^15);
+// 0 for an all-zero row (or inf / NaN ones, which then propagate as before).
+__device__ __forceinline__ int fp16_exponent(float amax) {
+  if (!(amax > 0.f) || isinf(amax)) return 0;
+  int ex;
+  frexpf(amax, &ex);  // amax = m 2^ex, m in [0.5, 1)
+  return min(15 - ex, 126);  // 2^-e stays a normal float
+}
+
+// One warp per pooled block (b, hkv, j): its D means (the bs keys summed in
+// token order in fp32, then divided by bs), scaled by 2^e and split into the
+// fp16 terms hi (split[0 .. n)) and lo (split[n .. 2n)); 2^-e into the
+// block's scale (per (b, hkv) rows of nbc rounded up to 4 floats, so every
+// row starts 16-byte aligned for cp.async).
+template <typename T, int D>
+__global__ void pool_keys_kernel(SelectParams p, __half* split, float* scales) {
+  constexpr int PER = D / 32;
+  const int nbc = visible_blocks(p), nbc4 = (nbc + 3) & ~3;
+  const int64_t nblocks = int64_t(p.B) * p.Hkv * nbc, n = nblocks * D;
+  const int lane = threadIdx.x % 32;
   const T* k = static_cast<const T*>(p.k);
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    int d = int(i % p.D);
-    int64_t r = i / p.D;
-    int j = int(r % nbc);
-    r /= nbc;
-    int h = int(r % p.Hkv), b = int(r / p.Hkv);
-    const T* src = k + b * p.k_s.b + h * p.k_s.h + int64_t(j) * p.block_size * p.k_s.t + d;
-    float s = 0.f;
-    for (int u = 0; u < p.block_size; ++u) s += TypeOf<T>::to_float(src[u * p.k_s.t]);
-    const float x = s / float(p.block_size);
-    const T hi = TypeOf<T>::from_float(x);
-    const float r1 = x - TypeOf<T>::to_float(hi);
-    const T mid = TypeOf<T>::from_float(r1);
-    const T lo = TypeOf<T>::from_float(r1 - TypeOf<T>::to_float(mid));
-    split[i] = hi;
-    split[n + i] = mid;
-    split[2 * n + i] = lo;
+  for (int64_t blk = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) / 32; blk < nblocks;
+       blk += int64_t(gridDim.x) * blockDim.x / 32) {
+    const int j = int(blk % nbc);
+    const int64_t bh = blk / nbc;
+    const int h = int(bh % p.Hkv), b = int(bh / p.Hkv);
+    const T* src = k + b * p.k_s.b + h * p.k_s.h + int64_t(j) * p.block_size * p.k_s.t;
+    float x[PER];
+    float amax = 0.f;
+#pragma unroll
+    for (int u = 0; u < PER; ++u) {
+      float s = 0.f;
+      for (int t = 0; t < p.block_size; ++t) s += TypeOf<T>::to_float(src[t * p.k_s.t + u * 32 + lane]);
+      x[u] = s / float(p.block_size);
+      amax = fmaxf(amax, fabsf(x[u]));
+    }
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, off));
+    const int e = fp16_exponent(amax);
+#pragma unroll
+    for (int u = 0; u < PER; ++u) {
+      const float xs = ldexpf(x[u], e);
+      const __half hi = __float2half_rn(xs);
+      split[blk * D + u * 32 + lane] = hi;
+      split[n + blk * D + u * 32 + lane] = __float2half_rn(xs - __half2float(hi));
+    }
+    if (lane == 0) scales[bh * nbc4 + j] = ldexpf(1.f, -e);
   }
 }
 
-// S (16 heads x 16 blocks) of one row tile against the chunk's three kbar terms
-// (each term's rows sel_rows<D>() apart).
-template <typename T, int D>
-__device__ __forceinline__ void chunk_scores(float (&s)[2][4], const uint32_t (&qa)[D / 16][4], const T* tile,
+// S (16 heads x 16 blocks) of one row tile against the chunk's two kbar terms
+// (each term's rows sel_rows<D>() apart), before any scaling.
+template <int D>
+__device__ __forceinline__ void chunk_scores(float (&s)[2][4], const uint32_t (&qa)[D / 16][4], const __half* tile,
                                              int lane) {
 #pragma unroll
   for (int n = 0; n < 2; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
 #pragma unroll
-  for (int part = 2; part >= 0; --part)  // small terms first
+  for (int part = 1; part >= 0; --part)  // the small term first
 #pragma unroll
     for (int ks = 0; ks < D / 16; ++ks) {
       uint32_t b0, b1, b2, b3;
       ldsm_x4(b0, b1, b2, b3,
               smem_u32(tile + part * sel_rows<D>() * D + swz<D>((lane & 7) + (lane >> 4) * 8, ks * 2 + ((lane >> 3) & 1))));
-      mma16816<T>(s[0], qa[ks], b0, b1);
-      mma16816<T>(s[1], qa[ks], b2, b3);
+      mma16816<__half>(s[0], qa[ks], b0, b1);
+      mma16816<__half>(s[1], qa[ks], b2, b3);
     }
 }
 
 // One warp per query row i (all G <= 16*RT heads of its group), at position
-// q_offset + i; W rows per CTA share the kbar chunks (kSelRows blocks x 3
-// terms) in shared memory.
+// q_offset + i; W rows per CTA share the kbar chunks (kSelRows blocks x 2
+// terms and their scales) in shared memory.
 template <typename T, int D, int RT, int W = sel_warps<D>()>
-__global__ void __launch_bounds__(W * 32) select_kernel(SelectParams p, const T* split, int buf_stride) {
+__global__ void __launch_bounds__(W * 32)
+    select_kernel(SelectParams p, const __half* split, const float* scales, int buf_stride) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   constexpr int NK = D / 16, CH = D / 8, kSelRows = sel_rows<D>(), kSelSub = kSelRows / 16;
-  T* sKb = reinterpret_cast<T*>(smem_raw);  // [kSelStages][3 terms][kSelRows][D]
-  float* bufs = reinterpret_cast<float*>(sKb + kSelStages * 3 * kSelRows * D);
+  __half* sKb = reinterpret_cast<__half*>(smem_raw);           // [kSelStages][2 terms][kSelRows][D]
+  float* sScale = reinterpret_cast<float*>(sKb + kSelStages * 2 * kSelRows * D);  // [kSelStages][kSelRows]
+  float* bufs = sScale + kSelStages * kSelRows;
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, c = lane % 4;
   const int b = blockIdx.z, hk = blockIdx.y;
   const int t0 = blockIdx.x * W, t = t0 + warp;  // query rows
@@ -97,28 +130,50 @@ __global__ void __launch_bounds__(W * 32) select_kernel(SelectParams p, const T*
   const int nvis_max = (pos_last + 1) / bs, bt_max = pos_last / bs;
   float* buf = bufs + warp * buf_stride;
 
+  // q as fp16 MMA fragments, each head scaled into fp16's range (qa[rt][ks]:
+  // [0], [2] head rt*16 + g, [1], [3] head rt*16 + g + 8; a quad holds a head's D)
   uint32_t qa[RT][NK][4];
+  // scores are scaled into log2 units: y = s / sqrt(D) * log2(e)
+  const float ys = float(1.0 / sqrt(double(D))) * kLog2e;
+  float q_unscale[RT][2];  // ys * 2^-e of heads g and g + 8 of each row tile
   {
     const T* qb = static_cast<const T*>(p.q) + b * p.q_s.b + int64_t(hk) * G * p.q_s.h + tt * p.q_s.t;
 #pragma unroll
     for (int rt = 0; rt < RT; ++rt) {
       const int r0 = rt * 16 + g, r1 = r0 + 8;
+      float amax[2] = {0.f, 0.f};
 #pragma unroll
       for (int ks = 0; ks < NK; ++ks) {
-        int d0 = ks * 16 + 2 * c;
-        qa[rt][ks][0] = r0 < G ? *reinterpret_cast<const uint32_t*>(qb + r0 * p.q_s.h + d0) : 0u;
-        qa[rt][ks][1] = r1 < G ? *reinterpret_cast<const uint32_t*>(qb + r1 * p.q_s.h + d0) : 0u;
-        qa[rt][ks][2] = r0 < G ? *reinterpret_cast<const uint32_t*>(qb + r0 * p.q_s.h + d0 + 8) : 0u;
-        qa[rt][ks][3] = r1 < G ? *reinterpret_cast<const uint32_t*>(qb + r1 * p.q_s.h + d0 + 8) : 0u;
+        const int d0 = ks * 16 + 2 * c;
+#pragma unroll
+        for (int f = 0; f < 4; ++f) {  // the raw 16-bit pairs first, then converted in place
+          const int r = f & 1 ? r1 : r0, d = d0 + (f & 2 ? 8 : 0);
+          qa[rt][ks][f] = r < G ? *reinterpret_cast<const uint32_t*>(qb + r * p.q_s.h + d) : 0u;
+          const float2 x = TypeOf<T>::unpack(qa[rt][ks][f]);
+          amax[f & 1] = fmaxf(amax[f & 1], fmaxf(fabsf(x.x), fabsf(x.y)));
+        }
+      }
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        const int e = fp16_exponent(quad_max(amax[r]));
+        q_unscale[rt][r] = ldexpf(ys, -e);
+#pragma unroll
+        for (int ks = 0; ks < NK; ++ks)
+#pragma unroll
+          for (int f = r; f < 4; f += 2) {
+            const float2 x = TypeOf<T>::unpack(qa[rt][ks][f]);
+            qa[rt][ks][f] = TypeOf<__half>::pack(ldexpf(x.x, e), ldexpf(x.y, e));
+          }
       }
     }
   }
   const int64_t nsplit = int64_t(p.B) * p.Hkv * nbc * D;
-  const T* kb = split + (int64_t(b) * p.Hkv + hk) * nbc * D;
+  const __half* kb = split + (int64_t(b) * p.Hkv + hk) * nbc * D;
+  const float* kscale = scales + (int64_t(b) * p.Hkv + hk) * ((nbc + 3) & ~3);
   // each thread copies the same NL 16-byte pieces of every chunk: a fixed trip
   // count with the offsets computed once (a loop bounded by threadIdx cost more
   // instructions per chunk than the chunk's scores)
-  constexpr int kPieces = 3 * kSelRows * CH, NL = (kPieces + W * 32 - 1) / (W * 32);
+  constexpr int kPieces = 2 * kSelRows * CH, NL = (kPieces + W * 32 - 1) / (W * 32);
   int ld_row[NL], ld_smem[NL];
   int64_t ld_src[NL];
 #pragma unroll
@@ -134,11 +189,14 @@ __global__ void __launch_bounds__(W * 32) select_kernel(SelectParams p, const T*
       if (kPieces % (W * 32) != 0 && tid + u * W * 32 >= kPieces) break;
       const int j = ci * kSelRows + ld_row[u];
       const bool ok = j < nbc;
-      cp_async16(sKb + st * 3 * kSelRows * D + ld_smem[u], kb + ld_src[u] + int64_t(ok ? j : 0) * D, ok);
+      cp_async16(sKb + st * 2 * kSelRows * D + ld_smem[u], kb + ld_src[u] + int64_t(ok ? j : 0) * D, ok);
+    }
+    if (tid < kSelRows / 4) {  // the chunk's block scales, 4 per piece (rows padded to 4)
+      const int j = ci * kSelRows + tid * 4;
+      const bool ok = j < nbc;
+      cp_async16(sScale + st * kSelRows + tid * 4, kscale + (ok ? j : 0), ok);
     }
   };
-  // scores are scaled into log2 units: y = s / sqrt(D) * log2(e)
-  const float ys = float(1.0 / sqrt(double(D))) * kLog2e;
   float m[RT][2], l[RT][2];
 #pragma unroll
   for (int rt = 0; rt < RT; ++rt) m[rt][0] = m[rt][1] = -INFINITY, l[rt][0] = l[rt][1] = 0.f;
@@ -160,18 +218,23 @@ __global__ void __launch_bounds__(W * 32) select_kernel(SelectParams p, const T*
       for (int sub = 0; sub < kSelSub; ++sub) {
         const int j0 = ci * kSelRows + sub * 16;  // first block of this 16-block tile
         if (active && j0 < lim) {
-          const T* tile = sKb + (ci % kSelStages) * 3 * kSelRows * D + sub * 16 * D;
+          const __half* tile = sKb + (ci % kSelStages) * 2 * kSelRows * D + sub * 16 * D;
+          // the scales of this lane's four blocks: j0 + n * 8 + 2c + {0, 1}
+          float2 kun[2];
+#pragma unroll
+          for (int n = 0; n < 2; ++n)
+            kun[n] = *reinterpret_cast<const float2*>(sScale + (ci % kSelStages) * kSelRows + sub * 16 + n * 8 + 2 * c);
           float colsum[2][2] = {{0.f, 0.f}, {0.f, 0.f}};
 #pragma unroll
           for (int rt = 0; rt < RT; ++rt) {
             float s[2][4];
-            chunk_scores<T, D>(s, qa[rt], tile, lane);
+            chunk_scores<D>(s, qa[rt], tile, lane);
 #pragma unroll
             for (int n = 0; n < 2; ++n)
 #pragma unroll
               for (int e = 0; e < 4; ++e) {
                 const int j = j0 + n * 8 + 2 * c + (e & 1);
-                s[n][e] = j < lim ? s[n][e] * ys : -INFINITY;
+                s[n][e] = j < lim ? s[n][e] * q_unscale[rt][e >> 1] * (e & 1 ? kun[n].y : kun[n].x) : -INFINITY;
               }
             if (pass == 0) {
 #pragma unroll
@@ -274,7 +337,8 @@ int select_buf_stride(const SelectParams& p) { return (visible_blocks(p) + 4 + 3
 int select_warps(const SelectParams& p) { return p.D == 64 ? sel_warps<64>() : sel_warps<128>(); }
 size_t select_smem(const SelectParams& p) {
   const int rows = p.D == 64 ? sel_rows<64>() : sel_rows<128>();
-  return size_t(kSelStages) * 3 * rows * p.D * 2 + size_t(select_warps(p)) * select_buf_stride(p) * sizeof(float);
+  return size_t(kSelStages) * rows * (2 * p.D * sizeof(__half) + sizeof(float)) +
+         size_t(select_warps(p)) * select_buf_stride(p) * sizeof(float);
 }
 
 // ---------------------------------------------------------------- transposed index
@@ -354,8 +418,11 @@ __global__ void index_fill_kernel(BlockIndexParams p, int nb, int nchunks) {
 
 }  // namespace
 
+// The two fp16 terms of every pooled block, then the blocks' scales (rows of
+// nbc rounded up to 4).
 size_t select_workspace_bytes(const SelectParams& p) {
-  return size_t(3) * p.B * p.Hkv * visible_blocks(p) * p.D * 2 + 16;
+  const size_t rows = size_t(p.B) * p.Hkv, nbc = visible_blocks(p);
+  return rows * nbc * p.D * 2 * sizeof(__half) + rows * ((nbc + 3) & ~size_t(3)) * sizeof(float) + 16;
 }
 
 std::string select_supported(const SelectParams& p) {
@@ -373,14 +440,16 @@ std::string select_blocks(const SelectParams& p, cudaStream_t stream) {
   const int G = p.Hq / p.Hkv, stride = select_buf_stride(p);
   const int W = select_warps(p);
   dim3 grid((p.Tq + W - 1) / W, p.Hkv, p.B);
+  __half* split = reinterpret_cast<__half*>(p.kbar);
+  float* scales = reinterpret_cast<float*>(split + 2 * npool);
+  const int64_t pool_warps = npool / std::max(p.D, 1);
   SSA_DISPATCH_DTYPE(p.dtype, T, {
-    T* split = reinterpret_cast<T*>(p.kbar);
-    if (npool > 0)
-      pool_keys_kernel<T><<<int(std::min<int64_t>((npool + 255) / 256, 65536)), 256, 0, stream>>>(p, split);
     SSA_DISPATCH_HEADDIM(p.D, D, {
+      if (pool_warps > 0)
+        pool_keys_kernel<T, D><<<int(std::min<int64_t>((pool_warps + 7) / 8, 65536)), 256, 0, stream>>>(p, split, scales);
       auto kern = G <= 16 ? select_kernel<T, D, 1> : select_kernel<T, D, 2>;
       SSA_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-      kern<<<grid, W * 32, smem, stream>>>(p, split, stride);
+      kern<<<grid, W * 32, smem, stream>>>(p, split, scales, stride);
     });
   });
   SSA_CUDA_CHECK(cudaGetLastError());

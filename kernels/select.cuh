@@ -3,9 +3,11 @@
 //
 // Why this shape: the ranking must match the fp32 reference, so scores need
 // fp32 accuracy, yet there are Tq x nb x G of them.  The pooled keys (fp32) are
-// split into three 16-bit terms hi + mid + lo; q is 16-bit already, so each
-// product q*term is exact in the MMA's fp32 accumulator and three tensor-core
-// MMAs give q.kbar to about fp32 rounding.  One warp owns one query token and
+// split into two fp16 terms hi + lo (22 bits) and q converted to fp16, each
+// block and each query head first scaled by a power of two into fp16's range;
+// each product q*term is exact in the MMA's fp32 accumulator, so two
+// tensor-core MMAs give q.kbar to about fp32 rounding (the selections of three
+// bf16 terms, at two thirds of the MMAs: bench/selection_precision.cpp).  One warp owns one query token and
 // all G query heads of its group (the MMA rows); consecutive tokens of one CTA
 // (4 at d64, 8 at d128) share the kbar chunks (16 blocks at d64, 32 at d128) in
 // shared memory.  Pass 1 gets each head's softmax max/sum over the visible
@@ -38,7 +40,7 @@ struct SelectParams {
   const void* k;  // (B, Hkv, Tk, D) same dtype; last dim contiguous
   Strides4 q_s, k_s;  // element strides of q and k
   void* kbar;        // workspace, select_workspace_bytes(): mean of each complete block's keys,
-                     // as three 16-bit terms (hi, mid, lo) for fp32-accurate tensor-core scores
+                     // as two fp16 terms (hi, lo) and a power-of-two scale per block
   int32_t* blocks;   // out (B, Hkv, Tq, K) contiguous: slot 0 = own block, then past blocks
                      //     by falling group score (ties: lower index), -1 = empty slot
   int32_t* counts;   // out (B, Hkv, Tq) contiguous: valid slots per query; may be null

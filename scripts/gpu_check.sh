@@ -23,7 +23,8 @@
 #   bash scripts/gpu_check.sh perf     # one call for the open kernel issues (12, 16), about 6 minutes:
 #                                      # the decode and selection tests, the decode benchmark, the kernel
 #                                      # benchmark on random and recorded selections (no Flex, no dual),
-#                                      # and ncu's view of the decode kernels at 128K x 32 and 8K x 1
+#                                      # and ncu's view of the decode kernels at 128K x 32 and 8K x 1;
+#                                      # compute-sanitizer on the selection's fp16-range cases
 set -o pipefail
 cd "$(dirname "$0")/.."
 STAGE=${1:-all}
@@ -155,6 +156,10 @@ if [ "$STAGE" = perf ]; then
   echo "test_kernel_backend rc=$?"; grep -E "FAIL|failed|passed" "$OUT/kernel_backend.txt" | tail -5
   timeout 180 ./build-gpu/kernels/test_kernels > "$OUT/test_kernels.txt" 2>&1
   echo "test_kernels rc=$?"; grep -E "FAIL|failed|passed" "$OUT/test_kernels.txt" | tail -5
+  # the selection's fp16 scaling (padded scale rows, both range cases) under memcheck
+  timeout 120 compute-sanitizer --tool memcheck --error-exitcode 3 ./build-gpu/kernels/test_kernels q-sd \
+    > "$OUT/sanitize_select.txt" 2>&1
+  echo "compute-sanitizer test_kernels q-sd rc=$?"; grep -E "ERROR SUMMARY|failed checks" "$OUT/sanitize_select.txt"
   timeout 200 ./build-gpu/ssalab_decode_bench --no-model 2>&1 | tee "$OUT/decode_bench.txt" | grep -E "^\| 1B|^\| 16q" | head -40
   SELECTIONS=${KBENCH_SELECTIONS-bench/inputs/ssa-shipped-layer2-selected-blocks.npy}
   timeout 240 ./build-gpu/ssalab_kernel_bench --no-dual ${SELECTIONS:+--selections "$SELECTIONS"} \

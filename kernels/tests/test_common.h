@@ -54,15 +54,19 @@ struct Case {
   int seg_tokens = 512;  // dK/dV work-item size (small values exercise the split path)
   int Tq = 0;            // queries; 0 = T (the whole sequence)
   int q_off = 0;         // position of query 0
+  // standard deviations of q and k (v and dout: 1): far from 1 they leave
+  // fp16's range, which the selection's fp16 scoring must absorb
+  float q_sd = 1.f, k_sd = 1.f;
   int tq() const { return Tq ? Tq : T; }
   bool cache() const { return tq() != T || q_off != 0; }
   // e.g. "bf16 d64 B1 Hq16 Hkv1 T1000 bs16 k16 seg7"; with a cache "... Tk600 Tq200 off350 ..."
   std::string desc() const {
-    char len[64], buf[200];
+    char len[64], range[64] = "", buf[260];
     if (cache()) std::snprintf(len, sizeof len, "Tk%d Tq%d off%d", T, tq(), q_off);
     else std::snprintf(len, sizeof len, "T%d", T);
-    std::snprintf(buf, sizeof buf, "%s d%d B%d Hq%d Hkv%d %s bs%d k%d%s seg%d", dtype_name(dt), D, B, Hq, Hkv, len, bs,
-                  K, const_k ? " const-k" : "", seg_tokens);
+    if (q_sd != 1.f || k_sd != 1.f) std::snprintf(range, sizeof range, " q-sd%.0e k-sd%.0e", q_sd, k_sd);
+    std::snprintf(buf, sizeof buf, "%s d%d B%d Hq%d Hkv%d %s bs%d k%d%s%s seg%d", dtype_name(dt), D, B, Hq, Hkv, len,
+                  bs, K, const_k ? " const-k" : "", range, seg_tokens);
     return buf;
   }
   // Shape fields of a kernel's params struct.
@@ -344,8 +348,8 @@ struct Inputs {
         k_dev(size_t(c.B) * c.Hkv * c.T * c.D),
         v_dev(k_dev.n),
         dout_dev(size_t(c.B) * c.Hq * c.tq() * c.D) {
-    const Tensor16 q_full = random16(c.dt, q_all.n, rng, 1.f);
-    k = random16(c.dt, k_dev.n, rng, 1.f);
+    const Tensor16 q_full = random16(c.dt, q_all.n, rng, c.q_sd);
+    k = random16(c.dt, k_dev.n, rng, c.k_sd);
     v = random16(c.dt, v_dev.n, rng, 1.f);
     dout = random16(c.dt, dout_dev.n, rng, 1.f);
     if (c.const_k)

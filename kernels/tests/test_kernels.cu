@@ -217,7 +217,7 @@ int main(int argc, char** argv) {
   const std::string filter = argc > 1 ? argv[1] : "";
   std::mt19937 rng(1234);
   const DType bf = DType::bf16, fh = DType::fp16;
-  // dt, D, B, Hq, Hkv, T, bs, K [, const_k, seg_tokens, Tq, q_off]
+  // dt, D, B, Hq, Hkv, T, bs, K [, const_k, seg_tokens, Tq, q_off, q_sd, k_sd]
   std::vector<Case> cases = {
       {bf, 64, 1, 16, 1, 1000, 16, 16, false, 7},   // G16, T not a multiple of bs, split dK/dV items
       {fh, 128, 2, 8, 8, 517, 32, 4},     // G1, batch 2
@@ -235,6 +235,10 @@ int main(int argc, char** argv) {
       {fh, 128, 2, 8, 2, 517, 32, 6, false, 512, 130, 387},    // the last chunk (q_off + Tq = T), batch 2
       {bf, 64, 1, 32, 2, 600, 64, 4, false, 512, 1, 599},      // decoding one token
       {bf, 128, 1, 4, 1, 300, 16, 5, false, 512, 37, 100},     // keys past the last query
+      // q and k outside fp16's range (their products inside it): the selection's
+      // power-of-two scaling into fp16, both ways
+      {bf, 64, 1, 16, 1, 500, 16, 8, false, 512, 0, 0, 1e5f, 1e-6f},
+      {bf, 128, 1, 8, 2, 400, 16, 6, false, 512, 0, 0, 1e-6f, 1e5f},
   };
   int ran = 0;
   for (const Case& c : cases) {
