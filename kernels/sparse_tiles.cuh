@@ -1,8 +1,11 @@
 // Device helpers shared by the attention kernels: walking one token's selected
-// blocks in 16-key chunks, the per-warp cp.async ring that streams those chunks
-// of K and V, the A fragments of a token's head rows, and the per-row bitmask
-// of selected blocks that the full-attention passes (statistics, dual stream) test.
+// blocks in 16-key chunks (in slot order, or ascending), the per-warp cp.async
+// ring that streams those chunks of K and V, the A fragments of a token's head
+// rows, and the per-row bitmask of selected blocks that the full-attention
+// passes (statistics, dual stream) test.
 #pragma once
+#include <climits>
+
 #include "common.cuh"
 
 namespace ssa {
@@ -37,6 +40,65 @@ struct ChunkIter {
   }
 };
 
+// A token's selected blocks in ascending order, one per lane (lane i holds the
+// i-th; lanes past the count hold INT_MAX), for top_k <= 32: slot 0 is the own
+// block pos / bs, then the past blocks until the first -1.  Blocks after the
+// own one (all their keys are masked: they add nothing) and repeats are
+// dropped.  The query-tile forward walks the union of a tile's lists in this
+// order and the per-token forward walks the list itself, so both add a token's
+// chunks in the same order: their outputs are bitwise equal, whichever path a
+// tile takes.
+__device__ __forceinline__ int warp_sort_ascending(int x, int lane) {
+#pragma unroll
+  for (int k = 2; k <= 32; k <<= 1)
+#pragma unroll
+    for (int j = k >> 1; j > 0; j >>= 1) {
+      const int y = __shfl_xor_sync(0xffffffffu, x, j);
+      x = (((lane & j) == 0) == ((lane & k) == 0)) ? min(x, y) : max(x, y);
+    }
+  return x;
+}
+__device__ __forceinline__ int sorted_selection(const int32_t* sel, int K, int bs, int pos, int lane) {
+  const int own = pos / bs;
+  int j = lane == 0 ? own : lane < K ? sel[lane] : INT_MAX;
+  const unsigned ended = __ballot_sync(0xffffffffu, lane > 0 && lane < K && j < 0);
+  if (ended && lane >= __ffs(ended) - 1) j = INT_MAX;  // -1 ends the list
+  if (j > own) j = INT_MAX;
+  j = warp_sort_ascending(j, lane);
+  const int before = __shfl_up_sync(0xffffffffu, j, 1);
+  if (lane > 0 && j == before) j = INT_MAX;
+  return warp_sort_ascending(j, lane);
+}
+
+// The same walk as ChunkIter over a sorted_selection list (all lanes of the
+// warp step it together: the next block comes by shuffle).
+struct SortedChunkIter {
+  int list;  // this lane's entry of the ascending list
+  int n, bs, pos;
+  int i, sub, nsub, j;
+  __device__ __forceinline__ void set_block() {
+    j = __shfl_sync(0xffffffffu, list, i);
+    nsub = j == pos / bs ? (pos - j * bs) / 16 + 1 : bs / 16;
+  }
+  __device__ __forceinline__ void init(int lane_list, int block, int position) {
+    list = lane_list;
+    n = __popc(__ballot_sync(0xffffffffu, lane_list != INT_MAX));
+    bs = block;
+    pos = position;
+    i = 0;
+    sub = 0;
+    set_block();
+  }
+  __device__ __forceinline__ bool valid() const { return i < n; }
+  __device__ __forceinline__ int key0() const { return j * bs + sub * 16; }
+  __device__ __forceinline__ void next() {
+    if (++sub == nsub) {
+      sub = 0;
+      if (++i < n) set_block();
+    }
+  }
+};
+
 // One warp copies rows key0..key0+15 of a (T_len, D) slice into a swizzled 16 x D
 // tile; rows at or past T_len are zero-filled.
 template <typename T, int D>
@@ -58,14 +120,14 @@ __device__ __forceinline__ void load_chunk16(T* dst, const T* src, int64_t strid
 // consumer's cp_async_wait<Stages - 1> count stays right).  Kernels build it in
 // place: a helper that returned a primed ring by value made nvcc 13 read the
 // selection through shared-memory loads (an illegal-instruction fault).
-template <typename T, int D, int Stages>
+template <typename T, int D, int Stages, typename Iter = ChunkIter>
 struct KvRing {
   T* sK;  // [Stages][16][D]
   T* sV;  // [Stages][16][D]
   const T *k, *v;  // this (batch, kv head)'s (Tk, D) slices
   int64_t k_stride_t, v_stride_t;
   int T_len, lane;  // T_len: the number of keys (Tk)
-  ChunkIter prod;
+  Iter prod;
   __device__ __forceinline__ void issue(int st) {
     if (prod.valid()) {
       load_chunk16<T, D>(sK + st * 16 * D, k, k_stride_t, prod.key0(), T_len, lane);

@@ -25,6 +25,9 @@
 #                                      # benchmark on random and recorded selections (no Flex, no dual),
 #                                      # and ncu's view of the decode kernels at 128K x 32 and 8K x 1;
 #                                      # compute-sanitizer on the selection's fp16-range cases
+#   bash scripts/gpu_check.sh fwdtiles # the sparse forward's query tiles (issue 12 part 2), about 5 minutes:
+#                                      # kernel and backend tests, memcheck on the smooth-q cases, the kernel
+#                                      # benchmark on random and recorded selections (no Flex, no dual)
 set -o pipefail
 cd "$(dirname "$0")/.."
 STAGE=${1:-all}
@@ -172,4 +175,32 @@ if [ "$STAGE" = perf ]; then
       --no-model > "$OUT/ncu_decode_$1_$2.txt" 2>&1
     echo "ncu $1 x $2 rc=$? (${SECONDS}s)"
   done
+fi
+if [ "$STAGE" = fwdtiles ]; then
+  [ -f build-gpu/build.ninja ] || configure
+  SECONDS=0
+  cmake --build build-gpu -j16 --target test_kernel_backend test_kernels ssalab_kernel_bench \
+    > "$OUT/fwdtiles_build.txt" 2>&1 || { grep -E "error|Error" -A4 "$OUT/fwdtiles_build.txt" | head -60; exit 1; }
+  echo "fwdtiles build: ${SECONDS}s"
+  timeout 180 ./build-gpu/kernels/test_kernels > "$OUT/test_kernels.txt" 2>&1
+  echo "test_kernels rc=$?"; grep -E "FAIL|failed checks" "$OUT/test_kernels.txt" | tail -8
+  grep -E "^\[|query tile" "$OUT/test_kernels.txt" | grep -B1 "query tile" | grep -E "smooth|default run" | head -12
+  timeout 200 ./build-gpu/kernels/test_kernel_backend > "$OUT/kernel_backend.txt" 2>&1
+  echo "test_kernel_backend rc=$?"; grep -E "FAIL|failed|passed" "$OUT/kernel_backend.txt" | tail -5
+  timeout 150 compute-sanitizer --tool memcheck --error-exitcode 3 ./build-gpu/kernels/test_kernels smooth-q \
+    > "$OUT/sanitize_fwdtiles.txt" 2>&1
+  echo "compute-sanitizer test_kernels smooth-q rc=$?"; grep -E "ERROR SUMMARY|failed checks" "$OUT/sanitize_fwdtiles.txt"
+  SELECTIONS=${KBENCH_SELECTIONS-bench/inputs/ssa-shipped-layer2-selected-blocks.npy}
+  timeout 240 ./build-gpu/ssalab_kernel_bench --no-dual ${SELECTIONS:+--selections "$SELECTIONS"} ${KBENCH_ARGS:-} \
+    --json "$OUT/kernel_bench.json" > "$OUT/kernel_bench.txt" 2>&1
+  echo "ssalab_kernel_bench rc=$? (${SECONDS}s)"; sed -n '/^| shape | config | select | fwd |/,/^$/p' "$OUT/kernel_bench.txt"
+  sed -n '/^| shape | config | select | sparse fwd |/,/^$/p' "$OUT/kernel_bench.txt"
+  if [ "${NCU_SELECT:-0}" = 1 ]; then  # where the selection's time goes at C (bs16 k16, the first launch)
+    timeout 200 ncu --kernel-name regex:select_kernel --launch-count 1 --section SpeedOfLight \
+      --section WarpStateStats --section Occupancy --section LaunchStats --section ComputeWorkloadAnalysis \
+      --section MemoryWorkloadAnalysis --section InstructionStats ./build-gpu/ssalab_kernel_bench --shapes C \
+      --reps 1 --no-dual > "$OUT/ncu_select_C.txt" 2>&1
+    echo "ncu select C rc=$? (${SECONDS}s)"
+    grep -E "Duration|Throughput|Pipe|Stall|Registers|Achieved Occupancy|Issue Slots|L2 Hit" "$OUT/ncu_select_C.txt" | head -40
+  fi
 fi

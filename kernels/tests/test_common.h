@@ -57,6 +57,10 @@ struct Case {
   // standard deviations of q and k (v and dout: 1): far from 1 they leave
   // fp16's range, which the selection's fp16 scoring must absorb
   float q_sd = 1.f, k_sd = 1.f;
+  // each query row a step of an AR(1) walk from the previous token's (per head):
+  // neighbouring tokens then select mostly the same blocks, as trained models'
+  // do, and the forward's query tiles take over
+  bool smooth_q = false;
   int tq() const { return Tq ? Tq : T; }
   bool cache() const { return tq() != T || q_off != 0; }
   // e.g. "bf16 d64 B1 Hq16 Hkv1 T1000 bs16 k16 seg7"; with a cache "... Tk600 Tq200 off350 ..."
@@ -65,8 +69,8 @@ struct Case {
     if (cache()) std::snprintf(len, sizeof len, "Tk%d Tq%d off%d", T, tq(), q_off);
     else std::snprintf(len, sizeof len, "T%d", T);
     if (q_sd != 1.f || k_sd != 1.f) std::snprintf(range, sizeof range, " q-sd%.0e k-sd%.0e", q_sd, k_sd);
-    std::snprintf(buf, sizeof buf, "%s d%d B%d Hq%d Hkv%d %s bs%d k%d%s%s seg%d", dtype_name(dt), D, B, Hq, Hkv, len,
-                  bs, K, const_k ? " const-k" : "", range, seg_tokens);
+    std::snprintf(buf, sizeof buf, "%s d%d B%d Hq%d Hkv%d %s bs%d k%d%s%s%s seg%d", dtype_name(dt), D, B, Hq, Hkv,
+                  len, bs, K, const_k ? " const-k" : "", range, smooth_q ? " smooth-q" : "", seg_tokens);
     return buf;
   }
   // Shape fields of a kernel's params struct.
@@ -348,7 +352,15 @@ struct Inputs {
         k_dev(size_t(c.B) * c.Hkv * c.T * c.D),
         v_dev(k_dev.n),
         dout_dev(size_t(c.B) * c.Hq * c.tq() * c.D) {
-    const Tensor16 q_full = random16(c.dt, q_all.n, rng, c.q_sd);
+    Tensor16 q_full = random16(c.dt, q_all.n, rng, c.q_sd);
+    if (c.smooth_q)  // q[t] = 0.95 q[t-1] + 0.31 noise keeps the variance (0.95^2 + 0.31^2 ~ 1)
+      for (size_t row = 0; row < size_t(c.B) * c.Hq; ++row)
+        for (int t = 1; t < c.T; ++t)
+          for (int d = 0; d < c.D; ++d) {
+            const size_t i = (row * c.T + t) * c.D + d, prev = i - c.D;
+            q_full.bits[i] = bits_of(c.dt, 0.95f * q_full.f[prev] + 0.31f * q_full.f[i]);
+            q_full.f[i] = float_of(c.dt, q_full.bits[i]);
+          }
     k = random16(c.dt, k_dev.n, rng, c.k_sd);
     v = random16(c.dt, v_dev.n, rng, 1.f);
     dout = random16(c.dt, dout_dev.n, rng, 1.f);

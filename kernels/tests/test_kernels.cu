@@ -91,10 +91,51 @@ static void run_case(const Case& c, std::mt19937& rng) {
   fp.lse = lse.p;
   fp.blocks = blocks.p;
   fp.q_s = in.q_s; fp.k_s = in.kv_s; fp.v_s = in.kv_s; fp.o_s = in.o_s;
+  DevBuf<int> tiles(2);
+  CK(cudaMemset(tiles.p, 0, 2 * sizeof(int)));
+  fp.tile_counts = tiles.p;
   dO.poison();
   lse.poison();
   OK(sparse_fwd(fp, 0));
   CK(cudaDeviceSynchronize());
+  // ---- the forward's two paths: every tile as a query tile, the tiles whose
+  // tokens use each block twice on average, then every token alone; each must
+  // give the default run's bits (top_k <= 32: both walk the blocks in
+  // ascending order; above, every run is the per-token kernel)
+  {
+    const std::vector<int> by_default = tiles.get();
+    const std::vector<uint16_t> o_default = dO.get();
+    const std::vector<float> lse_default = lse.get();
+    const bool tileable = G <= 16 && c.K <= 32;
+    DevBuf<uint16_t> o2(nq);
+    DevBuf<float> lse2(lse.n);
+    std::vector<int> at_reuse_2;
+    for (const float reuse : {0.f, 2.f, -1.f}) {
+      SparseFwdParams f2 = fp;
+      f2.o = o2.p;
+      f2.lse = lse2.p;
+      f2.min_block_reuse = reuse;
+      CK(cudaMemset(tiles.p, 0, 2 * sizeof(int)));
+      o2.poison();
+      lse2.poison();
+      OK(sparse_fwd(f2, 0));
+      CK(cudaDeviceSynchronize());
+      const std::vector<int> n = tiles.get();
+      if (reuse == 2.f) at_reuse_2 = n;
+      const bool forced_ok = reuse < 0.f    ? n[0] == 0 && n[1] == 0
+                             : reuse == 0.f ? !tileable || (n[0] > 0 && n[1] == 0)
+                                            : !tileable || n[0] + n[1] > 0;
+      check(forced_ok && o2.get() == o_default && lse2.get() == lse_default,
+            reuse == 0.f   ? "forward, every tile a query tile == default, bitwise"
+            : reuse == 2.f ? "forward, tiles reusing blocks 2x == default, bitwise"
+                           : "forward, per token only == default, bitwise",
+            "query tiles / per-token tiles: default run " + std::to_string(by_default[0]) + " / " +
+                std::to_string(by_default[1]) + ", this run " + std::to_string(n[0]) + " / " + std::to_string(n[1]));
+    }
+    if (c.smooth_q && tileable)
+      check(at_reuse_2[0] > 0, "forward: smooth queries' tiles reuse blocks 2x",
+            fmt("%.0f query tiles, %.0f per token", at_reuse_2[0], at_reuse_2[1]));
+  }
   // ---- backward (twice)
   SparseBwdParams bp;
   c.shape(bp);
@@ -217,7 +258,7 @@ int main(int argc, char** argv) {
   const std::string filter = argc > 1 ? argv[1] : "";
   std::mt19937 rng(1234);
   const DType bf = DType::bf16, fh = DType::fp16;
-  // dt, D, B, Hq, Hkv, T, bs, K [, const_k, seg_tokens, Tq, q_off, q_sd, k_sd]
+  // dt, D, B, Hq, Hkv, T, bs, K [, const_k, seg_tokens, Tq, q_off, q_sd, k_sd, smooth_q]
   std::vector<Case> cases = {
       {bf, 64, 1, 16, 1, 1000, 16, 16, false, 7},   // G16, T not a multiple of bs, split dK/dV items
       {fh, 128, 2, 8, 8, 517, 32, 4},     // G1, batch 2
@@ -239,6 +280,11 @@ int main(int argc, char** argv) {
       // power-of-two scaling into fp16, both ways
       {bf, 64, 1, 16, 1, 500, 16, 8, false, 512, 0, 0, 1e5f, 1e-6f},
       {bf, 128, 1, 8, 2, 400, 16, 6, false, 512, 0, 0, 1e-6f, 1e5f},
+      // neighbouring tokens sharing their blocks (the forward's query tiles)
+      {bf, 64, 1, 16, 1, 1000, 16, 16, false, 512, 0, 0, 1.f, 1.f, true},
+      {fh, 128, 2, 8, 2, 700, 32, 8, false, 512, 0, 0, 1.f, 1.f, true},
+      {bf, 64, 1, 32, 2, 1100, 64, 8, false, 512, 0, 0, 1.f, 1.f, true},
+      {bf, 64, 1, 16, 1, 900, 16, 16, false, 512, 333, 300, 1.f, 1.f, true},  // a chunk inside the sequence
   };
   int ran = 0;
   for (const Case& c : cases) {
