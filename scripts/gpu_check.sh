@@ -25,6 +25,8 @@
 #                                      # benchmark on random and recorded selections (no Flex, no dual),
 #                                      # and ncu's view of the decode kernels at 128K x 32 and 8K x 1;
 #                                      # compute-sanitizer on the selection's fp16-range cases
+#   bash scripts/gpu_check.sh ncusplit # where a C bs16 training step's sparse kernels spend their time (ncu:
+#                                      # selection, forward, dQ, dK/dV; about 3 minutes)
 #   bash scripts/gpu_check.sh fwdtiles # the sparse forward's query tiles (issue 12 part 2), about 5 minutes:
 #                                      # kernel and backend tests, memcheck on the smooth-q cases, the kernel
 #                                      # benchmark on random and recorded selections (no Flex, no dual)
@@ -203,4 +205,17 @@ if [ "$STAGE" = fwdtiles ]; then
     echo "ncu select C rc=$? (${SECONDS}s)"
     grep -E "Duration|Throughput|Pipe|Stall|Registers|Achieved Occupancy|Issue Slots|L2 Hit" "$OUT/ncu_select_C.txt" | head -40
   fi
+fi
+if [ "$STAGE" = ncusplit ]; then
+  [ -f build-gpu/build.ninja ] || configure
+  SECONDS=0
+  cmake --build build-gpu -j16 --target ssalab_kernel_bench > "$OUT/ncusplit_build.txt" 2>&1 ||
+    { grep -E "error|Error" -A4 "$OUT/ncusplit_build.txt" | head -40; exit 1; }
+  echo "ncusplit build: ${SECONDS}s"
+  timeout 300 ncu --kernel-name regex:"select_kernel|sparse_fwd_kernel|sparse_dq_kernel|sparse_dkv_kernel|dkv_reduce" \
+    --launch-count 5 --section SpeedOfLight --section ComputeWorkloadAnalysis --section Occupancy \
+    --section LaunchStats ./build-gpu/ssalab_kernel_bench --shapes C --reps 1 --no-dual > "$OUT/ncu_split_C.txt" 2>&1
+  echo "ncu rc=$? (${SECONDS}s)"
+  grep -E "^  [a-z_ ]*<|Duration|SM Busy|Memory Throughput|Compute \(SM\)|Registers Per|Achieved Occupancy|L2 Cache Throughput" \
+    "$OUT/ncu_split_C.txt" | head -60
 fi
