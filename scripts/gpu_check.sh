@@ -49,6 +49,15 @@ configure() {
     -DSSALAB_UNITY_BUILD=OFF \
     > "$OUT/configure.txt" 2>&1 || { tail -30 "$OUT/configure.txt"; exit 1; }
 }
+# The kernel benchmark without Flex or the dual kernel, on random selections and
+# the shipped model's recorded one (KBENCH_SELECTIONS= for random only); prints
+# the table whose header starts with $1
+kernel_bench_recorded() {
+  local selections=${KBENCH_SELECTIONS-bench/inputs/ssa-shipped-layer2-selected-blocks.npy}
+  timeout 240 ./build-gpu/ssalab_kernel_bench --no-dual ${selections:+--selections "$selections"} ${KBENCH_ARGS:-} \
+    --json "$OUT/kernel_bench.json" > "$OUT/kernel_bench.txt" 2>&1
+  echo "ssalab_kernel_bench rc=$? (${SECONDS}s)"; sed -n "/^| shape | config | $1/,/^\$/p" "$OUT/kernel_bench.txt"
+}
 if [ "$STAGE" = build ] || [ "$STAGE" = all ]; then
   configure
   SECONDS=0
@@ -166,10 +175,7 @@ if [ "$STAGE" = perf ]; then
     > "$OUT/sanitize_select.txt" 2>&1
   echo "compute-sanitizer test_kernels q-sd rc=$?"; grep -E "ERROR SUMMARY|failed checks" "$OUT/sanitize_select.txt"
   timeout 200 ./build-gpu/ssalab_decode_bench --no-model 2>&1 | tee "$OUT/decode_bench.txt" | grep -E "^\| 1B|^\| 16q" | head -40
-  SELECTIONS=${KBENCH_SELECTIONS-bench/inputs/ssa-shipped-layer2-selected-blocks.npy}
-  timeout 240 ./build-gpu/ssalab_kernel_bench --no-dual ${SELECTIONS:+--selections "$SELECTIONS"} \
-    --json "$OUT/kernel_bench.json" > "$OUT/kernel_bench.txt" 2>&1
-  echo "ssalab_kernel_bench rc=$? (${SECONDS}s)"; sed -n '/^| shape | config/,/^$/p' "$OUT/kernel_bench.txt"
+  kernel_bench_recorded "select | sparse fwd |"
   for cfg in "131072 32" "8192 1"; do
     set -- $cfg
     timeout 120 ncu --kernel-name regex:decode_ --launch-count 3 --section SpeedOfLight --section WarpStateStats \
@@ -192,10 +198,7 @@ if [ "$STAGE" = fwdtiles ]; then
   timeout 150 compute-sanitizer --tool memcheck --error-exitcode 3 ./build-gpu/kernels/test_kernels smooth-q \
     > "$OUT/sanitize_fwdtiles.txt" 2>&1
   echo "compute-sanitizer test_kernels smooth-q rc=$?"; grep -E "ERROR SUMMARY|failed checks" "$OUT/sanitize_fwdtiles.txt"
-  SELECTIONS=${KBENCH_SELECTIONS-bench/inputs/ssa-shipped-layer2-selected-blocks.npy}
-  timeout 240 ./build-gpu/ssalab_kernel_bench --no-dual ${SELECTIONS:+--selections "$SELECTIONS"} ${KBENCH_ARGS:-} \
-    --json "$OUT/kernel_bench.json" > "$OUT/kernel_bench.txt" 2>&1
-  echo "ssalab_kernel_bench rc=$? (${SECONDS}s)"; sed -n '/^| shape | config | select | fwd |/,/^$/p' "$OUT/kernel_bench.txt"
+  kernel_bench_recorded "select | fwd |"
   sed -n '/^| shape | config | select | sparse fwd |/,/^$/p' "$OUT/kernel_bench.txt"
   if [ "${NCU_SELECT:-0}" = 1 ]; then  # where the selection's time goes at C (bs16 k16, the first launch)
     timeout 200 ncu --kernel-name regex:select_kernel --launch-count 1 --section SpeedOfLight \

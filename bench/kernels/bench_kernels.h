@@ -74,8 +74,8 @@ struct SelectionResult {
   ForwardCheck check;
   double select_ms = kNaN, fwd_ms = kNaN, fwd_bwd_ms = kNaN;
   double index_ms = kNaN, bwd_ms = kNaN;  // stages of fwd+bwd
-  double fwd_per_token_ms = kNaN;          // the forward without query tiles (kernels/sparse_fwd.cuh)
-  double fwd_all_tiles_ms = kNaN;          // the forward with every tile a query tile
+  double fwd_all_tiles_ms = kNaN;          // the forward with every tile a query tile (fwd_ms: none,
+                                           // the default; kernels/sparse_fwd.cuh)
   double query_tile_share = kNaN;          // of the forward's 8-token tiles, the share whose tokens use
                                            // each block of their union twice or more on average
   double dual_ms = kNaN;                   // cuDNN dense fwd+bwd + our fwd+bwd, timed as one op
@@ -170,8 +170,6 @@ class SparseKernels {
  public:
   SparseKernels(const Inputs& in, const SelectKernel& sel);
   void forward();
-  // the per-token kernel alone (min_block_reuse < 0, the default since 2026-12-05)
-  void forward_per_token();
   // every tile a query tile (min_block_reuse 0)
   void forward_all_tiles();
   // the share of 8-token tiles whose tokens use each union block twice or more
