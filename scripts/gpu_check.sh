@@ -215,10 +215,15 @@ if [ "$STAGE" = ncusplit ]; then
   cmake --build build-gpu -j16 --target ssalab_kernel_bench > "$OUT/ncusplit_build.txt" 2>&1 ||
     { grep -E "error|Error" -A4 "$OUT/ncusplit_build.txt" | head -40; exit 1; }
   echo "ncusplit build: ${SECONDS}s"
-  timeout 300 ncu --kernel-name regex:"select_kernel|sparse_fwd_kernel|sparse_dq_kernel|sparse_dkv_kernel|dkv_reduce" \
-    --launch-count 5 --section SpeedOfLight --section ComputeWorkloadAnalysis --section Occupancy \
-    --section LaunchStats ./build-gpu/ssalab_kernel_bench --shapes C --reps 1 --no-dual > "$OUT/ncu_split_C.txt" 2>&1
-  echo "ncu rc=$? (${SECONDS}s)"
-  grep -E "^  [a-z_ ]*<|Duration|SM Busy|Memory Throughput|Compute \(SM\)|Registers Per|Achieved Occupancy|L2 Cache Throughput" \
-    "$OUT/ncu_split_C.txt" | head -60
+  # one ncu run per kernel: a shared --launch-count would spend itself on the
+  # first kernel's warm-up launches
+  for kernel in select_kernel sparse_fwd_kernel sparse_dq_kernel sparse_dkv_kernel dkv_reduce_kernel; do
+    timeout 120 ncu --kernel-name regex:"$kernel" --launch-skip 1 --launch-count 1 \
+      --section SpeedOfLight --section ComputeWorkloadAnalysis --section Occupancy --section LaunchStats \
+      --section WarpStateStats --section MemoryWorkloadAnalysis \
+      ./build-gpu/ssalab_kernel_bench --shapes C --reps 1 --no-dual > "$OUT/ncu_split_C_$kernel.txt" 2>&1
+    echo "ncu $kernel rc=$? (${SECONDS}s)"
+    grep -E "^  [a-z_ ]*<|^  [a-z_]+_kernel|Duration|SM Busy|Memory Throughput|Compute \(SM\)|Registers Per|Achieved Occupancy|L2 Cache Throughput|Stall|Warp Cycles Per Issued|Issue Slots Busy" \
+      "$OUT/ncu_split_C_$kernel.txt" | head -24
+  done
 fi
