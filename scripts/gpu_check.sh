@@ -209,7 +209,25 @@ if [ "$STAGE" = fwdtiles ]; then
     grep -E "Duration|Throughput|Pipe|Stall|Registers|Achieved Occupancy|Issue Slots|L2 Hit" "$OUT/ncu_select_C.txt" | head -40
   fi
 fi
-if [ "$STAGE" = ncusplit ]; then
+if [ "$STAGE" = l1exp ]; then  # EXPERIMENT: K/V through L1 and wider CTAs in the forward and dQ
+  [ -f build-gpu/build.ninja ] || configure
+  SECONDS=0
+  cmake --build build-gpu -j16 --target test_kernels ssalab_kernel_bench > "$OUT/l1exp_build.txt" 2>&1 ||
+    { grep -E "error|Error" -A4 "$OUT/l1exp_build.txt" | head -60; exit 1; }
+  echo "l1exp build: ${SECONDS}s"
+  for v in "1 16" "0 16"; do
+    set -- $v
+    SSA_EXP_KV_L1=$1 SSA_EXP_FWD_WARPS=$2 timeout 150 ./build-gpu/kernels/test_kernels > "$OUT/test_kernels_l1_$1_w$2.txt" 2>&1
+    echo "test_kernels L1=$1 warps=$2 rc=$? (${SECONDS}s)"; grep -E "FAIL|failed checks|passed" "$OUT/test_kernels_l1_$1_w$2.txt" | tail -3
+  done
+  for v in "0 4" "1 4" "0 8" "1 8" "0 16" "1 16"; do
+    set -- $v
+    SSA_EXP_KV_L1=$1 SSA_EXP_FWD_WARPS=$2 timeout 100 ./build-gpu/ssalab_kernel_bench --shapes C,D --sparse-only \
+      --selections bench/inputs/ssa-shipped-layer2-selected-blocks.npy --json "$OUT/kb_l1_$1_w$2.json" > "$OUT/kb_l1_$1_w$2.txt" 2>&1
+    echo "bench L1=$1 warps=$2 rc=$? (${SECONDS}s)"; grep -E "^[CD]  sparse" "$OUT/kb_l1_$1_w$2.txt" | cut -c1-150
+  done
+fi
+if [ "$STAGE" = ncusplit ] || [ "$STAGE" = l1exp ]; then
   [ -f build-gpu/build.ninja ] || configure
   SECONDS=0
   cmake --build build-gpu -j16 --target ssalab_kernel_bench > "$OUT/ncusplit_build.txt" 2>&1 ||
@@ -221,7 +239,7 @@ if [ "$STAGE" = ncusplit ]; then
     timeout 120 ncu --kernel-name regex:"$kernel" --launch-skip 1 --launch-count 1 \
       --section SpeedOfLight --section ComputeWorkloadAnalysis --section Occupancy --section LaunchStats \
       --section WarpStateStats --section MemoryWorkloadAnalysis \
-      ./build-gpu/ssalab_kernel_bench --shapes C --reps 1 --no-dual > "$OUT/ncu_split_C_$kernel.txt" 2>&1
+      ./build-gpu/ssalab_kernel_bench --shapes C --reps 1 --sparse-only > "$OUT/ncu_split_C_$kernel.txt" 2>&1
     echo "ncu $kernel rc=$? (${SECONDS}s)"
     grep -E "^  [a-z_ ]*<|^  [a-z_]+_kernel|Duration|SM Busy|Memory Throughput|Compute \(SM\)|Registers Per|Achieved Occupancy|L2 Cache Throughput|Stall|Warp Cycles Per Issued|Issue Slots Busy" \
       "$OUT/ncu_split_C_$kernel.txt" | head -24

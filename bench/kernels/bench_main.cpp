@@ -76,7 +76,7 @@ FlexResult merge_flex(const FlexFile& file, const ShapeResult& shape, const Sele
 // ---------------------------------------------------------------- one shape
 
 ShapeResult run_shape(const ShapeSpec& spec, GpuTimer& timer, const FlexFile& flex, const RecordedSelection* recorded,
-                      bool with_dual) {
+                      bool with_dual, bool sparse_only) {
   ShapeResult r;
   r.shape = spec;
   Inputs in = make_inputs(spec);
@@ -84,6 +84,7 @@ ShapeResult run_shape(const ShapeSpec& spec, GpuTimer& timer, const FlexFile& fl
 
   DenseSdpa dense(in);
   for (SdpaBackend b : {SdpaBackend::cudnn, SdpaBackend::flash}) {
+    if (sparse_only) break;
     r.dense.push_back(dense.time(b, timer));
     const DenseResult& d = r.dense.back();
     print_line(spec.name, std::string("sdpa-") + backend_name(b), "dense", d.fwd_ms, d.fwd_bwd_ms, d.error);
@@ -106,8 +107,8 @@ ShapeResult run_shape(const ShapeSpec& spec, GpuTimer& timer, const FlexFile& fl
     s.check = check_forward(in, sel, ours);
 
     bench_sparse(in, sel, ours, dense, r.dense_of(SdpaBackend::cudnn), timer, s);
-    if (with_dual) bench_fused_dual(in, sel, ours, timer, s);
-    if (std::string(spec.name) == kStatsShape && &cfg == &configs[0]) bench_stats(in, sel, timer, s);
+    if (with_dual && !sparse_only) bench_fused_dual(in, sel, ours, timer, s);
+    if (!sparse_only && std::string(spec.name) == kStatsShape && &cfg == &configs[0]) bench_stats(in, sel, timer, s);
 
     s.flex = merge_flex(flex, r, s);
     r.selections.push_back(std::move(s));
@@ -192,16 +193,19 @@ struct Options {
   std::string selections_path;  // a recorded selection to replay beside the random ones
   int selections_block_size = 16;
   bool with_dual = true;  // the experimental fused dual kernel (slow: 0.1 s a call at C)
+  bool sparse_only = false;  // selection and sparse attention only: no dense SDPA, dual stream or statistics
 };
 
 const char* kUsage =
-    "usage: ssalab_kernel_bench [--shapes A,B,C,D] [--json PATH] [--flex PATH] [--reps N] [--selections FILE] [--no-dual]\n"
+    "usage: ssalab_kernel_bench [--shapes A,B,C,D] [--json PATH] [--flex PATH] [--reps N] [--selections FILE] [--no-dual] [--sparse-only]\n"
     "  --shapes  subset of A (16/1 d64 8K), B (32/2 d64 8K), C (32/2 d64 32K), D (16/1 d128 32K)\n"
     "  --json    where to write every number (default kernel_bench.json)\n"
     "  --flex    JSON from kernels/bench/flex_bench.py, merged into the table\n"
     "  --reps    fixed repetitions per measurement (default: a 200 ms budget, at least 5)\n"
     "  --selections FILE  a recorded selection (ssalab analyze's layerL_selected_blocks.npy) replayed\n"
-    "            at each shape as one more config; --selections-block-size its block size (16)\n";
+    "            at each shape as one more config; --selections-block-size its block size (16)\n"
+    "  --sparse-only  time the selection and the sparse kernels alone (no dense SDPA, dual stream or\n"
+    "            statistics): quick A/B runs of a kernel change\n";
 
 Options parse_options(int argc, char** argv) {
   Options o;
@@ -219,6 +223,7 @@ Options parse_options(int argc, char** argv) {
     else if (arg == "--selections") o.selections_path = value();
     else if (arg == "--selections-block-size") o.selections_block_size = std::stoi(value());
     else if (arg == "--no-dual") o.with_dual = false;
+    else if (arg == "--sparse-only") o.sparse_only = true;
     else if (arg == "-h" || arg == "--help") { std::fputs(kUsage, stdout); std::exit(0); }
     else throw std::invalid_argument("unknown argument " + arg);
   }
@@ -277,7 +282,8 @@ int main(int argc, char** argv) {
                   recorded.block_size);
     }
     for (const ShapeSpec* s : opts.shapes)
-      results.push_back(run_shape(*s, timer, flex, opts.selections_path.empty() ? nullptr : &recorded, opts.with_dual));
+      results.push_back(run_shape(*s, timer, flex, opts.selections_path.empty() ? nullptr : &recorded, opts.with_dual,
+                                opts.sparse_only));
     print_tables(results, !opts.flex_path.empty());
 
     json report = {{"device", prop.name},
