@@ -2,8 +2,11 @@
 // methods (FullAttn, MoBA, SSA), measured in one run on one machine, plus the
 // ssa/full ratio and the process's peak resident memory.
 //
-//   build/ssalab_bench [preset] [steps] [seq_len] [batch] [methods]   (default: tiny 20 256 8 full,moba,ssa)
+//   build/ssalab_bench [preset] [steps] [seq_len] [batch] [methods] [--layers N]
+//   (default: tiny 20 256 8 full,moba,ssa)
 // One method alone (e.g. `ssa`) is for profilers: its kernels without the others'.
+// --layers N keeps the preset's layer shape and stacks N of them: `1b ... --layers 4`
+// times the 1B model's layers at 32K without the optimizer state of all 16.
 // Uses synthetic token ids: the model's speed does not depend on the text.
 #include <sys/resource.h>
 
@@ -12,6 +15,8 @@
 #include <cstdio>
 #include <memory>
 #include <random>
+#include <string>
+#include <vector>
 
 #include "engine/model/transformer.h"
 #include "engine/train/trainer.h"
@@ -19,9 +24,24 @@
 using namespace ssalab;
 
 int main(int argc, char** argv) {
+  int layers = 0;  // 0: the preset's own count
+  std::vector<char*> positional{argv[0]};
+  for (int i = 1; i < argc; ++i) {
+    if (std::string(argv[i]) == "--layers" && i + 1 < argc) layers = std::atoi(argv[++i]);
+    else positional.push_back(argv[i]);
+  }
+  argc = int(positional.size());
+  argv = positional.data();
   std::string preset = argc > 1 ? argv[1] : "tiny";
   int steps = argc > 2 ? std::atoi(argv[2]) : 20;
   ModelConfig mc = model_preset(preset);
+  if (layers != 0) {
+    if (layers < 1) {
+      std::fprintf(stderr, "ssalab_bench: --layers must be at least 1\n");
+      return 2;
+    }
+    mc.num_layers = layers;
+  }
   TrainConfig tc;
   tc.seq_len = argc > 3 ? std::atoi(argv[3]) : std::min(mc.max_position, 256);
   tc.batch_size = argc > 4 ? std::atoi(argv[4]) : 8;
@@ -31,8 +51,8 @@ int main(int argc, char** argv) {
   for (int i = 0; i < 200000; ++i) data->train.push_back(int32_t(rng() % mc.vocab_size));
   data->val = data->train;
 
-  std::printf("ssalab_bench: preset %s (%.2fM params), batch %d x seq %d, k %d x block %d, %d timed steps, device %s, %d threads\n",
-              preset.c_str(), mc.num_parameters() / 1e6, tc.batch_size, tc.seq_len, mc.block_counts, mc.block_size,
+  std::printf("ssalab_bench: preset %s, %d layers (%.2fM params), batch %d x seq %d, k %d x block %d, %d timed steps, device %s, %d threads\n",
+              preset.c_str(), mc.num_layers, mc.num_parameters() / 1e6, tc.batch_size, tc.seq_len, mc.block_counts, mc.block_size,
               steps, resolve_device(tc.device).str().c_str(), torch::get_num_threads());
   // Methods take turns over several rounds and each reports its median, so a
   // burst of load from elsewhere on the machine does not favour one of them.

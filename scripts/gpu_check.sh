@@ -25,6 +25,8 @@
 #                                      # benchmark on random and recorded selections (no Flex, no dual),
 #                                      # and ncu's view of the decode kernels at 128K x 32 and 8K x 1;
 #                                      # compute-sanitizer on the selection's fp16-range cases
+#   bash scripts/gpu_check.sh train1b  # ssa/full training step of a 4-layer 1B-shaped stack at 8K and 32K,
+#                                      # and of the small preset at 8K (issue 12 part 3)
 #   bash scripts/gpu_check.sh ncusplit # where a C bs16 training step's sparse kernels spend their time (ncu:
 #                                      # selection, forward, dQ, dK/dV; about 3 minutes)
 #   bash scripts/gpu_check.sh fwdtiles # the sparse forward's query tiles (issue 12 part 2), about 5 minutes:
@@ -208,6 +210,20 @@ if [ "$STAGE" = fwdtiles ]; then
     echo "ncu select C rc=$? (${SECONDS}s)"
     grep -E "Duration|Throughput|Pipe|Stall|Registers|Achieved Occupancy|Issue Slots|L2 Hit" "$OUT/ncu_select_C.txt" | head -40
   fi
+fi
+if [ "$STAGE" = train1b ]; then
+  # issue 12 part 3: the ssa/full training step of a 1B-shaped layer stack (the 1b preset's layer
+  # shape, 4 layers; bf16 autocast, CUDA kernels) at 8K and 32K, then the small preset at 8K
+  [ -f build-gpu/build.ninja ] || configure
+  SECONDS=0
+  cmake --build build-gpu -j16 --target ssalab_bench > "$OUT/train1b_build.txt" 2>&1 ||
+    { grep -E "error|Error" -A4 "$OUT/train1b_build.txt" | head -40; exit 1; }
+  echo "train1b build: ${SECONDS}s"
+  for seq in 8192 32768; do
+    timeout 240 ./build-gpu/ssalab_bench 1b 3 $seq 1 full,ssa --layers 4 2>&1 | tee "$OUT/bench_1b4l_$seq.txt"
+    echo "rc=$? (${SECONDS}s)"
+  done
+  timeout 150 ./build-gpu/ssalab_bench small 10 8192 1 2>&1 | tee "$OUT/bench_small_8k.txt"
 fi
 if [ "$STAGE" = l1exp ]; then  # EXPERIMENT: K/V through L1 and wider CTAs in the forward and dQ
   [ -f build-gpu/build.ninja ] || configure
