@@ -1,6 +1,8 @@
 // Block top-k selection and the transposed index.  See select.cuh for why.
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <type_traits>
 
 #include "select.cuh"
 #include "common.cuh"
@@ -107,11 +109,100 @@ __device__ __forceinline__ void chunk_scores(float (&s)[2][4], const uint32_t (&
     }
 }
 
+// Ranking order of the slots: falling score, ties to the lower block index.
+__device__ __forceinline__ bool ranks_before(float v2, int i2, float v, int i) { return v2 > v || (v2 == v && i2 < i); }
+
+// A row's best past blocks, kept while pass 2 produces their group scores (for
+// top_k <= 32): one slot per lane in ranking order, so no row of nb scores sits
+// in shared memory (which capped CTAs per SM and the sequence length). One side
+// uses lanes 0..30 (the K - 1 slots); the nsa-chunked rule's two sides use lanes
+// 0..15 (the completed chunks, blocks below own_start) and 16..31 (the row's own
+// chunk). A block enters its side only if it ranks before the side's last slot,
+// which is rare once the list is full, so most 16-block tiles cost a compare.
+struct RunningSlots {
+  float v = -1.f;      // this lane's slot: score (-1: empty, below every score)
+  int i = 0x7fffffff;  //   and block
+  int side = 0, rank = 0, own_start = 0;
+  int cap0 = 0, cap1 = 0;  // slots per side
+  // each side's last slot: what a new block must rank before (scalars, not
+  // arrays: an array indexed by a side would sit in local memory)
+  float bar_v0 = -1.f, bar_v1 = -1.f;
+  int bar_i0 = 0, bar_i1 = 0;
+
+  __device__ void init(int lane, bool two_sides, int cap_before, int cap_own, int own_start_) {
+    side = two_sides && lane >= 16;
+    rank = lane - (side ? 16 : 0);
+    own_start = own_start_;
+    cap0 = cap_before, cap1 = cap_own;
+    bar_v0 = cap0 > 0 ? -1.f : INFINITY;  // a side without slots takes nothing
+    bar_i0 = cap0 > 0 ? 0x7fffffff : -1;
+    bar_v1 = cap1 > 0 ? -1.f : INFINITY;
+    bar_i1 = cap1 > 0 ? 0x7fffffff : -1;
+  }
+  __device__ bool wanted(float vn, int jn) const {
+    return jn >= own_start ? ranks_before(vn, jn, bar_v1, bar_i1) : ranks_before(vn, jn, bar_v0, bar_i0);
+  }
+  // All 32 lanes, the same (vn, jn), which ranks before its side's last slot.
+  __device__ void insert(float vn, int jn) {
+    const int s = jn >= own_start ? 1 : 0;
+    const bool mine = side == s && rank < (s ? cap1 : cap0);
+    const int pos = __popc(__ballot_sync(0xffffffffu, mine && ranks_before(v, i, vn, jn)));
+    const float up_v = __shfl_up_sync(0xffffffffu, v, 1);
+    const int up_i = __shfl_up_sync(0xffffffffu, i, 1);
+    if (mine && rank > pos) v = up_v, i = up_i;
+    else if (mine && rank == pos) v = vn, i = jn;
+    const int last = s ? 16 + cap1 - 1 : cap0 - 1;
+    const float lv = __shfl_sync(0xffffffffu, v, last);
+    const int li = __shfl_sync(0xffffffffu, i, last);
+    if (s) bar_v1 = lv, bar_i1 = li;
+    else bar_v0 = lv, bar_i0 = li;
+  }
+  // The four scores a quad-0 lane holds for blocks cj[k] (valid[k]): those that
+  // enter, one at a time across the warp.
+  __device__ void offer(const float (&cv)[4], const int (&cj)[4], unsigned valid, int lane) {
+    unsigned bits = 0;
+#pragma unroll
+    for (int k = 0; k < 4; ++k)
+      if ((valid >> k & 1) && wanted(cv[k], cj[k])) bits |= 1u << k;
+    for (unsigned who = __ballot_sync(0xffffffffu, bits != 0); who; who = __ballot_sync(0xffffffffu, bits != 0)) {
+      const int src = __ffs(who) - 1, k = __ffs(bits) - 1;
+      float vk = 0.f;
+      int jk = 0;
+#pragma unroll
+      for (int u = 0; u < 4; ++u)
+        if (u == k) vk = cv[u], jk = cj[u];
+      vk = __shfl_sync(0xffffffffu, vk, src);
+      jk = __shfl_sync(0xffffffffu, jk, src);
+      insert(vk, jk);
+      if (lane == src) bits &= bits - 1;
+#pragma unroll
+      for (int u = 0; u < 4; ++u)  // the bars rose: drop what no longer enters
+        if ((bits >> u & 1) && !wanted(cv[u], cj[u])) bits &= ~(1u << u);
+    }
+  }
+  // Slots 1.. of the output row: each side's slots merged in ranking order.
+  __device__ void write(int32_t* out) const {
+    const int cap_mine = side ? cap1 : cap0, cap_other = side ? cap0 : cap1;
+    int at = rank;
+    if (cap1 > 0) {  // two sides: count the other side's slots that rank first
+      for (int r = 0; r < 16; ++r) {
+        const int src = (side ? 0 : 16) + r;
+        const float ov = __shfl_sync(0xffffffffu, v, src);
+        const int oi = __shfl_sync(0xffffffffu, i, src);
+        if (r < cap_other && ranks_before(ov, oi, v, i)) ++at;
+      }
+    }
+    if (rank < cap_mine) out[1 + at] = i;
+  }
+};
+
 // One warp per query row i (all G <= 16*RT heads of its group), at position
 // q_offset + i; W rows per CTA share the kbar chunks (kSelRows blocks x 2
-// terms and their scales) in shared memory.
-template <typename T, int D, int RT, int W = sel_warps<D>()>
-__global__ void __launch_bounds__(W * 32)
+// terms and their scales) in shared memory. Stream (top_k <= 32): the slots
+// are kept in RunningSlots while pass 2 runs; otherwise pass 2 writes the
+// row's scores to shared memory and K - 1 argmax rounds pick the slots.
+template <typename T, int D, int RT, bool Stream, int W>
+__global__ void __launch_bounds__(W * 32, Stream && D == 64 && RT == 1 ? 28 / W : 1)
     select_kernel(SelectParams p, const __half* split, const float* scales, int buf_stride) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   constexpr int NK = D / 16, CH = D / 8, kSelRows = sel_rows<D>(), kSelSub = kSelRows / 16;
@@ -197,6 +288,18 @@ __global__ void __launch_bounds__(W * 32)
       cp_async16(sScale + st * kSelRows + tid * 4, kscale + (ok ? j : 0), ok);
     }
   };
+  // The nsa-chunked rule (select.cuh), once the row's own block is past the
+  // first chunk of K blocks: the completed chunks [0, own_chunk_start) fill K/2
+  // slots and the row's own chunk [own_chunk_start, bt) the other K/2 - 1 (or fewer, when a
+  // side has fewer blocks). Otherwise one side, [0, bt), fills K - 1 slots.
+  const bool chunked = p.nsa_chunked && K >= kNsaChunkBlocks && bt >= K;
+  const int own_chunk_start = chunked ? bt / K * K : bt;
+  const int cap_before = chunked ? min(K / 2, own_chunk_start) : min(K - 1, bt);
+  const int cap_own = chunked ? min(K - K / 2 - 1, bt - own_chunk_start) : 0;
+  const int rounds = cap_before + cap_own;
+  RunningSlots slots;
+  if constexpr (Stream) slots.init(lane, chunked, cap_before, cap_own, own_chunk_start);
+
   float m[RT][2], l[RT][2];
 #pragma unroll
   for (int rt = 0; rt < RT; ++rt) m[rt][0] = m[rt][1] = -INFINITY, l[rt][0] = l[rt][1] = 0.f;
@@ -258,6 +361,9 @@ __global__ void __launch_bounds__(W * 32)
             }
           }
           if (pass == 1) {
+            float cv[4];  // this lane's four group scores (the same in every quad after the sums)
+            int cj[4];
+            unsigned valid = 0;
 #pragma unroll
             for (int n = 0; n < 2; ++n)
 #pragma unroll
@@ -267,8 +373,14 @@ __global__ void __launch_bounds__(W * 32)
                 v += __shfl_xor_sync(0xffffffffu, v, 8);
                 v += __shfl_xor_sync(0xffffffffu, v, 16);
                 const int j = j0 + n * 8 + 2 * c + e;
-                if (g == 0 && j < lim) buf[j] = v;
+                if constexpr (Stream) {
+                  cv[n * 2 + e] = v, cj[n * 2 + e] = j;
+                  if (g == 0 && j < lim) valid |= 1u << (n * 2 + e);
+                } else if (g == 0 && j < lim) {
+                  buf[j] = v;
+                }
               }
+            if constexpr (Stream) slots.offer(cv, cj, valid, lane);
           }
         }
       }
@@ -280,52 +392,46 @@ __global__ void __launch_bounds__(W * 32)
     }
   }
   if (!active) return;
-  __syncwarp();
-
   int32_t* out = p.blocks + ((int64_t(b) * p.Hkv + hk) * p.Tq + t) * K;
-  // The nsa-chunked rule (select.cuh), once the row's own block is past the
-  // first chunk of K blocks: the completed chunks [0, own_chunk_start) fill K/2
-  // slots and the row's own chunk [own_chunk_start, bt) the other K/2 - 1 (or fewer, when a
-  // side has fewer blocks). Otherwise one side, [0, bt), fills K - 1 slots.
-  const bool chunked = p.nsa_chunked && K >= kNsaChunkBlocks && bt >= K;
-  const int own_chunk_start = chunked ? bt / K * K : bt;
-  int quota_before = chunked ? min(K / 2, own_chunk_start) : min(K - 1, bt);
-  int quota_own = chunked ? min(K - K / 2 - 1, bt - own_chunk_start) : 0;
-  const int rounds = quota_before + quota_own;
-  // Rounds of warp argmax over both sides at once, each side only while it
-  // has slots left, so the slots come out in one order: falling score, ties
-  // to the lower block index. Each lane caches its best entry of each side.
-  auto better = [](float v2, int i2, float v, int i) { return v2 > v || (v2 == v && i2 < i); };
-  float best_before = -1.f, best_own = -1.f;
-  int at_before = 0x7fffffff, at_own = 0x7fffffff;
-  auto rescan = [&](bool own_side) {
-    float bv = -1.f;
-    int bi = 0x7fffffff;
-    const int lo = own_side ? own_chunk_start : 0, hi = own_side ? bt : own_chunk_start;
-    for (int j = lo + ((lane - lo) & 31); j < hi; j += 32)
-      if (buf[j] > bv) { bv = buf[j]; bi = j; }
-    if (own_side) best_own = bv, at_own = bi;
-    else best_before = bv, at_before = bi;
-  };
-  rescan(false);
-  if (chunked) rescan(true);
-  for (int r = 0; r < rounds; ++r) {
-    float v = -1.f;
-    int i = 0x7fffffff;
-    if (quota_before > 0 && better(best_before, at_before, v, i)) v = best_before, i = at_before;
-    if (quota_own > 0 && better(best_own, at_own, v, i)) v = best_own, i = at_own;
-    for (int off = 16; off > 0; off >>= 1) {
-      float v2 = __shfl_xor_sync(0xffffffffu, v, off);
-      int i2 = __shfl_xor_sync(0xffffffffu, i, off);
-      if (better(v2, i2, v, i)) { v = v2; i = i2; }
-    }
-    if (lane == 0) out[1 + r] = i;
-    const bool own_side = i >= own_chunk_start;
-    if (own_side) --quota_own;
-    else --quota_before;
-    if ((i & 31) == lane) {  // the winner's lane removes it and rescans its column of that side
-      buf[i] = -2.f;
-      rescan(own_side);
+  if constexpr (Stream) {
+    slots.write(out);
+  } else {
+    __syncwarp();
+    // Rounds of warp argmax over both sides at once, each side only while it
+    // has slots left, so the slots come out in one order: falling score, ties
+    // to the lower block index. Each lane caches its best entry of each side.
+    int quota_before = cap_before, quota_own = cap_own;
+    float best_before = -1.f, best_own = -1.f;
+    int at_before = 0x7fffffff, at_own = 0x7fffffff;
+    auto rescan = [&](bool own_side) {
+      float bv = -1.f;
+      int bi = 0x7fffffff;
+      const int lo = own_side ? own_chunk_start : 0, hi = own_side ? bt : own_chunk_start;
+      for (int j = lo + ((lane - lo) & 31); j < hi; j += 32)
+        if (buf[j] > bv) { bv = buf[j]; bi = j; }
+      if (own_side) best_own = bv, at_own = bi;
+      else best_before = bv, at_before = bi;
+    };
+    rescan(false);
+    if (chunked) rescan(true);
+    for (int r = 0; r < rounds; ++r) {
+      float v = -1.f;
+      int i = 0x7fffffff;
+      if (quota_before > 0 && ranks_before(best_before, at_before, v, i)) v = best_before, i = at_before;
+      if (quota_own > 0 && ranks_before(best_own, at_own, v, i)) v = best_own, i = at_own;
+      for (int off = 16; off > 0; off >>= 1) {
+        float v2 = __shfl_xor_sync(0xffffffffu, v, off);
+        int i2 = __shfl_xor_sync(0xffffffffu, i, off);
+        if (ranks_before(v2, i2, v, i)) { v = v2; i = i2; }
+      }
+      if (lane == 0) out[1 + r] = i;
+      const bool own_side = i >= own_chunk_start;
+      if (own_side) --quota_own;
+      else --quota_before;
+      if ((i & 31) == lane) {  // the winner's lane removes it and rescans its column of that side
+        buf[i] = -2.f;
+        rescan(own_side);
+      }
     }
   }
   if (lane == 0) out[0] = bt;
@@ -333,8 +439,23 @@ __global__ void __launch_bounds__(W * 32)
   if (p.counts && lane == 0) p.counts[(int64_t(b) * p.Hkv + hk) * p.Tq + t] = 1 + rounds;
 }
 
-int select_buf_stride(const SelectParams& p) { return (visible_blocks(p) + 4 + 3) & ~3; }
-int select_warps(const SelectParams& p) { return p.D == 64 ? sel_warps<64>() : sel_warps<128>(); }
+// Slots kept in registers while pass 2 runs (RunningSlots): one per lane.
+// EXPERIMENT (issue 12): SSA_EXP_SEL_STREAM=0 keeps the shared-memory row.
+bool select_streams(const SelectParams& p) {
+  static const bool off = [] { const char* e = std::getenv("SSA_EXP_SEL_STREAM"); return e && std::atoi(e) == 0; }();
+  return p.top_k <= 32 && !off;
+}
+int select_buf_stride(const SelectParams& p) {
+  return select_streams(p) ? 0 : (visible_blocks(p) + 4 + 3) & ~3;
+}
+// EXPERIMENT (issue 12): SSA_EXP_SEL_WARPS=4|8 overrides the query rows per CTA.
+int select_warps(const SelectParams& p) {
+  if (const char* w = std::getenv("SSA_EXP_SEL_WARPS")) {
+    if (std::atoi(w) == 4) return 4;
+    if (std::atoi(w) == 8) return 8;
+  }
+  return p.D == 64 ? sel_warps<64>() : sel_warps<128>();
+}
 size_t select_smem(const SelectParams& p) {
   const int rows = p.D == 64 ? sel_rows<64>() : sel_rows<128>();
   return size_t(kSelStages) * rows * (2 * p.D * sizeof(__half) + sizeof(float)) +
@@ -447,7 +568,12 @@ std::string select_blocks(const SelectParams& p, cudaStream_t stream) {
     SSA_DISPATCH_HEADDIM(p.D, D, {
       if (pool_warps > 0)
         pool_keys_kernel<T, D><<<int(std::min<int64_t>((pool_warps + 7) / 8, 65536)), 256, 0, stream>>>(p, split, scales);
-      auto kern = G <= 16 ? select_kernel<T, D, 1> : select_kernel<T, D, 2>;
+      auto pick = [&](auto stream_rows) {
+        constexpr bool kStream = decltype(stream_rows)::value;
+        if (W == 4) return G <= 16 ? select_kernel<T, D, 1, kStream, 4> : select_kernel<T, D, 2, kStream, 4>;
+        return G <= 16 ? select_kernel<T, D, 1, kStream, 8> : select_kernel<T, D, 2, kStream, 8>;
+      };
+      auto kern = select_streams(p) ? pick(std::true_type{}) : pick(std::false_type{});
       SSA_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
       kern<<<grid, W * 32, smem, stream>>>(p, split, scales, stride);
     });

@@ -270,6 +270,8 @@ int main(int argc, char** argv) {
       {fh, 128, 1, 6, 2, 333, 16, 5, false, 3},  // G3, split items
       {bf, 64, 1, 8, 1, 256, 16, 6, true, 40},  // all selection scores tie (block 0 popular)
       {fh, 64, 1, 16, 1, 1100, 64, 16, false, 100},  // G16 fp16, longer
+      {bf, 64, 1, 16, 1, 1300, 16, 32},   // k 32: the most slots the selection keeps in registers
+      {fh, 128, 1, 8, 1, 1300, 16, 40},   // k 40: the selection's shared-memory row
       {bf, 64, 2, 16, 1, 333, 16, 8},     // G16, batch 2 (the engine binding test's shape)
       // a KV cache: Tq queries at positions q_off.. against T keys
       {bf, 64, 1, 16, 1, 700, 16, 8, false, 64, 200, 333},     // a chunk inside the sequence, split items
