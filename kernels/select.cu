@@ -201,7 +201,7 @@ struct RunningSlots {
 // terms and their scales) in shared memory. Stream (top_k <= 32): the slots
 // are kept in RunningSlots while pass 2 runs; otherwise pass 2 writes the
 // row's scores to shared memory and K - 1 argmax rounds pick the slots.
-template <typename T, int D, int RT, bool Stream, int W>
+template <typename T, int D, int RT, bool Stream, bool Fold, int W>
 __global__ void __launch_bounds__(W * 32, Stream && D == 64 && RT == 1 ? 28 / W : 1)
     select_kernel(SelectParams p, const __half* split, const float* scales, int buf_stride) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -332,6 +332,45 @@ __global__ void __launch_bounds__(W * 32, Stream && D == 64 && RT == 1 ? 28 / W 
           for (int rt = 0; rt < RT; ++rt) {
             float s[2][4];
             chunk_scores<D>(s, qa[rt], tile, lane);
+            if constexpr (Fold) {
+              // The row's scale goes into the exponent's FMA: y = s * kscale, and
+              // exp2(y * q_unscale - m), with pass 2's 1/l taken into m as
+              // m + log2(l). Only pass 1 masks blocks past the row: pass 2's scores of
+              // such blocks are finite (zero-filled rows) and never offered.
+#pragma unroll
+              for (int n = 0; n < 2; ++n)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) s[n][e] *= e & 1 ? kun[n].y : kun[n].x;
+              if (pass == 0) {
+                if (j0 + 16 > lim) {
+#pragma unroll
+                  for (int n = 0; n < 2; ++n)
+#pragma unroll
+                    for (int e = 0; e < 4; ++e)
+                      if (j0 + n * 8 + 2 * c + (e & 1) >= lim) s[n][e] = -INFINITY;
+                }
+#pragma unroll
+                for (int r = 0; r < 2; ++r) {
+                  const float qu = q_unscale[rt][r];
+                  // q_unscale > 0, and rounding is monotone: the max of y times qu is the max of y * qu
+                  const float mx = fmaxf(fmaxf(s[0][2 * r], s[0][2 * r + 1]), fmaxf(s[1][2 * r], s[1][2 * r + 1]));
+                  const float mn = fmaxf(m[rt][r], quad_max(mx) * qu);
+                  float add = 0.f;
+#pragma unroll
+                  for (int n = 0; n < 2; ++n)
+                    add += fast_exp2(fmaf(s[n][2 * r], qu, -mn)) + fast_exp2(fmaf(s[n][2 * r + 1], qu, -mn));
+                  l[rt][r] = l[rt][r] * fast_exp2(m[rt][r] - mn) + quad_sum(add);
+                  m[rt][r] = mn;
+                }
+              } else {
+#pragma unroll
+                for (int n = 0; n < 2; ++n)
+#pragma unroll
+                  for (int e = 0; e < 2; ++e)
+                    colsum[n][e] += fast_exp2(fmaf(s[n][e], q_unscale[rt][0], -m[rt][0])) +
+                                    fast_exp2(fmaf(s[n][e + 2], q_unscale[rt][1], -m[rt][1]));
+              }
+            } else {
 #pragma unroll
             for (int n = 0; n < 2; ++n)
 #pragma unroll
@@ -358,6 +397,7 @@ __global__ void __launch_bounds__(W * 32, Stream && D == 64 && RT == 1 ? 28 / W 
                 for (int e = 0; e < 2; ++e)
                   colsum[n][e] += (v0 ? fast_exp2(s[n][e] - m[rt][0]) * l[rt][0] : 0.f) +
                                   (v1 ? fast_exp2(s[n][e + 2] - m[rt][1]) * l[rt][1] : 0.f);
+            }
             }
           }
           if (pass == 1) {
@@ -386,9 +426,16 @@ __global__ void __launch_bounds__(W * 32, Stream && D == 64 && RT == 1 ? 28 / W 
       }
       __syncthreads();
     }
-    if (pass == 0) {  // l -> 1/l for pass 2
+    if (pass == 0) {
 #pragma unroll
-      for (int rt = 0; rt < RT; ++rt) l[rt][0] = 1.f / l[rt][0], l[rt][1] = 1.f / l[rt][1];
+      for (int rt = 0; rt < RT; ++rt)
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+          if constexpr (Fold)  // m + log2(l); padded heads +inf, so they add exp2(-inf) = 0
+            m[rt][r] = rt * 16 + g + 8 * r < G ? m[rt][r] + __log2f(l[rt][r]) : INFINITY;
+          else  // l -> 1/l for pass 2
+            l[rt][r] = 1.f / l[rt][r];
+        }
     }
   }
   if (!active) return;
@@ -568,12 +615,14 @@ std::string select_blocks(const SelectParams& p, cudaStream_t stream) {
     SSA_DISPATCH_HEADDIM(p.D, D, {
       if (pool_warps > 0)
         pool_keys_kernel<T, D><<<int(std::min<int64_t>((pool_warps + 7) / 8, 65536)), 256, 0, stream>>>(p, split, scales);
-      auto pick = [&](auto stream_rows) {
-        constexpr bool kStream = decltype(stream_rows)::value;
-        if (W == 4) return G <= 16 ? select_kernel<T, D, 1, kStream, 4> : select_kernel<T, D, 2, kStream, 4>;
-        return G <= 16 ? select_kernel<T, D, 1, kStream, 8> : select_kernel<T, D, 2, kStream, 8>;
+      auto pick = [&](auto stream_rows, auto fold) {
+        constexpr bool kStream = decltype(stream_rows)::value, kFold = decltype(fold)::value;
+        if (W == 4) return G <= 16 ? select_kernel<T, D, 1, kStream, kFold, 4> : select_kernel<T, D, 2, kStream, kFold, 4>;
+        return G <= 16 ? select_kernel<T, D, 1, kStream, kFold, 8> : select_kernel<T, D, 2, kStream, kFold, 8>;
       };
-      auto kern = select_streams(p) ? pick(std::true_type{}) : pick(std::false_type{});
+      static const bool fold = [] { const char* e = std::getenv("SSA_EXP_SEL_FOLD"); return !(e && std::atoi(e) == 0); }();
+      auto kern = select_streams(p) ? (fold ? pick(std::true_type{}, std::true_type{}) : pick(std::true_type{}, std::false_type{}))
+                                    : (fold ? pick(std::false_type{}, std::true_type{}) : pick(std::false_type{}, std::false_type{}));
       SSA_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
       kern<<<grid, W * 32, smem, stream>>>(p, split, scales, stride);
     });
