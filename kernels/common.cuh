@@ -81,16 +81,9 @@ __device__ __forceinline__ void ldsm_x4_t(uint32_t& r0, uint32_t& r1, uint32_t& 
                : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(addr));
 }
 // 16-byte async copy global -> shared; zero-fills when !valid (src is not read then).
-// ThroughL1: cached in L1 as well (.ca), for data that other warps of the SM
-// read soon after; otherwise L2 only (.cg).
-template <bool ThroughL1 = false>
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
-  if constexpr (ThroughL1)
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(smem)), "l"(gmem),
-                 "r"(valid ? 16 : 0));
-  else
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(smem)), "l"(gmem),
-                 "r"(valid ? 16 : 0));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(smem)), "l"(gmem),
+               "r"(valid ? 16 : 0));
 }
 // 4-byte async copy (through L1); zero-fills when !valid.
 __device__ __forceinline__ void cp_async4(void* smem, const void* gmem, bool valid) {

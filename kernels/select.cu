@@ -1,8 +1,6 @@
 // Block top-k selection and the transposed index.  See select.cuh for why.
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
-#include <type_traits>
 
 #include "select.cuh"
 #include "common.cuh"
@@ -198,11 +196,11 @@ struct RunningSlots {
 
 // One warp per query row i (all G <= 16*RT heads of its group), at position
 // q_offset + i; W rows per CTA share the kbar chunks (kSelRows blocks x 2
-// terms and their scales) in shared memory. Stream (top_k <= 32): the slots
-// are kept in RunningSlots while pass 2 runs; otherwise pass 2 writes the
-// row's scores to shared memory and K - 1 argmax rounds pick the slots.
-template <typename T, int D, int RT, bool Stream, bool Fold, int W>
-__global__ void __launch_bounds__(W * 32, Stream && D == 64 && RT == 1 ? 28 / W : 1)
+// terms and their scales) in shared memory. Pass 2 writes the row's group
+// scores to shared memory and K - 1 argmax rounds pick the slots; Stream keeps
+// the slots in RunningSlots while pass 2 runs instead (uses_register_slots).
+template <typename T, int D, int RT, bool Stream, int W = sel_warps<D>()>
+__global__ void __launch_bounds__(W * 32)
     select_kernel(SelectParams p, const __half* split, const float* scales, int buf_stride) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   constexpr int NK = D / 16, CH = D / 8, kSelRows = sel_rows<D>(), kSelSub = kSelRows / 16;
@@ -332,72 +330,42 @@ __global__ void __launch_bounds__(W * 32, Stream && D == 64 && RT == 1 ? 28 / W 
           for (int rt = 0; rt < RT; ++rt) {
             float s[2][4];
             chunk_scores<D>(s, qa[rt], tile, lane);
-            if constexpr (Fold) {
-              // The row's scale goes into the exponent's FMA: y = s * kscale, and
-              // exp2(y * q_unscale - m), with pass 2's 1/l taken into m as
-              // m + log2(l). Only pass 1 masks blocks past the row: pass 2's scores of
-              // such blocks are finite (zero-filled rows) and never offered.
-#pragma unroll
-              for (int n = 0; n < 2; ++n)
-#pragma unroll
-                for (int e = 0; e < 4; ++e) s[n][e] *= e & 1 ? kun[n].y : kun[n].x;
-              if (pass == 0) {
-                if (j0 + 16 > lim) {
-#pragma unroll
-                  for (int n = 0; n < 2; ++n)
-#pragma unroll
-                    for (int e = 0; e < 4; ++e)
-                      if (j0 + n * 8 + 2 * c + (e & 1) >= lim) s[n][e] = -INFINITY;
-                }
-#pragma unroll
-                for (int r = 0; r < 2; ++r) {
-                  const float qu = q_unscale[rt][r];
-                  // q_unscale > 0, and rounding is monotone: the max of y times qu is the max of y * qu
-                  const float mx = fmaxf(fmaxf(s[0][2 * r], s[0][2 * r + 1]), fmaxf(s[1][2 * r], s[1][2 * r + 1]));
-                  const float mn = fmaxf(m[rt][r], quad_max(mx) * qu);
-                  float add = 0.f;
-#pragma unroll
-                  for (int n = 0; n < 2; ++n)
-                    add += fast_exp2(fmaf(s[n][2 * r], qu, -mn)) + fast_exp2(fmaf(s[n][2 * r + 1], qu, -mn));
-                  l[rt][r] = l[rt][r] * fast_exp2(m[rt][r] - mn) + quad_sum(add);
-                  m[rt][r] = mn;
-                }
-              } else {
-#pragma unroll
-                for (int n = 0; n < 2; ++n)
-#pragma unroll
-                  for (int e = 0; e < 2; ++e)
-                    colsum[n][e] += fast_exp2(fmaf(s[n][e], q_unscale[rt][0], -m[rt][0])) +
-                                    fast_exp2(fmaf(s[n][e + 2], q_unscale[rt][1], -m[rt][1]));
-              }
-            } else {
+            // The row's scale goes into the exponent's FMA: y = s * kscale, and
+            // exp2(y * q_unscale - m), with pass 2's 1/l taken into m as
+            // m + log2(l). Only pass 1 masks blocks past the row: pass 2's scores of
+            // such blocks are finite (zero-filled rows) and never offered.
 #pragma unroll
             for (int n = 0; n < 2; ++n)
 #pragma unroll
-              for (int e = 0; e < 4; ++e) {
-                const int j = j0 + n * 8 + 2 * c + (e & 1);
-                s[n][e] = j < lim ? s[n][e] * q_unscale[rt][e >> 1] * (e & 1 ? kun[n].y : kun[n].x) : -INFINITY;
-              }
+              for (int e = 0; e < 4; ++e) s[n][e] *= e & 1 ? kun[n].y : kun[n].x;
             if (pass == 0) {
+              if (j0 + 16 > lim) {
+#pragma unroll
+                for (int n = 0; n < 2; ++n)
+#pragma unroll
+                  for (int e = 0; e < 4; ++e)
+                    if (j0 + n * 8 + 2 * c + (e & 1) >= lim) s[n][e] = -INFINITY;
+              }
 #pragma unroll
               for (int r = 0; r < 2; ++r) {
-                float mx = fmaxf(fmaxf(s[0][2 * r], s[0][2 * r + 1]), fmaxf(s[1][2 * r], s[1][2 * r + 1]));
-                const float mn = fmaxf(m[rt][r], quad_max(mx));
+                const float qu = q_unscale[rt][r];
+                // q_unscale > 0, and rounding is monotone: the max of y times qu is the max of y * qu
+                const float mx = fmaxf(fmaxf(s[0][2 * r], s[0][2 * r + 1]), fmaxf(s[1][2 * r], s[1][2 * r + 1]));
+                const float mn = fmaxf(m[rt][r], quad_max(mx) * qu);
                 float add = 0.f;
 #pragma unroll
-                for (int n = 0; n < 2; ++n) add += fast_exp2(s[n][2 * r] - mn) + fast_exp2(s[n][2 * r + 1] - mn);
+                for (int n = 0; n < 2; ++n)
+                  add += fast_exp2(fmaf(s[n][2 * r], qu, -mn)) + fast_exp2(fmaf(s[n][2 * r + 1], qu, -mn));
                 l[rt][r] = l[rt][r] * fast_exp2(m[rt][r] - mn) + quad_sum(add);
                 m[rt][r] = mn;
               }
             } else {
-              const bool v0 = rt * 16 + g < G, v1 = rt * 16 + g + 8 < G;  // padded heads add nothing
 #pragma unroll
               for (int n = 0; n < 2; ++n)
 #pragma unroll
                 for (int e = 0; e < 2; ++e)
-                  colsum[n][e] += (v0 ? fast_exp2(s[n][e] - m[rt][0]) * l[rt][0] : 0.f) +
-                                  (v1 ? fast_exp2(s[n][e + 2] - m[rt][1]) * l[rt][1] : 0.f);
-            }
+                  colsum[n][e] += fast_exp2(fmaf(s[n][e], q_unscale[rt][0], -m[rt][0])) +
+                                  fast_exp2(fmaf(s[n][e + 2], q_unscale[rt][1], -m[rt][1]));
             }
           }
           if (pass == 1) {
@@ -431,10 +399,8 @@ __global__ void __launch_bounds__(W * 32, Stream && D == 64 && RT == 1 ? 28 / W 
       for (int rt = 0; rt < RT; ++rt)
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
-          if constexpr (Fold)  // m + log2(l); padded heads +inf, so they add exp2(-inf) = 0
-            m[rt][r] = rt * 16 + g + 8 * r < G ? m[rt][r] + __log2f(l[rt][r]) : INFINITY;
-          else  // l -> 1/l for pass 2
-            l[rt][r] = 1.f / l[rt][r];
+          // m + log2(l); padded heads +inf, so they add exp2(-inf) = 0
+          m[rt][r] = rt * 16 + g + 8 * r < G ? m[rt][r] + __log2f(l[rt][r]) : INFINITY;
         }
     }
   }
@@ -486,27 +452,22 @@ __global__ void __launch_bounds__(W * 32, Stream && D == 64 && RT == 1 ? 28 / W 
   if (p.counts && lane == 0) p.counts[(int64_t(b) * p.Hkv + hk) * p.Tq + t] = 1 + rounds;
 }
 
-// Slots kept in registers while pass 2 runs (RunningSlots): one per lane.
-// EXPERIMENT (issue 12): SSA_EXP_SEL_STREAM=0 keeps the shared-memory row.
-bool select_streams(const SelectParams& p) {
-  static const bool off = [] { const char* e = std::getenv("SSA_EXP_SEL_STREAM"); return e && std::atoi(e) == 0; }();
-  return p.top_k <= 32 && !off;
-}
-int select_buf_stride(const SelectParams& p) {
-  return select_streams(p) ? 0 : (visible_blocks(p) + 4 + 3) & ~3;
-}
-// EXPERIMENT (issue 12): SSA_EXP_SEL_WARPS=4|8 overrides the query rows per CTA.
-int select_warps(const SelectParams& p) {
-  if (const char* w = std::getenv("SSA_EXP_SEL_WARPS")) {
-    if (std::atoi(w) == 4) return 4;
-    if (std::atoi(w) == 8) return 8;
-  }
-  return p.D == 64 ? sel_warps<64>() : sel_warps<128>();
-}
-size_t select_smem(const SelectParams& p) {
+int select_warps(const SelectParams& p) { return p.D == 64 ? sel_warps<64>() : sel_warps<128>(); }
+int select_row_stride(const SelectParams& p) { return (visible_blocks(p) + 4 + 3) & ~3; }
+// The kbar stages, and each warp's row of block scores unless the slots are in registers.
+size_t select_smem(const SelectParams& p, bool register_slots) {
   const int rows = p.D == 64 ? sel_rows<64>() : sel_rows<128>();
   return size_t(kSelStages) * rows * (2 * p.D * sizeof(__half) + sizeof(float)) +
-         size_t(select_warps(p)) * select_buf_stride(p) * sizeof(float);
+         (register_slots ? 0 : size_t(select_warps(p)) * select_row_stride(p) * sizeof(float));
+}
+constexpr size_t kSelMaxSmem = 220 * 1024;
+// The slots in registers (RunningSlots, one per lane, so k <= 32) where asked
+// for, or where the rows of scores would not fit in shared memory. Otherwise
+// the shared-memory row: measured faster (C bs16 3.14 against 3.68 ms, H200,
+// 2026-12-06), since a block offered to full slots costs a compare per lane
+// and one that enters a warp-wide insert, where the row costs one store.
+bool uses_register_slots(const SelectParams& p) {
+  return p.top_k <= 32 && (p.register_slots || select_smem(p, false) > kSelMaxSmem);
 }
 
 // ---------------------------------------------------------------- transposed index
@@ -596,7 +557,8 @@ size_t select_workspace_bytes(const SelectParams& p) {
 std::string select_supported(const SelectParams& p) {
   std::string e = check_common(p.B, p.Hq, p.Hkv, p.Tq, p.Tk, p.q_offset, p.D, p.block_size, p.top_k);
   if (!e.empty()) return e;
-  if (select_smem(p) > 220 * 1024) return "sequence too long for the selection kernel's shared-memory rows";
+  if (select_smem(p, uses_register_slots(p)) > kSelMaxSmem)  // only at k > 32: otherwise the slots go to registers
+    return "sequence too long for the selection kernel's shared-memory rows at k > 32";
   return "";
 }
 
@@ -604,8 +566,9 @@ std::string select_blocks(const SelectParams& p, cudaStream_t stream) {
   std::string e = select_supported(p);
   if (!e.empty()) return e;
   const int64_t npool = int64_t(p.B) * p.Hkv * visible_blocks(p) * p.D;
-  const size_t smem = select_smem(p);
-  const int G = p.Hq / p.Hkv, stride = select_buf_stride(p);
+  const bool streams = uses_register_slots(p);
+  const size_t smem = select_smem(p, streams);
+  const int G = p.Hq / p.Hkv, stride = streams ? 0 : select_row_stride(p);
   const int W = select_warps(p);
   dim3 grid((p.Tq + W - 1) / W, p.Hkv, p.B);
   __half* split = reinterpret_cast<__half*>(p.kbar);
@@ -615,14 +578,8 @@ std::string select_blocks(const SelectParams& p, cudaStream_t stream) {
     SSA_DISPATCH_HEADDIM(p.D, D, {
       if (pool_warps > 0)
         pool_keys_kernel<T, D><<<int(std::min<int64_t>((pool_warps + 7) / 8, 65536)), 256, 0, stream>>>(p, split, scales);
-      auto pick = [&](auto stream_rows, auto fold) {
-        constexpr bool kStream = decltype(stream_rows)::value, kFold = decltype(fold)::value;
-        if (W == 4) return G <= 16 ? select_kernel<T, D, 1, kStream, kFold, 4> : select_kernel<T, D, 2, kStream, kFold, 4>;
-        return G <= 16 ? select_kernel<T, D, 1, kStream, kFold, 8> : select_kernel<T, D, 2, kStream, kFold, 8>;
-      };
-      static const bool fold = [] { const char* e = std::getenv("SSA_EXP_SEL_FOLD"); return !(e && std::atoi(e) == 0); }();
-      auto kern = select_streams(p) ? (fold ? pick(std::true_type{}, std::true_type{}) : pick(std::true_type{}, std::false_type{}))
-                                    : (fold ? pick(std::false_type{}, std::true_type{}) : pick(std::false_type{}, std::false_type{}));
+      auto kern = streams ? (G <= 16 ? select_kernel<T, D, 1, true> : select_kernel<T, D, 2, true>)
+                                    : (G <= 16 ? select_kernel<T, D, 1, false> : select_kernel<T, D, 2, false>);
       SSA_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
       kern<<<grid, W * 32, smem, stream>>>(p, split, scales, stride);
     });

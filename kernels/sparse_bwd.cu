@@ -1,6 +1,5 @@
 // Sparse attention backward.  See sparse_bwd.cuh for the design.
 #include <cmath>
-#include <cstdlib>
 
 #include "sparse_bwd.cuh"
 #include "sparse_tiles.cuh"
@@ -77,7 +76,7 @@ __global__ void dkv_reduce_kernel(SparseBwdParams p, BwdWork w) {
   }
 }
 
-template <typename T, int D, bool ThroughL1 = false>
+template <typename T, int D>
 __global__ void __launch_bounds__(kWarps * 32) sparse_dq_kernel(SparseBwdParams p, BwdWork w) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   constexpr int NK = D / 16, ND = D / 8;
@@ -124,7 +123,7 @@ __global__ void __launch_bounds__(kWarps * 32) sparse_dq_kernel(SparseBwdParams 
 
   const float scale_log2 = p.scale * kLog2e;
   const int32_t* sel = p.blocks + ((int64_t(b) * p.Hkv + hk) * p.Tq + t) * p.top_k;
-  KvRing<T, D, kStages, ChunkIter, ThroughL1> ring{sK, sV, static_cast<const T*>(p.k) + b * p.k_s.b + hk * p.k_s.h,
+  KvRing<T, D, kStages> ring{sK, sV, static_cast<const T*>(p.k) + b * p.k_s.b + hk * p.k_s.h,
                              static_cast<const T*>(p.v) + b * p.v_s.b + hk * p.v_s.h, p.k_s.t, p.v_s.t, p.Tk, lane};
   ring.prod.init(sel, p.top_k, p.block_size, pos);
   ChunkIter cons = ring.prod;
@@ -478,8 +477,7 @@ std::string sparse_bwd(const SparseBwdParams& p_in, cudaStream_t stream) {
   SSA_DISPATCH_DTYPE(p.dtype, T, {
     SSA_DISPATCH_HEADDIM(p.D, D, {
       const int smem = kWarps * kStages * 2 * 16 * D * 2;
-      static const bool exp_l1 = [] { const char* e = getenv("SSA_EXP_KV_L1"); return e && atoi(e) != 0; }();  // EXPERIMENT
-      auto kern = exp_l1 ? sparse_dq_kernel<T, D, true> : sparse_dq_kernel<T, D, false>;
+      auto kern = sparse_dq_kernel<T, D>;
       SSA_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
       kern<<<grid, kWarps * 32, smem, stream>>>(p, w);
       SSA_CUDA_CHECK(cudaGetLastError());

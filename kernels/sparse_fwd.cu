@@ -1,6 +1,5 @@
 // Sparse attention forward.  See sparse_fwd.cuh for the design.
 #include <cmath>
-#include <cstdlib>
 #include <type_traits>
 
 #include "sparse_fwd.cuh"
@@ -105,12 +104,12 @@ struct OnlineSoftmaxRows {
 // ascending block order (sorted_selection), as the query-tile kernel adds them;
 // otherwise in slot order.  Remainder: only the tokens the query-tile kernel
 // marked as left to it.
-template <typename T, int D, bool Sorted, bool Remainder, int Warps = kWarps, bool ThroughL1 = false>
-__global__ void __launch_bounds__(Warps * 32, D == 64 ? 16 / Warps : 3) sparse_fwd_kernel(SparseFwdParams p) {
+template <typename T, int D, bool Sorted, bool Remainder>
+__global__ void __launch_bounds__(kWarps * 32, D == 64 ? 4 : 3) sparse_fwd_kernel(SparseFwdParams p) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
   const int G = p.Hq / p.Hkv, RT = (G + 15) / 16;
-  const int wid = blockIdx.x * Warps + warp;
+  const int wid = blockIdx.x * kWarps + warp;
   const int t = wid / RT, h0 = (wid % RT) * 16;  // query row t, at position pos
   if (t >= p.Tq) return;
   const int pos = p.q_offset + t;
@@ -128,7 +127,7 @@ __global__ void __launch_bounds__(Warps * 32, D == 64 ? 16 / Warps : 3) sparse_f
   const float scale_log2 = p.scale * kLog2e;
   const int32_t* sel = p.blocks + ((int64_t(b) * p.Hkv + hk) * p.Tq + t) * p.top_k;
   using Iter = typename std::conditional<Sorted, SortedChunkIter, ChunkIter>::type;
-  KvRing<T, D, kStages, Iter, ThroughL1> ring{sK, sV, static_cast<const T*>(p.k) + b * p.k_s.b + hk * p.k_s.h,
+  KvRing<T, D, kStages, Iter> ring{sK, sV, static_cast<const T*>(p.k) + b * p.k_s.b + hk * p.k_s.h,
                                    static_cast<const T*>(p.v) + b * p.v_s.b + hk * p.v_s.h, p.k_s.t, p.v_s.t, p.Tk,
                                    lane};
   if constexpr (Sorted) ring.prod.init(sorted_selection(sel, p.top_k, p.block_size, pos, lane), p.block_size, pos);
@@ -268,29 +267,6 @@ __global__ void __launch_bounds__(kTileTokens * 32, D == 64 ? 2 : 1) sparse_fwd_
   if (active) rows.store(p, b, hk, G, t, 0, lane);
 }
 
-// EXPERIMENT (issue 12): warps per CTA and K/V through L1, from the environment
-template <typename T, int D>
-auto experimental_fwd_kernel(int& warps) {
-  static const int exp_warps = [] { const char* e = getenv("SSA_EXP_FWD_WARPS"); return e ? atoi(e) : kWarps; }();
-  static const bool exp_l1 = [] { const char* e = getenv("SSA_EXP_KV_L1"); return e && atoi(e) != 0; }();
-  auto kern = sparse_fwd_kernel<T, D, true, false>;
-  warps = kWarps;
-  if constexpr (D == 64) {
-    if (exp_warps == 8) {
-      warps = 8;
-      kern = exp_l1 ? sparse_fwd_kernel<T, D, true, false, 8, true> : sparse_fwd_kernel<T, D, true, false, 8, false>;
-    } else if (exp_warps == 16) {
-      warps = 16;
-      kern = exp_l1 ? sparse_fwd_kernel<T, D, true, false, 16, true> : sparse_fwd_kernel<T, D, true, false, 16, false>;
-    } else if (exp_l1) {
-      kern = sparse_fwd_kernel<T, D, true, false, kWarps, true>;
-    }
-  } else if (exp_l1) {
-    kern = sparse_fwd_kernel<T, D, true, false, kWarps, true>;
-  }
-  return kern;
-}
-
 int tile_bitmask_words(const SparseFwdParams& p) {
   return (p.q_offset + p.Tq - 1) / p.block_size / 32 + 1;
 }
@@ -323,13 +299,12 @@ std::string sparse_fwd(const SparseFwdParams& p_in, cudaStream_t stream) {
         kern<<<grid, kTileTokens * 32, smem, stream>>>(p);
         SSA_CUDA_CHECK(cudaGetLastError());
       }
-      int warps = kWarps;
+      const int smem = kWarps * kStages * 2 * 16 * D * 2;
       auto kern = tiles ? sparse_fwd_kernel<T, D, true, true>
-                        : sorted ? experimental_fwd_kernel<T, D>(warps) : sparse_fwd_kernel<T, D, false, false>;
-      const int smem = warps * kStages * 2 * 16 * D * 2;
+                        : sorted ? sparse_fwd_kernel<T, D, true, false> : sparse_fwd_kernel<T, D, false, false>;
       SSA_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-      dim3 grid((int)((int64_t(p.Tq) * RT + warps - 1) / warps), p.Hkv, p.B);
-      kern<<<grid, warps * 32, smem, stream>>>(p);
+      dim3 grid((int)((int64_t(p.Tq) * RT + kWarps - 1) / kWarps), p.Hkv, p.B);
+      kern<<<grid, kWarps * 32, smem, stream>>>(p);
     });
   });
   SSA_CUDA_CHECK(cudaGetLastError());

@@ -101,7 +101,7 @@ struct SortedChunkIter {
 
 // One warp copies rows key0..key0+15 of a (T_len, D) slice into a swizzled 16 x D
 // tile; rows at or past T_len are zero-filled.
-template <typename T, int D, bool ThroughL1 = false>
+template <typename T, int D>
 __device__ __forceinline__ void load_chunk16(T* dst, const T* src, int64_t stride_t, int key0, int T_len, int lane) {
   constexpr int CH = D / 8;
 #pragma unroll
@@ -109,7 +109,7 @@ __device__ __forceinline__ void load_chunk16(T* dst, const T* src, int64_t strid
     int i = lane + 32 * u, row = i / CH, ch = i % CH;
     int key = key0 + row;
     bool ok = key < T_len;
-    cp_async16<ThroughL1>(dst + swz<D>(row, ch), src + int64_t(ok ? key : 0) * stride_t + ch * 8, ok);
+    cp_async16(dst + swz<D>(row, ch), src + int64_t(ok ? key : 0) * stride_t + ch * 8, ok);
   }
 }
 
@@ -120,7 +120,7 @@ __device__ __forceinline__ void load_chunk16(T* dst, const T* src, int64_t strid
 // consumer's cp_async_wait<Stages - 1> count stays right).  Kernels build it in
 // place: a helper that returned a primed ring by value made nvcc 13 read the
 // selection through shared-memory loads (an illegal-instruction fault).
-template <typename T, int D, int Stages, typename Iter = ChunkIter, bool ThroughL1 = false>
+template <typename T, int D, int Stages, typename Iter = ChunkIter>
 struct KvRing {
   T* sK;  // [Stages][16][D]
   T* sV;  // [Stages][16][D]
@@ -130,8 +130,8 @@ struct KvRing {
   Iter prod;
   __device__ __forceinline__ void issue(int st) {
     if (prod.valid()) {
-      load_chunk16<T, D, ThroughL1>(sK + st * 16 * D, k, k_stride_t, prod.key0(), T_len, lane);
-      load_chunk16<T, D, ThroughL1>(sV + st * 16 * D, v, v_stride_t, prod.key0(), T_len, lane);
+      load_chunk16<T, D>(sK + st * 16 * D, k, k_stride_t, prod.key0(), T_len, lane);
+      load_chunk16<T, D>(sV + st * 16 * D, v, v_stride_t, prod.key0(), T_len, lane);
       prod.next();
     }
     cp_async_commit();

@@ -27,6 +27,8 @@
 #                                      # compute-sanitizer on the selection's fp16-range cases
 #   bash scripts/gpu_check.sh train1b  # ssa/full training step of a 4-layer 1B-shaped stack at 8K and 32K,
 #                                      # and of the small preset at 8K (issue 12 part 3)
+#   bash scripts/gpu_check.sh select   # the selection's tests (both slot paths, nsa-chunked), memcheck, and
+#                                      # the sparse kernels at C and D (about 5 minutes)
 #   bash scripts/gpu_check.sh ncusplit # where a C bs16 training step's sparse kernels spend their time (ncu:
 #                                      # selection, forward, dQ, dK/dV; about 3 minutes)
 #   bash scripts/gpu_check.sh fwdtiles # the sparse forward's query tiles (issue 12 part 2), about 5 minutes:
@@ -225,54 +227,24 @@ if [ "$STAGE" = train1b ]; then
   done
   timeout 150 ./build-gpu/ssalab_bench small 10 8192 1 2>&1 | tee "$OUT/bench_small_8k.txt"
 fi
-if [ "$STAGE" = selexp ]; then
-  # EXPERIMENT (issue 12): the selection's slots in registers (SSA_EXP_SEL_STREAM=0: the shared-memory
-  # row), its row scale folded into the exponent's FMA (SSA_EXP_SEL_FOLD=0: not) and its rows per CTA
-  # (SSA_EXP_SEL_WARPS): tests, memcheck, and the selection at C and D
+if [ "$STAGE" = select ]; then
+  # the selection (issue 12 part 1): kernel tests (both slot paths), the backend's nsa-chunked
+  # checks, memcheck on the k-32 case, and the sparse kernels at C and D, recorded selection included
   [ -f build-gpu/build.ninja ] || configure
   SECONDS=0
-  cmake --build build-gpu -j16 --target test_kernels ssalab_kernel_bench test_kernel_backend > "$OUT/selexp_build.txt" 2>&1 ||
-    { grep -E "error|Error" -A4 "$OUT/selexp_build.txt" | head -60; exit 1; }
-  echo "selexp build: ${SECONDS}s"
-  for v in "1 1 4" "0 1 4" "1 0 4" "1 1 8"; do
-    set -- $v
-    SSA_EXP_SEL_STREAM=$1 SSA_EXP_SEL_FOLD=$2 SSA_EXP_SEL_WARPS=$3 timeout 100 ./build-gpu/kernels/test_kernels \
-      > "$OUT/test_kernels_s$1_f$2_w$3.txt" 2>&1
-    echo "test_kernels stream=$1 fold=$2 sel-warps=$3 rc=$? (${SECONDS}s)"
-    grep -E "FAIL|failed checks" "$OUT/test_kernels_s$1_f$2_w$3.txt" | tail -4
-  done
+  cmake --build build-gpu -j16 --target test_kernels ssalab_kernel_bench test_kernel_backend > "$OUT/select_build.txt" 2>&1 ||
+    { grep -E "error|Error" -A4 "$OUT/select_build.txt" | head -60; exit 1; }
+  echo "select build: ${SECONDS}s"
+  timeout 120 ./build-gpu/kernels/test_kernels > "$OUT/test_kernels.txt" 2>&1
+  echo "test_kernels rc=$? (${SECONDS}s)"; grep -E "FAIL|failed checks" "$OUT/test_kernels.txt" | tail -4
   timeout 120 ./build-gpu/kernels/test_kernel_backend > "$OUT/test_kernel_backend.txt" 2>&1
   echo "test_kernel_backend rc=$? (${SECONDS}s)"; grep -E "FAIL|nsa-chunked T|failed|passed" "$OUT/test_kernel_backend.txt" | tail -8
   timeout 100 compute-sanitizer --tool memcheck --error-exitcode 3 ./build-gpu/kernels/test_kernels "k32" \
     > "$OUT/sanitize_select_k32.txt" 2>&1
   echo "compute-sanitizer k32 rc=$? (${SECONDS}s)"; grep -E "ERROR SUMMARY|failed checks" "$OUT/sanitize_select_k32.txt"
-  for v in "0 0 4" "0 1 4" "1 0 4" "1 1 4" "1 1 8"; do
-    set -- $v
-    SSA_EXP_SEL_STREAM=$1 SSA_EXP_SEL_FOLD=$2 SSA_EXP_SEL_WARPS=$3 timeout 100 ./build-gpu/ssalab_kernel_bench \
-      --shapes C,D --sparse-only --selections bench/inputs/ssa-shipped-layer2-selected-blocks.npy \
-      --json "$OUT/kb_sel_s$1_f$2_w$3.json" > "$OUT/kb_sel_s$1_f$2_w$3.txt" 2>&1
-    echo "bench stream=$1 fold=$2 sel-warps=$3 rc=$? (${SECONDS}s)"; grep -E "^[CD]  select" "$OUT/kb_sel_s$1_f$2_w$3.txt" | cut -c1-80
-  done
-fi
-if [ "$STAGE" = l1exp ]; then
-  # EXPERIMENT (issue 12): K/V through L1 (SSA_EXP_KV_L1) and 4/8/16-warp CTAs (SSA_EXP_FWD_WARPS) in the
-  # sparse forward and dQ: their tests, then C and D on the shipped model's selection
-  [ -f build-gpu/build.ninja ] || configure
-  SECONDS=0
-  cmake --build build-gpu -j16 --target test_kernels ssalab_kernel_bench > "$OUT/l1exp_build.txt" 2>&1 ||
-    { grep -E "error|Error" -A4 "$OUT/l1exp_build.txt" | head -60; exit 1; }
-  echo "l1exp build: ${SECONDS}s"
-  for v in "1 16" "0 8"; do
-    set -- $v
-    SSA_EXP_KV_L1=$1 SSA_EXP_FWD_WARPS=$2 timeout 100 ./build-gpu/kernels/test_kernels > "$OUT/test_kernels_l1_$1_w$2.txt" 2>&1
-    echo "test_kernels L1=$1 warps=$2 rc=$? (${SECONDS}s)"; grep -E "FAIL|failed checks" "$OUT/test_kernels_l1_$1_w$2.txt" | tail -3
-  done
-  for v in "0 4" "1 4" "0 8" "1 8" "0 16" "1 16"; do
-    set -- $v
-    SSA_EXP_KV_L1=$1 SSA_EXP_FWD_WARPS=$2 timeout 100 ./build-gpu/ssalab_kernel_bench --shapes C,D --sparse-only \
-      --selections bench/inputs/ssa-shipped-layer2-selected-blocks.npy --json "$OUT/kb_l1_$1_w$2.json" > "$OUT/kb_l1_$1_w$2.txt" 2>&1
-    echo "bench L1=$1 warps=$2 rc=$? (${SECONDS}s)"; grep -E "^[CD]  sparse" "$OUT/kb_l1_$1_w$2.txt" | cut -c1-150
-  done
+  timeout 100 ./build-gpu/ssalab_kernel_bench --shapes C,D --sparse-only \
+    --selections bench/inputs/ssa-shipped-layer2-selected-blocks.npy --json "$OUT/kb_select.json" > "$OUT/kb_select.txt" 2>&1
+  echo "bench rc=$? (${SECONDS}s)"; grep -E "^[CD]  (select|sparse)" "$OUT/kb_select.txt" | cut -c1-150
 fi
 if [ "$STAGE" = ncusplit ]; then
   [ -f build-gpu/build.ninja ] || configure

@@ -381,10 +381,13 @@ struct Inputs {
 };
 
 // Runs the selection kernel; returns blocks (B,Hkv,Tq,K) and counts (B,Hkv,Tq).
-inline void run_selection(const Inputs& in, DevBuf<int32_t>& blocks, DevBuf<int32_t>& counts) {
+inline void run_selection(const Inputs& in, DevBuf<int32_t>& blocks, DevBuf<int32_t>& counts,
+                          bool register_slots = false, bool nsa_chunked = false) {
   const Case& c = in.case_;
   SelectParams sp;
   c.shape(sp);
+  sp.register_slots = register_slots;
+  sp.nsa_chunked = nsa_chunked;
   sp.q = in.q_dev();
   sp.k = in.k_dev.p;
   sp.q_s = in.q_s;

@@ -47,6 +47,18 @@ static void run_case(const Case& c, std::mt19937& rng) {
     check(bad == 0 && cnt_bad == 0, "selection == fp64 reference",
           fmt("%.0f slots differ (%.0f beyond near-tie), %.0f bad counts", double(exact), double(bad), double(cnt_bad)));
   }
+  // ---- the slots kept in registers (k <= 32; otherwise only for rows too long
+  // for shared memory): the same scores, so the same indices, for both rules
+  // (the backend test checks nsa-chunked against its reference)
+  if (c.K <= 32) {
+    DevBuf<int32_t> rblocks(blocks.n), rcounts(counts.n), cblocks(blocks.n), ccounts(counts.n);
+    run_selection(in, rblocks, rcounts, true);
+    run_selection(in, cblocks, ccounts, false, true);
+    std::vector<int32_t> chunked = cblocks.get();
+    run_selection(in, cblocks, ccounts, true, true);
+    check(rblocks.get() == gb && rcounts.get() == gc && cblocks.get() == chunked,
+          "selection, slots in registers == shared-memory row", "top-k and nsa-chunked");
+  }
   // ---- transposed index
   BlockIndexParams ip;
   ip.blocks = blocks.p;
