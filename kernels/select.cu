@@ -1,9 +1,11 @@
 // Block top-k selection and the transposed index.  See select.cuh for why.
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 
 #include "select.cuh"
 #include "common.cuh"
+#include "wgmma.cuh"
 
 namespace ssa {
 namespace {
@@ -107,6 +109,24 @@ __device__ __forceinline__ void chunk_scores(float (&s)[2][4], const uint32_t (&
     }
 }
 
+#if SSA_HAVE_WGMMA
+// The same S for the four warps (tokens) of a warpgroup at once: the tensor
+// cores read the chunk's terms from shared memory once per 64 rows instead of
+// every warp loading them with ldmatrix (d64: 128-byte rows, the swizzle atom).
+__device__ __forceinline__ void chunk_scores_wgmma(float (&s)[2][4], const uint32_t (&qa)[4][4], const __half* tile) {
+  wgmma_fence();
+#pragma unroll
+  for (int part = 1; part >= 0; --part)  // the small term first
+#pragma unroll
+    for (int ks = 0; ks < 4; ++ks)
+      wgmma_m64n16k16_f16_rs(s, qa[ks], wgmma_desc_k_sw128(tile + part * sel_rows<64>() * 64 + ks * 16),
+                             part == 0 || ks > 0);
+  wgmma_commit();
+  wgmma_wait_all();
+  wgmma_fence_operands(s);
+}
+#endif
+
 // Ranking order of the slots: falling score, ties to the lower block index.
 __device__ __forceinline__ bool ranks_before(float v2, int i2, float v, int i) { return v2 > v || (v2 == v && i2 < i); }
 
@@ -199,12 +219,17 @@ struct RunningSlots {
 // terms and their scales) in shared memory. Pass 2 writes the row's group
 // scores to shared memory and K - 1 argmax rounds pick the slots; Stream keeps
 // the slots in RunningSlots while pass 2 runs instead (uses_register_slots).
-template <typename T, int D, int RT, bool Stream, int W = sel_warps<D>()>
+// WG (d64, sm_90a, one warpgroup per CTA): the scores by wgmma; every warp
+// then takes part in each tile any row of the CTA needs.
+template <typename T, int D, int RT, bool Stream, bool WG = false, int W = sel_warps<D>()>
 __global__ void __launch_bounds__(W * 32)
     select_kernel(SelectParams p, const __half* split, const float* scales, int buf_stride) {
+  static_assert(!WG || (D == 64 && W == 4), "the wgmma path is one warpgroup of d64 rows");
   extern __shared__ __align__(16) unsigned char smem_raw[];
   constexpr int NK = D / 16, CH = D / 8, kSelRows = sel_rows<D>(), kSelSub = kSelRows / 16;
-  __half* sKb = reinterpret_cast<__half*>(smem_raw);           // [kSelStages][2 terms][kSelRows][D]
+  // the kbar ring starts on a 1024-byte boundary (the launcher adds the slack)
+  __half* sKb = reinterpret_cast<__half*>(
+      smem_raw + (kSwizzle128Align - smem_u32(smem_raw) % kSwizzle128Align) % kSwizzle128Align);  // [kSelStages][2 terms][kSelRows][D]
   float* sScale = reinterpret_cast<float*>(sKb + kSelStages * 2 * kSelRows * D);  // [kSelStages][kSelRows]
   float* bufs = sScale + kSelStages * kSelRows;
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, c = lane % 4;
@@ -314,11 +339,15 @@ __global__ void __launch_bounds__(W * 32)
       if (ci + kSelStages - 1 < nchunk) load(ci + kSelStages - 1, (ci + kSelStages - 1) % kSelStages);
       cp_async_commit();
       cp_async_wait<kSelStages - 1>();
+#if SSA_HAVE_WGMMA
+      if constexpr (WG) fence_proxy_async_smem();  // the copies, then wgmma's reads (async proxy)
+#endif
       __syncthreads();
 #pragma unroll
       for (int sub = 0; sub < kSelSub; ++sub) {
         const int j0 = ci * kSelRows + sub * 16;  // first block of this 16-block tile
-        if (active && j0 < lim) {
+        const bool mine = active && j0 < lim;
+        if (WG ? j0 < (pass == 0 ? nvis_max : bt_max) : mine) {
           const __half* tile = sKb + (ci % kSelStages) * 2 * kSelRows * D + sub * 16 * D;
           // the scales of this lane's four blocks: j0 + n * 8 + 2c + {0, 1}
           float2 kun[2];
@@ -329,7 +358,12 @@ __global__ void __launch_bounds__(W * 32)
 #pragma unroll
           for (int rt = 0; rt < RT; ++rt) {
             float s[2][4];
-            chunk_scores<D>(s, qa[rt], tile, lane);
+#if SSA_HAVE_WGMMA
+            if constexpr (WG) chunk_scores_wgmma(s, reinterpret_cast<const uint32_t(&)[4][4]>(qa[rt]), tile);
+            else
+#endif
+              chunk_scores<D>(s, qa[rt], tile, lane);
+            if (!mine) continue;  // (WG) a tile only other rows of the CTA need
             // The row's scale goes into the exponent's FMA: y = s * kscale, and
             // exp2(y * q_unscale - m), with pass 2's 1/l taken into m as
             // m + log2(l). Only pass 1 masks blocks past the row: pass 2's scores of
@@ -368,7 +402,7 @@ __global__ void __launch_bounds__(W * 32)
                                   fast_exp2(fmaf(s[n][e + 2], q_unscale[rt][1], -m[rt][1]));
             }
           }
-          if (pass == 1) {
+          if (pass == 1 && mine) {
             float cv[4];  // this lane's four group scores (the same in every quad after the sums)
             int cj[4];
             unsigned valid = 0;
@@ -457,7 +491,7 @@ int select_row_stride(const SelectParams& p) { return (visible_blocks(p) + 4 + 3
 // The kbar stages, and each warp's row of block scores unless the slots are in registers.
 size_t select_smem(const SelectParams& p, bool register_slots) {
   const int rows = p.D == 64 ? sel_rows<64>() : sel_rows<128>();
-  return size_t(kSelStages) * rows * (2 * p.D * sizeof(__half) + sizeof(float)) +
+  return kSwizzle128Align + size_t(kSelStages) * rows * (2 * p.D * sizeof(__half) + sizeof(float)) +
          (register_slots ? 0 : size_t(select_warps(p)) * select_row_stride(p) * sizeof(float));
 }
 constexpr size_t kSelMaxSmem = 220 * 1024;
@@ -562,6 +596,17 @@ std::string select_supported(const SelectParams& p) {
   return "";
 }
 
+template <typename T, int D>
+auto select_kernel_for(bool register_slots, bool two_row_tiles, bool wgmma) {
+  if constexpr (D == 64) {
+    if (wgmma)
+      return register_slots ? (two_row_tiles ? select_kernel<T, D, 2, true, true> : select_kernel<T, D, 1, true, true>)
+                            : (two_row_tiles ? select_kernel<T, D, 2, false, true> : select_kernel<T, D, 1, false, true>);
+  }
+  return register_slots ? (two_row_tiles ? select_kernel<T, D, 2, true> : select_kernel<T, D, 1, true>)
+                        : (two_row_tiles ? select_kernel<T, D, 2, false> : select_kernel<T, D, 1, false>);
+}
+
 std::string select_blocks(const SelectParams& p, cudaStream_t stream) {
   std::string e = select_supported(p);
   if (!e.empty()) return e;
@@ -578,8 +623,9 @@ std::string select_blocks(const SelectParams& p, cudaStream_t stream) {
     SSA_DISPATCH_HEADDIM(p.D, D, {
       if (pool_warps > 0)
         pool_keys_kernel<T, D><<<int(std::min<int64_t>((pool_warps + 7) / 8, 65536)), 256, 0, stream>>>(p, split, scales);
-      auto kern = streams ? (G <= 16 ? select_kernel<T, D, 1, true> : select_kernel<T, D, 2, true>)
-                                    : (G <= 16 ? select_kernel<T, D, 1, false> : select_kernel<T, D, 2, false>);
+      // EXPERIMENT (issue 12 part 4): SSA_EXP_SEL_WGMMA=1 scores by wgmma (d64, sm_90a)
+      static const bool wgmma = [] { const char* e = std::getenv("SSA_EXP_SEL_WGMMA"); return e && std::atoi(e) == 1; }();
+      auto kern = select_kernel_for<T, D>(streams, G > 16, wgmma);
       SSA_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
       kern<<<grid, W * 32, smem, stream>>>(p, split, scales, stride);
     });

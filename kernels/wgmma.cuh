@@ -82,6 +82,18 @@ __device__ __forceinline__ void wgmma_m64n64k16_rs<__half>(float (&d)[8][4], con
   SSA_WGMMA_M64N64K16_RS("f16");
 }
 #undef SSA_WGMMA_M64N64K16_RS
+
+// d (+)= A B for this warp's 16 rows and a 16-row tile (fp16 operands).
+__device__ __forceinline__ void wgmma_m64n16k16_f16_rs(float (&d)[2][4], const uint32_t (&a)[4], uint64_t desc,
+                                                       bool accumulate) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %13, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n16k16.f32.f16.f16 "
+      "{%0,%1,%2,%3,%4,%5,%6,%7}, {%8,%9,%10,%11}, %12, p, 1, 1, 0;\n}\n"
+      : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]),
+        "+f"(d[1][3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(int(accumulate)));
+}
 #endif  // SSA_HAVE_WGMMA
 
 }  // namespace ssa
