@@ -227,9 +227,9 @@ __global__ void __launch_bounds__(W * 32)
   static_assert(!WG || (D == 64 && W == 4), "the wgmma path is one warpgroup of d64 rows");
   extern __shared__ __align__(16) unsigned char smem_raw[];
   constexpr int NK = D / 16, CH = D / 8, kSelRows = sel_rows<D>(), kSelSub = kSelRows / 16;
-  // the kbar ring starts on a 1024-byte boundary (the launcher adds the slack)
+  // WG: the kbar ring starts on a 1024-byte boundary (the launcher adds the slack)
   __half* sKb = reinterpret_cast<__half*>(
-      smem_raw + (kSwizzle128Align - smem_u32(smem_raw) % kSwizzle128Align) % kSwizzle128Align);  // [kSelStages][2 terms][kSelRows][D]
+      smem_raw + (WG ? (kSwizzle128Align - smem_u32(smem_raw) % kSwizzle128Align) % kSwizzle128Align : 0));  // [kSelStages][2 terms][kSelRows][D]
   float* sScale = reinterpret_cast<float*>(sKb + kSelStages * 2 * kSelRows * D);  // [kSelStages][kSelRows]
   float* bufs = sScale + kSelStages * kSelRows;
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, c = lane % 4;
@@ -487,11 +487,17 @@ __global__ void __launch_bounds__(W * 32)
 }
 
 int select_warps(const SelectParams& p) { return p.D == 64 ? sel_warps<64>() : sel_warps<128>(); }
+// EXPERIMENT (issue 12 part 4): SSA_EXP_SEL_WGMMA=1 scores by wgmma at d64
+// (sm_90a builds; elsewhere the same kernel falls back to mma.sync).
+bool select_uses_wgmma(const SelectParams& p) {
+  static const bool on = [] { const char* e = std::getenv("SSA_EXP_SEL_WGMMA"); return e && std::atoi(e) == 1; }();
+  return on && p.D == 64;
+}
 int select_row_stride(const SelectParams& p) { return (visible_blocks(p) + 4 + 3) & ~3; }
 // The kbar stages, and each warp's row of block scores unless the slots are in registers.
 size_t select_smem(const SelectParams& p, bool register_slots) {
   const int rows = p.D == 64 ? sel_rows<64>() : sel_rows<128>();
-  return kSwizzle128Align + size_t(kSelStages) * rows * (2 * p.D * sizeof(__half) + sizeof(float)) +
+  return (select_uses_wgmma(p) ? kSwizzle128Align : 0) + size_t(kSelStages) * rows * (2 * p.D * sizeof(__half) + sizeof(float)) +
          (register_slots ? 0 : size_t(select_warps(p)) * select_row_stride(p) * sizeof(float));
 }
 constexpr size_t kSelMaxSmem = 220 * 1024;
@@ -623,9 +629,7 @@ std::string select_blocks(const SelectParams& p, cudaStream_t stream) {
     SSA_DISPATCH_HEADDIM(p.D, D, {
       if (pool_warps > 0)
         pool_keys_kernel<T, D><<<int(std::min<int64_t>((pool_warps + 7) / 8, 65536)), 256, 0, stream>>>(p, split, scales);
-      // EXPERIMENT (issue 12 part 4): SSA_EXP_SEL_WGMMA=1 scores by wgmma (d64, sm_90a)
-      static const bool wgmma = [] { const char* e = std::getenv("SSA_EXP_SEL_WGMMA"); return e && std::atoi(e) == 1; }();
-      auto kern = select_kernel_for<T, D>(streams, G > 16, wgmma);
+      auto kern = select_kernel_for<T, D>(streams, G > 16, select_uses_wgmma(p));
       SSA_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
       kern<<<grid, W * 32, smem, stream>>>(p, split, scales, stride);
     });
