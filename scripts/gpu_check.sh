@@ -28,7 +28,9 @@
 #   bash scripts/gpu_check.sh train1b  # ssa/full training step of a 4-layer 1B-shaped stack at 8K and 32K,
 #                                      # and of the small preset at 8K (issue 12 part 3)
 #   bash scripts/gpu_check.sh select   # the selection's tests (both slot paths, nsa-chunked), memcheck, and
-#                                      # the sparse kernels at C and D (about 5 minutes)
+#                                      # the sparse kernels at C and D (about 2 minutes on a warm build)
+#   bash scripts/gpu_check.sh selwg    # EXPERIMENT: the selection's scores by wgmma at d64 (SSA_EXP_SEL_WGMMA=1):
+#                                      # kernel tests and memcheck with it, A/B/C selection with and without
 #   bash scripts/gpu_check.sh ncusplit # where a C bs16 training step's sparse kernels spend their time (ncu:
 #                                      # selection, forward, dQ, dK/dV; about 3 minutes)
 #   bash scripts/gpu_check.sh fwdtiles # the sparse forward's query tiles (issue 12 part 2), about 5 minutes:
