@@ -494,7 +494,8 @@ bool select_uses_wgmma(const SelectParams& p) {
   return on && p.D == 64;
 }
 int select_row_stride(const SelectParams& p) { return (visible_blocks(p) + 4 + 3) & ~3; }
-// The kbar stages, and each warp's row of block scores unless the slots are in registers.
+// The kbar stages (after 1024 bytes of alignment slack on the wgmma path), and
+// each warp's row of block scores unless the slots are in registers.
 size_t select_smem(const SelectParams& p, bool register_slots) {
   const int rows = p.D == 64 ? sel_rows<64>() : sel_rows<128>();
   return (select_uses_wgmma(p) ? kSwizzle128Align : 0) + size_t(kSelStages) * rows * (2 * p.D * sizeof(__half) + sizeof(float)) +
