@@ -26,11 +26,15 @@ __device__ __forceinline__ void wait_for_previous_kernel() {
 #endif
 }
 
-// Workspace: logits (B, Hkv, G, nbc), then per-CTA (max, sum) (B, Hkv, G, chunks, 2),
-// then each chunk's best candidates (B, Hkv, chunks, kMaxPicks) as values and indices.
-__host__ __device__ inline size_t logits_elems(const DecodeParams& p) {  // rounded up: the partials are read as float2
-  const int nbc = p.Tk / p.block_size;
-  return (size_t(p.B) * p.Hkv * (p.Hq / p.Hkv) * nbc + 3) / 4 * 4;
+// Workspace: logits (B, Hkv, G, nbc) with rows of logit_stride, then per-CTA
+// (max, sum) (B, Hkv, G, chunks, 2), then each chunk's best candidates
+// (B, Hkv, chunks, kMaxPicks) as values and indices.
+// A logit row's stride is even, so that decode_scores stores each lane's two
+// neighbouring logits as one float2: a quad then fills whole 32-byte sectors
+// (single floats left every other 4 bytes of a sector unwritten).
+__host__ __device__ inline int logit_stride(const DecodeParams& p) { return (p.Tk / p.block_size + 3) / 4 * 4; }
+__host__ __device__ inline size_t logits_elems(const DecodeParams& p) {  // a multiple of 4: the partials are read as float2
+  return size_t(p.B) * p.Hkv * (p.Hq / p.Hkv) * logit_stride(p);
 }
 __host__ __device__ inline size_t partial_elems(const DecodeParams& p) {
   return size_t(p.B) * p.Hkv * chunks_of(p.Tk / p.block_size) * (p.Hq / p.Hkv) * 2;
@@ -40,7 +44,7 @@ __host__ __device__ inline size_t candidate_elems(const DecodeParams& p) {
 }
 
 struct AttendSmem {  // byte offsets into decode_attend's dynamic shared memory
-  size_t qs, stats, cand_val, cand_idx, next_cand, sel, pbuf, kv, acc, total;
+  size_t qs, stats, cand_key, head_key, next_cand, sel, pbuf, kv, acc, total;
 };
 // K and V rows of a 32-key chunk per warp, padded 16 bytes so that lane i
 // reading row i does not hit one bank.
@@ -55,9 +59,9 @@ __host__ __device__ inline AttendSmem attend_smem(int G, int D, int chunks, int 
   };
   s.qs = take(size_t(G) * D * 4);
   s.stats = take(size_t(G) * 2 * 4 + size_t(kWarps) * G * 3 * 4);  // M, Z; per warp m, l, factor
-  s.cand_val = take(size_t(candidates) * 4);
-  s.cand_idx = take(size_t(candidates) * 4);
-  s.next_cand = take(size_t(chunks) * 2 * 4);  // two lists per chunk under the nsa-chunked rule
+  s.cand_key = take(size_t(candidates) * 8);
+  s.head_key = take(size_t(chunks) * 2 * 8);   // two lists per chunk under the nsa-chunked rule
+  s.next_cand = take(size_t(chunks) * 2 * 4);
   s.sel = take(size_t(K) * 4);
   s.pbuf = take(size_t(kWarps) * G * 32 * 4);
   s.kv = take(size_t(kWarps) * 2 * 32 * kv_row_bytes(D));
@@ -146,7 +150,8 @@ __global__ void __launch_bounds__(kScoreThreads) decode_scores(DecodeParams p) {
       }
   }
   // logits to the workspace; the CTA's per-head max, then sum of exponentials
-  float* logits = p.workspace + (int64_t(b) * p.Hkv + g) * G * nbc;
+  const int stride = logit_stride(p);
+  float* logits = p.workspace + (int64_t(b) * p.Hkv + g) * G * stride;
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
@@ -154,17 +159,16 @@ __global__ void __launch_bounds__(kScoreThreads) decode_scores(DecodeParams p) {
       const int h = mt * 16 + quad + half * 8;
       float m = -FLT_MAX;
 #pragma unroll
-      for (int nt = 0; nt < kTiles; ++nt)
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          const int j = row0 + nt * 8 + pair + e;
-          float& s = c[mt][nt][half * 2 + e];
-          s *= scale;
-          if (j < nbc) {
-            if (h < G) logits[int64_t(h) * nbc + j] = s;
-            m = fmaxf(m, s);
-          }
-        }
+      for (int nt = 0; nt < kTiles; ++nt) {
+        const int j = row0 + nt * 8 + pair;  // even; j + 1 falls in the row's padding past nbc
+        float& s0 = c[mt][nt][half * 2];
+        float& s1 = c[mt][nt][half * 2 + 1];
+        s0 *= scale;
+        s1 *= scale;
+        if (h < G && j < nbc) *reinterpret_cast<float2*>(logits + int64_t(h) * stride + j) = make_float2(s0, s1);
+        if (j < nbc) m = fmaxf(m, s0);
+        if (j + 1 < nbc) m = fmaxf(m, s1);
+      }
       m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 1));
       m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 2));
       if ((lane & 3) == 0) red[warp][h] = m;
@@ -210,6 +214,7 @@ struct CandidateLists {
   int lists = 1, split = INT_MAX, quota[2] = {0, 0};
   __host__ __device__ int list_of(int j) const { return j >= split ? 1 : 0; }
   __host__ __device__ int start(int list) const { return list ? quota[0] : 0; }
+  __host__ __device__ int quota_of(int list) const { return list ? quota[1] : quota[0]; }  // no dynamic index
 };
 __host__ __device__ inline CandidateLists candidate_lists(const DecodeParams& p) {
   const int own = (p.Tk - 1) / p.block_size, nbc = p.Tk / p.block_size, K = p.top_k;
@@ -224,9 +229,10 @@ __host__ __device__ inline CandidateLists candidate_lists(const DecodeParams& p)
   return c;
 }
 
-// (value desc, index asc): whether (va, ia) ranks before (vb, ib).
-__device__ __forceinline__ bool ranks_before(float va, int ia, float vb, int ib) {
-  return va > vb || (va == vb && ia < ib);
+// A candidate (probability, block) as a 64-bit key that orders as the rank
+// does (value desc, index asc), larger first; 0 for an empty slot (value < 0).
+__device__ __forceinline__ unsigned long long candidate_key(float value, int block) {
+  return value >= 0.f ? (static_cast<unsigned long long>(__float_as_uint(value) + 1u) << 32) | ~unsigned(block) : 0ull;
 }
 
 // Per chunk of 128 pooled blocks: the group-summed probability of each past
@@ -245,9 +251,10 @@ __global__ void __launch_bounds__(kScoreThreads) decode_pick(DecodeParams p) {
   wait_for_previous_kernel();
   float l[MAXG];  // this block's logits, loaded first: they do not wait for the normalisers
   if (j < own) {
-    const float* logits = p.workspace + group * G * nbc + j;
+    const int stride = logit_stride(p);
+    const float* logits = p.workspace + group * G * stride + j;
 #pragma unroll
-    for (int h = 0; h < MAXG; ++h) l[h] = h < G ? logits[int64_t(h) * nbc] : 0.f;
+    for (int h = 0; h < MAXG; ++h) l[h] = h < G ? logits[int64_t(h) * stride] : 0.f;
   }
   {
     // every CTA's (max, sum) per head combined: `lanes` threads per head (an
@@ -287,39 +294,59 @@ __global__ void __launch_bounds__(kScoreThreads) decode_pick(DecodeParams p) {
     for (int h = 0; h < MAXG; ++h)
       if (h < G) prob += __expf(l[h] - Mh[h]) * inv_Zh[h];
   }
-  // each block's rank in the chunk by counting those before it (value desc,
-  // index asc), one barrier. Value and index as one 64-bit key, larger ranks
-  // first: a probability is not negative, so its bits order as an unsigned
-  // integer does (+1 keeps a probability of 0 above a non-candidate's 0), and
-  // the low word is the thread index reversed. One unsigned compare per
-  // block instead of a float compare, an equality test and an index test.
+  // The chunk's blocks in rank order (value desc, index asc) as 64-bit keys,
+  // larger first: a probability is not negative, so its bits order as an
+  // unsigned integer does (+1 keeps a probability of 0 above a
+  // non-candidate's 0), and the low word is the thread index reversed. Under
+  // the nsa-chunked rule the top bit marks the second list, so each list is
+  // ranked on its own: the second list's blocks all rank before the first's.
+  // Each warp sorts its 32 keys (a bitonic network through shuffles), then a
+  // sorted key's rank in the chunk is its lane plus, per other warp, how many
+  // of that warp's keys are larger (a binary search): about 200 instructions
+  // a warp where counting against all 128 keys took 600 half-rate compares.
   float* cand_v = p.workspace + logits_elems(p) + partial_elems(p) + (group * nchunks + chunk) * kMaxPicks;
   int* cand_i = reinterpret_cast<int*>(cand_v + candidate_elems(p));
   const CandidateLists lists = candidate_lists(p);
   if (lists.lists == 2 && tid < picks) cand_v[tid] = -1.f, cand_i[tid] = -1;  // slots a list cannot fill
-  const unsigned long long key =
-      (static_cast<unsigned long long>(prob >= 0.f ? __float_as_uint(prob) + 1u : 0u) << 32) |
-      unsigned(kScoreThreads - 1 - tid);
-  keys[tid] = key;
-  __syncthreads();
-  int rank = 0;
-  if (lists.lists == 1) {
-    const ulonglong2* keys2 = reinterpret_cast<const ulonglong2*>(keys);
-#pragma unroll 8
-    for (int u = 0; u < kScoreThreads / 2; ++u) {
-      const ulonglong2 k2 = keys2[u];
-      rank += (k2.x > key) + (k2.y > key);
+  constexpr unsigned long long kSecondList = 1ull << 63;
+  const int lane = tid & 31, warp = tid >> 5, base = chunk * kScoreThreads;
+  unsigned long long key = (static_cast<unsigned long long>(prob >= 0.f ? __float_as_uint(prob) + 1u : 0u) << 32) |
+                           unsigned(kScoreThreads - 1 - tid);
+  if (lists.list_of(j)) key |= kSecondList;
+#pragma unroll
+  for (int size = 2; size <= 32; size *= 2)
+#pragma unroll
+    for (int stride = size / 2; stride; stride /= 2) {
+      const unsigned long long other = __shfl_xor_sync(0xffffffffu, key, stride);
+      // descending runs where (lane & size) == 0; the lower lane of a pair keeps the larger key there
+      const bool keep_larger = ((lane & size) == 0) == ((lane & stride) == 0);
+      key = keep_larger == (other > key) ? other : key;
     }
-  } else {
-    // ranked within its own list only: the threads on the same side of the split
-    const int mine = lists.list_of(j), base = chunk * kScoreThreads;
-    const int lo = mine ? max(lists.split - base, 0) : 0, hi = mine ? kScoreThreads : min(lists.split - base, kScoreThreads);
-    for (int u = lo; u < hi; ++u) rank += keys[u] > key;
+  keys[tid] = key;  // keys[warp * 32 + r]: the warp's r-th largest
+  __syncthreads();
+  // the second list's members in this chunk: the first list's ranks start after them
+  const int second = lists.lists == 2 ? min(max(base + kScoreThreads - lists.split, 0), kScoreThreads) : 0;
+  const int list = (key & kSecondList) ? 1 : 0;
+  if (lane >= lists.quota_of(list) + (list ? 0 : second)) return;  // its rank is at least its lane
+  int rank = lane;
+#pragma unroll
+  for (int w = 0; w < kScoreThreads / 32; ++w) {
+    if (w == warp) continue;
+    const unsigned long long* sorted = keys + w * 32;
+    int larger = 0;  // keys of warp w larger than this one: the first position holding a smaller key
+#pragma unroll
+    for (int step = 16; step; step /= 2)
+      if (sorted[larger + step - 1] > key) larger += step;
+    larger += sorted[larger] > key;  // sorted[31] itself (keys are distinct)
+    rank += larger;
   }
-  const int list = lists.list_of(j);
-  if (rank < lists.quota[list] && (lists.lists == 1 || prob >= 0.f)) {
-    cand_v[lists.start(list) + rank] = prob >= 0.f ? prob : -1.f;
-    cand_i[lists.start(list) + rank] = prob >= 0.f ? j : -1;
+  if (!list) rank -= second;
+  const unsigned upper = unsigned(key >> 32) & 0x7fffffffu;
+  const float value = upper ? __uint_as_float(upper - 1u) : -1.f;
+  const int block = base + kScoreThreads - 1 - int(unsigned(key));
+  if (rank < lists.quota_of(list) && (lists.lists == 1 || value >= 0.f)) {
+    cand_v[lists.start(list) + rank] = value;
+    cand_i[lists.start(list) + rank] = value >= 0.f ? block : -1;
   }
 }
 
@@ -337,9 +364,9 @@ __global__ void __launch_bounds__(kWarps * 32) decode_attend(DecodeParams p) {
   float* wm = reinterpret_cast<float*>(smem_raw + L.stats);  // (warps, Gc)
   float* wl = wm + kWarps * Gc;
   float* wf = wl + kWarps * Gc;
-  float* cand_val = reinterpret_cast<float*>(smem_raw + L.cand_val);
-  int* cand_idx = reinterpret_cast<int*>(smem_raw + L.cand_idx);
-  int* next_cand = reinterpret_cast<int*>(smem_raw + L.next_cand);  // each chunk's next candidate
+  unsigned long long* cand_key = reinterpret_cast<unsigned long long*>(smem_raw + L.cand_key);
+  unsigned long long* head_key = reinterpret_cast<unsigned long long*>(smem_raw + L.head_key);  // each list's best left
+  int* next_cand = reinterpret_cast<int*>(smem_raw + L.next_cand);  // each list's next position
   int* sel = reinterpret_cast<int*>(smem_raw + L.sel);
   float* pbuf = reinterpret_cast<float*>(smem_raw + L.pbuf);  // (warps, Gc, 32)
   unsigned char* kv_tiles = smem_raw + L.kv;                   // (warps, K and V, 32 rows)
@@ -357,42 +384,49 @@ __global__ void __launch_bounds__(kWarps * 32) decode_attend(DecodeParams p) {
     const float* cv = p.workspace + logits_elems(p) + partial_elems(p) + group * nchunks * kMaxPicks;
     const int* ci = reinterpret_cast<const int*>(p.workspace + logits_elems(p) + partial_elems(p) + candidate_elems(p)) +
                     group * nchunks * kMaxPicks;
-    for (int c = tid; c < ncand; c += blockDim.x) {
-      cand_val[c] = cv[(c / picks) * kMaxPicks + c % picks];
-      cand_idx[c] = ci[(c / picks) * kMaxPicks + c % picks];
-    }
+    // a warp per chunk, a lane per slot: no division by `picks`
+    for (int c = warp; c < nchunks; c += kWarps)
+      for (int slot = lane; slot < picks; slot += 32)
+        cand_key[c * picks + slot] = candidate_key(cv[c * kMaxPicks + slot], ci[c * kMaxPicks + slot]);
   }
   __syncthreads();
   if (warp == 0) {
     // each chunk's lists are in rank order, so the best remaining block is
-    // always first in what is left of one list: a pick scans each list's
-    // head, not every candidate. `left` counts what each side may still take
-    // (the nsa-chunked rule's quotas; one side and all picks for the exact rule).
+    // always the head of one list: a pick compares the lists' heads (kept
+    // as keys in shared memory, one load each), the warp's best in two
+    // reductions, and only the winner's list moves on. `left0`, `left1`
+    // count what each side may still take (the nsa-chunked rule's quotas;
+    // one side and all picks for the exact rule).
     const CandidateLists lists = candidate_lists(p);
-    const int nlists = nchunks * lists.lists;
-    int left[2] = {lists.quota[0], lists.quota[1]};
-    for (int c = lane; c < nlists; c += 32) next_cand[c] = 0;
+    const int two = lists.lists - 1;  // list c: chunk c >> two, side c & two
+    const int nlists = nchunks << two;
+    int left0 = lists.quota[0], left1 = lists.quota[1];
+    for (int c = lane; c < nlists; c += 32) {
+      next_cand[c] = 0;
+      head_key[c] = lists.quota_of(c & two) > 0 ? cand_key[(c >> two) * picks + lists.start(c & two)] : 0ull;
+    }
     if (lane == 0) sel[0] = own;
     __syncwarp();
     for (int r = 0; r < picks; ++r) {
-      float v = -1.f;
-      int i = INT_MAX, at = -1;
+      unsigned long long best = 0;  // 0: no candidate
+      int at = -1;
       for (int c = lane; c < nlists; c += 32) {
-        const int side = c % lists.lists, at_c = next_cand[c];
-        if (left[side] == 0 || at_c >= lists.quota[side]) continue;
-        const int slot = (c / lists.lists) * picks + lists.start(side) + at_c;
-        const float cv = cand_val[slot];
-        const int ci = cand_idx[slot];
-        if (cv >= 0.f && ranks_before(cv, ci, v, i)) v = cv, i = ci, at = c;
+        const unsigned long long key = head_key[c];
+        if (key > best && ((c & two) ? left1 : left0) > 0) best = key, at = c;
       }
-      // the warp's best in two reductions: the largest value (as ordered bits,
-      // 0 for none), then the lowest index among the lanes holding it
-      const unsigned key = v >= 0.f ? __float_as_uint(v) + 1u : 0u;
-      const unsigned best_key = __reduce_max_sync(0xffffffffu, key);
-      const unsigned best_i = __reduce_min_sync(0xffffffffu, best_key && key == best_key ? unsigned(i) : UINT_MAX);
-      if (best_key && key == best_key && unsigned(i) == best_i) ++next_cand[at];  // the winner's list moves on
-      if (best_key) --left[lists.list_of(int(best_i))];
-      if (lane == 0) sel[1 + r] = best_key ? int(best_i) : -1;
+      const unsigned best_hi = __reduce_max_sync(0xffffffffu, unsigned(best >> 32));
+      const unsigned best_lo = __reduce_max_sync(0xffffffffu, unsigned(best >> 32) == best_hi ? unsigned(best) : 0u);
+      if (best_hi == 0) {  // nothing left on either side
+        for (int rr = 1 + r + lane; rr < K; rr += 32) sel[rr] = -1;
+        break;
+      }
+      const int block = int(~best_lo);
+      if (at >= 0 && unsigned(best) == best_lo && unsigned(best >> 32) == best_hi) {  // the winner's list moves on
+        const int side = at & two, next = ++next_cand[at];
+        head_key[at] = next < lists.quota_of(side) ? cand_key[(at >> two) * picks + lists.start(side) + next] : 0ull;
+      }
+      if (lists.list_of(block)) --left1; else --left0;
+      if (lane == 0) sel[1 + r] = block;
       __syncwarp();
     }
     for (int r = 1 + picks + lane; r < K; r += 32) sel[r] = -1;

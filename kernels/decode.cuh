@@ -19,9 +19,10 @@
 //     kept in the workspace, and each CTA's per-head max and sum of exponentials;
 //   decode_pick: the same grid: combines every CTA's partial sums into the
 //     softmax, group-sums the probabilities of the past blocks and ranks
-//     each CTA's 128 blocks (one count per thread), keeping its best K - 1;
+//     each CTA's 128 blocks (each warp sorts its 32, then binary searches
+//     in the other warps' sorted keys), keeping its best K - 1;
 //   decode_attend: grid (Hkv, B): merges the CTAs' ranked lists (a pick
-//     looks only at each list's head) and attends over the selected blocks'
+//     compares each list's head, kept as a 64-bit key) and attends over the selected blocks'
 //     keys as one token list in 32-token chunks, a warp per chunk and a lane
 //     per key for Q K^T, lanes over D for P V; the warps' partial outputs
 //     are added in warp order (deterministic, no atomics).
