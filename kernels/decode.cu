@@ -384,10 +384,12 @@ __global__ void __launch_bounds__(kWarps * 32) decode_attend(DecodeParams p) {
     const float* cv = p.workspace + logits_elems(p) + partial_elems(p) + group * nchunks * kMaxPicks;
     const int* ci = reinterpret_cast<const int*>(p.workspace + logits_elems(p) + partial_elems(p) + candidate_elems(p)) +
                     group * nchunks * kMaxPicks;
-    // a warp per chunk, a lane per slot: no division by `picks`
-    for (int c = warp; c < nchunks; c += kWarps)
-      for (int slot = lane; slot < picks; slot += 32)
-        cand_key[c * picks + slot] = candidate_key(cv[c * kMaxPicks + slot], ci[c * kMaxPicks + slot]);
+    // one candidate per thread: at batch 1 each pass is a wait on L2, so the
+    // fewest passes (a warp per chunk would take twice as many at 128K)
+    for (int c = tid; c < ncand; c += blockDim.x) {
+      const int at = (c / picks) * kMaxPicks + c % picks;
+      cand_key[c] = candidate_key(cv[at], ci[at]);
+    }
   }
   __syncthreads();
   if (warp == 0) {

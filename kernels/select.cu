@@ -487,10 +487,13 @@ __global__ void __launch_bounds__(W * 32)
 }
 
 int select_warps(const SelectParams& p) { return p.D == 64 ? sel_warps<64>() : sel_warps<128>(); }
-// EXPERIMENT (issue 12 part 4): SSA_EXP_SEL_WGMMA=1 scores by wgmma at d64
-// (sm_90a builds; elsewhere the same kernel falls back to mma.sync).
+// At d64 the scores come from wgmma (m64n16k16: a CTA's four tokens x 16
+// heads against the kbar tile), 9% faster than mma.sync at C on an H100
+// (bench/results/h100-2026-12-06-select-wgmma-ab.txt); builds for other
+// architectures compile the same kernel to mma.sync. SSA_SELECT_WGMMA=0
+// keeps mma.sync on Hopper too, so that its path stays tested and timed there.
 bool select_uses_wgmma(const SelectParams& p) {
-  static const bool on = [] { const char* e = std::getenv("SSA_EXP_SEL_WGMMA"); return e && std::atoi(e) == 1; }();
+  static const bool on = [] { const char* e = std::getenv("SSA_SELECT_WGMMA"); return !e || std::atoi(e) != 0; }();
   return on && p.D == 64;
 }
 int select_row_stride(const SelectParams& p) { return (visible_blocks(p) + 4 + 3) & ~3; }

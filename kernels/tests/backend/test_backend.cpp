@@ -90,6 +90,8 @@ static void check_decode(AttentionBackend& cuda) {
               C{torch::kBFloat16, 1, 16, 1, 9000, 128, 16, 64, kTopK}, C{torch::kHalf, 2, 4, 2, 16, 64, 16, 1, kTopK},
               // batches of more groups than SMs: each group's heads in one CTA (16 and 32 of them)
               C{torch::kBFloat16, 70, 32, 2, 300, 64, 16, 4, kTopK}, C{torch::kBFloat16, 140, 32, 1, 200, 64, 16, 5, kTopK},
+              // two of decode_pick's CTAs per group and 280 groups: the per-warp sorts of full chunks
+              C{torch::kBFloat16, 140, 32, 2, 2100, 64, 16, 16, kTopK},
               C{torch::kBFloat16, 1, 16, 1, 250, 64, 16, 16, kChunked}, C{torch::kBFloat16, 2, 16, 1, 4097, 64, 32, 16, kChunked},
               C{torch::kBFloat16, 1, 32, 2, 5000, 64, 16, 16, kChunked}, C{torch::kHalf, 3, 16, 1, 10565, 128, 16, 48, kChunked},
               C{torch::kBFloat16, 1, 16, 1, 9000, 128, 16, 64, kChunked}, C{torch::kBFloat16, 70, 32, 2, 3000, 64, 16, 16, kChunked}}) {
