@@ -8,6 +8,7 @@
 #   ../shared/tools/gpu-sysroot .gpu-sysroot nlohmann-json3-dev libcli11-dev libstb-dev \
 #     libstb0 libpcre2-dev libpcre2-8-0 libutf8proc-dev libutf8proc2 zlib1g-dev libprotobuf-lite32
 #   cp -r /usr/share/doc/python3.11/html/_sources/tutorial .gpu-sysroot/corpus/
+#   cp -r /usr/share/doc/python3.11/html/_sources .gpu-sysroot/corpus/full   # the training corpus (12 MB)
 # (libprotobuf-lite32: libsentencepiece needs it; without it every test that
 # trains or loads a sentencepiece tokenizer aborts.)
 #   bash scripts/gpu_check.sh [build|test|bench|all]
@@ -27,6 +28,9 @@
 #                                      # compute-sanitizer on the selection's fp16-range cases
 #   bash scripts/gpu_check.sh train1b  # ssa/full training step of a 4-layer 1B-shaped stack at 8K and 32K,
 #                                      # and of the small preset at 8K (issue 12 part 3)
+#   bash scripts/gpu_check.sh trainsel # a larger model's selection (issue 12 part 2): trains the small preset
+#                                      # with SSA (needs .gpu-sysroot/corpus/full, below), records a layer's
+#                                      # selection, times C and D replaying it (about 6 minutes)
 #   bash scripts/gpu_check.sh select   # the selection's tests (both slot paths, nsa-chunked), memcheck, and
 #                                      # the sparse kernels at C and D (about 2 minutes on a warm build)
 #   bash scripts/gpu_check.sh selwg    # the selection's mma.sync path at d64 (SSA_SELECT_WGMMA=0; wgmma is the
@@ -228,6 +232,31 @@ if [ "$STAGE" = train1b ]; then
     echo "rc=$? (${SECONDS}s)"
   done
   timeout 150 ./build-gpu/ssalab_bench small 10 8192 1 2>&1 | tee "$OUT/bench_small_8k.txt"
+fi
+if [ "$STAGE" = trainsel ]; then
+  # issue 12 part 2: a larger trained model's selection for the kernel benchmark. Trains the small
+  # preset (27.9M, 8 heads / 1 KV head, d64) with SSA on the Python docs (.gpu-sysroot/corpus/full),
+  # records its layer-4 selection on 16,000 bytes of the tutorial (full inference, top-k), prints
+  # the selection locality, and times the sparse kernels at C and D replaying it (about 6 minutes)
+  [ -f build-gpu/build.ninja ] || configure
+  SECONDS=0
+  cmake --build build-gpu -j16 --target ssalab ssalab_kernel_bench > "$OUT/trainsel_build.txt" 2>&1 ||
+    { grep -E "error|Error" -A4 "$OUT/trainsel_build.txt" | head -40; exit 1; }
+  echo "trainsel build: ${SECONDS}s"
+  RUN=${TRAINSEL_RUN:-/tmp/trainsel}
+  timeout 420 ./build-gpu/ssalab train --preset small --method ssa --corpus "$PWD/.gpu-sysroot/corpus/full" \
+    --out "$RUN" --cache /tmp/trainsel-cache --set train.steps=${TRAINSEL_STEPS:-1000} --set train.seq_len=2048 \
+    --set train.batch_size=8 --set train.eval_every=250 --quiet > "$OUT/trainsel_train.txt" 2>&1
+  echo "train rc=$? (${SECONDS}s)"; tail -8 "$OUT/trainsel_train.txt"
+  cat .gpu-sysroot/corpus/tutorial/*.txt | head -c 16000 > /tmp/trainsel.txt
+  timeout 120 ./build-gpu/ssalab analyze "$RUN/checkpoint" --text-file /tmp/trainsel.txt --no-png --device cuda \
+    --out /tmp/trainsel-analyze > "$OUT/trainsel_analyze.txt" 2>&1
+  echo "analyze rc=$? (${SECONDS}s)"; grep -E "^mean|^selections" "$OUT/trainsel_analyze.txt"
+  cp /tmp/trainsel-analyze/layer4_selected_blocks.npy "$OUT/ssa-small-trained-layer4-selected-blocks.npy"
+  cp "$RUN/summary.json" "$OUT/trainsel_summary.json"
+  timeout 200 ./build-gpu/ssalab_kernel_bench --shapes C,D --sparse-only --no-dual \
+    --selections "$OUT/ssa-small-trained-layer4-selected-blocks.npy" > "$OUT/trainsel_kbench.txt" 2>&1
+  echo "kbench rc=$? (${SECONDS}s)"; grep -E "^[CD]  " "$OUT/trainsel_kbench.txt" | cut -c1-150
 fi
 if [ "$STAGE" = select ]; then
   # the selection (issue 12 part 1): kernel tests (both slot paths), the backend's nsa-chunked
