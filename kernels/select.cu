@@ -26,6 +26,21 @@ constexpr int kSelStages = 2;  // kbar chunks in flight (4 measured slower: 7.3 
 template <int D>
 __host__ __device__ constexpr int sel_rows() { return D == 64 ? 16 : 32; }
 
+// Where piece `chunk` (16 bytes) of row `row` of a kbar term tile sits, in
+// 16-bit elements: rows of D with the chunk swizzled (swz) on the mma.sync
+// path; on the wgmma path the 128-byte-swizzle layout of a K-major operand,
+// which at d128 splits each row into two 64-element halves, each half of
+// the tile a [sel_rows][64] swizzled tile of its own (at d64 the two agree).
+template <int D, bool WG>
+__device__ __forceinline__ int sel_tile_offset(int row, int chunk) {
+  if constexpr (WG) return (chunk >> 3) * sel_rows<D>() * 64 + row * 64 + (((chunk & 7) ^ (row & 7)) << 3);
+  else return swz<D>(row, chunk);
+}
+// The first element of 16-block sub-tile `sub` of a term tile (rows within it
+// then go through sel_tile_offset: the swizzle repeats every 8 rows).
+template <int D, bool WG>
+__device__ __forceinline__ int sel_sub_offset(int sub) { return sub * 16 * (WG ? 64 : D); }
+
 // Complete blocks that any query of the call can see: those before the last
 // query's position + 1 (keys past it are never scored).
 __host__ __device__ inline int visible_blocks(const SelectParams& p) { return (p.q_offset + p.Tq) / p.block_size; }
@@ -92,7 +107,7 @@ __global__ void pool_keys_kernel(SelectParams p, __half* split, float* scales) {
 
 // S (16 heads x 16 blocks) of one row tile against the chunk's two kbar terms
 // (each term's rows sel_rows<D>() apart), before any scaling.
-template <int D>
+template <int D, bool WG = false>
 __device__ __forceinline__ void chunk_scores(float (&s)[2][4], const uint32_t (&qa)[D / 16][4], const __half* tile,
                                              int lane) {
 #pragma unroll
@@ -103,7 +118,8 @@ __device__ __forceinline__ void chunk_scores(float (&s)[2][4], const uint32_t (&
     for (int ks = 0; ks < D / 16; ++ks) {
       uint32_t b0, b1, b2, b3;
       ldsm_x4(b0, b1, b2, b3,
-              smem_u32(tile + part * sel_rows<D>() * D + swz<D>((lane & 7) + (lane >> 4) * 8, ks * 2 + ((lane >> 3) & 1))));
+              smem_u32(tile + part * sel_rows<D>() * D +
+                       sel_tile_offset<D, WG>((lane & 7) + (lane >> 4) * 8, ks * 2 + ((lane >> 3) & 1))));
       mma16816<__half>(s[0], qa[ks], b0, b1);
       mma16816<__half>(s[1], qa[ks], b2, b3);
     }
@@ -112,15 +128,19 @@ __device__ __forceinline__ void chunk_scores(float (&s)[2][4], const uint32_t (&
 #if SSA_HAVE_WGMMA
 // The same S for the four warps (tokens) of a warpgroup at once: the tensor
 // cores read the chunk's terms from shared memory once per 64 rows instead of
-// every warp loading them with ldmatrix (d64: 128-byte rows, the swizzle atom).
-__device__ __forceinline__ void chunk_scores_wgmma(float (&s)[2][4], const uint32_t (&qa)[4][4], const __half* tile) {
+// every warp loading them with ldmatrix. A k-step's 16 columns lie in one
+// 64-column half of the tile (sel_tile_offset), 32 bytes into its swizzle atom.
+template <int D>
+__device__ __forceinline__ void chunk_scores_wgmma(float (&s)[2][4], const uint32_t (&qa)[D / 16][4], const __half* tile) {
   wgmma_fence();
 #pragma unroll
   for (int part = 1; part >= 0; --part)  // the small term first
 #pragma unroll
-    for (int ks = 0; ks < 4; ++ks)
-      wgmma_m64n16k16_f16_rs(s, qa[ks], wgmma_desc_k_sw128(tile + part * sel_rows<64>() * 64 + ks * 16),
-                             part == 0 || ks > 0);
+    for (int ks = 0; ks < D / 16; ++ks)
+      wgmma_m64n16k16_f16_rs(
+          s, qa[ks],
+          wgmma_desc_k_sw128(tile + part * sel_rows<D>() * D + (ks >> 2) * sel_rows<D>() * 64 + (ks & 3) * 16),
+          part == 0 || ks > 0);
   wgmma_commit();
   wgmma_wait_all();
   wgmma_fence_operands(s);
@@ -219,12 +239,12 @@ struct RunningSlots {
 // terms and their scales) in shared memory. Pass 2 writes the row's group
 // scores to shared memory and K - 1 argmax rounds pick the slots; Stream keeps
 // the slots in RunningSlots while pass 2 runs instead (uses_register_slots).
-// WG (d64, sm_90a, one warpgroup per CTA): the scores by wgmma; every warp
-// then takes part in each tile any row of the CTA needs.
+// WG (sm_90a; one warpgroup per CTA at d64, two at d128): the scores by
+// wgmma; every warp then takes part in each tile any row of the CTA needs.
 template <typename T, int D, int RT, bool Stream, bool WG = false, int W = sel_warps<D>()>
 __global__ void __launch_bounds__(W * 32)
     select_kernel(SelectParams p, const __half* split, const float* scales, int buf_stride) {
-  static_assert(!WG || (D == 64 && W == 4), "the wgmma path is one warpgroup of d64 rows");
+  static_assert(!WG || W % 4 == 0, "the wgmma path takes whole warpgroups");
   extern __shared__ __align__(16) unsigned char smem_raw[];
   constexpr int NK = D / 16, CH = D / 8, kSelRows = sel_rows<D>(), kSelSub = kSelRows / 16;
   // WG: the kbar ring starts on a 1024-byte boundary (the launcher adds the slack)
@@ -294,7 +314,7 @@ __global__ void __launch_bounds__(W * 32)
   for (int u = 0; u < NL; ++u) {
     const int i = min(tid + u * W * 32, kPieces - 1), part = i / (kSelRows * CH), ch = i % CH;
     ld_row[u] = (i / CH) % kSelRows;
-    ld_smem[u] = part * kSelRows * D + swz<D>(ld_row[u], ch);
+    ld_smem[u] = part * kSelRows * D + sel_tile_offset<D, WG>(ld_row[u], ch);
     ld_src[u] = part * nsplit + ch * 8;
   }
   auto load = [&](int ci, int st) {
@@ -348,7 +368,7 @@ __global__ void __launch_bounds__(W * 32)
         const int j0 = ci * kSelRows + sub * 16;  // first block of this 16-block tile
         const bool mine = active && j0 < lim;
         if (WG ? j0 < (pass == 0 ? nvis_max : bt_max) : mine) {
-          const __half* tile = sKb + (ci % kSelStages) * 2 * kSelRows * D + sub * 16 * D;
+          const __half* tile = sKb + (ci % kSelStages) * 2 * kSelRows * D + sel_sub_offset<D, WG>(sub);
           // the scales of this lane's four blocks: j0 + n * 8 + 2c + {0, 1}
           float2 kun[2];
 #pragma unroll
@@ -359,10 +379,10 @@ __global__ void __launch_bounds__(W * 32)
           for (int rt = 0; rt < RT; ++rt) {
             float s[2][4];
 #if SSA_HAVE_WGMMA
-            if constexpr (WG) chunk_scores_wgmma(s, reinterpret_cast<const uint32_t(&)[4][4]>(qa[rt]), tile);
+            if constexpr (WG) chunk_scores_wgmma<D>(s, qa[rt], tile);
             else
 #endif
-              chunk_scores<D>(s, qa[rt], tile, lane);
+              chunk_scores<D, WG>(s, qa[rt], tile, lane);
             if (!mine) continue;  // (WG) a tile only other rows of the CTA need
             // The row's scale goes into the exponent's FMA: y = s * kscale, and
             // exp2(y * q_unscale - m), with pass 2's 1/l taken into m as
@@ -492,9 +512,13 @@ int select_warps(const SelectParams& p) { return p.D == 64 ? sel_warps<64>() : s
 // (bench/results/h100-2026-12-06-select-wgmma-ab.txt); builds for other
 // architectures compile the same kernel to mma.sync. SSA_SELECT_WGMMA=0
 // keeps mma.sync on Hopper too, so that its path stays tested and timed there.
+// EXPERIMENT (issue 12 part 4, written 2026-12-06, not yet run on a GPU): the
+// same at d128 (two warpgroups per CTA, the tile in 64-column halves), off
+// unless SSA_EXP_SEL_WGMMA_D128=1.
 bool select_uses_wgmma(const SelectParams& p) {
   static const bool on = [] { const char* e = std::getenv("SSA_SELECT_WGMMA"); return !e || std::atoi(e) != 0; }();
-  return on && p.D == 64;
+  static const bool d128 = [] { const char* e = std::getenv("SSA_EXP_SEL_WGMMA_D128"); return e && std::atoi(e) == 1; }();
+  return on && (p.D == 64 || (p.D == 128 && d128));
 }
 int select_row_stride(const SelectParams& p) { return (visible_blocks(p) + 4 + 3) & ~3; }
 // The kbar stages (after 1024 bytes of alignment slack on the wgmma path), and
@@ -608,11 +632,9 @@ std::string select_supported(const SelectParams& p) {
 
 template <typename T, int D>
 auto select_kernel_for(bool register_slots, bool two_row_tiles, bool wgmma) {
-  if constexpr (D == 64) {
-    if (wgmma)
-      return register_slots ? (two_row_tiles ? select_kernel<T, D, 2, true, true> : select_kernel<T, D, 1, true, true>)
-                            : (two_row_tiles ? select_kernel<T, D, 2, false, true> : select_kernel<T, D, 1, false, true>);
-  }
+  if (wgmma)
+    return register_slots ? (two_row_tiles ? select_kernel<T, D, 2, true, true> : select_kernel<T, D, 1, true, true>)
+                          : (two_row_tiles ? select_kernel<T, D, 2, false, true> : select_kernel<T, D, 1, false, true>);
   return register_slots ? (two_row_tiles ? select_kernel<T, D, 2, true> : select_kernel<T, D, 1, true>)
                         : (two_row_tiles ? select_kernel<T, D, 2, false> : select_kernel<T, D, 1, false>);
 }

@@ -34,7 +34,8 @@
 #   bash scripts/gpu_check.sh select   # the selection's tests (both slot paths, nsa-chunked), memcheck, and
 #                                      # the sparse kernels at C and D (about 2 minutes on a warm build)
 #   bash scripts/gpu_check.sh selwg    # the selection's mma.sync path at d64 (SSA_SELECT_WGMMA=0; wgmma is the
-#                                      # default on Hopper): kernel tests, A/B/C selection with and without
+#                                      # default on Hopper): kernel tests, A/B/C selection with and without;
+#                                      # EXPERIMENT: wgmma at d128 (SSA_EXP_SEL_WGMMA_D128=1): tests, memcheck, D
 #   bash scripts/gpu_check.sh ncusplit # where a C bs16 training step's sparse kernels spend their time (ncu:
 #                                      # selection, forward, dQ, dK/dV; about 3 minutes)
 #   bash scripts/gpu_check.sh fwdtiles # the sparse forward's query tiles (issue 12 part 2), about 5 minutes:
@@ -277,18 +278,27 @@ if [ "$STAGE" = select ]; then
     --selections bench/inputs/ssa-shipped-layer2-selected-blocks.npy --json "$OUT/kb_select.json" > "$OUT/kb_select.txt" 2>&1
   echo "bench rc=$? (${SECONDS}s)"; grep -E "^[CD]  (select|sparse)" "$OUT/kb_select.txt" | cut -c1-150
 fi
-if [ "$STAGE" = selwg ]; then  # the selection's mma.sync path at d64 (wgmma is the default on Hopper), both timed
+if [ "$STAGE" = selwg ]; then  # the selection's mma.sync path at d64 (wgmma is the default on Hopper), both timed;
+  # the d128 wgmma EXPERIMENT (SSA_EXP_SEL_WGMMA_D128=1): kernel tests, memcheck, D with and without
   [ -f build-gpu/build.ninja ] || configure
   SECONDS=0
   cmake --build build-gpu -j16 --target test_kernels ssalab_kernel_bench > "$OUT/selwg_build.txt" 2>&1 ||
     { grep -E "error|Error" -A4 "$OUT/selwg_build.txt" | head -60; exit 1; }
   echo "selwg build: ${SECONDS}s"
+  SSA_EXP_SEL_WGMMA_D128=1 timeout 100 ./build-gpu/kernels/test_kernels > "$OUT/test_kernels_wgmma_d128.txt" 2>&1
+  echo "test_kernels wgmma d128 rc=$? (${SECONDS}s)"; grep -E "FAIL|failed checks" "$OUT/test_kernels_wgmma_d128.txt" | tail -6
+  SSA_EXP_SEL_WGMMA_D128=1 timeout 90 compute-sanitizer --tool memcheck --error-exitcode 3 ./build-gpu/kernels/test_kernels "d128 B1 Hq32" \
+    > "$OUT/sanitize_wgmma_d128.txt" 2>&1
+  echo "compute-sanitizer wgmma d128 rc=$? (${SECONDS}s)"; grep -E "ERROR SUMMARY|failed checks" "$OUT/sanitize_wgmma_d128.txt"
   SSA_SELECT_WGMMA=0 timeout 100 ./build-gpu/kernels/test_kernels > "$OUT/test_kernels_mma_sync.txt" 2>&1
   echo "test_kernels mma.sync rc=$? (${SECONDS}s)"; grep -E "FAIL|failed checks" "$OUT/test_kernels_mma_sync.txt" | tail -6
   for w in 0 1; do
     SSA_SELECT_WGMMA=$w timeout 60 ./build-gpu/ssalab_kernel_bench --shapes A,B,C --sparse-only \
       --selections bench/inputs/ssa-shipped-layer2-selected-blocks.npy > "$OUT/kb_selwg_$w.txt" 2>&1
     echo "bench wgmma=$w rc=$? (${SECONDS}s)"; grep -E "^[ABC]  select" "$OUT/kb_selwg_$w.txt" | cut -c1-80
+    SSA_EXP_SEL_WGMMA_D128=$w timeout 60 ./build-gpu/ssalab_kernel_bench --shapes D --sparse-only \
+      > "$OUT/kb_selwg_d128_$w.txt" 2>&1
+    echo "bench D wgmma=$w rc=$? (${SECONDS}s)"; grep -E "^D  select" "$OUT/kb_selwg_d128_$w.txt" | cut -c1-80
   done
 fi
 if [ "$STAGE" = ncusplit ]; then

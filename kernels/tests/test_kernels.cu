@@ -284,6 +284,7 @@ int main(int argc, char** argv) {
       {fh, 64, 1, 16, 1, 1100, 64, 16, false, 100},  // G16 fp16, longer
       {bf, 64, 1, 16, 1, 1300, 16, 32},   // k 32: the most slots the selection keeps in registers
       {fh, 128, 1, 8, 1, 1300, 16, 40},   // k 40: the selection's shared-memory row
+      {bf, 128, 1, 32, 1, 600, 16, 8},    // G32 at d128: the selection's two row tiles of two warpgroups
       {bf, 64, 2, 16, 1, 333, 16, 8},     // G16, batch 2 (the engine binding test's shape)
       // a KV cache: Tq queries at positions q_off.. against T keys
       {bf, 64, 1, 16, 1, 700, 16, 8, false, 64, 200, 333},     // a chunk inside the sequence, split items
