@@ -8,6 +8,7 @@
 //
 //   ssalab_decode_bench [--contexts 8192,32768,131072] [--batches 1,32] [--iters 50]
 //                       [--model-context 32768] [--model-batches 1,32] [--steps 32] [--no-model]
+//                       [--bf16-pooling]
 //
 // Attention rows: bf16, one layer's cache, the L2 flushed before every timed
 // call (a model's layers each read their own cache), median of --iters CUDA
@@ -21,6 +22,9 @@
 // 32 q / 2 kv heads, d64), bf16, its KV cache filled with random keys and
 // values to the context (no prefill), then --steps decoding steps timed end to
 // end (embedding to logits, sampling excluded), top-k rule, block 16, k 16.
+// --bf16-pooling (EXPERIMENT) adds a table of the kernels alone with the
+// pooled keys stored in bf16 (DecodeParams::block_keys_bf16), as the released
+// kernel pools them, beside fp32 ones: what half the scoring bytes buy.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -82,64 +86,143 @@ double rel(const Tensor& a, const Tensor& b) {
   return ((a.to(torch::kFloat) - b.to(torch::kFloat)).norm() / (b.to(torch::kFloat).norm() + 1e-12)).item<double>();
 }
 
+struct Heads { int Hq, Hkv, D; const char* name; };
+const Heads kShapes[] = {{32, 2, 64, "1B layer 32q/2kv d64"}, {16, 1, 128, "16q/1kv d128"}};
+// the released checkpoints' rule beside the exact top-k (decode.cuh)
+const SparseSpec kSpecs[] = {{16, 16, SelectionRule::TopK}, {16, 16, SelectionRule::NsaChunked},
+                             {64, 16, SelectionRule::TopK}};
+
+// One layer's cache of T random keys and values per sequence, the queries, and
+// dense decoding's time (SDPA reading the cache once, enable_gqa) and bytes.
+struct DecodeCase {
+  Tensor q, k, v;
+  double dense_ms, dense_bytes;
+};
+DecodeCase decode_case(const Heads& h, int T, int B, int iters) {
+  auto o = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kBFloat16);
+  torch::manual_seed(1);
+  DecodeCase c;
+  c.q = torch::randn({B, h.Hq, 1, h.D}, o), c.k = torch::randn({B, h.Hkv, T, h.D}, o),
+  c.v = torch::randn({B, h.Hkv, T, h.D}, o);
+  const bool gqa = h.Hq > h.Hkv;
+  c.dense_ms = time_ms([&] { at::scaled_dot_product_attention(c.q, c.k, c.v, {}, 0.0, false, std::nullopt, gqa); }, iters);
+  c.dense_bytes = 2.0 * B * h.Hkv * double(T) * h.D * 2;
+  return c;
+}
+
+// f(heads, context, batch, case) over every shape, context and batch.
+template <class F>
+void for_each_case(const std::vector<int>& contexts, const std::vector<int>& batches, int iters, F f) {
+  for (const Heads& h : kShapes)
+    for (int T : contexts)
+      for (int B : batches) f(h, T, B, decode_case(h, T, B, iters));
+}
+
 void attention_rows(const std::vector<int>& contexts, const std::vector<int>& batches, int iters) {
-  struct Heads { int Hq, Hkv, D; const char* name; };
-  const Heads shapes[] = {{32, 2, 64, "1B layer 32q/2kv d64"}, {16, 1, 128, "16q/1kv d128"}};
-  // the released checkpoints' rule beside the exact top-k (decode.cuh)
-  const SparseSpec specs[] = {{16, 16, SelectionRule::TopK}, {16, 16, SelectionRule::NsaChunked},
-                              {64, 16, SelectionRule::TopK}};
   AttentionBackend& cuda = *cuda_backend();
   std::printf("\n## Attention per decoded token (bf16, one layer, L2 flushed; ms, median of %d)\n\n", iters);
   std::printf("| heads | context | batch | block/k | dense SDPA gqa | dense SDPA expanded | sparse decode | kernels alone | kernels/dense"
               " | bytes sparse/dense | kernels GB/s | check |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n");
-  for (const Heads& h : shapes)
-    for (int T : contexts)
-      for (int B : batches) {
-        auto o = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kBFloat16);
-        torch::manual_seed(1);
-        Tensor q = torch::randn({B, h.Hq, 1, h.D}, o), k = torch::randn({B, h.Hkv, T, h.D}, o),
-               v = torch::randn({B, h.Hkv, T, h.D}, o);
-        const int G = h.Hq / h.Hkv;
-        double dense = time_ms([&] { at::scaled_dot_product_attention(q, k, v, {}, 0.0, false, std::nullopt, G > 1); },
-                               iters);
-        double expanded = -1;
-        if (int64_t(B) * h.Hq * T * h.D * 2 * 2 < (int64_t(24) << 30)) {  // the expanded copy fits
-          Tensor ke = k.repeat_interleave(G, 1), ve = v.repeat_interleave(G, 1);
-          expanded = time_ms([&] { at::scaled_dot_product_attention(q, ke, ve); }, iters);
-        }
-        const double dense_bytes = 2.0 * B * h.Hkv * double(T) * h.D * 2;
-        for (const SparseSpec& spec : specs) {
-          Tensor bk = complete_block_means(k.to(torch::kFloat), spec.block_size);
-          Tensor blocks;
-          Tensor out = cuda.decode(q, k, v, bk, spec, &blocks);
-          std::string check = "-";
-          if (B == 1 && T <= 32768) {  // the reference materialises (Hq, Tk) scores in fp32
-            Tensor ref_blocks;
-            Tensor ref = reference_backend().decode(q.to(torch::kFloat), k.to(torch::kFloat), v.to(torch::kFloat), bk,
-                                                    spec, &ref_blocks);
-            const double same = blocks.cpu().eq(ref_blocks.cpu()).to(torch::kFloat).mean().item<double>();
-            char buf[96];
-            std::snprintf(buf, sizeof buf, "rel %.1e, slots equal %.3f", rel(out, ref), same);
-            check = buf;
-          }
-          double sparse = time_ms([&] { cuda.decode(q, k, v, bk, spec); }, iters);
-          // the kernels alone: buffers made once, as a CUDA graph or a fused step would
-          Tensor o_buf = torch::empty_like(q);
-          ssa::DecodeParams p = decode_params(q, k, v, bk, spec.block_size, spec.top_k,
-                                                spec.rule == SelectionRule::NsaChunked, o_buf);
-          Tensor ws = torch::empty({int64_t(ssa::decode_workspace_bytes(p) / 4 + 1)}, o.dtype(torch::kFloat));
-          p.workspace = ws.data_ptr<float>();
-          double kernels = time_ms([&] { ssa::decode_attention(p, at::cuda::getCurrentCUDAStream().stream()); }, iters);
-          const int nbc = T / spec.block_size;
-          const double sparse_bytes =
-              B * h.Hkv * (double(nbc) * h.D * 4 + 2.0 * spec.top_k * spec.block_size * h.D * 2);
-          std::printf("| %s | %d | %d | %d/%d%s | %.4f | %s | %.4f | %.4f | %.3f | %.3f | %.0f | %s |\n", h.name, T, B,
-                      spec.block_size, spec.top_k, spec.rule == SelectionRule::NsaChunked ? " nsa-chunked" : "", dense,
-                      expanded < 0 ? "-" : std::to_string(expanded).substr(0, 6).c_str(), sparse, kernels,
-                      kernels / dense, sparse_bytes / dense_bytes, sparse_bytes / (kernels * 1e6), check.c_str());
-          std::fflush(stdout);
-        }
+  for_each_case(contexts, batches, iters, [&](const Heads& h, int T, int B, const DecodeCase& dc) {
+    auto o = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kBFloat16);
+    const Tensor &q = dc.q, &k = dc.k, &v = dc.v;
+    const int G = h.Hq / h.Hkv;
+    const double dense = dc.dense_ms;
+    double expanded = -1;
+    if (int64_t(B) * h.Hq * T * h.D * 2 * 2 < (int64_t(24) << 30)) {  // the expanded copy fits
+      Tensor ke = k.repeat_interleave(G, 1), ve = v.repeat_interleave(G, 1);
+      expanded = time_ms([&] { at::scaled_dot_product_attention(q, ke, ve); }, iters);
+    }
+    const double dense_bytes = dc.dense_bytes;
+    for (const SparseSpec& spec : kSpecs) {
+      Tensor bk = complete_block_means(k.to(torch::kFloat), spec.block_size);
+      Tensor blocks;
+      Tensor out = cuda.decode(q, k, v, bk, spec, &blocks);
+      std::string check = "-";
+      if (B == 1 && T <= 32768) {  // the reference materialises (Hq, Tk) scores in fp32
+        Tensor ref_blocks;
+        Tensor ref = reference_backend().decode(q.to(torch::kFloat), k.to(torch::kFloat), v.to(torch::kFloat), bk,
+                                                spec, &ref_blocks);
+        const double same = blocks.cpu().eq(ref_blocks.cpu()).to(torch::kFloat).mean().item<double>();
+        char buf[96];
+        std::snprintf(buf, sizeof buf, "rel %.1e, slots equal %.3f", rel(out, ref), same);
+        check = buf;
       }
+      double sparse = time_ms([&] { cuda.decode(q, k, v, bk, spec); }, iters);
+      // the kernels alone: buffers made once, as a CUDA graph or a fused step would
+      Tensor o_buf = torch::empty_like(q);
+      ssa::DecodeParams p = decode_params(q, k, v, bk, spec.block_size, spec.top_k,
+                                            spec.rule == SelectionRule::NsaChunked, o_buf);
+      Tensor ws = torch::empty({int64_t(ssa::decode_workspace_bytes(p) / 4 + 1)}, o.dtype(torch::kFloat));
+      p.workspace = ws.data_ptr<float>();
+      double kernels = time_ms([&] { ssa::decode_attention(p, at::cuda::getCurrentCUDAStream().stream()); }, iters);
+      const int nbc = T / spec.block_size;
+      const double sparse_bytes =
+          B * h.Hkv * (double(nbc) * h.D * 4 + 2.0 * spec.top_k * spec.block_size * h.D * 2);
+      std::printf("| %s | %d | %d | %d/%d%s | %.4f | %s | %.4f | %.4f | %.3f | %.3f | %.0f | %s |\n", h.name, T, B,
+                  spec.block_size, spec.top_k, spec.rule == SelectionRule::NsaChunked ? " nsa-chunked" : "", dense,
+                  expanded < 0 ? "-" : std::to_string(expanded).substr(0, 6).c_str(), sparse, kernels,
+                  kernels / dense, sparse_bytes / dense_bytes, sparse_bytes / (kernels * 1e6), check.c_str());
+      std::fflush(stdout);
+    }
+  });
+}
+
+// EXPERIMENT (issue 16): the kernels alone with bf16 pooled keys against fp32
+// ones on the same cache; the bf16 run's selection and output checked against
+// the reference decoding with the same bf16-rounded keys.
+void bf16_pooling_rows(const std::vector<int>& contexts, const std::vector<int>& batches, int iters) {
+  std::printf("\n## EXPERIMENT: pooled keys in bf16 (the released kernel's pooling; kernels alone, bf16, L2 flushed; ms, "
+              "median of %d)\n\n", iters);
+  std::printf("| heads | context | batch | block/k | dense SDPA gqa | fp32 keys | bf16 keys | fp32/dense | bf16/dense"
+              " | bytes sparse/dense fp32 / bf16 | check (bf16 keys) |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
+  auto stream = [] { return at::cuda::getCurrentCUDAStream().stream(); };
+  for_each_case(contexts, batches, iters, [&](const Heads& h, int T, int B, const DecodeCase& dc) {
+    auto o = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kBFloat16);
+    const Tensor &q = dc.q, &k = dc.k, &v = dc.v;
+    const double dense = dc.dense_ms, dense_bytes = dc.dense_bytes;
+    for (const SparseSpec& spec : kSpecs) {
+      Tensor bk = complete_block_means(k.to(torch::kFloat), spec.block_size).contiguous();
+      Tensor bk16 = bk.to(torch::kBFloat16);
+      Tensor o_buf = torch::empty_like(q);
+      Tensor blocks = torch::empty({B, h.Hkv, spec.top_k}, o.dtype(torch::kInt));
+      ssa::DecodeParams p = decode_params(q, k, v, bk, spec.block_size, spec.top_k,
+                                          spec.rule == SelectionRule::NsaChunked, o_buf, blocks);
+      Tensor ws = torch::empty({int64_t(ssa::decode_workspace_bytes(p) / 4 + 1)}, o.dtype(torch::kFloat));
+      p.workspace = ws.data_ptr<float>();
+      const double fp32 = time_ms([&] { ssa::decode_attention(p, stream()); }, iters);
+      p.block_keys_bf16 = bk16.data_ptr();
+      const std::string why = ssa::decode_supported(p);
+      if (!why.empty()) {
+        std::printf("| %s | %d | %d | %d/%d | - | - | - | - | - | - | %s |\n", h.name, T, B, spec.block_size,
+                    spec.top_k, why.c_str());
+        continue;
+      }
+      std::string check = "-";
+      if (B == 1 && T <= 32768) {  // the reference materialises (Hq, Tk) scores in fp32
+        const std::string e = ssa::decode_attention(p, stream());
+        Tensor ref_blocks;
+        Tensor ref = reference_backend().decode(q.to(torch::kFloat), k.to(torch::kFloat), v.to(torch::kFloat),
+                                                bk16.to(torch::kFloat), spec, &ref_blocks);
+        const double same =
+            blocks.cpu().to(torch::kLong).eq(ref_blocks.cpu().to(torch::kLong)).to(torch::kFloat).mean().item<double>();
+        char buf[128];
+        std::snprintf(buf, sizeof buf, "%srel %.1e, slots equal %.3f", e.empty() ? "" : (e + "; ").c_str(),
+                      rel(o_buf, ref), same);
+        check = buf;
+      }
+      const double bf16 = time_ms([&] { ssa::decode_attention(p, stream()); }, iters);
+      const int nbc = T / spec.block_size;
+      const double selected = 2.0 * spec.top_k * spec.block_size * h.D * 2;
+      const double bytes32 = B * h.Hkv * (double(nbc) * h.D * 4 + selected);
+      const double bytes16 = B * h.Hkv * (double(nbc) * h.D * 2 + selected);
+      std::printf("| %s | %d | %d | %d/%d%s | %.4f | %.4f | %.4f | %.3f | %.3f | %.3f / %.3f | %s |\n", h.name, T, B,
+                  spec.block_size, spec.top_k, spec.rule == SelectionRule::NsaChunked ? " nsa-chunked" : "", dense,
+                  fp32, bf16, fp32 / dense, bf16 / dense, bytes32 / dense_bytes, bytes16 / dense_bytes,
+                  check.c_str());
+      std::fflush(stdout);
+    }
+  });
 }
 
 // The cache update of one layer per step: LibTorch's copies (and the mean when
@@ -219,7 +302,7 @@ void model_rows(int context, const std::vector<int>& batches, int steps) {
 int main(int argc, char** argv) {
   std::vector<int> contexts = {8192, 32768, 131072}, batches = {1, 32}, model_batches = {1, 32};
   int iters = 50, model_context = 32768, steps = 32;
-  bool model = true;
+  bool model = true, bf16_pooling = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&] { return i + 1 < argc ? std::string(argv[++i]) : std::string(); };
@@ -230,6 +313,7 @@ int main(int argc, char** argv) {
     else if (a == "--model-batches") model_batches = int_list(next());
     else if (a == "--steps") steps = std::stoi(next());
     else if (a == "--no-model") model = false;
+    else if (a == "--bf16-pooling") bf16_pooling = true;
     else return std::fprintf(stderr, "unknown argument %s\n", a.c_str()), 2;
   }
   if (!torch::cuda::is_available() || !cuda_backend()) return std::fprintf(stderr, "needs CUDA and the kernels\n"), 1;
@@ -237,6 +321,7 @@ int main(int argc, char** argv) {
   cudaGetDeviceProperties(&prop, 0);
   std::printf("# ssalab_decode_bench on %s\n", prop.name);
   attention_rows(contexts, batches, iters);
+  if (bf16_pooling) bf16_pooling_rows(contexts, batches, iters);
   append_rows(batches, iters);
   if (model) model_rows(model_context, model_batches, steps);
   return 0;

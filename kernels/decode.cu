@@ -85,6 +85,14 @@ __device__ __forceinline__ void split_terms(float a, float b, uint32_t (&terms)[
   terms[2] = TypeOf<T>::pack(ra - ma, rb - mb);
 }
 
+// A lane's 4 consecutive elements from column `col` of pooled block j (V: uint2
+// of bf16 keys), zeros past the complete blocks.
+template <typename V, typename E>
+__device__ __forceinline__ V load_pooled(const E* kb, int64_t row_stride, int j, int nbc, int col) {
+  const E* row = kb + int64_t(min(j, nbc - 1)) * row_stride + col;
+  return j < nbc ? *reinterpret_cast<const V*>(row) : V{};
+}
+
 // Two query elements (d, d + 1) of head h as one packed operand, 0 past the group.
 template <typename T>
 __device__ __forceinline__ uint32_t q_pair(const T* q, int64_t head_stride, int h, int G, int d) {
@@ -94,7 +102,8 @@ __device__ __forceinline__ uint32_t q_pair(const T* q, int64_t head_stride, int 
 
 // Scores on the tensor cores: S (16 heads x 8 blocks) = q (16 x D) . kbar^T
 // per mma, each of the 4 warps over 32 pooled blocks, MT tiles of 16 heads.
-template <typename T, int D, int MT>
+// KB16 (EXPERIMENT): kbar is bf16 (DecodeParams::block_keys_bf16), one term.
+template <typename T, int D, int MT, bool KB16 = false>
 __global__ void __launch_bounds__(kScoreThreads) decode_scores(DecodeParams p) {
   constexpr int kWarpsPerCta = kScoreThreads / 32, kTiles = 4;  // 4 n-tiles of 8 blocks per warp
   __shared__ float red[kWarpsPerCta][MT * 16], mx[MT * 16];
@@ -125,29 +134,49 @@ __global__ void __launch_bounds__(kScoreThreads) decode_scores(DecodeParams p) {
     for (int nt = 0; nt < kTiles; ++nt) c[mt][nt][0] = c[mt][nt][1] = c[mt][nt][2] = c[mt][nt][3] = 0.f;
   const float* kb = p.block_keys + b * p.kb_s.b + g * p.kb_s.h;
   constexpr int kStep = D == 64 ? D / 16 : D / 32;  // k-steps whose loads are in flight together
+  if constexpr (KB16) {
+    // a lane's 4 d of a k-step are 8 bytes of bf16: the two packed pairs of its B fragment as loaded
+    const uint16_t* kb16 = static_cast<const uint16_t*>(p.block_keys_bf16) + b * p.kb_s.b + g * p.kb_s.h;
 #pragma unroll
-  for (int ks0 = 0; ks0 < D / 16; ks0 += kStep) {
-    float4 x[kStep][kTiles];  // B fragments: kbar rows (blocks) x d
+    for (int ks0 = 0; ks0 < D / 16; ks0 += kStep) {
+      uint2 x[kStep][kTiles];
 #pragma unroll
-    for (int u = 0; u < kStep; ++u)
+      for (int u = 0; u < kStep; ++u)
 #pragma unroll
-      for (int nt = 0; nt < kTiles; ++nt) {
-        const int j = row0 + nt * 8 + quad;
-        const float* row = kb + int64_t(min(j, nbc - 1)) * p.kb_s.t + (ks0 + u) * 16 + pair * 2;
-        x[u][nt] = j < nbc ? *reinterpret_cast<const float4*>(row) : make_float4(0.f, 0.f, 0.f, 0.f);
-      }
+        for (int nt = 0; nt < kTiles; ++nt)
+          x[u][nt] = load_pooled<uint2>(kb16, p.kb_s.t, row0 + nt * 8 + quad, nbc, (ks0 + u) * 16 + pair * 2);
 #pragma unroll
-    for (int u = 0; u < kStep; ++u)
+      for (int u = 0; u < kStep; ++u)
 #pragma unroll
-      for (int nt = 0; nt < kTiles; ++nt) {
-        uint32_t b0[3], b1[3];
-        split_terms<T>(x[u][nt].x, x[u][nt].y, b0);
-        split_terms<T>(x[u][nt].z, x[u][nt].w, b1);
+        for (int nt = 0; nt < kTiles; ++nt)
 #pragma unroll
-        for (int part = 2; part >= 0; --part)  // small terms first
+          for (int mt = 0; mt < MT; ++mt) mma16816<T>(c[mt][nt], qa[mt][ks0 + u], x[u][nt].x, x[u][nt].y);
+    }
+  } else {
 #pragma unroll
-          for (int mt = 0; mt < MT; ++mt) mma16816<T>(c[mt][nt], qa[mt][ks0 + u], b0[part], b1[part]);
-      }
+    for (int ks0 = 0; ks0 < D / 16; ks0 += kStep) {
+      float4 x[kStep][kTiles];  // B fragments: kbar rows (blocks) x d
+#pragma unroll
+      for (int u = 0; u < kStep; ++u)
+#pragma unroll
+        for (int nt = 0; nt < kTiles; ++nt) {  // (not load_pooled: that moved the d128 kernels' registers, 106 -> 90, untimed)
+          const int j = row0 + nt * 8 + quad;
+          const float* row = kb + int64_t(min(j, nbc - 1)) * p.kb_s.t + (ks0 + u) * 16 + pair * 2;
+          x[u][nt] = j < nbc ? *reinterpret_cast<const float4*>(row) : make_float4(0.f, 0.f, 0.f, 0.f);
+        }
+#pragma unroll
+      for (int u = 0; u < kStep; ++u)
+#pragma unroll
+        for (int nt = 0; nt < kTiles; ++nt) {
+          uint32_t b0[3], b1[3];
+          split_terms<T>(x[u][nt].x, x[u][nt].y, b0);
+          split_terms<T>(x[u][nt].z, x[u][nt].w, b1);
+#pragma unroll
+          for (int part = 2; part >= 0; --part)  // small terms first
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt) mma16816<T>(c[mt][nt], qa[mt][ks0 + u], b0[part], b1[part]);
+        }
+    }
   }
   // logits to the workspace; the CTA's per-head max, then sum of exponentials
   const int stride = logit_stride(p);
@@ -708,7 +737,10 @@ template <typename T, int D, int MAXG, int MAXG_ATTEND>
 std::string launch(const DecodeParams& p, cudaStream_t stream, int split) {
   const int G = p.Hq / p.Hkv, nbc = p.Tk / p.block_size;
   if (nbc > 0) {
-    decode_scores<T, D, (MAXG + 15) / 16><<<dim3(chunks_of(nbc), p.Hkv, p.B), kScoreThreads, 0, stream>>>(p);
+    const dim3 grid(chunks_of(nbc), p.Hkv, p.B);
+    if constexpr (std::is_same<T, __nv_bfloat16>::value)
+      if (p.block_keys_bf16) decode_scores<T, D, (MAXG + 15) / 16, true><<<grid, kScoreThreads, 0, stream>>>(p);
+    if (!p.block_keys_bf16) decode_scores<T, D, (MAXG + 15) / 16><<<grid, kScoreThreads, 0, stream>>>(p);
     SSA_CUDA_CHECK(cudaGetLastError());
   }
   const int picks = std::min(p.top_k - 1, nbc);
@@ -767,6 +799,7 @@ std::string decode_supported(const DecodeParams& p) {
   if (G * p.D > 2048) return "the decode kernel keeps G x D <= 2048 accumulators per CTA (GQA ratio " +
                              std::to_string(G) + " at head dim " + std::to_string(p.D) + ")";
   if (p.top_k - 1 > kMaxPicks) return "the decode kernel selects at most " + std::to_string(kMaxPicks + 1) + " blocks";
+  if (p.block_keys_bf16 && p.dtype != DType::bf16) return "bf16 pooled keys (an experiment) take bf16 queries";
   const int optin = shared_memory_optin();
   const int nbc = p.Tk / p.block_size;
   const size_t need = attend_smem(G, p.D, chunks_of(nbc), chunks_of(nbc) * std::min(p.top_k - 1, nbc), p.top_k).total;
@@ -780,7 +813,7 @@ std::string decode_supported(const DecodeParams& p) {
 std::string decode_attention(const DecodeParams& p, cudaStream_t stream) {
   std::string why = decode_supported(p);
   if (!why.empty()) return why;
-  if (!p.q || !p.k || !p.v || !p.o || !p.workspace || (!p.block_keys && p.Tk >= p.block_size))
+  if (!p.q || !p.k || !p.v || !p.o || !p.workspace || (!p.block_keys && !p.block_keys_bf16 && p.Tk >= p.block_size))
     return "decode_attention: a null pointer among q, k, v, o, workspace, block_keys";
   return p.dtype == DType::bf16 ? launch_d<__nv_bfloat16>(p, stream) : launch_d<__half>(p, stream);
 }

@@ -39,6 +39,11 @@ struct DecodeParams {
   const void* k;             // KV cache keys (B, Hkv, >= Tk, D), strides k_s
   const void* v;             // values, strides v_s
   const float* block_keys;   // (B, Hkv, >= Tk / bs, D) fp32: mean of each complete block of keys, strides kb_s
+  // EXPERIMENT (issue 16, not yet run on a GPU): the pooled keys as bf16 values
+  // (the released kernel pools in bf16, ../shared/SSA.md) instead of
+  // block_keys, same shape and strides: half the bytes, one MMA per product.
+  // bf16 queries only. Set by ssalab_decode_bench's bf16-pooling table only.
+  const void* block_keys_bf16 = nullptr;
   void* o;                   // out (B, Hq, 1, D), strides o_s
   int32_t* blocks = nullptr; // out (B, Hkv, K) contiguous, optional: the selection
   float* workspace = nullptr;  // decode_workspace_bytes(params)

@@ -14,7 +14,8 @@
 #   bash scripts/gpu_check.sh [build|test|bench|all]
 #   bash scripts/gpu_check.sh load1b   # 1B load time, peak memory, 2K-token scoring on CUDA
 #   bash scripts/gpu_check.sh decode   # the decode kernel: its tests, benchmark (its arguments in
-#                                      # $DECODE_BENCH_ARGS), compute-sanitizer
+#                                      # $DECODE_BENCH_ARGS; --bf16-pooling adds the EXPERIMENT of bf16
+#                                      # pooled keys), compute-sanitizer (with that experiment too)
 #   bash scripts/gpu_check.sh analysis # the app's analysis on a 1B model at 8K and 32K tokens
 #   bash scripts/gpu_check.sh trainprof # the small preset's training step at 8K, then full and ssa under nsys
 #   bash scripts/gpu_check.sh kbench   # kernel benchmark (not part of all); builds only its
@@ -140,7 +141,7 @@ if [ "$STAGE" = decode ] || [ "$STAGE" = analysis ]; then
     timeout 240 ./build-gpu/ssalab_decode_bench ${DECODE_BENCH_ARGS:-} 2>&1 | tee "$OUT/decode_bench.txt"
     for tool in memcheck racecheck; do
       timeout 200 compute-sanitizer --tool $tool --kernel-name kns=decode_ ./build-gpu/ssalab_decode_bench \
-        --contexts 8192 --batches 1,4 --iters 1 --no-model > "$OUT/decode_$tool.txt" 2>&1
+        --contexts 8192 --batches 1,4 --iters 1 --no-model --bf16-pooling > "$OUT/decode_$tool.txt" 2>&1
       echo "$tool rc=$?: $(grep SUMMARY "$OUT/decode_$tool.txt")"
     done
   else
