@@ -738,9 +738,11 @@ std::string launch(const DecodeParams& p, cudaStream_t stream, int split) {
   const int G = p.Hq / p.Hkv, nbc = p.Tk / p.block_size;
   if (nbc > 0) {
     const dim3 grid(chunks_of(nbc), p.Hkv, p.B);
-    if constexpr (std::is_same<T, __nv_bfloat16>::value)
-      if (p.block_keys_bf16) decode_scores<T, D, (MAXG + 15) / 16, true><<<grid, kScoreThreads, 0, stream>>>(p);
-    if (!p.block_keys_bf16) decode_scores<T, D, (MAXG + 15) / 16><<<grid, kScoreThreads, 0, stream>>>(p);
+    if (!p.block_keys_bf16) {
+      decode_scores<T, D, (MAXG + 15) / 16><<<grid, kScoreThreads, 0, stream>>>(p);
+    } else if constexpr (std::is_same<T, __nv_bfloat16>::value) {  // decode_supported: bf16 queries only
+      decode_scores<T, D, (MAXG + 15) / 16, true><<<grid, kScoreThreads, 0, stream>>>(p);
+    }
     SSA_CUDA_CHECK(cudaGetLastError());
   }
   const int picks = std::min(p.top_k - 1, nbc);

@@ -630,13 +630,10 @@ std::string select_supported(const SelectParams& p) {
   return "";
 }
 
-template <typename T, int D>
-auto select_kernel_for(bool register_slots, bool two_row_tiles, bool wgmma) {
-  if (wgmma)
-    return register_slots ? (two_row_tiles ? select_kernel<T, D, 2, true, true> : select_kernel<T, D, 1, true, true>)
-                          : (two_row_tiles ? select_kernel<T, D, 2, false, true> : select_kernel<T, D, 1, false, true>);
-  return register_slots ? (two_row_tiles ? select_kernel<T, D, 2, true> : select_kernel<T, D, 1, true>)
-                        : (two_row_tiles ? select_kernel<T, D, 2, false> : select_kernel<T, D, 1, false>);
+template <typename T, int D, bool WG>
+auto select_kernel_for(bool register_slots, bool two_row_tiles) {
+  return register_slots ? (two_row_tiles ? select_kernel<T, D, 2, true, WG> : select_kernel<T, D, 1, true, WG>)
+                        : (two_row_tiles ? select_kernel<T, D, 2, false, WG> : select_kernel<T, D, 1, false, WG>);
 }
 
 std::string select_blocks(const SelectParams& p, cudaStream_t stream) {
@@ -655,7 +652,8 @@ std::string select_blocks(const SelectParams& p, cudaStream_t stream) {
     SSA_DISPATCH_HEADDIM(p.D, D, {
       if (pool_warps > 0)
         pool_keys_kernel<T, D><<<int(std::min<int64_t>((pool_warps + 7) / 8, 65536)), 256, 0, stream>>>(p, split, scales);
-      auto kern = select_kernel_for<T, D>(streams, G > 16, select_uses_wgmma(p));
+      auto kern = select_uses_wgmma(p) ? select_kernel_for<T, D, true>(streams, G > 16)
+                                       : select_kernel_for<T, D, false>(streams, G > 16);
       SSA_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
       kern<<<grid, W * 32, smem, stream>>>(p, split, scales, stride);
     });
