@@ -118,13 +118,50 @@ void for_each_case(const std::vector<int>& contexts, const std::vector<int>& bat
       for (int B : batches) f(h, T, B, decode_case(h, T, B, iters));
 }
 
+// Bytes sparse decoding reads per step: the pooled keys of the complete blocks
+// (key_bytes an element) and K and V of the k selected blocks.
+double sparse_bytes(const Heads& h, int T, int B, const SparseSpec& spec, int key_bytes) {
+  return B * h.Hkv * (double(T / spec.block_size) * h.D * key_bytes + 2.0 * spec.top_k * spec.block_size * h.D * 2);
+}
+
+// A decode step's output and selection against the reference decoding with the
+// same pooled keys, at batch 1 up to 32K tokens (the reference materialises
+// (Hq, Tk) scores in fp32); "-" elsewhere.
+std::string reference_check(const DecodeCase& dc, const Tensor& block_keys, const SparseSpec& spec, const Tensor& out,
+                            const Tensor& blocks) {
+  if (dc.q.size(0) != 1 || dc.k.size(2) > 32768) return "-";
+  Tensor ref_blocks;
+  Tensor ref = reference_backend().decode(dc.q.to(torch::kFloat), dc.k.to(torch::kFloat), dc.v.to(torch::kFloat),
+                                          block_keys.to(torch::kFloat), spec, &ref_blocks);
+  const double same =
+      blocks.cpu().to(torch::kLong).eq(ref_blocks.cpu().to(torch::kLong)).to(torch::kFloat).mean().item<double>();
+  char buf[96];
+  std::snprintf(buf, sizeof buf, "rel %.1e, slots equal %.3f", rel(out, ref), same);
+  return buf;
+}
+
+// The decode kernels alone, on buffers made once (as a CUDA graph or a fused
+// step would run them); the selection is written out only if asked for.
+struct KernelsAlone {
+  Tensor o, blocks, ws;
+  ssa::DecodeParams p;
+  KernelsAlone(const DecodeCase& dc, const Tensor& block_keys, const SparseSpec& spec, bool with_blocks) {
+    o = torch::empty_like(dc.q);
+    if (with_blocks) blocks = torch::empty({dc.q.size(0), dc.k.size(1), spec.top_k}, dc.q.options().dtype(torch::kInt));
+    p = decode_params(dc.q, dc.k, dc.v, block_keys, spec.block_size, spec.top_k, spec.rule == SelectionRule::NsaChunked,
+                      o, blocks);
+    ws = torch::empty({int64_t(ssa::decode_workspace_bytes(p) / 4 + 1)}, dc.q.options().dtype(torch::kFloat));
+    p.workspace = ws.data_ptr<float>();
+  }
+  std::string run() const { return ssa::decode_attention(p, at::cuda::getCurrentCUDAStream().stream()); }
+};
+
 void attention_rows(const std::vector<int>& contexts, const std::vector<int>& batches, int iters) {
   AttentionBackend& cuda = *cuda_backend();
   std::printf("\n## Attention per decoded token (bf16, one layer, L2 flushed; ms, median of %d)\n\n", iters);
   std::printf("| heads | context | batch | block/k | dense SDPA gqa | dense SDPA expanded | sparse decode | kernels alone | kernels/dense"
               " | bytes sparse/dense | kernels GB/s | check |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n");
   for_each_case(contexts, batches, iters, [&](const Heads& h, int T, int B, const DecodeCase& dc) {
-    auto o = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kBFloat16);
     const Tensor &q = dc.q, &k = dc.k, &v = dc.v;
     const int G = h.Hq / h.Hkv;
     const double dense = dc.dense_ms;
@@ -138,31 +175,15 @@ void attention_rows(const std::vector<int>& contexts, const std::vector<int>& ba
       Tensor bk = complete_block_means(k.to(torch::kFloat), spec.block_size);
       Tensor blocks;
       Tensor out = cuda.decode(q, k, v, bk, spec, &blocks);
-      std::string check = "-";
-      if (B == 1 && T <= 32768) {  // the reference materialises (Hq, Tk) scores in fp32
-        Tensor ref_blocks;
-        Tensor ref = reference_backend().decode(q.to(torch::kFloat), k.to(torch::kFloat), v.to(torch::kFloat), bk,
-                                                spec, &ref_blocks);
-        const double same = blocks.cpu().eq(ref_blocks.cpu()).to(torch::kFloat).mean().item<double>();
-        char buf[96];
-        std::snprintf(buf, sizeof buf, "rel %.1e, slots equal %.3f", rel(out, ref), same);
-        check = buf;
-      }
+      const std::string check = reference_check(dc, bk, spec, out, blocks);
       double sparse = time_ms([&] { cuda.decode(q, k, v, bk, spec); }, iters);
-      // the kernels alone: buffers made once, as a CUDA graph or a fused step would
-      Tensor o_buf = torch::empty_like(q);
-      ssa::DecodeParams p = decode_params(q, k, v, bk, spec.block_size, spec.top_k,
-                                            spec.rule == SelectionRule::NsaChunked, o_buf);
-      Tensor ws = torch::empty({int64_t(ssa::decode_workspace_bytes(p) / 4 + 1)}, o.dtype(torch::kFloat));
-      p.workspace = ws.data_ptr<float>();
-      double kernels = time_ms([&] { ssa::decode_attention(p, at::cuda::getCurrentCUDAStream().stream()); }, iters);
-      const int nbc = T / spec.block_size;
-      const double sparse_bytes =
-          B * h.Hkv * (double(nbc) * h.D * 4 + 2.0 * spec.top_k * spec.block_size * h.D * 2);
+      const KernelsAlone alone(dc, bk, spec, false);
+      double kernels = time_ms([&] { alone.run(); }, iters);
+      const double bytes = sparse_bytes(h, T, B, spec, 4);
       std::printf("| %s | %d | %d | %d/%d%s | %.4f | %s | %.4f | %.4f | %.3f | %.3f | %.0f | %s |\n", h.name, T, B,
                   spec.block_size, spec.top_k, spec.rule == SelectionRule::NsaChunked ? " nsa-chunked" : "", dense,
                   expanded < 0 ? "-" : std::to_string(expanded).substr(0, 6).c_str(), sparse, kernels,
-                  kernels / dense, sparse_bytes / dense_bytes, sparse_bytes / (kernels * 1e6), check.c_str());
+                  kernels / dense, bytes / dense_bytes, bytes / (kernels * 1e6), check.c_str());
       std::fflush(stdout);
     }
   });
@@ -176,46 +197,24 @@ void bf16_pooling_rows(const std::vector<int>& contexts, const std::vector<int>&
               "median of %d)\n\n", iters);
   std::printf("| heads | context | batch | block/k | dense SDPA gqa | fp32 keys | bf16 keys | fp32/dense | bf16/dense"
               " | bytes sparse/dense fp32 / bf16 | check (bf16 keys) |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
-  auto stream = [] { return at::cuda::getCurrentCUDAStream().stream(); };
   for_each_case(contexts, batches, iters, [&](const Heads& h, int T, int B, const DecodeCase& dc) {
-    auto o = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kBFloat16);
-    const Tensor &q = dc.q, &k = dc.k, &v = dc.v;
     const double dense = dc.dense_ms, dense_bytes = dc.dense_bytes;
     for (const SparseSpec& spec : kSpecs) {
-      Tensor bk = complete_block_means(k.to(torch::kFloat), spec.block_size).contiguous();
+      Tensor bk = complete_block_means(dc.k.to(torch::kFloat), spec.block_size).contiguous();
       Tensor bk16 = bk.to(torch::kBFloat16);
-      Tensor o_buf = torch::empty_like(q);
-      Tensor blocks = torch::empty({B, h.Hkv, spec.top_k}, o.dtype(torch::kInt));
-      ssa::DecodeParams p = decode_params(q, k, v, bk, spec.block_size, spec.top_k,
-                                          spec.rule == SelectionRule::NsaChunked, o_buf, blocks);
-      Tensor ws = torch::empty({int64_t(ssa::decode_workspace_bytes(p) / 4 + 1)}, o.dtype(torch::kFloat));
-      p.workspace = ws.data_ptr<float>();
-      const double fp32 = time_ms([&] { ssa::decode_attention(p, stream()); }, iters);
-      p.block_keys_bf16 = bk16.data_ptr();
-      const std::string why = ssa::decode_supported(p);
+      KernelsAlone alone(dc, bk, spec, true);
+      const double fp32 = time_ms([&] { alone.run(); }, iters);
+      alone.p.block_keys_bf16 = bk16.data_ptr();
+      const std::string why = ssa::decode_supported(alone.p);
       if (!why.empty()) {
         std::printf("| %s | %d | %d | %d/%d | - | - | - | - | - | - | %s |\n", h.name, T, B, spec.block_size,
                     spec.top_k, why.c_str());
         continue;
       }
-      std::string check = "-";
-      if (B == 1 && T <= 32768) {  // the reference materialises (Hq, Tk) scores in fp32
-        const std::string e = ssa::decode_attention(p, stream());
-        Tensor ref_blocks;
-        Tensor ref = reference_backend().decode(q.to(torch::kFloat), k.to(torch::kFloat), v.to(torch::kFloat),
-                                                bk16.to(torch::kFloat), spec, &ref_blocks);
-        const double same =
-            blocks.cpu().to(torch::kLong).eq(ref_blocks.cpu().to(torch::kLong)).to(torch::kFloat).mean().item<double>();
-        char buf[128];
-        std::snprintf(buf, sizeof buf, "%srel %.1e, slots equal %.3f", e.empty() ? "" : (e + "; ").c_str(),
-                      rel(o_buf, ref), same);
-        check = buf;
-      }
-      const double bf16 = time_ms([&] { ssa::decode_attention(p, stream()); }, iters);
-      const int nbc = T / spec.block_size;
-      const double selected = 2.0 * spec.top_k * spec.block_size * h.D * 2;
-      const double bytes32 = B * h.Hkv * (double(nbc) * h.D * 4 + selected);
-      const double bytes16 = B * h.Hkv * (double(nbc) * h.D * 2 + selected);
+      const std::string e = alone.run();  // the bf16 keys' output and selection, checked
+      const std::string check = (e.empty() ? "" : e + "; ") + reference_check(dc, bk16, spec, alone.o, alone.blocks);
+      const double bf16 = time_ms([&] { alone.run(); }, iters);
+      const double bytes32 = sparse_bytes(h, T, B, spec, 4), bytes16 = sparse_bytes(h, T, B, spec, 2);
       std::printf("| %s | %d | %d | %d/%d%s | %.4f | %.4f | %.4f | %.3f | %.3f | %.3f / %.3f | %s |\n", h.name, T, B,
                   spec.block_size, spec.top_k, spec.rule == SelectionRule::NsaChunked ? " nsa-chunked" : "", dense,
                   fp32, bf16, fp32 / dense, bf16 / dense, bytes32 / dense_bytes, bytes16 / dense_bytes,
