@@ -61,6 +61,17 @@ configure() {
     -DSSALAB_UNITY_BUILD=OFF \
     > "$OUT/configure.txt" 2>&1 || { tail -30 "$OUT/configure.txt"; exit 1; }
 }
+# A stage's targets (configured first on a fresh machine); stops with the first
+# errors if one fails. SECONDS counts from the start of the build.
+build_targets() {
+  local stage=$1
+  shift
+  [ -f build-gpu/build.ninja ] || configure
+  SECONDS=0
+  cmake --build build-gpu -j16 --target "$@" > "$OUT/${stage}_build.txt" 2>&1 ||
+    { grep -E "error|Error" -A4 "$OUT/${stage}_build.txt" | head -80; exit 1; }
+  echo "$stage build: ${SECONDS}s"
+}
 # The kernel benchmark without Flex or the dual kernel, on random selections and
 # the shipped model's recorded one (KBENCH_SELECTIONS= for random only); prints
 # the table whose header starts with $1
@@ -94,9 +105,7 @@ fi
 if [ "$STAGE" = trainprof ]; then
   # issue 12 part 3: where an SSA training step spends its time beyond FullAttn's
   # (small preset, 8K, batch 1): the bench, then each method alone under nsys
-  [ -f build-gpu/build.ninja ] || configure
-  cmake --build build-gpu -j16 --target ssalab_bench > "$OUT/trainprof_build.txt" 2>&1 ||
-    { grep -E "error|Error" -A4 "$OUT/trainprof_build.txt" | head -40; exit 1; }
+  build_targets trainprof ssalab_bench
   timeout 200 ./build-gpu/ssalab_bench small 5 8192 1 2>&1 | tee "$OUT/bench_small_8k.txt"
   NSYS=$(command -v nsys || ls /usr/local/cuda/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys 2>/dev/null | head -1)
   if [ -n "$NSYS" ]; then
@@ -115,9 +124,7 @@ if [ "$STAGE" = load1b ]; then
   # issue 10's numbers on the GPU: a random-weight 1B model in the released
   # layout (bf16), its load time and peak memory, and 2K tokens scored full
   # and sparse, in the stored dtype on the GPU
-  [ -f build-gpu/build.ninja ] || configure
-  cmake --build build-gpu -j16 --target ssalab_load_bench > "$OUT/load_build.txt" 2>&1 ||
-    { grep -E "error|Error" -A4 "$OUT/load_build.txt" | head -40; exit 1; }
+  build_targets load1b ssalab_load_bench
   M=${LOAD1B_DIR:-/tmp/ssa1b-random}
   [ -f "$M/config.json" ] || ./build-gpu/ssalab_load_bench --make "$M" --preset 1b
   timeout 300 ./build-gpu/ssalab_load_bench "$M" --device cuda --tokens 2048 --json "$OUT/load-1b-cuda.json" 2>&1 |
@@ -128,13 +135,9 @@ if [ "$STAGE" = decode ] || [ "$STAGE" = analysis ]; then
   # issue 16's decode kernel (its tests, the benchmark, compute-sanitizer on
   # its kernels) or issue 11's analysis at scale (1B, bf16, 8K and 32K tokens);
   # only their targets are built, so this runs on a fresh machine in about a minute
-  [ -f build-gpu/build.ninja ] || configure
-  SECONDS=0
   targets=(test_kernel_backend ssalab_decode_bench)
   [ "$STAGE" = analysis ] && targets=(ssalab_analysis_bench)
-  cmake --build build-gpu -j16 --target "${targets[@]}" > "$OUT/${STAGE}_build.txt" 2>&1 ||
-    { grep -E "error|Error" -A4 "$OUT/${STAGE}_build.txt" | head -40; exit 1; }
-  echo "$STAGE build: ${SECONDS}s"
+  build_targets "$STAGE" "${targets[@]}"
   if [ "$STAGE" = decode ]; then
     timeout 200 ./build-gpu/kernels/test_kernel_backend > "$OUT/kernel_backend.txt" 2>&1
     echo "test_kernel_backend rc=$?"; grep -E "FAIL|failed" "$OUT/kernel_backend.txt" | tail -5
@@ -152,11 +155,7 @@ if [ "$STAGE" = kbench ]; then
   # FlexAttention first (Python, the selection through the C API library), then
   # the C++ benchmark, which checks our forward, times everything else and
   # merges the Flex numbers into its table (kernels/README.md).
-  [ -f build-gpu/build.ninja ] || configure
-  SECONDS=0
-  cmake --build build-gpu -j16 --target ssalab_kernel_bench ssalab_kernels_c > "$OUT/kbench_build.txt" 2>&1 ||
-    { grep -E "error|Error" -A4 "$OUT/kbench_build.txt" | head -80; exit 1; }
-  echo "kbench build: ${SECONDS}s"
+  build_targets kbench ssalab_kernel_bench ssalab_kernels_c
   SHAPES=${KBENCH_SHAPES:-A,B,C,D}
   FLEX=()
   if [ "${KBENCH_FLEX:-1}" != 0 ]; then
@@ -173,11 +172,7 @@ if [ "$STAGE" = kbench ]; then
   echo "ssalab_kernel_bench rc=${PIPESTATUS[0]}"
 fi
 if [ "$STAGE" = perf ]; then
-  [ -f build-gpu/build.ninja ] || configure
-  SECONDS=0
-  cmake --build build-gpu -j16 --target test_kernel_backend test_kernels ssalab_decode_bench ssalab_kernel_bench \
-    > "$OUT/perf_build.txt" 2>&1 || { grep -E "error|Error" -A4 "$OUT/perf_build.txt" | head -60; exit 1; }
-  echo "perf build: ${SECONDS}s"
+  build_targets perf test_kernel_backend test_kernels ssalab_decode_bench ssalab_kernel_bench
   timeout 200 ./build-gpu/kernels/test_kernel_backend > "$OUT/kernel_backend.txt" 2>&1
   echo "test_kernel_backend rc=$?"; grep -E "FAIL|failed|passed" "$OUT/kernel_backend.txt" | tail -5
   timeout 180 ./build-gpu/kernels/test_kernels > "$OUT/test_kernels.txt" 2>&1
@@ -197,11 +192,7 @@ if [ "$STAGE" = perf ]; then
   done
 fi
 if [ "$STAGE" = fwdtiles ]; then
-  [ -f build-gpu/build.ninja ] || configure
-  SECONDS=0
-  cmake --build build-gpu -j16 --target test_kernel_backend test_kernels ssalab_kernel_bench \
-    > "$OUT/fwdtiles_build.txt" 2>&1 || { grep -E "error|Error" -A4 "$OUT/fwdtiles_build.txt" | head -60; exit 1; }
-  echo "fwdtiles build: ${SECONDS}s"
+  build_targets fwdtiles test_kernel_backend test_kernels ssalab_kernel_bench
   timeout 180 ./build-gpu/kernels/test_kernels > "$OUT/test_kernels.txt" 2>&1
   echo "test_kernels rc=$?"; grep -E "FAIL|failed checks" "$OUT/test_kernels.txt" | tail -8
   grep -E "^\[|query tile" "$OUT/test_kernels.txt" | grep -B1 "query tile" | grep -E "smooth|default run" | head -12
@@ -224,11 +215,7 @@ fi
 if [ "$STAGE" = train1b ]; then
   # issue 12 part 3: the ssa/full training step of a 1B-shaped layer stack (the 1b preset's layer
   # shape, 4 layers; bf16 autocast, CUDA kernels) at 8K and 32K, then the small preset at 8K
-  [ -f build-gpu/build.ninja ] || configure
-  SECONDS=0
-  cmake --build build-gpu -j16 --target ssalab_bench > "$OUT/train1b_build.txt" 2>&1 ||
-    { grep -E "error|Error" -A4 "$OUT/train1b_build.txt" | head -40; exit 1; }
-  echo "train1b build: ${SECONDS}s"
+  build_targets train1b ssalab_bench
   for seq in 8192 32768; do
     timeout 240 ./build-gpu/ssalab_bench 1b 3 $seq 1 full,ssa --layers 4 2>&1 | tee "$OUT/bench_1b4l_$seq.txt"
     echo "rc=$? (${SECONDS}s)"
@@ -240,11 +227,7 @@ if [ "$STAGE" = trainsel ]; then
   # preset (27.9M, 8 heads / 1 KV head, d64) with SSA on the Python docs (.gpu-sysroot/corpus/full),
   # records its layer-4 selection on 16,000 bytes of the tutorial (full inference, top-k), prints
   # the selection locality, and times the sparse kernels at C and D replaying it (about 6 minutes)
-  [ -f build-gpu/build.ninja ] || configure
-  SECONDS=0
-  cmake --build build-gpu -j16 --target ssalab ssalab_kernel_bench > "$OUT/trainsel_build.txt" 2>&1 ||
-    { grep -E "error|Error" -A4 "$OUT/trainsel_build.txt" | head -40; exit 1; }
-  echo "trainsel build: ${SECONDS}s"
+  build_targets trainsel ssalab ssalab_kernel_bench
   RUN=${TRAINSEL_RUN:-/tmp/trainsel}
   timeout 420 ./build-gpu/ssalab train --preset small --method ssa --corpus "$PWD/.gpu-sysroot/corpus/full" \
     --out "$RUN" --cache /tmp/trainsel-cache --set train.steps=${TRAINSEL_STEPS:-1000} --set train.seq_len=2048 \
@@ -263,11 +246,7 @@ fi
 if [ "$STAGE" = select ]; then
   # the selection (issue 12 part 1): kernel tests (both slot paths), the backend's nsa-chunked
   # checks, memcheck on the k-32 case, and the sparse kernels at C and D, recorded selection included
-  [ -f build-gpu/build.ninja ] || configure
-  SECONDS=0
-  cmake --build build-gpu -j16 --target test_kernels ssalab_kernel_bench test_kernel_backend > "$OUT/select_build.txt" 2>&1 ||
-    { grep -E "error|Error" -A4 "$OUT/select_build.txt" | head -60; exit 1; }
-  echo "select build: ${SECONDS}s"
+  build_targets select test_kernels ssalab_kernel_bench test_kernel_backend
   timeout 120 ./build-gpu/kernels/test_kernels > "$OUT/test_kernels.txt" 2>&1
   echo "test_kernels rc=$? (${SECONDS}s)"; grep -E "FAIL|failed checks" "$OUT/test_kernels.txt" | tail -4
   timeout 120 ./build-gpu/kernels/test_kernel_backend > "$OUT/test_kernel_backend.txt" 2>&1
@@ -281,11 +260,7 @@ if [ "$STAGE" = select ]; then
 fi
 if [ "$STAGE" = selwg ]; then  # the selection's mma.sync path at d64 (wgmma is the default on Hopper), both timed;
   # the d128 wgmma EXPERIMENT (SSA_EXP_SEL_WGMMA_D128=1): kernel tests, memcheck, D with and without
-  [ -f build-gpu/build.ninja ] || configure
-  SECONDS=0
-  cmake --build build-gpu -j16 --target test_kernels ssalab_kernel_bench > "$OUT/selwg_build.txt" 2>&1 ||
-    { grep -E "error|Error" -A4 "$OUT/selwg_build.txt" | head -60; exit 1; }
-  echo "selwg build: ${SECONDS}s"
+  build_targets selwg test_kernels ssalab_kernel_bench
   SSA_EXP_SEL_WGMMA_D128=1 timeout 100 ./build-gpu/kernels/test_kernels > "$OUT/test_kernels_wgmma_d128.txt" 2>&1
   echo "test_kernels wgmma d128 rc=$? (${SECONDS}s)"; grep -E "FAIL|failed checks" "$OUT/test_kernels_wgmma_d128.txt" | tail -6
   SSA_EXP_SEL_WGMMA_D128=1 timeout 90 compute-sanitizer --tool memcheck --error-exitcode 3 ./build-gpu/kernels/test_kernels "d128 B1 Hq32" \
@@ -303,11 +278,7 @@ if [ "$STAGE" = selwg ]; then  # the selection's mma.sync path at d64 (wgmma is 
   done
 fi
 if [ "$STAGE" = ncusplit ]; then
-  [ -f build-gpu/build.ninja ] || configure
-  SECONDS=0
-  cmake --build build-gpu -j16 --target ssalab_kernel_bench > "$OUT/ncusplit_build.txt" 2>&1 ||
-    { grep -E "error|Error" -A4 "$OUT/ncusplit_build.txt" | head -40; exit 1; }
-  echo "ncusplit build: ${SECONDS}s"
+  build_targets ncusplit ssalab_kernel_bench
   # one ncu run per kernel: a shared --launch-count would spend itself on the
   # first kernel's warm-up launches
   for kernel in select_kernel sparse_fwd_kernel sparse_dq_kernel sparse_dkv_kernel dkv_reduce_kernel; do
