@@ -15,16 +15,18 @@
 // event timings, through AttentionBackend::decode (output, selection and
 // workspace allocated per call) and the kernels alone on buffers made once.
 // Bytes: dense reads K and V of every cached token; sparse
-// reads the pooled keys (fp32) of the complete blocks and K and V of the k
+// reads the pooled keys (fp32, or bf16) of the complete blocks and K and V of the k
 // selected blocks. The kernel's output and selection are checked against the
 // engine's reference (select_blocks_pooled + masked attention in fp32).
 // Model rows: a random-weight model in the released 1B layout (16 layers,
 // 32 q / 2 kv heads, d64), bf16, its KV cache filled with random keys and
 // values to the context (no prefill), then --steps decoding steps timed end to
-// end (embedding to logits, sampling excluded), top-k rule, block 16, k 16.
-// --bf16-pooling (EXPERIMENT) adds a table of the kernels alone with the
-// pooled keys stored in bf16 (DecodeParams::block_keys_bf16), as the released
-// kernel pools them, beside fp32 ones: what half the scoring bytes buy.
+// end (embedding to logits, sampling excluded), top-k rule, block 16, k 16,
+// sparse with fp32 pooled keys and with bf16 ones (PooledKeys::Bf16, the
+// released checkpoints' pooling).
+// --bf16-pooling adds a table of the kernels alone with the pooled keys
+// stored in bf16 (DecodeParams::block_keys_bf16) beside fp32 ones: what half
+// the scoring bytes buy.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -133,8 +135,11 @@ std::string reference_check(const DecodeCase& dc, const Tensor& block_keys, cons
   Tensor ref_blocks;
   Tensor ref = reference_backend().decode(dc.q.to(torch::kFloat), dc.k.to(torch::kFloat), dc.v.to(torch::kFloat),
                                           block_keys.to(torch::kFloat), spec, &ref_blocks);
-  const double same =
-      blocks.cpu().to(torch::kLong).eq(ref_blocks.cpu().to(torch::kLong)).to(torch::kFloat).mean().item<double>();
+  // flattened: the backend returns (B, Hkv, 1, k), the kernels alone write (B, Hkv, k), and comparing
+  // the two as shaped would broadcast one group's slots against the other's
+  const Tensor got = blocks.cpu().to(torch::kLong).reshape({-1}), want = ref_blocks.cpu().to(torch::kLong).reshape({-1});
+  if (got.numel() != want.numel()) return "selection has the wrong size";
+  const double same = got.eq(want).to(torch::kFloat).mean().item<double>();
   char buf[96];
   std::snprintf(buf, sizeof buf, "rel %.1e, slots equal %.3f", rel(out, ref), same);
   return buf;
@@ -189,11 +194,11 @@ void attention_rows(const std::vector<int>& contexts, const std::vector<int>& ba
   });
 }
 
-// EXPERIMENT (issue 16): the kernels alone with bf16 pooled keys against fp32
+// The kernels alone with bf16 pooled keys (PooledKeys::Bf16) against fp32
 // ones on the same cache; the bf16 run's selection and output checked against
 // the reference decoding with the same bf16-rounded keys.
 void bf16_pooling_rows(const std::vector<int>& contexts, const std::vector<int>& batches, int iters) {
-  std::printf("\n## EXPERIMENT: pooled keys in bf16 (the released kernel's pooling; kernels alone, bf16, L2 flushed; ms, "
+  std::printf("\n## Pooled keys in bf16 (the released checkpoints' pooling; kernels alone, bf16, L2 flushed; ms, "
               "median of %d)\n\n", iters);
   std::printf("| heads | context | batch | block/k | dense SDPA gqa | fp32 keys | bf16 keys | fp32/dense | bf16/dense"
               " | bytes sparse/dense fp32 / bf16 | check (bf16 keys) |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
@@ -253,11 +258,14 @@ void model_rows(int context, const std::vector<int>& batches, int steps) {
   });
   model.eval();
   torch::NoGradGuard ng;
-  SparseSpec spec{16, 16, SelectionRule::TopK};
+  struct Run { AttnMode mode; PooledKeys keys; const char* name; };
   std::printf("\n## A 1B model (released layout, random weights, bf16) decoding at %d tokens of context\n\n", context);
   std::printf("| batch | attention | ms per step | tokens/s | KV cache GB | peak GPU GB |\n|---|---|---|---|---|---|\n");
   for (int B : batches)
-    for (AttnMode mode : {AttnMode::Full, AttnMode::Sparse}) {
+    for (Run run : {Run{AttnMode::Full, PooledKeys::Fp32, "full"}, Run{AttnMode::Sparse, PooledKeys::Fp32, "sparse"},
+                    Run{AttnMode::Sparse, PooledKeys::Bf16, "sparse, bf16 pooled keys"}}) {
+      const AttnMode mode = run.mode;
+      const SparseSpec spec{16, 16, SelectionRule::TopK, run.keys};
       c10::cuda::CUDACachingAllocator::resetPeakStats(0);
       Decoder d(model, B, context + steps + 8, spec);  // + the warm-up steps
       for (int l = 0; l < c.num_layers; ++l) {  // a context of random keys and values, no prefill
@@ -289,7 +297,7 @@ void model_rows(int context, const std::vector<int>& batches, int steps) {
       torch::cuda::synchronize();
       const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(0);
-      std::printf("| %d | %s | %.3f | %.0f | %.2f | %.2f |\n", B, to_string(mode), 1e3 * s / steps, B * steps / s,
+      std::printf("| %d | %s | %.3f | %.0f | %.2f | %.2f |\n", B, run.name, 1e3 * s / steps, B * steps / s,
                   d.cache().bytes() / 1e9,
                   stats.allocated_bytes[0].peak / 1e9);  // [0]: StatType::AGGREGATE
       std::fflush(stdout);

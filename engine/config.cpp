@@ -115,6 +115,7 @@ void ModelConfig::validate() const {
   require(inference_mode == "sparse" || inference_mode == "full", "inference_mode must be \"sparse\" or \"full\"");
   require(selection_rule == "topk" || selection_rule == "nsa-chunked",
           "selection_rule must be \"topk\" or \"nsa-chunked\"");
+  require(pooled_keys == "fp32" || pooled_keys == "bf16", "pooled_keys must be \"fp32\" or \"bf16\"");
 }
 
 ModelConfig model_preset(const std::string& name) {
@@ -184,6 +185,7 @@ nlohmann::json to_json(const ModelConfig& c) {
     j["window_size"] = c.window_size;
     j["inference_mode"] = c.inference_mode;
     j["selection_rule"] = c.selection_rule;  // ours say "topk"; the released files say nothing
+    j["pooled_keys"] = c.pooled_keys;        // ours say "fp32"
   }
   if (r.window == WindowKeys::Always)
     j["sliding_window"] = c.sliding_window ? nlohmann::json(c.sliding_window) : nlohmann::json(nullptr);
@@ -352,8 +354,13 @@ ModelConfig model_config_from_json(const nlohmann::json& j) {
   read_key(j, "block_counts", c.block_counts, false);
   read_key(j, "window_size", c.window_size, false);
   read_key(j, "inference_mode", c.inference_mode, false);
-  c.selection_rule = c.arch == Arch::LlamaNSA ? "nsa-chunked" : "topk";
+  // a llama-nsa file naming no selection_rule is a released checkpoint: the
+  // released kernel's rule and pooling; ssalab's own files name both
+  const bool released_nsa = c.arch == Arch::LlamaNSA && !j.contains("selection_rule");
+  c.selection_rule = released_nsa ? "nsa-chunked" : "topk";
   read_key(j, "selection_rule", c.selection_rule, false);
+  c.pooled_keys = released_nsa ? "bf16" : "fp32";
+  read_key(j, "pooled_keys", c.pooled_keys, false);
   c.eos_token_ids = eos_token_ids_from_json(j, "config.json");
   c.validate();
   return c;

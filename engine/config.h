@@ -64,6 +64,11 @@ struct ModelConfig {
   // "nsa-chunked" (the released kernel's rule: the default for a llama-nsa
   // config.json that does not say, i.e. the paper's checkpoints).
   std::string selection_rule = "topk";
+  // The precision of the pooled block keys selection scores against: "fp32"
+  // (what ssalab trains with; written into our config.json) or "bf16" (the
+  // released kernel pools in bf16: the default for a llama-nsa config.json
+  // that names no selection_rule, i.e. the paper's checkpoints).
+  std::string pooled_keys = "fp32";
   // Tokens that end a generation (config.json's eos_token_id, an id or a
   // list; generation_config.json's when the folder has one). Empty: the
   // tokenizer's end-of-sequence token, if any.

@@ -102,7 +102,7 @@ __device__ __forceinline__ uint32_t q_pair(const T* q, int64_t head_stride, int 
 
 // Scores on the tensor cores: S (16 heads x 8 blocks) = q (16 x D) . kbar^T
 // per mma, each of the 4 warps over 32 pooled blocks, MT tiles of 16 heads.
-// KB16 (EXPERIMENT): kbar is bf16 (DecodeParams::block_keys_bf16), one term.
+// KB16: kbar is bf16 (DecodeParams::block_keys_bf16, PooledKeys::Bf16), one term.
 template <typename T, int D, int MT, bool KB16 = false>
 __global__ void __launch_bounds__(kScoreThreads) decode_scores(DecodeParams p) {
   constexpr int kWarpsPerCta = kScoreThreads / 32, kTiles = 4;  // 4 n-tiles of 8 blocks per warp
@@ -632,7 +632,11 @@ __global__ void append_kernel(AppendParams p) {
                                    : k_new[b * p.kn_s.b + h * p.kn_s.h + int64_t(tok - p.length) * p.kn_s.t + d];
         sum += TypeOf<T>::to_float(x);
       }
-      p.block_keys[b * p.kb_s.b + h * p.kb_s.h + int64_t(blk) * p.kb_s.t + d] = sum / float(p.block_size);
+      const int64_t at = b * p.kb_s.b + h * p.kb_s.h + int64_t(blk) * p.kb_s.t + d;
+      if (p.block_keys_bf16)
+        static_cast<__nv_bfloat16*>(p.block_keys)[at] = __float2bfloat16_rn(sum / float(p.block_size));
+      else
+        static_cast<float*>(p.block_keys)[at] = sum / float(p.block_size);
     }
   }
 }
@@ -801,7 +805,7 @@ std::string decode_supported(const DecodeParams& p) {
   if (G * p.D > 2048) return "the decode kernel keeps G x D <= 2048 accumulators per CTA (GQA ratio " +
                              std::to_string(G) + " at head dim " + std::to_string(p.D) + ")";
   if (p.top_k - 1 > kMaxPicks) return "the decode kernel selects at most " + std::to_string(kMaxPicks + 1) + " blocks";
-  if (p.block_keys_bf16 && p.dtype != DType::bf16) return "bf16 pooled keys (an experiment) take bf16 queries";
+  if (p.block_keys_bf16 && p.dtype != DType::bf16) return "bf16 pooled keys take bf16 queries";
   const int optin = shared_memory_optin();
   const int nbc = p.Tk / p.block_size;
   const size_t need = attend_smem(G, p.D, chunks_of(nbc), chunks_of(nbc) * std::min(p.top_k - 1, nbc), p.top_k).total;

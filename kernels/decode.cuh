@@ -15,7 +15,8 @@
 // Three launches:
 //   decode_scores: grid (ceil(nbc / 128), Hkv, B): the G heads' logits
 //     against 128 pooled blocks per CTA on the tensor cores (the fp32 pooled
-//     keys split into three 16-bit terms, so the products are fp32-exact),
+//     keys split into three 16-bit terms, so the products are fp32-exact; bf16
+//     pooled keys take one),
 //     kept in the workspace, and each CTA's per-head max and sum of exponentials;
 //   decode_pick: the same grid: combines every CTA's partial sums into the
 //     softmax, group-sums the probabilities of the past blocks and ranks
@@ -26,7 +27,7 @@
 //     keys as one token list in 32-token chunks, a warp per chunk and a lane
 //     per key for Q K^T, lanes over D for P V; the warps' partial outputs
 //     are added in warp order (deterministic, no atomics).
-// Bytes read per (sequence, group): the pooled keys (nbc * D * 4) and the K
+// Bytes read per (sequence, group): the pooled keys (nbc * D * 4, or 2 in bf16) and the K
 // selected blocks of keys and values (2 * K * bs * D * 2), against dense
 // decoding's 2 * Tk * D * 2.
 #pragma once
@@ -39,10 +40,9 @@ struct DecodeParams {
   const void* k;             // KV cache keys (B, Hkv, >= Tk, D), strides k_s
   const void* v;             // values, strides v_s
   const float* block_keys;   // (B, Hkv, >= Tk / bs, D) fp32: mean of each complete block of keys, strides kb_s
-  // EXPERIMENT (issue 16, not yet run on a GPU): the pooled keys as bf16 values
-  // (the released kernel pools in bf16, ../shared/SSA.md) instead of
-  // block_keys, same shape and strides: half the bytes, one MMA per product.
-  // bf16 queries only. Set by ssalab_decode_bench's bf16-pooling table only.
+  // Or the pooled keys rounded to bf16 (the released kernel's pooling,
+  // ../shared/SSA.md; a model's PooledKeys::Bf16), same shape and strides,
+  // instead of block_keys: half the bytes, one MMA per product. bf16 queries only.
   const void* block_keys_bf16 = nullptr;
   void* o;                   // out (B, Hq, 1, D), strides o_s
   int32_t* blocks = nullptr; // out (B, Hkv, K) contiguous, optional: the selection
@@ -59,7 +59,8 @@ struct DecodeParams {
 // The cache update of a step, in one launch: the T new tokens' keys and values
 // (B, Hkv, T, D) stored at positions [length, length + T) of the cache, and
 // the mean of each block they complete (fp32: the bs keys summed in token
-// order, then divided by bs) into the pooled keys. A pooled block reads its
+// order, then divided by bs; rounded to bf16 for bf16 pooled keys) into the
+// pooled keys. A pooled block reads its
 // older keys from the cache and its new ones from k_new, so no thread waits
 // for another's store.
 struct AppendParams {
@@ -67,7 +68,8 @@ struct AppendParams {
   const void* v_new = nullptr;  // strides vn_s
   void* k_cache = nullptr;      // (B, Hkv, capacity, D), strides kc_s
   void* v_cache = nullptr;      // strides vc_s
-  float* block_keys = nullptr;  // (B, Hkv, capacity / bs, D) fp32, strides kb_s
+  void* block_keys = nullptr;   // (B, Hkv, capacity / bs, D) fp32 or bf16, strides kb_s
+  bool block_keys_bf16 = false;
   Strides4 kn_s, vn_s, kc_s, vc_s, kb_s;
   int B = 0, Hkv = 0, D = 0, T = 0;
   int length = 0, capacity = 0, block_size = 16;

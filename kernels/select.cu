@@ -89,6 +89,7 @@ __global__ void pool_keys_kernel(SelectParams p, __half* split, float* scales) {
       float s = 0.f;
       for (int t = 0; t < p.block_size; ++t) s += TypeOf<T>::to_float(src[t * p.k_s.t + u * 32 + lane]);
       x[u] = s / float(p.block_size);
+      if (p.bf16_pooled_keys) x[u] = __bfloat162float(__float2bfloat16_rn(x[u]));  // then exact in the hi term
       amax = fmaxf(amax, fabsf(x[u]));
     }
 #pragma unroll
@@ -507,25 +508,23 @@ __global__ void __launch_bounds__(W * 32)
 }
 
 int select_warps(const SelectParams& p) { return p.D == 64 ? sel_warps<64>() : sel_warps<128>(); }
-// At d64 the scores come from wgmma (m64n16k16: a CTA's four tokens x 16
-// heads against the kbar tile), 9% faster than mma.sync at C on an H100
-// (bench/results/h100-2026-12-06-select-wgmma-ab.txt); builds for other
-// architectures compile the same kernel to mma.sync. SSA_SELECT_WGMMA=0
-// keeps mma.sync on Hopper too, so that its path stays tested and timed there.
-// EXPERIMENT (issue 12 part 4, written 2026-12-06, not yet run on a GPU): the
-// same at d128 (two warpgroups per CTA, the tile in 64-column halves), off
-// unless SSA_EXP_SEL_WGMMA_D128=1.
-bool select_uses_wgmma(const SelectParams& p) {
+// On Hopper the scores come from wgmma: at d64 a CTA's four tokens x 16 heads
+// are one warpgroup's m64n16k16 rows against the kbar tile (9% faster than
+// mma.sync at C on an H100, bench/results/h100-2026-12-06-select-wgmma-ab.txt);
+// at d128 two warpgroups, the tile stored as two 128-byte-swizzled 64-column
+// halves (D 2.34 -> 1.99 ms, ...-select-wgmma-d128-ab.txt). Builds for other
+// architectures compile the same kernel to mma.sync. SSA_SELECT_WGMMA=0 keeps
+// mma.sync on Hopper too, so that its path stays tested and timed there.
+bool select_uses_wgmma() {
   static const bool on = [] { const char* e = std::getenv("SSA_SELECT_WGMMA"); return !e || std::atoi(e) != 0; }();
-  static const bool d128 = [] { const char* e = std::getenv("SSA_EXP_SEL_WGMMA_D128"); return e && std::atoi(e) == 1; }();
-  return on && (p.D == 64 || (p.D == 128 && d128));
+  return on;
 }
 int select_row_stride(const SelectParams& p) { return (visible_blocks(p) + 4 + 3) & ~3; }
 // The kbar stages (after 1024 bytes of alignment slack on the wgmma path), and
 // each warp's row of block scores unless the slots are in registers.
 size_t select_smem(const SelectParams& p, bool register_slots) {
   const int rows = p.D == 64 ? sel_rows<64>() : sel_rows<128>();
-  return (select_uses_wgmma(p) ? kSwizzle128Align : 0) + size_t(kSelStages) * rows * (2 * p.D * sizeof(__half) + sizeof(float)) +
+  return (select_uses_wgmma() ? kSwizzle128Align : 0) + size_t(kSelStages) * rows * (2 * p.D * sizeof(__half) + sizeof(float)) +
          (register_slots ? 0 : size_t(select_warps(p)) * select_row_stride(p) * sizeof(float));
 }
 constexpr size_t kSelMaxSmem = 220 * 1024;
@@ -652,7 +651,7 @@ std::string select_blocks(const SelectParams& p, cudaStream_t stream) {
     SSA_DISPATCH_HEADDIM(p.D, D, {
       if (pool_warps > 0)
         pool_keys_kernel<T, D><<<int(std::min<int64_t>((pool_warps + 7) / 8, 65536)), 256, 0, stream>>>(p, split, scales);
-      auto kern = select_uses_wgmma(p) ? select_kernel_for<T, D, true>(streams, G > 16)
+      auto kern = select_uses_wgmma() ? select_kernel_for<T, D, true>(streams, G > 16)
                                        : select_kernel_for<T, D, false>(streams, G > 16);
       SSA_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
       kern<<<grid, W * 32, smem, stream>>>(p, split, scales, stride);

@@ -48,6 +48,7 @@ struct SelectParams {
   int Tq = 0, Tk = 0, q_offset = 0;  // queries, keys, position of query 0 (api_types.cuh)
   int block_size = 16, top_k = 16;
   bool nsa_chunked = false;  // the released kernel's chunked rule instead of the exact top-k
+  bool bf16_pooled_keys = false;  // each block's fp32 mean rounded to bf16 (the released kernel's pooling)
   // k <= 32: keep the slots in registers while scoring (the same indices; chosen
   // anyway where a row of block scores would not fit in shared memory)
   bool register_slots = false;

@@ -14,8 +14,8 @@
 #   bash scripts/gpu_check.sh [build|test|bench|all]
 #   bash scripts/gpu_check.sh load1b   # 1B load time, peak memory, 2K-token scoring on CUDA
 #   bash scripts/gpu_check.sh decode   # the decode kernel: its tests, benchmark (its arguments in
-#                                      # $DECODE_BENCH_ARGS; --bf16-pooling adds the EXPERIMENT of bf16
-#                                      # pooled keys), compute-sanitizer (with that experiment too)
+#                                      # $DECODE_BENCH_ARGS; --bf16-pooling adds the table of bf16
+#                                      # pooled keys), compute-sanitizer (with bf16 pooled keys too)
 #   bash scripts/gpu_check.sh analysis # the app's analysis on a 1B model at 8K and 32K tokens
 #   bash scripts/gpu_check.sh trainprof # the small preset's training step at 8K, then full and ssa under nsys
 #   bash scripts/gpu_check.sh kbench   # kernel benchmark (not part of all); builds only its
@@ -34,9 +34,8 @@
 #                                      # selection, times C and D replaying it (about 6 minutes)
 #   bash scripts/gpu_check.sh select   # the selection's tests (both slot paths, nsa-chunked), memcheck, and
 #                                      # the sparse kernels at C and D (about 2 minutes on a warm build)
-#   bash scripts/gpu_check.sh selwg    # the selection's mma.sync path at d64 (SSA_SELECT_WGMMA=0; wgmma is the
-#                                      # default on Hopper): kernel tests, A/B/C selection with and without;
-#                                      # EXPERIMENT: wgmma at d128 (SSA_EXP_SEL_WGMMA_D128=1): tests, memcheck, D
+#   bash scripts/gpu_check.sh selwg    # the selection's mma.sync path (SSA_SELECT_WGMMA=0; wgmma is the default
+#                                      # on Hopper): kernel tests, memcheck at d128, A-D with and without
 #   bash scripts/gpu_check.sh ncusplit # where a C bs16 training step's sparse kernels spend their time (ncu:
 #                                      # selection, forward, dQ, dK/dV; about 3 minutes)
 #   bash scripts/gpu_check.sh fwdtiles # the sparse forward's query tiles (issue 12 part 2), about 5 minutes:
@@ -258,23 +257,18 @@ if [ "$STAGE" = select ]; then
     --selections bench/inputs/ssa-shipped-layer2-selected-blocks.npy --json "$OUT/kb_select.json" > "$OUT/kb_select.txt" 2>&1
   echo "bench rc=$? (${SECONDS}s)"; grep -E "^[CD]  (select|sparse)" "$OUT/kb_select.txt" | cut -c1-150
 fi
-if [ "$STAGE" = selwg ]; then  # the selection's mma.sync path at d64 (wgmma is the default on Hopper), both timed;
-  # the d128 wgmma EXPERIMENT (SSA_EXP_SEL_WGMMA_D128=1): kernel tests, memcheck, D with and without
+if [ "$STAGE" = selwg ]; then  # the selection's mma.sync path (SSA_SELECT_WGMMA=0; wgmma is the default on
+  # Hopper at d64 and d128): kernel tests and memcheck on it, and A-D timed with and without it
   build_targets selwg test_kernels ssalab_kernel_bench
-  SSA_EXP_SEL_WGMMA_D128=1 timeout 100 ./build-gpu/kernels/test_kernels > "$OUT/test_kernels_wgmma_d128.txt" 2>&1
-  echo "test_kernels wgmma d128 rc=$? (${SECONDS}s)"; grep -E "FAIL|failed checks" "$OUT/test_kernels_wgmma_d128.txt" | tail -6
-  SSA_EXP_SEL_WGMMA_D128=1 timeout 90 compute-sanitizer --tool memcheck --error-exitcode 3 ./build-gpu/kernels/test_kernels "d128 B1 Hq32" \
-    > "$OUT/sanitize_wgmma_d128.txt" 2>&1
-  echo "compute-sanitizer wgmma d128 rc=$? (${SECONDS}s)"; grep -E "ERROR SUMMARY|failed checks" "$OUT/sanitize_wgmma_d128.txt"
   SSA_SELECT_WGMMA=0 timeout 100 ./build-gpu/kernels/test_kernels > "$OUT/test_kernels_mma_sync.txt" 2>&1
   echo "test_kernels mma.sync rc=$? (${SECONDS}s)"; grep -E "FAIL|failed checks" "$OUT/test_kernels_mma_sync.txt" | tail -6
+  SSA_SELECT_WGMMA=0 timeout 90 compute-sanitizer --tool memcheck --error-exitcode 3 ./build-gpu/kernels/test_kernels "d128 B1 Hq32" \
+    > "$OUT/sanitize_mma_sync_d128.txt" 2>&1
+  echo "compute-sanitizer mma.sync d128 rc=$? (${SECONDS}s)"; grep -E "ERROR SUMMARY|failed checks" "$OUT/sanitize_mma_sync_d128.txt"
   for w in 0 1; do
-    SSA_SELECT_WGMMA=$w timeout 60 ./build-gpu/ssalab_kernel_bench --shapes A,B,C --sparse-only \
+    SSA_SELECT_WGMMA=$w timeout 80 ./build-gpu/ssalab_kernel_bench --shapes A,B,C,D --sparse-only \
       --selections bench/inputs/ssa-shipped-layer2-selected-blocks.npy > "$OUT/kb_selwg_$w.txt" 2>&1
-    echo "bench wgmma=$w rc=$? (${SECONDS}s)"; grep -E "^[ABC]  select" "$OUT/kb_selwg_$w.txt" | cut -c1-80
-    SSA_EXP_SEL_WGMMA_D128=$w timeout 60 ./build-gpu/ssalab_kernel_bench --shapes D --sparse-only \
-      > "$OUT/kb_selwg_d128_$w.txt" 2>&1
-    echo "bench D wgmma=$w rc=$? (${SECONDS}s)"; grep -E "^D  select" "$OUT/kb_selwg_d128_$w.txt" | cut -c1-80
+    echo "bench wgmma=$w rc=$? (${SECONDS}s)"; grep -E "^[ABCD]  select" "$OUT/kb_selwg_$w.txt" | cut -c1-80
   done
 fi
 if [ "$STAGE" = ncusplit ]; then

@@ -243,8 +243,15 @@ void DrawControls(UiState& ui) {
     s->set_selection_rule(rule == 1 ? SelectionRule::NsaChunked : SelectionRule::TopK);
   help("topk: the k blocks of highest group-summed score (the paper's text).\n"
        "nsa-chunked: what the released checkpoints' kernel computes: k/2 blocks from the\n"
-       "completed 16-block chunks and k/2 from the query's own chunk (same as topk for k < 16).\n"
-       "The CUDA selection kernel runs topk only; nsa-chunked runs on the reference path.");
+       "completed 16-block chunks and k/2 from the query's own chunk (same as topk for k < 16).");
+  // the precision of the pooled block keys the selection scores against
+  int pooled = snap->spec.pooled_keys == PooledKeys::Bf16 ? 1 : 0;
+  ImGui::SetNextItemWidth(160);
+  if (ImGui::Combo("pooled keys", &pooled, "fp32\0bf16\0"))
+    s->set_pooled_keys(pooled == 1 ? PooledKeys::Bf16 : PooledKeys::Fp32);
+  help("fp32: each block's mean key in fp32 (what ssalab trains with).\n"
+       "bf16: that mean rounded to bf16, as the released checkpoints' kernel pools;\n"
+       "near-ties can pick other blocks. A decoding cache then stores half the bytes.");
   const std::string& why_k = c.why_k;
   ImGui::Text("receptive field %d tokens of %lld", g_controls.top_k.value * bs, (long long)T);
   if (!why_k.empty()) ImGui::TextColored(ImVec4(1, 0.5f, 0.3f, 1), "k %d: %s", g_controls.top_k.value, why_k.c_str());

@@ -112,12 +112,14 @@ static std::unique_ptr<tokenizer::Tokenizer> model_tokenizer(const LoadedCheckpo
   return tokenizer::load_tokenizer(ck.dir);
 }
 
-// The model's own selection (block size, k, rule), with command-line overrides.
-static SparseSpec inference_spec(const ModelConfig& c, int block_size, int top_k, const std::string& rule) {
+// The model's own selection (block size, k, rule, key pooling), with command-line overrides.
+static SparseSpec inference_spec(const ModelConfig& c, int block_size, int top_k, const std::string& rule,
+                                 const std::string& pooled_keys) {
   SparseSpec s = model_sparse_spec(c);
   if (block_size > 0) s.block_size = block_size;
   if (top_k > 0) s.top_k = top_k;
   if (!rule.empty()) s.rule = selection_rule_from_string(rule);
+  if (!pooled_keys.empty()) s.pooled_keys = pooled_keys_from_string(pooled_keys);
   return s;
 }
 
@@ -168,7 +170,7 @@ static int eval_whole_text(const EvalArgs& a, LoadedCheckpoint& ck) {
   }
   const int window = a.seq_len > 0 ? a.seq_len : (ck.state ? ck.state->train.seq_len : ck.config.max_position);
   SparseSpec spec = inference_spec(ck.config, a.block_sizes.empty() ? 0 : a.block_sizes[0],
-                                   a.top_ks.empty() ? 0 : a.top_ks[0], a.rule);
+                                   a.top_ks.empty() ? 0 : a.top_ks[0], a.rule, a.pooled_keys);
   TokenScores scores = score_tokens(*ck.model, ids, spec, window);
   json out = {{"model", a.checkpoint}, {"evaluated_on", source}, {"scores", to_json(scores, a.per_token)}};
   std::cout << out.dump(2) << std::endl;
@@ -272,7 +274,7 @@ int cmd_analyze(const AnalyzeArgs& a) {
   std::vector<int32_t> ids = encode_for_model(ck, text);
   req.tokens.assign(ids.begin(), ids.end());
   req.inference = attn_mode_from_string(a.mode);
-  req.spec = inference_spec(ck.config, a.block_size, a.top_k, a.rule);
+  req.spec = inference_spec(ck.config, a.block_size, a.top_k, a.rule, a.pooled_keys);
   Analysis an = analyze(*ck.model, req);
   make_dirs(a.out_dir);
   json j = to_json(an);
@@ -355,7 +357,7 @@ int cmd_generate(const GenerateArgs& a) {
   LoadOptions lo;
   lo.device = resolve_device(a.device);
   LoadedCheckpoint ck = load_checkpoint(a.checkpoint, lo);
-  o.spec = inference_spec(ck.config, a.block_size, a.top_k, a.rule);
+  o.spec = inference_spec(ck.config, a.block_size, a.top_k, a.rule, a.pooled_keys);
   std::unique_ptr<tokenizer::Tokenizer> hf;
   if (ck.tokenizer.serialized().empty()) hf = model_tokenizer(ck);
   if (!a.ignore_eos) o.stop_tokens = stop_tokens_for(ck.config, hf ? hf->eos_id() : ck.tokenizer.eos_id());
@@ -409,7 +411,7 @@ int cmd_generate(const GenerateArgs& a) {
                   {"sequences", seqs}};
   if (o.mode == AttnMode::Sparse)
     summary["selection"] = {{"block_size", o.spec.block_size}, {"top_k", o.spec.top_k},
-                            {"rule", to_string(o.spec.rule)}};
+                            {"rule", to_string(o.spec.rule)}, {"pooled_keys", to_string(o.spec.pooled_keys)}};
   if (a.json) {
     std::cout << summary.dump(2) << std::endl;
   } else {
@@ -419,7 +421,7 @@ int cmd_generate(const GenerateArgs& a) {
                  to_string(o.mode),
                  o.mode == AttnMode::Sparse
                      ? (" (k " + std::to_string(o.spec.top_k) + ", block " + std::to_string(o.spec.block_size) + ", " +
-                        to_string(o.spec.rule) + ")").c_str()
+                        to_string(o.spec.rule) + ", " + to_string(o.spec.pooled_keys) + " pooled keys)").c_str()
                      : "",
                  (long long)r.prompt_tokens, r.prefill_seconds, (long long)r.decode_steps, prompts.size(),
                  r.decode_seconds, r.tokens_per_second());

@@ -39,6 +39,7 @@ struct EvalArgs {
   std::string token_ids;   // score whitespace-separated token ids from this file
   bool per_token = false;  // with --text-file / --token-ids: each token's NLL, full and sparse
   std::string rule;        // selection rule (topk | nsa-chunked); default: the model's
+  std::string pooled_keys;  // pooled key precision (fp32 | bf16); "": the model's
   std::string out, cache_dir = ".cache/ssalab";
   int seq_len = 0, batches = 8, batch_size = 4;
   std::vector<int> top_ks, block_sizes;
@@ -53,6 +54,7 @@ struct AnalyzeArgs {
   std::string checkpoint, text, text_file, out_dir = "runs/analyze", mode = "full", device = "auto";
   int top_k = 0, block_size = 0;  // 0: the checkpoint's
   std::string rule;               // "": the model's
+  std::string pooled_keys;  // pooled key precision (fp32 | bf16); "": the model's
   bool png = true, log_scale = true, npy = true;
 };
 int cmd_analyze(const AnalyzeArgs& a);
@@ -64,6 +66,7 @@ struct GenerateArgs {
   bool sparse = false;     // sparse attention (the model's block size, k and rule unless given)
   int top_k = 0, block_size = 0;
   std::string rule;
+  std::string pooled_keys;  // pooled key precision (fp32 | bf16); "": the model's
   int max_new_tokens = 64, num_samples = 1;
   double temperature = 0, top_p = 1.0;
   uint64_t seed = 0;

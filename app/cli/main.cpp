@@ -61,6 +61,7 @@ int main(int argc, char** argv) {
   e->add_option("--token-ids", ev.token_ids, "score whitespace-separated token ids from this file");
   e->add_flag("--per-token", ev.per_token, "with --text-file/--token-ids: each token's NLL, full and sparse");
   e->add_option("--rule", ev.rule, "selection rule: topk | nsa-chunked (default: the model's)");
+  e->add_option("--pooled-keys", ev.pooled_keys, "pooled key precision: fp32 | bf16 (default: the model's)");
   e->add_option("--corpus", ev.corpus,
                 "split evaluation: the held-out 5% of this corpus (default: the corpus the model was trained on)");
   e->add_option("--seq-len", ev.seq_len, "evaluation context (default: training seq_len)");
@@ -87,6 +88,7 @@ int main(int argc, char** argv) {
   a->add_flag("!--no-png", an.png, "skip the PNG heatmaps");
   a->add_flag("!--no-npy", an.npy, "skip the .npy arrays (maps, selections, per-token NLL)");
   a->add_option("--rule", an.rule, "selection rule: topk | nsa-chunked (default: the model's)");
+  a->add_option("--pooled-keys", an.pooled_keys, "pooled key precision: fp32 | bf16 (default: the model's)");
   a->add_flag("!--linear", an.log_scale, "linear colour scale (default: log)");
   a->add_option("--device", an.device, "auto | cpu | cuda")->capture_default_str();
 
@@ -99,6 +101,7 @@ int main(int argc, char** argv) {
   gn->add_option("--k", gen.top_k, "blocks per token (default: the model's)")->check(CLI::Range(1, 1 << 30));
   gn->add_option("--block-size", gen.block_size, "block size (default: the model's)")->check(CLI::Range(1, 1 << 30));
   gn->add_option("--rule", gen.rule, "selection rule: topk | nsa-chunked (default: the model's)");
+  gn->add_option("--pooled-keys", gen.pooled_keys, "pooled key precision: fp32 | bf16 (default: the model's)");
   gn->add_option("--max-new-tokens", gen.max_new_tokens)->capture_default_str();
   gn->add_option("--temperature", gen.temperature, "0: greedy")->capture_default_str();
   gn->add_option("--top-p", gen.top_p, "nucleus sampling")->capture_default_str();

@@ -34,14 +34,25 @@ enum class SelectionRule {
 const char* to_string(SelectionRule r);
 SelectionRule selection_rule_from_string(const std::string& s);  // "topk" | "nsa-chunked"
 
+// The precision of the mean-pooled block keys selection scores against
+// (docs/method.md "Selection rules"): the fp32 mean (what ssalab trains
+// with), or that mean rounded to bf16, as the released checkpoints' kernel
+// pools. Decoding's cache then stores them in bf16, half the bytes a step reads.
+enum class PooledKeys { Fp32, Bf16 };
+const char* to_string(PooledKeys p);
+PooledKeys pooled_keys_from_string(const std::string& s);  // "fp32" | "bf16"
+torch::ScalarType pooled_keys_dtype(PooledKeys p);           // kFloat | kBFloat16
+
 struct SparseSpec {
   int block_size = 16;
   int top_k = 16;  // blocks per token, the forced local block included
   SelectionRule rule = SelectionRule::TopK;
+  PooledKeys pooled_keys = PooledKeys::Fp32;
 };
 
 // The selection a model runs with unless told otherwise: its block_size,
-// block_counts and the rule it was trained with (ModelConfig::selection_rule).
+// block_counts, the rule it was trained with (ModelConfig::selection_rule)
+// and its key pooling (ModelConfig::pooled_keys).
 SparseSpec model_sparse_spec(const ModelConfig& c);
 
 // Result of block top-k selection (docs/method.md "Selection rules").
@@ -82,7 +93,7 @@ Selection select_blocks_pooled(const torch::Tensor& q, const torch::Tensor& bloc
 
 // Group-summed selection probabilities (B, Hkv, Tq, nblocks_complete); what the
 // ranking uses. Exposed for the "selected blocks" view.
-torch::Tensor selection_scores(const torch::Tensor& q, const torch::Tensor& k, int block_size,
+torch::Tensor selection_scores(const torch::Tensor& q, const torch::Tensor& k, const SparseSpec& spec,
                                int64_t q_offset = 0);
 // The same from pooled block keys (B, Hkv, nbc, D), as select_blocks_pooled.
 torch::Tensor pooled_selection_scores(const torch::Tensor& q, const torch::Tensor& block_keys, int block_size,
@@ -98,7 +109,7 @@ std::string offset_problem(int64_t q_offset, int64_t Tq, int64_t Tk);
 // The fp32 mean of each block of `keys` (B, Hkv, capacity, D) that tokens
 // [from_token, to_token) complete, written into block_keys (B, Hkv,
 // capacity / block_size, D): a KV cache's pooled keys, pooled as selection
-// pools them.
+// pools them (rounded to bf16 when block_keys is bf16: PooledKeys::Bf16).
 void pool_completed_blocks(const torch::Tensor& keys, torch::Tensor& block_keys, int64_t from_token, int64_t to_token,
                            int block_size);
 
@@ -131,7 +142,8 @@ class AttentionBackend {
   // Decoding's cache update: keys and values k, v (B, Hkv, T, D) stored at
   // positions [length, length + T) of k_cache, v_cache (B, Hkv, capacity, D),
   // and the fp32 mean of each block they complete into block_keys
-  // (B, Hkv, capacity / block_size, D). The default runs LibTorch ops (two
+  // (B, Hkv, capacity / block_size, D), fp32 or bf16 (the mean rounded:
+  // PooledKeys::Bf16). The default runs LibTorch ops (two
   // copies, and a mean when a block completes); the CUDA backend one kernel.
   virtual void append_to_cache(const torch::Tensor& k, const torch::Tensor& v, torch::Tensor& k_cache,
                                torch::Tensor& v_cache, torch::Tensor& block_keys, int64_t length, int block_size);

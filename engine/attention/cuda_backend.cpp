@@ -50,6 +50,7 @@ Tensor run_select(const Tensor& q_in, const Tensor& k_in, const SparseSpec& spec
   Tensor blocks = torch::empty({q.size(0), k.size(1), q.size(2), spec.top_k}, q.options().dtype(torch::kInt32));
   ssa::SelectParams p = select_params(q, k, spec.block_size, spec.top_k, q_offset, blocks);
   p.nsa_chunked = spec.rule == SelectionRule::NsaChunked;
+  p.bf16_pooled_keys = spec.pooled_keys == PooledKeys::Bf16;
   Tensor ws = workspace(ssa::select_workspace_bytes(p), q);
   p.kbar = ws.data_ptr();
   ok(ssa::select_blocks(p, stream()));
@@ -264,7 +265,9 @@ class CudaBackend final : public AttentionBackend {
   void append_to_cache(const Tensor& k, const Tensor& v, Tensor& k_cache, Tensor& v_cache, Tensor& block_keys,
                        int64_t length, int block_size) override {
     const bool kernel_takes = all_cuda_16bit({&k, &v, &k_cache, &v_cache}) && block_keys.is_cuda() &&
-                              block_keys.scalar_type() == torch::kFloat && k.stride(3) == 1 && v.stride(3) == 1;
+                              (block_keys.scalar_type() == torch::kFloat ||
+                               block_keys.scalar_type() == torch::kBFloat16) &&
+                              k.stride(3) == 1 && v.stride(3) == 1;
     ssa::AppendParams p;
     if (kernel_takes) p = append_params(k, v, k_cache, v_cache, block_keys, length, block_size);
     if (!kernel_takes || !ssa::append_supported(p).empty()) {

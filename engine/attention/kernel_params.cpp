@@ -134,7 +134,10 @@ ssa::DecodeParams decode_params(const Tensor& q, const Tensor& k, const Tensor& 
   if (block_keys.defined()) {
     if (block_keys.dim() != 4 || block_keys.stride(3) != 1 || block_keys.size(2) < s.Tk / block_size)
       throw Error("kernel params: block_keys must be (B, Hkv, >= Tk / block_size, D) with the last dim contiguous");
-    p.block_keys = ptr<float>(block_keys, torch::kFloat, "block_keys");
+    if (block_keys.scalar_type() == torch::kBFloat16)  // PooledKeys::Bf16
+      p.block_keys_bf16 = ptr(block_keys, torch::kBFloat16, "block_keys");
+    else
+      p.block_keys = ptr<float>(block_keys, torch::kFloat, "block_keys");
     p.kb_s = {block_keys.stride(0), block_keys.stride(1), block_keys.stride(2)};
   }
   p.blocks = ptr32(blocks, "blocks");
@@ -153,7 +156,8 @@ ssa::AppendParams append_params(const Tensor& k, const Tensor& v, const Tensor& 
   p.v_new = ptr16(v, k, "v");
   p.k_cache = ptr16(k_cache, k, "k_cache");
   p.v_cache = ptr16(v_cache, k, "v_cache");
-  p.block_keys = ptr<float>(block_keys, torch::kFloat, "block_keys");
+  p.block_keys_bf16 = block_keys.scalar_type() == torch::kBFloat16;  // PooledKeys::Bf16
+  p.block_keys = ptr(block_keys, p.block_keys_bf16 ? torch::kBFloat16 : torch::kFloat, "block_keys");
   p.kn_s = kernel_strides(k);
   p.vn_s = kernel_strides(v);
   p.kc_s = kernel_strides(k_cache);

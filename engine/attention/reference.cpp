@@ -46,8 +46,27 @@ SelectionRule selection_rule_from_string(const std::string& s) {
   throw Error("unknown selection rule '" + s + "' (expected topk or nsa-chunked)");
 }
 
+const char* to_string(PooledKeys p) { return p == PooledKeys::Fp32 ? "fp32" : "bf16"; }
+
+PooledKeys pooled_keys_from_string(const std::string& s) {
+  if (s == "fp32") return PooledKeys::Fp32;
+  if (s == "bf16") return PooledKeys::Bf16;
+  throw Error("unknown key pooling '" + s + "' (expected fp32 or bf16)");
+}
+
+torch::ScalarType pooled_keys_dtype(PooledKeys p) { return p == PooledKeys::Fp32 ? torch::kFloat : torch::kBFloat16; }
+
 SparseSpec model_sparse_spec(const ModelConfig& c) {
-  return {c.block_size, c.block_counts, selection_rule_from_string(c.selection_rule)};
+  return {c.block_size, c.block_counts, selection_rule_from_string(c.selection_rule),
+          pooled_keys_from_string(c.pooled_keys)};
+}
+
+// The pooled keys selection scores against: the fp32 mean of each complete
+// block, rounded to bf16 where the spec says (as a bf16 KV cache stores them).
+static Tensor pooled_block_keys(const Tensor& k, const SparseSpec& spec) {
+  Tensor means = complete_block_means(k.to(torch::kFloat), spec.block_size);
+  if (spec.pooled_keys == PooledKeys::Fp32) return means;
+  return means.to(pooled_keys_dtype(spec.pooled_keys)).to(torch::kFloat);
 }
 
 std::string offset_problem(int64_t q_offset, int64_t Tq, int64_t Tk) {
@@ -100,10 +119,10 @@ Tensor pooled_selection_scores(const Tensor& q_in, const Tensor& block_keys, int
   return p.sum(2);  // (B, Hkv, Tq, nbc)
 }
 
-Tensor selection_scores(const Tensor& q, const Tensor& k, int block_size, int64_t q_offset) {
+Tensor selection_scores(const Tensor& q, const Tensor& k, const SparseSpec& spec, int64_t q_offset) {
   check_qkv(q, k, q_offset);
   torch::NoGradGuard no_grad;
-  return pooled_selection_scores(q, complete_block_means(k.to(torch::kFloat), block_size), block_size, q_offset);
+  return pooled_selection_scores(q, pooled_block_keys(k, spec), spec.block_size, q_offset);
 }
 
 // The `m` best candidates of each row (score >= 0 marks a candidate) as
@@ -125,7 +144,7 @@ Selection select_blocks(const Tensor& q, const Tensor& k, const SparseSpec& spec
   std::string problem = check_sparse_spec(spec, k.size(2));
   if (!problem.empty()) throw Error("sparse attention: " + problem);
   torch::NoGradGuard no_grad;
-  return select_blocks_pooled(q, complete_block_means(k.to(torch::kFloat), spec.block_size), k.size(2), spec, q_offset);
+  return select_blocks_pooled(q, pooled_block_keys(k, spec), k.size(2), spec, q_offset);
 }
 
 Selection select_blocks_pooled(const Tensor& q, const Tensor& block_keys, int64_t Tk, const SparseSpec& spec,

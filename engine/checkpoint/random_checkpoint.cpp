@@ -26,6 +26,7 @@ ModelConfig released_layout_config(const std::string& preset) {
   c.window_size = 0;
   c.inference_mode = "sparse";
   c.selection_rule = "nsa-chunked";  // what a released config.json (no selection_rule key) loads as
+  c.pooled_keys = "bf16";             // likewise
   if (preset == "1b") {
     c.vocab_size = 128256; c.hidden_size = 2048; c.intermediate_size = 8192;
     c.num_layers = 16; c.num_heads = 32; c.num_kv_heads = 2; c.head_dim = 64;
@@ -58,6 +59,7 @@ static const char* torch_dtype_name(torch::ScalarType t) {
 nlohmann::json released_config_json(const ModelConfig& c, torch::ScalarType dtype) {
   nlohmann::json j = to_json(c);  // architectures, model_type, sizes, rope, block keys
   j.erase("selection_rule");      // the released files do not say
+  j.erase("pooled_keys");
   j["attention_bias"] = false;
   j["attention_dropout"] = 0.0;
   j["mlp_bias"] = false;

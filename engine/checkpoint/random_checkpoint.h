@@ -23,12 +23,14 @@ namespace ssalab {
 // stated, 16 assumed). "tiny": the same keys at a few hundred KB, for tests.
 // All: rope_theta 5e5, no rope scaling, rms eps 1e-5, block_size 16,
 // block_counts 16, window_size 0, inference_mode "sparse", the released
-// kernel's selection rule (nsa-chunked). Throws Error on another name.
+// kernel's selection rule (nsa-chunked) and key pooling (bf16). Throws
+// Error on another name.
 ModelConfig released_layout_config(const std::string& preset);
 
 // The config.json of a released checkpoint for `c`, stored as `dtype`
 // (torch_dtype "bfloat16" | "float16" | "float32"). Like the released files it
-// has no selection_rule key (a loader then takes the kernel's rule) and the
+// has no selection_rule or pooled_keys key (a loader then takes the kernel's
+// rule and pooling) and the
 // Llama 3 tokenizer's bos/eos ids when the vocabulary holds them. The
 // released files' auto_map (their custom modelling code) is left out: we do
 // not ship that code, and HF tooling must not load these as a plain Llama.

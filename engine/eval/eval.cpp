@@ -31,13 +31,16 @@ PerplexityReport evaluate_perplexity(Transformer& model, const std::vector<int32
                              : NAN;
   for (int bs : block_sizes)
     for (int k : top_ks) {
+      SparseSpec swept = own;  // the model's rule and key pooling at this block size and k
+      swept.block_size = bs;
+      swept.top_k = k;
       SweepPoint p;
       p.block_size = bs;
       p.top_k = k;
       p.receptive_field = bs * k;
-      p.skipped = check_sparse_spec({bs, k}, opt.seq_len);
+      p.skipped = check_sparse_spec(swept, opt.seq_len);
       p.ppl = p.skipped.empty()
-                  ? perplexity(model, val, opt.seq_len, opt.batches, opt.batch_size, AttnMode::Sparse, {bs, k}, dev)
+                  ? perplexity(model, val, opt.seq_len, opt.batches, opt.batch_size, AttnMode::Sparse, swept, dev)
                   : NAN;
       r.sweep.push_back(p);
     }
@@ -113,6 +116,7 @@ nlohmann::json to_json(const TokenScores& s, bool per_token) {
                       {"block_size", s.spec.block_size},
                       {"top_k", s.spec.top_k},
                       {"selection_rule", to_string(s.spec.rule)},
+                      {"pooled_keys", to_string(s.spec.pooled_keys)},
                       {"ppl_full", num(s.ppl_full)},
                       {"ppl_sparse", num(s.ppl_sparse)}};
   if (!s.sparse_note.empty()) j["sparse_note"] = s.sparse_note;

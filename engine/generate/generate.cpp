@@ -52,13 +52,15 @@ std::vector<int32_t> sample_tokens(const Tensor& logits, const SamplingOptions& 
 
 static torch::Device device_of(Transformer& m) { return m.parameters().front().device(); }
 
-static KVCache make_cache(Transformer& model, int64_t batch, int64_t capacity, int block_size) {
+static KVCache make_cache(Transformer& model, int64_t batch, int64_t capacity, const SparseSpec& spec) {
+  const int block_size = spec.block_size;
+  const torch::ScalarType pooled = pooled_keys_dtype(spec.pooled_keys);
   const ModelConfig& c = model.config();
   Tensor w = model.parameters().front();
   // refused with the figures before anything is allocated (an overcommitted
   // allocation would succeed here and be killed while the cache fills)
   const double cache_bytes = double(c.num_layers) * batch * c.num_kv_heads * c.head_dim *
-                             (2.0 * capacity * w.element_size() + 4.0 * double(capacity / std::max(1, block_size)));
+                             (2.0 * capacity * w.element_size() + double(c10::elementSize(pooled)) * double(capacity / std::max(1, block_size)));
   if (batch >= 1 && capacity >= 1 && block_size >= 1) {
     MemoryEstimate need;
     need.add("KV cache", uint64_t(std::min(cache_bytes, 1.8e19)));
@@ -69,7 +71,7 @@ static KVCache make_cache(Transformer& model, int64_t batch, int64_t capacity, i
                    w.device());
   }
   try {
-    return KVCache(c, batch, capacity, block_size, w.device(), w.scalar_type());
+    return KVCache(c, batch, capacity, block_size, w.device(), w.scalar_type(), pooled);
   } catch (const c10::Error&) {
     throw Error("no memory for a KV cache of " + std::to_string(batch) + " x " + std::to_string(capacity) +
                 " tokens (" + bytes_text(uint64_t(std::min(cache_bytes, 1.8e19))) + " on " + w.device().str() + ")");
@@ -77,7 +79,7 @@ static KVCache make_cache(Transformer& model, int64_t batch, int64_t capacity, i
 }
 
 Decoder::Decoder(Transformer& model, int64_t batch, int64_t capacity, const SparseSpec& spec)
-    : model_(model), spec_(spec), cache_(make_cache(model, batch, capacity, spec.block_size)) {
+    : model_(model), spec_(spec), cache_(make_cache(model, batch, capacity, spec)) {
   set_spec(spec);
 }
 
@@ -86,7 +88,7 @@ void Decoder::set_spec(const SparseSpec& spec) {
     throw Error("sparse decoding needs block size >= 1 and k >= 1, got block size " +
                 std::to_string(spec.block_size) + ", k " + std::to_string(spec.top_k));
   spec_ = spec;
-  cache_.set_block_size(spec.block_size);
+  cache_.set_pooling(spec.block_size, pooled_keys_dtype(spec.pooled_keys));
 }
 
 Tensor Decoder::feed(const Tensor& tokens, AttnMode mode) {

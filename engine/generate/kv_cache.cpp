@@ -8,8 +8,8 @@ namespace ssalab {
 using torch::Tensor;
 
 KVCache::KVCache(const ModelConfig& c, int64_t batch, int64_t capacity, int block_size, torch::Device device,
-                 torch::ScalarType dtype)
-    : batch_(batch), capacity_(capacity), block_size_(block_size) {
+                 torch::ScalarType dtype, torch::ScalarType pooled_dtype)
+    : batch_(batch), capacity_(capacity), block_size_(block_size), pooled_dtype_(pooled_dtype) {
   if (batch < 1) throw Error("KV cache: batch must be >= 1, got " + std::to_string(batch));
   if (capacity < 1) throw Error("KV cache: capacity must be >= 1 token, got " + std::to_string(capacity));
   if (block_size < 1) throw Error("KV cache: block size must be >= 1, got " + std::to_string(block_size));
@@ -18,7 +18,7 @@ KVCache::KVCache(const ModelConfig& c, int64_t batch, int64_t capacity, int bloc
     Layer L;
     L.k = torch::empty({batch, c.num_kv_heads, capacity, c.head_dim}, opts);
     L.v = torch::empty({batch, c.num_kv_heads, capacity, c.head_dim}, opts);
-    L.block_keys = torch::empty({batch, c.num_kv_heads, capacity / block_size, c.head_dim}, opts.dtype(torch::kFloat));
+    L.block_keys = torch::empty({batch, c.num_kv_heads, capacity / block_size, c.head_dim}, opts.dtype(pooled_dtype));
     layers_.push_back(std::move(L));
   }
 }
@@ -74,14 +74,15 @@ void KVCache::truncate(int64_t length) {
   length_ = length;  // blocks completed before `length` keep their pooled keys
 }
 
-void KVCache::set_block_size(int block_size) {
+void KVCache::set_pooling(int block_size, torch::ScalarType pooled_dtype) {
   if (block_size < 1) throw Error("KV cache: block size must be >= 1, got " + std::to_string(block_size));
-  if (block_size == block_size_) return;
+  if (block_size == block_size_ && pooled_dtype == pooled_dtype_) return;
   block_size_ = block_size;
+  pooled_dtype_ = pooled_dtype;
   torch::NoGradGuard no_grad;
   for (Layer& L : layers_) {
     L.block_keys = torch::empty({L.k.size(0), L.k.size(1), capacity_ / block_size, L.k.size(3)},
-                                L.k.options().dtype(torch::kFloat));
+                                L.k.options().dtype(pooled_dtype));
     pool_completed_blocks(L.k, L.block_keys, 0, length_, block_size);
   }
 }

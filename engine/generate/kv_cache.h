@@ -20,9 +20,10 @@ namespace ssalab {
 class KVCache {
  public:
   // capacity: the most tokens it will hold (prompt plus generated tokens);
-  // block_size: the selection block the pooled keys are kept for.
+  // block_size: the selection block the pooled keys are kept for, in
+  // pooled_dtype (fp32, or bf16 for PooledKeys::Bf16: pooled_keys_dtype()).
   KVCache(const ModelConfig& c, int64_t batch, int64_t capacity, int block_size, torch::Device device,
-          torch::ScalarType dtype);
+          torch::ScalarType dtype, torch::ScalarType pooled_dtype = torch::kFloat);
 
   int64_t length() const { return length_; }  // tokens every layer holds
   int64_t capacity() const { return capacity_; }
@@ -38,25 +39,27 @@ class KVCache {
   // Layer's keys / values of the tokens committed so far, (B, Hkv, length, D).
   torch::Tensor keys(int layer) const;
   torch::Tensor values(int layer) const;
-  // (B, Hkv, (length + T) / block_size, D) fp32: layer's pooled complete blocks,
-  // those appended in this step included.
+  // (B, Hkv, (length + T) / block_size, D) in the pooled dtype: layer's pooled
+  // complete blocks, those appended in this step included.
   torch::Tensor block_keys(int layer) const;
   // Ends the step: every layer has appended the same T tokens.
   void commit();
   // Forgets tokens from `length` on (a new prompt reusing the memory).
   void truncate(int64_t length);
-  // Pools the stored keys again for another selection block size.
-  void set_block_size(int block_size);
+  // Pools the stored keys again for another selection block size or pooled dtype.
+  void set_pooling(int block_size, torch::ScalarType pooled_dtype);
+  torch::ScalarType pooled_dtype() const { return pooled_dtype_; }
 
  private:
   struct Layer {
     torch::Tensor k, v;        // (B, Hkv, capacity, D)
-    torch::Tensor block_keys;  // (B, Hkv, capacity / block_size, D) fp32
+    torch::Tensor block_keys;  // (B, Hkv, capacity / block_size, D) in pooled_dtype_
     int64_t pending = 0;       // tokens appended in the current step
   };
   std::vector<Layer> layers_;
   int64_t batch_, capacity_, length_ = 0;
   int block_size_;
+  torch::ScalarType pooled_dtype_;
 };
 
 }  // namespace ssalab

@@ -528,6 +528,7 @@ nlohmann::json to_json(const Analysis& a) {
           {"block_size", a.spec.block_size},
           {"top_k", a.spec.top_k},
           {"selection_rule", to_string(a.spec.rule)},
+          {"pooled_keys", to_string(a.spec.pooled_keys)},
           {"mean_attn_sparsity", a.mean_sparsity()},
           {"mean_entropy_nats", a.mean_entropy()},
           {"layers", layers}};

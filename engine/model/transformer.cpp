@@ -208,7 +208,8 @@ Tensor AttentionImpl::forward(const Tensor& x, const Tensor& cos, const Tensor& 
   };
   auto select = [&] {
     // the cache pools each block once, as it completes
-    if (opt.cache && opt.cache->block_size() == opt.spec.block_size && &backend == &reference_backend())
+    if (opt.cache && opt.cache->block_size() == opt.spec.block_size &&
+        opt.cache->pooled_dtype() == pooled_keys_dtype(opt.spec.pooled_keys) && &backend == &reference_backend())
       return select_blocks_pooled(q, opt.cache->block_keys(layer), k.size(2), opt.spec, q_offset);
     return backend.select(q, k, opt.spec, q_offset);
   };

@@ -160,11 +160,12 @@ class Transformer : public torch::nn::Module {
   torch::Tensor logits(const torch::Tensor& hidden);
 
   const ModelConfig& config() const { return config_; }
-  // The selection settings saved with the model (block_size, block_counts).
+  // The selection settings saved with the model (block_size, block_counts, rule, pooling).
   void set_sparse_spec(const SparseSpec& s) {
     config_.block_size = s.block_size;
     config_.block_counts = s.top_k;
     config_.selection_rule = to_string(s.rule);
+    config_.pooled_keys = to_string(s.pooled_keys);
   }
   // Weights under HF names ("model.layers.0.self_attn.q_proj.weight", "lm_head.weight", ...).
   std::vector<std::pair<std::string, torch::Tensor>> hf_tensors();

@@ -622,17 +622,38 @@ void Session::set_lr(double lr) {
     s->need_trainer().mutable_train_config().lr = lr;
   });
 }
+// Each setter changes one field of the current spec and keeps the others.
 void Session::set_top_k(int k) {
   Impl* s = impl_.get();
-  s->post([s, k] { s->set_spec({s->spec.block_size, k, s->spec.rule}); });
+  s->post([s, k] {
+    SparseSpec spec = s->spec;
+    spec.top_k = k;
+    s->set_spec(spec);
+  });
 }
 void Session::set_block_size(int bs) {
   Impl* s = impl_.get();
-  s->post([s, bs] { s->set_spec({bs, s->spec.top_k, s->spec.rule}); });
+  s->post([s, bs] {
+    SparseSpec spec = s->spec;
+    spec.block_size = bs;
+    s->set_spec(spec);
+  });
 }
 void Session::set_selection_rule(SelectionRule r) {
   Impl* s = impl_.get();
-  s->post([s, r] { s->set_spec({s->spec.block_size, s->spec.top_k, r}); });
+  s->post([s, r] {
+    SparseSpec spec = s->spec;
+    spec.rule = r;
+    s->set_spec(spec);
+  });
+}
+void Session::set_pooled_keys(PooledKeys p) {
+  Impl* s = impl_.get();
+  s->post([s, p] {
+    SparseSpec spec = s->spec;
+    spec.pooled_keys = p;
+    s->set_spec(spec);
+  });
 }
 void Session::set_inference(AttnMode m) {
   Impl* s = impl_.get();

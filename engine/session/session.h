@@ -110,6 +110,7 @@ class Session {
   void set_top_k(int k);
   void set_block_size(int bs);
   void set_selection_rule(SelectionRule r);
+  void set_pooled_keys(PooledKeys p);
   void set_inference(AttnMode m);
   void set_probe_text(const std::string& text);
   void set_probe_tokens(const std::vector<int>& tokens);

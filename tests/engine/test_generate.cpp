@@ -73,8 +73,11 @@ TEST_CASE("the KV cache keeps keys, values and pooled blocks as they complete", 
     CHECK(cache.length() == done);
   }
   CHECK(test::max_diff(cache.values(1), v) == 0);
-  cache.set_block_size(6);  // the UI's block-size slider
+  cache.set_pooling(6, torch::kFloat);  // the UI's block-size slider
   CHECK(test::max_diff(cache.block_keys(0), complete_block_means(k, 6)) < 1e-6);
+  cache.set_pooling(6, torch::kBFloat16);  // PooledKeys::Bf16: the fp32 means rounded, half the bytes
+  CHECK(cache.block_keys(0).scalar_type() == torch::kBFloat16);
+  CHECK(torch::equal(cache.block_keys(0), complete_block_means(k, 6).to(torch::kBFloat16)));
   cache.truncate(10);
   CHECK(cache.keys(0).size(2) == 10);
 
@@ -89,6 +92,13 @@ TEST_CASE("the KV cache keeps keys, values and pooled blocks as they complete", 
     CHECK_THROWS_WITH(KVCache(c, 0, 8, 4, torch::kCPU, torch::kFloat), Catch::Contains("batch must be >= 1"));
     CHECK_THROWS_WITH(KVCache(c, 1, 8, 0, torch::kCPU, torch::kFloat), Catch::Contains("block size must be >= 1"));
   }
+  SECTION("bf16 pooled keys are rounded as blocks complete") {
+    KVCache half(c, 2, 40, 4, torch::kCPU, torch::kFloat, torch::kBFloat16);
+    for (int l = 0; l < c.num_layers; ++l) half.append(l, k.narrow(2, 0, 37), v.narrow(2, 0, 37));
+    half.commit();
+    CHECK(torch::equal(half.block_keys(1), complete_block_means(k, 4).to(torch::kBFloat16)));
+    CHECK(half.bytes() < KVCache(c, 2, 40, 4, torch::kCPU, torch::kFloat).bytes());
+  }
 }
 
 TEST_CASE("selection from pooled keys is select_blocks", "[generate][attention]") {
@@ -99,10 +109,32 @@ TEST_CASE("selection from pooled keys is select_blocks", "[generate][attention]"
     Selection b = select_blocks_pooled(x.q, complete_block_means(x.k, 2), 70, spec, 65);
     CHECK(torch::equal(a.blocks, b.blocks));
   }
+  // bf16 pooling: select_blocks rounds the means as a bf16 cache stores them
+  for (auto rule : {SelectionRule::TopK, SelectionRule::NsaChunked}) {
+    SparseSpec spec{2, 16, rule, PooledKeys::Bf16};
+    Selection a = select_blocks(x.q, x.k, spec, 65);
+    Selection b = select_blocks_pooled(x.q, complete_block_means(x.k, 2).to(torch::kBFloat16), 70, spec, 65);
+    CHECK(torch::equal(a.blocks, b.blocks));
+  }
   CHECK_THROWS_WITH(select_blocks_pooled(x.q, complete_block_means(x.k, 4), 70, SparseSpec{2, 4}, 65),
                     Catch::Contains("17 pooled block keys for 70 keys at block size 2"));
   CHECK_THROWS_WITH(select_blocks_pooled(x.q, complete_block_means(x.k, 2), 70, SparseSpec{2, 4}, 66),
                     Catch::Contains("need keys up to there"));
+}
+
+TEST_CASE("bf16 pooling rounds each block's mean before scoring, as the released kernel does", "[generate][attention]") {
+  // one head, d2, blocks of 2: block 0's keys 1 + 3/512, block 1's 1.0068,
+  // block 2 holds the query. In fp32 block 1 scores higher; both means round
+  // to bf16's 1.0078125, a tie that goes to the lower index
+  Tensor q = torch::zeros({1, 1, 1, 2}), k = torch::zeros({1, 1, 6, 2});
+  q[0][0][0][0] = 1.0;
+  k.select(3, 0).narrow(2, 0, 2).fill_(1.0 + 3.0 / 512);
+  k.select(3, 0).narrow(2, 2, 2).fill_(1.0068);
+  CHECK(torch::equal(select_blocks(q, k, SparseSpec{2, 2}, 5).blocks.flatten(), torch::tensor({2, 1}, torch::kLong)));
+  SparseSpec bf16{2, 2, SelectionRule::TopK, PooledKeys::Bf16};
+  CHECK(torch::equal(select_blocks(q, k, bf16, 5).blocks.flatten(), torch::tensor({2, 0}, torch::kLong)));
+  CHECK(pooled_keys_from_string("bf16") == PooledKeys::Bf16);
+  CHECK_THROWS_WITH(pooled_keys_from_string("fp8"), Catch::Contains("unknown key pooling 'fp8'"));
 }
 
 TEST_CASE("every decoding step equals a full forward over the sequence so far", "[generate]") {
@@ -117,7 +149,9 @@ TEST_CASE("every decoding step equals a full forward over the sequence so far", 
   const std::vector<Setting> settings = {{"full", AttnMode::Full, {4, 3}},
                                          {"sparse topk", AttnMode::Sparse, {4, 3, SelectionRule::TopK}},
                                          {"sparse topk k16", AttnMode::Sparse, {2, 16, SelectionRule::TopK}},
-                                         {"sparse nsa-chunked", AttnMode::Sparse, {2, 16, SelectionRule::NsaChunked}}};
+                                         {"sparse nsa-chunked", AttnMode::Sparse, {2, 16, SelectionRule::NsaChunked}},
+                                         {"sparse nsa-chunked, bf16 pooled keys", AttnMode::Sparse,
+                                          {2, 16, SelectionRule::NsaChunked, PooledKeys::Bf16}}};
   uint64_t seed = 1;
   for (auto& [family, config] : test::family_micro_models())
     for (const Setting& s : settings) {

@@ -61,6 +61,7 @@ TEST_CASE("a tiny random checkpoint in the released layout loads gated, stores b
   CHECK(ck.config.arch == Arch::LlamaNSA);
   CHECK(ck.config.gate);
   CHECK(ck.config.selection_rule == "nsa-chunked");
+  CHECK(ck.config.pooled_keys == "bf16");  // the released kernel's pooling
   CHECK(ck.plan.stored_dtype == "BF16");
   CHECK(ck.plan.dtype == torch::kFloat);  // the CPU computes in fp32
   CHECK(ck.plan.parameters == c.num_parameters());
@@ -115,6 +116,18 @@ TEST_CASE("the 1B released-layout config is the released SSA-1B's", "[load_bench
   ModelConfig back = model_config_from_json(j);
   CHECK(to_json(back) == to_json(c));
   CHECK(back.selection_rule == "nsa-chunked");
+  CHECK(back.pooled_keys == "bf16");
+  CHECK(!j.contains("pooled_keys"));
+  // ssalab's own llama-nsa files name both, and pool in fp32 when they say so
+  // or when they name a rule but no pooling (files written before pooled_keys)
+  nlohmann::json ours = to_json(c);
+  CHECK(ours["pooled_keys"] == "bf16");
+  ours["pooled_keys"] = "fp32";
+  CHECK(model_config_from_json(ours).pooled_keys == "fp32");
+  ours.erase("pooled_keys");
+  CHECK(model_config_from_json(ours).pooled_keys == "fp32");
+  ours["pooled_keys"] = "fp16";
+  CHECK(contains(error_of([&] { model_config_from_json(ours); }), "pooled_keys must be \"fp32\" or \"bf16\""));
   CHECK(c.num_parameters() > 1200000000);
   CHECK(c.num_parameters() < 1250000000);
   CHECK(released_config_json(released_layout_config("300m"), torch::kHalf)["torch_dtype"] == "float16");

@@ -102,16 +102,21 @@ static void check_decode(AttentionBackend& cuda) {
     Tensor kc = torch::randn({c.B, c.Hkv, c.Tk + 9, c.D}, o), vc = torch::randn_like(kc);
     Tensor k = kc.narrow(2, 0, c.Tk), v = vc.narrow(2, 0, c.Tk), q = torch::randn({c.B, c.Hq, 1, c.D}, o);
     SparseSpec spec{c.bs, c.K, c.rule};
-    Tensor bk = complete_block_means(k.to(torch::kFloat), c.bs);
-    Tensor blocks, ref_blocks;
-    Tensor out = cuda.decode(q, k, v, bk, spec, &blocks);
-    Tensor ref = reference_backend().decode(q.to(torch::kFloat), k.to(torch::kFloat), v.to(torch::kFloat), bk, spec,
-                                            &ref_blocks);
-    const double same = blocks.cpu().eq(ref_blocks.cpu()).to(torch::kFloat).mean().item<double>();
-    check(same > 0.999, "decode: selection == reference", same);
-    check(rel(out, ref) < 1e-2, "decode: output", rel(out, ref));
-    // the same call twice: bit for bit
-    check(torch::equal(out, cuda.decode(q, k, v, bk, spec)), "decode: deterministic", 0);
+    Tensor means = complete_block_means(k.to(torch::kFloat), c.bs);
+    // fp32 pooled keys, and for bf16 models also bf16 ones (PooledKeys::Bf16: one MMA per product)
+    for (Tensor bk : {means, means.to(torch::kBFloat16)}) {
+      if (bk.scalar_type() == torch::kBFloat16 && c.dt != torch::kBFloat16) continue;
+      if (bk.scalar_type() == torch::kBFloat16) std::printf("  bf16 pooled keys\n");
+      Tensor blocks, ref_blocks;
+      Tensor out = cuda.decode(q, k, v, bk, spec, &blocks);
+      Tensor ref = reference_backend().decode(q.to(torch::kFloat), k.to(torch::kFloat), v.to(torch::kFloat), bk, spec,
+                                              &ref_blocks);
+      const double same = blocks.cpu().eq(ref_blocks.cpu()).to(torch::kFloat).mean().item<double>();
+      check(same > 0.999, "decode: selection == reference", same);
+      check(rel(out, ref) < 1e-2, "decode: output", rel(out, ref));
+      // the same call twice: bit for bit
+      check(torch::equal(out, cuda.decode(q, k, v, bk, spec)), "decode: deterministic", 0);
+    }
   }
   // a model decoding on the GPU: each step's logits against a sparse forward over the whole sequence
   ModelConfig mc = model_preset("tiny");
@@ -123,8 +128,11 @@ static void check_decode(AttentionBackend& cuda) {
   torch::manual_seed(5);
   Tensor ids = torch::randint(0, mc.vocab_size, {1, 300}, torch::TensorOptions().dtype(torch::kLong)).to(torch::kCUDA);
   // k 16 nsa-chunked: from token 256 on the own block is past the first chunk
+  // bf16 pooled keys: the cache's pooled keys in bf16 (the append kernel rounds them), the decode
+  // kernel's one-term scores, and the whole forward's selection kernel rounding its means alike
   for (auto [mode, spec] : {std::pair{AttnMode::Sparse, SparseSpec{16, 4}}, std::pair{AttnMode::Full, SparseSpec{16, 4}},
-                            std::pair{AttnMode::Sparse, SparseSpec{16, 16, SelectionRule::NsaChunked}}}) {
+                            std::pair{AttnMode::Sparse, SparseSpec{16, 16, SelectionRule::NsaChunked}},
+                            std::pair{AttnMode::Sparse, SparseSpec{16, 16, SelectionRule::NsaChunked, PooledKeys::Bf16}}}) {
     Decoder d(m, 1, 300, spec);
     d.feed(ids.narrow(1, 0, 280), mode);
     // bf16: q of one token and of the whole sequence round differently, which
@@ -139,8 +147,8 @@ static void check_decode(AttentionBackend& cuda) {
       errs.push_back(rel(step, whole));
     }
     std::sort(errs.begin(), errs.end());
-    std::printf("  %s %s: model steps vs whole forward: median rel %.3g, worst %.3g\n", to_string(mode),
-                to_string(spec.rule), errs[errs.size() / 2], errs.back());
+    std::printf("  %s %s, %s pooled keys: model steps vs whole forward: median rel %.3g, worst %.3g\n",
+                to_string(mode), to_string(spec.rule), to_string(spec.pooled_keys), errs[errs.size() / 2], errs.back());
     check(errs[errs.size() / 2] < 3e-2, "decode: model steps == whole forward (bf16, median)", errs[errs.size() / 2]);
   }
 }
@@ -168,6 +176,41 @@ static void check_append(AttentionBackend& cuda) {
     const int64_t done = (c.length + c.T) / c.bs;
     check(done == 0 || bk.narrow(2, c.length / c.bs, done - c.length / c.bs).abs().sum().item<double>() > 0,
           "append: the completed blocks were written", 0);
+    // bf16 pooled keys: the kernel's mean rounded as LibTorch's copy rounds the reference's
+    // (the two fp32 sums may differ in order, so an element may round to the neighbouring bf16)
+    Tensor bh = bk.to(torch::kBFloat16).zero_(), bh2 = bh.clone();
+    cuda.append_to_cache(kn, vn, kc, vc, bh, c.length, c.bs);
+    reference_backend().append_to_cache(kn, vn, kc2, vc2, bh2, c.length, c.bs);
+    const double equal = bh.eq(bh2).to(torch::kFloat).mean().item<double>();
+    const double ulps = ((bh.to(torch::kFloat) - bh2.to(torch::kFloat)).abs() /
+                         (bh2.to(torch::kFloat).abs() * (1.0 / 128) + 1e-30)).max().item<double>();
+    check(equal > 0.999 && ulps <= 1.0, "append: bf16 pooled keys (fraction equal)", equal);
+    check(done == 0 || bh.to(torch::kFloat).narrow(2, c.length / c.bs, done - c.length / c.bs).abs().sum().item<double>() > 0,
+          "append: the completed blocks were written in bf16", 0);
+  }
+}
+
+// The selection kernel with bf16 pooled keys (PooledKeys::Bf16, the released
+// kernel's pooling) against the reference's: every row equal (near ties
+// aside); and on these random inputs some rows must differ from fp32 pooling,
+// or the rounding was not applied.
+static void check_bf16_pooling(AttentionBackend& cuda, AttentionBackend& ref) {
+  struct C { torch::ScalarType dt; int Hq, Hkv, T, D, bs, K; SelectionRule rule; };
+  for (C c : {C{torch::kBFloat16, 32, 2, 1500, 64, 16, 16, SelectionRule::TopK},
+              C{torch::kHalf, 16, 1, 2100, 128, 16, 32, SelectionRule::NsaChunked},
+              C{torch::kBFloat16, 8, 2, 1300, 64, 32, 16, SelectionRule::NsaChunked}}) {
+    auto o = torch::TensorOptions().device(torch::kCUDA).dtype(c.dt);
+    Tensor q = torch::randn({1, c.Hq, c.T, c.D}, o), k = torch::randn({1, c.Hkv, c.T, c.D}, o);
+    const SparseSpec bf16{c.bs, c.K, c.rule, PooledKeys::Bf16}, fp32{c.bs, c.K, c.rule};
+    Selection sc = cuda.select(q, k, bf16), sr = ref.select(q.cpu(), k.cpu(), bf16);
+    const double rows_equal = sc.blocks.cpu().eq(sr.blocks).all(3).to(torch::kFloat).mean().item<double>();
+    const double unlike_fp32 =
+        sc.blocks.cpu().ne(cuda.select(q, k, fp32).blocks.cpu()).any(3).to(torch::kFloat).mean().item<double>();
+    std::printf("  bf16 pooled keys T%d Hq%d/%d D%d bs%d k%d %s: rows equal to the reference %.4f, unlike fp32 "
+                "pooling %.4f\n",
+                c.T, c.Hq, c.Hkv, c.D, c.bs, c.K, to_string(c.rule), rows_equal, unlike_fp32);
+    check(rows_equal > 0.999, "bf16 pooled keys: selection == reference", rows_equal);
+    check(unlike_fp32 > 0, "bf16 pooled keys: some rows unlike fp32 pooling", unlike_fp32);
   }
 }
 
@@ -279,6 +322,7 @@ int main() {
     check(!cuda->supports(q, k, spec, 1).empty(), "supports() refuses queries past the keys", 0);
   }
   check_nsa_chunked(*cuda, ref);
+  check_bf16_pooling(*cuda, ref);
   check_decode(*cuda);
   check_append(*cuda);
   std::printf("%d failed\n", fails);
