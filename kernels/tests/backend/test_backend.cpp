@@ -2,6 +2,7 @@
 // including the cache contract: chunks of queries at an offset against the
 // growing key prefix must give the rows of the whole-sequence call.
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <iostream>
 #include <vector>
@@ -111,9 +112,32 @@ static void check_decode(AttentionBackend& cuda) {
       Tensor out = cuda.decode(q, k, v, bk, spec, &blocks);
       Tensor ref = reference_backend().decode(q.to(torch::kFloat), k.to(torch::kFloat), v.to(torch::kFloat), bk, spec,
                                               &ref_blocks);
-      const double same = blocks.cpu().eq(ref_blocks.cpu()).to(torch::kFloat).mean().item<double>();
+      Tensor slot_equal = blocks.cpu().eq(ref_blocks.cpu());  // (B, Hkv, 1, K)
+      const double same = slot_equal.to(torch::kFloat).mean().item<double>();
       check(same > 0.999, "decode: selection == reference", same);
-      check(rel(out, ref) < 1e-2, "decode: output", rel(out, ref));
+      // the output of the groups whose selection is the reference's: a near tie
+      // that flips one slot (the kernel and the reference sum the scores in
+      // other orders) changes that group's output entirely
+      Tensor group_equal = slot_equal.all(3).view({c.B, c.Hkv, 1});
+      const int64_t flipped = c.B * c.Hkv - group_equal.sum().item<int64_t>();
+      if (flipped) {  // each differing slot must be a near tie of the reference's group scores
+        Tensor sc = pooled_selection_scores(q.to(torch::kFloat), bk, c.bs, c.Tk - 1).cpu().view({c.B * c.Hkv, -1});
+        Tensor got = blocks.cpu().view({c.B * c.Hkv, c.K}), want = ref_blocks.cpu().view({c.B * c.Hkv, c.K});
+        auto g = got.accessor<int64_t, 2>(), w = want.accessor<int64_t, 2>();
+        auto score = sc.accessor<float, 2>();
+        int beyond = 0;
+        for (int64_t r = 0; r < got.size(0); ++r)
+          for (int64_t i = 0; i < c.K; ++i)
+            if (g[r][i] != w[r][i] &&
+                (g[r][i] < 0 || w[r][i] < 0 || std::fabs(score[r][g[r][i]] - score[r][w[r][i]]) > 1e-5))
+              ++beyond;
+        std::printf("  %lld of %d groups with a near tie flipped: their outputs left out\n", (long long)flipped,
+                    c.B * c.Hkv);
+        check(beyond == 0, "decode: flipped slots are near ties", beyond);
+      }
+      Tensor heads = group_equal.expand({c.B, c.Hkv, c.Hq / c.Hkv}).reshape({c.B, c.Hq, 1, 1}).to(out.device());
+      const double err = rel(out.to(torch::kFloat) * heads, ref.to(torch::kFloat) * heads);
+      check(err < 1e-2, "decode: output", err);
       // the same call twice: bit for bit
       check(torch::equal(out, cuda.decode(q, k, v, bk, spec)), "decode: deterministic", 0);
     }
