@@ -633,10 +633,11 @@ __global__ void append_kernel(AppendParams p) {
         sum += TypeOf<T>::to_float(x);
       }
       const int64_t at = b * p.kb_s.b + h * p.kb_s.h + int64_t(blk) * p.kb_s.t + d;
+      const float mean = sum / float(p.block_size);
       if (p.block_keys_bf16)
-        static_cast<__nv_bfloat16*>(p.block_keys)[at] = __float2bfloat16_rn(sum / float(p.block_size));
+        static_cast<__nv_bfloat16*>(p.block_keys)[at] = __float2bfloat16_rn(mean);
       else
-        static_cast<float*>(p.block_keys)[at] = sum / float(p.block_size);
+        static_cast<float*>(p.block_keys)[at] = mean;
     }
   }
 }

@@ -59,8 +59,9 @@ static KVCache make_cache(Transformer& model, int64_t batch, int64_t capacity, c
   Tensor w = model.parameters().front();
   // refused with the figures before anything is allocated (an overcommitted
   // allocation would succeed here and be killed while the cache fills)
-  const double cache_bytes = double(c.num_layers) * batch * c.num_kv_heads * c.head_dim *
-                             (2.0 * capacity * w.element_size() + double(c10::elementSize(pooled)) * double(capacity / std::max(1, block_size)));
+  const double pooled_bytes = double(c10::elementSize(pooled)) * double(capacity / std::max(1, block_size));
+  const double cache_bytes =
+      double(c.num_layers) * batch * c.num_kv_heads * c.head_dim * (2.0 * capacity * w.element_size() + pooled_bytes);
   if (batch >= 1 && capacity >= 1 && block_size >= 1) {
     MemoryEstimate need;
     need.add("KV cache", uint64_t(std::min(cache_bytes, 1.8e19)));

@@ -622,38 +622,25 @@ void Session::set_lr(double lr) {
     s->need_trainer().mutable_train_config().lr = lr;
   });
 }
-// Each setter changes one field of the current spec and keeps the others.
-void Session::set_top_k(int k) {
+void Session::change_spec(std::function<void(SparseSpec&)> change) {
   Impl* s = impl_.get();
-  s->post([s, k] {
+  s->post([s, change] {
     SparseSpec spec = s->spec;
-    spec.top_k = k;
+    change(spec);
     s->set_spec(spec);
   });
+}
+void Session::set_top_k(int k) {
+  change_spec([k](SparseSpec& spec) { spec.top_k = k; });
 }
 void Session::set_block_size(int bs) {
-  Impl* s = impl_.get();
-  s->post([s, bs] {
-    SparseSpec spec = s->spec;
-    spec.block_size = bs;
-    s->set_spec(spec);
-  });
+  change_spec([bs](SparseSpec& spec) { spec.block_size = bs; });
 }
 void Session::set_selection_rule(SelectionRule r) {
-  Impl* s = impl_.get();
-  s->post([s, r] {
-    SparseSpec spec = s->spec;
-    spec.rule = r;
-    s->set_spec(spec);
-  });
+  change_spec([r](SparseSpec& spec) { spec.rule = r; });
 }
 void Session::set_pooled_keys(PooledKeys p) {
-  Impl* s = impl_.get();
-  s->post([s, p] {
-    SparseSpec spec = s->spec;
-    spec.pooled_keys = p;
-    s->set_spec(spec);
-  });
+  change_spec([p](SparseSpec& spec) { spec.pooled_keys = p; });
 }
 void Session::set_inference(AttnMode m) {
   Impl* s = impl_.get();

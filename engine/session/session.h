@@ -145,6 +145,8 @@ class Session {
   void wait_idle() const;
 
  private:
+  // Queues `change` of one field of the current sparse spec; the others stay.
+  void change_spec(std::function<void(SparseSpec&)> change);
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
