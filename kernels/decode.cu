@@ -2,6 +2,7 @@
 #include <cfloat>
 #include <algorithm>
 #include <climits>
+#include <cstdlib>
 
 #include "common.cuh"
 #include "decode.cuh"
@@ -379,35 +380,15 @@ __global__ void __launch_bounds__(kScoreThreads) decode_pick(DecodeParams p) {
   }
 }
 
-template <typename T, int D, int MAXG>
-__global__ void __launch_bounds__(kWarps * 32) decode_attend(DecodeParams p) {
-  extern __shared__ __align__(16) unsigned char smem_raw[];
-  constexpr int E = D / 32;  // output elements per lane
-  const int g = blockIdx.x, b = blockIdx.y, G = p.Hq / p.Hkv;
-  const int Gc = G / gridDim.z, h0 = blockIdx.z * Gc;  // this CTA's heads of the group (launch() says why)
+// The step's selection for group `group`, into sel[0 .. K) (shared): the own
+// block, then the best picks merged from the chunks' ranked candidate lists
+// (decode_pick), -1 where there are fewer. cand_key, head_key and next_cand
+// are shared scratch (attend_smem). Ends with the CTA synchronised.
+__device__ __forceinline__ void merge_selection(const DecodeParams& p, int64_t group, unsigned long long* cand_key,
+                                                unsigned long long* head_key, int* next_cand, int* sel) {
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const int bs = p.block_size, pos = p.Tk - 1, own = pos / bs, nbc = p.Tk / bs, K = p.top_k;
+  const int bs = p.block_size, own = (p.Tk - 1) / bs, nbc = p.Tk / bs, K = p.top_k;
   const int picks = min(K - 1, nbc), nchunks = chunks_of(nbc), ncand = nchunks * picks;
-  const AttendSmem L = attend_smem(Gc, D, nchunks, ncand, K);
-  float* qs = reinterpret_cast<float*>(smem_raw + L.qs);
-  float* wm = reinterpret_cast<float*>(smem_raw + L.stats);  // (warps, Gc)
-  float* wl = wm + kWarps * Gc;
-  float* wf = wl + kWarps * Gc;
-  unsigned long long* cand_key = reinterpret_cast<unsigned long long*>(smem_raw + L.cand_key);
-  unsigned long long* head_key = reinterpret_cast<unsigned long long*>(smem_raw + L.head_key);  // each list's best left
-  int* next_cand = reinterpret_cast<int*>(smem_raw + L.next_cand);  // each list's next position
-  int* sel = reinterpret_cast<int*>(smem_raw + L.sel);
-  float* pbuf = reinterpret_cast<float*>(smem_raw + L.pbuf);  // (warps, Gc, 32)
-  unsigned char* kv_tiles = smem_raw + L.kv;                   // (warps, K and V, 32 rows)
-  float* acc_s = reinterpret_cast<float*>(smem_raw + L.acc);
-  const float scale = p.scale > 0 ? p.scale : rsqrtf(float(D));
-  const int64_t group = int64_t(b) * p.Hkv + g;
-
-  // (before q too: without complete blocks there is no decode_pick, and the
-  // kernel before this one may be the one that writes q)
-  wait_for_previous_kernel();
-  const T* q = static_cast<const T*>(p.q) + b * p.q_s.b + (int64_t(g) * G + h0) * p.q_s.h;
-  for (int i = tid; i < Gc * D; i += blockDim.x) qs[i] = TypeOf<T>::to_float(q[(i / D) * p.q_s.h + i % D]);
   // the chunks' best candidates (decode_pick), staged for the merge below
   {
     const float* cv = p.workspace + logits_elems(p) + partial_elems(p) + group * nchunks * kMaxPicks;
@@ -463,6 +444,38 @@ __global__ void __launch_bounds__(kWarps * 32) decode_attend(DecodeParams p) {
     for (int r = 1 + picks + lane; r < K; r += 32) sel[r] = -1;
   }
   __syncthreads();
+}
+
+template <typename T, int D, int MAXG>
+__global__ void __launch_bounds__(kWarps * 32) decode_attend(DecodeParams p) {
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  constexpr int E = D / 32;  // output elements per lane
+  const int g = blockIdx.x, b = blockIdx.y, G = p.Hq / p.Hkv;
+  const int Gc = G / gridDim.z, h0 = blockIdx.z * Gc;  // this CTA's heads of the group (launch() says why)
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int bs = p.block_size, pos = p.Tk - 1, nbc = p.Tk / bs, K = p.top_k;
+  const int picks = min(K - 1, nbc), nchunks = chunks_of(nbc), ncand = nchunks * picks;
+  const AttendSmem L = attend_smem(Gc, D, nchunks, ncand, K);
+  float* qs = reinterpret_cast<float*>(smem_raw + L.qs);
+  float* wm = reinterpret_cast<float*>(smem_raw + L.stats);  // (warps, Gc)
+  float* wl = wm + kWarps * Gc;
+  float* wf = wl + kWarps * Gc;
+  unsigned long long* cand_key = reinterpret_cast<unsigned long long*>(smem_raw + L.cand_key);
+  unsigned long long* head_key = reinterpret_cast<unsigned long long*>(smem_raw + L.head_key);  // each list's best left
+  int* next_cand = reinterpret_cast<int*>(smem_raw + L.next_cand);  // each list's next position
+  int* sel = reinterpret_cast<int*>(smem_raw + L.sel);
+  float* pbuf = reinterpret_cast<float*>(smem_raw + L.pbuf);  // (warps, Gc, 32)
+  unsigned char* kv_tiles = smem_raw + L.kv;                   // (warps, K and V, 32 rows)
+  float* acc_s = reinterpret_cast<float*>(smem_raw + L.acc);
+  const float scale = p.scale > 0 ? p.scale : rsqrtf(float(D));
+  const int64_t group = int64_t(b) * p.Hkv + g;
+
+  // (before q too: without complete blocks there is no decode_pick, and the
+  // kernel before this one may be the one that writes q)
+  wait_for_previous_kernel();
+  const T* q = static_cast<const T*>(p.q) + b * p.q_s.b + (int64_t(g) * G + h0) * p.q_s.h;
+  for (int i = tid; i < Gc * D; i += blockDim.x) qs[i] = TypeOf<T>::to_float(q[(i / D) * p.q_s.h + i % D]);
+  merge_selection(p, group, cand_key, head_key, next_cand, sel);
   if (p.blocks && blockIdx.z == 0 && tid < K) p.blocks[(int64_t(b) * p.Hkv + g) * K + tid] = sel[tid];
 
   // attention over the selected blocks (this CTA's heads): online softmax per warp
@@ -593,6 +606,223 @@ __global__ void __launch_bounds__(kWarps * 32) decode_attend(DecodeParams p) {
   }
   T* o = static_cast<T*>(p.o) + b * p.o_s.b + (int64_t(g) * G + h0) * p.o_s.h;
   for (int i = tid; i < Gc * D; i += blockDim.x) o[(i / D) * p.o_s.h + i % D] = TypeOf<T>::from_float(acc_s[i]);
+}
+
+// decode_attend on the tensor cores (the default; SSA_DECODE_ATTEND_MMA=0
+// keeps decode_attend): one CTA per (sequence, KV group), the group's heads
+// the M rows of m16n8k16 mmas (MT tiles of 16), so a warp's 32-token chunk is
+// S = Q K^T (4 n-tiles x D / 16 k-steps) and O += P V (D / 8 n-tiles x 2
+// k-steps) where the scalar kernel spent G x D multiply-adds per lane and
+// token. K and V rows reach shared memory by cp.async and the mma operands by
+// ldmatrix (V transposed); P is rounded to T for the P V mma, as in
+// FlashAttention. Each warp keeps its own online softmax; the warps' partial
+// outputs are added in warp order (deterministic).
+// A warp's shared memory in decode_attend_mma: its K and V rows, later its partial output.
+__host__ __device__ inline size_t attend_mma_warp_bytes(int rows, int D) {
+  const size_t tiles = size_t(2) * 32 * kv_row_bytes(D), partial = size_t(rows) * D * 4;
+  return tiles > partial ? tiles : partial;
+}
+__host__ __device__ inline AttendSmem attend_mma_smem(int G, int D, int chunks, int candidates, int K) {
+  AttendSmem s{};
+  size_t o = 0;
+  auto take = [&](size_t bytes) {
+    size_t at = o;
+    o += (bytes + 15) / 16 * 16;
+    return at;
+  };
+  const int rows = (G + 15) / 16 * 16;
+  s.stats = take(size_t(kWarps) * rows * 2 * 4 + size_t(rows) * 2 * 4);  // per warp m, l; per row M, 1 / L
+  s.cand_key = take(size_t(candidates) * 8);
+  s.head_key = take(size_t(chunks) * 2 * 8);
+  s.next_cand = take(size_t(chunks) * 2 * 4);
+  s.sel = take(size_t(K) * 4);
+  // K and V rows of a chunk per warp; after the loop, the warp's partial output (rows x D fp32) in their place
+  s.kv = take(size_t(kWarps) * attend_mma_warp_bytes(rows, D));
+  s.total = o;
+  return s;
+}
+
+template <typename T, int D, int MT>
+__global__ void __launch_bounds__(kWarps * 32) decode_attend_mma(DecodeParams p) {
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  constexpr int kRows = MT * 16;
+  const int g = blockIdx.x, b = blockIdx.y, G = p.Hq / p.Hkv;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, quad = lane >> 2, pair = (lane & 3) * 2;
+  const int bs = p.block_size, pos = p.Tk - 1, nbc = p.Tk / bs, K = p.top_k;
+  const int picks = min(K - 1, nbc), nchunks = chunks_of(nbc);
+  const AttendSmem L = attend_mma_smem(G, D, nchunks, nchunks * picks, K);
+  float* wm = reinterpret_cast<float*>(smem_raw + L.stats);  // (warps, rows): each warp's row max
+  float* wl = wm + kWarps * kRows;                           // and row sum
+  float* row_m = wl + kWarps * kRows;                        // per row: the max over the warps, 1 / sum
+  float* row_inv_l = row_m + kRows;
+  unsigned long long* cand_key = reinterpret_cast<unsigned long long*>(smem_raw + L.cand_key);
+  unsigned long long* head_key = reinterpret_cast<unsigned long long*>(smem_raw + L.head_key);
+  int* next_cand = reinterpret_cast<int*>(smem_raw + L.next_cand);
+  int* sel = reinterpret_cast<int*>(smem_raw + L.sel);
+  const int RB = kv_row_bytes(D);
+  const size_t warp_bytes = attend_mma_warp_bytes(kRows, D);
+  unsigned char* kt = smem_raw + L.kv + warp * warp_bytes;  // this warp's K rows, then its V rows
+  unsigned char* vt = kt + 32 * RB;
+  const float scale = p.scale > 0 ? p.scale : rsqrtf(float(D));
+  const int64_t group = int64_t(b) * p.Hkv + g;
+
+  wait_for_previous_kernel();  // (before q: the kernel before this one may write it)
+  const T* q = static_cast<const T*>(p.q) + b * p.q_s.b + int64_t(g) * G * p.q_s.h;
+  uint32_t qa[MT][D / 16][4];  // A fragments, the standard layout: rows = heads (0 past the group), k = d
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int ks = 0; ks < D / 16; ++ks) {
+      const int h = mt * 16 + quad, d = ks * 16 + pair;
+      qa[mt][ks][0] = q_pair(q, p.q_s.h, h, G, d);
+      qa[mt][ks][1] = q_pair(q, p.q_s.h, h + 8, G, d);
+      qa[mt][ks][2] = q_pair(q, p.q_s.h, h, G, d + 8);
+      qa[mt][ks][3] = q_pair(q, p.q_s.h, h + 8, G, d + 8);
+    }
+  merge_selection(p, group, cand_key, head_key, next_cand, sel);
+  if (p.blocks && tid < K) p.blocks[group * K + tid] = sel[tid];
+
+  float o[MT][D / 8][4], m_run[MT][2], l_run[MT][2];  // rows quad and quad + 8 of each m-tile
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+    m_run[mt][0] = m_run[mt][1] = -FLT_MAX;
+    l_run[mt][0] = l_run[mt][1] = 0.f;
+#pragma unroll
+    for (int dn = 0; dn < D / 8; ++dn) o[mt][dn][0] = o[mt][dn][1] = o[mt][dn][2] = o[mt][dn][3] = 0.f;
+  }
+  const T* kbase = static_cast<const T*>(p.k) + b * p.k_s.b + g * p.k_s.h;
+  const T* vbase = static_cast<const T*>(p.v) + b * p.v_s.b + g * p.v_s.h;
+  // the selected blocks' tokens as one list, cut into 32-token chunks, warp w taking chunks w, w + 8, ...
+  const int ntok = K * bs;
+  auto token_of = [&](int x) {  // the cache position of list entry x, -1 if none
+    if (x >= ntok) return -1;
+    const int blk = sel[x / bs], t = blk * bs + x % bs;
+    return blk >= 0 && t <= pos ? t : -1;
+  };
+  // ldmatrix row addresses: K as B of S (x4: two n-tiles of 8 tokens x 16 d), V transposed as B of P V
+  // (x4: 16 tokens x two n-tiles of 8 d)
+  const int lr = lane & 7, lm = lane >> 3;
+  const uint32_t k_addr = smem_u32(kt) + ((lm >> 1) * 8 + lr) * RB + (lm & 1) * 16;
+  const uint32_t v_addr = smem_u32(vt) + ((lm & 1) * 8 + lr) * RB + (lm >> 1) * 16;
+  for (int x0 = warp * 32; x0 < ntok; x0 += kWarps * 32) {
+    const int my_token = token_of(x0 + lane);
+    const unsigned rows = __ballot_sync(0xffffffffu, my_token >= 0);
+    if (!rows) continue;
+    for (int c = lane; c < 32 * (D / 8); c += 32) {  // every row (zeros where no token): the mmas read them all
+      const int row = c / (D / 8), piece = c % (D / 8), t = token_of(x0 + row);
+      cp_async16(kt + row * RB + piece * 16, kbase + int64_t(max(t, 0)) * p.k_s.t + piece * 8, t >= 0);
+      cp_async16(vt + row * RB + piece * 16, vbase + int64_t(max(t, 0)) * p.v_s.t + piece * 8, t >= 0);
+    }
+    cp_async_commit();
+    cp_async_wait<0>();
+    __syncwarp();
+    float s[MT][4][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int nt = 0; nt < 4; ++nt) s[mt][nt][0] = s[mt][nt][1] = s[mt][nt][2] = s[mt][nt][3] = 0.f;
+#pragma unroll
+    for (int ks = 0; ks < D / 16; ++ks)
+#pragma unroll
+      for (int nt = 0; nt < 4; nt += 2) {
+        uint32_t b0, b1, b2, b3;  // n-tile nt: b0, b1; n-tile nt + 1: b2, b3
+        ldsm_x4(b0, b1, b2, b3, k_addr + nt * 8 * RB + ks * 32);
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          mma16816<T>(s[mt][nt], qa[mt][ks], b0, b1);
+          mma16816<T>(s[mt][nt + 1], qa[mt][ks], b2, b3);
+        }
+      }
+    // scale, mask the entries without a token, online softmax per row
+    uint32_t pa[MT][2][4];  // P as A fragments of the two 16-token k-steps
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        float cm = -FLT_MAX;
+#pragma unroll
+        for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            float& x = s[mt][nt][half * 2 + e];
+            x = (rows >> (nt * 8 + pair + e)) & 1u ? x * scale : -INFINITY;
+            cm = fmaxf(cm, x);
+          }
+        cm = fmaxf(cm, __shfl_xor_sync(0xffffffffu, cm, 1));
+        cm = fmaxf(cm, __shfl_xor_sync(0xffffffffu, cm, 2));
+        const float m_new = fmaxf(m_run[mt][half], cm), alpha = __expf(m_run[mt][half] - m_new);
+        m_run[mt][half] = m_new;
+        float sum = 0.f;
+#pragma unroll
+        for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            float& x = s[mt][nt][half * 2 + e];
+            x = __expf(x - m_new);
+            sum += x;
+          }
+        l_run[mt][half] = l_run[mt][half] * alpha + sum;
+#pragma unroll
+        for (int dn = 0; dn < D / 8; ++dn) o[mt][dn][half * 2] *= alpha, o[mt][dn][half * 2 + 1] *= alpha;
+      }
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int kk = 0; kk < 2; ++kk) {
+        pa[mt][kk][0] = TypeOf<T>::pack(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+        pa[mt][kk][1] = TypeOf<T>::pack(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+        pa[mt][kk][2] = TypeOf<T>::pack(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+        pa[mt][kk][3] = TypeOf<T>::pack(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+      }
+#pragma unroll
+    for (int kk = 0; kk < 2; ++kk)
+#pragma unroll
+      for (int dn = 0; dn < D / 8; dn += 2) {
+        uint32_t b0, b1, b2, b3;  // d n-tile dn: b0, b1; dn + 1: b2, b3
+        ldsm_x4_t(b0, b1, b2, b3, v_addr + kk * 16 * RB + dn * 16);
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          mma16816<T>(o[mt][dn], pa[mt][kk], b0, b1);
+          mma16816<T>(o[mt][dn + 1], pa[mt][kk], b2, b3);
+        }
+      }
+    __syncwarp();  // the tiles are reloaded by the next chunk
+  }
+  // each warp's row statistics and partial output (in its own tile space), then added in warp order
+  float* ow = reinterpret_cast<float*>(kt);  // (rows, D)
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      float l = l_run[mt][half];
+      l += __shfl_xor_sync(0xffffffffu, l, 1);
+      l += __shfl_xor_sync(0xffffffffu, l, 2);
+      const int row = mt * 16 + quad + half * 8;
+      if ((lane & 3) == 0) wm[warp * kRows + row] = m_run[mt][half], wl[warp * kRows + row] = l;
+#pragma unroll
+      for (int dn = 0; dn < D / 8; ++dn)
+        *reinterpret_cast<float2*>(ow + row * D + dn * 8 + pair) = make_float2(o[mt][dn][half * 2], o[mt][dn][half * 2 + 1]);
+    }
+  __syncthreads();
+  if (tid < kRows) {
+    float m = -FLT_MAX;
+    for (int w = 0; w < kWarps; ++w) m = fmaxf(m, wm[w * kRows + tid]);
+    float total = 0.f;
+    for (int w = 0; w < kWarps; ++w) total += wl[w * kRows + tid] * __expf(wm[w * kRows + tid] - m);
+    row_m[tid] = m;
+    row_inv_l[tid] = total > 0.f ? 1.f / total : 0.f;
+  }
+  __syncthreads();
+  T* out = static_cast<T*>(p.o) + b * p.o_s.b + int64_t(g) * G * p.o_s.h;
+  for (int i = tid; i < G * D; i += blockDim.x) {
+    const int h = i / D, d = i % D;
+    float acc = 0.f;
+    for (int w = 0; w < kWarps; ++w) {
+      const float* ww = reinterpret_cast<const float*>(smem_raw + L.kv + w * warp_bytes);
+      acc += ww[h * D + d] * __expf(wm[w * kRows + h] - row_m[h]);
+    }
+    out[h * p.o_s.h + d] = TypeOf<T>::from_float(acc * row_inv_l[h]);
+  }
 }
 
 template <typename T>
@@ -738,9 +968,10 @@ int attend_split(const DecodeParams& p) {
   return split;
 }
 
-template <typename T, int D, int MAXG, int MAXG_ATTEND>
-std::string launch(const DecodeParams& p, cudaStream_t stream, int split) {
-  const int G = p.Hq / p.Hkv, nbc = p.Tk / p.block_size;
+// The selection's two launches: the chunks' logits and partial sums, then their picks.
+template <typename T, int D, int MAXG>
+std::string launch_selection(const DecodeParams& p, cudaStream_t stream) {
+  const int nbc = p.Tk / p.block_size;
   if (nbc > 0) {
     const dim3 grid(chunks_of(nbc), p.Hkv, p.B);
     if (!p.block_keys_bf16) {
@@ -750,24 +981,53 @@ std::string launch(const DecodeParams& p, cudaStream_t stream, int split) {
     }
     SSA_CUDA_CHECK(cudaGetLastError());
   }
-  const int picks = std::min(p.top_k - 1, nbc);
-  if (picks > 0) {
-    std::string why = launch_dependent(decode_pick<MAXG>, dim3(chunks_of(nbc), p.Hkv, p.B), kScoreThreads, 0, stream, p);
-    if (!why.empty()) return why;
-  }
-  const AttendSmem L = attend_smem(G / split, D, chunks_of(nbc), chunks_of(nbc) * picks, p.top_k);
-  auto kernel = decode_attend<T, D, MAXG_ATTEND>;
-  static bool opted_in = false;  // once per instantiation: as much shared memory as the GPU allows
+  if (std::min(p.top_k - 1, nbc) > 0)
+    return launch_dependent(decode_pick<MAXG>, dim3(chunks_of(nbc), p.Hkv, p.B), kScoreThreads, 0, stream, p);
+  return "";
+}
+
+// An attend kernel with as much dynamic shared memory as the GPU allows (asked
+// once per kernel: a template argument, so each kernel has its own flag).
+template <auto kernel>
+std::string launch_attend(dim3 grid, size_t smem, cudaStream_t stream, const DecodeParams& p) {
+  static bool opted_in = false;
   if (!opted_in) {
     SSA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, shared_memory_optin()));
     opted_in = true;
   }
-  return launch_dependent(kernel, dim3(p.Hkv, p.B, split), kWarps * 32, L.total, stream, p);
+  return launch_dependent(kernel, grid, kWarps * 32, smem, stream, p);
+}
+
+template <typename T, int D, int MAXG, int MAXG_ATTEND>
+std::string launch(const DecodeParams& p, cudaStream_t stream, int split) {
+  std::string why = launch_selection<T, D, MAXG>(p, stream);
+  if (!why.empty()) return why;
+  const int nbc = p.Tk / p.block_size, picks = std::min(p.top_k - 1, nbc);
+  const AttendSmem L = attend_smem(p.Hq / p.Hkv / split, D, chunks_of(nbc), chunks_of(nbc) * picks, p.top_k);
+  return launch_attend<decode_attend<T, D, MAXG_ATTEND>>(dim3(p.Hkv, p.B, split), L.total, stream, p);
+}
+
+// Whether the attention step runs on the tensor cores (decode_attend_mma), read
+// each call so that tests and benchmarks can compare: SSA_DECODE_ATTEND_MMA=0
+// keeps the scalar decode_attend.
+bool attend_on_mma() {
+  const char* e = std::getenv("SSA_DECODE_ATTEND_MMA");
+  return !e || std::atoi(e) != 0;
+}
+
+template <typename T, int D, int MAXG>
+std::string launch_mma(const DecodeParams& p, cudaStream_t stream) {
+  std::string why = launch_selection<T, D, MAXG>(p, stream);
+  if (!why.empty()) return why;
+  const int nbc = p.Tk / p.block_size, picks = std::min(p.top_k - 1, nbc);
+  const AttendSmem L = attend_mma_smem(p.Hq / p.Hkv, D, chunks_of(nbc), chunks_of(nbc) * picks, p.top_k);
+  return launch_attend<decode_attend_mma<T, D, (MAXG + 15) / 16>>(dim3(p.Hkv, p.B), L.total, stream, p);
 }
 
 // MAXG bounds the group (scores and pick); the attend kernel's bound follows its share.
 template <typename T, int D, int MAXG>
 std::string launch_split(const DecodeParams& p, cudaStream_t stream) {
+  if (attend_on_mma()) return launch_mma<T, D, MAXG>(p, stream);
   const int split = attend_split(p), share = p.Hq / p.Hkv / split;
   if (share <= 2) return launch<T, D, MAXG, 2>(p, stream, split);
   if (share <= 4) return launch<T, D, MAXG, 4>(p, stream, split);
@@ -809,7 +1069,9 @@ std::string decode_supported(const DecodeParams& p) {
   if (p.block_keys_bf16 && p.dtype != DType::bf16) return "bf16 pooled keys take bf16 queries";
   const int optin = shared_memory_optin();
   const int nbc = p.Tk / p.block_size;
-  const size_t need = attend_smem(G, p.D, chunks_of(nbc), chunks_of(nbc) * std::min(p.top_k - 1, nbc), p.top_k).total;
+  const int ncand = chunks_of(nbc) * std::min(p.top_k - 1, nbc);
+  const size_t need = std::max(attend_smem(G, p.D, chunks_of(nbc), ncand, p.top_k).total,
+                               attend_mma_smem(G, p.D, chunks_of(nbc), ncand, p.top_k).total);
   if (need > size_t(optin))
     return "the decode kernel keeps every chunk's candidate blocks in shared memory: " + std::to_string(need) +
            " bytes at " + std::to_string(p.Tk) + " tokens and block size " + std::to_string(p.block_size) +

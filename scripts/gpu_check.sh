@@ -38,6 +38,9 @@
 #                                      # on Hopper): kernel tests, memcheck at d128, A-D with and without
 #   bash scripts/gpu_check.sh ncusplit # where a C bs16 training step's sparse kernels spend their time (ncu:
 #                                      # selection, forward, dQ, dK/dV; about 3 minutes)
+#   bash scripts/gpu_check.sh decodeprof # issue 16: the backend tests, the decode benchmark with the attention
+#                                      # step on the tensor cores and on the scalar kernel, compute-sanitizer,
+#                                      # and ncu on the three kernels at 128K x 32 (about 4 minutes)
 #   bash scripts/gpu_check.sh fwdtiles # the sparse forward's query tiles (issue 12 part 2), about 5 minutes:
 #                                      # kernel and backend tests, memcheck on the smooth-q cases, the kernel
 #                                      # benchmark on random and recorded selections (no Flex, no dual)
@@ -283,5 +286,32 @@ if [ "$STAGE" = ncusplit ]; then
     echo "ncu $kernel rc=$? (${SECONDS}s)"
     grep -E "^  [a-z_ ]*<|^  [a-z_]+_kernel|Duration|SM Busy|Memory Throughput|Compute \(SM\)|Registers Per|Achieved Occupancy|L2 Cache Throughput|Stall|Warp Cycles Per Issued|Issue Slots Busy" \
       "$OUT/ncu_split_C_$kernel.txt" | head -24
+  done
+fi
+if [ "$STAGE" = decodeprof ]; then
+  build_targets decodeprof test_kernel_backend ssalab_decode_bench
+  timeout 200 ./build-gpu/kernels/test_kernel_backend > "$OUT/kernel_backend.txt" 2>&1
+  echo "test_kernel_backend rc=$? (${SECONDS}s)"; grep -E "FAIL|failed|passed" "$OUT/kernel_backend.txt" | tail -5
+  # the attention step on the tensor cores (decode_attend_mma, the default) against the scalar kernel
+  for mma in 0 1; do
+    SSA_DECODE_ATTEND_MMA=$mma timeout 200 ./build-gpu/ssalab_decode_bench --contexts 8192,131072 --batches 1,32 \
+      --iters 20 --bf16-pooling --no-model > "$OUT/decode_bench_mma$mma.txt" 2>&1
+    echo "decode bench attend mma=$mma rc=$? (${SECONDS}s)"; grep -E "^\| (1B|16q)" "$OUT/decode_bench_mma$mma.txt" | cut -c1-150
+  done
+  for tool in memcheck racecheck synccheck; do
+    timeout 200 compute-sanitizer --tool $tool --kernel-name kns=decode_ ./build-gpu/ssalab_decode_bench \
+      --contexts 8192 --batches 1,4 --iters 1 --no-model --bf16-pooling > "$OUT/decode_$tool.txt" 2>&1
+    echo "$tool rc=$?: $(grep SUMMARY "$OUT/decode_$tool.txt")"
+  done
+  # where the time goes at 128K x 32, bf16 pooled keys: the scores (bf16 keys), pick and attend kernels
+  # (mangled names: Lb1E is the bf16-key scoring variant)
+  for run in "scores regex:decode_scores.*Lb1E" "pick regex:decode_pick" "attend regex:decode_attend_mma"; do
+    set -- $run
+    timeout 150 ncu --set full --kernel-name-base mangled --kernel-name "$2" --launch-count 1 \
+      -o "/tmp/ncu_decode_$1" -f ./build-gpu/ssalab_decode_bench --contexts 131072 --batches 32 --iters 1 \
+      --no-model --bf16-pooling > /dev/null 2>&1
+    echo "ncu $1 rc=$? (${SECONDS}s)"
+    ncu --import "/tmp/ncu_decode_$1.ncu-rep" --page details > "$OUT/ncu_decode_$1.txt" 2>&1
+    grep -E "Duration|DRAM Throughput|Compute \(SM\) Throughput|Registers Per|Achieved Occupancy" "$OUT/ncu_decode_$1.txt" | head -8
   done
 fi

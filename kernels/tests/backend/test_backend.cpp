@@ -3,6 +3,7 @@
 // growing key prefix must give the rows of the whole-sequence call.
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstdio>
 #include <iostream>
 #include <vector>
@@ -347,7 +348,11 @@ int main() {
   }
   check_nsa_chunked(*cuda, ref);
   check_bf16_pooling(*cuda, ref);
+  check_decode(*cuda);  // the attention step on the tensor cores (decode_attend_mma, the default)
+  setenv("SSA_DECODE_ATTEND_MMA", "0", 1);  // and the scalar decode_attend
+  std::printf("[decode: the scalar attention kernel]\n");
   check_decode(*cuda);
+  unsetenv("SSA_DECODE_ATTEND_MMA");
   check_append(*cuda);
   std::printf("%d failed\n", fails);
   return fails ? 1 : 0;
