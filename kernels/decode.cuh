@@ -22,11 +22,14 @@
 //     softmax, group-sums the probabilities of the past blocks and ranks
 //     each CTA's 128 blocks (each warp sorts its 32, then binary searches
 //     in the other warps' sorted keys), keeping its best K - 1;
-//   decode_attend: grid (Hkv, B): merges the CTAs' ranked lists (a pick
-//     compares each list's head, kept as a 64-bit key) and attends over the selected blocks'
-//     keys as one token list in 32-token chunks, a warp per chunk and a lane
-//     per key for Q K^T, lanes over D for P V; the warps' partial outputs
-//     are added in warp order (deterministic, no atomics).
+//   decode_attend_mma: grid (Hkv, B): merges the CTAs' ranked lists (a pick
+//     compares each list's head, kept as a 64-bit key) and attends over the
+//     selected blocks' keys as one token list in 32-token chunks, a warp per
+//     chunk, on the tensor cores (the group's heads the rows of the mmas,
+//     S = Q K^T, O += P V); the warps' partial outputs are added in warp
+//     order (deterministic, no atomics). SSA_DECODE_ATTEND_MMA=0 runs the
+//     scalar decode_attend instead (grid (Hkv, B, split): a lane per key for
+//     Q K^T, lanes over D for P V, a group's heads split over CTAs).
 // Bytes read per (sequence, group): the pooled keys (nbc * D * 4, or 2 in bf16) and the K
 // selected blocks of keys and values (2 * K * bs * D * 2), against dense
 // decoding's 2 * Tk * D * 2.
