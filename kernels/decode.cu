@@ -50,24 +50,29 @@ struct AttendSmem {  // byte offsets into decode_attend's dynamic shared memory
 // K and V rows of a 32-key chunk per warp, padded 16 bytes so that lane i
 // reading row i does not hit one bank.
 __host__ __device__ inline int kv_row_bytes(int D) { return D * 2 + 16; }
+// Byte offsets of a kernel's shared-memory regions, taken in order, each
+// rounded up to 16 bytes.
+struct SmemCarver {
+  size_t used = 0;
+  __host__ __device__ size_t take(size_t bytes) {
+    const size_t at = used;
+    used += (bytes + 15) / 16 * 16;
+    return at;
+  }
+};
 __host__ __device__ inline AttendSmem attend_smem(int G, int D, int chunks, int candidates, int K) {
   AttendSmem s{};
-  size_t o = 0;
-  auto take = [&](size_t bytes) {
-    size_t at = o;
-    o += (bytes + 15) / 16 * 16;
-    return at;
-  };
-  s.qs = take(size_t(G) * D * 4);
-  s.stats = take(size_t(G) * 2 * 4 + size_t(kWarps) * G * 3 * 4);  // M, Z; per warp m, l, factor
-  s.cand_key = take(size_t(candidates) * 8);
-  s.head_key = take(size_t(chunks) * 2 * 8);   // two lists per chunk under the nsa-chunked rule
-  s.next_cand = take(size_t(chunks) * 2 * 4);
-  s.sel = take(size_t(K) * 4);
-  s.pbuf = take(size_t(kWarps) * G * 32 * 4);
-  s.kv = take(size_t(kWarps) * 2 * 32 * kv_row_bytes(D));
-  s.acc = take(size_t(G) * D * 4);
-  s.total = o;
+  SmemCarver smem;
+  s.qs = smem.take(size_t(G) * D * 4);
+  s.stats = smem.take(size_t(G) * 2 * 4 + size_t(kWarps) * G * 3 * 4);  // M, Z; per warp m, l, factor
+  s.cand_key = smem.take(size_t(candidates) * 8);
+  s.head_key = smem.take(size_t(chunks) * 2 * 8);   // two lists per chunk under the nsa-chunked rule
+  s.next_cand = smem.take(size_t(chunks) * 2 * 4);
+  s.sel = smem.take(size_t(K) * 4);
+  s.pbuf = smem.take(size_t(kWarps) * G * 32 * 4);
+  s.kv = smem.take(size_t(kWarps) * 2 * 32 * kv_row_bytes(D));
+  s.acc = smem.take(size_t(G) * D * 4);
+  s.total = smem.used;
   return s;
 }
 
@@ -380,6 +385,15 @@ __global__ void __launch_bounds__(kScoreThreads) decode_pick(DecodeParams p) {
   }
 }
 
+// The cache position of entry x of the selected blocks' tokens as one list
+// (slot s of sel holds entries s * bs .. s * bs + bs - 1), -1 if none: past
+// the list, an empty slot, or past the query at pos.
+__host__ __device__ __forceinline__ int selected_token(const int* sel, int x, int ntok, int bs, int pos) {
+  if (x >= ntok) return -1;
+  const int blk = sel[x / bs], t = blk * bs + x % bs;
+  return blk >= 0 && t <= pos ? t : -1;
+}
+
 // The step's selection for group `group`, into sel[0 .. K) (shared): the own
 // block, then the best picks merged from the chunks' ranked candidate lists
 // (decode_pick), -1 where there are fewer. cand_key, head_key and next_cand
@@ -497,11 +511,7 @@ __global__ void __launch_bounds__(kWarps * 32) decode_attend(DecodeParams p) {
   // s * bs + bs - 1), cut into 32-token chunks, warp w taking chunks w, w + 8,
   // ...: at block size 16 a chunk holds two blocks, so no lane idles.
   const int ntok = K * bs;
-  auto token_of = [&](int x) {  // the cache position of list entry x, -1 if none
-    if (x >= ntok) return -1;
-    const int blk = sel[x / bs], t = blk * bs + x % bs;
-    return blk >= 0 && t <= pos ? t : -1;
-  };
+  auto token_of = [&](int x) { return selected_token(sel, x, ntok, bs, pos); };
   for (int x0 = warp * 32; x0 < ntok; x0 += kWarps * 32) {
     const int my_token = token_of(x0 + lane);
     const unsigned rows = __ballot_sync(0xffffffffu, my_token >= 0);
@@ -624,21 +634,16 @@ __host__ __device__ inline size_t attend_mma_warp_bytes(int rows, int D) {
 }
 __host__ __device__ inline AttendSmem attend_mma_smem(int G, int D, int chunks, int candidates, int K) {
   AttendSmem s{};
-  size_t o = 0;
-  auto take = [&](size_t bytes) {
-    size_t at = o;
-    o += (bytes + 15) / 16 * 16;
-    return at;
-  };
+  SmemCarver smem;
   const int rows = (G + 15) / 16 * 16;
-  s.stats = take(size_t(kWarps) * rows * 2 * 4 + size_t(rows) * 2 * 4);  // per warp m, l; per row M, 1 / L
-  s.cand_key = take(size_t(candidates) * 8);
-  s.head_key = take(size_t(chunks) * 2 * 8);
-  s.next_cand = take(size_t(chunks) * 2 * 4);
-  s.sel = take(size_t(K) * 4);
+  s.stats = smem.take(size_t(kWarps) * rows * 2 * 4 + size_t(rows) * 2 * 4);  // per warp m, l; per row M, 1 / L
+  s.cand_key = smem.take(size_t(candidates) * 8);
+  s.head_key = smem.take(size_t(chunks) * 2 * 8);
+  s.next_cand = smem.take(size_t(chunks) * 2 * 4);
+  s.sel = smem.take(size_t(K) * 4);
   // K and V rows of a chunk per warp; after the loop, the warp's partial output (rows x D fp32) in their place
-  s.kv = take(size_t(kWarps) * attend_mma_warp_bytes(rows, D));
-  s.total = o;
+  s.kv = smem.take(size_t(kWarps) * attend_mma_warp_bytes(rows, D));
+  s.total = smem.used;
   return s;
 }
 
@@ -694,11 +699,7 @@ __global__ void __launch_bounds__(kWarps * 32) decode_attend_mma(DecodeParams p)
   const T* vbase = static_cast<const T*>(p.v) + b * p.v_s.b + g * p.v_s.h;
   // the selected blocks' tokens as one list, cut into 32-token chunks, warp w taking chunks w, w + 8, ...
   const int ntok = K * bs;
-  auto token_of = [&](int x) {  // the cache position of list entry x, -1 if none
-    if (x >= ntok) return -1;
-    const int blk = sel[x / bs], t = blk * bs + x % bs;
-    return blk >= 0 && t <= pos ? t : -1;
-  };
+  auto token_of = [&](int x) { return selected_token(sel, x, ntok, bs, pos); };
   // ldmatrix row addresses: K as B of S (x4: two n-tiles of 8 tokens x 16 d), V transposed as B of P V
   // (x4: 16 tokens x two n-tiles of 8 d)
   const int lr = lane & 7, lm = lane >> 3;
