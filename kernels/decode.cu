@@ -33,15 +33,27 @@ __device__ __forceinline__ void wait_for_previous_kernel() {
 // A logit row's stride is even, so that decode_scores stores each lane's two
 // neighbouring logits as one float2: a quad then fills whole 32-byte sectors
 // (single floats left every other 4 bytes of a sector unwritten).
-__host__ __device__ inline int logit_stride(const DecodeParams& p) { return (p.Tk / p.block_size + 3) / 4 * 4; }
+// Block sizes are powers of two (check_common): positions divide by a shift.
+// (An integer division by a runtime value is some 20 instructions; decode_pick
+// ran 13 of them per thread, measured ALU-bound at 128K x 32.)
+__host__ __device__ inline int log2_block(int block_size) {
+#ifdef __CUDA_ARCH__
+  return __ffs(block_size) - 1;
+#else
+  return __builtin_ctz(unsigned(block_size));
+#endif
+}
+__host__ __device__ inline int complete_blocks(const DecodeParams& p) { return p.Tk >> log2_block(p.block_size); }
+__host__ __device__ inline int own_block(const DecodeParams& p) { return (p.Tk - 1) >> log2_block(p.block_size); }
+__host__ __device__ inline int logit_stride(const DecodeParams& p) { return (complete_blocks(p) + 3) / 4 * 4; }
 __host__ __device__ inline size_t logits_elems(const DecodeParams& p) {  // a multiple of 4: the partials are read as float2
   return size_t(p.B) * p.Hkv * (p.Hq / p.Hkv) * logit_stride(p);
 }
 __host__ __device__ inline size_t partial_elems(const DecodeParams& p) {
-  return size_t(p.B) * p.Hkv * chunks_of(p.Tk / p.block_size) * (p.Hq / p.Hkv) * 2;
+  return size_t(p.B) * p.Hkv * chunks_of(complete_blocks(p)) * (p.Hq / p.Hkv) * 2;
 }
 __host__ __device__ inline size_t candidate_elems(const DecodeParams& p) {
-  return size_t(p.B) * p.Hkv * chunks_of(p.Tk / p.block_size) * kMaxPicks;
+  return size_t(p.B) * p.Hkv * chunks_of(complete_blocks(p)) * kMaxPicks;
 }
 
 struct AttendSmem {  // byte offsets into decode_attend's dynamic shared memory
@@ -114,7 +126,7 @@ __global__ void __launch_bounds__(kScoreThreads) decode_scores(DecodeParams p) {
   constexpr int kWarpsPerCta = kScoreThreads / 32, kTiles = 4;  // 4 n-tiles of 8 blocks per warp
   __shared__ float red[kWarpsPerCta][MT * 16], mx[MT * 16];
   const int b = blockIdx.z, g = blockIdx.y, chunk = blockIdx.x, G = p.Hq / p.Hkv;
-  const int nbc = p.Tk / p.block_size, nchunks = gridDim.x;
+  const int nbc = complete_blocks(p), nchunks = gridDim.x;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, quad = lane >> 2, pair = (lane & 3) * 2;
   const float scale = p.scale > 0 ? p.scale : rsqrtf(float(D));
   const T* q = static_cast<const T*>(p.q) + b * p.q_s.b + int64_t(g) * G * p.q_s.h;
@@ -252,7 +264,7 @@ struct CandidateLists {
   __host__ __device__ int quota_of(int list) const { return list ? quota[1] : quota[0]; }  // no dynamic index
 };
 __host__ __device__ inline CandidateLists candidate_lists(const DecodeParams& p) {
-  const int own = (p.Tk - 1) / p.block_size, nbc = p.Tk / p.block_size, K = p.top_k;
+  const int own = own_block(p), nbc = complete_blocks(p), K = p.top_k;
   CandidateLists c;
   c.quota[0] = K - 1 < nbc ? K - 1 : nbc;
   if (p.nsa_chunked && K >= kNsaChunkBlocks && own >= K) {  // past the first chunk (then nbc >= K)
@@ -279,7 +291,7 @@ __global__ void __launch_bounds__(kScoreThreads) decode_pick(DecodeParams p) {
   __shared__ __align__(16) unsigned long long keys[kScoreThreads];
   const int b = blockIdx.z, g = blockIdx.y, chunk = blockIdx.x, G = p.Hq / p.Hkv;
   const int tid = threadIdx.x;
-  const int bs = p.block_size, own = (p.Tk - 1) / bs, nbc = p.Tk / bs, nchunks = gridDim.x;
+  const int own = own_block(p), nbc = complete_blocks(p), nchunks = gridDim.x;
   const int picks = min(p.top_k - 1, nbc);
   const int64_t group = int64_t(b) * p.Hkv + g;
   const int j = chunk * kScoreThreads + tid;
@@ -293,31 +305,29 @@ __global__ void __launch_bounds__(kScoreThreads) decode_pick(DecodeParams p) {
   }
   {
     // every CTA's (max, sum) per head combined: `lanes` threads per head (an
-    // aligned power of two within a warp) each keep a running (max, sum) over
-    // their CTAs in one pass, then a butterfly merges the pairs; the same
-    // order every call. At 128K tokens a step has 64 such partials per head,
-    // read by each of the 64 CTAs: one pass halves the dependent loads.
-    const int lanes = G <= 4 ? 32 : G <= 8 ? 16 : G <= 16 ? 8 : 4;
-    const int h = tid / lanes, sub = tid % lanes;
+    // aligned power of two within a warp) take the max over their CTAs, a
+    // butterfly the head's max M, then each its CTAs' sums rescaled to M (one
+    // exponential per partial; the second pass reads them from L1) and a
+    // butterfly the total; the same order every call. At 128K tokens a step
+    // has 64 such partials per head, read by each of the 64 CTAs.
+    const int log2_lanes = G <= 4 ? 5 : G <= 8 ? 4 : G <= 16 ? 3 : 2, lanes = 1 << log2_lanes;
+    const int h = tid >> log2_lanes, sub = tid & (lanes - 1);
     const float2* part =
         reinterpret_cast<const float2*>(p.workspace + logits_elems(p)) + (group * G + min(h, G - 1)) * nchunks;
     float m = -FLT_MAX, z = 0.f;
-    auto merge = [&](float m2, float z2) {
-      const float m_new = fmaxf(m, m2);
-      z = z * __expf(m - m_new) + z2 * __expf(m2 - m_new);
-      m = m_new;
-    };
+    if (h < G) {
+#pragma unroll 4
+      for (int c = sub; c < nchunks; c += lanes) m = fmaxf(m, part[c].x);
+    }
+    for (int off = lanes / 2; off; off >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, off));
     if (h < G) {
 #pragma unroll 4
       for (int c = sub; c < nchunks; c += lanes) {
         const float2 x = part[c];
-        merge(x.x, x.y);
+        z += x.y * __expf(x.x - m);
       }
     }
-    for (int off = lanes / 2; off; off >>= 1) {
-      const float m2 = __shfl_xor_sync(0xffffffffu, m, off), z2 = __shfl_xor_sync(0xffffffffu, z, off);
-      merge(m2, z2);
-    }
+    for (int off = lanes / 2; off; off >>= 1) z += __shfl_xor_sync(0xffffffffu, z, off);
     // a reciprocal, multiplied in below, as select.cu's pass 2 does
     if (h < G && sub == 0) Mh[h] = m, inv_Zh[h] = 1.f / z;
   }
@@ -390,7 +400,7 @@ __global__ void __launch_bounds__(kScoreThreads) decode_pick(DecodeParams p) {
 // the list, an empty slot, or past the query at pos.
 __host__ __device__ __forceinline__ int selected_token(const int* sel, int x, int ntok, int bs, int pos) {
   if (x >= ntok) return -1;
-  const int blk = sel[x / bs], t = blk * bs + x % bs;
+  const int blk = sel[x >> log2_block(bs)], t = blk * bs + (x & (bs - 1));
   return blk >= 0 && t <= pos ? t : -1;
 }
 
@@ -401,7 +411,7 @@ __host__ __device__ __forceinline__ int selected_token(const int* sel, int x, in
 __device__ __forceinline__ void merge_selection(const DecodeParams& p, int64_t group, unsigned long long* cand_key,
                                                 unsigned long long* head_key, int* next_cand, int* sel) {
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const int bs = p.block_size, own = (p.Tk - 1) / bs, nbc = p.Tk / bs, K = p.top_k;
+  const int own = own_block(p), nbc = complete_blocks(p), K = p.top_k;
   const int picks = min(K - 1, nbc), nchunks = chunks_of(nbc), ncand = nchunks * picks;
   // the chunks' best candidates (decode_pick), staged for the merge below
   {
@@ -467,7 +477,7 @@ __global__ void __launch_bounds__(kWarps * 32) decode_attend(DecodeParams p) {
   const int g = blockIdx.x, b = blockIdx.y, G = p.Hq / p.Hkv;
   const int Gc = G / gridDim.z, h0 = blockIdx.z * Gc;  // this CTA's heads of the group (launch() says why)
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const int bs = p.block_size, pos = p.Tk - 1, nbc = p.Tk / bs, K = p.top_k;
+  const int bs = p.block_size, pos = p.Tk - 1, nbc = complete_blocks(p), K = p.top_k;
   const int picks = min(K - 1, nbc), nchunks = chunks_of(nbc), ncand = nchunks * picks;
   const AttendSmem L = attend_smem(Gc, D, nchunks, ncand, K);
   float* qs = reinterpret_cast<float*>(smem_raw + L.qs);
@@ -636,7 +646,7 @@ __host__ __device__ inline AttendSmem attend_mma_smem(int G, int D, int chunks, 
   AttendSmem s{};
   SmemCarver smem;
   const int rows = (G + 15) / 16 * 16;
-  s.stats = smem.take(size_t(kWarps) * rows * 2 * 4 + size_t(rows) * 2 * 4);  // per warp m, l; per row M, 1 / L
+  s.stats = smem.take(size_t(kWarps) * rows * 2 * 4 + size_t(rows) * 4);  // per warp m, l; per row 1 / L
   s.cand_key = smem.take(size_t(candidates) * 8);
   s.head_key = smem.take(size_t(chunks) * 2 * 8);
   s.next_cand = smem.take(size_t(chunks) * 2 * 4);
@@ -653,13 +663,12 @@ __global__ void __launch_bounds__(kWarps * 32) decode_attend_mma(DecodeParams p)
   constexpr int kRows = MT * 16;
   const int g = blockIdx.x, b = blockIdx.y, G = p.Hq / p.Hkv;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, quad = lane >> 2, pair = (lane & 3) * 2;
-  const int bs = p.block_size, pos = p.Tk - 1, nbc = p.Tk / bs, K = p.top_k;
+  const int bs = p.block_size, pos = p.Tk - 1, nbc = complete_blocks(p), K = p.top_k;
   const int picks = min(K - 1, nbc), nchunks = chunks_of(nbc);
   const AttendSmem L = attend_mma_smem(G, D, nchunks, nchunks * picks, K);
   float* wm = reinterpret_cast<float*>(smem_raw + L.stats);  // (warps, rows): each warp's row max
   float* wl = wm + kWarps * kRows;                           // and row sum
-  float* row_m = wl + kWarps * kRows;                        // per row: the max over the warps, 1 / sum
-  float* row_inv_l = row_m + kRows;
+  float* row_inv_l = wl + kWarps * kRows;                    // per row: 1 / its sum over the warps
   unsigned long long* cand_key = reinterpret_cast<unsigned long long*>(smem_raw + L.cand_key);
   unsigned long long* head_key = reinterpret_cast<unsigned long long*>(smem_raw + L.head_key);
   int* next_cand = reinterpret_cast<int*>(smem_raw + L.next_cand);
@@ -805,12 +814,18 @@ __global__ void __launch_bounds__(kWarps * 32) decode_attend_mma(DecodeParams p)
         *reinterpret_cast<float2*>(ow + row * D + dn * 8 + pair) = make_float2(o[mt][dn][half * 2], o[mt][dn][half * 2 + 1]);
     }
   __syncthreads();
+  // per row, each warp's rescaling factor exp(m_w - max) (in place of m_w: computed once, not once per
+  // output element) and 1 / the row's sum
+  float* warp_factor = wm;
   if (tid < kRows) {
     float m = -FLT_MAX;
     for (int w = 0; w < kWarps; ++w) m = fmaxf(m, wm[w * kRows + tid]);
     float total = 0.f;
-    for (int w = 0; w < kWarps; ++w) total += wl[w * kRows + tid] * __expf(wm[w * kRows + tid] - m);
-    row_m[tid] = m;
+    for (int w = 0; w < kWarps; ++w) {
+      const float factor = __expf(wm[w * kRows + tid] - m);
+      total += wl[w * kRows + tid] * factor;
+      warp_factor[w * kRows + tid] = factor;
+    }
     row_inv_l[tid] = total > 0.f ? 1.f / total : 0.f;
   }
   __syncthreads();
@@ -820,7 +835,7 @@ __global__ void __launch_bounds__(kWarps * 32) decode_attend_mma(DecodeParams p)
     float acc = 0.f;
     for (int w = 0; w < kWarps; ++w) {
       const float* ww = reinterpret_cast<const float*>(smem_raw + L.kv + w * warp_bytes);
-      acc += ww[h * D + d] * __expf(wm[w * kRows + h] - row_m[h]);
+      acc += ww[h * D + d] * warp_factor[w * kRows + h];
     }
     out[h * p.o_s.h + d] = TypeOf<T>::from_float(acc * row_inv_l[h]);
   }

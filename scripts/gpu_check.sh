@@ -41,6 +41,9 @@
 #   bash scripts/gpu_check.sh decodeprof # issue 16: the backend tests, the decode benchmark with the attention
 #                                      # step on the tensor cores and on the scalar kernel, compute-sanitizer,
 #                                      # and ncu on the three kernels at 128K x 32 (about 4 minutes)
+#   DECODE_AB_BASE=.ab/decode.cu bash scripts/gpu_check.sh decodeab # a change to kernels/decode.cu against
+#                                      # an older copy (carry .ab): tests, the benchmark of both in one call,
+#                                      # kernel durations and ncu's per-instruction view of pick and attend
 #   bash scripts/gpu_check.sh fwdtiles # the sparse forward's query tiles (issue 12 part 2), about 5 minutes:
 #                                      # kernel and backend tests, memcheck on the smooth-q cases, the kernel
 #                                      # benchmark on random and recorded selections (no Flex, no dual)
@@ -314,4 +317,48 @@ if [ "$STAGE" = decodeprof ]; then
     ncu --import "/tmp/ncu_decode_$1.ncu-rep" --page details > "$OUT/ncu_decode_$1.txt" 2>&1
     grep -E "Duration|DRAM Throughput|Compute \(SM\) Throughput|Registers Per|Achieved Occupancy" "$OUT/ncu_decode_$1.txt" | head -8
   done
+fi
+if [ "$STAGE" = decodeab ]; then
+  # A/B of a change to kernels/decode.cu within one call: the checkout's kernel (its backend tests, the
+  # decode benchmark, each kernel's time at 128K x 32 without cache flushes between kernels, ncu's
+  # per-instruction view of the scores, pick and attend kernels), then the benchmark again on the kernel in
+  # each file of $DECODE_AB_BASE (older decode.cu files, e.g. `git show HEAD:kernels/decode.cu`, in a
+  # carried folder)
+  base=${DECODE_AB_BASE:?DECODE_AB_BASE names the baseline decode.cu}
+  bench_args="--contexts ${DECODE_AB_CONTEXTS:-8192,131072} --batches 1,32 --iters 20 --bf16-pooling --no-model"
+  build_targets decodeab test_kernel_backend ssalab_decode_bench
+  timeout 200 ./build-gpu/kernels/test_kernel_backend > "$OUT/kernel_backend.txt" 2>&1
+  echo "test_kernel_backend rc=$? (${SECONDS}s)"; grep -E "FAIL|failed|passed" "$OUT/kernel_backend.txt" | tail -5
+  timeout 200 ./build-gpu/ssalab_decode_bench $bench_args > "$OUT/decode_ab_new.txt" 2>&1
+  echo "bench new rc=$? (${SECONDS}s)"
+  # kernel durations in the order a step runs them (no flush between kernels: the pick reads logits the
+  # scores left in L2, as in the pipeline); bf16 pooled keys at 128K x 32, block 16
+  timeout 150 ncu --cache-control none --clock-control none --metrics gpu__time_duration.sum \
+    --kernel-name regex:decode_ --csv ./build-gpu/ssalab_decode_bench --contexts 131072 --batches 32 --iters 1 \
+    --no-model --bf16-pooling > "$OUT/ncu_decode_durations.csv" 2>&1
+  echo "ncu durations rc=$? (${SECONDS}s)"
+  for run in "scores regex:decode_scores.*Lb1E" "pick regex:decode_pick" "attend regex:decode_attend_mma"; do
+    set -- $run
+    timeout 150 ncu --set full --import-source no --kernel-name-base mangled --kernel-name "$2" --launch-count 1 \
+      -o "/tmp/ncu_ab_$1" -f ./build-gpu/ssalab_decode_bench --contexts 131072 --batches 32 --iters 1 \
+      --no-model --bf16-pooling > /dev/null 2>&1
+    echo "ncu $1 rc=$? (${SECONDS}s)"
+    ncu --import "/tmp/ncu_ab_$1.ncu-rep" --page details > "$OUT/ncu_ab_$1.txt" 2>&1
+    ncu --import "/tmp/ncu_ab_$1.ncu-rep" --page source --print-source sass --csv > "$OUT/ncu_ab_${1}_sass.csv" 2>&1
+    grep -E "Duration|DRAM Throughput|Registers Per|Achieved Occupancy|Issue Slots Busy" "$OUT/ncu_ab_$1.txt" | head -6
+  done
+  cp kernels/decode.cu /tmp/decode_new.cu
+  sides=new
+  for file in $base; do  # each baseline in turn (several: a list)
+    side=$(basename "$file" .cu)
+    cp "$file" kernels/decode.cu
+    build_targets "decodeab_$side" ssalab_decode_bench
+    timeout 200 ./build-gpu/ssalab_decode_bench $bench_args > "$OUT/decode_ab_$side.txt" 2>&1
+    echo "bench $side rc=$? (${SECONDS}s)"
+    sides="$side $sides"
+  done
+  cp /tmp/decode_new.cu kernels/decode.cu
+  # the bf16-pooled tables side by side
+  for side in $sides; do echo "## $side"; grep -A30 "^## Pooled keys in bf16" "$OUT/decode_ab_$side.txt" |
+    grep -E "^\| " | cut -d'|' -f2-5,7-9; done
 fi
