@@ -282,26 +282,46 @@ __device__ __forceinline__ unsigned long long candidate_key(float value, int blo
   return value >= 0.f ? (static_cast<unsigned long long>(__float_as_uint(value) + 1u) << 32) | ~unsigned(block) : 0ull;
 }
 
+// What decode_pick needs of a step's shape, worked out once on the host: a
+// division by a runtime value or a 64-bit product of the workspace's extents
+// is some 20 instructions per thread, and ncu counted 1,250 instructions a
+// warp in the pick at 128K x 32 (issue-bound), a third of them such address
+// and shape arithmetic.
+struct PickShape {
+  int G = 0, own = 0, picks = 0, stride = 0;  // heads per group, own block, picks per chunk, logit row stride
+  int64_t partials_at = 0, values_at = 0, indices_at = 0;  // workspace offsets (floats): partials, candidates
+  CandidateLists lists;
+};
+PickShape pick_shape(const DecodeParams& p) {
+  PickShape s;
+  s.G = p.Hq / p.Hkv;
+  s.own = own_block(p);
+  s.picks = std::min(p.top_k - 1, complete_blocks(p));
+  s.stride = logit_stride(p);
+  s.partials_at = int64_t(logits_elems(p));
+  s.values_at = s.partials_at + int64_t(partial_elems(p));
+  s.indices_at = s.values_at + int64_t(candidate_elems(p));
+  s.lists = candidate_lists(p);
+  return s;
+}
+
 // Per chunk of 128 pooled blocks: the group-summed probability of each past
 // block (the softmax normalised by every chunk's partial sums) and the
 // chunk's best `picks` of them, in rank order, to the workspace.
 template <int MAXG>
-__global__ void __launch_bounds__(kScoreThreads) decode_pick(DecodeParams p) {
-  __shared__ float Mh[MAXG], inv_Zh[MAXG];
+__global__ void __launch_bounds__(kScoreThreads) decode_pick(DecodeParams p, PickShape s) {
+  __shared__ float2 normaliser[MAXG];  // per head: (max, 1 / sum of exponentials); (0, 0) past the group
   __shared__ __align__(16) unsigned long long keys[kScoreThreads];
-  const int b = blockIdx.z, g = blockIdx.y, chunk = blockIdx.x, G = p.Hq / p.Hkv;
-  const int tid = threadIdx.x;
-  const int own = own_block(p), nbc = complete_blocks(p), nchunks = gridDim.x;
-  const int picks = min(p.top_k - 1, nbc);
+  const int b = blockIdx.z, g = blockIdx.y, chunk = blockIdx.x, tid = threadIdx.x, nchunks = gridDim.x;
+  const int G = s.G, picks = s.picks;
   const int64_t group = int64_t(b) * p.Hkv + g;
   const int j = chunk * kScoreThreads + tid;
   wait_for_previous_kernel();
   float l[MAXG];  // this block's logits, loaded first: they do not wait for the normalisers
-  if (j < own) {
-    const int stride = logit_stride(p);
-    const float* logits = p.workspace + group * G * stride + j;
+  if (j < s.own) {
+    const float* logit = p.workspace + group * G * s.stride + j;  // head 0's, then a row per head
 #pragma unroll
-    for (int h = 0; h < MAXG; ++h) l[h] = h < G ? logits[int64_t(h) * stride] : 0.f;
+    for (int h = 0; h < MAXG; ++h, logit += s.stride) l[h] = h < G ? *logit : 0.f;
   }
   {
     // every CTA's (max, sum) per head combined: `lanes` threads per head (an
@@ -313,7 +333,7 @@ __global__ void __launch_bounds__(kScoreThreads) decode_pick(DecodeParams p) {
     const int log2_lanes = G <= 4 ? 5 : G <= 8 ? 4 : G <= 16 ? 3 : 2, lanes = 1 << log2_lanes;
     const int h = tid >> log2_lanes, sub = tid & (lanes - 1);
     const float2* part =
-        reinterpret_cast<const float2*>(p.workspace + logits_elems(p)) + (group * G + min(h, G - 1)) * nchunks;
+        reinterpret_cast<const float2*>(p.workspace + s.partials_at) + (group * G + min(h, G - 1)) * nchunks;
     float m = -FLT_MAX, z = 0.f;
     if (h < G) {
 #pragma unroll 4
@@ -324,20 +344,24 @@ __global__ void __launch_bounds__(kScoreThreads) decode_pick(DecodeParams p) {
 #pragma unroll 4
       for (int c = sub; c < nchunks; c += lanes) {
         const float2 x = part[c];
-        z += x.y * __expf(x.x - m);
+        z += x.y * fast_exp2((x.x - m) * kLog2e);
       }
     }
     for (int off = lanes / 2; off; off >>= 1) z += __shfl_xor_sync(0xffffffffu, z, off);
-    // a reciprocal, multiplied in below, as select.cu's pass 2 does
-    if (h < G && sub == 0) Mh[h] = m, inv_Zh[h] = 1.f / z;
+    // a reciprocal, multiplied in below, as select.cu's pass 2 does; heads past
+    // the group weigh 0, so the sum below runs over all MAXG without a test
+    if (h < G && sub == 0) normaliser[h] = make_float2(m, 1.f / z);
+    if (tid >= G && tid < MAXG) normaliser[tid] = make_float2(0.f, 0.f);
   }
   __syncthreads();
   float prob = -1.f;  // -1: not a candidate
-  if (j < own) {
+  if (j < s.own) {
     prob = 0.f;
 #pragma unroll
-    for (int h = 0; h < MAXG; ++h)
-      if (h < G) prob += __expf(l[h] - Mh[h]) * inv_Zh[h];
+    for (int h = 0; h < MAXG; ++h) {
+      const float2 n = normaliser[h];
+      prob += fast_exp2((l[h] - n.x) * kLog2e) * n.y;
+    }
   }
   // The chunk's blocks in rank order (value desc, index asc) as 64-bit keys,
   // larger first: a probability is not negative, so its bits order as an
@@ -349,9 +373,10 @@ __global__ void __launch_bounds__(kScoreThreads) decode_pick(DecodeParams p) {
   // sorted key's rank in the chunk is its lane plus, per other warp, how many
   // of that warp's keys are larger (a binary search): about 200 instructions
   // a warp where counting against all 128 keys took 600 half-rate compares.
-  float* cand_v = p.workspace + logits_elems(p) + partial_elems(p) + (group * nchunks + chunk) * kMaxPicks;
-  int* cand_i = reinterpret_cast<int*>(cand_v + candidate_elems(p));
-  const CandidateLists lists = candidate_lists(p);
+  const int64_t list_at = (group * nchunks + chunk) * kMaxPicks;
+  float* cand_v = p.workspace + s.values_at + list_at;
+  int* cand_i = reinterpret_cast<int*>(p.workspace + s.indices_at) + list_at;
+  const CandidateLists lists = s.lists;
   if (lists.lists == 2 && tid < picks) cand_v[tid] = -1.f, cand_i[tid] = -1;  // slots a list cannot fill
   constexpr unsigned long long kSecondList = 1ull << 63;
   const int lane = tid & 31, warp = tid >> 5, base = chunk * kScoreThreads;
@@ -418,11 +443,21 @@ __device__ __forceinline__ void merge_selection(const DecodeParams& p, int64_t g
     const float* cv = p.workspace + logits_elems(p) + partial_elems(p) + group * nchunks * kMaxPicks;
     const int* ci = reinterpret_cast<const int*>(p.workspace + logits_elems(p) + partial_elems(p) + candidate_elems(p)) +
                     group * nchunks * kMaxPicks;
-    // one candidate per thread: at batch 1 each pass is a wait on L2, so the
-    // fewest passes (a warp per chunk would take twice as many at 128K)
-    for (int c = tid; c < ncand; c += blockDim.x) {
-      const int at = (c / picks) * kMaxPicks + c % picks;
-      cand_key[c] = candidate_key(cv[at], ci[at]);
+    // one candidate per thread and pass, every load of a thread's passes
+    // issued before the first is used: at batch 1 each pass was a wait on L2
+    constexpr int kInFlight = 4;
+    for (int c0 = tid; c0 < ncand; c0 += kInFlight * blockDim.x) {
+      float value[kInFlight];
+      int block[kInFlight];
+#pragma unroll
+      for (int u = 0; u < kInFlight; ++u) {
+        const int c = c0 + u * blockDim.x, at = (c / picks) * kMaxPicks + c % picks;
+        value[u] = c < ncand ? cv[at] : -1.f;
+        block[u] = c < ncand ? ci[at] : -1;
+      }
+#pragma unroll
+      for (int u = 0; u < kInFlight; ++u)
+        if (c0 + u * blockDim.x < ncand) cand_key[c0 + u * blockDim.x] = candidate_key(value[u], block[u]);
     }
   }
   __syncthreads();
@@ -946,9 +981,9 @@ bool has_dependent_launch() {
 // stream drains (it calls wait_for_previous_kernel() before reading that
 // kernel's output): the launch gap between dependent kernels is hidden, which
 // counts at batch 1, where each kernel runs for a few microseconds.
-template <typename... Args>
+template <typename... Args, typename... Passed>
 std::string launch_dependent(void (*kernel)(Args...), dim3 grid, int threads, size_t smem, cudaStream_t stream,
-                             const DecodeParams& p) {
+                             const Passed&... args) {
   cudaLaunchConfig_t config = {};
   config.gridDim = grid;
   config.blockDim = dim3(threads);
@@ -959,7 +994,7 @@ std::string launch_dependent(void (*kernel)(Args...), dim3 grid, int threads, si
   attribute[0].val.programmaticStreamSerializationAllowed = 1;
   config.attrs = attribute;
   config.numAttrs = has_dependent_launch() ? 1 : 0;
-  SSA_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, p));
+  SSA_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, args...));
   return "";
 }
 
@@ -998,7 +1033,8 @@ std::string launch_selection(const DecodeParams& p, cudaStream_t stream) {
     SSA_CUDA_CHECK(cudaGetLastError());
   }
   if (std::min(p.top_k - 1, nbc) > 0)
-    return launch_dependent(decode_pick<MAXG>, dim3(chunks_of(nbc), p.Hkv, p.B), kScoreThreads, 0, stream, p);
+    return launch_dependent(decode_pick<MAXG>, dim3(chunks_of(nbc), p.Hkv, p.B), kScoreThreads, 0, stream, p,
+                            pick_shape(p));
   return "";
 }
 
