@@ -43,7 +43,8 @@
 #                                      # and ncu on the three kernels at 128K x 32 (about 4 minutes)
 #   DECODE_AB_BASE=.ab/decode.cu bash scripts/gpu_check.sh decodeab # a change to kernels/decode.cu against
 #                                      # an older copy (carry .ab): tests, the benchmark of both in one call,
-#                                      # kernel durations and ncu's per-instruction view of pick and attend
+#                                      # kernel durations and ncu's per-instruction view of the three kernels
+#                                      # (DECODE_AB_NCU=0: tests and benchmarks only, about 2 minutes)
 #   bash scripts/gpu_check.sh fwdtiles # the sparse forward's query tiles (issue 12 part 2), about 5 minutes:
 #                                      # kernel and backend tests, memcheck on the smooth-q cases, the kernel
 #                                      # benchmark on random and recorded selections (no Flex, no dual)
@@ -331,6 +332,8 @@ if [ "$STAGE" = decodeab ]; then
   echo "test_kernel_backend rc=$? (${SECONDS}s)"; grep -E "FAIL|failed|passed" "$OUT/kernel_backend.txt" | tail -5
   timeout 200 ./build-gpu/ssalab_decode_bench $bench_args > "$OUT/decode_ab_new.txt" 2>&1
   echo "bench new rc=$? (${SECONDS}s)"
+  # (DECODE_AB_NCU=0 skips the ncu runs below)
+  [ "${DECODE_AB_NCU:-1}" = 0 ] || {
   # kernel durations in the order a step runs them (no flush between kernels: the pick reads logits the
   # scores left in L2, as in the pipeline); bf16 pooled keys at 128K x 32, block 16
   timeout 150 ncu --cache-control none --clock-control none --metrics gpu__time_duration.sum \
@@ -347,6 +350,7 @@ if [ "$STAGE" = decodeab ]; then
     ncu --import "/tmp/ncu_ab_$1.ncu-rep" --page source --print-source sass --csv > "$OUT/ncu_ab_${1}_sass.csv" 2>&1
     grep -E "Duration|DRAM Throughput|Registers Per|Achieved Occupancy|Issue Slots Busy" "$OUT/ncu_ab_$1.txt" | head -6
   done
+  }
   cp kernels/decode.cu /tmp/decode_new.cu
   sides=new
   for file in $base; do  # each baseline in turn (several: a list)
