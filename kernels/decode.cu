@@ -429,6 +429,23 @@ __host__ __device__ __forceinline__ int selected_token(const int* sel, int x, in
   return blk >= 0 && t <= pos ? t : -1;
 }
 
+// A 32-token chunk of the selected tokens (entries x0 .. x0 + 31, token_of's
+// list) into a warp's K and V tiles, rows of row_bytes: the first `rows` rows,
+// zeros where an entry has no token; every load in flight at once, waited for.
+template <int D, typename T, typename TokenOf>
+__device__ __forceinline__ void load_kv_chunk(unsigned char* kt, unsigned char* vt, int row_bytes, int rows, int x0,
+                                              int lane, const T* kbase, const T* vbase, const DecodeParams& p,
+                                              TokenOf token_of) {
+  for (int c = lane; c < rows * (D / 8); c += 32) {
+    const int row = c / (D / 8), piece = c % (D / 8), t = token_of(x0 + row);
+    cp_async16(kt + row * row_bytes + piece * 16, kbase + int64_t(max(t, 0)) * p.k_s.t + piece * 8, t >= 0);
+    cp_async16(vt + row * row_bytes + piece * 16, vbase + int64_t(max(t, 0)) * p.v_s.t + piece * 8, t >= 0);
+  }
+  cp_async_commit();
+  cp_async_wait<0>();
+  __syncwarp();
+}
+
 // The step's selection for group `group`, into sel[0 .. K) (shared): the own
 // block, then the best picks merged from the chunks' ranked candidate lists
 // (decode_pick), -1 where there are fewer. cand_key, head_key and next_cand
@@ -563,15 +580,7 @@ __global__ void __launch_bounds__(kWarps * 32) decode_attend(DecodeParams p) {
     if (!rows) continue;
     const int n = 32 - __clz(rows);  // rows past the last valid one are not read
     {
-      // the chunk's K and V rows into this warp's tiles, every load in flight at once
-      for (int c = lane; c < n * (D / 8); c += 32) {
-        const int row = c / (D / 8), piece = c % (D / 8), t = token_of(x0 + row);
-        cp_async16(kt + row * RB + piece * 16, kbase + int64_t(max(t, 0)) * p.k_s.t + piece * 8, t >= 0);
-        cp_async16(vt + row * RB + piece * 16, vbase + int64_t(max(t, 0)) * p.v_s.t + piece * 8, t >= 0);
-      }
-      cp_async_commit();
-      cp_async_wait<0>();
-      __syncwarp();
+      load_kv_chunk<D>(kt, vt, RB, n, x0, lane, kbase, vbase, p, token_of);
       const bool valid = my_token >= 0;
       float s[MAXG];
 #pragma unroll
@@ -753,14 +762,7 @@ __global__ void __launch_bounds__(kWarps * 32) decode_attend_mma(DecodeParams p)
     const int my_token = token_of(x0 + lane);
     const unsigned rows = __ballot_sync(0xffffffffu, my_token >= 0);
     if (!rows) continue;
-    for (int c = lane; c < 32 * (D / 8); c += 32) {  // every row (zeros where no token): the mmas read them all
-      const int row = c / (D / 8), piece = c % (D / 8), t = token_of(x0 + row);
-      cp_async16(kt + row * RB + piece * 16, kbase + int64_t(max(t, 0)) * p.k_s.t + piece * 8, t >= 0);
-      cp_async16(vt + row * RB + piece * 16, vbase + int64_t(max(t, 0)) * p.v_s.t + piece * 8, t >= 0);
-    }
-    cp_async_commit();
-    cp_async_wait<0>();
-    __syncwarp();
+    load_kv_chunk<D>(kt, vt, RB, 32, x0, lane, kbase, vbase, p, token_of);  // every row: the mmas read them all
     float s[MT][4][4];
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt)
@@ -1022,7 +1024,7 @@ int attend_split(const DecodeParams& p) {
 // The selection's two launches: the chunks' logits and partial sums, then their picks.
 template <typename T, int D, int MAXG>
 std::string launch_selection(const DecodeParams& p, cudaStream_t stream) {
-  const int nbc = p.Tk / p.block_size;
+  const int nbc = complete_blocks(p);
   if (nbc > 0) {
     const dim3 grid(chunks_of(nbc), p.Hkv, p.B);
     if (!p.block_keys_bf16) {
@@ -1054,7 +1056,7 @@ template <typename T, int D, int MAXG, int MAXG_ATTEND>
 std::string launch(const DecodeParams& p, cudaStream_t stream, int split) {
   std::string why = launch_selection<T, D, MAXG>(p, stream);
   if (!why.empty()) return why;
-  const int nbc = p.Tk / p.block_size, picks = std::min(p.top_k - 1, nbc);
+  const int nbc = complete_blocks(p), picks = std::min(p.top_k - 1, nbc);
   const AttendSmem L = attend_smem(p.Hq / p.Hkv / split, D, chunks_of(nbc), chunks_of(nbc) * picks, p.top_k);
   return launch_attend<decode_attend<T, D, MAXG_ATTEND>>(dim3(p.Hkv, p.B, split), L.total, stream, p);
 }
@@ -1071,7 +1073,7 @@ template <typename T, int D, int MAXG>
 std::string launch_mma(const DecodeParams& p, cudaStream_t stream) {
   std::string why = launch_selection<T, D, MAXG>(p, stream);
   if (!why.empty()) return why;
-  const int nbc = p.Tk / p.block_size, picks = std::min(p.top_k - 1, nbc);
+  const int nbc = complete_blocks(p), picks = std::min(p.top_k - 1, nbc);
   const AttendSmem L = attend_mma_smem(p.Hq / p.Hkv, D, chunks_of(nbc), chunks_of(nbc) * picks, p.top_k);
   return launch_attend<decode_attend_mma<T, D, (MAXG + 15) / 16>>(dim3(p.Hkv, p.B), L.total, stream, p);
 }
@@ -1120,7 +1122,7 @@ std::string decode_supported(const DecodeParams& p) {
   if (p.top_k - 1 > kMaxPicks) return "the decode kernel selects at most " + std::to_string(kMaxPicks + 1) + " blocks";
   if (p.block_keys_bf16 && p.dtype != DType::bf16) return "bf16 pooled keys take bf16 queries";
   const int optin = shared_memory_optin();
-  const int nbc = p.Tk / p.block_size;
+  const int nbc = complete_blocks(p);
   const int ncand = chunks_of(nbc) * std::min(p.top_k - 1, nbc);
   const size_t need = std::max(attend_smem(G, p.D, chunks_of(nbc), ncand, p.top_k).total,
                                attend_mma_smem(G, p.D, chunks_of(nbc), ncand, p.top_k).total);
