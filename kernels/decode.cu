@@ -446,6 +446,99 @@ __device__ __forceinline__ void load_kv_chunk(unsigned char* kt, unsigned char* 
   __syncwarp();
 }
 
+// Lists a lane of merge_selection's warp keeps in registers: up to 128 (a
+// 128K-token step at block 16 under the nsa-chunked rule); more stay in
+// shared memory.
+constexpr int kListsPerLane = 4;
+
+// merge_selection's picks with each lane's lists (c = lane, lane + 32, ...)
+// in registers: their heads, their next positions and the lane's best head.
+// A pick is two reductions, then only the winner's lane loads its list's next
+// candidate and looks again at its own lists (every lane when a side has used
+// its quota). The heads in shared memory made each pick a chain of some ten
+// dependent shared loads and stores on one warp while the CTA's other warps
+// waited: about 40% of decode_attend_mma at 128K x 32 (ncu).
+__device__ __forceinline__ void merge_in_registers(const CandidateLists& lists, int nlists, int picks,
+                                                   const unsigned long long* cand_key, int* sel, int K) {
+  const int lane = threadIdx.x & 31, two = lists.lists - 1;  // list c: chunk c >> two, side c & two
+  unsigned long long head[kListsPerLane];
+  int next[kListsPerLane];
+#pragma unroll
+  for (int i = 0; i < kListsPerLane; ++i) {
+    const int c = lane + 32 * i, side = c & two;
+    next[i] = 0;
+    head[i] = c < nlists && lists.quota_of(side) > 0 ? cand_key[(c >> two) * picks + lists.start(side)] : 0ull;
+  }
+  int left0 = lists.quota[0], left1 = lists.quota[1];
+  unsigned long long best = 0;  // this lane's best head on a side that may still pick (0: none)
+  int at = -1;                  // its register
+  auto look_again = [&] {
+    best = 0, at = -1;
+#pragma unroll
+    for (int i = 0; i < kListsPerLane; ++i)
+      if (head[i] > best && (((lane + 32 * i) & two) ? left1 : left0) > 0) best = head[i], at = i;
+  };
+  look_again();
+  for (int r = 0; r < picks; ++r) {
+    const unsigned best_hi = __reduce_max_sync(0xffffffffu, unsigned(best >> 32));
+    const unsigned best_lo = __reduce_max_sync(0xffffffffu, unsigned(best >> 32) == best_hi ? unsigned(best) : 0u);
+    if (best_hi == 0) {  // nothing left on either side
+      for (int rr = 1 + r + lane; rr < K; rr += 32) sel[rr] = -1;
+      return;
+    }
+    const int block = int(~best_lo), side = lists.list_of(block);
+    const bool won = at >= 0 && unsigned(best) == best_lo && unsigned(best >> 32) == best_hi;
+    if (side) --left1; else --left0;
+    if (lane == 0) sel[1 + r] = block;
+    if (won) {  // the winner's list moves on
+#pragma unroll
+      for (int i = 0; i < kListsPerLane; ++i)
+        if (i == at) {
+          const int c = lane + 32 * i, n = ++next[i];
+          head[i] = n < lists.quota_of(c & two) ? cand_key[(c >> two) * picks + lists.start(c & two) + n] : 0ull;
+        }
+    }
+    if (won || (side ? left1 : left0) == 0) look_again();
+  }
+}
+
+// merge_selection's picks with the lists' heads in shared memory (more lists
+// than merge_in_registers keeps): each lane compares the heads of its lists
+// at every pick.
+__device__ __forceinline__ void merge_in_shared(const CandidateLists& lists, int nlists, int picks,
+                                                const unsigned long long* cand_key, unsigned long long* head_key,
+                                                int* next_cand, int* sel, int K) {
+  const int lane = threadIdx.x & 31, two = lists.lists - 1;
+  int left0 = lists.quota[0], left1 = lists.quota[1];
+  for (int c = lane; c < nlists; c += 32) {
+    next_cand[c] = 0;
+    head_key[c] = lists.quota_of(c & two) > 0 ? cand_key[(c >> two) * picks + lists.start(c & two)] : 0ull;
+  }
+  __syncwarp();
+  for (int r = 0; r < picks; ++r) {
+    unsigned long long best = 0;  // 0: no candidate
+    int at = -1;
+    for (int c = lane; c < nlists; c += 32) {
+      const unsigned long long key = head_key[c];
+      if (key > best && ((c & two) ? left1 : left0) > 0) best = key, at = c;
+    }
+    const unsigned best_hi = __reduce_max_sync(0xffffffffu, unsigned(best >> 32));
+    const unsigned best_lo = __reduce_max_sync(0xffffffffu, unsigned(best >> 32) == best_hi ? unsigned(best) : 0u);
+    if (best_hi == 0) {  // nothing left on either side
+      for (int rr = 1 + r + lane; rr < K; rr += 32) sel[rr] = -1;
+      break;
+    }
+    const int block = int(~best_lo);
+    if (at >= 0 && unsigned(best) == best_lo && unsigned(best >> 32) == best_hi) {  // the winner's list moves on
+      const int side = at & two, next = ++next_cand[at];
+      head_key[at] = next < lists.quota_of(side) ? cand_key[(at >> two) * picks + lists.start(side) + next] : 0ull;
+    }
+    if (lists.list_of(block)) --left1; else --left0;
+    if (lane == 0) sel[1 + r] = block;
+    __syncwarp();
+  }
+}
+
 // The step's selection for group `group`, into sel[0 .. K) (shared): the own
 // block, then the best picks merged from the chunks' ranked candidate lists
 // (decode_pick), -1 where there are fewer. cand_key, head_key and next_cand
@@ -481,41 +574,18 @@ __device__ __forceinline__ void merge_selection(const DecodeParams& p, int64_t g
   if (warp == 0) {
     // each chunk's lists are in rank order, so the best remaining block is
     // always the head of one list: a pick compares the lists' heads (kept
-    // as keys in shared memory, one load each), the warp's best in two
-    // reductions, and only the winner's list moves on. `left0`, `left1`
-    // count what each side may still take (the nsa-chunked rule's quotas;
-    // one side and all picks for the exact rule).
+    // as keys in registers, past 128 lists in shared memory), the warp's
+    // best in two reductions, and only the winner's list moves on. `left0`,
+    // `left1` count what each side may still take (the nsa-chunked rule's
+    // quotas; one side and all picks for the exact rule).
     const CandidateLists lists = candidate_lists(p);
     const int two = lists.lists - 1;  // list c: chunk c >> two, side c & two
     const int nlists = nchunks << two;
-    int left0 = lists.quota[0], left1 = lists.quota[1];
-    for (int c = lane; c < nlists; c += 32) {
-      next_cand[c] = 0;
-      head_key[c] = lists.quota_of(c & two) > 0 ? cand_key[(c >> two) * picks + lists.start(c & two)] : 0ull;
-    }
     if (lane == 0) sel[0] = own;
-    __syncwarp();
-    for (int r = 0; r < picks; ++r) {
-      unsigned long long best = 0;  // 0: no candidate
-      int at = -1;
-      for (int c = lane; c < nlists; c += 32) {
-        const unsigned long long key = head_key[c];
-        if (key > best && ((c & two) ? left1 : left0) > 0) best = key, at = c;
-      }
-      const unsigned best_hi = __reduce_max_sync(0xffffffffu, unsigned(best >> 32));
-      const unsigned best_lo = __reduce_max_sync(0xffffffffu, unsigned(best >> 32) == best_hi ? unsigned(best) : 0u);
-      if (best_hi == 0) {  // nothing left on either side
-        for (int rr = 1 + r + lane; rr < K; rr += 32) sel[rr] = -1;
-        break;
-      }
-      const int block = int(~best_lo);
-      if (at >= 0 && unsigned(best) == best_lo && unsigned(best >> 32) == best_hi) {  // the winner's list moves on
-        const int side = at & two, next = ++next_cand[at];
-        head_key[at] = next < lists.quota_of(side) ? cand_key[(at >> two) * picks + lists.start(side) + next] : 0ull;
-      }
-      if (lists.list_of(block)) --left1; else --left0;
-      if (lane == 0) sel[1 + r] = block;
-      __syncwarp();
+    if (nlists <= 32 * kListsPerLane) {
+      merge_in_registers(lists, nlists, picks, cand_key, sel, K);
+    } else {
+      merge_in_shared(lists, nlists, picks, cand_key, head_key, next_cand, sel, K);
     }
     for (int r = 1 + picks + lane; r < K; r += 32) sel[r] = -1;
   }

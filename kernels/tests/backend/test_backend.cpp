@@ -83,7 +83,8 @@ static void check_chunked(AttentionBackend& cuda, AttentionBackend& ref, const T
 // edges: a context shorter than k blocks, a partial own block, G from 1 to 32,
 // a group's heads split over CTAs (small batches) or kept in one (large ones);
 // and the nsa-chunked rule: inside the first chunk (exact top-k), an empty
-// current chunk, a current chunk spanning two of decode_pick's CTAs (k 48).
+// current chunk, a current chunk spanning two of decode_pick's CTAs (k 48),
+// more lists than the merge keeps in registers.
 static void check_decode(AttentionBackend& cuda) {
   constexpr SelectionRule kTopK = SelectionRule::TopK, kChunked = SelectionRule::NsaChunked;
   struct C { torch::ScalarType dt; int B, Hq, Hkv, Tk, D, bs, K; SelectionRule rule; };
@@ -96,7 +97,9 @@ static void check_decode(AttentionBackend& cuda) {
               C{torch::kBFloat16, 140, 32, 2, 2100, 64, 16, 16, kTopK},
               C{torch::kBFloat16, 1, 16, 1, 250, 64, 16, 16, kChunked}, C{torch::kBFloat16, 2, 16, 1, 4097, 64, 32, 16, kChunked},
               C{torch::kBFloat16, 1, 32, 2, 5000, 64, 16, 16, kChunked}, C{torch::kHalf, 3, 16, 1, 10565, 128, 16, 48, kChunked},
-              C{torch::kBFloat16, 1, 16, 1, 9000, 128, 16, 64, kChunked}, C{torch::kBFloat16, 70, 32, 2, 3000, 64, 16, 16, kChunked}}) {
+              C{torch::kBFloat16, 1, 16, 1, 9000, 128, 16, 64, kChunked}, C{torch::kBFloat16, 70, 32, 2, 3000, 64, 16, 16, kChunked},
+              // more candidate lists than the selection merge keeps in registers (69 chunks, two lists each)
+              C{torch::kBFloat16, 2, 16, 1, 140000, 64, 16, 16, kChunked}}) {
     std::printf("[decode %s B%d Hq%d Hkv%d Tk%d D%d bs%d k%d %s]\n", c.dt == torch::kHalf ? "fp16" : "bf16", c.B, c.Hq,
                 c.Hkv, c.Tk, c.D, c.bs, c.K, to_string(c.rule));
     auto o = torch::TensorOptions().device(torch::kCUDA).dtype(c.dt);
