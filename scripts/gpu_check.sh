@@ -87,6 +87,25 @@ kernel_bench_recorded() {
     --json "$OUT/kernel_bench.json" > "$OUT/kernel_bench.txt" 2>&1
   echo "ssalab_kernel_bench rc=$? (${SECONDS}s)"; sed -n "/^| shape | config | $1/,/^\$/p" "$OUT/kernel_bench.txt"
 }
+# ncu's full report of each decode kernel of a step at 128K x 32 (bf16 pooled keys, block 16): the
+# scores (mangled name Lb1E: the bf16-key variant), pick and attend kernels, into
+# $OUT/ncu_<prefix>_<kernel>.txt; with a second argument `sass`, also each kernel's per-instruction
+# view (ncu_<prefix>_<kernel>_sass.csv)
+profile_decode_kernels() {
+  local prefix=$1 sass=${2:-} run
+  for run in "scores regex:decode_scores.*Lb1E" "pick regex:decode_pick" "attend regex:decode_attend_mma"; do
+    set -- $run
+    timeout 150 ncu --set full --import-source no --kernel-name-base mangled --kernel-name "$2" --launch-count 1 \
+      -o "/tmp/ncu_${prefix}_$1" -f ./build-gpu/ssalab_decode_bench --contexts 131072 --batches 32 --iters 1 \
+      --no-model --bf16-pooling > /dev/null 2>&1
+    echo "ncu $1 rc=$? (${SECONDS}s)"
+    ncu --import "/tmp/ncu_${prefix}_$1.ncu-rep" --page details > "$OUT/ncu_${prefix}_$1.txt" 2>&1
+    [ "$sass" = sass ] && ncu --import "/tmp/ncu_${prefix}_$1.ncu-rep" --page source --print-source sass --csv \
+      > "$OUT/ncu_${prefix}_$1_sass.csv" 2>&1
+    grep -E "Duration|DRAM Throughput|Compute \(SM\) Throughput|Registers Per|Achieved Occupancy|Issue Slots Busy" \
+      "$OUT/ncu_${prefix}_$1.txt" | head -8
+  done
+}
 if [ "$STAGE" = build ] || [ "$STAGE" = all ]; then
   configure
   SECONDS=0
@@ -307,17 +326,8 @@ if [ "$STAGE" = decodeprof ]; then
       --contexts 8192 --batches 1,4 --iters 1 --no-model --bf16-pooling > "$OUT/decode_$tool.txt" 2>&1
     echo "$tool rc=$?: $(grep SUMMARY "$OUT/decode_$tool.txt")"
   done
-  # where the time goes at 128K x 32, bf16 pooled keys: the scores (bf16 keys), pick and attend kernels
-  # (mangled names: Lb1E is the bf16-key scoring variant)
-  for run in "scores regex:decode_scores.*Lb1E" "pick regex:decode_pick" "attend regex:decode_attend_mma"; do
-    set -- $run
-    timeout 150 ncu --set full --kernel-name-base mangled --kernel-name "$2" --launch-count 1 \
-      -o "/tmp/ncu_decode_$1" -f ./build-gpu/ssalab_decode_bench --contexts 131072 --batches 32 --iters 1 \
-      --no-model --bf16-pooling > /dev/null 2>&1
-    echo "ncu $1 rc=$? (${SECONDS}s)"
-    ncu --import "/tmp/ncu_decode_$1.ncu-rep" --page details > "$OUT/ncu_decode_$1.txt" 2>&1
-    grep -E "Duration|DRAM Throughput|Compute \(SM\) Throughput|Registers Per|Achieved Occupancy" "$OUT/ncu_decode_$1.txt" | head -8
-  done
+  # where the time goes at 128K x 32, bf16 pooled keys
+  profile_decode_kernels decode
 fi
 if [ "$STAGE" = decodeab ]; then
   # A/B of a change to kernels/decode.cu within one call: the checkout's kernel (its backend tests, the
@@ -340,16 +350,7 @@ if [ "$STAGE" = decodeab ]; then
     --kernel-name regex:decode_ --csv ./build-gpu/ssalab_decode_bench --contexts 131072 --batches 32 --iters 1 \
     --no-model --bf16-pooling > "$OUT/ncu_decode_durations.csv" 2>&1
   echo "ncu durations rc=$? (${SECONDS}s)"
-  for run in "scores regex:decode_scores.*Lb1E" "pick regex:decode_pick" "attend regex:decode_attend_mma"; do
-    set -- $run
-    timeout 150 ncu --set full --import-source no --kernel-name-base mangled --kernel-name "$2" --launch-count 1 \
-      -o "/tmp/ncu_ab_$1" -f ./build-gpu/ssalab_decode_bench --contexts 131072 --batches 32 --iters 1 \
-      --no-model --bf16-pooling > /dev/null 2>&1
-    echo "ncu $1 rc=$? (${SECONDS}s)"
-    ncu --import "/tmp/ncu_ab_$1.ncu-rep" --page details > "$OUT/ncu_ab_$1.txt" 2>&1
-    ncu --import "/tmp/ncu_ab_$1.ncu-rep" --page source --print-source sass --csv > "$OUT/ncu_ab_${1}_sass.csv" 2>&1
-    grep -E "Duration|DRAM Throughput|Registers Per|Achieved Occupancy|Issue Slots Busy" "$OUT/ncu_ab_$1.txt" | head -6
-  done
+  profile_decode_kernels ab sass
   }
   cp kernels/decode.cu /tmp/decode_new.cu
   sides=new
