@@ -451,6 +451,24 @@ __device__ __forceinline__ void load_kv_chunk(unsigned char* kt, unsigned char* 
 // shared memory.
 constexpr int kListsPerLane = 4;
 
+// Candidate n of list c (chunk c >> two, side c & two, two = lists.lists - 1)
+// as its key, 0 past the side's quota: a list holds its chunk's best on that
+// side in rank order, from slot lists.start(side) of the chunk's `picks`.
+__device__ __forceinline__ unsigned long long list_candidate(const CandidateLists& lists,
+                                                             const unsigned long long* cand_key, int picks, int c,
+                                                             int n) {
+  const int two = lists.lists - 1, side = c & two;
+  return n < lists.quota_of(side) ? cand_key[(c >> two) * picks + lists.start(side) + n] : 0ull;
+}
+
+// The warp's largest key (0 if every lane offers 0): two 32-bit reductions,
+// the high words, then the low words of the lanes holding that high word.
+__device__ __forceinline__ unsigned long long warp_max_key(unsigned long long key) {
+  const unsigned hi = __reduce_max_sync(0xffffffffu, unsigned(key >> 32));
+  const unsigned lo = __reduce_max_sync(0xffffffffu, unsigned(key >> 32) == hi ? unsigned(key) : 0u);
+  return (static_cast<unsigned long long>(hi) << 32) | lo;
+}
+
 // merge_selection's picks with each lane's lists (c = lane, lane + 32, ...)
 // in registers: their heads, their next positions and the lane's best head.
 // A pick is two reductions, then only the winner's lane loads its list's next
@@ -465,9 +483,9 @@ __device__ __forceinline__ void merge_in_registers(const CandidateLists& lists, 
   int next[kListsPerLane];
 #pragma unroll
   for (int i = 0; i < kListsPerLane; ++i) {
-    const int c = lane + 32 * i, side = c & two;
+    const int c = lane + 32 * i;
     next[i] = 0;
-    head[i] = c < nlists && lists.quota_of(side) > 0 ? cand_key[(c >> two) * picks + lists.start(side)] : 0ull;
+    head[i] = c < nlists ? list_candidate(lists, cand_key, picks, c, 0) : 0ull;
   }
   int left0 = lists.quota[0], left1 = lists.quota[1];
   unsigned long long best = 0;  // this lane's best head on a side that may still pick (0: none)
@@ -480,23 +498,19 @@ __device__ __forceinline__ void merge_in_registers(const CandidateLists& lists, 
   };
   look_again();
   for (int r = 0; r < picks; ++r) {
-    const unsigned best_hi = __reduce_max_sync(0xffffffffu, unsigned(best >> 32));
-    const unsigned best_lo = __reduce_max_sync(0xffffffffu, unsigned(best >> 32) == best_hi ? unsigned(best) : 0u);
-    if (best_hi == 0) {  // nothing left on either side
+    const unsigned long long top = warp_max_key(best);
+    if (top == 0) {  // nothing left on either side
       for (int rr = 1 + r + lane; rr < K; rr += 32) sel[rr] = -1;
       return;
     }
-    const int block = int(~best_lo), side = lists.list_of(block);
-    const bool won = at >= 0 && unsigned(best) == best_lo && unsigned(best >> 32) == best_hi;
+    const int block = int(~unsigned(top)), side = lists.list_of(block);
+    const bool won = at >= 0 && best == top;
     if (side) --left1; else --left0;
     if (lane == 0) sel[1 + r] = block;
     if (won) {  // the winner's list moves on
 #pragma unroll
       for (int i = 0; i < kListsPerLane; ++i)
-        if (i == at) {
-          const int c = lane + 32 * i, n = ++next[i];
-          head[i] = n < lists.quota_of(c & two) ? cand_key[(c >> two) * picks + lists.start(c & two) + n] : 0ull;
-        }
+        if (i == at) head[i] = list_candidate(lists, cand_key, picks, lane + 32 * i, ++next[i]);
     }
     if (won || (side ? left1 : left0) == 0) look_again();
   }
@@ -512,7 +526,7 @@ __device__ __forceinline__ void merge_in_shared(const CandidateLists& lists, int
   int left0 = lists.quota[0], left1 = lists.quota[1];
   for (int c = lane; c < nlists; c += 32) {
     next_cand[c] = 0;
-    head_key[c] = lists.quota_of(c & two) > 0 ? cand_key[(c >> two) * picks + lists.start(c & two)] : 0ull;
+    head_key[c] = list_candidate(lists, cand_key, picks, c, 0);
   }
   __syncwarp();
   for (int r = 0; r < picks; ++r) {
@@ -522,16 +536,14 @@ __device__ __forceinline__ void merge_in_shared(const CandidateLists& lists, int
       const unsigned long long key = head_key[c];
       if (key > best && ((c & two) ? left1 : left0) > 0) best = key, at = c;
     }
-    const unsigned best_hi = __reduce_max_sync(0xffffffffu, unsigned(best >> 32));
-    const unsigned best_lo = __reduce_max_sync(0xffffffffu, unsigned(best >> 32) == best_hi ? unsigned(best) : 0u);
-    if (best_hi == 0) {  // nothing left on either side
+    const unsigned long long top = warp_max_key(best);
+    if (top == 0) {  // nothing left on either side
       for (int rr = 1 + r + lane; rr < K; rr += 32) sel[rr] = -1;
       break;
     }
-    const int block = int(~best_lo);
-    if (at >= 0 && unsigned(best) == best_lo && unsigned(best >> 32) == best_hi) {  // the winner's list moves on
-      const int side = at & two, next = ++next_cand[at];
-      head_key[at] = next < lists.quota_of(side) ? cand_key[(at >> two) * picks + lists.start(side) + next] : 0ull;
+    const int block = int(~unsigned(top));
+    if (at >= 0 && best == top) {  // the winner's list moves on
+      head_key[at] = list_candidate(lists, cand_key, picks, at, ++next_cand[at]);
     }
     if (lists.list_of(block)) --left1; else --left0;
     if (lane == 0) sel[1 + r] = block;
