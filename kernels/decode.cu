@@ -118,21 +118,15 @@ __device__ __forceinline__ uint32_t q_pair(const T* q, int64_t head_stride, int 
   return *reinterpret_cast<const uint32_t*>(q + h * head_stride + d);
 }
 
-constexpr int kScoreWarps = kScoreThreads / 32;
-
-// One chunk of 128 pooled blocks of group (b, g): the logits of head h and
-// block j to out.logit(h, j) (two neighbours, j even, as one float2), the
-// chunk's per-head max and sum of exponentials to out.partial(h)[0] and [1].
-// `out` works its addresses out when called, at the end: pointers made before
-// the loads stayed live through them (6 more registers in some instances).
-// red and mx are the CTA's shared scratch; the caller synchronises before
-// reusing them.
-template <typename T, int D, int MT, bool KB16, typename Out>
-__device__ __forceinline__ void score_chunk(const DecodeParams& p, int b, int g, int chunk, const Out& out,
-                                            float (*red)[MT * 16], float* mx) {
-  constexpr int kWarpsPerCta = kScoreWarps, kTiles = 4;  // 4 n-tiles of 8 blocks per warp
-  const int G = p.Hq / p.Hkv;
-  const int nbc = complete_blocks(p);
+// Scores on the tensor cores: S (16 heads x 8 blocks) = q (16 x D) . kbar^T
+// per mma, each of the 4 warps over 32 pooled blocks, MT tiles of 16 heads.
+// KB16: kbar is bf16 (DecodeParams::block_keys_bf16, PooledKeys::Bf16), one term.
+template <typename T, int D, int MT, bool KB16 = false>
+__global__ void __launch_bounds__(kScoreThreads) decode_scores(DecodeParams p) {
+  constexpr int kWarpsPerCta = kScoreThreads / 32, kTiles = 4;  // 4 n-tiles of 8 blocks per warp
+  __shared__ float red[kWarpsPerCta][MT * 16], mx[MT * 16];
+  const int b = blockIdx.z, g = blockIdx.y, chunk = blockIdx.x, G = p.Hq / p.Hkv;
+  const int nbc = complete_blocks(p), nchunks = gridDim.x;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, quad = lane >> 2, pair = (lane & 3) * 2;
   const float scale = p.scale > 0 ? p.scale : rsqrtf(float(D));
   const T* q = static_cast<const T*>(p.q) + b * p.q_s.b + int64_t(g) * G * p.q_s.h;
@@ -202,7 +196,9 @@ __device__ __forceinline__ void score_chunk(const DecodeParams& p, int b, int g,
         }
     }
   }
-  // logits out; the chunk's per-head max, then sum of exponentials
+  // logits to the workspace; the CTA's per-head max, then sum of exponentials
+  const int stride = logit_stride(p);
+  float* logits = p.workspace + (int64_t(b) * p.Hkv + g) * G * stride;
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
@@ -216,7 +212,7 @@ __device__ __forceinline__ void score_chunk(const DecodeParams& p, int b, int g,
         float& s1 = c[mt][nt][half * 2 + 1];
         s0 *= scale;
         s1 *= scale;
-        if (h < G && j < nbc) *reinterpret_cast<float2*>(out.logit(h, j)) = make_float2(s0, s1);
+        if (h < G && j < nbc) *reinterpret_cast<float2*>(logits + int64_t(h) * stride + j) = make_float2(s0, s1);
         if (j < nbc) m = fmaxf(m, s0);
         if (j + 1 < nbc) m = fmaxf(m, s1);
       }
@@ -250,30 +246,10 @@ __device__ __forceinline__ void score_chunk(const DecodeParams& p, int b, int g,
   if (tid < G) {
     float z = 0.f;
     for (int w = 0; w < kWarpsPerCta; ++w) z += red[w][tid];
-    float* partial = out.partial(tid);
-    partial[0] = mx[tid];
-    partial[1] = z;
+    float* part = p.workspace + logits_elems(p) + (((int64_t(b) * p.Hkv + g) * G + tid) * nchunks + chunk) * 2;
+    part[0] = mx[tid];
+    part[1] = z;
   }
-}
-
-// Scores on the tensor cores: S (16 heads x 8 blocks) = q (16 x D) . kbar^T
-// per mma, each of the 4 warps over 32 pooled blocks, MT tiles of 16 heads.
-// KB16: kbar is bf16 (DecodeParams::block_keys_bf16, PooledKeys::Bf16), one term.
-// Logits and partial sums to the workspace, for decode_pick.
-struct WorkspaceScores {
-  const DecodeParams& p;
-  __device__ int64_t head_row(int h) const {
-    return (int64_t(blockIdx.z) * p.Hkv + blockIdx.y) * (p.Hq / p.Hkv) + h;
-  }
-  __device__ float* logit(int h, int j) const { return p.workspace + head_row(h) * logit_stride(p) + j; }
-  __device__ float* partial(int h) const {
-    return p.workspace + logits_elems(p) + (head_row(h) * gridDim.x + blockIdx.x) * 2;
-  }
-};
-template <typename T, int D, int MT, bool KB16 = false>
-__global__ void __launch_bounds__(kScoreThreads) decode_scores(DecodeParams p) {
-  __shared__ float red[kScoreWarps][MT * 16], mx[MT * 16];
-  score_chunk<T, D, MT, KB16>(p, blockIdx.z, blockIdx.y, blockIdx.x, WorkspaceScores{p}, red, mx);
 }
 
 // The candidate lists of a step. The exact rule keeps one list per chunk of
@@ -329,59 +305,64 @@ PickShape pick_shape(const DecodeParams& p) {
   return s;
 }
 
-// Every chunk's (max, sum) per head combined into the softmax's normalisers,
-// normaliser[h] = (max, 1 / sum), (0, 0) for heads past the group up to MAXG.
-// part: the group's partials as float2, head h's nchunks at h * nchunks.
-// `lanes` threads per head (an aligned power of two within a warp) take the
-// max over their chunks, a butterfly the head's max M, then each its chunks'
-// sums rescaled to M (one exponential per partial; the second pass reads them
-// from L1) and a butterfly the total; the same order every call and in every
-// CTA that combines them, so that all agree bit for bit.
+// Per chunk of 128 pooled blocks: the group-summed probability of each past
+// block (the softmax normalised by every chunk's partial sums) and the
+// chunk's best `picks` of them, in rank order, to the workspace.
 template <int MAXG>
-__device__ __forceinline__ void combine_normalisers(const float2* part, int G, int nchunks, float2* normaliser) {
-  const int tid = threadIdx.x;
-  const int log2_lanes = G <= 4 ? 5 : G <= 8 ? 4 : G <= 16 ? 3 : 2, lanes = 1 << log2_lanes;
-  const int h = tid >> log2_lanes, sub = tid & (lanes - 1);
-  part += min(h, G - 1) * nchunks;
-  float m = -FLT_MAX, z = 0.f;
-  if (h < G) {
-#pragma unroll 4
-    for (int c = sub; c < nchunks; c += lanes) m = fmaxf(m, part[c].x);
+__global__ void __launch_bounds__(kScoreThreads) decode_pick(DecodeParams p, PickShape s) {
+  __shared__ float2 normaliser[MAXG];  // per head: (max, 1 / sum of exponentials); (0, 0) past the group
+  __shared__ __align__(16) unsigned long long keys[kScoreThreads];
+  const int b = blockIdx.z, g = blockIdx.y, chunk = blockIdx.x, tid = threadIdx.x, nchunks = gridDim.x;
+  const int G = s.G, picks = s.picks;
+  const int64_t group = int64_t(b) * p.Hkv + g;
+  const int j = chunk * kScoreThreads + tid;
+  wait_for_previous_kernel();
+  float l[MAXG];  // this block's logits, loaded first: they do not wait for the normalisers
+  if (j < s.own) {
+    const float* logit = p.workspace + group * G * s.stride + j;  // head 0's, then a row per head
+#pragma unroll
+    for (int h = 0; h < MAXG; ++h, logit += s.stride) l[h] = h < G ? *logit : 0.f;
   }
-  for (int off = lanes / 2; off; off >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, off));
-  if (h < G) {
+  {
+    // every CTA's (max, sum) per head combined: `lanes` threads per head (an
+    // aligned power of two within a warp) take the max over their CTAs, a
+    // butterfly the head's max M, then each its CTAs' sums rescaled to M (one
+    // exponential per partial; the second pass reads them from L1) and a
+    // butterfly the total; the same order every call. At 128K tokens a step
+    // has 64 such partials per head, read by each of the 64 CTAs.
+    const int log2_lanes = G <= 4 ? 5 : G <= 8 ? 4 : G <= 16 ? 3 : 2, lanes = 1 << log2_lanes;
+    const int h = tid >> log2_lanes, sub = tid & (lanes - 1);
+    const float2* part =
+        reinterpret_cast<const float2*>(p.workspace + s.partials_at) + (group * G + min(h, G - 1)) * nchunks;
+    float m = -FLT_MAX, z = 0.f;
+    if (h < G) {
 #pragma unroll 4
-    for (int c = sub; c < nchunks; c += lanes) {
-      const float2 x = part[c];
-      z += x.y * fast_exp2((x.x - m) * kLog2e);
+      for (int c = sub; c < nchunks; c += lanes) m = fmaxf(m, part[c].x);
+    }
+    for (int off = lanes / 2; off; off >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, off));
+    if (h < G) {
+#pragma unroll 4
+      for (int c = sub; c < nchunks; c += lanes) {
+        const float2 x = part[c];
+        z += x.y * fast_exp2((x.x - m) * kLog2e);
+      }
+    }
+    for (int off = lanes / 2; off; off >>= 1) z += __shfl_xor_sync(0xffffffffu, z, off);
+    // a reciprocal, multiplied in below, as select.cu's pass 2 does; heads past
+    // the group weigh 0, so the sum below runs over all MAXG without a test
+    if (h < G && sub == 0) normaliser[h] = make_float2(m, 1.f / z);
+    if (tid >= G && tid < MAXG) normaliser[tid] = make_float2(0.f, 0.f);
+  }
+  __syncthreads();
+  float prob = -1.f;  // -1: not a candidate
+  if (j < s.own) {
+    prob = 0.f;
+#pragma unroll
+    for (int h = 0; h < MAXG; ++h) {
+      const float2 n = normaliser[h];
+      prob += fast_exp2((l[h] - n.x) * kLog2e) * n.y;
     }
   }
-  for (int off = lanes / 2; off; off >>= 1) z += __shfl_xor_sync(0xffffffffu, z, off);
-  // a reciprocal, multiplied in by group_probability, as select.cu's pass 2
-  // does; heads past the group weigh 0, so the sum runs over all MAXG without a test
-  if (h < G && sub == 0) normaliser[h] = make_float2(m, 1.f / z);
-  if (tid >= G && tid < MAXG) normaliser[tid] = make_float2(0.f, 0.f);
-}
-
-// A past block's group-summed probability from its logits l[h] (0 past the group).
-template <int MAXG>
-__device__ __forceinline__ float group_probability(const float (&l)[MAXG], const float2* normaliser) {
-  float prob = 0.f;
-#pragma unroll
-  for (int h = 0; h < MAXG; ++h) {
-    const float2 n = normaliser[h];
-    prob += fast_exp2((l[h] - n.x) * kLog2e) * n.y;
-  }
-  return prob;
-}
-
-// A chunk's best `picks` blocks in rank order to the workspace's candidate
-// lists; each thread offers its block's probability (-1: not a candidate).
-// keys is the CTA's shared scratch (the caller synchronises before reusing it).
-__device__ __forceinline__ void rank_chunk(const DecodeParams& p, const PickShape& s, int64_t group, int chunk,
-                                           int nchunks, float prob, unsigned long long* keys) {
-  const int tid = threadIdx.x, picks = s.picks;
-  const int j = chunk * kScoreThreads + tid;
   // The chunk's blocks in rank order (value desc, index asc) as 64-bit keys,
   // larger first: a probability is not negative, so its bits order as an
   // unsigned integer does (+1 keeps a probability of 0 above a
@@ -437,136 +418,6 @@ __device__ __forceinline__ void rank_chunk(const DecodeParams& p, const PickShap
     cand_v[lists.start(list) + rank] = value;
     cand_i[lists.start(list) + rank] = value >= 0.f ? block : -1;
   }
-}
-
-// Per chunk of 128 pooled blocks: the group-summed probability of each past
-// block (the softmax normalised by every chunk's partial sums) and the
-// chunk's best `picks` of them, in rank order, to the workspace.
-template <int MAXG>
-__global__ void __launch_bounds__(kScoreThreads) decode_pick(DecodeParams p, PickShape s) {
-  __shared__ float2 normaliser[MAXG];  // per head: (max, 1 / sum of exponentials); (0, 0) past the group
-  __shared__ __align__(16) unsigned long long keys[kScoreThreads];
-  const int b = blockIdx.z, g = blockIdx.y, chunk = blockIdx.x, tid = threadIdx.x, nchunks = gridDim.x;
-  const int G = s.G;
-  const int64_t group = int64_t(b) * p.Hkv + g;
-  const int j = chunk * kScoreThreads + tid;
-  wait_for_previous_kernel();
-  float l[MAXG];  // this block's logits, loaded first: they do not wait for the normalisers
-  if (j < s.own) {
-    const float* logit = p.workspace + group * G * s.stride + j;  // head 0's, then a row per head
-#pragma unroll
-    for (int h = 0; h < MAXG; ++h, logit += s.stride) l[h] = h < G ? *logit : 0.f;
-  }
-  // at 128K tokens a step has 64 partials per head, read by each of the 64 CTAs
-  combine_normalisers<MAXG>(reinterpret_cast<const float2*>(p.workspace + s.partials_at) + group * G * nchunks, G,
-                            nchunks, normaliser);
-  __syncthreads();
-  rank_chunk(p, s, group, chunk, nchunks, j < s.own ? group_probability<MAXG>(l, normaliser) : -1.f, keys);
-}
-
-// decode_scores and decode_pick in one launch, a thread block cluster per
-// (sequence, KV group): each of its CTAs scores `per_cta` consecutive chunks
-// of 128 pooled blocks, keeping their logits and partial sums in its shared
-// memory (not the workspace: at 128K x 32 the logits were 32 MB written and
-// read back); after the cluster's barrier each CTA reads every chunk's
-// partials from the others' shared memory, combines them as decode_pick does
-// (the same order, so the same normalisers bit for bit) and ranks its own
-// chunks into the workspace's candidate lists. Dynamic shared memory: the
-// logits (per_cta, G, 128), the CTA's partials (G, per_cta, 2), the group's
-// partials (G, nchunks) as float2.
-// RESCORE: each chunk's logits are not kept but scored again for its ranking
-// (the same code, so the same values bit for bit; the pooled keys come from L2
-// this time): shared memory for one chunk's logits whatever per_cta is, so
-// more CTAs fit on an SM.
-struct ClusterScores {
-  float* logits;   // this chunk's (G, 128)
-  float* partials; // this chunk's partial of head 0; heads per_cta * 2 floats apart
-  int j0, per_cta;
-  __device__ float* logit(int h, int j) const { return logits + h * kScoreThreads + (j - j0); }
-  __device__ float* partial(int h) const { return partials + h * per_cta * 2; }
-};
-__host__ __device__ inline size_t cluster_smem_bytes(int G, int nchunks, int per_cta, bool rescore) {
-  return (size_t(rescore ? 1 : per_cta) * G * kScoreThreads + size_t(G) * per_cta * 2 + size_t(G) * nchunks * 2) *
-         sizeof(float);
-}
-
-// Asks L2 for the pooled keys of `chunks` chunks from `first` on (thread i:
-// row i of each), so that their loads find them there.
-template <int D, bool KB16>
-__device__ __forceinline__ void prefetch_chunks(const DecodeParams& p, int b, int g, int first, int chunks) {
-  constexpr int kRowBytes = D * (KB16 ? 2 : 4);
-  const int nbc = complete_blocks(p);
-  const char* kb = KB16 ? static_cast<const char*>(p.block_keys_bf16) + (b * p.kb_s.b + g * p.kb_s.h) * 2
-                        : reinterpret_cast<const char*>(p.block_keys + b * p.kb_s.b + g * p.kb_s.h);
-  for (int c = 0; c < chunks; ++c) {
-    const int j = (first + c) * kScoreThreads + threadIdx.x;
-    if (j >= nbc) break;
-    const char* row = kb + int64_t(j) * p.kb_s.t * (KB16 ? 2 : 4);
-#pragma unroll
-    for (int at = 0; at < kRowBytes; at += 128) asm volatile("prefetch.global.L2 [%0];\n" ::"l"(row + at));
-    asm volatile("prefetch.global.L2 [%0];\n" ::"l"(row + kRowBytes - 1));  // a row across two lines
-  }
-}
-
-template <typename T, int D, int MAXG, bool KB16, bool RESCORE>
-__global__ void __launch_bounds__(kScoreThreads)
-    decode_select_cluster(DecodeParams p, PickShape s, int per_cta, bool prefetch) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  constexpr int MT = (MAXG + 15) / 16;
-  __shared__ float red[kScoreWarps][MT * 16], mx[MT * 16];
-  __shared__ float2 normaliser[MAXG];
-  __shared__ __align__(16) unsigned long long keys[kScoreThreads];
-  __shared__ float discard[RESCORE ? 2 * MAXG : 1];
-  extern __shared__ __align__(16) float cluster_smem[];
-  const int G = s.G, tid = threadIdx.x, b = blockIdx.z, g = blockIdx.y;
-  const int nchunks = chunks_of(complete_blocks(p));
-  const int64_t group = int64_t(b) * p.Hkv + g;
-  float* logits = cluster_smem;
-  float* partials = logits + (RESCORE ? 1 : per_cta) * G * kScoreThreads;
-  float2* group_partials = reinterpret_cast<float2*>(partials + G * per_cta * 2);  // (G, nchunks)
-  unsigned rank;
-  asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(rank));
-  const int first = int(rank) * per_cta, count = min(per_cta, nchunks - first);
-  if (prefetch) prefetch_chunks<D, KB16>(p, b, g, first + 1, count - 1);
-  for (int c = 0; c < count; ++c) {
-    if (c) __syncthreads();  // red and mx reused
-    score_chunk<T, D, MT, KB16>(
-        p, b, g, first + c,
-        ClusterScores{logits + (RESCORE ? 0 : c) * G * kScoreThreads, partials + c * 2, (first + c) * kScoreThreads,
-                      per_cta},
-        red, mx);
-  }
-  // every CTA's partials written (release), then readable (acquire)
-  asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;\n" ::: "memory");
-  for (int i = tid; i < G * nchunks; i += kScoreThreads) {
-    const int h = i / nchunks, c = i - h * nchunks, owner = c / per_cta;
-    const uint32_t local = static_cast<uint32_t>(__cvta_generic_to_shared(partials + (h * per_cta + c - owner * per_cta) * 2));
-    uint32_t remote;
-    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(remote) : "r"(local), "r"(owner));
-    float2 x;
-    asm volatile("ld.shared::cluster.v2.f32 {%0, %1}, [%2];\n" : "=f"(x.x), "=f"(x.y) : "r"(remote));
-    group_partials[i] = x;
-  }
-  // this CTA is done with the others' shared memory; it waits for theirs to be
-  // done with its own before it exits (below)
-  asm volatile("barrier.cluster.arrive.release.aligned;\n" ::: "memory");
-  __syncthreads();
-  combine_normalisers<MAXG>(group_partials, G, nchunks, normaliser);
-  for (int c = 0; c < count; ++c) {
-    __syncthreads();  // the normalisers written; keys reused
-    const int chunk = first + c, j = chunk * kScoreThreads + tid;
-    if constexpr (RESCORE) {  // (its partial sums again, into `discard`: the others may be reading them)
-      score_chunk<T, D, MT, KB16>(p, b, g, chunk, ClusterScores{logits, discard, chunk * kScoreThreads, 1}, red, mx);
-      __syncthreads();  // red and mx: the last reads of the sums
-    }
-    float l[MAXG];
-#pragma unroll
-    for (int h = 0; h < MAXG; ++h)
-      l[h] = h < G && j < s.own ? logits[((RESCORE ? 0 : c) * G + h) * kScoreThreads + tid] : 0.f;
-    rank_chunk(p, s, group, chunk, nchunks, j < s.own ? group_probability<MAXG>(l, normaliser) : -1.f, keys);
-  }
-  asm volatile("barrier.cluster.wait.acquire.aligned;\n" ::: "memory");
-#endif
 }
 
 // The cache position of entry x of the selected blocks' tokens as one list
@@ -1252,113 +1103,10 @@ int attend_split(const DecodeParams& p) {
   return split;
 }
 
-// decode_select_cluster's limits: a cluster of at most 16 CTAs (8 where the GPU
-// cannot hold 16 of them), at most this much shared memory per CTA (two CTAs
-// an SM).
-constexpr size_t kClusterSmemMax = 100 << 10;
-
-// The cluster size decode_select_cluster<...> may take on this GPU (asked once
-// per kernel): 16 needs the non-portable opt-in and room for 16 CTAs in a GPC.
-template <auto kernel>
-int max_cluster_ctas() {
-  static int most = [] {
-    if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kClusterSmemMax)) != cudaSuccess)
-      return 0;
-    if (cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) != cudaSuccess) {
-      cudaGetLastError();
-      return 8;
-    }
-    cudaLaunchConfig_t config = {};
-    config.gridDim = dim3(16);
-    config.blockDim = dim3(kScoreThreads);
-    config.dynamicSmemBytes = kClusterSmemMax;
-    cudaLaunchAttribute attribute[1];
-    attribute[0].id = cudaLaunchAttributeClusterDimension;
-    attribute[0].val.clusterDim.x = 16;
-    attribute[0].val.clusterDim.y = 1;
-    attribute[0].val.clusterDim.z = 1;
-    config.attrs = attribute;
-    config.numAttrs = 1;
-    int clusters = 0;
-    if (cudaOccupancyMaxActiveClusters(&clusters, kernel, &config) != cudaSuccess) {
-      cudaGetLastError();
-      clusters = 0;
-    }
-    return clusters > 0 ? 16 : 8;
-  }();
-  return most;
-}
-
-// How decode_select_cluster would split a step: `ctas` per group, `per_cta`
-// chunks each (per_cta 0: it does not fit, or is not wanted). Read each call
-// so that tests and benchmarks can compare: SSA_DECODE_CLUSTER=0 keeps the two
-// launches, =1 takes the cluster wherever it fits, =2 too, rescoring;
-// unset, where the step has at least a CTA per SM (at batch 1 the two
-// launches' 64 CTAs a group at 128K read the pooled keys with more loads in
-// flight than a cluster's 16).
-struct ClusterSplit {
-  int ctas = 0, per_cta = 0;
-  bool rescore = false, prefetch = false;
-};
-ClusterSplit cluster_split(const DecodeParams& p, int most_ctas) {
-  const char* e = std::getenv("SSA_DECODE_CLUSTER");
-  const int mode = e ? std::atoi(e) : -1;
-  const int nbc = complete_blocks(p), nchunks = chunks_of(nbc), G = p.Hq / p.Hkv;
-  ClusterSplit split;
-  if (mode == 0 || most_ctas == 0 || !has_dependent_launch() || nchunks == 0 || std::min(p.top_k - 1, nbc) == 0)
-    return split;
-  const int per_cta = (nchunks + most_ctas - 1) / most_ctas, ctas = (nchunks + per_cta - 1) / per_cta;
-  const bool rescore = mode == 2;
-  if (cluster_smem_bytes(G, nchunks, per_cta, rescore) > kClusterSmemMax) return split;
-  if (mode < 0 && int64_t(p.B) * p.Hkv * ctas < multiprocessors()) return split;
-  split.ctas = ctas;
-  split.per_cta = per_cta;
-  split.rescore = rescore;
-  const char* f = std::getenv("SSA_DECODE_CLUSTER_PREFETCH");  // 1: prefetch_chunks the CTA's later chunks
-  split.prefetch = f && std::atoi(f) != 0;
-  return split;
-}
-
-// `launched` says whether it ran (it does not where cluster_split says no).
-template <typename T, int D, int MAXG, bool KB16>
-std::string launch_selection_cluster(const DecodeParams& p, cudaStream_t stream, bool& launched) {
-  constexpr auto keep = decode_select_cluster<T, D, MAXG, KB16, false>;
-  constexpr auto rescore = decode_select_cluster<T, D, MAXG, KB16, true>;
-  ClusterSplit split = cluster_split(p, max_cluster_ctas<keep>());
-  if (split.rescore) split = cluster_split(p, max_cluster_ctas<rescore>());
-  launched = split.per_cta > 0;
-  if (!launched) return "";
-  const auto kernel = split.rescore ? rescore : keep;
-  cudaLaunchConfig_t config = {};
-  config.gridDim = dim3(split.ctas, p.Hkv, p.B);
-  config.blockDim = dim3(kScoreThreads);
-  config.dynamicSmemBytes =
-      cluster_smem_bytes(p.Hq / p.Hkv, chunks_of(complete_blocks(p)), split.per_cta, split.rescore);
-  config.stream = stream;
-  cudaLaunchAttribute attribute[1];
-  attribute[0].id = cudaLaunchAttributeClusterDimension;
-  attribute[0].val.clusterDim.x = split.ctas;
-  attribute[0].val.clusterDim.y = 1;
-  attribute[0].val.clusterDim.z = 1;
-  config.attrs = attribute;
-  config.numAttrs = 1;
-  SSA_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, p, pick_shape(p), split.per_cta, split.prefetch));
-  return "";
-}
-
-// The selection: one cluster launch where it fits (decode_select_cluster),
-// else two, the chunks' logits and partial sums, then their picks.
+// The selection's two launches: the chunks' logits and partial sums, then their picks.
 template <typename T, int D, int MAXG>
 std::string launch_selection(const DecodeParams& p, cudaStream_t stream) {
   const int nbc = complete_blocks(p);
-  bool launched = false;
-  std::string why;
-  if (!p.block_keys_bf16) {
-    why = launch_selection_cluster<T, D, MAXG, false>(p, stream, launched);
-  } else if constexpr (std::is_same<T, __nv_bfloat16>::value) {
-    why = launch_selection_cluster<T, D, MAXG, true>(p, stream, launched);
-  }
-  if (launched || !why.empty()) return why;
   if (nbc > 0) {
     const dim3 grid(chunks_of(nbc), p.Hkv, p.B);
     if (!p.block_keys_bf16) {

@@ -45,9 +45,6 @@
 #                                      # an older copy (carry .ab): tests, the benchmark of both in one call,
 #                                      # kernel durations and ncu's per-instruction view of the three kernels
 #                                      # (DECODE_AB_NCU=0: tests and benchmarks only, about 2 minutes)
-#   bash scripts/gpu_check.sh decodecluster # the selection of a decode step in one cluster launch against its
-#                                      # two launches: backend tests, benchmark of both, kernel durations at
-#                                      # 128K x 32, compute-sanitizer on the cluster path (about 8 minutes)
 #   bash scripts/gpu_check.sh fwdtiles # the sparse forward's query tiles (issue 12 part 2), about 5 minutes:
 #                                      # kernel and backend tests, memcheck on the smooth-q cases, the kernel
 #                                      # benchmark on random and recorded selections (no Flex, no dual)
@@ -331,44 +328,6 @@ if [ "$STAGE" = decodeprof ]; then
   done
   # where the time goes at 128K x 32, bf16 pooled keys
   profile_decode_kernels decode
-fi
-if [ "$STAGE" = decodecluster ]; then
-  # the selection in one cluster launch (SSA_DECODE_CLUSTER=1) against its two launches (=0) in one build:
-  # the backend tests (which compare the two bit for bit), the decode benchmark of each, compute-sanitizer
-  # on the cluster path, each kernel's time at 128K x 32 in a step (no flushes between kernels), the
-  # benchmark with prefetching (about 8 minutes; the most telling parts first)
-  build_targets decodecluster test_kernel_backend ssalab_decode_bench
-  timeout 200 ./build-gpu/kernels/test_kernel_backend > "$OUT/kernel_backend.txt" 2>&1
-  echo "test_kernel_backend rc=$? (${SECONDS}s)"; grep -E "FAIL|failed|passed|differ" "$OUT/kernel_backend.txt" | tail -5
-  for cluster in 0 1 2; do
-    SSA_DECODE_CLUSTER=$cluster timeout 200 ./build-gpu/ssalab_decode_bench --contexts ${DECODE_CLUSTER_CONTEXTS:-8192,131072} \
-      --batches 1,32 --iters 20 --bf16-pooling --no-model > "$OUT/decode_cluster$cluster.txt" 2>&1
-    echo "decode bench cluster=$cluster rc=$? (${SECONDS}s)"
-    grep -A30 "^## Pooled keys in bf16" "$OUT/decode_cluster$cluster.txt" | grep -E "^\| " | cut -d'|' -f2-5,7-9
-  done
-  # memcheck and racecheck on the cluster path, memcheck on the rescoring variant (it differs only in which
-  # chunk's logits a CTA holds); DECODE_CLUSTER_QUICK=1 stops after the first memcheck
-  for check in 1:memcheck 1:racecheck 2:memcheck 1:synccheck; do
-    cluster=${check%%:*} tool=${check#*:}
-    SSA_DECODE_CLUSTER=$cluster timeout 120 compute-sanitizer --tool $tool --kernel-name kns=decode_ \
-      ./build-gpu/ssalab_decode_bench --contexts 8192,40000 --batches 1,4 --iters 1 --no-model --bf16-pooling \
-      > "$OUT/decode_cluster${cluster}_$tool.txt" 2>&1
-    echo "cluster=$cluster $tool rc=$? (${SECONDS}s): $(grep SUMMARY "$OUT/decode_cluster${cluster}_$tool.txt")"
-    [ "${DECODE_CLUSTER_QUICK:-0}" = 1 ] && exit 0
-  done
-  for cluster in 0 1 2; do
-    SSA_DECODE_CLUSTER=$cluster timeout 150 ncu --cache-control none --clock-control none --metrics gpu__time_duration.sum \
-      --kernel-name regex:decode_ --csv ./build-gpu/ssalab_decode_bench --contexts 131072 --batches 32 --iters 1 \
-      --no-model --bf16-pooling > "$OUT/ncu_decode_durations_cluster$cluster.csv" 2>&1
-    echo "ncu durations cluster=$cluster rc=$? (${SECONDS}s)"
-    grep gpu__time_duration "$OUT/ncu_decode_durations_cluster$cluster.csv" | awk -F'","' '{print $5, $NF}' | tail -8
-  done
-  for cluster in 1 2; do  # and with each CTA's later chunks prefetched into L2 (SSA_DECODE_CLUSTER_PREFETCH=1)
-    SSA_DECODE_CLUSTER_PREFETCH=1 SSA_DECODE_CLUSTER=$cluster timeout 200 ./build-gpu/ssalab_decode_bench --contexts 131072 \
-      --batches 1,32 --iters 20 --bf16-pooling --no-model > "$OUT/decode_cluster${cluster}_prefetch.txt" 2>&1
-    echo "decode bench cluster=$cluster prefetch rc=$? (${SECONDS}s)"
-    grep -A30 "^## Pooled keys in bf16" "$OUT/decode_cluster${cluster}_prefetch.txt" | grep -E "^\| " | cut -d'|' -f2-5,7-9
-  done
 fi
 if [ "$STAGE" = decodeab ]; then
   # A/B of a change to kernels/decode.cu within one call: the checkout's kernel (its backend tests, the

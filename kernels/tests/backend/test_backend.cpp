@@ -85,15 +85,10 @@ static void check_chunked(AttentionBackend& cuda, AttentionBackend& ref, const T
 // and the nsa-chunked rule: inside the first chunk (exact top-k), an empty
 // current chunk, a current chunk spanning two of decode_pick's CTAs (k 48),
 // more lists than the merge keeps in registers.
-struct DecodeCase {
-  torch::ScalarType dt;
-  int B, Hq, Hkv, Tk, D, bs, K;
-  SelectionRule rule;
-};
-static std::vector<DecodeCase> decode_cases() {
+static void check_decode(AttentionBackend& cuda) {
   constexpr SelectionRule kTopK = SelectionRule::TopK, kChunked = SelectionRule::NsaChunked;
-  using C = DecodeCase;
-  return {C{torch::kBFloat16, 2, 16, 1, 333, 64, 16, 8, kTopK}, C{torch::kHalf, 3, 8, 8, 500, 128, 64, 3, kTopK},
+  struct C { torch::ScalarType dt; int B, Hq, Hkv, Tk, D, bs, K; SelectionRule rule; };
+  for (C c : {C{torch::kBFloat16, 2, 16, 1, 333, 64, 16, 8, kTopK}, C{torch::kHalf, 3, 8, 8, 500, 128, 64, 3, kTopK},
               C{torch::kBFloat16, 1, 32, 1, 4097, 64, 32, 16, kTopK}, C{torch::kBFloat16, 4, 32, 2, 40, 64, 16, 3, kTopK},
               C{torch::kBFloat16, 1, 16, 1, 9000, 128, 16, 64, kTopK}, C{torch::kHalf, 2, 4, 2, 16, 64, 16, 1, kTopK},
               // batches of more groups than SMs: each group's heads in one CTA (16 and 32 of them)
@@ -104,11 +99,7 @@ static std::vector<DecodeCase> decode_cases() {
               C{torch::kBFloat16, 1, 32, 2, 5000, 64, 16, 16, kChunked}, C{torch::kHalf, 3, 16, 1, 10565, 128, 16, 48, kChunked},
               C{torch::kBFloat16, 1, 16, 1, 9000, 128, 16, 64, kChunked}, C{torch::kBFloat16, 70, 32, 2, 3000, 64, 16, 16, kChunked},
               // more candidate lists than the selection merge keeps in registers (69 chunks, two lists each)
-              C{torch::kBFloat16, 2, 16, 1, 140000, 64, 16, 16, kChunked}};
-}
-
-static void check_decode(AttentionBackend& cuda) {
-  for (DecodeCase c : decode_cases()) {
+              C{torch::kBFloat16, 2, 16, 1, 140000, 64, 16, 16, kChunked}}) {
     std::printf("[decode %s B%d Hq%d Hkv%d Tk%d D%d bs%d k%d %s]\n", c.dt == torch::kHalf ? "fp16" : "bf16", c.B, c.Hq,
                 c.Hkv, c.Tk, c.D, c.bs, c.K, to_string(c.rule));
     auto o = torch::TensorOptions().device(torch::kCUDA).dtype(c.dt);
@@ -187,39 +178,6 @@ static void check_decode(AttentionBackend& cuda) {
     std::printf("  %s %s, %s pooled keys: model steps vs whole forward: median rel %.3g, worst %.3g\n",
                 to_string(mode), to_string(spec.rule), to_string(spec.pooled_keys), errs[errs.size() / 2], errs.back());
     check(errs[errs.size() / 2] < 3e-2, "decode: model steps == whole forward (bf16, median)", errs[errs.size() / 2]);
-  }
-}
-
-// The selection in one cluster launch (decode_select_cluster: SSA_DECODE_CLUSTER=1
-// wherever it fits, =2 rescoring the chunks instead of keeping their logits)
-// against the two launches (=0) on every decode case: the same selection and
-// output bit for bit, as all combine the same partial sums in the same order. The cases reach one to 14 CTAs a cluster, one to
-// five chunks a CTA (69 chunks: the last CTA holds four), G 1 to 32 and both
-// rules.
-static void check_decode_cluster(AttentionBackend& cuda) {
-  std::printf("[decode: the selection in one cluster launch against two launches]\n");
-  for (DecodeCase c : decode_cases()) {
-    auto o = torch::TensorOptions().device(torch::kCUDA).dtype(c.dt);
-    Tensor k = torch::randn({c.B, c.Hkv, c.Tk, c.D}, o), v = torch::randn_like(k), q = torch::randn({c.B, c.Hq, 1, c.D}, o);
-    SparseSpec spec{c.bs, c.K, c.rule};
-    Tensor means = complete_block_means(k.to(torch::kFloat), c.bs);
-    for (Tensor bk : {means, means.to(torch::kBFloat16)}) {
-      if (bk.scalar_type() == torch::kBFloat16 && c.dt != torch::kBFloat16) continue;
-      Tensor blocks[3], out[3];
-      for (int mode = 0; mode < 3; ++mode) {
-        setenv("SSA_DECODE_CLUSTER", std::to_string(mode).c_str(), 1);
-        out[mode] = cuda.decode(q, k, v, bk, spec, &blocks[mode]);
-      }
-      unsetenv("SSA_DECODE_CLUSTER");
-      for (int mode = 1; mode < 3; ++mode) {
-        const bool same = torch::equal(blocks[0], blocks[mode]) && torch::equal(out[0], out[mode]);
-        if (!same)
-          std::printf("  B%d Hq%d Hkv%d Tk%d D%d bs%d k%d %s, %s pooled keys, mode %d: differ\n", c.B, c.Hq, c.Hkv,
-                      c.Tk, c.D, c.bs, c.K, to_string(c.rule), bk.scalar_type() == torch::kBFloat16 ? "bf16" : "fp32",
-                      mode);
-        check(same, "decode: cluster selection == two launches, bit for bit", mode);
-      }
-    }
   }
 }
 
@@ -398,7 +356,6 @@ int main() {
   std::printf("[decode: the scalar attention kernel]\n");
   check_decode(*cuda);
   unsetenv("SSA_DECODE_ATTEND_MMA");
-  check_decode_cluster(*cuda);
   check_append(*cuda);
   std::printf("%d failed\n", fails);
   return fails ? 1 : 0;
