@@ -41,6 +41,8 @@
 #   bash scripts/gpu_check.sh decodeprof # issue 16: the backend tests, the decode benchmark with the attention
 #                                      # step on the tensor cores and on the scalar kernel, compute-sanitizer,
 #                                      # and ncu on the three kernels at 128K x 32 (about 4 minutes)
+#   bash scripts/gpu_check.sh decodestalls # where the decode kernels' warps wait at 128K x 32: ncu's full and
+#                                      # per-instruction views of the three kernels (d64) and of attend at d128
 #   DECODE_AB_BASE=.ab/decode.cu bash scripts/gpu_check.sh decodeab # a change to kernels/decode.cu against
 #                                      # an older copy (carry .ab): tests, the benchmark of both in one call,
 #                                      # kernel durations and ncu's per-instruction view of the three kernels
@@ -91,9 +93,15 @@ kernel_bench_recorded() {
 # scores (mangled name Lb1E: the bf16-key variant), pick and attend kernels, into
 # $OUT/ncu_<prefix>_<kernel>.txt; with a second argument `sass`, also each kernel's per-instruction
 # view (ncu_<prefix>_<kernel>_sass.csv)
+# ncu's full view of the decode kernels' first launch at 128K x 32 (bf16 pooled keys: d64 block 16 first);
+# PREFIX names the files, `sass` adds the per-instruction view, further arguments replace the kernels
+# profiled ("NAME REGEX" each, the regex over mangled names).
 profile_decode_kernels() {
   local prefix=$1 sass=${2:-} run
-  for run in "scores regex:decode_scores.*Lb1E" "pick regex:decode_pick" "attend regex:decode_attend_mma"; do
+  shift $(($# < 2 ? $# : 2))
+  local runs=("$@")
+  ((${#runs[@]})) || runs=("scores regex:decode_scores.*Lb1E" "pick regex:decode_pick" "attend regex:decode_attend_mma")
+  for run in "${runs[@]}"; do
     set -- $run
     timeout 150 ncu --set full --import-source no --kernel-name-base mangled --kernel-name "$2" --launch-count 1 \
       -o "/tmp/ncu_${prefix}_$1" -f ./build-gpu/ssalab_decode_bench --contexts 131072 --batches 32 --iters 1 \
@@ -328,6 +336,15 @@ if [ "$STAGE" = decodeprof ]; then
   done
   # where the time goes at 128K x 32, bf16 pooled keys
   profile_decode_kernels decode
+fi
+if [ "$STAGE" = decodestalls ]; then
+  # where the decode kernels' warps wait at 128K x 32 (issue 16): ncu's full view and per-instruction stall
+  # samples of the scoring, ranking and attend kernels (d64 block 16) and of the attend kernel at d128,
+  # packed into one file, decodestalls.tar.gz (about 3 minutes)
+  build_targets decodestalls ssalab_decode_bench
+  profile_decode_kernels stalls sass "scores regex:decode_scores.*Lb1E" "pick regex:decode_pick" \
+    "attend regex:decode_attend_mma" "attend_d128 regex:decode_attend_mma.*Li128E"
+  tar -czf "$OUT/decodestalls.tar.gz" -C "$OUT" $(cd "$OUT" && ls ncu_stalls_*) && rm -f "$OUT"/ncu_stalls_*
 fi
 if [ "$STAGE" = decodeab ]; then
   # A/B of a change to kernels/decode.cu within one call: the checkout's kernel (its backend tests, the
