@@ -551,12 +551,119 @@ __device__ __forceinline__ void merge_in_shared(const CandidateLists& lists, int
   }
 }
 
+// select_by_radix's shared scratch, in the attend kernels' K/V tile space
+// (unused until the selection is made).
+struct RadixScratch {
+  unsigned hist[2][256];                  // per side: its open keys per value of this pass's digit
+  unsigned long long prefix[2], mask[2];  // per side: the digits fixed so far, and their bits
+  int remaining[2];                       // how many the side still takes among the keys matching its prefix
+  int open[2];                            // 1 while the side's threshold is not found
+  int count;                              // keys chosen so far (the compaction)
+  unsigned long long chosen[kMaxPicks];
+};
+static_assert(sizeof(RadixScratch) <= size_t(kWarps) * 2 * 32 * (64 * 2 + 16), "fits the K/V tiles at d64");
+
+// The same selection as merging the lists (each side's best quota_of(side)
+// keys, in rank order) with the whole CTA at once: a radix select per side
+// from the top byte of the 64-bit keys down finds the key value that leaves
+// exactly the side's quota at or above it (usually within three of the eight
+// bytes: the float's exponent and first mantissa bits), then the chosen keys
+// (at most K - 1) are ranked by counting. A merge is a chain of dependent
+// steps per pick on one warp (ncu at 128K x 32: about 40% of the attend
+// kernel, its other warps waiting at the barrier); this is a few barriers
+// whatever K is. Keys are distinct (the block index is in the low word), so
+// every threshold is exact and the order is the merge's. Ends with the CTA
+// synchronised.
+__device__ __forceinline__ void select_by_radix(const CandidateLists& lists, int ncand, int own,
+                                                const unsigned long long* cand_key, RadixScratch& rs, int* sel,
+                                                int K) {
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  if (tid < 2) {
+    const bool takes = tid < lists.lists && lists.quota_of(tid) > 0;
+    rs.prefix[tid] = rs.mask[tid] = 0;
+    rs.remaining[tid] = takes ? lists.quota_of(tid) : 0;
+    rs.open[tid] = takes;
+  }
+  if (tid == 0) rs.count = 0;
+  for (int shift = 56; shift >= 0; shift -= 8) {
+    for (int i = tid; i < 2 * 256; i += blockDim.x) rs.hist[i >> 8][i & 255] = 0;
+    __syncthreads();  // the histograms cleared, the last pass's prefixes seen by all
+    const bool open0 = rs.open[0], open1 = rs.open[1];
+    if (!open0 && !open1) break;
+    // every thread the same number of rounds: the warp's lanes count their
+    // keys' digits together (one shared atomic per distinct digit)
+    for (int i0 = 0; i0 < ncand; i0 += blockDim.x) {
+      int bin = -1;
+      if (i0 + tid < ncand) {
+        const unsigned long long key = cand_key[i0 + tid];
+        const int side = lists.list_of(int(~unsigned(key)));
+        if (key != 0 && (side ? open1 : open0) && (key & rs.mask[side]) == rs.prefix[side])
+          bin = side * 256 + int((key >> shift) & 255);
+      }
+      const unsigned peers = __match_any_sync(0xffffffffu, bin);
+      if (bin >= 0 && lane == __ffs(peers) - 1) atomicAdd(&rs.hist[0][0] + bin, unsigned(__popc(peers)));
+    }
+    __syncthreads();
+    if (warp < 2 && (warp ? open1 : open0)) {  // warp s: side s's digit
+      const int side = warp;
+      unsigned count[8], sum = 0;  // lane l: digits 255 - 8l down to 248 - 8l
+#pragma unroll
+      for (int e = 0; e < 8; ++e) sum += count[e] = rs.hist[side][255 - 8 * lane - e];
+      unsigned from_top = sum;  // keys at this lane's digits or above
+#pragma unroll
+      for (int off = 1; off < 32; off <<= 1) {
+        const unsigned x = __shfl_up_sync(0xffffffffu, from_top, off);
+        if (lane >= off) from_top += x;
+      }
+      const unsigned want = rs.remaining[side], total = __shfl_sync(0xffffffffu, from_top, 31);
+      if (total <= want) {  // (first pass only) no more keys than it takes: all of them (prefix and mask 0)
+        if (lane == 0) rs.open[side] = 0;
+      } else if (from_top - sum < want && from_top >= want) {  // the lane whose digits reach `want`
+        unsigned above = from_top - sum;
+#pragma unroll
+        for (int e = 0; e < 8; ++e) {
+          if (above + count[e] >= want) {
+            rs.prefix[side] |= static_cast<unsigned long long>(255 - 8 * lane - e) << shift;
+            rs.mask[side] |= 0xffull << shift;
+            rs.remaining[side] = int(want - above);
+            if (count[e] == want - above) rs.open[side] = 0;  // the digit's keys fill it exactly
+            break;
+          }
+          above += count[e];
+        }
+      }
+    }
+  }
+  __syncthreads();
+  // the chosen keys: each side's at or above its threshold
+  for (int i = tid; i < ncand; i += blockDim.x) {
+    const unsigned long long key = cand_key[i];
+    const int side = lists.list_of(int(~unsigned(key)));
+    if (key != 0 && lists.quota_of(side) > 0 && (key & rs.mask[side]) >= rs.prefix[side])
+      rs.chosen[atomicAdd(&rs.count, 1)] = key;
+  }
+  __syncthreads();
+  const int n = rs.count;
+  for (int i = tid; i < n; i += blockDim.x) {
+    const unsigned long long key = rs.chosen[i];
+    int rank = 0;
+    for (int j = 0; j < n; ++j) rank += rs.chosen[j] > key;
+    sel[1 + rank] = int(~unsigned(key));
+  }
+  if (tid == 0) sel[0] = own;
+  for (int r = 1 + n + tid; r < K; r += blockDim.x) sel[r] = -1;
+  __syncthreads();
+}
+
 // The step's selection for group `group`, into sel[0 .. K) (shared): the own
-// block, then the best picks merged from the chunks' ranked candidate lists
-// (decode_pick), -1 where there are fewer. cand_key, head_key and next_cand
-// are shared scratch (attend_smem). Ends with the CTA synchronised.
+// block, then the best picks from the chunks' ranked candidate lists
+// (decode_pick), -1 where there are fewer: by select_by_radix, or merged by
+// one warp (by_lists, the A/B baseline). cand_key, head_key and next_cand are
+// shared scratch (attend_smem), and so is `scratch` (RadixScratch). Ends with
+// the CTA synchronised.
 __device__ __forceinline__ void merge_selection(const DecodeParams& p, int64_t group, unsigned long long* cand_key,
-                                                unsigned long long* head_key, int* next_cand, int* sel) {
+                                                unsigned long long* head_key, int* next_cand, int* sel,
+                                                void* scratch, bool by_lists) {
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int own = own_block(p), nbc = complete_blocks(p), K = p.top_k;
   const int picks = min(K - 1, nbc), nchunks = chunks_of(nbc), ncand = nchunks * picks;
@@ -583,6 +690,10 @@ __device__ __forceinline__ void merge_selection(const DecodeParams& p, int64_t g
     }
   }
   __syncthreads();
+  if (!by_lists) {
+    select_by_radix(candidate_lists(p), ncand, own, cand_key, *static_cast<RadixScratch*>(scratch), sel, K);
+    return;
+  }
   if (warp == 0) {
     // each chunk's lists are in rank order, so the best remaining block is
     // always the head of one list: a pick compares the lists' heads (kept
@@ -605,7 +716,7 @@ __device__ __forceinline__ void merge_selection(const DecodeParams& p, int64_t g
 }
 
 template <typename T, int D, int MAXG>
-__global__ void __launch_bounds__(kWarps * 32) decode_attend(DecodeParams p) {
+__global__ void __launch_bounds__(kWarps * 32) decode_attend(DecodeParams p, bool by_lists) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   constexpr int E = D / 32;  // output elements per lane
   const int g = blockIdx.x, b = blockIdx.y, G = p.Hq / p.Hkv;
@@ -633,7 +744,7 @@ __global__ void __launch_bounds__(kWarps * 32) decode_attend(DecodeParams p) {
   wait_for_previous_kernel();
   const T* q = static_cast<const T*>(p.q) + b * p.q_s.b + (int64_t(g) * G + h0) * p.q_s.h;
   for (int i = tid; i < Gc * D; i += blockDim.x) qs[i] = TypeOf<T>::to_float(q[(i / D) * p.q_s.h + i % D]);
-  merge_selection(p, group, cand_key, head_key, next_cand, sel);
+  merge_selection(p, group, cand_key, head_key, next_cand, sel, kv_tiles, by_lists);
   if (p.blocks && blockIdx.z == 0 && tid < K) p.blocks[(int64_t(b) * p.Hkv + g) * K + tid] = sel[tid];
 
   // attention over the selected blocks (this CTA's heads): online softmax per warp
@@ -784,7 +895,7 @@ __host__ __device__ inline AttendSmem attend_mma_smem(int G, int D, int chunks, 
 }
 
 template <typename T, int D, int MT>
-__global__ void __launch_bounds__(kWarps * 32) decode_attend_mma(DecodeParams p) {
+__global__ void __launch_bounds__(kWarps * 32) decode_attend_mma(DecodeParams p, bool by_lists) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   constexpr int kRows = MT * 16;
   const int g = blockIdx.x, b = blockIdx.y, G = p.Hq / p.Hkv;
@@ -819,7 +930,7 @@ __global__ void __launch_bounds__(kWarps * 32) decode_attend_mma(DecodeParams p)
       qa[mt][ks][2] = q_pair(q, p.q_s.h, h, G, d + 8);
       qa[mt][ks][3] = q_pair(q, p.q_s.h, h + 8, G, d + 8);
     }
-  merge_selection(p, group, cand_key, head_key, next_cand, sel);
+  merge_selection(p, group, cand_key, head_key, next_cand, sel, smem_raw + L.kv, by_lists);
   if (p.blocks && tid < K) p.blocks[group * K + tid] = sel[tid];
 
   float o[MT][D / 8][4], m_run[MT][2], l_run[MT][2];  // rows quad and quad + 8 of each m-tile
@@ -1122,6 +1233,14 @@ std::string launch_selection(const DecodeParams& p, cudaStream_t stream) {
   return "";
 }
 
+// Whether the attend kernels take the step's picks by merging the candidate
+// lists on one warp, read each call so that tests and benchmarks can compare:
+// SSA_DECODE_MERGE_LISTS=1; by default select_by_radix.
+bool merge_by_lists() {
+  const char* e = std::getenv("SSA_DECODE_MERGE_LISTS");
+  return e && std::atoi(e) != 0;
+}
+
 // An attend kernel with as much dynamic shared memory as the GPU allows (asked
 // once per kernel: a template argument, so each kernel has its own flag).
 template <auto kernel>
@@ -1131,7 +1250,7 @@ std::string launch_attend(dim3 grid, size_t smem, cudaStream_t stream, const Dec
     SSA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, shared_memory_optin()));
     opted_in = true;
   }
-  return launch_dependent(kernel, grid, kWarps * 32, smem, stream, p);
+  return launch_dependent(kernel, grid, kWarps * 32, smem, stream, p, merge_by_lists());
 }
 
 template <typename T, int D, int MAXG, int MAXG_ATTEND>

@@ -41,6 +41,8 @@
 #   bash scripts/gpu_check.sh decodeprof # issue 16: the backend tests, the decode benchmark with the attention
 #                                      # step on the tensor cores and on the scalar kernel, compute-sanitizer,
 #                                      # and ncu on the three kernels at 128K x 32 (about 4 minutes)
+#   bash scripts/gpu_check.sh decoderadix # the step's picks by radix select against merging the lists: backend
+#                                      # tests, benchmark of both, compute-sanitizer (about 3 minutes)
 #   bash scripts/gpu_check.sh decodestalls # where the decode kernels' warps wait at 128K x 32: ncu's full and
 #                                      # per-instruction views of the three kernels (d64) and of attend at d128
 #   DECODE_AB_BASE=.ab/decode.cu bash scripts/gpu_check.sh decodeab # a change to kernels/decode.cu against
@@ -336,6 +338,25 @@ if [ "$STAGE" = decodeprof ]; then
   done
   # where the time goes at 128K x 32, bf16 pooled keys
   profile_decode_kernels decode
+fi
+if [ "$STAGE" = decoderadix ]; then
+  # the step's picks by radix select (the default) against merging the candidate lists on one warp
+  # (SSA_DECODE_MERGE_LISTS=1) in one build: the backend tests (which compare the two bit for bit), the
+  # decode benchmark of each, compute-sanitizer on the radix path (about 3 minutes)
+  build_targets decoderadix test_kernel_backend ssalab_decode_bench
+  timeout 200 ./build-gpu/kernels/test_kernel_backend > "$OUT/kernel_backend.txt" 2>&1
+  echo "test_kernel_backend rc=$? (${SECONDS}s)"; grep -E "FAIL|failed|differ" "$OUT/kernel_backend.txt" | tail -5
+  for lists in 0 1; do
+    SSA_DECODE_MERGE_LISTS=$lists timeout 100 ./build-gpu/ssalab_decode_bench --contexts 8192,131072 --batches 1,32 \
+      --iters 20 --bf16-pooling --no-model > "$OUT/decode_lists$lists.txt" 2>&1
+    echo "decode bench merge lists=$lists rc=$? (${SECONDS}s)"
+    grep -A30 "^## Pooled keys in bf16" "$OUT/decode_lists$lists.txt" | grep -E "^\| (1B|16q)" | cut -d'|' -f2-5,7-9
+  done
+  for tool in memcheck synccheck racecheck; do
+    timeout 150 compute-sanitizer --tool $tool --kernel-name kns=decode_attend ./build-gpu/ssalab_decode_bench \
+      --contexts 8192,40000 --batches 1,4 --iters 1 --no-model --bf16-pooling > "$OUT/decode_radix_$tool.txt" 2>&1
+    echo "$tool rc=$? (${SECONDS}s): $(grep SUMMARY "$OUT/decode_radix_$tool.txt")"
+  done
 fi
 if [ "$STAGE" = decodestalls ]; then
   # where the decode kernels' warps wait at 128K x 32 (issue 16): ncu's full view and per-instruction stall

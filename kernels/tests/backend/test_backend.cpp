@@ -85,10 +85,15 @@ static void check_chunked(AttentionBackend& cuda, AttentionBackend& ref, const T
 // and the nsa-chunked rule: inside the first chunk (exact top-k), an empty
 // current chunk, a current chunk spanning two of decode_pick's CTAs (k 48),
 // more lists than the merge keeps in registers.
-static void check_decode(AttentionBackend& cuda) {
+struct DecodeCase {
+  torch::ScalarType dt;
+  int B, Hq, Hkv, Tk, D, bs, K;
+  SelectionRule rule;
+};
+static std::vector<DecodeCase> decode_cases() {
   constexpr SelectionRule kTopK = SelectionRule::TopK, kChunked = SelectionRule::NsaChunked;
-  struct C { torch::ScalarType dt; int B, Hq, Hkv, Tk, D, bs, K; SelectionRule rule; };
-  for (C c : {C{torch::kBFloat16, 2, 16, 1, 333, 64, 16, 8, kTopK}, C{torch::kHalf, 3, 8, 8, 500, 128, 64, 3, kTopK},
+  using C = DecodeCase;
+  return {C{torch::kBFloat16, 2, 16, 1, 333, 64, 16, 8, kTopK}, C{torch::kHalf, 3, 8, 8, 500, 128, 64, 3, kTopK},
               C{torch::kBFloat16, 1, 32, 1, 4097, 64, 32, 16, kTopK}, C{torch::kBFloat16, 4, 32, 2, 40, 64, 16, 3, kTopK},
               C{torch::kBFloat16, 1, 16, 1, 9000, 128, 16, 64, kTopK}, C{torch::kHalf, 2, 4, 2, 16, 64, 16, 1, kTopK},
               // batches of more groups than SMs: each group's heads in one CTA (16 and 32 of them)
@@ -99,7 +104,11 @@ static void check_decode(AttentionBackend& cuda) {
               C{torch::kBFloat16, 1, 32, 2, 5000, 64, 16, 16, kChunked}, C{torch::kHalf, 3, 16, 1, 10565, 128, 16, 48, kChunked},
               C{torch::kBFloat16, 1, 16, 1, 9000, 128, 16, 64, kChunked}, C{torch::kBFloat16, 70, 32, 2, 3000, 64, 16, 16, kChunked},
               // more candidate lists than the selection merge keeps in registers (69 chunks, two lists each)
-              C{torch::kBFloat16, 2, 16, 1, 140000, 64, 16, 16, kChunked}}) {
+              C{torch::kBFloat16, 2, 16, 1, 140000, 64, 16, 16, kChunked}};
+}
+
+static void check_decode(AttentionBackend& cuda) {
+  for (DecodeCase c : decode_cases()) {
     std::printf("[decode %s B%d Hq%d Hkv%d Tk%d D%d bs%d k%d %s]\n", c.dt == torch::kHalf ? "fp16" : "bf16", c.B, c.Hq,
                 c.Hkv, c.Tk, c.D, c.bs, c.K, to_string(c.rule));
     auto o = torch::TensorOptions().device(torch::kCUDA).dtype(c.dt);
@@ -179,6 +188,40 @@ static void check_decode(AttentionBackend& cuda) {
                 to_string(mode), to_string(spec.rule), to_string(spec.pooled_keys), errs[errs.size() / 2], errs.back());
     check(errs[errs.size() / 2] < 3e-2, "decode: model steps == whole forward (bf16, median)", errs[errs.size() / 2]);
   }
+}
+
+// The step's picks by select_by_radix (the default) against merging the
+// candidate lists on one warp (SSA_DECODE_MERGE_LISTS=1) on every decode case,
+// on both attend kernels: the same selection and output bit for bit (the same
+// blocks in the same order). The cases reach 1 to 69 chunks, k 1 to 64 and
+// both rules.
+static void check_decode_radix(AttentionBackend& cuda) {
+  std::printf("[decode: the picks by radix select against merging the lists]\n");
+  for (const char* mma : {"1", "0"}) {
+    setenv("SSA_DECODE_ATTEND_MMA", mma, 1);
+    for (DecodeCase c : decode_cases()) {
+      auto o = torch::TensorOptions().device(torch::kCUDA).dtype(c.dt);
+      Tensor k = torch::randn({c.B, c.Hkv, c.Tk, c.D}, o), v = torch::randn_like(k), q = torch::randn({c.B, c.Hq, 1, c.D}, o);
+      SparseSpec spec{c.bs, c.K, c.rule};
+      Tensor means = complete_block_means(k.to(torch::kFloat), c.bs);
+      for (Tensor bk : {means, means.to(torch::kBFloat16)}) {
+        if (bk.scalar_type() == torch::kBFloat16 && c.dt != torch::kBFloat16) continue;
+        Tensor blocks[2], out[2];
+        for (int lists = 0; lists < 2; ++lists) {
+          setenv("SSA_DECODE_MERGE_LISTS", lists ? "1" : "0", 1);
+          out[lists] = cuda.decode(q, k, v, bk, spec, &blocks[lists]);
+        }
+        unsetenv("SSA_DECODE_MERGE_LISTS");
+        const bool same = torch::equal(blocks[0], blocks[1]) && torch::equal(out[0], out[1]);
+        if (!same)
+          std::printf("  B%d Hq%d Hkv%d Tk%d D%d bs%d k%d %s, %s pooled keys, attend mma %s: differ\n", c.B, c.Hq,
+                      c.Hkv, c.Tk, c.D, c.bs, c.K, to_string(c.rule),
+                      bk.scalar_type() == torch::kBFloat16 ? "bf16" : "fp32", mma);
+        check(same, "decode: radix picks == merged lists, bit for bit", 0);
+      }
+    }
+  }
+  unsetenv("SSA_DECODE_ATTEND_MMA");
 }
 
 // The cache update kernel against the LibTorch path: the stored keys and
@@ -356,6 +399,7 @@ int main() {
   std::printf("[decode: the scalar attention kernel]\n");
   check_decode(*cuda);
   unsetenv("SSA_DECODE_ATTEND_MMA");
+  check_decode_radix(*cuda);
   check_append(*cuda);
   std::printf("%d failed\n", fails);
   return fails ? 1 : 0;
