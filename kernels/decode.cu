@@ -554,14 +554,14 @@ __device__ __forceinline__ void merge_in_shared(const CandidateLists& lists, int
 // select_by_radix's shared scratch, in the attend kernels' K/V tile space
 // (unused until the selection is made).
 struct RadixScratch {
-  unsigned hist[2][256];                  // per side: its open keys per value of this pass's digit
+  unsigned hist[2][2][256];               // per pass parity and side: open keys per value of the pass's digit
   unsigned long long prefix[2], mask[2];  // per side: the digits fixed so far, and their bits
   int remaining[2];                       // how many the side still takes among the keys matching its prefix
   int open[2];                            // 1 while the side's threshold is not found
   int count;                              // keys chosen so far (the compaction)
   unsigned long long chosen[kMaxPicks];
 };
-static_assert(sizeof(RadixScratch) <= size_t(kWarps) * 2 * 32 * (64 * 2 + 16), "fits the K/V tiles at d64");
+static_assert(sizeof(RadixScratch) <= size_t(kWarps) * 2 * 32 * (64 * 2 + 16), "fits in the K/V tiles at d64");
 
 // The same selection as merging the lists (each side's best quota_of(side)
 // keys, in rank order) with the whole CTA at once: a radix select per side
@@ -586,7 +586,10 @@ __device__ __forceinline__ void select_by_radix(const CandidateLists& lists, int
   }
   if (tid == 0) rs.count = 0;
   for (int shift = 56; shift >= 0; shift -= 8) {
-    for (int i = tid; i < 2 * 256; i += blockDim.x) rs.hist[i >> 8][i & 255] = 0;
+    // two sets of histograms, a pass's and the next's: warps 0 and 1 may still
+    // be reading this pass's while the others clear the next's
+    unsigned (&hist)[2][256] = rs.hist[(shift >> 3) & 1];
+    for (int i = tid; i < 2 * 256; i += blockDim.x) hist[i >> 8][i & 255] = 0;
     __syncthreads();  // the histograms cleared, the last pass's prefixes seen by all
     const bool open0 = rs.open[0], open1 = rs.open[1];
     if (!open0 && !open1) break;
@@ -601,14 +604,14 @@ __device__ __forceinline__ void select_by_radix(const CandidateLists& lists, int
           bin = side * 256 + int((key >> shift) & 255);
       }
       const unsigned peers = __match_any_sync(0xffffffffu, bin);
-      if (bin >= 0 && lane == __ffs(peers) - 1) atomicAdd(&rs.hist[0][0] + bin, unsigned(__popc(peers)));
+      if (bin >= 0 && lane == __ffs(peers) - 1) atomicAdd(&hist[0][0] + bin, unsigned(__popc(peers)));
     }
     __syncthreads();
     if (warp < 2 && (warp ? open1 : open0)) {  // warp s: side s's digit
       const int side = warp;
       unsigned count[8], sum = 0;  // lane l: digits 255 - 8l down to 248 - 8l
 #pragma unroll
-      for (int e = 0; e < 8; ++e) sum += count[e] = rs.hist[side][255 - 8 * lane - e];
+      for (int e = 0; e < 8; ++e) sum += count[e] = hist[side][255 - 8 * lane - e];
       unsigned from_top = sum;  // keys at this lane's digits or above
 #pragma unroll
       for (int off = 1; off < 32; off <<= 1) {
