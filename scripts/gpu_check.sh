@@ -352,7 +352,7 @@ if [ "$STAGE" = decoderadix ]; then
     echo "decode bench merge lists=$lists rc=$? (${SECONDS}s)"
     grep -A30 "^## Pooled keys in bf16" "$OUT/decode_lists$lists.txt" | grep -E "^\| (1B|16q)" | cut -d'|' -f2-5,7-9
   done
-  for tool in memcheck synccheck racecheck; do  # (40K: both rules have two sides; block 64: three chunks)
+  for tool in memcheck synccheck racecheck; do  # (40K: 20 chunks at block 16, the nsa-chunked rows two sides)
     timeout 150 compute-sanitizer --tool $tool --kernel-name kns=decode_attend ./build-gpu/ssalab_decode_bench \
       --contexts 40000 --batches 1 --iters 1 --no-model --bf16-pooling > "$OUT/decode_radix_$tool.txt" 2>&1
     echo "$tool rc=$? (${SECONDS}s): $(grep SUMMARY "$OUT/decode_radix_$tool.txt")"
