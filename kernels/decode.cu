@@ -564,16 +564,16 @@ struct RadixScratch {
 static_assert(sizeof(RadixScratch) <= size_t(kWarps) * 2 * 32 * (64 * 2 + 16), "fits in the K/V tiles at d64");
 
 // The same selection as merging the lists (each side's best quota_of(side)
-// keys, in rank order) with the whole CTA at once: a radix select per side
-// from the top byte of the 64-bit keys down finds the key value that leaves
-// exactly the side's quota at or above it (usually within three of the eight
-// bytes: the float's exponent and first mantissa bits), then the chosen keys
-// (at most K - 1) are ranked by counting. A merge is a chain of dependent
-// steps per pick on one warp (ncu at 128K x 32: about 40% of the attend
-// kernel, its other warps waiting at the barrier); this is a few barriers
-// whatever K is. Keys are distinct (the block index is in the low word), so
-// every threshold is exact and the order is the merge's. Ends with the CTA
-// synchronised.
+// keys, in rank order) with the whole CTA at once: a radix select per side,
+// a pass per byte of the 64-bit keys from the top (the float's exponent and
+// leading mantissa bits first; at most eight), finds the key value that leaves
+// exactly the side's quota at or above it, then the chosen keys (at most
+// K - 1) are ranked by counting. The merge is a chain of dependent steps per
+// pick on one warp: at 128K x 32 on an H100, 42% of the attend kernel's warp
+// samples wait at the barrier after it (bench/results/h100-2026-12-07-decode-stalls.txt);
+// this is two barriers a pass whatever K is. Keys are distinct (the block
+// index is in the low word), so every threshold is exact and the order is the
+// merge's. Ends with the CTA synchronised.
 __device__ __forceinline__ void select_by_radix(const CandidateLists& lists, int ncand, int own,
                                                 const unsigned long long* cand_key, RadixScratch& rs, int* sel,
                                                 int K) {
@@ -660,13 +660,13 @@ __device__ __forceinline__ void select_by_radix(const CandidateLists& lists, int
 
 // The step's selection for group `group`, into sel[0 .. K) (shared): the own
 // block, then the best picks from the chunks' ranked candidate lists
-// (decode_pick), -1 where there are fewer: by select_by_radix, or merged by
-// one warp (by_lists, the A/B baseline). cand_key, head_key and next_cand are
-// shared scratch (attend_smem), and so is `scratch` (RadixScratch). Ends with
-// the CTA synchronised.
+// (decode_pick), -1 where there are fewer: merged by one warp, or by
+// select_by_radix (by_radix). cand_key, head_key and next_cand are shared
+// scratch (attend_smem), and so is `scratch` (RadixScratch). Ends with the CTA
+// synchronised.
 __device__ __forceinline__ void merge_selection(const DecodeParams& p, int64_t group, unsigned long long* cand_key,
                                                 unsigned long long* head_key, int* next_cand, int* sel,
-                                                void* scratch, bool by_lists) {
+                                                void* scratch, bool by_radix) {
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int own = own_block(p), nbc = complete_blocks(p), K = p.top_k;
   const int picks = min(K - 1, nbc), nchunks = chunks_of(nbc), ncand = nchunks * picks;
@@ -693,7 +693,7 @@ __device__ __forceinline__ void merge_selection(const DecodeParams& p, int64_t g
     }
   }
   __syncthreads();
-  if (!by_lists) {
+  if (by_radix) {
     select_by_radix(candidate_lists(p), ncand, own, cand_key, *static_cast<RadixScratch*>(scratch), sel, K);
     return;
   }
@@ -719,7 +719,7 @@ __device__ __forceinline__ void merge_selection(const DecodeParams& p, int64_t g
 }
 
 template <typename T, int D, int MAXG>
-__global__ void __launch_bounds__(kWarps * 32) decode_attend(DecodeParams p, bool by_lists) {
+__global__ void __launch_bounds__(kWarps * 32) decode_attend(DecodeParams p, bool by_radix) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   constexpr int E = D / 32;  // output elements per lane
   const int g = blockIdx.x, b = blockIdx.y, G = p.Hq / p.Hkv;
@@ -747,7 +747,7 @@ __global__ void __launch_bounds__(kWarps * 32) decode_attend(DecodeParams p, boo
   wait_for_previous_kernel();
   const T* q = static_cast<const T*>(p.q) + b * p.q_s.b + (int64_t(g) * G + h0) * p.q_s.h;
   for (int i = tid; i < Gc * D; i += blockDim.x) qs[i] = TypeOf<T>::to_float(q[(i / D) * p.q_s.h + i % D]);
-  merge_selection(p, group, cand_key, head_key, next_cand, sel, kv_tiles, by_lists);
+  merge_selection(p, group, cand_key, head_key, next_cand, sel, kv_tiles, by_radix);
   if (p.blocks && blockIdx.z == 0 && tid < K) p.blocks[(int64_t(b) * p.Hkv + g) * K + tid] = sel[tid];
 
   // attention over the selected blocks (this CTA's heads): online softmax per warp
@@ -898,7 +898,7 @@ __host__ __device__ inline AttendSmem attend_mma_smem(int G, int D, int chunks, 
 }
 
 template <typename T, int D, int MT>
-__global__ void __launch_bounds__(kWarps * 32) decode_attend_mma(DecodeParams p, bool by_lists) {
+__global__ void __launch_bounds__(kWarps * 32) decode_attend_mma(DecodeParams p, bool by_radix) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   constexpr int kRows = MT * 16;
   const int g = blockIdx.x, b = blockIdx.y, G = p.Hq / p.Hkv;
@@ -933,7 +933,7 @@ __global__ void __launch_bounds__(kWarps * 32) decode_attend_mma(DecodeParams p,
       qa[mt][ks][2] = q_pair(q, p.q_s.h, h, G, d + 8);
       qa[mt][ks][3] = q_pair(q, p.q_s.h, h + 8, G, d + 8);
     }
-  merge_selection(p, group, cand_key, head_key, next_cand, sel, smem_raw + L.kv, by_lists);
+  merge_selection(p, group, cand_key, head_key, next_cand, sel, smem_raw + L.kv, by_radix);
   if (p.blocks && tid < K) p.blocks[group * K + tid] = sel[tid];
 
   float o[MT][D / 8][4], m_run[MT][2], l_run[MT][2];  // rows quad and quad + 8 of each m-tile
@@ -1236,11 +1236,13 @@ std::string launch_selection(const DecodeParams& p, cudaStream_t stream) {
   return "";
 }
 
-// Whether the attend kernels take the step's picks by merging the candidate
-// lists on one warp, read each call so that tests and benchmarks can compare:
-// SSA_DECODE_MERGE_LISTS=1; by default select_by_radix.
-bool merge_by_lists() {
-  const char* e = std::getenv("SSA_DECODE_MERGE_LISTS");
+// Whether the attend kernels take the step's picks by select_by_radix instead
+// of merging the candidate lists on one warp, read each call so that tests and
+// benchmarks can compare: SSA_DECODE_RADIX=1. Off by default until it has run
+// on a GPU (written in the eighth session, when the device time was spent:
+// `bash scripts/gpu_check.sh decoderadix` tests and times it).
+bool picks_by_radix() {
+  const char* e = std::getenv("SSA_DECODE_RADIX");
   return e && std::atoi(e) != 0;
 }
 
@@ -1253,7 +1255,7 @@ std::string launch_attend(dim3 grid, size_t smem, cudaStream_t stream, const Dec
     SSA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, shared_memory_optin()));
     opted_in = true;
   }
-  return launch_dependent(kernel, grid, kWarps * 32, smem, stream, p, merge_by_lists());
+  return launch_dependent(kernel, grid, kWarps * 32, smem, stream, p, picks_by_radix());
 }
 
 template <typename T, int D, int MAXG, int MAXG_ATTEND>

@@ -340,20 +340,20 @@ if [ "$STAGE" = decodeprof ]; then
   profile_decode_kernels decode
 fi
 if [ "$STAGE" = decoderadix ]; then
-  # the step's picks by radix select (the default) against merging the candidate lists on one warp
-  # (SSA_DECODE_MERGE_LISTS=1) in one build: the backend tests (which compare the two bit for bit), the
-  # decode benchmark of each, compute-sanitizer on the radix path (about 3 minutes)
+  # the step's picks by radix select (SSA_DECODE_RADIX=1) against merging the candidate lists on one warp
+  # (the default) in one build: the backend tests (which compare the two bit for bit), the decode
+  # benchmark of each, compute-sanitizer on the radix path (about 3 minutes)
   build_targets decoderadix test_kernel_backend ssalab_decode_bench
   timeout 200 ./build-gpu/kernels/test_kernel_backend > "$OUT/kernel_backend.txt" 2>&1
   echo "test_kernel_backend rc=$? (${SECONDS}s)"; grep -E "FAIL|failed|differ" "$OUT/kernel_backend.txt" | tail -5
-  for lists in 0 1; do
-    SSA_DECODE_MERGE_LISTS=$lists timeout 100 ./build-gpu/ssalab_decode_bench --contexts 8192,131072 --batches 1,32 \
-      --iters 20 --bf16-pooling --no-model > "$OUT/decode_lists$lists.txt" 2>&1
-    echo "decode bench merge lists=$lists rc=$? (${SECONDS}s)"
-    grep -A30 "^## Pooled keys in bf16" "$OUT/decode_lists$lists.txt" | grep -E "^\| (1B|16q)" | cut -d'|' -f2-5,7-9
+  for radix in 0 1; do
+    SSA_DECODE_RADIX=$radix timeout 100 ./build-gpu/ssalab_decode_bench --contexts 8192,131072 --batches 1,32 \
+      --iters 20 --bf16-pooling --no-model > "$OUT/decode_radix$radix.txt" 2>&1
+    echo "decode bench radix=$radix rc=$? (${SECONDS}s)"
+    grep -A30 "^## Pooled keys in bf16" "$OUT/decode_radix$radix.txt" | grep -E "^\| (1B|16q)" | cut -d'|' -f2-5,7-9
   done
   for tool in memcheck synccheck racecheck; do  # (40K: 20 chunks at block 16, the nsa-chunked rows two sides)
-    timeout 150 compute-sanitizer --tool $tool --kernel-name kns=decode_attend ./build-gpu/ssalab_decode_bench \
+    SSA_DECODE_RADIX=1 timeout 150 compute-sanitizer --tool $tool --kernel-name kns=decode_attend ./build-gpu/ssalab_decode_bench \
       --contexts 40000 --batches 1 --iters 1 --no-model --bf16-pooling > "$OUT/decode_radix_$tool.txt" 2>&1
     echo "$tool rc=$? (${SECONDS}s): $(grep SUMMARY "$OUT/decode_radix_$tool.txt")"
   done

@@ -190,8 +190,8 @@ static void check_decode(AttentionBackend& cuda) {
   }
 }
 
-// The step's picks by select_by_radix (the default) against merging the
-// candidate lists on one warp (SSA_DECODE_MERGE_LISTS=1) on every decode case,
+// The step's picks by select_by_radix (SSA_DECODE_RADIX=1) against merging the
+// candidate lists on one warp (the default) on every decode case,
 // on both attend kernels: the same selection and output bit for bit (the same
 // blocks in the same order). The cases reach 1 to 69 chunks, k 1 to 64 and
 // both rules.
@@ -207,11 +207,11 @@ static void check_decode_radix(AttentionBackend& cuda) {
       for (Tensor bk : {means, means.to(torch::kBFloat16)}) {
         if (bk.scalar_type() == torch::kBFloat16 && c.dt != torch::kBFloat16) continue;
         Tensor blocks[2], out[2];
-        for (int lists = 0; lists < 2; ++lists) {
-          setenv("SSA_DECODE_MERGE_LISTS", lists ? "1" : "0", 1);
-          out[lists] = cuda.decode(q, k, v, bk, spec, &blocks[lists]);
+        for (int radix = 0; radix < 2; ++radix) {
+          setenv("SSA_DECODE_RADIX", radix ? "1" : "0", 1);
+          out[radix] = cuda.decode(q, k, v, bk, spec, &blocks[radix]);
         }
-        unsetenv("SSA_DECODE_MERGE_LISTS");
+        unsetenv("SSA_DECODE_RADIX");
         const bool same = torch::equal(blocks[0], blocks[1]) && torch::equal(out[0], out[1]);
         if (!same)
           std::printf("  B%d Hq%d Hkv%d Tk%d D%d bs%d k%d %s, %s pooled keys, attend mma %s: differ\n", c.B, c.Hq,
