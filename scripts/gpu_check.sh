@@ -95,6 +95,22 @@ kernel_bench_recorded() {
 # scores (mangled name Lb1E: the bf16-key variant), pick and attend kernels, into
 # $OUT/ncu_<prefix>_<kernel>.txt; with a second argument `sass`, also each kernel's per-instruction
 # view (ncu_<prefix>_<kernel>_sass.csv)
+# The engine binding's tests (test_kernel_backend: every decode case against the reference backend, and
+# the A/B switches of decode.cu against each other), with a line of summary.
+run_backend_tests() {
+  timeout 200 ./build-gpu/kernels/test_kernel_backend > "$OUT/kernel_backend.txt" 2>&1
+  echo "test_kernel_backend rc=$? (${SECONDS}s)"; grep -E "FAIL|failed|passed|differ" "$OUT/kernel_backend.txt" | tail -5
+}
+# The decode benchmark (8K and 128K, batch 1 and 32, with the bf16 pooled keys' table) with an A/B switch of
+# decode.cu off and on: VAR=0 and VAR=1, into $OUT/decode_NAME0.txt and decode_NAME1.txt.
+decode_bench_ab() {
+  local var=$1 name=$2 value
+  for value in 0 1; do
+    env "$var=$value" timeout 200 ./build-gpu/ssalab_decode_bench --contexts 8192,131072 --batches 1,32 \
+      --iters 20 --bf16-pooling --no-model > "$OUT/decode_$name$value.txt" 2>&1
+    echo "decode bench $var=$value rc=$? (${SECONDS}s)"; grep -E "^\| (1B|16q)" "$OUT/decode_$name$value.txt" | cut -c1-150
+  done
+}
 # ncu's full view of the decode kernels' first launch at 128K x 32 (bf16 pooled keys: d64 block 16 first);
 # PREFIX names the files, `sass` adds the per-instruction view, further arguments replace the kernels
 # profiled ("NAME REGEX" each, the regex over mangled names).
@@ -174,8 +190,7 @@ if [ "$STAGE" = decode ] || [ "$STAGE" = analysis ]; then
   [ "$STAGE" = analysis ] && targets=(ssalab_analysis_bench)
   build_targets "$STAGE" "${targets[@]}"
   if [ "$STAGE" = decode ]; then
-    timeout 200 ./build-gpu/kernels/test_kernel_backend > "$OUT/kernel_backend.txt" 2>&1
-    echo "test_kernel_backend rc=$?"; grep -E "FAIL|failed" "$OUT/kernel_backend.txt" | tail -5
+    run_backend_tests
     timeout 240 ./build-gpu/ssalab_decode_bench ${DECODE_BENCH_ARGS:-} 2>&1 | tee "$OUT/decode_bench.txt"
     for tool in memcheck racecheck; do
       timeout 200 compute-sanitizer --tool $tool --kernel-name kns=decode_ ./build-gpu/ssalab_decode_bench \
@@ -208,8 +223,7 @@ if [ "$STAGE" = kbench ]; then
 fi
 if [ "$STAGE" = perf ]; then
   build_targets perf test_kernel_backend test_kernels ssalab_decode_bench ssalab_kernel_bench
-  timeout 200 ./build-gpu/kernels/test_kernel_backend > "$OUT/kernel_backend.txt" 2>&1
-  echo "test_kernel_backend rc=$?"; grep -E "FAIL|failed|passed" "$OUT/kernel_backend.txt" | tail -5
+  run_backend_tests
   timeout 180 ./build-gpu/kernels/test_kernels > "$OUT/test_kernels.txt" 2>&1
   echo "test_kernels rc=$?"; grep -E "FAIL|failed|passed" "$OUT/test_kernels.txt" | tail -5
   # the selection's fp16 scaling (padded scale rows, both range cases) under memcheck
@@ -231,8 +245,7 @@ if [ "$STAGE" = fwdtiles ]; then
   timeout 180 ./build-gpu/kernels/test_kernels > "$OUT/test_kernels.txt" 2>&1
   echo "test_kernels rc=$?"; grep -E "FAIL|failed checks" "$OUT/test_kernels.txt" | tail -8
   grep -E "^\[|query tile" "$OUT/test_kernels.txt" | grep -B1 "query tile" | grep -E "smooth|default run" | head -12
-  timeout 200 ./build-gpu/kernels/test_kernel_backend > "$OUT/kernel_backend.txt" 2>&1
-  echo "test_kernel_backend rc=$?"; grep -E "FAIL|failed|passed" "$OUT/kernel_backend.txt" | tail -5
+  run_backend_tests
   timeout 150 compute-sanitizer --tool memcheck --error-exitcode 3 ./build-gpu/kernels/test_kernels smooth-q \
     > "$OUT/sanitize_fwdtiles.txt" 2>&1
   echo "compute-sanitizer test_kernels smooth-q rc=$?"; grep -E "ERROR SUMMARY|failed checks" "$OUT/sanitize_fwdtiles.txt"
@@ -323,14 +336,9 @@ if [ "$STAGE" = ncusplit ]; then
 fi
 if [ "$STAGE" = decodeprof ]; then
   build_targets decodeprof test_kernel_backend ssalab_decode_bench
-  timeout 200 ./build-gpu/kernels/test_kernel_backend > "$OUT/kernel_backend.txt" 2>&1
-  echo "test_kernel_backend rc=$? (${SECONDS}s)"; grep -E "FAIL|failed|passed" "$OUT/kernel_backend.txt" | tail -5
+  run_backend_tests
   # the attention step on the tensor cores (decode_attend_mma, the default) against the scalar kernel
-  for mma in 0 1; do
-    SSA_DECODE_ATTEND_MMA=$mma timeout 200 ./build-gpu/ssalab_decode_bench --contexts 8192,131072 --batches 1,32 \
-      --iters 20 --bf16-pooling --no-model > "$OUT/decode_bench_mma$mma.txt" 2>&1
-    echo "decode bench attend mma=$mma rc=$? (${SECONDS}s)"; grep -E "^\| (1B|16q)" "$OUT/decode_bench_mma$mma.txt" | cut -c1-150
-  done
+  decode_bench_ab SSA_DECODE_ATTEND_MMA mma
   for tool in memcheck racecheck synccheck; do
     timeout 200 compute-sanitizer --tool $tool --kernel-name kns=decode_ ./build-gpu/ssalab_decode_bench \
       --contexts 8192 --batches 1,4 --iters 1 --no-model --bf16-pooling > "$OUT/decode_$tool.txt" 2>&1
@@ -344,14 +352,8 @@ if [ "$STAGE" = decoderadix ]; then
   # (the default) in one build: the backend tests (which compare the two bit for bit), the decode
   # benchmark of each, compute-sanitizer on the radix path (about 3 minutes)
   build_targets decoderadix test_kernel_backend ssalab_decode_bench
-  timeout 200 ./build-gpu/kernels/test_kernel_backend > "$OUT/kernel_backend.txt" 2>&1
-  echo "test_kernel_backend rc=$? (${SECONDS}s)"; grep -E "FAIL|failed|differ" "$OUT/kernel_backend.txt" | tail -5
-  for radix in 0 1; do
-    SSA_DECODE_RADIX=$radix timeout 100 ./build-gpu/ssalab_decode_bench --contexts 8192,131072 --batches 1,32 \
-      --iters 20 --bf16-pooling --no-model > "$OUT/decode_radix$radix.txt" 2>&1
-    echo "decode bench radix=$radix rc=$? (${SECONDS}s)"
-    grep -A30 "^## Pooled keys in bf16" "$OUT/decode_radix$radix.txt" | grep -E "^\| (1B|16q)" | cut -d'|' -f2-5,7-9
-  done
+  run_backend_tests
+  decode_bench_ab SSA_DECODE_RADIX radix
   for tool in memcheck synccheck racecheck; do  # (40K: 20 chunks at block 16, the nsa-chunked rows two sides)
     SSA_DECODE_RADIX=1 timeout 150 compute-sanitizer --tool $tool --kernel-name kns=decode_attend ./build-gpu/ssalab_decode_bench \
       --contexts 40000 --batches 1 --iters 1 --no-model --bf16-pooling > "$OUT/decode_radix_$tool.txt" 2>&1
@@ -376,8 +378,7 @@ if [ "$STAGE" = decodeab ]; then
   base=${DECODE_AB_BASE:?DECODE_AB_BASE names the baseline decode.cu}
   bench_args="--contexts ${DECODE_AB_CONTEXTS:-8192,131072} --batches 1,32 --iters 20 --bf16-pooling --no-model"
   build_targets decodeab test_kernel_backend ssalab_decode_bench
-  timeout 200 ./build-gpu/kernels/test_kernel_backend > "$OUT/kernel_backend.txt" 2>&1
-  echo "test_kernel_backend rc=$? (${SECONDS}s)"; grep -E "FAIL|failed|passed" "$OUT/kernel_backend.txt" | tail -5
+  run_backend_tests
   timeout 200 ./build-gpu/ssalab_decode_bench $bench_args > "$OUT/decode_ab_new.txt" 2>&1
   echo "bench new rc=$? (${SECONDS}s)"
   # (DECODE_AB_NCU=0 skips the ncu runs below)
