@@ -642,11 +642,13 @@ __device__ __forceinline__ void select_by_radix(const CandidateLists& lists, int
   for (int i = tid; i < ncand; i += blockDim.x) {
     const unsigned long long key = cand_key[i];
     const int side = lists.list_of(int(~unsigned(key)));
-    if (key != 0 && lists.quota_of(side) > 0 && (key & rs.mask[side]) >= rs.prefix[side])
-      rs.chosen[atomicAdd(&rs.count, 1)] = key;
+    if (key != 0 && lists.quota_of(side) > 0 && (key & rs.mask[side]) >= rs.prefix[side]) {
+      const int slot = atomicAdd(&rs.count, 1);
+      if (slot < kMaxPicks) rs.chosen[slot] = key;  // (at most the quotas' sum, K - 1, by construction)
+    }
   }
   __syncthreads();
-  const int n = rs.count;
+  const int n = min(rs.count, kMaxPicks);
   for (int i = tid; i < n; i += blockDim.x) {
     const unsigned long long key = rs.chosen[i];
     int rank = 0;
