@@ -648,7 +648,7 @@ __device__ __forceinline__ void select_by_radix(const CandidateLists& lists, int
     }
   }
   __syncthreads();
-  const int n = min(rs.count, kMaxPicks);
+  const int n = min(rs.count, K - 1);  // (K - 1 <= kMaxPicks: decode_supported)
   for (int i = tid; i < n; i += blockDim.x) {
     const unsigned long long key = rs.chosen[i];
     int rank = 0;
