@@ -29,7 +29,8 @@ __device__ __forceinline__ void wait_for_previous_kernel() {
 
 // Workspace: logits (B, Hkv, G, nbc) with rows of logit_stride, then per-CTA
 // (max, sum) (B, Hkv, G, chunks, 2), then each chunk's best candidates
-// (B, Hkv, chunks, kMaxPicks) as values and indices.
+// (B, Hkv, chunks, kMaxPicks) as values and indices, then each group's
+// normalisers (B, Hkv, kMaxGroup, 2) when decode_normalise runs.
 // A logit row's stride is even, so that decode_scores stores each lane's two
 // neighbouring logits as one float2: a quad then fills whole 32-byte sectors
 // (single floats left every other 4 bytes of a sector unwritten).
@@ -55,6 +56,9 @@ __host__ __device__ inline size_t partial_elems(const DecodeParams& p) {
 __host__ __device__ inline size_t candidate_elems(const DecodeParams& p) {
   return size_t(p.B) * p.Hkv * chunks_of(complete_blocks(p)) * kMaxPicks;
 }
+// decode_normalise's output: per group, kMaxGroup (max, 1 / sum) pairs
+constexpr int kMaxGroup = 32;  // the largest MAXG a launch takes (launch_g)
+__host__ __device__ inline size_t normaliser_elems(const DecodeParams& p) { return size_t(p.B) * p.Hkv * kMaxGroup * 2; }
 
 struct AttendSmem {  // byte offsets into decode_attend's dynamic shared memory
   size_t qs, stats, cand_key, head_key, next_cand, sel, pbuf, kv, acc, total;
@@ -291,6 +295,7 @@ struct PickShape {
   int G = 0, own = 0, picks = 0, stride = 0;  // heads per group, own block, picks per chunk, logit row stride
   int64_t partials_at = 0, values_at = 0, indices_at = 0;  // workspace offsets (floats): partials, candidates
   CandidateLists lists;
+  int64_t normalisers_at = 0;  // and decode_normalise's output (an even offset: read as float2)
 };
 PickShape pick_shape(const DecodeParams& p) {
   PickShape s;
@@ -301,14 +306,69 @@ PickShape pick_shape(const DecodeParams& p) {
   s.partials_at = int64_t(logits_elems(p));
   s.values_at = s.partials_at + int64_t(partial_elems(p));
   s.indices_at = s.values_at + int64_t(candidate_elems(p));
+  s.normalisers_at = s.indices_at + int64_t(candidate_elems(p));
   s.lists = candidate_lists(p);
   return s;
+}
+
+// Every chunk's (max, sum) per head combined into the softmax's normalisers,
+// normaliser[h] = (max, 1 / sum), (0, 0) for heads past the group up to MAXG.
+// partials: the workspace's, group `group`'s head h's nchunks at
+// (group * G + h) * nchunks. `lanes` threads
+// per head (an aligned power of two within a warp; 128 threads) take the max
+// over their chunks, a butterfly the head's max M, then each its chunks' sums
+// rescaled to M (one exponential per partial; the second pass reads them from
+// L1) and a butterfly the total; the same order every call, so decode_pick
+// and decode_normalise agree bit for bit.
+template <int MAXG>
+__device__ __forceinline__ void combine_normalisers(const float2* partials, int64_t group, int G, int nchunks,
+                                                    float2* normaliser) {
+  const int tid = threadIdx.x;
+  const int log2_lanes = G <= 4 ? 5 : G <= 8 ? 4 : G <= 16 ? 3 : 2, lanes = 1 << log2_lanes;
+  const int h = tid >> log2_lanes, sub = tid & (lanes - 1);
+  const float2* part = partials + (group * G + min(h, G - 1)) * nchunks;
+  float m = -FLT_MAX, z = 0.f;
+  if (h < G) {
+#pragma unroll 4
+    for (int c = sub; c < nchunks; c += lanes) m = fmaxf(m, part[c].x);
+  }
+  for (int off = lanes / 2; off; off >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, off));
+  if (h < G) {
+#pragma unroll 4
+    for (int c = sub; c < nchunks; c += lanes) {
+      const float2 x = part[c];
+      z += x.y * fast_exp2((x.x - m) * kLog2e);
+    }
+  }
+  for (int off = lanes / 2; off; off >>= 1) z += __shfl_xor_sync(0xffffffffu, z, off);
+  // a reciprocal, multiplied in by decode_pick, as select.cu's pass 2 does;
+  // heads past the group weigh 0, so its sum runs over all MAXG without a test
+  if (h < G && sub == 0) normaliser[h] = make_float2(m, 1.f / z);
+  if (tid >= G && tid < MAXG) normaliser[tid] = make_float2(0.f, 0.f);
+}
+
+// The normalisers of each group once (a CTA per group), for decode_pick to
+// read (SSA_DECODE_NORMALISE=1) instead of each of its CTAs combining the
+// group's partials again: at 128K x 32 a fifth of decode_pick's warp samples
+// wait on those loads (bench/results/h100-2026-12-07-decode-stalls.txt).
+template <int MAXG>
+__global__ void __launch_bounds__(kScoreThreads) decode_normalise(DecodeParams p, PickShape s) {
+  __shared__ float2 normaliser[MAXG];
+  const int64_t group = int64_t(blockIdx.y) * p.Hkv + blockIdx.x;
+  const int nchunks = chunks_of(complete_blocks(p));
+  wait_for_previous_kernel();
+  combine_normalisers<MAXG>(reinterpret_cast<const float2*>(p.workspace + s.partials_at), group, s.G, nchunks,
+                            normaliser);
+  __syncthreads();
+  if (threadIdx.x < MAXG)
+    reinterpret_cast<float2*>(p.workspace + s.normalisers_at)[group * MAXG + threadIdx.x] = normaliser[threadIdx.x];
 }
 
 // Per chunk of 128 pooled blocks: the group-summed probability of each past
 // block (the softmax normalised by every chunk's partial sums) and the
 // chunk's best `picks` of them, in rank order, to the workspace.
-template <int MAXG>
+// NORMALISED: decode_normalise ran, the normalisers are read rather than combined.
+template <int MAXG, bool NORMALISED = false>
 __global__ void __launch_bounds__(kScoreThreads) decode_pick(DecodeParams p, PickShape s) {
   __shared__ float2 normaliser[MAXG];  // per head: (max, 1 / sum of exponentials); (0, 0) past the group
   __shared__ __align__(16) unsigned long long keys[kScoreThreads];
@@ -323,35 +383,12 @@ __global__ void __launch_bounds__(kScoreThreads) decode_pick(DecodeParams p, Pic
 #pragma unroll
     for (int h = 0; h < MAXG; ++h, logit += s.stride) l[h] = h < G ? *logit : 0.f;
   }
-  {
-    // every CTA's (max, sum) per head combined: `lanes` threads per head (an
-    // aligned power of two within a warp) take the max over their CTAs, a
-    // butterfly the head's max M, then each its CTAs' sums rescaled to M (one
-    // exponential per partial; the second pass reads them from L1) and a
-    // butterfly the total; the same order every call. At 128K tokens a step
-    // has 64 such partials per head, read by each of the 64 CTAs.
-    const int log2_lanes = G <= 4 ? 5 : G <= 8 ? 4 : G <= 16 ? 3 : 2, lanes = 1 << log2_lanes;
-    const int h = tid >> log2_lanes, sub = tid & (lanes - 1);
-    const float2* part =
-        reinterpret_cast<const float2*>(p.workspace + s.partials_at) + (group * G + min(h, G - 1)) * nchunks;
-    float m = -FLT_MAX, z = 0.f;
-    if (h < G) {
-#pragma unroll 4
-      for (int c = sub; c < nchunks; c += lanes) m = fmaxf(m, part[c].x);
-    }
-    for (int off = lanes / 2; off; off >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, off));
-    if (h < G) {
-#pragma unroll 4
-      for (int c = sub; c < nchunks; c += lanes) {
-        const float2 x = part[c];
-        z += x.y * fast_exp2((x.x - m) * kLog2e);
-      }
-    }
-    for (int off = lanes / 2; off; off >>= 1) z += __shfl_xor_sync(0xffffffffu, z, off);
-    // a reciprocal, multiplied in below, as select.cu's pass 2 does; heads past
-    // the group weigh 0, so the sum below runs over all MAXG without a test
-    if (h < G && sub == 0) normaliser[h] = make_float2(m, 1.f / z);
-    if (tid >= G && tid < MAXG) normaliser[tid] = make_float2(0.f, 0.f);
+  if constexpr (NORMALISED) {  // decode_normalise's, for every CTA of the group
+    if (tid < MAXG)
+      normaliser[tid] = reinterpret_cast<const float2*>(p.workspace + s.normalisers_at)[group * MAXG + tid];
+  } else {  // at 128K tokens a step has 64 partials per head, read by each of the 64 CTAs
+    combine_normalisers<MAXG>(reinterpret_cast<const float2*>(p.workspace + s.partials_at), group, G, nchunks,
+                              normaliser);
   }
   __syncthreads();
   float prob = -1.f;  // -1: not a candidate
@@ -1219,7 +1256,17 @@ int attend_split(const DecodeParams& p) {
   return split;
 }
 
-// The selection's two launches: the chunks' logits and partial sums, then their picks.
+// Whether the selection combines each group's normalisers once, in a launch of
+// its own (decode_normalise), read each call so that tests and benchmarks can
+// compare: SSA_DECODE_NORMALISE=1. Off by default until it has run on a GPU
+// (written in the eighth session, when the device time was spent).
+bool normalise_apart() {
+  const char* e = std::getenv("SSA_DECODE_NORMALISE");
+  return e && std::atoi(e) != 0;
+}
+
+// The selection's two launches: the chunks' logits and partial sums, then their
+// picks (three with SSA_DECODE_NORMALISE=1).
 template <typename T, int D, int MAXG>
 std::string launch_selection(const DecodeParams& p, cudaStream_t stream) {
   const int nbc = complete_blocks(p);
@@ -1232,9 +1279,16 @@ std::string launch_selection(const DecodeParams& p, cudaStream_t stream) {
     }
     SSA_CUDA_CHECK(cudaGetLastError());
   }
-  if (std::min(p.top_k - 1, nbc) > 0)
-    return launch_dependent(decode_pick<MAXG>, dim3(chunks_of(nbc), p.Hkv, p.B), kScoreThreads, 0, stream, p,
-                            pick_shape(p));
+  if (std::min(p.top_k - 1, nbc) > 0) {
+    const PickShape shape = pick_shape(p);
+    const dim3 grid(chunks_of(nbc), p.Hkv, p.B);
+    if (normalise_apart()) {
+      const std::string why = launch_dependent(decode_normalise<MAXG>, dim3(p.Hkv, p.B), kScoreThreads, 0, stream, p, shape);
+      if (!why.empty()) return why;
+      return launch_dependent(decode_pick<MAXG, true>, grid, kScoreThreads, 0, stream, p, shape);
+    }
+    return launch_dependent(decode_pick<MAXG>, grid, kScoreThreads, 0, stream, p, shape);
+  }
   return "";
 }
 
@@ -1242,7 +1296,7 @@ std::string launch_selection(const DecodeParams& p, cudaStream_t stream) {
 // of merging the candidate lists on one warp, read each call so that tests and
 // benchmarks can compare: SSA_DECODE_RADIX=1. Off by default until it has run
 // on a GPU (written in the eighth session, when the device time was spent:
-// `bash scripts/gpu_check.sh decoderadix` tests and times it).
+// `bash scripts/gpu_check.sh decodenext` tests and times it).
 bool picks_by_radix() {
   const char* e = std::getenv("SSA_DECODE_RADIX");
   return e && std::atoi(e) != 0;
@@ -1318,7 +1372,7 @@ std::string launch_d(const DecodeParams& p, cudaStream_t stream) {
 }  // namespace
 
 size_t decode_workspace_bytes(const DecodeParams& p) {
-  return (logits_elems(p) + partial_elems(p) + 2 * candidate_elems(p)) * sizeof(float);
+  return (logits_elems(p) + partial_elems(p) + 2 * candidate_elems(p) + normaliser_elems(p)) * sizeof(float);
 }
 
 std::string decode_supported(const DecodeParams& p) {

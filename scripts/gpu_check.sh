@@ -41,8 +41,8 @@
 #   bash scripts/gpu_check.sh decodeprof # issue 16: the backend tests, the decode benchmark with the attention
 #                                      # step on the tensor cores and on the scalar kernel, compute-sanitizer,
 #                                      # and ncu on the three kernels at 128K x 32 (about 4 minutes)
-#   bash scripts/gpu_check.sh decoderadix # the step's picks by radix select against merging the lists: backend
-#                                      # tests, benchmark of both, compute-sanitizer (about 3 minutes)
+#   bash scripts/gpu_check.sh decodenext # the decode switches not yet run (SSA_DECODE_RADIX, SSA_DECODE_NORMALISE):
+#                                      # backend tests, benchmark off and on, compute-sanitizer (about 4 minutes)
 #   bash scripts/gpu_check.sh decodestalls # where the decode kernels' warps wait at 128K x 32: ncu's full and
 #                                      # per-instruction views of the three kernels (d64) and of attend at d128
 #   DECODE_AB_BASE=.ab/decode.cu bash scripts/gpu_check.sh decodeab # a change to kernels/decode.cu against
@@ -347,17 +347,22 @@ if [ "$STAGE" = decodeprof ]; then
   # where the time goes at 128K x 32, bf16 pooled keys
   profile_decode_kernels decode
 fi
-if [ "$STAGE" = decoderadix ]; then
-  # the step's picks by radix select (SSA_DECODE_RADIX=1) against merging the candidate lists on one warp
-  # (the default) in one build: the backend tests (which compare the two bit for bit), the decode
-  # benchmark of each, compute-sanitizer on the radix path (about 3 minutes)
-  build_targets decoderadix test_kernel_backend ssalab_decode_bench
+if [ "$STAGE" = decodenext ]; then
+  # the decode kernel's two switches written in the eighth session and not yet run (both off by default):
+  # SSA_DECODE_RADIX=1 (the picks by select_by_radix instead of warp 0's merge of the candidate lists) and
+  # SSA_DECODE_NORMALISE=1 (each group's normalisers combined once by decode_normalise): the backend tests
+  # (each switch on against off, bit for bit), the decode benchmark of each off and on and of both on,
+  # compute-sanitizer with both on (about 4 minutes)
+  build_targets decodenext test_kernel_backend ssalab_decode_bench
   run_backend_tests
   decode_bench_ab SSA_DECODE_RADIX radix
+  decode_bench_ab SSA_DECODE_NORMALISE normalise
+  SSA_DECODE_NORMALISE=1 decode_bench_ab SSA_DECODE_RADIX both
   for tool in memcheck synccheck racecheck; do  # (40K: 20 chunks at block 16, the nsa-chunked rows two sides)
-    SSA_DECODE_RADIX=1 timeout 150 compute-sanitizer --tool $tool --kernel-name kns=decode_attend ./build-gpu/ssalab_decode_bench \
-      --contexts 40000 --batches 1 --iters 1 --no-model --bf16-pooling > "$OUT/decode_radix_$tool.txt" 2>&1
-    echo "$tool rc=$? (${SECONDS}s): $(grep SUMMARY "$OUT/decode_radix_$tool.txt")"
+    SSA_DECODE_RADIX=1 SSA_DECODE_NORMALISE=1 timeout 150 compute-sanitizer --tool $tool --kernel-name kns=decode_ \
+      ./build-gpu/ssalab_decode_bench --contexts 40000 --batches 1 --iters 1 --no-model --bf16-pooling \
+      > "$OUT/decode_next_$tool.txt" 2>&1
+    echo "$tool rc=$? (${SECONDS}s): $(grep SUMMARY "$OUT/decode_next_$tool.txt")"
   done
 fi
 if [ "$STAGE" = decodestalls ]; then

@@ -9,7 +9,7 @@ both on random steps of both rules (exact top-k; nsa-chunked with two sides
 and quotas) and checks that they pick the same blocks in the same order. It
 mirrors the kernel's passes (histogram per side, the lanes' digit ranges,
 prefix and mask, "fills it exactly" to stop), not its memory or threads:
-races are compute-sanitizer's job (`bash scripts/gpu_check.sh decoderadix`).
+races are compute-sanitizer's job (`bash scripts/gpu_check.sh decodenext`).
 
     python3 kernels/tests/radix_select_model.py   # prints the mismatches (0)
 """

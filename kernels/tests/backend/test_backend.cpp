@@ -190,13 +190,16 @@ static void check_decode(AttentionBackend& cuda) {
   }
 }
 
-// The step's picks by select_by_radix (SSA_DECODE_RADIX=1) against merging the
-// candidate lists on one warp (the default) on every decode case,
-// on both attend kernels: the same selection and output bit for bit (the same
-// blocks in the same order). The cases reach 1 to 69 chunks, k 1 to 64 and
+// An A/B switch of the decode kernel (an environment variable read each call)
+// on against off, on every decode case and both attend kernels: the same
+// selection and output bit for bit. SSA_DECODE_RADIX=1: the picks by
+// select_by_radix instead of warp 0's merge of the candidate lists (the same
+// blocks in the same order). SSA_DECODE_NORMALISE=1: each group's normalisers
+// combined once by decode_normalise (the same code, so the same bits) instead
+// of by every decode_pick CTA. The cases reach 1 to 69 chunks, k 1 to 64 and
 // both rules.
-static void check_decode_radix(AttentionBackend& cuda) {
-  std::printf("[decode: the picks by radix select against merging the lists]\n");
+static void check_decode_switch(AttentionBackend& cuda, const char* variable) {
+  std::printf("[decode: %s=1 against 0]\n", variable);
   for (const char* mma : {"1", "0"}) {
     setenv("SSA_DECODE_ATTEND_MMA", mma, 1);
     for (DecodeCase c : decode_cases()) {
@@ -207,17 +210,17 @@ static void check_decode_radix(AttentionBackend& cuda) {
       for (Tensor bk : {means, means.to(torch::kBFloat16)}) {
         if (bk.scalar_type() == torch::kBFloat16 && c.dt != torch::kBFloat16) continue;
         Tensor blocks[2], out[2];
-        for (int radix = 0; radix < 2; ++radix) {
-          setenv("SSA_DECODE_RADIX", radix ? "1" : "0", 1);
-          out[radix] = cuda.decode(q, k, v, bk, spec, &blocks[radix]);
+        for (int on = 0; on < 2; ++on) {
+          setenv(variable, on ? "1" : "0", 1);
+          out[on] = cuda.decode(q, k, v, bk, spec, &blocks[on]);
         }
-        unsetenv("SSA_DECODE_RADIX");
+        unsetenv(variable);
         const bool same = torch::equal(blocks[0], blocks[1]) && torch::equal(out[0], out[1]);
         if (!same)
           std::printf("  B%d Hq%d Hkv%d Tk%d D%d bs%d k%d %s, %s pooled keys, attend mma %s: differ\n", c.B, c.Hq,
                       c.Hkv, c.Tk, c.D, c.bs, c.K, to_string(c.rule),
                       bk.scalar_type() == torch::kBFloat16 ? "bf16" : "fp32", mma);
-        check(same, "decode: radix picks == merged lists, bit for bit", 0);
+        check(same, "decode: switch on == off, bit for bit", 0);
       }
     }
   }
@@ -399,7 +402,8 @@ int main() {
   std::printf("[decode: the scalar attention kernel]\n");
   check_decode(*cuda);
   unsetenv("SSA_DECODE_ATTEND_MMA");
-  check_decode_radix(*cuda);
+  check_decode_switch(*cuda, "SSA_DECODE_RADIX");
+  check_decode_switch(*cuda, "SSA_DECODE_NORMALISE");
   check_append(*cuda);
   std::printf("%d failed\n", fails);
   return fails ? 1 : 0;
