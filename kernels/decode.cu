@@ -314,12 +314,11 @@ PickShape pick_shape(const DecodeParams& p) {
 // Every chunk's (max, sum) per head combined into the softmax's normalisers,
 // normaliser[h] = (max, 1 / sum), (0, 0) for heads past the group up to MAXG.
 // partials: the workspace's, group `group`'s head h's nchunks at
-// (group * G + h) * nchunks. `lanes` threads
-// per head (an aligned power of two within a warp; 128 threads) take the max
-// over their chunks, a butterfly the head's max M, then each its chunks' sums
-// rescaled to M (one exponential per partial; the second pass reads them from
-// L1) and a butterfly the total; the same order every call, so decode_pick
-// and decode_normalise agree bit for bit.
+// (group * G + h) * nchunks. `lanes` threads per head (an aligned power of two
+// within a warp; 128 threads) take the max over their chunks, a butterfly the
+// head's max M, then each its chunks' sums rescaled to M (one exponential per
+// partial; the second pass reads them from L1) and a butterfly the total; the
+// same order every call, so decode_pick and decode_normalise agree bit for bit.
 template <int MAXG>
 __device__ __forceinline__ void combine_normalisers(const float2* partials, int64_t group, int G, int nchunks,
                                                     float2* normaliser) {
@@ -353,6 +352,7 @@ __device__ __forceinline__ void combine_normalisers(const float2* partials, int6
 // wait on those loads (bench/results/h100-2026-12-07-decode-stalls.txt).
 template <int MAXG>
 __global__ void __launch_bounds__(kScoreThreads) decode_normalise(DecodeParams p, PickShape s) {
+  static_assert(MAXG <= kMaxGroup, "the workspace holds kMaxGroup normalisers a group");
   __shared__ float2 normaliser[MAXG];
   const int64_t group = int64_t(blockIdx.y) * p.Hkv + blockIdx.x;
   const int nchunks = chunks_of(complete_blocks(p));
@@ -1256,22 +1256,26 @@ int attend_split(const DecodeParams& p) {
   return split;
 }
 
-// Whether the selection combines each group's normalisers once, in a launch of
-// its own (decode_normalise), read each call so that tests and benchmarks can
-// compare: SSA_DECODE_NORMALISE=1. Off by default until it has run on a GPU
-// (written in the eighth session, when the device time was spent).
-bool normalise_apart() {
-  const char* e = std::getenv("SSA_DECODE_NORMALISE");
-  return e && std::atoi(e) != 0;
+// An A/B switch of the decode kernel, read from the environment each call so
+// that tests and benchmarks can compare: 0 off, any other number on; unset,
+// `otherwise`.
+bool decode_switch(const char* name, bool otherwise) {
+  const char* e = std::getenv(name);
+  return e ? std::atoi(e) != 0 : otherwise;
 }
+
+// SSA_DECODE_NORMALISE=1: the selection combines each group's normalisers
+// once, in a launch of its own (decode_normalise). Off by default until it has
+// run on a GPU (written in the eighth session, when the device time was spent).
+bool normalise_apart() { return decode_switch("SSA_DECODE_NORMALISE", false); }
 
 // The selection's two launches: the chunks' logits and partial sums, then their
 // picks (three with SSA_DECODE_NORMALISE=1).
 template <typename T, int D, int MAXG>
 std::string launch_selection(const DecodeParams& p, cudaStream_t stream) {
   const int nbc = complete_blocks(p);
+  const dim3 grid(chunks_of(nbc), p.Hkv, p.B);  // a CTA per chunk of 128 pooled blocks
   if (nbc > 0) {
-    const dim3 grid(chunks_of(nbc), p.Hkv, p.B);
     if (!p.block_keys_bf16) {
       decode_scores<T, D, (MAXG + 15) / 16><<<grid, kScoreThreads, 0, stream>>>(p);
     } else if constexpr (std::is_same<T, __nv_bfloat16>::value) {  // decode_supported: bf16 queries only
@@ -1281,7 +1285,6 @@ std::string launch_selection(const DecodeParams& p, cudaStream_t stream) {
   }
   if (std::min(p.top_k - 1, nbc) > 0) {
     const PickShape shape = pick_shape(p);
-    const dim3 grid(chunks_of(nbc), p.Hkv, p.B);
     if (normalise_apart()) {
       const std::string why = launch_dependent(decode_normalise<MAXG>, dim3(p.Hkv, p.B), kScoreThreads, 0, stream, p, shape);
       if (!why.empty()) return why;
@@ -1292,15 +1295,12 @@ std::string launch_selection(const DecodeParams& p, cudaStream_t stream) {
   return "";
 }
 
-// Whether the attend kernels take the step's picks by select_by_radix instead
-// of merging the candidate lists on one warp, read each call so that tests and
-// benchmarks can compare: SSA_DECODE_RADIX=1. Off by default until it has run
-// on a GPU (written in the eighth session, when the device time was spent:
-// `bash scripts/gpu_check.sh decodenext` tests and times it).
-bool picks_by_radix() {
-  const char* e = std::getenv("SSA_DECODE_RADIX");
-  return e && std::atoi(e) != 0;
-}
+// SSA_DECODE_RADIX=1: the attend kernels take the step's picks by
+// select_by_radix instead of merging the candidate lists on one warp. Off by
+// default until it has run on a GPU (written in the eighth session, when the
+// device time was spent: `bash scripts/gpu_check.sh decodenext` tests and
+// times it, and SSA_DECODE_NORMALISE).
+bool picks_by_radix() { return decode_switch("SSA_DECODE_RADIX", false); }
 
 // An attend kernel with as much dynamic shared memory as the GPU allows (asked
 // once per kernel: a template argument, so each kernel has its own flag).
@@ -1323,13 +1323,9 @@ std::string launch(const DecodeParams& p, cudaStream_t stream, int split) {
   return launch_attend<decode_attend<T, D, MAXG_ATTEND>>(dim3(p.Hkv, p.B, split), L.total, stream, p);
 }
 
-// Whether the attention step runs on the tensor cores (decode_attend_mma), read
-// each call so that tests and benchmarks can compare: SSA_DECODE_ATTEND_MMA=0
-// keeps the scalar decode_attend.
-bool attend_on_mma() {
-  const char* e = std::getenv("SSA_DECODE_ATTEND_MMA");
-  return !e || std::atoi(e) != 0;
-}
+// Whether the attention step runs on the tensor cores (decode_attend_mma):
+// SSA_DECODE_ATTEND_MMA=0 keeps the scalar decode_attend.
+bool attend_on_mma() { return decode_switch("SSA_DECODE_ATTEND_MMA", true); }
 
 template <typename T, int D, int MAXG>
 std::string launch_mma(const DecodeParams& p, cudaStream_t stream) {

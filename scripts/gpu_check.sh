@@ -91,10 +91,6 @@ kernel_bench_recorded() {
     --json "$OUT/kernel_bench.json" > "$OUT/kernel_bench.txt" 2>&1
   echo "ssalab_kernel_bench rc=$? (${SECONDS}s)"; sed -n "/^| shape | config | $1/,/^\$/p" "$OUT/kernel_bench.txt"
 }
-# ncu's full report of each decode kernel of a step at 128K x 32 (bf16 pooled keys, block 16): the
-# scores (mangled name Lb1E: the bf16-key variant), pick and attend kernels, into
-# $OUT/ncu_<prefix>_<kernel>.txt; with a second argument `sass`, also each kernel's per-instruction
-# view (ncu_<prefix>_<kernel>_sass.csv)
 # The engine binding's tests (test_kernel_backend: every decode case against the reference backend, and
 # the A/B switches of decode.cu against each other), with a line of summary.
 run_backend_tests() {
@@ -111,9 +107,11 @@ decode_bench_ab() {
     echo "decode bench $var=$value rc=$? (${SECONDS}s)"; grep -E "^\| (1B|16q)" "$OUT/decode_$name$value.txt" | cut -c1-150
   done
 }
-# ncu's full view of the decode kernels' first launch at 128K x 32 (bf16 pooled keys: d64 block 16 first);
-# PREFIX names the files, `sass` adds the per-instruction view, further arguments replace the kernels
-# profiled ("NAME REGEX" each, the regex over mangled names).
+# ncu's full report of the first launch of each decode kernel at 128K x 32 (bf16 pooled keys; d64 block 16
+# runs first): by default the scores (mangled name Lb1E: the bf16-key variant), pick and attend kernels,
+# into $OUT/ncu_<prefix>_<kernel>.txt; with a second argument `sass`, also each kernel's per-instruction
+# view (ncu_<prefix>_<kernel>_sass.csv); further arguments replace the kernels profiled ("NAME REGEX" each,
+# the regex over mangled names).
 profile_decode_kernels() {
   local prefix=$1 sass=${2:-} run
   shift $(($# < 2 ? $# : 2))
