@@ -347,7 +347,7 @@ __device__ __forceinline__ void combine_normalisers(const float2* partials, int6
 }
 
 // The normalisers of each group once (a CTA per group), for decode_pick to
-// read (SSA_DECODE_NORMALISE=1) instead of each of its CTAs combining the
+// read (normalise_apart, below) instead of each of its CTAs combining the
 // group's partials again: at 128K x 32 a fifth of decode_pick's warp samples
 // wait on those loads (bench/results/h100-2026-12-07-decode-stalls.txt).
 template <int MAXG>
@@ -1264,13 +1264,23 @@ bool decode_switch(const char* name, bool otherwise) {
   return e ? std::atoi(e) != 0 : otherwise;
 }
 
-// SSA_DECODE_NORMALISE=1: the selection combines each group's normalisers
-// once, in a launch of its own (decode_normalise). Off by default until it has
-// run on a GPU (written in the eighth session, when the device time was spent).
-bool normalise_apart() { return decode_switch("SSA_DECODE_NORMALISE", false); }
+// Whether the selection combines each group's normalisers once, in a launch
+// of its own (decode_normalise), rather than in every decode_pick CTA. Each of
+// a group's CTAs reads all nchunks x G partial (max, sum) pairs, so the
+// combine in decode_pick reads B x Hkv x nchunks^2 x G x 8 bytes in all. On an
+// H100 (bench/results/h100-2026-12-07-decode-next-ab.txt) the launch apart
+// took 6% off the step at 128K x 32 d64 block 16 (34 MB re-read) and 2% at
+// d128 (17 MB), and cost 2-7% (its ~1 us) where 2 MB or less was re-read.
+// SSA_DECODE_NORMALISE=1 or 0 forces it either way (the tests compare both).
+constexpr double kNormaliseApartBytes = 8e6;
+bool normalise_apart(const DecodeParams& p) {
+  const double nchunks = chunks_of(complete_blocks(p));
+  const double reread = double(p.B) * p.Hkv * nchunks * nchunks * (p.Hq / p.Hkv) * 8;
+  return decode_switch("SSA_DECODE_NORMALISE", reread >= kNormaliseApartBytes);
+}
 
 // The selection's two launches: the chunks' logits and partial sums, then their
-// picks (three with SSA_DECODE_NORMALISE=1).
+// picks (three when normalise_apart).
 template <typename T, int D, int MAXG>
 std::string launch_selection(const DecodeParams& p, cudaStream_t stream) {
   const int nbc = complete_blocks(p);
@@ -1285,7 +1295,7 @@ std::string launch_selection(const DecodeParams& p, cudaStream_t stream) {
   }
   if (std::min(p.top_k - 1, nbc) > 0) {
     const PickShape shape = pick_shape(p);
-    if (normalise_apart()) {
+    if (normalise_apart(p)) {
       const std::string why = launch_dependent(decode_normalise<MAXG>, dim3(p.Hkv, p.B), kScoreThreads, 0, stream, p, shape);
       if (!why.empty()) return why;
       return launch_dependent(decode_pick<MAXG, true>, grid, kScoreThreads, 0, stream, p, shape);
@@ -1295,12 +1305,18 @@ std::string launch_selection(const DecodeParams& p, cudaStream_t stream) {
   return "";
 }
 
-// SSA_DECODE_RADIX=1: the attend kernels take the step's picks by
-// select_by_radix instead of merging the candidate lists on one warp. Off by
-// default until it has run on a GPU (written in the eighth session, when the
-// device time was spent: `bash scripts/gpu_check.sh decodenext` tests and
-// times it, and SSA_DECODE_NORMALISE).
-bool picks_by_radix() { return decode_switch("SSA_DECODE_RADIX", false); }
+// Whether the attend kernels take the step's picks by select_by_radix rather
+// than by merging the candidate lists on one warp. The radix select's passes
+// read every candidate (nchunks x (k - 1) of them) where the merge's picks
+// compare only the lists' heads; on an H100 (k 16;
+// bench/results/h100-2026-12-07-decode-next-ab.txt) the radix took 5-12% off
+// the step at 1, 4 and 16 chunks of 128 blocks a group and was level to 4%
+// slower at 64 (128K tokens at block 16). SSA_DECODE_RADIX=1 or 0 forces it
+// either way (the tests compare both).
+constexpr int kRadixMaxChunks = 32;
+bool picks_by_radix(const DecodeParams& p) {
+  return decode_switch("SSA_DECODE_RADIX", chunks_of(complete_blocks(p)) <= kRadixMaxChunks);
+}
 
 // An attend kernel with as much dynamic shared memory as the GPU allows (asked
 // once per kernel: a template argument, so each kernel has its own flag).
@@ -1311,7 +1327,7 @@ std::string launch_attend(dim3 grid, size_t smem, cudaStream_t stream, const Dec
     SSA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, shared_memory_optin()));
     opted_in = true;
   }
-  return launch_dependent(kernel, grid, kWarps * 32, smem, stream, p, picks_by_radix());
+  return launch_dependent(kernel, grid, kWarps * 32, smem, stream, p, picks_by_radix(p));
 }
 
 template <typename T, int D, int MAXG, int MAXG_ATTEND>

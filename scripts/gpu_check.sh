@@ -41,8 +41,10 @@
 #   bash scripts/gpu_check.sh decodeprof # issue 16: the backend tests, the decode benchmark with the attention
 #                                      # step on the tensor cores and on the scalar kernel, compute-sanitizer,
 #                                      # and ncu on the three kernels at 128K x 32 (about 4 minutes)
-#   bash scripts/gpu_check.sh decodenext # the decode switches not yet run (SSA_DECODE_RADIX, SSA_DECODE_NORMALISE):
-#                                      # backend tests, benchmark off and on, compute-sanitizer (about 4 minutes)
+#   bash scripts/gpu_check.sh decodenext # the decode switches SSA_DECODE_RADIX and SSA_DECODE_NORMALISE forced:
+#                                      # backend tests, benchmark off and on, compute-sanitizer (about 2 minutes)
+#   bash scripts/gpu_check.sh decodeauto # the decode kernel's shape-chosen radix select and normaliser launch:
+#                                      # backend tests, benchmark 8K-128K against both off, memcheck (3 minutes)
 #   bash scripts/gpu_check.sh decodestalls # where the decode kernels' warps wait at 128K x 32: ncu's full and
 #                                      # per-instruction views of the three kernels (d64) and of attend at d128
 #   DECODE_AB_BASE=.ab/decode.cu bash scripts/gpu_check.sh decodeab # a change to kernels/decode.cu against
@@ -102,10 +104,18 @@ run_backend_tests() {
 decode_bench_ab() {
   local var=$1 name=$2 value
   for value in 0 1; do
-    env "$var=$value" timeout 200 ./build-gpu/ssalab_decode_bench --contexts 8192,131072 --batches 1,32 \
-      --iters 20 --bf16-pooling --no-model > "$OUT/decode_$name$value.txt" 2>&1
-    echo "decode bench $var=$value rc=$? (${SECONDS}s)"; grep -E "^\| (1B|16q)" "$OUT/decode_$name$value.txt" | cut -c1-150
+    decode_bench_env "$name$value" "$var=$value"
+    grep -E "^\| (1B|16q)" "$OUT/decode_$name$value.txt" | cut -c1-150
   done
+}
+# The decode benchmark with some environment settings ("VAR=value ..."), into $OUT/decode_NAME.txt;
+# DECODE_CONTEXTS picks the contexts (8K and 128K unless set).
+decode_bench_env() {
+  local name=$1
+  shift
+  env "$@" timeout 200 ./build-gpu/ssalab_decode_bench --contexts "${DECODE_CONTEXTS:-8192,131072}" --batches 1,32 \
+    --iters 20 --bf16-pooling --no-model > "$OUT/decode_$name.txt" 2>&1
+  echo "decode bench $* rc=$? (${SECONDS}s)"
 }
 # ncu's full report of the first launch of each decode kernel at 128K x 32 (bf16 pooled keys; d64 block 16
 # runs first): by default the scores (mangled name Lb1E: the bf16-key variant), pick and attend kernels,
@@ -346,11 +356,11 @@ if [ "$STAGE" = decodeprof ]; then
   profile_decode_kernels decode
 fi
 if [ "$STAGE" = decodenext ]; then
-  # the decode kernel's two switches written in the eighth session and not yet run (both off by default):
-  # SSA_DECODE_RADIX=1 (the picks by select_by_radix instead of warp 0's merge of the candidate lists) and
-  # SSA_DECODE_NORMALISE=1 (each group's normalisers combined once by decode_normalise): the backend tests
-  # (each switch on against off, bit for bit), the decode benchmark of each off and on and of both on,
-  # compute-sanitizer with both on (about 4 minutes)
+  # the decode kernel's two switches forced each way, whatever the shape would choose: SSA_DECODE_RADIX
+  # (the picks by select_by_radix or by warp 0's merge of the candidate lists) and SSA_DECODE_NORMALISE
+  # (each group's normalisers combined once by decode_normalise or in every decode_pick CTA): the backend
+  # tests (each switch on against off, bit for bit), the decode benchmark of each off and on and of both
+  # on, compute-sanitizer with both on
   build_targets decodenext test_kernel_backend ssalab_decode_bench
   run_backend_tests
   decode_bench_ab SSA_DECODE_RADIX radix
@@ -362,6 +372,25 @@ if [ "$STAGE" = decodenext ]; then
       > "$OUT/decode_next_$tool.txt" 2>&1
     echo "$tool rc=$? (${SECONDS}s): $(grep SUMMARY "$OUT/decode_next_$tool.txt")"
   done
+fi
+if [ "$STAGE" = decodeauto ]; then
+  # the decode kernel's two shape-chosen paths (select_by_radix up to 32 chunks a group, decode_normalise
+  # where decode_pick would re-read 8 MB of partials): the backend tests, then the benchmark at 8K to 128K
+  # with both forced off (the kernel before), both chosen by shape, and the radix forced each way (the
+  # boundary at 32 chunks: 64K tokens at block 16), packed into decodeauto.tar.gz; memcheck on the default
+  # path at 40K (about 3 minutes)
+  build_targets decodeauto test_kernel_backend ssalab_decode_bench
+  run_backend_tests
+  export DECODE_CONTEXTS=8192,32768,65536,131072
+  decode_bench_env off SSA_DECODE_RADIX=0 SSA_DECODE_NORMALISE=0
+  decode_bench_env auto
+  decode_bench_env radix1 SSA_DECODE_RADIX=1
+  decode_bench_env radix0 SSA_DECODE_RADIX=0
+  timeout 150 compute-sanitizer --tool memcheck --kernel-name kns=decode_ ./build-gpu/ssalab_decode_bench \
+    --contexts 40000 --batches 1 --iters 1 --no-model --bf16-pooling > "$OUT/decode_auto_memcheck.txt" 2>&1
+  echo "memcheck rc=$? (${SECONDS}s): $(grep SUMMARY "$OUT/decode_auto_memcheck.txt")"
+  tar -czf "$OUT/decodeauto.tar.gz" -C "$OUT" $(cd "$OUT" && ls decode_*.txt kernel_backend.txt gpu.txt) &&
+    (cd "$OUT" && rm -f decode_*.txt)
 fi
 if [ "$STAGE" = decodestalls ]; then
   # where the decode kernels' warps wait at 128K x 32 (issue 16): ncu's full view and per-instruction stall

@@ -107,19 +107,31 @@ static std::vector<DecodeCase> decode_cases() {
               C{torch::kBFloat16, 2, 16, 1, 140000, 64, 16, 16, kChunked}};
 }
 
+// A decode case's inputs: one query token, the keys and values as a view into
+// a cache with room to spare (the kernel reads it through strides), and the
+// pooled keys it is called with: fp32, and for bf16 models also bf16
+// (PooledKeys::Bf16: one MMA per product).
+struct DecodeInputs {
+  Tensor q, k, v;
+  std::vector<Tensor> pooled_keys;
+};
+static DecodeInputs decode_inputs(const DecodeCase& c) {
+  auto o = torch::TensorOptions().device(torch::kCUDA).dtype(c.dt);
+  Tensor kc = torch::randn({c.B, c.Hkv, c.Tk + 9, c.D}, o), vc = torch::randn_like(kc);
+  DecodeInputs in{torch::randn({c.B, c.Hq, 1, c.D}, o), kc.narrow(2, 0, c.Tk), vc.narrow(2, 0, c.Tk), {}};
+  Tensor means = complete_block_means(in.k.to(torch::kFloat), c.bs);
+  in.pooled_keys.push_back(means);
+  if (c.dt == torch::kBFloat16) in.pooled_keys.push_back(means.to(torch::kBFloat16));
+  return in;
+}
+
 static void check_decode(AttentionBackend& cuda) {
   for (DecodeCase c : decode_cases()) {
     std::printf("[decode %s B%d Hq%d Hkv%d Tk%d D%d bs%d k%d %s]\n", c.dt == torch::kHalf ? "fp16" : "bf16", c.B, c.Hq,
                 c.Hkv, c.Tk, c.D, c.bs, c.K, to_string(c.rule));
-    auto o = torch::TensorOptions().device(torch::kCUDA).dtype(c.dt);
-    // a cache with room to spare: the kernel reads it through strides
-    Tensor kc = torch::randn({c.B, c.Hkv, c.Tk + 9, c.D}, o), vc = torch::randn_like(kc);
-    Tensor k = kc.narrow(2, 0, c.Tk), v = vc.narrow(2, 0, c.Tk), q = torch::randn({c.B, c.Hq, 1, c.D}, o);
+    auto [q, k, v, pooled_keys] = decode_inputs(c);
     SparseSpec spec{c.bs, c.K, c.rule};
-    Tensor means = complete_block_means(k.to(torch::kFloat), c.bs);
-    // fp32 pooled keys, and for bf16 models also bf16 ones (PooledKeys::Bf16: one MMA per product)
-    for (Tensor bk : {means, means.to(torch::kBFloat16)}) {
-      if (bk.scalar_type() == torch::kBFloat16 && c.dt != torch::kBFloat16) continue;
+    for (Tensor bk : pooled_keys) {
       if (bk.scalar_type() == torch::kBFloat16) std::printf("  bf16 pooled keys\n");
       Tensor blocks, ref_blocks;
       Tensor out = cuda.decode(q, k, v, bk, spec, &blocks);
@@ -203,12 +215,9 @@ static void check_decode_switch(AttentionBackend& cuda, const char* variable) {
   for (const char* mma : {"1", "0"}) {
     setenv("SSA_DECODE_ATTEND_MMA", mma, 1);
     for (DecodeCase c : decode_cases()) {
-      auto o = torch::TensorOptions().device(torch::kCUDA).dtype(c.dt);
-      Tensor k = torch::randn({c.B, c.Hkv, c.Tk, c.D}, o), v = torch::randn_like(k), q = torch::randn({c.B, c.Hq, 1, c.D}, o);
+      auto [q, k, v, pooled_keys] = decode_inputs(c);
       SparseSpec spec{c.bs, c.K, c.rule};
-      Tensor means = complete_block_means(k.to(torch::kFloat), c.bs);
-      for (Tensor bk : {means, means.to(torch::kBFloat16)}) {
-        if (bk.scalar_type() == torch::kBFloat16 && c.dt != torch::kBFloat16) continue;
+      for (Tensor bk : pooled_keys) {
         Tensor blocks[2], out[2];
         for (int on = 0; on < 2; ++on) {
           setenv(variable, on ? "1" : "0", 1);
