@@ -598,22 +598,7 @@ struct RadixScratch {
   int count;                              // keys chosen so far (the compaction)
   unsigned long long chosen[kMaxPicks];
 };
-// select_by_heads's: each side's threshold, and the keys at or above it
-constexpr int kMaxSurvivors = 256;
-struct HeadsScratch {
-  unsigned long long threshold[2];
-  int count, chosen_count;
-  unsigned long long survivor[kMaxSurvivors];
-  unsigned char chosen[kMaxSurvivors];
-};
-struct PickScratch {
-  RadixScratch radix;
-  HeadsScratch heads;
-};
-static_assert(sizeof(PickScratch) <= size_t(kWarps) * 2 * 32 * (64 * 2 + 16), "fits in the K/V tiles at d64");
-
-// How the attend kernels take the step's picks from the candidate lists.
-enum PickPath : int { kPickMerge = 0, kPickRadix = 1, kPickHeads = 2 };
+static_assert(sizeof(RadixScratch) <= size_t(kWarps) * 2 * 32 * (64 * 2 + 16), "fits in the K/V tiles at d64");
 
 // The same selection as merging the lists (each side's best quota_of(side)
 // keys, in rank order) with the whole CTA at once: a radix select per side,
@@ -712,86 +697,15 @@ __device__ __forceinline__ void select_by_radix(const CandidateLists& lists, int
   __syncthreads();
 }
 
-// The same selection again, from far fewer keys where the lists' heads bound
-// it: a side's picks are among its keys at or above the quota-th largest head
-// of its lists (that many heads of the side are at least that large, so no
-// key below it is among the side's best quota), and every key of the side if
-// fewer of its lists are non-empty. At k 16 that leaves 15-20 keys of 960 on
-// random scores, some 60 on scores with local peaks (kernels/tests/
-// radix_select_model.py), where select_by_radix reads all 960 eight times and
-// the merge takes 15 dependent rounds. The few left are chosen and placed by
-// counting; past kMaxSurvivors (many picks from few chunks: k 64 over five
-// chunks keeps all 315) select_by_radix takes the step. Ends with the CTA
-// synchronised.
-__device__ __forceinline__ void select_by_heads(const CandidateLists& lists, int nchunks, int picks, int ncand,
-                                                int own, const unsigned long long* cand_key, PickScratch& ps,
-                                                int* sel, int K) {
-  HeadsScratch& hs = ps.heads;
-  const int tid = threadIdx.x, two = lists.lists - 1, nlists = nchunks << two;
-  if (tid < 2) hs.threshold[tid] = 1;  // (every non-empty key is at least 1 << 32)
-  if (tid == 0) hs.count = hs.chosen_count = 0;
-  __syncthreads();
-  // list c's head against the other heads of its side (c & two): the one
-  // with quota - 1 above it is the side's threshold
-  for (int c = tid; c < nlists; c += blockDim.x) {
-    const int side = c & two;
-    const unsigned long long head = list_candidate(lists, cand_key, picks, c, 0);
-    if (head == 0) continue;
-    int above = 0;
-    for (int o = side; o < nlists; o += lists.lists) above += list_candidate(lists, cand_key, picks, o, 0) > head;
-    if (above == lists.quota_of(side) - 1) hs.threshold[side] = head;
-  }
-  __syncthreads();
-  for (int i = tid; i < ncand; i += blockDim.x) {
-    const unsigned long long key = cand_key[i];
-    const int side = lists.list_of(int(~unsigned(key)));
-    if (key != 0 && lists.quota_of(side) > 0 && key >= hs.threshold[side]) {
-      const int slot = atomicAdd(&hs.count, 1);
-      if (slot < kMaxSurvivors) hs.survivor[slot] = key;
-    }
-  }
-  __syncthreads();
-  const int n = hs.count;
-  if (n > kMaxSurvivors) {  // (the same n in every thread: the branch is the CTA's)
-    select_by_radix(lists, ncand, own, cand_key, ps.radix, sel, K);
-    return;
-  }
-  // chosen: fewer than the side's quota of its keys above it
-  for (int i = tid; i < n; i += blockDim.x) {
-    const unsigned long long key = hs.survivor[i];
-    const int side = lists.list_of(int(~unsigned(key)));
-    int above = 0;
-    for (int j = 0; j < n; ++j) {
-      const unsigned long long other = hs.survivor[j];
-      above += other > key && lists.list_of(int(~unsigned(other))) == side;
-    }
-    const bool chosen = above < lists.quota_of(side);
-    hs.chosen[i] = chosen;
-    if (chosen) atomicAdd(&hs.chosen_count, 1);
-  }
-  __syncthreads();
-  // each chosen key's place: the chosen keys above it (at most the quotas' sum, K - 1)
-  for (int i = tid; i < n; i += blockDim.x) {
-    if (!hs.chosen[i]) continue;
-    const unsigned long long key = hs.survivor[i];
-    int place = 0;
-    for (int j = 0; j < n; ++j) place += hs.chosen[j] && hs.survivor[j] > key;
-    sel[1 + place] = int(~unsigned(key));
-  }
-  if (tid == 0) sel[0] = own;
-  for (int r = 1 + hs.chosen_count + tid; r < K; r += blockDim.x) sel[r] = -1;
-  __syncthreads();
-}
-
 // The step's selection for group `group`, into sel[0 .. K) (shared): the own
 // block, then the best picks from the chunks' ranked candidate lists
-// (decode_pick), -1 where there are fewer: merged by one warp, or taken by
-// select_by_radix or select_by_heads (`path`). cand_key, head_key and
-// next_cand are shared scratch (attend_smem), and so is `scratch`
-// (PickScratch). Ends with the CTA synchronised.
+// (decode_pick), -1 where there are fewer: merged by one warp, or by
+// select_by_radix (by_radix). cand_key, head_key and next_cand are shared
+// scratch (attend_smem), and so is `scratch` (RadixScratch). Ends with the CTA
+// synchronised.
 __device__ __forceinline__ void merge_selection(const DecodeParams& p, int64_t group, unsigned long long* cand_key,
                                                 unsigned long long* head_key, int* next_cand, int* sel,
-                                                void* scratch, int path) {
+                                                void* scratch, bool by_radix) {
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int own = own_block(p), nbc = complete_blocks(p), K = p.top_k;
   const int picks = min(K - 1, nbc), nchunks = chunks_of(nbc), ncand = nchunks * picks;
@@ -818,13 +732,8 @@ __device__ __forceinline__ void merge_selection(const DecodeParams& p, int64_t g
     }
   }
   __syncthreads();
-  if (path == kPickRadix) {
-    select_by_radix(candidate_lists(p), ncand, own, cand_key, static_cast<PickScratch*>(scratch)->radix, sel, K);
-    return;
-  }
-  if (path == kPickHeads) {
-    select_by_heads(candidate_lists(p), nchunks, picks, ncand, own, cand_key, *static_cast<PickScratch*>(scratch),
-                    sel, K);
+  if (by_radix) {
+    select_by_radix(candidate_lists(p), ncand, own, cand_key, *static_cast<RadixScratch*>(scratch), sel, K);
     return;
   }
   if (warp == 0) {
@@ -849,7 +758,7 @@ __device__ __forceinline__ void merge_selection(const DecodeParams& p, int64_t g
 }
 
 template <typename T, int D, int MAXG>
-__global__ void __launch_bounds__(kWarps * 32) decode_attend(DecodeParams p, int pick_path) {
+__global__ void __launch_bounds__(kWarps * 32) decode_attend(DecodeParams p, bool by_radix) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   constexpr int E = D / 32;  // output elements per lane
   const int g = blockIdx.x, b = blockIdx.y, G = p.Hq / p.Hkv;
@@ -877,7 +786,7 @@ __global__ void __launch_bounds__(kWarps * 32) decode_attend(DecodeParams p, int
   wait_for_previous_kernel();
   const T* q = static_cast<const T*>(p.q) + b * p.q_s.b + (int64_t(g) * G + h0) * p.q_s.h;
   for (int i = tid; i < Gc * D; i += blockDim.x) qs[i] = TypeOf<T>::to_float(q[(i / D) * p.q_s.h + i % D]);
-  merge_selection(p, group, cand_key, head_key, next_cand, sel, kv_tiles, pick_path);
+  merge_selection(p, group, cand_key, head_key, next_cand, sel, kv_tiles, by_radix);
   if (p.blocks && blockIdx.z == 0 && tid < K) p.blocks[(int64_t(b) * p.Hkv + g) * K + tid] = sel[tid];
 
   // attention over the selected blocks (this CTA's heads): online softmax per warp
@@ -1028,7 +937,7 @@ __host__ __device__ inline AttendSmem attend_mma_smem(int G, int D, int chunks, 
 }
 
 template <typename T, int D, int MT>
-__global__ void __launch_bounds__(kWarps * 32) decode_attend_mma(DecodeParams p, int pick_path) {
+__global__ void __launch_bounds__(kWarps * 32) decode_attend_mma(DecodeParams p, bool by_radix) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   constexpr int kRows = MT * 16;
   const int g = blockIdx.x, b = blockIdx.y, G = p.Hq / p.Hkv;
@@ -1063,7 +972,7 @@ __global__ void __launch_bounds__(kWarps * 32) decode_attend_mma(DecodeParams p,
       qa[mt][ks][2] = q_pair(q, p.q_s.h, h, G, d + 8);
       qa[mt][ks][3] = q_pair(q, p.q_s.h, h + 8, G, d + 8);
     }
-  merge_selection(p, group, cand_key, head_key, next_cand, sel, smem_raw + L.kv, pick_path);
+  merge_selection(p, group, cand_key, head_key, next_cand, sel, smem_raw + L.kv, by_radix);
   if (p.blocks && tid < K) p.blocks[group * K + tid] = sel[tid];
 
   float o[MT][D / 8][4], m_run[MT][2], l_run[MT][2];  // rows quad and quad + 8 of each m-tile
@@ -1404,12 +1313,9 @@ std::string launch_selection(const DecodeParams& p, cudaStream_t stream) {
 // the step at 1, 4 and 16 chunks of 128 blocks a group and was level to 4%
 // slower at 64 (128K tokens at block 16). SSA_DECODE_RADIX=1 or 0 forces it
 // either way (the tests compare both).
-// SSA_DECODE_HEADS=1 takes them by select_by_heads (not yet run on a GPU;
-// `bash scripts/gpu_check.sh decodeheads` tests and times it), before either.
 constexpr int kRadixMaxChunks = 32;
-int pick_path(const DecodeParams& p) {
-  if (decode_switch("SSA_DECODE_HEADS", false)) return kPickHeads;
-  return decode_switch("SSA_DECODE_RADIX", chunks_of(complete_blocks(p)) <= kRadixMaxChunks) ? kPickRadix : kPickMerge;
+bool picks_by_radix(const DecodeParams& p) {
+  return decode_switch("SSA_DECODE_RADIX", chunks_of(complete_blocks(p)) <= kRadixMaxChunks);
 }
 
 // An attend kernel with as much dynamic shared memory as the GPU allows (asked
@@ -1421,7 +1327,7 @@ std::string launch_attend(dim3 grid, size_t smem, cudaStream_t stream, const Dec
     SSA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, shared_memory_optin()));
     opted_in = true;
   }
-  return launch_dependent(kernel, grid, kWarps * 32, smem, stream, p, pick_path(p));
+  return launch_dependent(kernel, grid, kWarps * 32, smem, stream, p, picks_by_radix(p));
 }
 
 template <typename T, int D, int MAXG, int MAXG_ATTEND>

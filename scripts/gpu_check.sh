@@ -45,8 +45,6 @@
 #                                      # backend tests, benchmark off and on, compute-sanitizer (about 2 minutes)
 #   bash scripts/gpu_check.sh decodeauto # the decode kernel's shape-chosen radix select and normaliser launch:
 #                                      # backend tests, benchmark 8K-128K against both off, memcheck (3 minutes)
-#   bash scripts/gpu_check.sh decodeheads # SSA_DECODE_HEADS=1 (select_by_heads) against the default: backend
-#                                      # tests, benchmark 8K-128K twice each way, sanitizers (2 minutes warm)
 #   bash scripts/gpu_check.sh decodestalls # where the decode kernels' warps wait at 128K x 32: ncu's full and
 #                                      # per-instruction views of the three kernels (d64) and of attend at d128
 #   DECODE_AB_BASE=.ab/decode.cu bash scripts/gpu_check.sh decodeab # a change to kernels/decode.cu against
@@ -392,27 +390,6 @@ if [ "$STAGE" = decodeauto ]; then
     --contexts 40000 --batches 1 --iters 1 --no-model --bf16-pooling > "$OUT/decode_auto_memcheck.txt" 2>&1
   echo "memcheck rc=$? (${SECONDS}s): $(grep SUMMARY "$OUT/decode_auto_memcheck.txt")"
   tar -czf "$OUT/decodeauto.tar.gz" -C "$OUT" $(cd "$OUT" && ls decode_*.txt kernel_backend.txt gpu.txt) &&
-    (cd "$OUT" && rm -f decode_*.txt)
-fi
-if [ "$STAGE" = decodeheads ]; then
-  # SSA_DECODE_HEADS=1 (select_by_heads: a side's picks from its keys at or above its quota-th list head,
-  # ranked by counting) against the path the shape picks: the backend tests (on against off bit for bit),
-  # the benchmark at 8K to 128K off and on, compute-sanitizer with it on, packed into decodeheads.tar.gz
-  # (about 2 minutes warm)
-  build_targets decodeheads test_kernel_backend ssalab_decode_bench
-  run_backend_tests
-  export DECODE_CONTEXTS=8192,32768,65536,131072
-  decode_bench_env heads0 SSA_DECODE_HEADS=0
-  decode_bench_env heads1 SSA_DECODE_HEADS=1
-  decode_bench_env heads0b SSA_DECODE_HEADS=0
-  decode_bench_env heads1b SSA_DECODE_HEADS=1
-  for tool in memcheck synccheck racecheck; do
-    SSA_DECODE_HEADS=1 timeout 150 compute-sanitizer --tool $tool --kernel-name kns=decode_ \
-      ./build-gpu/ssalab_decode_bench --contexts 40000 --batches 1 --iters 1 --no-model --bf16-pooling \
-      > "$OUT/decode_heads_$tool.txt" 2>&1
-    echo "$tool rc=$? (${SECONDS}s): $(grep SUMMARY "$OUT/decode_heads_$tool.txt")"
-  done
-  tar -czf "$OUT/decodeheads.tar.gz" -C "$OUT" $(cd "$OUT" && ls decode_*.txt kernel_backend.txt gpu.txt) &&
     (cd "$OUT" && rm -f decode_*.txt)
 fi
 if [ "$STAGE" = decodestalls ]; then

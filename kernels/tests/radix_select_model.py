@@ -1,13 +1,11 @@
-"""A CPU model of decode.cu's select_by_radix and select_by_heads against the merge.
+"""A CPU model of decode.cu's select_by_radix against the merge it replaces.
 
 The decode attend kernels take a step's picks from the chunks' ranked
 candidate lists (decode_pick). The merge (merge_in_registers) takes the best
 list head while its side has quota left; select_by_radix finds, per side, the
 key value that leaves exactly the side's quota at or above it, one byte of the
-64-bit key a pass from the top, then ranks the chosen keys; select_by_heads keeps, per
-side, only the keys at or above the quota-th largest list head and ranks those
-by counting (select_by_radix past a cap). This model runs all three on random
-steps of both rules (exact top-k; nsa-chunked with two sides
+64-bit key a pass from the top, then ranks the chosen keys. This model runs
+both on random steps of both rules (exact top-k; nsa-chunked with two sides
 and quotas) and checks that they pick the same blocks in the same order. It
 mirrors the kernel's passes (histogram per side, the lanes' digit ranges,
 prefix and mask, "fills it exactly" to stop), not its memory or threads:
@@ -94,30 +92,6 @@ def radix(cand, quota, sides, split):
     return [block_of(k) for k in sorted(chosen, reverse=True)]
 
 
-def heads(cand, quota, sides, split, picks, cap):
-    """select_by_heads: each side's picks are among its keys at or above the
-    quota-th largest head of its lists (every key if fewer lists are
-    non-empty); gathered, chosen and placed by counting, or select_by_radix's
-    picks past `cap` of them. Returns the picks and whether it fell back."""
-    side_of = lambda key: 1 if block_of(key) >= split else 0
-    start = [0, quota[0]]
-    threshold = [1, 1]
-    nchunks = len(cand) // picks if picks else 0
-    for s in range(sides):
-        if quota[s] == 0:
-            continue
-        head = [cand[c * picks + start[s]] for c in range(nchunks)]
-        for h in head:
-            if h and sum(o > h for o in head) == quota[s] - 1:
-                threshold[s] = h
-    survivors = [k for k in cand if k and quota[side_of(k)] > 0 and k >= threshold[side_of(k)]]
-    if len(survivors) > cap:
-        return radix(cand, quota, sides, split), True
-    chosen = [k for k in survivors
-              if sum(o > k and side_of(o) == side_of(k) for o in survivors) < quota[side_of(k)]]
-    return [block_of(k) for k in sorted(chosen, reverse=True)], False
-
-
 def random_step(rng):
     """A step's candidate lists as decode_pick leaves them, and the rule's quotas."""
     blocks, top_k = rng.randint(1, 3000), rng.choice([1, 2, 3, 8, 16, 32, 48, 64, 128])
@@ -137,23 +111,18 @@ def random_step(rng):
             keys = keys[:quota[side]]
             lists.append((keys, side))
             cand += keys + [0] * (quota[side] - len(keys))
-    return lists, cand, quota, sides, split, picks
+    return lists, cand, quota, sides, split
 
 
 def main():
     rng = random.Random(1)
-    mismatches = {"radix": 0, "heads": 0, "heads, cap 8": 0}
-    fell_back = 0
+    mismatches = 0
     for _ in range(3000):
-        lists, cand, quota, sides, split, picks = random_step(rng)
-        merged = merge(lists, quota, split)
-        mismatches["radix"] += merged != radix(cand, quota, sides, split)
-        picked, fallback = heads(cand, quota, sides, split, picks, 256)  # kMaxSurvivors
-        mismatches["heads"] += merged != picked
-        fell_back += fallback
-        mismatches["heads, cap 8"] += merged != heads(cand, quota, sides, split, picks, 8)[0]
-    print("mismatches against the merge:", mismatches, "; select_by_heads fell back on", fell_back, "of 3000")
-    return 1 if any(mismatches.values()) else 0
+        lists, cand, quota, sides, split = random_step(rng)
+        if merge(lists, quota, split) != radix(cand, quota, sides, split):
+            mismatches += 1
+    print("mismatches", mismatches)
+    return 1 if mismatches else 0
 
 
 if __name__ == "__main__":

@@ -105,7 +105,7 @@ static std::vector<DecodeCase> decode_cases() {
               C{torch::kBFloat16, 1, 16, 1, 9000, 128, 16, 64, kChunked}, C{torch::kBFloat16, 70, 32, 2, 3000, 64, 16, 16, kChunked},
               // more candidate lists than the selection merge keeps in registers (69 chunks, two lists each)
               C{torch::kBFloat16, 2, 16, 1, 140000, 64, 16, 16, kChunked},
-              // 35 chunks of one list: more heads than picks, so select_by_heads' threshold is a head
+              // 35 chunks of one list: past select_by_radix's 32, the merge in registers at top-k
               C{torch::kBFloat16, 1, 32, 2, 70000, 64, 16, 16, kTopK}};
 }
 
@@ -210,11 +210,8 @@ static void check_decode(AttentionBackend& cuda) {
 // select_by_radix instead of warp 0's merge of the candidate lists (the same
 // blocks in the same order). SSA_DECODE_NORMALISE=1: each group's normalisers
 // combined once by decode_normalise (the same code, so the same bits) instead
-// of by every decode_pick CTA. SSA_DECODE_HEADS=1: the picks by
-// select_by_heads (the keys at or above a side's quota-th list head, ranked
-// by counting; select_by_radix past kMaxSurvivors of them, as at k 64 over
-// five chunks) instead of the path the shape picks. The cases reach 1 to 69
-// chunks, k 1 to 64 and both rules.
+// of by every decode_pick CTA. The cases reach 1 to 69 chunks, k 1 to 64 and
+// both rules.
 static void check_decode_switch(AttentionBackend& cuda, const char* variable) {
   std::printf("[decode: %s=1 against 0]\n", variable);
   for (const char* mma : {"1", "0"}) {
@@ -418,7 +415,6 @@ int main() {
   unsetenv("SSA_DECODE_ATTEND_MMA");
   check_decode_switch(*cuda, "SSA_DECODE_RADIX");
   check_decode_switch(*cuda, "SSA_DECODE_NORMALISE");
-  check_decode_switch(*cuda, "SSA_DECODE_HEADS");
   check_append(*cuda);
   std::printf("%d failed\n", fails);
   return fails ? 1 : 0;
