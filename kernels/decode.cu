@@ -107,14 +107,6 @@ __device__ __forceinline__ void split_terms(float a, float b, uint32_t (&terms)[
   terms[2] = TypeOf<T>::pack(ra - ma, rb - mb);
 }
 
-// A lane's 4 consecutive elements from column `col` of pooled block j (V: uint2
-// of bf16 keys), zeros past the complete blocks.
-template <typename V, typename E>
-__device__ __forceinline__ V load_pooled(const E* kb, int64_t row_stride, int j, int nbc, int col) {
-  const E* row = kb + int64_t(min(j, nbc - 1)) * row_stride + col;
-  return j < nbc ? *reinterpret_cast<const V*>(row) : V{};
-}
-
 // Two query elements (d, d + 1) of head h as one packed operand, 0 past the group.
 template <typename T>
 __device__ __forceinline__ uint32_t q_pair(const T* q, int64_t head_stride, int h, int G, int d) {
@@ -122,10 +114,72 @@ __device__ __forceinline__ uint32_t q_pair(const T* q, int64_t head_stride, int 
   return *reinterpret_cast<const uint32_t*>(q + h * head_stride + d);
 }
 
+// L2 eviction priorities for the selection's two big streams (sm_80+): the
+// pooled keys are read once a step, the logits written by decode_scores and
+// read back by decode_pick right after (32 MB at 128K x 32 d64 block 16, in
+// an L2 of 50 MB). With `hints` the keys go first and the logits stay; without,
+// both are the L2's normal priority, as plain loads and stores.
+struct L2Policies {
+  uint64_t keys, logits_write, logits_read;
+};
+__device__ __forceinline__ uint64_t l2_policy(int priority) {  // 0 normal, 1 evict first, 2 evict last
+  uint64_t policy;
+  if (priority == 1) {
+    asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));
+  } else if (priority == 2) {
+    asm("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;" : "=l"(policy));
+  } else {
+    asm("createpolicy.fractional.L2::evict_normal.b64 %0, 1.0;" : "=l"(policy));
+  }
+  return policy;
+}
+__device__ __forceinline__ L2Policies l2_policies(bool hints) {
+  return hints ? L2Policies{l2_policy(1), l2_policy(2), l2_policy(1)} : L2Policies{l2_policy(0), l2_policy(0), l2_policy(0)};
+}
+__device__ __forceinline__ uint2 load_hinted(const uint2* at, uint64_t policy) {
+  uint2 v;
+  asm("ld.global.L2::cache_hint.v2.u32 {%0, %1}, [%2], %3;" : "=r"(v.x), "=r"(v.y) : "l"(at), "l"(policy));
+  return v;
+}
+__device__ __forceinline__ float4 load_hinted(const float4* at, uint64_t policy) {
+  float4 v;
+  asm("ld.global.L2::cache_hint.v4.f32 {%0, %1, %2, %3}, [%4], %5;"
+      : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w)
+      : "l"(at), "l"(policy));
+  return v;
+}
+__device__ __forceinline__ float load_hinted(const float* at, uint64_t policy) {
+  float v;
+  asm("ld.global.L2::cache_hint.f32 %0, [%1], %2;" : "=f"(v) : "l"(at), "l"(policy));
+  return v;
+}
+__device__ __forceinline__ void store_hinted(float2* at, float2 v, uint64_t policy) {
+  asm volatile("st.global.L2::cache_hint.v2.f32 [%0], {%1, %2}, %3;" ::"l"(at), "f"(v.x), "f"(v.y), "l"(policy)
+               : "memory");
+}
+
+// A plain load, or one with an L2 policy (HINTED)
+template <bool HINTED, typename V>
+__device__ __forceinline__ V load_maybe_hinted(const V* at, uint64_t policy) {
+  if constexpr (HINTED) return load_hinted(at, policy);
+  return *at;
+}
+
+// A lane's 4 consecutive elements from column `col` of pooled block j (V: uint2
+// of bf16 keys), zeros past the complete blocks.
+template <typename V, bool HINTED, typename E>
+__device__ __forceinline__ V load_pooled(const E* kb, int64_t row_stride, int j, int nbc, int col,
+                                        uint64_t policy) {
+  const E* row = kb + int64_t(min(j, nbc - 1)) * row_stride + col;
+  return j < nbc ? load_maybe_hinted<HINTED>(reinterpret_cast<const V*>(row), policy) : V{};
+}
+
 // Scores on the tensor cores: S (16 heads x 8 blocks) = q (16 x D) . kbar^T
 // per mma, each of the 4 warps over 32 pooled blocks, MT tiles of 16 heads.
 // KB16: kbar is bf16 (DecodeParams::block_keys_bf16, PooledKeys::Bf16), one term.
-template <typename T, int D, int MT, bool KB16 = false>
+// L2HINTS: the pooled keys read with evict-first, the logits written with
+// evict-last (L2Policies; SSA_DECODE_L2HINT=1).
+template <typename T, int D, int MT, bool KB16 = false, bool L2HINTS = false>
 __global__ void __launch_bounds__(kScoreThreads) decode_scores(DecodeParams p) {
   constexpr int kWarpsPerCta = kScoreThreads / 32, kTiles = 4;  // 4 n-tiles of 8 blocks per warp
   __shared__ float red[kWarpsPerCta][MT * 16], mx[MT * 16];
@@ -133,6 +187,7 @@ __global__ void __launch_bounds__(kScoreThreads) decode_scores(DecodeParams p) {
   const int nbc = complete_blocks(p), nchunks = gridDim.x;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, quad = lane >> 2, pair = (lane & 3) * 2;
   const float scale = p.scale > 0 ? p.scale : rsqrtf(float(D));
+  const L2Policies l2 = L2HINTS ? l2_policies(true) : L2Policies{};
   const T* q = static_cast<const T*>(p.q) + b * p.q_s.b + int64_t(g) * G * p.q_s.h;
   // The dot product does not care which d sits in which k slot of the mma, so
   // lane t of a quad takes d = 4t .. 4t + 3 of each 16 as k = 2t, 2t + 1 and
@@ -166,7 +221,8 @@ __global__ void __launch_bounds__(kScoreThreads) decode_scores(DecodeParams p) {
       for (int u = 0; u < kStep; ++u)
 #pragma unroll
         for (int nt = 0; nt < kTiles; ++nt)
-          x[u][nt] = load_pooled<uint2>(kb16, p.kb_s.t, row0 + nt * 8 + quad, nbc, (ks0 + u) * 16 + pair * 2);
+          x[u][nt] = load_pooled<uint2, L2HINTS>(kb16, p.kb_s.t, row0 + nt * 8 + quad, nbc, (ks0 + u) * 16 + pair * 2,
+                                                   l2.keys);
 #pragma unroll
       for (int u = 0; u < kStep; ++u)
 #pragma unroll
@@ -184,7 +240,8 @@ __global__ void __launch_bounds__(kScoreThreads) decode_scores(DecodeParams p) {
         for (int nt = 0; nt < kTiles; ++nt) {  // (not load_pooled: that moved the d128 kernels' registers, 106 -> 90, untimed)
           const int j = row0 + nt * 8 + quad;
           const float* row = kb + int64_t(min(j, nbc - 1)) * p.kb_s.t + (ks0 + u) * 16 + pair * 2;
-          x[u][nt] = j < nbc ? *reinterpret_cast<const float4*>(row) : make_float4(0.f, 0.f, 0.f, 0.f);
+          x[u][nt] = j < nbc ? load_maybe_hinted<L2HINTS>(reinterpret_cast<const float4*>(row), l2.keys)
+                             : make_float4(0.f, 0.f, 0.f, 0.f);
         }
 #pragma unroll
       for (int u = 0; u < kStep; ++u)
@@ -216,7 +273,14 @@ __global__ void __launch_bounds__(kScoreThreads) decode_scores(DecodeParams p) {
         float& s1 = c[mt][nt][half * 2 + 1];
         s0 *= scale;
         s1 *= scale;
-        if (h < G && j < nbc) *reinterpret_cast<float2*>(logits + int64_t(h) * stride + j) = make_float2(s0, s1);
+        if (h < G && j < nbc) {
+          float2* at = reinterpret_cast<float2*>(logits + int64_t(h) * stride + j);
+          if constexpr (L2HINTS) {
+            store_hinted(at, make_float2(s0, s1), l2.logits_write);
+          } else {
+            *at = make_float2(s0, s1);
+          }
+        }
         if (j < nbc) m = fmaxf(m, s0);
         if (j + 1 < nbc) m = fmaxf(m, s1);
       }
@@ -296,7 +360,9 @@ struct PickShape {
   int64_t partials_at = 0, values_at = 0, indices_at = 0;  // workspace offsets (floats): partials, candidates
   CandidateLists lists;
   int64_t normalisers_at = 0;  // and decode_normalise's output (an even offset: read as float2)
+  bool l2_hints = false;       // the logits read with L2 evict-first (decode_scores kept them: L2Policies)
 };
+bool decode_l2_hints();
 PickShape pick_shape(const DecodeParams& p) {
   PickShape s;
   s.G = p.Hq / p.Hkv;
@@ -308,6 +374,7 @@ PickShape pick_shape(const DecodeParams& p) {
   s.indices_at = s.values_at + int64_t(candidate_elems(p));
   s.normalisers_at = s.indices_at + int64_t(candidate_elems(p));
   s.lists = candidate_lists(p);
+  s.l2_hints = decode_l2_hints();
   return s;
 }
 
@@ -380,8 +447,9 @@ __global__ void __launch_bounds__(kScoreThreads) decode_pick(DecodeParams p, Pic
   float l[MAXG];  // this block's logits, loaded first: they do not wait for the normalisers
   if (j < s.own) {
     const float* logit = p.workspace + group * G * s.stride + j;  // head 0's, then a row per head
+    const uint64_t policy = l2_policies(s.l2_hints).logits_read;
 #pragma unroll
-    for (int h = 0; h < MAXG; ++h, logit += s.stride) l[h] = h < G ? *logit : 0.f;
+    for (int h = 0; h < MAXG; ++h, logit += s.stride) l[h] = h < G ? load_hinted(logit, policy) : 0.f;
   }
   if constexpr (NORMALISED) {  // decode_normalise's, for every CTA of the group
     if (tid < MAXG)
@@ -1264,6 +1332,12 @@ bool decode_switch(const char* name, bool otherwise) {
   return e ? std::atoi(e) != 0 : otherwise;
 }
 
+// SSA_DECODE_L2HINT=1: decode_scores reads the pooled keys with L2
+// evict-first and writes the logits with evict-last, for decode_pick to read
+// them from L2 (evict-first: dead after it) rather than from DRAM. Off by
+// default until it has run on a GPU (`bash scripts/gpu_check.sh decodel2`).
+bool decode_l2_hints() { return decode_switch("SSA_DECODE_L2HINT", false); }
+
 // Whether the selection combines each group's normalisers once, in a launch
 // of its own (decode_normalise), rather than in every decode_pick CTA. Each of
 // a group's CTAs reads all nchunks x G partial (max, sum) pairs, so the
@@ -1286,10 +1360,20 @@ std::string launch_selection(const DecodeParams& p, cudaStream_t stream) {
   const int nbc = complete_blocks(p);
   const dim3 grid(chunks_of(nbc), p.Hkv, p.B);  // a CTA per chunk of 128 pooled blocks
   if (nbc > 0) {
+    constexpr int MT = (MAXG + 15) / 16;
+    const bool hints = decode_l2_hints();
     if (!p.block_keys_bf16) {
-      decode_scores<T, D, (MAXG + 15) / 16><<<grid, kScoreThreads, 0, stream>>>(p);
+      if (hints) {
+        decode_scores<T, D, MT, false, true><<<grid, kScoreThreads, 0, stream>>>(p);
+      } else {
+        decode_scores<T, D, MT><<<grid, kScoreThreads, 0, stream>>>(p);
+      }
     } else if constexpr (std::is_same<T, __nv_bfloat16>::value) {  // decode_supported: bf16 queries only
-      decode_scores<T, D, (MAXG + 15) / 16, true><<<grid, kScoreThreads, 0, stream>>>(p);
+      if (hints) {
+        decode_scores<T, D, MT, true, true><<<grid, kScoreThreads, 0, stream>>>(p);
+      } else {
+        decode_scores<T, D, MT, true><<<grid, kScoreThreads, 0, stream>>>(p);
+      }
     }
     SSA_CUDA_CHECK(cudaGetLastError());
   }

@@ -45,6 +45,8 @@
 #                                      # backend tests, benchmark off and on, compute-sanitizer (about 2 minutes)
 #   bash scripts/gpu_check.sh decodeauto # the decode kernel's shape-chosen radix select and normaliser launch:
 #                                      # backend tests, benchmark 8K-128K against both off, memcheck (3 minutes)
+#   bash scripts/gpu_check.sh decodel2 # SSA_DECODE_L2HINT=1 (L2 eviction hints on the selection's streams)
+#                                      # against off: backend tests, benchmark 8K-128K twice each way, memcheck
 #   bash scripts/gpu_check.sh decodestalls # where the decode kernels' warps wait at 128K x 32: ncu's full and
 #                                      # per-instruction views of the three kernels (d64) and of attend at d128
 #   DECODE_AB_BASE=.ab/decode.cu bash scripts/gpu_check.sh decodeab # a change to kernels/decode.cu against
@@ -390,6 +392,25 @@ if [ "$STAGE" = decodeauto ]; then
     --contexts 40000 --batches 1 --iters 1 --no-model --bf16-pooling > "$OUT/decode_auto_memcheck.txt" 2>&1
   echo "memcheck rc=$? (${SECONDS}s): $(grep SUMMARY "$OUT/decode_auto_memcheck.txt")"
   tar -czf "$OUT/decodeauto.tar.gz" -C "$OUT" $(cd "$OUT" && ls decode_*.txt kernel_backend.txt gpu.txt) &&
+    (cd "$OUT" && rm -f decode_*.txt)
+fi
+if [ "$STAGE" = decodel2 ]; then
+  # SSA_DECODE_L2HINT=1 (decode_scores reads the pooled keys with L2 evict-first and writes the logits
+  # with evict-last, decode_pick reads them evict-first) against off: the backend tests (on against off,
+  # bit for bit), the benchmark at 8K to 128K twice each way, memcheck with it on, packed into
+  # decodel2.tar.gz (about 2 minutes warm)
+  build_targets decodel2 test_kernel_backend ssalab_decode_bench
+  run_backend_tests
+  export DECODE_CONTEXTS=8192,32768,65536,131072
+  decode_bench_env l2hint0 SSA_DECODE_L2HINT=0
+  decode_bench_env l2hint1 SSA_DECODE_L2HINT=1
+  decode_bench_env l2hint0b SSA_DECODE_L2HINT=0
+  decode_bench_env l2hint1b SSA_DECODE_L2HINT=1
+  SSA_DECODE_L2HINT=1 timeout 150 compute-sanitizer --tool memcheck --kernel-name kns=decode_ \
+    ./build-gpu/ssalab_decode_bench --contexts 40000 --batches 1 --iters 1 --no-model --bf16-pooling \
+    > "$OUT/decode_l2hint_memcheck.txt" 2>&1
+  echo "memcheck rc=$? (${SECONDS}s): $(grep SUMMARY "$OUT/decode_l2hint_memcheck.txt")"
+  tar -czf "$OUT/decodel2.tar.gz" -C "$OUT" $(cd "$OUT" && ls decode_*.txt kernel_backend.txt gpu.txt) &&
     (cd "$OUT" && rm -f decode_*.txt)
 fi
 if [ "$STAGE" = decodestalls ]; then

@@ -210,8 +210,9 @@ static void check_decode(AttentionBackend& cuda) {
 // select_by_radix instead of warp 0's merge of the candidate lists (the same
 // blocks in the same order). SSA_DECODE_NORMALISE=1: each group's normalisers
 // combined once by decode_normalise (the same code, so the same bits) instead
-// of by every decode_pick CTA. The cases reach 1 to 69 chunks, k 1 to 64 and
-// both rules.
+// of by every decode_pick CTA. SSA_DECODE_L2HINT=1: the selection's pooled
+// keys and logits moved with L2 eviction hints (the same values). The cases
+// reach 1 to 69 chunks, k 1 to 64 and both rules.
 static void check_decode_switch(AttentionBackend& cuda, const char* variable) {
   std::printf("[decode: %s=1 against 0]\n", variable);
   for (const char* mma : {"1", "0"}) {
@@ -415,6 +416,7 @@ int main() {
   unsetenv("SSA_DECODE_ATTEND_MMA");
   check_decode_switch(*cuda, "SSA_DECODE_RADIX");
   check_decode_switch(*cuda, "SSA_DECODE_NORMALISE");
+  check_decode_switch(*cuda, "SSA_DECODE_L2HINT");
   check_append(*cuda);
   std::printf("%d failed\n", fails);
   return fails ? 1 : 0;
