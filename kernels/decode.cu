@@ -118,7 +118,9 @@ __device__ __forceinline__ uint32_t q_pair(const T* q, int64_t head_stride, int 
 // pooled keys are read once a step, the logits written by decode_scores and
 // read back by decode_pick right after (32 MB at 128K x 32 d64 block 16, in
 // an L2 of 50 MB). With `hints` the keys go first and the logits stay; without,
-// both are the L2's normal priority, as plain loads and stores.
+// both are the L2's normal priority, as plain loads and stores. Where it won
+// the hinted loads also took more registers and were scheduled earlier; which
+// of the two made d128 faster was not separated.
 struct L2Policies {
   uint64_t keys, logits_write, logits_read;
 };
@@ -178,7 +180,7 @@ __device__ __forceinline__ V load_pooled(const E* kb, int64_t row_stride, int j,
 // per mma, each of the 4 warps over 32 pooled blocks, MT tiles of 16 heads.
 // KB16: kbar is bf16 (DecodeParams::block_keys_bf16, PooledKeys::Bf16), one term.
 // L2HINTS: the pooled keys read with evict-first, the logits written with
-// evict-last (L2Policies; SSA_DECODE_L2HINT=1).
+// evict-last (L2Policies; decode_l2_hints says when).
 template <typename T, int D, int MT, bool KB16 = false, bool L2HINTS = false>
 __global__ void __launch_bounds__(kScoreThreads) decode_scores(DecodeParams p) {
   constexpr int kWarpsPerCta = kScoreThreads / 32, kTiles = 4;  // 4 n-tiles of 8 blocks per warp
@@ -362,7 +364,7 @@ struct PickShape {
   int64_t normalisers_at = 0;  // and decode_normalise's output (an even offset: read as float2)
   bool l2_hints = false;       // the logits read with L2 evict-first (decode_scores kept them: L2Policies)
 };
-bool decode_l2_hints();
+bool decode_l2_hints(const DecodeParams& p);
 PickShape pick_shape(const DecodeParams& p) {
   PickShape s;
   s.G = p.Hq / p.Hkv;
@@ -374,7 +376,7 @@ PickShape pick_shape(const DecodeParams& p) {
   s.indices_at = s.values_at + int64_t(candidate_elems(p));
   s.normalisers_at = s.indices_at + int64_t(candidate_elems(p));
   s.lists = candidate_lists(p);
-  s.l2_hints = decode_l2_hints();
+  s.l2_hints = decode_l2_hints(p);
   return s;
 }
 
@@ -1332,11 +1334,14 @@ bool decode_switch(const char* name, bool otherwise) {
   return e ? std::atoi(e) != 0 : otherwise;
 }
 
-// SSA_DECODE_L2HINT=1: decode_scores reads the pooled keys with L2
-// evict-first and writes the logits with evict-last, for decode_pick to read
-// them from L2 (evict-first: dead after it) rather than from DRAM. Off by
-// default until it has run on a GPU (`bash scripts/gpu_check.sh decodel2`).
-bool decode_l2_hints() { return decode_switch("SSA_DECODE_L2HINT", false); }
+// Whether decode_scores reads the pooled keys with L2 evict-first and writes
+// the logits with evict-last, for decode_pick to read them from L2
+// (evict-first: dead after it) rather than from DRAM. On an H100
+// (bench/results/h100-2026-12-07-decode-l2hint-ab.txt) it took 3-8% off every
+// d128 shape and was within 2% either way at d64 but for 3% slower at 128K x
+// 32 (33 MB of logits) and 2-3% faster at 32K x 32: on at d128 only.
+// SSA_DECODE_L2HINT=1 or 0 forces it either way (the tests compare both).
+bool decode_l2_hints(const DecodeParams& p) { return decode_switch("SSA_DECODE_L2HINT", p.D == 128); }
 
 // Whether the selection combines each group's normalisers once, in a launch
 // of its own (decode_normalise), rather than in every decode_pick CTA. Each of
@@ -1361,7 +1366,7 @@ std::string launch_selection(const DecodeParams& p, cudaStream_t stream) {
   const dim3 grid(chunks_of(nbc), p.Hkv, p.B);  // a CTA per chunk of 128 pooled blocks
   if (nbc > 0) {
     constexpr int MT = (MAXG + 15) / 16;
-    const bool hints = decode_l2_hints();
+    const bool hints = decode_l2_hints(p);
     if (!p.block_keys_bf16) {
       if (hints) {
         decode_scores<T, D, MT, false, true><<<grid, kScoreThreads, 0, stream>>>(p);
