@@ -43,8 +43,9 @@
 #                                      # and ncu on the three kernels at 128K x 32 (about 4 minutes)
 #   bash scripts/gpu_check.sh decodenext # the decode switches SSA_DECODE_RADIX and SSA_DECODE_NORMALISE forced:
 #                                      # backend tests, benchmark off and on, compute-sanitizer (about 2 minutes)
-#   bash scripts/gpu_check.sh decodeauto # the decode kernel's shape-chosen radix select and normaliser launch:
-#                                      # backend tests, benchmark 8K-128K against both off, memcheck (3 minutes)
+#   bash scripts/gpu_check.sh decodeauto # the decode kernel's shape-chosen paths (radix select, normaliser
+#                                      # launch, L2 hints) against all off: backend tests, benchmark 8K-128K
+#                                      # twice each way, memcheck (about 2 minutes on a fresh machine)
 #   bash scripts/gpu_check.sh decodel2 # SSA_DECODE_L2HINT=1 (L2 eviction hints on the selection's streams)
 #                                      # against off: backend tests, benchmark 8K-128K twice each way, memcheck
 #   bash scripts/gpu_check.sh decodestalls # where the decode kernels' warps wait at 128K x 32: ncu's full and
@@ -376,18 +377,18 @@ if [ "$STAGE" = decodenext ]; then
   done
 fi
 if [ "$STAGE" = decodeauto ]; then
-  # the decode kernel's two shape-chosen paths (select_by_radix up to 32 chunks a group, decode_normalise
-  # where decode_pick would re-read 8 MB of partials): the backend tests, then the benchmark at 8K to 128K
-  # with both forced off (the kernel before), both chosen by shape, and the radix forced each way (the
-  # boundary at 32 chunks: 64K tokens at block 16), packed into decodeauto.tar.gz; memcheck on the default
-  # path at 40K (about 3 minutes)
+  # the decode kernel's shape-chosen paths (select_by_radix up to 32 chunks a group, decode_normalise where
+  # decode_pick would re-read 8 MB of partials, L2 hints at d128) against all three forced off (the kernel
+  # of 2026-12-07's start): the backend tests, then the benchmark at 8K to 128K, each way twice, packed into
+  # decodeauto.tar.gz; memcheck on the default path at 40K (about 3 minutes)
   build_targets decodeauto test_kernel_backend ssalab_decode_bench
   run_backend_tests
   export DECODE_CONTEXTS=8192,32768,65536,131072
-  decode_bench_env off SSA_DECODE_RADIX=0 SSA_DECODE_NORMALISE=0
+  all_off="SSA_DECODE_RADIX=0 SSA_DECODE_NORMALISE=0 SSA_DECODE_L2HINT=0"
+  decode_bench_env off $all_off
   decode_bench_env auto
-  decode_bench_env radix1 SSA_DECODE_RADIX=1
-  decode_bench_env radix0 SSA_DECODE_RADIX=0
+  decode_bench_env off2 $all_off
+  decode_bench_env auto2
   timeout 150 compute-sanitizer --tool memcheck --kernel-name kns=decode_ ./build-gpu/ssalab_decode_bench \
     --contexts 40000 --batches 1 --iters 1 --no-model --bf16-pooling > "$OUT/decode_auto_memcheck.txt" 2>&1
   echo "memcheck rc=$? (${SECONDS}s): $(grep SUMMARY "$OUT/decode_auto_memcheck.txt")"
