@@ -124,11 +124,12 @@ __device__ __forceinline__ uint32_t q_pair(const T* q, int64_t head_stride, int 
 struct L2Policies {
   uint64_t keys, logits_write, logits_read;
 };
-__device__ __forceinline__ uint64_t l2_policy(int priority) {  // 0 normal, 1 evict first, 2 evict last
+enum class L2Priority { Normal, EvictFirst, EvictLast };
+__device__ __forceinline__ uint64_t l2_policy(L2Priority priority) {
   uint64_t policy;
-  if (priority == 1) {
+  if (priority == L2Priority::EvictFirst) {
     asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));
-  } else if (priority == 2) {
+  } else if (priority == L2Priority::EvictLast) {
     asm("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;" : "=l"(policy));
   } else {
     asm("createpolicy.fractional.L2::evict_normal.b64 %0, 1.0;" : "=l"(policy));
@@ -136,7 +137,12 @@ __device__ __forceinline__ uint64_t l2_policy(int priority) {  // 0 normal, 1 ev
   return policy;
 }
 __device__ __forceinline__ L2Policies l2_policies(bool hints) {
-  return hints ? L2Policies{l2_policy(1), l2_policy(2), l2_policy(1)} : L2Policies{l2_policy(0), l2_policy(0), l2_policy(0)};
+  if (!hints) {
+    const uint64_t normal = l2_policy(L2Priority::Normal);
+    return L2Policies{normal, normal, normal};
+  }
+  const uint64_t first = l2_policy(L2Priority::EvictFirst);
+  return L2Policies{first, l2_policy(L2Priority::EvictLast), first};
 }
 __device__ __forceinline__ uint2 load_hinted(const uint2* at, uint64_t policy) {
   uint2 v;
@@ -1358,6 +1364,16 @@ bool normalise_apart(const DecodeParams& p) {
   return decode_switch("SSA_DECODE_NORMALISE", reread >= kNormaliseApartBytes);
 }
 
+// decode_scores with or without the L2 hints
+template <typename T, int D, int MT, bool KB16>
+void launch_scores(const DecodeParams& p, dim3 grid, cudaStream_t stream) {
+  if (decode_l2_hints(p)) {
+    decode_scores<T, D, MT, KB16, true><<<grid, kScoreThreads, 0, stream>>>(p);
+  } else {
+    decode_scores<T, D, MT, KB16><<<grid, kScoreThreads, 0, stream>>>(p);
+  }
+}
+
 // The selection's two launches: the chunks' logits and partial sums, then their
 // picks (three when normalise_apart).
 template <typename T, int D, int MAXG>
@@ -1366,19 +1382,10 @@ std::string launch_selection(const DecodeParams& p, cudaStream_t stream) {
   const dim3 grid(chunks_of(nbc), p.Hkv, p.B);  // a CTA per chunk of 128 pooled blocks
   if (nbc > 0) {
     constexpr int MT = (MAXG + 15) / 16;
-    const bool hints = decode_l2_hints(p);
     if (!p.block_keys_bf16) {
-      if (hints) {
-        decode_scores<T, D, MT, false, true><<<grid, kScoreThreads, 0, stream>>>(p);
-      } else {
-        decode_scores<T, D, MT><<<grid, kScoreThreads, 0, stream>>>(p);
-      }
+      launch_scores<T, D, MT, false>(p, grid, stream);
     } else if constexpr (std::is_same<T, __nv_bfloat16>::value) {  // decode_supported: bf16 queries only
-      if (hints) {
-        decode_scores<T, D, MT, true, true><<<grid, kScoreThreads, 0, stream>>>(p);
-      } else {
-        decode_scores<T, D, MT, true><<<grid, kScoreThreads, 0, stream>>>(p);
-      }
+      launch_scores<T, D, MT, true>(p, grid, stream);
     }
     SSA_CUDA_CHECK(cudaGetLastError());
   }
