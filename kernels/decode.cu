@@ -370,8 +370,7 @@ struct PickShape {
   int64_t normalisers_at = 0;  // and decode_normalise's output (an even offset: read as float2)
   bool l2_hints = false;       // the logits read with L2 evict-first (decode_scores kept them: L2Policies)
 };
-bool decode_l2_hints(const DecodeParams& p);
-PickShape pick_shape(const DecodeParams& p) {
+PickShape pick_shape(const DecodeParams& p, bool l2_hints) {
   PickShape s;
   s.G = p.Hq / p.Hkv;
   s.own = own_block(p);
@@ -382,7 +381,7 @@ PickShape pick_shape(const DecodeParams& p) {
   s.indices_at = s.values_at + int64_t(candidate_elems(p));
   s.normalisers_at = s.indices_at + int64_t(candidate_elems(p));
   s.lists = candidate_lists(p);
-  s.l2_hints = decode_l2_hints(p);
+  s.l2_hints = l2_hints;
   return s;
 }
 
@@ -1366,8 +1365,8 @@ bool normalise_apart(const DecodeParams& p) {
 
 // decode_scores with or without the L2 hints
 template <typename T, int D, int MT, bool KB16>
-void launch_scores(const DecodeParams& p, dim3 grid, cudaStream_t stream) {
-  if (decode_l2_hints(p)) {
+void launch_scores(const DecodeParams& p, dim3 grid, cudaStream_t stream, bool l2_hints) {
+  if (l2_hints) {
     decode_scores<T, D, MT, KB16, true><<<grid, kScoreThreads, 0, stream>>>(p);
   } else {
     decode_scores<T, D, MT, KB16><<<grid, kScoreThreads, 0, stream>>>(p);
@@ -1380,17 +1379,18 @@ template <typename T, int D, int MAXG>
 std::string launch_selection(const DecodeParams& p, cudaStream_t stream) {
   const int nbc = complete_blocks(p);
   const dim3 grid(chunks_of(nbc), p.Hkv, p.B);  // a CTA per chunk of 128 pooled blocks
+  const bool l2_hints = decode_l2_hints(p);      // (the scoring's and the ranking's alike)
   if (nbc > 0) {
     constexpr int MT = (MAXG + 15) / 16;
     if (!p.block_keys_bf16) {
-      launch_scores<T, D, MT, false>(p, grid, stream);
+      launch_scores<T, D, MT, false>(p, grid, stream, l2_hints);
     } else if constexpr (std::is_same<T, __nv_bfloat16>::value) {  // decode_supported: bf16 queries only
-      launch_scores<T, D, MT, true>(p, grid, stream);
+      launch_scores<T, D, MT, true>(p, grid, stream, l2_hints);
     }
     SSA_CUDA_CHECK(cudaGetLastError());
   }
   if (std::min(p.top_k - 1, nbc) > 0) {
-    const PickShape shape = pick_shape(p);
+    const PickShape shape = pick_shape(p, l2_hints);
     if (normalise_apart(p)) {
       const std::string why = launch_dependent(decode_normalise<MAXG>, dim3(p.Hkv, p.B), kScoreThreads, 0, stream, p, shape);
       if (!why.empty()) return why;

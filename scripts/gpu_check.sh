@@ -120,6 +120,21 @@ decode_bench_env() {
     --iters 20 --bf16-pooling --no-model > "$OUT/decode_$name.txt" 2>&1
   echo "decode bench $* rc=$? (${SECONDS}s)"
 }
+# compute-sanitizer's TOOL on the decode kernels at 40K x 1 (20 chunks at block 16, the nsa-chunked rows
+# two sides) with some environment settings ("VAR=value ..."), into $OUT/decode_NAME_TOOL.txt
+decode_sanitize() {
+  local name=$1 tool=$2
+  shift 2
+  env "$@" timeout 150 compute-sanitizer --tool "$tool" --kernel-name kns=decode_ ./build-gpu/ssalab_decode_bench \
+    --contexts 40000 --batches 1 --iters 1 --no-model --bf16-pooling > "$OUT/decode_${name}_$tool.txt" 2>&1
+  echo "$tool rc=$? (${SECONDS}s): $(grep SUMMARY "$OUT/decode_${name}_$tool.txt")"
+}
+# The decode stage's outputs (decode_*.txt, the backend tests, the GPU's name) packed into $OUT/NAME.tar.gz:
+# the device returns 8 files a call
+pack_decode_outputs() {
+  tar -czf "$OUT/$1.tar.gz" -C "$OUT" $(cd "$OUT" && ls decode_*.txt kernel_backend.txt gpu.txt) &&
+    (cd "$OUT" && rm -f decode_*.txt)
+}
 # ncu's full report of the first launch of each decode kernel at 128K x 32 (bf16 pooled keys; d64 block 16
 # runs first): by default the scores (mangled name Lb1E: the bf16-key variant), pick and attend kernels,
 # into $OUT/ncu_<prefix>_<kernel>.txt; with a second argument `sass`, also each kernel's per-instruction
@@ -369,11 +384,8 @@ if [ "$STAGE" = decodenext ]; then
   decode_bench_ab SSA_DECODE_RADIX radix
   decode_bench_ab SSA_DECODE_NORMALISE normalise
   SSA_DECODE_NORMALISE=1 decode_bench_ab SSA_DECODE_RADIX both
-  for tool in memcheck synccheck racecheck; do  # (40K: 20 chunks at block 16, the nsa-chunked rows two sides)
-    SSA_DECODE_RADIX=1 SSA_DECODE_NORMALISE=1 timeout 150 compute-sanitizer --tool $tool --kernel-name kns=decode_ \
-      ./build-gpu/ssalab_decode_bench --contexts 40000 --batches 1 --iters 1 --no-model --bf16-pooling \
-      > "$OUT/decode_next_$tool.txt" 2>&1
-    echo "$tool rc=$? (${SECONDS}s): $(grep SUMMARY "$OUT/decode_next_$tool.txt")"
+  for tool in memcheck synccheck racecheck; do
+    decode_sanitize next $tool SSA_DECODE_RADIX=1 SSA_DECODE_NORMALISE=1
   done
 fi
 if [ "$STAGE" = decodeauto ]; then
@@ -389,11 +401,8 @@ if [ "$STAGE" = decodeauto ]; then
   decode_bench_env auto
   decode_bench_env off2 $all_off
   decode_bench_env auto2
-  timeout 150 compute-sanitizer --tool memcheck --kernel-name kns=decode_ ./build-gpu/ssalab_decode_bench \
-    --contexts 40000 --batches 1 --iters 1 --no-model --bf16-pooling > "$OUT/decode_auto_memcheck.txt" 2>&1
-  echo "memcheck rc=$? (${SECONDS}s): $(grep SUMMARY "$OUT/decode_auto_memcheck.txt")"
-  tar -czf "$OUT/decodeauto.tar.gz" -C "$OUT" $(cd "$OUT" && ls decode_*.txt kernel_backend.txt gpu.txt) &&
-    (cd "$OUT" && rm -f decode_*.txt)
+  decode_sanitize auto memcheck
+  pack_decode_outputs decodeauto
 fi
 if [ "$STAGE" = decodel2 ]; then
   # SSA_DECODE_L2HINT=1 (decode_scores reads the pooled keys with L2 evict-first and writes the logits
@@ -407,12 +416,8 @@ if [ "$STAGE" = decodel2 ]; then
   decode_bench_env l2hint1 SSA_DECODE_L2HINT=1
   decode_bench_env l2hint0b SSA_DECODE_L2HINT=0
   decode_bench_env l2hint1b SSA_DECODE_L2HINT=1
-  SSA_DECODE_L2HINT=1 timeout 150 compute-sanitizer --tool memcheck --kernel-name kns=decode_ \
-    ./build-gpu/ssalab_decode_bench --contexts 40000 --batches 1 --iters 1 --no-model --bf16-pooling \
-    > "$OUT/decode_l2hint_memcheck.txt" 2>&1
-  echo "memcheck rc=$? (${SECONDS}s): $(grep SUMMARY "$OUT/decode_l2hint_memcheck.txt")"
-  tar -czf "$OUT/decodel2.tar.gz" -C "$OUT" $(cd "$OUT" && ls decode_*.txt kernel_backend.txt gpu.txt) &&
-    (cd "$OUT" && rm -f decode_*.txt)
+  decode_sanitize l2hint memcheck SSA_DECODE_L2HINT=1
+  pack_decode_outputs decodel2
 fi
 if [ "$STAGE" = decodestalls ]; then
   # where the decode kernels' warps wait at 128K x 32 (issue 16): ncu's full view and per-instruction stall
