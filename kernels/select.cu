@@ -31,9 +31,9 @@ __host__ __device__ constexpr int sel_rows() { return D == 64 ? 16 : 32; }
 // path; on the wgmma path the 128-byte-swizzle layout of a K-major operand,
 // which at d128 splits each row into two 64-element halves, each half of
 // the tile a [sel_rows][64] swizzled tile of its own (at d64 the two agree).
-template <int D, bool WG>
+template <int D, bool WG, int TR = sel_rows<D>()>
 __device__ __forceinline__ int sel_tile_offset(int row, int chunk) {
-  if constexpr (WG) return (chunk >> 3) * sel_rows<D>() * 64 + row * 64 + (((chunk & 7) ^ (row & 7)) << 3);
+  if constexpr (WG) return (chunk >> 3) * TR * 64 + row * 64 + (((chunk & 7) ^ (row & 7)) << 3);
   else return swz<D>(row, chunk);
 }
 // The first element of 16-block sub-tile `sub` of a term tile (rows within it
@@ -107,8 +107,8 @@ __global__ void pool_keys_kernel(SelectParams p, __half* split, float* scales) {
 }
 
 // S (16 heads x 16 blocks) of one row tile against the chunk's two kbar terms
-// (each term's rows sel_rows<D>() apart), before any scaling.
-template <int D, bool WG = false>
+// (each term's rows TR apart), before any scaling.
+template <int D, bool WG = false, int TR = sel_rows<D>()>
 __device__ __forceinline__ void chunk_scores(float (&s)[2][4], const uint32_t (&qa)[D / 16][4], const __half* tile,
                                              int lane) {
 #pragma unroll
@@ -119,8 +119,8 @@ __device__ __forceinline__ void chunk_scores(float (&s)[2][4], const uint32_t (&
     for (int ks = 0; ks < D / 16; ++ks) {
       uint32_t b0, b1, b2, b3;
       ldsm_x4(b0, b1, b2, b3,
-              smem_u32(tile + part * sel_rows<D>() * D +
-                       sel_tile_offset<D, WG>((lane & 7) + (lane >> 4) * 8, ks * 2 + ((lane >> 3) & 1))));
+              smem_u32(tile + part * TR * D +
+                       sel_tile_offset<D, WG, TR>((lane & 7) + (lane >> 4) * 8, ks * 2 + ((lane >> 3) & 1))));
       mma16816<__half>(s[0], qa[ks], b0, b1);
       mma16816<__half>(s[1], qa[ks], b2, b3);
     }
@@ -235,6 +235,116 @@ struct RunningSlots {
   }
 };
 
+// Query row tt's G heads of group hk as fp16 MMA fragments, each head scaled
+// into fp16's range (qa[rt][ks]: [0], [2] head rt*16 + g, [1], [3] head
+// rt*16 + g + 8; a quad holds a head's D; heads past G are zero), and per head
+// the factor that takes its scores back and into log2 units
+// (q_unscale = 2^-e / sqrt(D) * log2(e), for heads g and g + 8 of each row tile).
+template <typename T, int D, int RT>
+__device__ __forceinline__ void load_query_fp16(const SelectParams& p, int b, int hk, int tt, int g, int c,
+                                                uint32_t (&qa)[RT][D / 16][4], float (&q_unscale)[RT][2]) {
+  constexpr int NK = D / 16;
+  const int G = p.Hq / p.Hkv;
+  const float ys = float(1.0 / sqrt(double(D))) * kLog2e;
+  const T* qb = static_cast<const T*>(p.q) + b * p.q_s.b + int64_t(hk) * G * p.q_s.h + tt * p.q_s.t;
+#pragma unroll
+  for (int rt = 0; rt < RT; ++rt) {
+    const int r0 = rt * 16 + g, r1 = r0 + 8;
+    float amax[2] = {0.f, 0.f};
+#pragma unroll
+    for (int ks = 0; ks < NK; ++ks) {
+      const int d0 = ks * 16 + 2 * c;
+#pragma unroll
+      for (int f = 0; f < 4; ++f) {  // the raw 16-bit pairs first, then converted in place
+        const int r = f & 1 ? r1 : r0, d = d0 + (f & 2 ? 8 : 0);
+        qa[rt][ks][f] = r < G ? *reinterpret_cast<const uint32_t*>(qb + r * p.q_s.h + d) : 0u;
+        const float2 x = TypeOf<T>::unpack(qa[rt][ks][f]);
+        amax[f & 1] = fmaxf(amax[f & 1], fmaxf(fabsf(x.x), fabsf(x.y)));
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int e = fp16_exponent(quad_max(amax[r]));
+      q_unscale[rt][r] = ldexpf(ys, -e);
+#pragma unroll
+      for (int ks = 0; ks < NK; ++ks)
+#pragma unroll
+        for (int f = r; f < 4; f += 2) {
+          const float2 x = TypeOf<T>::unpack(qa[rt][ks][f]);
+          qa[rt][ks][f] = TypeOf<__half>::pack(ldexpf(x.x, e), ldexpf(x.y, e));
+        }
+    }
+  }
+}
+
+// How a row's K - 1 past slots split between the two sides of the nsa-chunked
+// rule (select.cuh), once the row's own block bt is past the first chunk of K
+// blocks: the completed chunks [0, own_chunk_start) fill K/2 slots and the
+// row's own chunk [own_chunk_start, bt) the other K/2 - 1 (or fewer, when a
+// side has fewer blocks). Otherwise one side, [0, bt), fills K - 1 slots.
+struct SlotPlan {
+  bool chunked;
+  int own_chunk_start, cap_before, cap_own, rounds;
+};
+__device__ __forceinline__ SlotPlan slot_plan(const SelectParams& p, int bt) {
+  const int K = p.top_k;
+  SlotPlan s;
+  s.chunked = p.nsa_chunked && K >= kNsaChunkBlocks && bt >= K;
+  s.own_chunk_start = s.chunked ? bt / K * K : bt;
+  s.cap_before = s.chunked ? min(K / 2, s.own_chunk_start) : min(K - 1, bt);
+  s.cap_own = s.chunked ? min(K - K / 2 - 1, bt - s.own_chunk_start) : 0;
+  s.rounds = s.cap_before + s.cap_own;
+  return s;
+}
+
+// The row's slots 1.. from its group scores buf[0 .. bt) (one warp): rounds of
+// warp argmax over both sides at once, each side only while it has slots
+// left, so the slots come out in one order: falling score, ties to the lower
+// block index. Each lane caches its best entry of each side. Overwrites buf.
+__device__ __forceinline__ void pick_from_row(float* buf, int32_t* out, const SlotPlan& plan, int bt, int lane) {
+  int quota_before = plan.cap_before, quota_own = plan.cap_own;
+  float best_before = -1.f, best_own = -1.f;
+  int at_before = 0x7fffffff, at_own = 0x7fffffff;
+  auto rescan = [&](bool own_side) {
+    float bv = -1.f;
+    int bi = 0x7fffffff;
+    const int lo = own_side ? plan.own_chunk_start : 0, hi = own_side ? bt : plan.own_chunk_start;
+    for (int j = lo + ((lane - lo) & 31); j < hi; j += 32)
+      if (buf[j] > bv) { bv = buf[j]; bi = j; }
+    if (own_side) best_own = bv, at_own = bi;
+    else best_before = bv, at_before = bi;
+  };
+  rescan(false);
+  if (plan.chunked) rescan(true);
+  for (int r = 0; r < plan.rounds; ++r) {
+    float v = -1.f;
+    int i = 0x7fffffff;
+    if (quota_before > 0 && ranks_before(best_before, at_before, v, i)) v = best_before, i = at_before;
+    if (quota_own > 0 && ranks_before(best_own, at_own, v, i)) v = best_own, i = at_own;
+    for (int off = 16; off > 0; off >>= 1) {
+      float v2 = __shfl_xor_sync(0xffffffffu, v, off);
+      int i2 = __shfl_xor_sync(0xffffffffu, i, off);
+      if (ranks_before(v2, i2, v, i)) { v = v2; i = i2; }
+    }
+    if (lane == 0) out[1 + r] = i;
+    const bool own_side = i >= plan.own_chunk_start;
+    if (own_side) --quota_own;
+    else --quota_before;
+    if ((i & 31) == lane) {  // the winner's lane removes it and rescans its column of that side
+      buf[i] = -2.f;
+      rescan(own_side);
+    }
+  }
+}
+
+// Slot 0 (the own block), the empty slots after the picks, and the count.
+__device__ __forceinline__ void finish_row(const SelectParams& p, int32_t* out, int64_t row, int bt, int rounds,
+                                           int lane) {
+  if (lane == 0) out[0] = bt;
+  for (int s2 = 1 + rounds + lane; s2 < p.top_k; s2 += 32) out[s2] = -1;
+  if (p.counts && lane == 0) p.counts[row] = 1 + rounds;
+}
+
 // One warp per query row i (all G <= 16*RT heads of its group), at position
 // q_offset + i; W rows per CTA share the kbar chunks (kSelRows blocks x 2
 // terms and their scales) in shared memory. Pass 2 writes the row's group
@@ -265,43 +375,9 @@ __global__ void __launch_bounds__(W * 32)
   const int nvis_max = (pos_last + 1) / bs, bt_max = pos_last / bs;
   float* buf = bufs + warp * buf_stride;
 
-  // q as fp16 MMA fragments, each head scaled into fp16's range (qa[rt][ks]:
-  // [0], [2] head rt*16 + g, [1], [3] head rt*16 + g + 8; a quad holds a head's D)
   uint32_t qa[RT][NK][4];
-  // scores are scaled into log2 units: y = s / sqrt(D) * log2(e)
-  const float ys = float(1.0 / sqrt(double(D))) * kLog2e;
-  float q_unscale[RT][2];  // ys * 2^-e of heads g and g + 8 of each row tile
-  {
-    const T* qb = static_cast<const T*>(p.q) + b * p.q_s.b + int64_t(hk) * G * p.q_s.h + tt * p.q_s.t;
-#pragma unroll
-    for (int rt = 0; rt < RT; ++rt) {
-      const int r0 = rt * 16 + g, r1 = r0 + 8;
-      float amax[2] = {0.f, 0.f};
-#pragma unroll
-      for (int ks = 0; ks < NK; ++ks) {
-        const int d0 = ks * 16 + 2 * c;
-#pragma unroll
-        for (int f = 0; f < 4; ++f) {  // the raw 16-bit pairs first, then converted in place
-          const int r = f & 1 ? r1 : r0, d = d0 + (f & 2 ? 8 : 0);
-          qa[rt][ks][f] = r < G ? *reinterpret_cast<const uint32_t*>(qb + r * p.q_s.h + d) : 0u;
-          const float2 x = TypeOf<T>::unpack(qa[rt][ks][f]);
-          amax[f & 1] = fmaxf(amax[f & 1], fmaxf(fabsf(x.x), fabsf(x.y)));
-        }
-      }
-#pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        const int e = fp16_exponent(quad_max(amax[r]));
-        q_unscale[rt][r] = ldexpf(ys, -e);
-#pragma unroll
-        for (int ks = 0; ks < NK; ++ks)
-#pragma unroll
-          for (int f = r; f < 4; f += 2) {
-            const float2 x = TypeOf<T>::unpack(qa[rt][ks][f]);
-            qa[rt][ks][f] = TypeOf<__half>::pack(ldexpf(x.x, e), ldexpf(x.y, e));
-          }
-      }
-    }
-  }
+  float q_unscale[RT][2];
+  load_query_fp16<T, D, RT>(p, b, hk, tt, g, c, qa, q_unscale);
   const int64_t nsplit = int64_t(p.B) * p.Hkv * nbc * D;
   const __half* kb = split + (int64_t(b) * p.Hkv + hk) * nbc * D;
   const float* kscale = scales + (int64_t(b) * p.Hkv + hk) * ((nbc + 3) & ~3);
@@ -332,17 +408,9 @@ __global__ void __launch_bounds__(W * 32)
       cp_async16(sScale + st * kSelRows + tid * 4, kscale + (ok ? j : 0), ok);
     }
   };
-  // The nsa-chunked rule (select.cuh), once the row's own block is past the
-  // first chunk of K blocks: the completed chunks [0, own_chunk_start) fill K/2
-  // slots and the row's own chunk [own_chunk_start, bt) the other K/2 - 1 (or fewer, when a
-  // side has fewer blocks). Otherwise one side, [0, bt), fills K - 1 slots.
-  const bool chunked = p.nsa_chunked && K >= kNsaChunkBlocks && bt >= K;
-  const int own_chunk_start = chunked ? bt / K * K : bt;
-  const int cap_before = chunked ? min(K / 2, own_chunk_start) : min(K - 1, bt);
-  const int cap_own = chunked ? min(K - K / 2 - 1, bt - own_chunk_start) : 0;
-  const int rounds = cap_before + cap_own;
+  const SlotPlan plan = slot_plan(p, bt);
   RunningSlots slots;
-  if constexpr (Stream) slots.init(lane, chunked, cap_before, cap_own, own_chunk_start);
+  if constexpr (Stream) slots.init(lane, plan.chunked, plan.cap_before, plan.cap_own, plan.own_chunk_start);
 
   float m[RT][2], l[RT][2];
 #pragma unroll
@@ -465,46 +533,217 @@ __global__ void __launch_bounds__(W * 32)
     slots.write(out);
   } else {
     __syncwarp();
-    // Rounds of warp argmax over both sides at once, each side only while it
-    // has slots left, so the slots come out in one order: falling score, ties
-    // to the lower block index. Each lane caches its best entry of each side.
-    int quota_before = cap_before, quota_own = cap_own;
-    float best_before = -1.f, best_own = -1.f;
-    int at_before = 0x7fffffff, at_own = 0x7fffffff;
-    auto rescan = [&](bool own_side) {
-      float bv = -1.f;
-      int bi = 0x7fffffff;
-      const int lo = own_side ? own_chunk_start : 0, hi = own_side ? bt : own_chunk_start;
-      for (int j = lo + ((lane - lo) & 31); j < hi; j += 32)
-        if (buf[j] > bv) { bv = buf[j]; bi = j; }
-      if (own_side) best_own = bv, at_own = bi;
-      else best_before = bv, at_before = bi;
-    };
-    rescan(false);
-    if (chunked) rescan(true);
-    for (int r = 0; r < rounds; ++r) {
-      float v = -1.f;
-      int i = 0x7fffffff;
-      if (quota_before > 0 && ranks_before(best_before, at_before, v, i)) v = best_before, i = at_before;
-      if (quota_own > 0 && ranks_before(best_own, at_own, v, i)) v = best_own, i = at_own;
-      for (int off = 16; off > 0; off >>= 1) {
-        float v2 = __shfl_xor_sync(0xffffffffu, v, off);
-        int i2 = __shfl_xor_sync(0xffffffffu, i, off);
-        if (ranks_before(v2, i2, v, i)) { v = v2; i = i2; }
+    pick_from_row(buf, out, plan, bt, lane);
+  }
+  finish_row(p, out, (int64_t(b) * p.Hkv + hk) * p.Tq + t, bt, plan.rounds, lane);
+}
+
+// ---------------------------------------------------------------- wide tiles
+// Blocks per kbar chunk of the wide kernel: one m64n64k16 wgmma per k-step
+// and term scores a warpgroup's four tokens x 16 heads against 64 blocks, so
+// a CTA waits on a wgmma and a barrier once per 64 blocks instead of once per
+// 16 (or 32), and each lane works through 32 scores at a time.
+constexpr int kWideRows = 64;
+
+// S (16 heads x 64 blocks) of this warp's row against a wide chunk's two kbar
+// terms (each term's rows kWideRows apart), before any scaling: s[j] is the
+// m16n8 C fragment of blocks 8 j .. 8 j + 7. Other architectures take four
+// 16-block mma.sync tiles.
+template <int D>
+__device__ __forceinline__ void wide_scores(float (&s)[8][4], const uint32_t (&qa)[D / 16][4], const __half* tile,
+                                            int lane) {
+#if SSA_HAVE_WGMMA
+  wgmma_fence();
+#pragma unroll
+  for (int part = 1; part >= 0; --part)  // the small term first
+#pragma unroll
+    for (int ks = 0; ks < D / 16; ++ks)
+      wgmma_m64n64k16_rs<__half>(
+          s, qa[ks], wgmma_desc_k_sw128(tile + part * kWideRows * D + (ks >> 2) * kWideRows * 64 + (ks & 3) * 16),
+          part == 0 || ks > 0);
+  wgmma_commit();
+  wgmma_wait_all();
+  wgmma_fence_operands(s);
+#else
+#pragma unroll
+  for (int sub = 0; sub < kWideRows / 16; ++sub) {
+    float t[2][4];
+    chunk_scores<D, true, kWideRows>(t, qa, tile + sel_sub_offset<D, true>(sub), lane);
+#pragma unroll
+    for (int e = 0; e < 4; ++e) s[2 * sub][e] = t[0][e], s[2 * sub + 1][e] = t[1][e];
+  }
+#endif
+}
+
+// The group sums of a wide tile's 16 column values v[2 j + e] (block
+// 8 j + 2 c + e) over the eight lanes that share column c (lanes c, c + 4, ..,
+// c + 28): three exchanges, each sending half of what is left, after which
+// lane (g, c) holds the whole sums of blocks 8 j + 2 c and + 1 with j the
+// bit reverse of g, returned in *block_group. 14 shuffles where a butterfly
+// per value takes 48; the exchanges go xor 4, 8, 16, as select_kernel's
+// butterfly, so each sum is the same tree of additions (bit for bit).
+__device__ __forceinline__ float2 wide_group_sums(const float (&v)[16], int g, int* block_group) {
+  float h[8], q[4], r[2];
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    const bool up = g & 1;
+    h[i] = (up ? v[8 + i] : v[i]) + __shfl_xor_sync(0xffffffffu, up ? v[i] : v[8 + i], 4);
+  }
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const bool up = g & 2;
+    q[i] = (up ? h[4 + i] : h[i]) + __shfl_xor_sync(0xffffffffu, up ? h[i] : h[4 + i], 8);
+  }
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const bool up = g & 4;
+    r[i] = (up ? q[2 + i] : q[i]) + __shfl_xor_sync(0xffffffffu, up ? q[i] : q[2 + i], 16);
+  }
+  *block_group = (g & 1) * 4 + (g & 2) + (g >> 2 & 1);
+  return make_float2(r[0], r[1]);
+}
+
+// select_kernel's shared-memory-row path for groups of at most 16 heads, on
+// chunks of kWideRows blocks (see kWideRows): the same two passes and picks.
+// A row's sums run over the same blocks in an order fixed by the block
+// indices alone, so a chunk of queries still selects bit for bit as the same
+// rows of the whole call.
+template <typename T, int D, int W = sel_warps<D>()>
+__global__ void __launch_bounds__(W * 32)
+    select_wide_kernel(SelectParams p, const __half* split, const float* scales, int buf_stride) {
+  static_assert(W % 4 == 0, "the wgmma path takes whole warpgroups");
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  constexpr int NK = D / 16, CH = D / 8, TR = kWideRows;
+  __half* sKb = reinterpret_cast<__half*>(
+      smem_raw + (kSwizzle128Align - smem_u32(smem_raw) % kSwizzle128Align) % kSwizzle128Align);  // [kSelStages][2 terms][TR][D]
+  float* sScale = reinterpret_cast<float*>(sKb + kSelStages * 2 * TR * D);  // [kSelStages][TR]
+  float* bufs = sScale + kSelStages * TR;
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, c = lane % 4;
+  const int b = blockIdx.z, hk = blockIdx.y;
+  const int t0 = blockIdx.x * W, t = t0 + warp;  // query rows
+  const int G = p.Hq / p.Hkv, bs = p.block_size, nbc = visible_blocks(p);
+  const bool active = t < p.Tq;
+  const int tt = active ? t : p.Tq - 1;
+  const int pos = p.q_offset + tt;
+  const int bt = pos / bs, nvis = (pos + 1) / bs;
+  const int pos_last = p.q_offset + min(p.Tq - 1, t0 + W - 1);
+  const int nvis_max = (pos_last + 1) / bs, bt_max = pos_last / bs;
+  float* buf = bufs + warp * buf_stride;
+
+  uint32_t qa[1][NK][4];
+  float q_unscale[1][2];
+  load_query_fp16<T, D, 1>(p, b, hk, tt, g, c, qa, q_unscale);
+  const int64_t nsplit = int64_t(p.B) * p.Hkv * nbc * D;
+  const __half* kb = split + (int64_t(b) * p.Hkv + hk) * nbc * D;
+  const float* kscale = scales + (int64_t(b) * p.Hkv + hk) * ((nbc + 3) & ~3);
+  // each thread copies NL 16-byte pieces of every chunk (a whole number: W * 32
+  // divides 2 * TR * CH), their places worked out with shifts
+  constexpr int kPieces = 2 * TR * CH, NL = kPieces / (W * 32);
+  static_assert(kPieces % (W * 32) == 0, "pieces per thread");
+  auto load = [&](int ci, int st) {
+#pragma unroll
+    for (int u = 0; u < NL; ++u) {
+      const int i = tid + u * W * 32, part = i / (TR * CH), row = (i / CH) % TR, ch = i % CH;
+      const int j = ci * TR + row;
+      const bool ok = j < nbc;
+      cp_async16(sKb + st * 2 * TR * D + part * TR * D + sel_tile_offset<D, true, TR>(row, ch),
+                 kb + part * nsplit + int64_t(ok ? j : 0) * D + ch * 8, ok);
+    }
+    if (tid < TR / 4) {  // the chunk's block scales, 4 per piece (rows padded to 4)
+      const int j = ci * TR + tid * 4;
+      const bool ok = j < nbc;
+      cp_async16(sScale + st * TR + tid * 4, kscale + (ok ? j : 0), ok);
+    }
+  };
+  const SlotPlan plan = slot_plan(p, bt);
+
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+  for (int pass = 0; pass < 2; ++pass) {
+    const int nchunk = ((pass == 0 ? nvis_max : bt_max) + TR - 1) / TR;
+    const int lim = pass == 0 ? nvis : bt;  // this token's blocks for the pass
+#pragma unroll
+    for (int st = 0; st < kSelStages - 1; ++st) {
+      if (st < nchunk) load(st, st);
+      cp_async_commit();
+    }
+    for (int ci = 0; ci < nchunk; ++ci) {
+      if (ci + kSelStages - 1 < nchunk) load(ci + kSelStages - 1, (ci + kSelStages - 1) % kSelStages);
+      cp_async_commit();
+      cp_async_wait<kSelStages - 1>();
+#if SSA_HAVE_WGMMA
+      fence_proxy_async_smem();  // the copies, then wgmma's reads (async proxy)
+#endif
+      __syncthreads();
+      const int j0 = ci * TR;
+      const bool mine = active && j0 < lim;
+      // every chunk is needed by some row of the CTA, so the warpgroup's
+      // wgmma always runs; mma.sync only for the warp's own rows
+      if (SSA_HAVE_WGMMA || mine) {
+        const int st = ci % kSelStages;
+        float s[8][4];
+        wide_scores<D>(s, qa[0], sKb + st * 2 * TR * D, lane);
+        if (mine) {
+          // each score times its block's scale; the row's scale, max and 1/l
+          // go into the exponent's FMA as in select_kernel
+#pragma unroll
+          for (int j = 0; j < 8; ++j) {
+            const float2 ku = *reinterpret_cast<const float2*>(sScale + st * TR + j * 8 + 2 * c);
+            s[j][0] *= ku.x, s[j][1] *= ku.y, s[j][2] *= ku.x, s[j][3] *= ku.y;
+          }
+          if (pass == 0) {
+            if (j0 + TR > lim) {
+#pragma unroll
+              for (int j = 0; j < 8; ++j)
+#pragma unroll
+                for (int e = 0; e < 4; ++e)
+                  if (j0 + j * 8 + 2 * c + (e & 1) >= lim) s[j][e] = -INFINITY;
+            }
+            // 16 blocks at a time, as select_kernel does, so that m and l take
+            // the same roundings (a 16-block tile wholly past the row leaves
+            // them as they were: its max is -inf and its terms 0)
+#pragma unroll
+            for (int sub = 0; sub < TR / 16; ++sub)
+#pragma unroll
+              for (int r = 0; r < 2; ++r) {
+                const float qu = q_unscale[0][r];
+                const float(&s0)[4] = s[2 * sub], (&s1)[4] = s[2 * sub + 1];
+                const float mx = fmaxf(fmaxf(s0[2 * r], s0[2 * r + 1]), fmaxf(s1[2 * r], s1[2 * r + 1]));
+                const float mn = fmaxf(m[r], quad_max(mx) * qu);
+                float add = 0.f;
+                add += fast_exp2(fmaf(s0[2 * r], qu, -mn)) + fast_exp2(fmaf(s0[2 * r + 1], qu, -mn));
+                add += fast_exp2(fmaf(s1[2 * r], qu, -mn)) + fast_exp2(fmaf(s1[2 * r + 1], qu, -mn));
+                l[r] = l[r] * fast_exp2(m[r] - mn) + quad_sum(add);
+                m[r] = mn;
+              }
+          } else {
+            float v[16];
+#pragma unroll
+            for (int j = 0; j < 8; ++j)
+#pragma unroll
+              for (int e = 0; e < 2; ++e)
+                v[2 * j + e] = fast_exp2(fmaf(s[j][e], q_unscale[0][0], -m[0])) +
+                               fast_exp2(fmaf(s[j][e + 2], q_unscale[0][1], -m[1]));
+            int jg;
+            const float2 sum = wide_group_sums(v, g, &jg);
+            const int j = j0 + jg * 8 + 2 * c;  // blocks past the row (finite scores of zero-filled rows) are not kept
+            if (j + 1 < lim) *reinterpret_cast<float2*>(buf + j) = sum;
+            else if (j < lim) buf[j] = sum.x;
+          }
+        }
       }
-      if (lane == 0) out[1 + r] = i;
-      const bool own_side = i >= own_chunk_start;
-      if (own_side) --quota_own;
-      else --quota_before;
-      if ((i & 31) == lane) {  // the winner's lane removes it and rescans its column of that side
-        buf[i] = -2.f;
-        rescan(own_side);
-      }
+      __syncthreads();
+    }
+    if (pass == 0) {
+#pragma unroll
+      for (int r = 0; r < 2; ++r)  // m + log2(l); padded heads +inf, so they add exp2(-inf) = 0
+        m[r] = g + 8 * r < G ? m[r] + __log2f(l[r]) : INFINITY;
     }
   }
-  if (lane == 0) out[0] = bt;
-  for (int s2 = 1 + rounds + lane; s2 < K; s2 += 32) out[s2] = -1;
-  if (p.counts && lane == 0) p.counts[(int64_t(b) * p.Hkv + hk) * p.Tq + t] = 1 + rounds;
+  if (!active) return;
+  int32_t* out = p.blocks + ((int64_t(b) * p.Hkv + hk) * p.Tq + t) * p.top_k;
+  __syncwarp();
+  pick_from_row(buf, out, plan, bt, lane);
+  finish_row(p, out, (int64_t(b) * p.Hkv + hk) * p.Tq + t, bt, plan.rounds, lane);
 }
 
 int select_warps(const SelectParams& p) { return p.D == 64 ? sel_warps<64>() : sel_warps<128>(); }
@@ -519,6 +758,20 @@ bool select_uses_wgmma() {
   static const bool on = [] { const char* e = std::getenv("SSA_SELECT_WGMMA"); return !e || std::atoi(e) != 0; }();
   return on;
 }
+// EXPERIMENT (2026-12-07, not yet run on a GPU, so off by default):
+// SSA_SELECT_WIDE=1 runs the wide kernel (kWideRows blocks a chunk) for groups
+// of at most 16 heads with the scores in shared-memory rows, where wgmma is on.
+bool select_wide_enabled() {
+  static const bool on = [] { const char* e = std::getenv("SSA_SELECT_WIDE"); return e && std::atoi(e) != 0; }();
+  return on && select_uses_wgmma();
+}
+// EXPERIMENT (2026-12-07): warps (tokens) per CTA of the wide kernel, as
+// select_kernel's (4 at d64, 8 at d128) unless SSA_SELECT_WIDE_WARPS is 4 or 8:
+// two warpgroups share each chunk, one leaves room for more CTAs per SM.
+int wide_warps(const SelectParams& p) {
+  static const int forced = [] { const char* e = std::getenv("SSA_SELECT_WIDE_WARPS"); return e ? std::atoi(e) : 0; }();
+  return forced == 4 || forced == 8 ? forced : select_warps(p);
+}
 int select_row_stride(const SelectParams& p) { return (visible_blocks(p) + 4 + 3) & ~3; }
 // The kbar stages (after 1024 bytes of alignment slack on the wgmma path), and
 // each warp's row of block scores unless the slots are in registers.
@@ -526,6 +779,11 @@ size_t select_smem(const SelectParams& p, bool register_slots) {
   const int rows = p.D == 64 ? sel_rows<64>() : sel_rows<128>();
   return (select_uses_wgmma() ? kSwizzle128Align : 0) + size_t(kSelStages) * rows * (2 * p.D * sizeof(__half) + sizeof(float)) +
          (register_slots ? 0 : size_t(select_warps(p)) * select_row_stride(p) * sizeof(float));
+}
+// The wide kernel's kbar stages (after the alignment slack) and rows.
+size_t select_wide_smem(const SelectParams& p) {
+  return kSwizzle128Align + size_t(kSelStages) * kWideRows * (2 * p.D * sizeof(__half) + sizeof(float)) +
+         size_t(wide_warps(p)) * select_row_stride(p) * sizeof(float);
 }
 constexpr size_t kSelMaxSmem = 220 * 1024;
 // The slots in registers (RunningSlots, one per lane, so k <= 32) where asked
@@ -535,6 +793,9 @@ constexpr size_t kSelMaxSmem = 220 * 1024;
 // and one that enters a warp-wide insert, where the row costs one store.
 bool uses_register_slots(const SelectParams& p) {
   return p.top_k <= 32 && (p.register_slots || select_smem(p, false) > kSelMaxSmem);
+}
+bool uses_wide_kernel(const SelectParams& p) {
+  return select_wide_enabled() && p.Hq / p.Hkv <= 16 && !uses_register_slots(p) && select_wide_smem(p) <= kSelMaxSmem;
 }
 
 // ---------------------------------------------------------------- transposed index
@@ -639,10 +900,10 @@ std::string select_blocks(const SelectParams& p, cudaStream_t stream) {
   std::string e = select_supported(p);
   if (!e.empty()) return e;
   const int64_t npool = int64_t(p.B) * p.Hkv * visible_blocks(p) * p.D;
-  const bool streams = uses_register_slots(p);
-  const size_t smem = select_smem(p, streams);
+  const bool streams = uses_register_slots(p), wide = uses_wide_kernel(p);
+  const size_t smem = wide ? select_wide_smem(p) : select_smem(p, streams);
   const int G = p.Hq / p.Hkv, stride = streams ? 0 : select_row_stride(p);
-  const int W = select_warps(p);
+  const int W = wide ? wide_warps(p) : select_warps(p);
   dim3 grid((p.Tq + W - 1) / W, p.Hkv, p.B);
   __half* split = reinterpret_cast<__half*>(p.kbar);
   float* scales = reinterpret_cast<float*>(split + 2 * npool);
@@ -651,8 +912,9 @@ std::string select_blocks(const SelectParams& p, cudaStream_t stream) {
     SSA_DISPATCH_HEADDIM(p.D, D, {
       if (pool_warps > 0)
         pool_keys_kernel<T, D><<<int(std::min<int64_t>((pool_warps + 7) / 8, 65536)), 256, 0, stream>>>(p, split, scales);
-      auto kern = select_uses_wgmma() ? select_kernel_for<T, D, true>(streams, G > 16)
-                                       : select_kernel_for<T, D, false>(streams, G > 16);
+      auto kern = wide                  ? (W == 4 ? select_wide_kernel<T, D, 4> : select_wide_kernel<T, D, 8>)
+                  : select_uses_wgmma() ? select_kernel_for<T, D, true>(streams, G > 16)
+                                        : select_kernel_for<T, D, false>(streams, G > 16);
       SSA_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
       kern<<<grid, W * 32, smem, stream>>>(p, split, scales, stride);
     });
