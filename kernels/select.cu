@@ -148,6 +148,28 @@ __device__ __forceinline__ void chunk_scores_wgmma(float (&s)[2][4], const uint3
 }
 #endif
 
+// The kbar ring of a pass over nchunk chunks, load(ci, stage) copying chunk
+// ci: the first kSelStages - 1 chunks start in flight, then each ring_next
+// starts the chunk kSelStages - 1 ahead and waits, CTA-wide, for chunk ci.
+template <class Load>
+__device__ __forceinline__ void ring_start(Load& load, int nchunk) {
+#pragma unroll
+  for (int st = 0; st < kSelStages - 1; ++st) {
+    if (st < nchunk) load(st, st);
+    cp_async_commit();
+  }
+}
+template <bool WG, class Load>
+__device__ __forceinline__ void ring_next(Load& load, int ci, int nchunk) {
+  if (ci + kSelStages - 1 < nchunk) load(ci + kSelStages - 1, (ci + kSelStages - 1) % kSelStages);
+  cp_async_commit();
+  cp_async_wait<kSelStages - 1>();
+#if SSA_HAVE_WGMMA
+  if constexpr (WG) fence_proxy_async_smem();  // the copies, then wgmma's reads (async proxy)
+#endif
+  __syncthreads();
+}
+
 // Ranking order of the slots: falling score, ties to the lower block index.
 __device__ __forceinline__ bool ranks_before(float v2, int i2, float v, int i) { return v2 > v || (v2 == v && i2 < i); }
 
@@ -419,19 +441,9 @@ __global__ void __launch_bounds__(W * 32)
   for (int pass = 0; pass < 2; ++pass) {
     const int nchunk = ((pass == 0 ? nvis_max : bt_max) + kSelRows - 1) / kSelRows;
     const int lim = pass == 0 ? nvis : bt;  // this token's blocks for the pass
-#pragma unroll
-    for (int st = 0; st < kSelStages - 1; ++st) {
-      if (st < nchunk) load(st, st);
-      cp_async_commit();
-    }
+    ring_start(load, nchunk);
     for (int ci = 0; ci < nchunk; ++ci) {
-      if (ci + kSelStages - 1 < nchunk) load(ci + kSelStages - 1, (ci + kSelStages - 1) % kSelStages);
-      cp_async_commit();
-      cp_async_wait<kSelStages - 1>();
-#if SSA_HAVE_WGMMA
-      if constexpr (WG) fence_proxy_async_smem();  // the copies, then wgmma's reads (async proxy)
-#endif
-      __syncthreads();
+      ring_next<WG>(load, ci, nchunk);
 #pragma unroll
       for (int sub = 0; sub < kSelSub; ++sub) {
         const int j0 = ci * kSelRows + sub * 16;  // first block of this 16-block tile
@@ -661,19 +673,9 @@ __global__ void __launch_bounds__(W * 32)
   for (int pass = 0; pass < 2; ++pass) {
     const int nchunk = ((pass == 0 ? nvis_max : bt_max) + TR - 1) / TR;
     const int lim = pass == 0 ? nvis : bt;  // this token's blocks for the pass
-#pragma unroll
-    for (int st = 0; st < kSelStages - 1; ++st) {
-      if (st < nchunk) load(st, st);
-      cp_async_commit();
-    }
+    ring_start(load, nchunk);
     for (int ci = 0; ci < nchunk; ++ci) {
-      if (ci + kSelStages - 1 < nchunk) load(ci + kSelStages - 1, (ci + kSelStages - 1) % kSelStages);
-      cp_async_commit();
-      cp_async_wait<kSelStages - 1>();
-#if SSA_HAVE_WGMMA
-      fence_proxy_async_smem();  // the copies, then wgmma's reads (async proxy)
-#endif
-      __syncthreads();
+      ring_next<true>(load, ci, nchunk);
       const int j0 = ci * TR;
       const bool mine = active && j0 < lim;
       // every chunk is needed by some row of the CTA, so the warpgroup's
