@@ -336,13 +336,12 @@ if [ "$STAGE" = select ]; then
 fi
 if [ "$STAGE" = selwide ]; then
   # the selection's wide kernel (64 blocks a chunk, one m64n64k16 wgmma per k-step and term; issue 12 part 1)
-  # against select_kernel (SSA_SELECT_WIDE=0) and at 4 or 8 warps a CTA: kernel tests on each (the wide
-  # kernel's rows must equal the register-slot path's, which is select_kernel's), the backend tests,
-  # memcheck on the cache and fp16-range cases, A-D timed each way, ncu's view of the wide kernel at C
-  # (about 6 minutes)
+  # at 4 or 8 warps a CTA: kernel tests on each (the wide kernel's rows must equal the register-slot path's,
+  # which is select_kernel's), the backend tests, memcheck on the cache cases, A-D timed against
+  # select_kernel (SSA_SELECT_WIDE=0), ncu's view of the wide kernel at C (about 5 minutes)
   build_targets selwide test_kernels test_kernel_backend ssalab_kernel_bench
   for cfg in "wide SSA_SELECT_WIDE=1" "wide_w8 SSA_SELECT_WIDE=1 SSA_SELECT_WIDE_WARPS=8" \
-    "wide_w4 SSA_SELECT_WIDE=1 SSA_SELECT_WIDE_WARPS=4" "narrow SSA_SELECT_WIDE=0"; do
+    "wide_w4 SSA_SELECT_WIDE=1 SSA_SELECT_WIDE_WARPS=4"; do
     set -- $cfg
     name=$1
     shift
@@ -350,7 +349,7 @@ if [ "$STAGE" = selwide ]; then
     echo "test_kernels $name rc=$? (${SECONDS}s)"; grep -E "FAIL|failed checks" "$OUT/test_kernels_$name.txt" | tail -4
   done
   SSA_SELECT_WIDE=1 run_backend_tests
-  for filter in Tk q-sd; do
+  for filter in Tk; do
     SSA_SELECT_WIDE=1 timeout 120 compute-sanitizer --tool memcheck --error-exitcode 3 ./build-gpu/kernels/test_kernels "$filter" \
       > "$OUT/sanitize_selwide_$filter.txt" 2>&1
     echo "memcheck $filter rc=$? (${SECONDS}s)"; grep -E "ERROR SUMMARY|failed checks" "$OUT/sanitize_selwide_$filter.txt"
@@ -364,7 +363,7 @@ if [ "$STAGE" = selwide ]; then
       --json "$OUT/kb_$name.json" > "$OUT/kb_$name.txt" 2>&1
     echo "bench $name rc=$? (${SECONDS}s)"; grep -E "^[ABCD]  select" "$OUT/kb_$name.txt" | cut -c1-60
   done
-  SSA_SELECT_WIDE=1 timeout 120 ncu --kernel-name regex:select_wide_kernel --launch-count 1 --section SpeedOfLight \
+  SSA_SELECT_WIDE=1 timeout 90 ncu --kernel-name regex:select_wide_kernel --launch-count 1 --section SpeedOfLight \
     --section WarpStateStats --section Occupancy --section LaunchStats --section ComputeWorkloadAnalysis \
     --section InstructionStats --section SchedulerStats ./build-gpu/ssalab_kernel_bench --shapes C --reps 1 \
     --sparse-only > "$OUT/ncu_select_wide_C.txt" 2>&1
