@@ -35,7 +35,7 @@
 #   bash scripts/gpu_check.sh select   # the selection's tests (both slot paths, nsa-chunked), memcheck, and
 #                                      # the sparse kernels at C and D (about 2 minutes on a warm build)
 #   bash scripts/gpu_check.sh selwide  # the selection's wide kernel (SSA_SELECT_WIDE=1) against select_kernel
-#                                      # and at 4 / 8 warps: tests on each, memcheck, A-D timed, ncu at C
+#                                      # and at 4 / 8 warps: tests on each, memcheck, A-D timed
 #   bash scripts/gpu_check.sh selwg    # the selection's mma.sync path (SSA_SELECT_WGMMA=0; wgmma is the default
 #                                      # on Hopper): kernel tests, memcheck at d128, A-D with and without
 #   bash scripts/gpu_check.sh ncusplit # where a C bs16 training step's sparse kernels spend their time (ncu:
@@ -337,41 +337,40 @@ fi
 if [ "$STAGE" = selwide ]; then
   # the selection's wide kernel (64 blocks a chunk, one m64n64k16 wgmma per k-step and term; issue 12 part 1)
   # at 4 or 8 warps a CTA: kernel tests on each (the wide kernel's rows must equal the register-slot path's,
-  # which is select_kernel's), the backend tests, memcheck on the cache cases, A-D timed against
-  # select_kernel (SSA_SELECT_WIDE=0), ncu's view of the wide kernel at C (about 5 minutes)
-  build_targets selwide test_kernels test_kernel_backend ssalab_kernel_bench
+  # which is select_kernel's), memcheck on the cache cases, A-D timed against select_kernel
+  # (SSA_SELECT_WIDE=0), the other warp count at C and D; SELWIDE_NCU=1 adds ncu's view at C (about 5 minutes)
+  build_targets selwide test_kernels ssalab_kernel_bench
   for cfg in "wide SSA_SELECT_WIDE=1" "wide_w8 SSA_SELECT_WIDE=1 SSA_SELECT_WIDE_WARPS=8" \
     "wide_w4 SSA_SELECT_WIDE=1 SSA_SELECT_WIDE_WARPS=4"; do
     set -- $cfg
     name=$1
     shift
-    env "$@" timeout 150 ./build-gpu/kernels/test_kernels > "$OUT/test_kernels_$name.txt" 2>&1
+    env "$@" timeout 100 ./build-gpu/kernels/test_kernels > "$OUT/test_kernels_$name.txt" 2>&1
     echo "test_kernels $name rc=$? (${SECONDS}s)"; grep -E "FAIL|failed checks" "$OUT/test_kernels_$name.txt" | tail -4
   done
-  SSA_SELECT_WIDE=1 run_backend_tests
-  for filter in Tk; do
-    SSA_SELECT_WIDE=1 timeout 120 compute-sanitizer --tool memcheck --error-exitcode 3 ./build-gpu/kernels/test_kernels "$filter" \
-      > "$OUT/sanitize_selwide_$filter.txt" 2>&1
-    echo "memcheck $filter rc=$? (${SECONDS}s)"; grep -E "ERROR SUMMARY|failed checks" "$OUT/sanitize_selwide_$filter.txt"
-  done
-  for cfg in "narrow SSA_SELECT_WIDE=0" "wide SSA_SELECT_WIDE=1" "wide_w8 SSA_SELECT_WIDE=1 SSA_SELECT_WIDE_WARPS=8" \
-    "wide_w4 SSA_SELECT_WIDE=1 SSA_SELECT_WIDE_WARPS=4"; do
+  SSA_SELECT_WIDE=1 timeout 100 compute-sanitizer --tool memcheck --error-exitcode 3 ./build-gpu/kernels/test_kernels Tk \
+    > "$OUT/sanitize_selwide_Tk.txt" 2>&1
+  echo "memcheck Tk rc=$? (${SECONDS}s)"; grep -E "ERROR SUMMARY|failed checks" "$OUT/sanitize_selwide_Tk.txt"
+  for cfg in "narrow A,B,C,D SSA_SELECT_WIDE=0" "wide A,B,C,D SSA_SELECT_WIDE=1" \
+    "wide_w8 C,D SSA_SELECT_WIDE=1 SSA_SELECT_WIDE_WARPS=8" "wide_w4 C,D SSA_SELECT_WIDE=1 SSA_SELECT_WIDE_WARPS=4"; do
     set -- $cfg
-    name=$1
-    shift
-    env "$@" timeout 100 ./build-gpu/ssalab_kernel_bench --shapes A,B,C,D --sparse-only \
+    name=$1 shapes=$2
+    shift 2
+    env "$@" timeout 100 ./build-gpu/ssalab_kernel_bench --shapes "$shapes" --sparse-only \
       --json "$OUT/kb_$name.json" > "$OUT/kb_$name.txt" 2>&1
     echo "bench $name rc=$? (${SECONDS}s)"; grep -E "^[ABCD]  select" "$OUT/kb_$name.txt" | cut -c1-60
   done
-  SSA_SELECT_WIDE=1 timeout 90 ncu --kernel-name regex:select_wide_kernel --launch-count 1 --section SpeedOfLight \
-    --section WarpStateStats --section Occupancy --section LaunchStats --section ComputeWorkloadAnalysis \
-    --section InstructionStats --section SchedulerStats ./build-gpu/ssalab_kernel_bench --shapes C --reps 1 \
-    --sparse-only > "$OUT/ncu_select_wide_C.txt" 2>&1
-  echo "ncu select C rc=$? (${SECONDS}s)"
-  grep -E "Duration|Throughput|Pipe|Registers|Achieved Occupancy|Theoretical Occ|Issue Slots|Eligible|Stall" \
-    "$OUT/ncu_select_wide_C.txt" | head -30
-  tar -czf "$OUT/selwide.tar.gz" -C "$OUT" $(cd "$OUT" && ls test_kernels_*.txt kernel_backend.txt sanitize_selwide_*.txt \
-    kb_*.txt kb_*.json ncu_select_wide_C.txt gpu.txt selwide_build.txt)
+  if [ "${SELWIDE_NCU:-0}" = 1 ]; then
+    SSA_SELECT_WIDE=1 timeout 90 ncu --kernel-name regex:select_wide_kernel --launch-count 1 --section SpeedOfLight \
+      --section WarpStateStats --section Occupancy --section LaunchStats --section ComputeWorkloadAnalysis \
+      --section InstructionStats --section SchedulerStats ./build-gpu/ssalab_kernel_bench --shapes C --reps 1 \
+      --sparse-only > "$OUT/ncu_select_wide_C.txt" 2>&1
+    echo "ncu select C rc=$? (${SECONDS}s)"
+    grep -E "Duration|Throughput|Pipe|Registers|Achieved Occupancy|Theoretical Occ|Issue Slots|Eligible|Stall" \
+      "$OUT/ncu_select_wide_C.txt" | head -30
+  fi
+  tar -czf "$OUT/selwide.tar.gz" -C "$OUT" $(cd "$OUT" && ls test_kernels_*.txt sanitize_selwide_*.txt kb_*.txt kb_*.json \
+    ncu_select_wide_C.txt gpu.txt selwide_build.txt 2>/dev/null)
 fi
 if [ "$STAGE" = selwg ]; then  # the selection's mma.sync path (SSA_SELECT_WGMMA=0; wgmma is the default on
   # Hopper at d64 and d128): kernel tests and memcheck on it, and A-D timed with and without it
