@@ -340,8 +340,16 @@ if [ "$STAGE" = selwide ]; then
   # which is select_kernel's), memcheck on the cache cases, A-D timed against select_kernel
   # (SSA_SELECT_WIDE=0), the other warp count at C and D; SELWIDE_NCU=1 adds ncu's view at C (about 5 minutes)
   build_targets selwide test_kernels ssalab_kernel_bench
-  for cfg in "wide SSA_SELECT_WIDE=1" "wide_w8 SSA_SELECT_WIDE=1 SSA_SELECT_WIDE_WARPS=8" \
-    "wide_w4 SSA_SELECT_WIDE=1 SSA_SELECT_WIDE_WARPS=4"; do
+  # SELWIDE_QUICK=1: the default warp count only, C and D only (about 3 minutes on a fresh machine)
+  selwide_tests=("wide SSA_SELECT_WIDE=1" "wide_w8 SSA_SELECT_WIDE=1 SSA_SELECT_WIDE_WARPS=8"
+    "wide_w4 SSA_SELECT_WIDE=1 SSA_SELECT_WIDE_WARPS=4")
+  selwide_benches=("narrow A,B,C,D SSA_SELECT_WIDE=0" "wide A,B,C,D SSA_SELECT_WIDE=1"
+    "wide_w8 C,D SSA_SELECT_WIDE=1 SSA_SELECT_WIDE_WARPS=8" "wide_w4 C,D SSA_SELECT_WIDE=1 SSA_SELECT_WIDE_WARPS=4")
+  if [ "${SELWIDE_QUICK:-0}" = 1 ]; then
+    selwide_tests=("wide SSA_SELECT_WIDE=1")
+    selwide_benches=("narrow C,D SSA_SELECT_WIDE=0" "wide C,D SSA_SELECT_WIDE=1")
+  fi
+  for cfg in "${selwide_tests[@]}"; do
     set -- $cfg
     name=$1
     shift
@@ -351,8 +359,7 @@ if [ "$STAGE" = selwide ]; then
   SSA_SELECT_WIDE=1 timeout 100 compute-sanitizer --tool memcheck --error-exitcode 3 ./build-gpu/kernels/test_kernels Tk \
     > "$OUT/sanitize_selwide_Tk.txt" 2>&1
   echo "memcheck Tk rc=$? (${SECONDS}s)"; grep -E "ERROR SUMMARY|failed checks" "$OUT/sanitize_selwide_Tk.txt"
-  for cfg in "narrow A,B,C,D SSA_SELECT_WIDE=0" "wide A,B,C,D SSA_SELECT_WIDE=1" \
-    "wide_w8 C,D SSA_SELECT_WIDE=1 SSA_SELECT_WIDE_WARPS=8" "wide_w4 C,D SSA_SELECT_WIDE=1 SSA_SELECT_WIDE_WARPS=4"; do
+  for cfg in "${selwide_benches[@]}"; do
     set -- $cfg
     name=$1 shapes=$2
     shift 2
