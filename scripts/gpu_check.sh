@@ -356,9 +356,6 @@ if [ "$STAGE" = selwide ]; then
     env "$@" timeout 100 ./build-gpu/kernels/test_kernels > "$OUT/test_kernels_$name.txt" 2>&1
     echo "test_kernels $name rc=$? (${SECONDS}s)"; grep -E "FAIL|failed checks" "$OUT/test_kernels_$name.txt" | tail -4
   done
-  SSA_SELECT_WIDE=1 timeout 100 compute-sanitizer --tool memcheck --error-exitcode 3 ./build-gpu/kernels/test_kernels Tk \
-    > "$OUT/sanitize_selwide_Tk.txt" 2>&1
-  echo "memcheck Tk rc=$? (${SECONDS}s)"; grep -E "ERROR SUMMARY|failed checks" "$OUT/sanitize_selwide_Tk.txt"
   for cfg in "${selwide_benches[@]}"; do
     set -- $cfg
     name=$1 shapes=$2
@@ -367,6 +364,9 @@ if [ "$STAGE" = selwide ]; then
       --json "$OUT/kb_$name.json" > "$OUT/kb_$name.txt" 2>&1
     echo "bench $name rc=$? (${SECONDS}s)"; grep -E "^[ABCD]  select" "$OUT/kb_$name.txt" | cut -c1-60
   done
+  SSA_SELECT_WIDE=1 timeout 100 compute-sanitizer --tool memcheck --error-exitcode 3 ./build-gpu/kernels/test_kernels Tk \
+    > "$OUT/sanitize_selwide_Tk.txt" 2>&1
+  echo "memcheck Tk rc=$? (${SECONDS}s)"; grep -E "ERROR SUMMARY|failed checks" "$OUT/sanitize_selwide_Tk.txt"
   if [ "${SELWIDE_NCU:-0}" = 1 ]; then
     SSA_SELECT_WIDE=1 timeout 90 ncu --kernel-name regex:select_wide_kernel --launch-count 1 --section SpeedOfLight \
       --section WarpStateStats --section Occupancy --section LaunchStats --section ComputeWorkloadAnalysis \
