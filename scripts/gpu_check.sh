@@ -34,6 +34,7 @@
 #                                      # selection, times C and D replaying it (about 6 minutes)
 #   bash scripts/gpu_check.sh select   # the selection's tests (both slot paths, nsa-chunked), memcheck, and
 #                                      # the sparse kernels at C and D (about 2 minutes on a warm build)
+#   bash scripts/gpu_check.sh queued   # selwide (SELWIDE_QUICK=1) and decodeauto in one call, about 7 minutes
 #   bash scripts/gpu_check.sh selwide  # the selection's wide kernel (SSA_SELECT_WIDE=1) against select_kernel
 #                                      # and at 4 / 8 warps: tests on each, memcheck, A-D timed
 #   bash scripts/gpu_check.sh selwg    # the selection's mma.sync path (SSA_SELECT_WGMMA=0; wgmma is the default
@@ -334,7 +335,10 @@ if [ "$STAGE" = select ]; then
     --selections bench/inputs/ssa-shipped-layer2-selected-blocks.npy --json "$OUT/kb_select.json" > "$OUT/kb_select.txt" 2>&1
   echo "bench rc=$? (${SECONDS}s)"; grep -E "^[CD]  (select|sparse)" "$OUT/kb_select.txt" | cut -c1-150
 fi
-if [ "$STAGE" = selwide ]; then
+# queued: what the tenth session could not run, in one call (a machine start is scarce): the wide selection
+# kernel's quick check (SELWIDE_QUICK=1), then decodeauto (about 7 minutes on a fresh machine)
+[ "$STAGE" = queued ] && export SELWIDE_QUICK=1
+if [ "$STAGE" = selwide ] || [ "$STAGE" = queued ]; then
   # the selection's wide kernel (64 blocks a chunk, one m64n64k16 wgmma per k-step and term; issue 12 part 1)
   # at 4 or 8 warps a CTA: kernel tests on each (the wide kernel's rows must equal the register-slot path's,
   # which is select_kernel's), memcheck on the cache cases, A-D timed against select_kernel
@@ -435,7 +439,7 @@ if [ "$STAGE" = decodenext ]; then
     decode_sanitize next $tool SSA_DECODE_RADIX=1 SSA_DECODE_NORMALISE=1
   done
 fi
-if [ "$STAGE" = decodeauto ]; then
+if [ "$STAGE" = decodeauto ] || [ "$STAGE" = queued ]; then
   # the decode kernel's shape-chosen paths (select_by_radix up to 32 chunks a group, decode_normalise where
   # decode_pick would re-read 8 MB of partials, L2 hints at d128) against all three forced off (the kernel
   # of 2026-12-07's start): the backend tests, then the benchmark at 8K to 128K, each way twice, packed into
