@@ -257,6 +257,64 @@ struct RunningSlots {
   }
 };
 
+// Where a CTA of W query rows puts this warp's row: row t, whether it exists
+// (the last CTA's spare warps take the last row's values, tt), the row's own
+// block bt and its visible complete blocks nvis, and the largest of both over
+// the CTA's rows (the chunks every pass must load).
+struct SelectRow {
+  int t, tt, bt, nvis, nvis_max, bt_max;
+  bool active;
+};
+template <int W>
+__device__ __forceinline__ SelectRow select_row(const SelectParams& p, int warp) {
+  SelectRow r;
+  const int bs = p.block_size, t0 = blockIdx.x * W;
+  r.t = t0 + warp;
+  r.active = r.t < p.Tq;
+  r.tt = r.active ? r.t : p.Tq - 1;
+  const int pos = p.q_offset + r.tt;  // the row's position among the keys
+  r.bt = pos / bs, r.nvis = (pos + 1) / bs;
+  const int pos_last = p.q_offset + min(p.Tq - 1, t0 + W - 1);
+  r.nvis_max = (pos_last + 1) / bs, r.bt_max = pos_last / bs;
+  return r;
+}
+
+// The steps both kernels take per m16n8 fragment s of scores (rows: heads g
+// and g + 8; columns: blocks j .. j + 1 of this lane, j = its first), shared
+// so that both round alike.
+// Each score times its block's scale ku (the row's scale goes into the
+// exponent's FMA: y = s * kscale, and exp2(y * q_unscale - m)).
+__device__ __forceinline__ void scale_by_blocks(float (&s)[4], float2 ku) {
+#pragma unroll
+  for (int e = 0; e < 4; ++e) s[e] *= e & 1 ? ku.y : ku.x;
+}
+// Pass 1 masks blocks at or past lim; pass 2's scores of such blocks are
+// finite (zero-filled rows) and never kept.
+__device__ __forceinline__ void mask_past(float (&s)[4], int j, int lim) {
+#pragma unroll
+  for (int e = 0; e < 4; ++e)
+    if (j + (e & 1) >= lim) s[e] = -INFINITY;
+}
+// Pass 1 over a 16-block tile (fragments s0, s1) for head row r (0: g, 1:
+// g + 8) of scale qu: the running max m and sum l, in log2 units.
+__device__ __forceinline__ void normaliser_step(const float (&s0)[4], const float (&s1)[4], int r, float qu, float& m,
+                                                float& l) {
+  // q_unscale > 0, and rounding is monotone: the max of y times qu is the max of y * qu
+  const float mx = fmaxf(fmaxf(s0[2 * r], s0[2 * r + 1]), fmaxf(s1[2 * r], s1[2 * r + 1]));
+  const float mn = fmaxf(m, quad_max(mx) * qu);
+  float add = 0.f;
+  add += fast_exp2(fmaf(s0[2 * r], qu, -mn)) + fast_exp2(fmaf(s0[2 * r + 1], qu, -mn));
+  add += fast_exp2(fmaf(s1[2 * r], qu, -mn)) + fast_exp2(fmaf(s1[2 * r + 1], qu, -mn));
+  l = l * fast_exp2(m - mn) + quad_sum(add);
+  m = mn;
+}
+// Pass 2: block j + e's probabilities under this lane's two heads, summed
+// (m holds m + log2(l) by then).
+__device__ __forceinline__ float head_pair_probability(const float (&s)[4], int e, const float (&qu)[2],
+                                                       const float (&m)[2]) {
+  return fast_exp2(fmaf(s[e], qu[0], -m[0])) + fast_exp2(fmaf(s[e + 2], qu[1], -m[1]));
+}
+
 // Query row tt's G heads of group hk as fp16 MMA fragments, each head scaled
 // into fp16's range (qa[rt][ks]: [0], [2] head rt*16 + g, [1], [3] head
 // rt*16 + g + 8; a quad holds a head's D; heads past G are zero), and per head
@@ -387,14 +445,8 @@ __global__ void __launch_bounds__(W * 32)
   float* bufs = sScale + kSelStages * kSelRows;
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, c = lane % 4;
   const int b = blockIdx.z, hk = blockIdx.y;
-  const int t0 = blockIdx.x * W, t = t0 + warp;  // query rows
-  const int G = p.Hq / p.Hkv, bs = p.block_size, K = p.top_k, nbc = visible_blocks(p);
-  const bool active = t < p.Tq;
-  const int tt = active ? t : p.Tq - 1;
-  const int pos = p.q_offset + tt;  // the row's position among the keys
-  const int bt = pos / bs, nvis = (pos + 1) / bs;
-  const int pos_last = p.q_offset + min(p.Tq - 1, t0 + W - 1);
-  const int nvis_max = (pos_last + 1) / bs, bt_max = pos_last / bs;
+  const int G = p.Hq / p.Hkv, nbc = visible_blocks(p);
+  const auto [t, tt, bt, nvis, nvis_max, bt_max, active] = select_row<W>(p, warp);
   float* buf = bufs + warp * buf_stride;
 
   uint32_t qa[RT][NK][4];
@@ -465,42 +517,21 @@ __global__ void __launch_bounds__(W * 32)
 #endif
               chunk_scores<D, WG>(s, qa[rt], tile, lane);
             if (!mine) continue;  // (WG) a tile only other rows of the CTA need
-            // The row's scale goes into the exponent's FMA: y = s * kscale, and
-            // exp2(y * q_unscale - m), with pass 2's 1/l taken into m as
-            // m + log2(l). Only pass 1 masks blocks past the row: pass 2's scores of
-            // such blocks are finite (zero-filled rows) and never offered.
+            // pass 2's 1/l is taken into m as m + log2(l)
 #pragma unroll
-            for (int n = 0; n < 2; ++n)
-#pragma unroll
-              for (int e = 0; e < 4; ++e) s[n][e] *= e & 1 ? kun[n].y : kun[n].x;
+            for (int n = 0; n < 2; ++n) scale_by_blocks(s[n], kun[n]);
             if (pass == 0) {
               if (j0 + 16 > lim) {
 #pragma unroll
-                for (int n = 0; n < 2; ++n)
-#pragma unroll
-                  for (int e = 0; e < 4; ++e)
-                    if (j0 + n * 8 + 2 * c + (e & 1) >= lim) s[n][e] = -INFINITY;
+                for (int n = 0; n < 2; ++n) mask_past(s[n], j0 + n * 8 + 2 * c, lim);
               }
 #pragma unroll
-              for (int r = 0; r < 2; ++r) {
-                const float qu = q_unscale[rt][r];
-                // q_unscale > 0, and rounding is monotone: the max of y times qu is the max of y * qu
-                const float mx = fmaxf(fmaxf(s[0][2 * r], s[0][2 * r + 1]), fmaxf(s[1][2 * r], s[1][2 * r + 1]));
-                const float mn = fmaxf(m[rt][r], quad_max(mx) * qu);
-                float add = 0.f;
-#pragma unroll
-                for (int n = 0; n < 2; ++n)
-                  add += fast_exp2(fmaf(s[n][2 * r], qu, -mn)) + fast_exp2(fmaf(s[n][2 * r + 1], qu, -mn));
-                l[rt][r] = l[rt][r] * fast_exp2(m[rt][r] - mn) + quad_sum(add);
-                m[rt][r] = mn;
-              }
+              for (int r = 0; r < 2; ++r) normaliser_step(s[0], s[1], r, q_unscale[rt][r], m[rt][r], l[rt][r]);
             } else {
 #pragma unroll
               for (int n = 0; n < 2; ++n)
 #pragma unroll
-                for (int e = 0; e < 2; ++e)
-                  colsum[n][e] += fast_exp2(fmaf(s[n][e], q_unscale[rt][0], -m[rt][0])) +
-                                  fast_exp2(fmaf(s[n][e + 2], q_unscale[rt][1], -m[rt][1]));
+                for (int e = 0; e < 2; ++e) colsum[n][e] += head_pair_probability(s[n], e, q_unscale[rt], m[rt]);
             }
           }
           if (pass == 1 && mine) {
@@ -540,14 +571,15 @@ __global__ void __launch_bounds__(W * 32)
     }
   }
   if (!active) return;
-  int32_t* out = p.blocks + ((int64_t(b) * p.Hkv + hk) * p.Tq + t) * K;
+  const int64_t row = (int64_t(b) * p.Hkv + hk) * p.Tq + t;
+  int32_t* out = p.blocks + row * p.top_k;
   if constexpr (Stream) {
     slots.write(out);
   } else {
     __syncwarp();
     pick_from_row(buf, out, plan, bt, lane);
   }
-  finish_row(p, out, (int64_t(b) * p.Hkv + hk) * p.Tq + t, bt, plan.rounds, lane);
+  finish_row(p, out, row, bt, plan.rounds, lane);
 }
 
 // ---------------------------------------------------------------- wide tiles
@@ -632,14 +664,8 @@ __global__ void __launch_bounds__(W * 32)
   float* bufs = sScale + kSelStages * TR;
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, c = lane % 4;
   const int b = blockIdx.z, hk = blockIdx.y;
-  const int t0 = blockIdx.x * W, t = t0 + warp;  // query rows
-  const int G = p.Hq / p.Hkv, bs = p.block_size, nbc = visible_blocks(p);
-  const bool active = t < p.Tq;
-  const int tt = active ? t : p.Tq - 1;
-  const int pos = p.q_offset + tt;
-  const int bt = pos / bs, nvis = (pos + 1) / bs;
-  const int pos_last = p.q_offset + min(p.Tq - 1, t0 + W - 1);
-  const int nvis_max = (pos_last + 1) / bs, bt_max = pos_last / bs;
+  const int G = p.Hq / p.Hkv, nbc = visible_blocks(p);
+  const auto [t, tt, bt, nvis, nvis_max, bt_max, active] = select_row<W>(p, warp);
   float* buf = bufs + warp * buf_stride;
 
   uint32_t qa[1][NK][4];
@@ -685,20 +711,13 @@ __global__ void __launch_bounds__(W * 32)
         float s[8][4];
         wide_scores<D>(s, qa[0], sKb + st * 2 * TR * D, lane);
         if (mine) {
-          // each score times its block's scale; the row's scale, max and 1/l
-          // go into the exponent's FMA as in select_kernel
 #pragma unroll
-          for (int j = 0; j < 8; ++j) {
-            const float2 ku = *reinterpret_cast<const float2*>(sScale + st * TR + j * 8 + 2 * c);
-            s[j][0] *= ku.x, s[j][1] *= ku.y, s[j][2] *= ku.x, s[j][3] *= ku.y;
-          }
+          for (int j = 0; j < 8; ++j)
+            scale_by_blocks(s[j], *reinterpret_cast<const float2*>(sScale + st * TR + j * 8 + 2 * c));
           if (pass == 0) {
             if (j0 + TR > lim) {
 #pragma unroll
-              for (int j = 0; j < 8; ++j)
-#pragma unroll
-                for (int e = 0; e < 4; ++e)
-                  if (j0 + j * 8 + 2 * c + (e & 1) >= lim) s[j][e] = -INFINITY;
+              for (int j = 0; j < 8; ++j) mask_past(s[j], j0 + j * 8 + 2 * c, lim);
             }
             // 16 blocks at a time, as select_kernel does, so that m and l take
             // the same roundings (a 16-block tile wholly past the row leaves
@@ -706,25 +725,13 @@ __global__ void __launch_bounds__(W * 32)
 #pragma unroll
             for (int sub = 0; sub < TR / 16; ++sub)
 #pragma unroll
-              for (int r = 0; r < 2; ++r) {
-                const float qu = q_unscale[0][r];
-                const float(&s0)[4] = s[2 * sub], (&s1)[4] = s[2 * sub + 1];
-                const float mx = fmaxf(fmaxf(s0[2 * r], s0[2 * r + 1]), fmaxf(s1[2 * r], s1[2 * r + 1]));
-                const float mn = fmaxf(m[r], quad_max(mx) * qu);
-                float add = 0.f;
-                add += fast_exp2(fmaf(s0[2 * r], qu, -mn)) + fast_exp2(fmaf(s0[2 * r + 1], qu, -mn));
-                add += fast_exp2(fmaf(s1[2 * r], qu, -mn)) + fast_exp2(fmaf(s1[2 * r + 1], qu, -mn));
-                l[r] = l[r] * fast_exp2(m[r] - mn) + quad_sum(add);
-                m[r] = mn;
-              }
+              for (int r = 0; r < 2; ++r) normaliser_step(s[2 * sub], s[2 * sub + 1], r, q_unscale[0][r], m[r], l[r]);
           } else {
             float v[16];
 #pragma unroll
             for (int j = 0; j < 8; ++j)
 #pragma unroll
-              for (int e = 0; e < 2; ++e)
-                v[2 * j + e] = fast_exp2(fmaf(s[j][e], q_unscale[0][0], -m[0])) +
-                               fast_exp2(fmaf(s[j][e + 2], q_unscale[0][1], -m[1]));
+              for (int e = 0; e < 2; ++e) v[2 * j + e] = head_pair_probability(s[j], e, q_unscale[0], m);
             int jg;
             const float2 sum = wide_group_sums(v, g, &jg);
             const int j = j0 + jg * 8 + 2 * c;  // blocks past the row (finite scores of zero-filled rows) are not kept
@@ -742,10 +749,11 @@ __global__ void __launch_bounds__(W * 32)
     }
   }
   if (!active) return;
-  int32_t* out = p.blocks + ((int64_t(b) * p.Hkv + hk) * p.Tq + t) * p.top_k;
+  const int64_t row = (int64_t(b) * p.Hkv + hk) * p.Tq + t;
+  int32_t* out = p.blocks + row * p.top_k;
   __syncwarp();
   pick_from_row(buf, out, plan, bt, lane);
-  finish_row(p, out, (int64_t(b) * p.Hkv + hk) * p.Tq + t, bt, plan.rounds, lane);
+  finish_row(p, out, row, bt, plan.rounds, lane);
 }
 
 int select_warps(const SelectParams& p) { return p.D == 64 ? sel_warps<64>() : sel_warps<128>(); }
