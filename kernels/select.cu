@@ -768,19 +768,36 @@ bool select_uses_wgmma() {
   static const bool on = [] { const char* e = std::getenv("SSA_SELECT_WGMMA"); return !e || std::atoi(e) != 0; }();
   return on;
 }
-// EXPERIMENT (2026-12-07, not yet run on a GPU, so off by default):
-// SSA_SELECT_WIDE=1 runs the wide kernel (kWideRows blocks a chunk) for groups
-// of at most 16 heads with the scores in shared-memory rows, where wgmma is on.
-bool select_wide_enabled() {
-  static const bool on = [] { const char* e = std::getenv("SSA_SELECT_WIDE"); return e && std::atoi(e) != 0; }();
-  return on && select_uses_wgmma();
+// The wide kernel (kWideRows blocks a chunk, one m64n64k16 wgmma per k-step
+// and term) for groups of at most 16 heads with the scores in shared-memory
+// rows, where wgmma is on. Chosen by shape from an H100 run (2026-12-07,
+// bench/results/h100-2026-12-07-select-wide-ab.txt), 8 warps against
+// select_kernel: at d64 with 256 or more visible blocks it is faster (C bs16
+// 2.87 -> 2.01 ms, C bs64 0.90 -> 0.78, A bs16 0.140 -> 0.116, B bs16
+// 0.250 -> 0.217), with fewer it is not (A bs64 0.075 -> 0.077, B bs64
+// 0.125 -> 0.134: rows of 128 blocks fill two 64-block chunks half masked);
+// at d128 it gains nothing at bs16 (D 2.03 -> 2.01) and loses at bs64
+// (0.68 -> 0.78), its 181+ registers leaving one CTA of 8 warps per SM.
+// Chosen on Hopper only: elsewhere it compiles to mma.sync, never timed.
+// SSA_SELECT_WIDE=0 / =1 forces it off / on (wherever it can run), so that
+// both kernels stay tested and timed on every shape.
+bool uses_wide_kernel_by_shape(const SelectParams& p) {
+  static const int forced = [] { const char* e = std::getenv("SSA_SELECT_WIDE"); return e ? std::atoi(e) : -1; }();
+  static const bool hopper = [] {
+    int device = 0, major = 0;
+    if (cudaGetDevice(&device) == cudaSuccess) cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
+    return major == 9;
+  }();
+  if (!select_uses_wgmma() || forced == 0) return false;
+  return forced > 0 || (hopper && p.D == 64 && visible_blocks(p) >= 256);
 }
-// EXPERIMENT (2026-12-07): warps (tokens) per CTA of the wide kernel, as
-// select_kernel's (4 at d64, 8 at d128) unless SSA_SELECT_WIDE_WARPS is 4 or 8:
-// two warpgroups share each chunk, one leaves room for more CTAs per SM.
-int wide_warps(const SelectParams& p) {
+// Warps (tokens) per CTA of the wide kernel: 8, two warpgroups sharing each
+// chunk's kbar stages (C bs16 2.39 ms at 4 warps against 2.01 at 8, D 1.95
+// against 2.01: within run-to-run noise). SSA_SELECT_WIDE_WARPS=4 runs the
+// 4-warp build, kept so that both stay tested.
+int wide_warps() {
   static const int forced = [] { const char* e = std::getenv("SSA_SELECT_WIDE_WARPS"); return e ? std::atoi(e) : 0; }();
-  return forced == 4 || forced == 8 ? forced : select_warps(p);
+  return forced == 4 ? 4 : 8;
 }
 int select_row_stride(const SelectParams& p) { return (visible_blocks(p) + 4 + 3) & ~3; }
 // The kbar stages (after 1024 bytes of alignment slack on the wgmma path), and
@@ -793,7 +810,7 @@ size_t select_smem(const SelectParams& p, bool register_slots) {
 // The wide kernel's kbar stages (after the alignment slack) and rows.
 size_t select_wide_smem(const SelectParams& p) {
   return kSwizzle128Align + size_t(kSelStages) * kWideRows * (2 * p.D * sizeof(__half) + sizeof(float)) +
-         size_t(wide_warps(p)) * select_row_stride(p) * sizeof(float);
+         size_t(wide_warps()) * select_row_stride(p) * sizeof(float);
 }
 constexpr size_t kSelMaxSmem = 220 * 1024;
 // The slots in registers (RunningSlots, one per lane, so k <= 32) where asked
@@ -805,7 +822,7 @@ bool uses_register_slots(const SelectParams& p) {
   return p.top_k <= 32 && (p.register_slots || select_smem(p, false) > kSelMaxSmem);
 }
 bool uses_wide_kernel(const SelectParams& p) {
-  return select_wide_enabled() && p.Hq / p.Hkv <= 16 && !uses_register_slots(p) && select_wide_smem(p) <= kSelMaxSmem;
+  return uses_wide_kernel_by_shape(p) && p.Hq / p.Hkv <= 16 && !uses_register_slots(p) && select_wide_smem(p) <= kSelMaxSmem;
 }
 
 // ---------------------------------------------------------------- transposed index
@@ -913,7 +930,7 @@ std::string select_blocks(const SelectParams& p, cudaStream_t stream) {
   const bool streams = uses_register_slots(p), wide = uses_wide_kernel(p);
   const size_t smem = wide ? select_wide_smem(p) : select_smem(p, streams);
   const int G = p.Hq / p.Hkv, stride = streams ? 0 : select_row_stride(p);
-  const int W = wide ? wide_warps(p) : select_warps(p);
+  const int W = wide ? wide_warps() : select_warps(p);
   dim3 grid((p.Tq + W - 1) / W, p.Hkv, p.B);
   __half* split = reinterpret_cast<__half*>(p.kbar);
   float* scales = reinterpret_cast<float*>(split + 2 * npool);

@@ -35,8 +35,8 @@
 #   bash scripts/gpu_check.sh select   # the selection's tests (both slot paths, nsa-chunked), memcheck, and
 #                                      # the sparse kernels at C and D (about 2 minutes on a warm build)
 #   bash scripts/gpu_check.sh queued   # selwide (SELWIDE_QUICK=1) and decodeauto in one call, about 7 minutes
-#   bash scripts/gpu_check.sh selwide  # the selection's wide kernel (SSA_SELECT_WIDE=1) against select_kernel
-#                                      # and at 4 / 8 warps: tests on each, memcheck, A-D timed
+#   bash scripts/gpu_check.sh selwide  # the selection's wide kernel forced on (SSA_SELECT_WIDE=1) against
+#                                      # select_kernel (=0), at 8 and 4 warps: tests on each, memcheck, A-D timed
 #   bash scripts/gpu_check.sh selwg    # the selection's mma.sync path (SSA_SELECT_WGMMA=0; wgmma is the default
 #                                      # on Hopper): kernel tests, memcheck at d128, A-D with and without
 #   bash scripts/gpu_check.sh ncusplit # where a C bs16 training step's sparse kernels spend their time (ncu:
@@ -177,6 +177,9 @@ if [ "$STAGE" = test ] || [ "$STAGE" = all ]; then
     timeout 180 ./build-gpu/kernels/$t > "$OUT/$t.txt" 2>&1
     echo "$t rc=$?"; grep -E "FAIL|failed|passed" "$OUT/$t.txt" | tail -5
   done
+  # the selection's wide kernel is chosen by shape (d64, 256+ blocks): forced on, it runs every case
+  SSA_SELECT_WIDE=1 timeout 180 ./build-gpu/kernels/test_kernels > "$OUT/test_kernels_wide.txt" 2>&1
+  echo "test_kernels (SSA_SELECT_WIDE=1) rc=$?"; grep -E "FAIL|failed|passed" "$OUT/test_kernels_wide.txt" | tail -5
 fi
 if [ "$STAGE" = bench ] || [ "$STAGE" = all ]; then
   echo "== training throughput, small preset, 8K context, batch 1 (bf16 autocast, CUDA kernels)"
@@ -340,15 +343,14 @@ fi
 [ "$STAGE" = queued ] && export SELWIDE_QUICK=1
 if [ "$STAGE" = selwide ] || [ "$STAGE" = queued ]; then
   # the selection's wide kernel (64 blocks a chunk, one m64n64k16 wgmma per k-step and term; issue 12 part 1)
-  # at 4 or 8 warps a CTA: kernel tests on each (the wide kernel's rows must equal the register-slot path's,
-  # which is select_kernel's), memcheck on the cache cases, A-D timed against select_kernel
-  # (SSA_SELECT_WIDE=0), the other warp count at C and D; SELWIDE_NCU=1 adds ncu's view at C (about 5 minutes)
+  # forced on at 8 and 4 warps a CTA: kernel tests on each (the wide kernel's rows must equal the register-slot
+  # path's, which is select_kernel's), memcheck on the cache cases, A-D timed against select_kernel
+  # (SSA_SELECT_WIDE=0), 4 warps at C and D; SELWIDE_NCU=1 adds ncu's view at C (about 5 minutes)
   build_targets selwide test_kernels ssalab_kernel_bench
   # SELWIDE_QUICK=1: the default warp count only, C and D only (about 3 minutes on a fresh machine)
-  selwide_tests=("wide SSA_SELECT_WIDE=1" "wide_w8 SSA_SELECT_WIDE=1 SSA_SELECT_WIDE_WARPS=8"
-    "wide_w4 SSA_SELECT_WIDE=1 SSA_SELECT_WIDE_WARPS=4")
+  selwide_tests=("wide SSA_SELECT_WIDE=1" "wide_w4 SSA_SELECT_WIDE=1 SSA_SELECT_WIDE_WARPS=4")
   selwide_benches=("narrow A,B,C,D SSA_SELECT_WIDE=0" "wide A,B,C,D SSA_SELECT_WIDE=1"
-    "wide_w8 C,D SSA_SELECT_WIDE=1 SSA_SELECT_WIDE_WARPS=8" "wide_w4 C,D SSA_SELECT_WIDE=1 SSA_SELECT_WIDE_WARPS=4")
+    "auto A,B,C,D" "wide_w4 C,D SSA_SELECT_WIDE=1 SSA_SELECT_WIDE_WARPS=4")
   if [ "${SELWIDE_QUICK:-0}" = 1 ]; then
     selwide_tests=("wide SSA_SELECT_WIDE=1")
     selwide_benches=("narrow C,D SSA_SELECT_WIDE=0" "wide C,D SSA_SELECT_WIDE=1")

@@ -291,6 +291,7 @@ int main(int argc, char** argv) {
       {fh, 128, 2, 8, 2, 517, 32, 6, false, 512, 130, 387},    // the last chunk (q_off + Tq = T), batch 2
       {bf, 64, 1, 32, 2, 600, 64, 4, false, 512, 1, 599},      // decoding one token
       {bf, 128, 1, 4, 1, 300, 16, 5, false, 512, 37, 100},     // keys past the last query
+      {bf, 64, 1, 16, 1, 4200, 16, 16, false, 512, 64, 4136},  // 262 visible blocks: the wide selection kernel on Hopper
       // q and k outside fp16's range (their products inside it): the selection's
       // power-of-two scaling into fp16, both ways
       {bf, 64, 1, 16, 1, 500, 16, 8, false, 512, 0, 0, 1e5f, 1e-6f},
