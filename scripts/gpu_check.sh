@@ -34,7 +34,8 @@
 #                                      # selection, times C and D replaying it (about 6 minutes)
 #   bash scripts/gpu_check.sh select   # the selection's tests (both slot paths, nsa-chunked), memcheck, and
 #                                      # the sparse kernels at C and D (about 2 minutes on a warm build)
-#   bash scripts/gpu_check.sh queued   # selwide (SELWIDE_QUICK=1) and decodeauto in one call, about 7 minutes
+#   bash scripts/gpu_check.sh queued   # selwide (with ncu, tests at the default warps) and train1b in one call,
+#                                      # about 8 minutes
 #   bash scripts/gpu_check.sh selwide  # the selection's wide kernel forced on (SSA_SELECT_WIDE=1) against
 #                                      # select_kernel (=0), at 8 and 4 warps: tests on each, memcheck, A-D timed
 #   bash scripts/gpu_check.sh selwg    # the selection's mma.sync path (SSA_SELECT_WGMMA=0; wgmma is the default
@@ -338,9 +339,11 @@ if [ "$STAGE" = select ]; then
     --selections bench/inputs/ssa-shipped-layer2-selected-blocks.npy --json "$OUT/kb_select.json" > "$OUT/kb_select.txt" 2>&1
   echo "bench rc=$? (${SECONDS}s)"; grep -E "^[CD]  (select|sparse)" "$OUT/kb_select.txt" | cut -c1-150
 fi
-# queued: what the tenth session could not run, in one call (a machine start is scarce): the wide selection
-# kernel's quick check (SELWIDE_QUICK=1), then decodeauto (about 7 minutes on a fresh machine)
-[ "$STAGE" = queued ] && export SELWIDE_QUICK=1
+# queued: what the eleventh session left for the next call, in one call (a machine start is scarce): the
+# wide selection kernel's A-D figures forced off, on and by shape with ncu's view of it at 8 warps (tests at
+# the default warps only), then train1b, the training step with the faster selection (about 8 minutes on a
+# fresh machine; give the call 590 s)
+[ "$STAGE" = queued ] && export SELWIDE_NCU=1 SELWIDE_TESTS_DEFAULT_ONLY=1
 if [ "$STAGE" = selwide ] || [ "$STAGE" = queued ]; then
   # the selection's wide kernel (64 blocks a chunk, one m64n64k16 wgmma per k-step and term; issue 12 part 1)
   # forced on at 8 and 4 warps a CTA: kernel tests on each (the wide kernel's rows must equal the register-slot
@@ -351,6 +354,7 @@ if [ "$STAGE" = selwide ] || [ "$STAGE" = queued ]; then
   selwide_tests=("wide SSA_SELECT_WIDE=1" "wide_w4 SSA_SELECT_WIDE=1 SSA_SELECT_WIDE_WARPS=4")
   selwide_benches=("narrow A,B,C,D SSA_SELECT_WIDE=0" "wide A,B,C,D SSA_SELECT_WIDE=1"
     "auto A,B,C,D" "wide_w4 C,D SSA_SELECT_WIDE=1 SSA_SELECT_WIDE_WARPS=4")
+  [ "${SELWIDE_TESTS_DEFAULT_ONLY:-0}" = 1 ] && selwide_tests=("wide SSA_SELECT_WIDE=1")
   if [ "${SELWIDE_QUICK:-0}" = 1 ]; then
     selwide_tests=("wide SSA_SELECT_WIDE=1")
     selwide_benches=("narrow C,D SSA_SELECT_WIDE=0" "wide C,D SSA_SELECT_WIDE=1")
@@ -384,6 +388,10 @@ if [ "$STAGE" = selwide ] || [ "$STAGE" = queued ]; then
   fi
   tar -czf "$OUT/selwide.tar.gz" -C "$OUT" $(cd "$OUT" && ls test_kernels_*.txt sanitize_selwide_*.txt kb_*.txt kb_*.json \
     ncu_select_wide_C.txt gpu.txt selwide_build.txt 2>/dev/null)
+  if [ "$STAGE" = queued ]; then
+    OUT="$OUT" bash scripts/gpu_check.sh train1b
+    tar -czf "$OUT/train1b.tar.gz" -C "$OUT" $(cd "$OUT" && ls bench_1b4l_*.txt bench_small_8k.txt train1b_build.txt 2>/dev/null)
+  fi
 fi
 if [ "$STAGE" = selwg ]; then  # the selection's mma.sync path (SSA_SELECT_WGMMA=0; wgmma is the default on
   # Hopper at d64 and d128): kernel tests and memcheck on it, and A-D timed with and without it
@@ -441,7 +449,7 @@ if [ "$STAGE" = decodenext ]; then
     decode_sanitize next $tool SSA_DECODE_RADIX=1 SSA_DECODE_NORMALISE=1
   done
 fi
-if [ "$STAGE" = decodeauto ] || [ "$STAGE" = queued ]; then
+if [ "$STAGE" = decodeauto ]; then
   # the decode kernel's shape-chosen paths (select_by_radix up to 32 chunks a group, decode_normalise where
   # decode_pick would re-read 8 MB of partials, L2 hints at d128) against all three forced off (the kernel
   # of 2026-12-07's start): the backend tests, then the benchmark at 8K to 128K, each way twice, packed into
