@@ -24,6 +24,14 @@ namespace ssa {
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 
+// An attribute of the current GPU, or `fallback` where it cannot be read.
+// Launchers ask once per process (a static) and shape their launches by it.
+inline int current_device_attribute(cudaDeviceAttr attribute, int fallback) {
+  int device = 0, value = fallback;
+  if (cudaGetDevice(&device) == cudaSuccess) cudaDeviceGetAttribute(&value, attribute, device);
+  return value;
+}
+
 // ------------------------------------------------------------ dtype traits
 template <typename T> struct TypeOf;
 template <> struct TypeOf<__nv_bfloat16> {

@@ -1270,22 +1270,13 @@ namespace {
 
 // The most dynamic shared memory a CTA may take on this GPU (asked once).
 int shared_memory_optin() {
-  static int optin = [] {
-    int device = 0, bytes = 48 << 10;
-    if (cudaGetDevice(&device) == cudaSuccess)
-      cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
-    return bytes;
-  }();
+  static int optin = current_device_attribute(cudaDevAttrMaxSharedMemoryPerBlockOptin, 48 << 10);
   return optin;
 }
 
 // Whether this GPU has programmatic dependent launch (sm_90 on).
 bool has_dependent_launch() {
-  static bool has = [] {
-    int device = 0, major = 0;
-    if (cudaGetDevice(&device) == cudaSuccess) cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
-    return major >= 9;
-  }();
+  static bool has = current_device_attribute(cudaDevAttrComputeCapabilityMajor, 0) >= 9;
   return has;
 }
 
@@ -1312,11 +1303,7 @@ std::string launch_dependent(void (*kernel)(Args...), dim3 grid, int threads, si
 
 // Multiprocessors of this GPU (asked once).
 int multiprocessors() {
-  static int sms = [] {
-    int device = 0, n = 132;
-    if (cudaGetDevice(&device) == cudaSuccess) cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device);
-    return n;
-  }();
+  static int sms = current_device_attribute(cudaDevAttrMultiProcessorCount, 132);
   return sms;
 }
 

@@ -783,11 +783,7 @@ bool select_uses_wgmma() {
 // both kernels stay tested and timed on every shape.
 bool uses_wide_kernel_by_shape(const SelectParams& p) {
   static const int forced = [] { const char* e = std::getenv("SSA_SELECT_WIDE"); return e ? std::atoi(e) : -1; }();
-  static const bool hopper = [] {
-    int device = 0, major = 0;
-    if (cudaGetDevice(&device) == cudaSuccess) cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
-    return major == 9;
-  }();
+  static const bool hopper = current_device_attribute(cudaDevAttrComputeCapabilityMajor, 0) == 9;
   if (!select_uses_wgmma() || forced == 0) return false;
   return forced > 0 || (hopper && p.D == 64 && visible_blocks(p) >= 256);
 }

@@ -350,15 +350,13 @@ if [ "$STAGE" = selwide ] || [ "$STAGE" = queued ]; then
   # path's, which is select_kernel's), memcheck on the cache cases, A-D timed against select_kernel
   # (SSA_SELECT_WIDE=0), 4 warps at C and D; SELWIDE_NCU=1 adds ncu's view at C (about 5 minutes)
   build_targets selwide test_kernels ssalab_kernel_bench
-  # SELWIDE_QUICK=1: the default warp count only, C and D only (about 3 minutes on a fresh machine)
+  # SELWIDE_TESTS_DEFAULT_ONLY=1: tests at the default warp count only; SELWIDE_QUICK=1: that, and C and D
+  # timed only (about 3 minutes on a fresh machine)
   selwide_tests=("wide SSA_SELECT_WIDE=1" "wide_w4 SSA_SELECT_WIDE=1 SSA_SELECT_WIDE_WARPS=4")
   selwide_benches=("narrow A,B,C,D SSA_SELECT_WIDE=0" "wide A,B,C,D SSA_SELECT_WIDE=1"
     "auto A,B,C,D" "wide_w4 C,D SSA_SELECT_WIDE=1 SSA_SELECT_WIDE_WARPS=4")
-  [ "${SELWIDE_TESTS_DEFAULT_ONLY:-0}" = 1 ] && selwide_tests=("wide SSA_SELECT_WIDE=1")
-  if [ "${SELWIDE_QUICK:-0}" = 1 ]; then
-    selwide_tests=("wide SSA_SELECT_WIDE=1")
-    selwide_benches=("narrow C,D SSA_SELECT_WIDE=0" "wide C,D SSA_SELECT_WIDE=1")
-  fi
+  [ "${SELWIDE_QUICK:-0}" = 1 ] && selwide_benches=("narrow C,D SSA_SELECT_WIDE=0" "wide C,D SSA_SELECT_WIDE=1")
+  [ "${SELWIDE_QUICK:-0}" = 1 ] || [ "${SELWIDE_TESTS_DEFAULT_ONLY:-0}" = 1 ] && selwide_tests=("${selwide_tests[0]}")
   for cfg in "${selwide_tests[@]}"; do
     set -- $cfg
     name=$1
