@@ -296,17 +296,29 @@ __device__ __forceinline__ void mask_past(float (&s)[4], int j, int lim) {
     if (j + (e & 1) >= lim) s[e] = -INFINITY;
 }
 // Pass 1 over a 16-block tile (fragments s0, s1) for head row r (0: g, 1:
-// g + 8) of scale qu: the running max m and sum l, in log2 units.
+// g + 8) of scale qu: this lane's running max m and sum l over its own
+// columns, in log2 units; the quad's four are merged once, after the pass
+// (log_normaliser). Merging per tile took two quad reductions (eight
+// shuffles) on every tile's dependency chain. m starts at kNoScore, not -inf,
+// so that a lane whose blocks so far are all past the row needs no test:
+// exp2(-inf - kNoScore) = 0, exp2(kNoScore - max) = 0.
+constexpr float kNoScore = -1e30f;
 __device__ __forceinline__ void normaliser_step(const float (&s0)[4], const float (&s1)[4], int r, float qu, float& m,
                                                 float& l) {
   // q_unscale > 0, and rounding is monotone: the max of y times qu is the max of y * qu
   const float mx = fmaxf(fmaxf(s0[2 * r], s0[2 * r + 1]), fmaxf(s1[2 * r], s1[2 * r + 1]));
-  const float mn = fmaxf(m, quad_max(mx) * qu);
+  const float mn = fmaxf(m, mx * qu);
   float add = 0.f;
   add += fast_exp2(fmaf(s0[2 * r], qu, -mn)) + fast_exp2(fmaf(s0[2 * r + 1], qu, -mn));
   add += fast_exp2(fmaf(s1[2 * r], qu, -mn)) + fast_exp2(fmaf(s1[2 * r + 1], qu, -mn));
-  l = l * fast_exp2(m - mn) + quad_sum(add);
+  l = fmaf(l, fast_exp2(m - mn), add);
   m = mn;
+}
+// After pass 1: the quad's four (m, l) of a head row merged into m + log2(l)
+// (all lanes of the warp call it).
+__device__ __forceinline__ float log_normaliser(float m, float l) {
+  const float mq = quad_max(m);
+  return mq + __log2f(quad_sum(l * fast_exp2(m - mq)));
 }
 // Pass 2: block j + e's probabilities under this lane's two heads, summed
 // (m holds m + log2(l) by then).
@@ -377,30 +389,58 @@ __device__ __forceinline__ SlotPlan slot_plan(const SelectParams& p, int bt) {
   return s;
 }
 
+// A lane's kPickDepth best entries of one side of its column of a row (blocks
+// j = lane mod 32 in [lo, hi)), best first; -1 where there are none. The
+// column is scanned again only once all of them have been picked, so a pick
+// costs its lane a shift instead of a rescan of up to nb / 32 entries (the
+// rescans were most of the picking's instructions at 32K, bs16).
+constexpr int kPickDepth = 4;
+struct ColumnBest {
+  float v[kPickDepth];
+  int i[kPickDepth];
+  __device__ __forceinline__ void clear() {
+#pragma unroll
+    for (int d = 0; d < kPickDepth; ++d) v[d] = -1.f, i[d] = 0x7fffffff;
+  }
+  // picked entries are -2 in buf, so they never come back
+  __device__ __forceinline__ void scan(const float* buf, int lo, int hi, int lane) {
+    clear();
+    for (int j = lo + ((lane - lo) & 31); j < hi; j += 32) {
+      float x = buf[j];
+      if (!ranks_before(x, j, v[kPickDepth - 1], i[kPickDepth - 1])) continue;
+      int xj = j;
+#pragma unroll
+      for (int d = 0; d < kPickDepth; ++d)
+        if (ranks_before(x, xj, v[d], i[d])) {
+          const float tv = v[d];
+          const int ti = i[d];
+          v[d] = x, i[d] = xj, x = tv, xj = ti;
+        }
+    }
+  }
+  __device__ __forceinline__ void pop() {
+#pragma unroll
+    for (int d = 0; d + 1 < kPickDepth; ++d) v[d] = v[d + 1], i[d] = i[d + 1];
+    v[kPickDepth - 1] = -1.f, i[kPickDepth - 1] = 0x7fffffff;
+  }
+};
+
 // The row's slots 1.. from its group scores buf[0 .. bt) (one warp): rounds of
 // warp argmax over both sides at once, each side only while it has slots
 // left, so the slots come out in one order: falling score, ties to the lower
-// block index. Each lane caches its best entry of each side. Overwrites buf.
+// block index. Each lane caches its best entries of each side (ColumnBest).
+// Overwrites buf.
 __device__ __forceinline__ void pick_from_row(float* buf, int32_t* out, const SlotPlan& plan, int bt, int lane) {
   int quota_before = plan.cap_before, quota_own = plan.cap_own;
-  float best_before = -1.f, best_own = -1.f;
-  int at_before = 0x7fffffff, at_own = 0x7fffffff;
-  auto rescan = [&](bool own_side) {
-    float bv = -1.f;
-    int bi = 0x7fffffff;
-    const int lo = own_side ? plan.own_chunk_start : 0, hi = own_side ? bt : plan.own_chunk_start;
-    for (int j = lo + ((lane - lo) & 31); j < hi; j += 32)
-      if (buf[j] > bv) { bv = buf[j]; bi = j; }
-    if (own_side) best_own = bv, at_own = bi;
-    else best_before = bv, at_before = bi;
-  };
-  rescan(false);
-  if (plan.chunked) rescan(true);
+  ColumnBest before, own;
+  before.scan(buf, 0, plan.own_chunk_start, lane);
+  if (plan.chunked) own.scan(buf, plan.own_chunk_start, bt, lane);
+  else own.clear();
   for (int r = 0; r < plan.rounds; ++r) {
     float v = -1.f;
     int i = 0x7fffffff;
-    if (quota_before > 0 && ranks_before(best_before, at_before, v, i)) v = best_before, i = at_before;
-    if (quota_own > 0 && ranks_before(best_own, at_own, v, i)) v = best_own, i = at_own;
+    if (quota_before > 0 && ranks_before(before.v[0], before.i[0], v, i)) v = before.v[0], i = before.i[0];
+    if (quota_own > 0 && ranks_before(own.v[0], own.i[0], v, i)) v = own.v[0], i = own.i[0];
     for (int off = 16; off > 0; off >>= 1) {
       float v2 = __shfl_xor_sync(0xffffffffu, v, off);
       int i2 = __shfl_xor_sync(0xffffffffu, i, off);
@@ -410,9 +450,15 @@ __device__ __forceinline__ void pick_from_row(float* buf, int32_t* out, const Sl
     const bool own_side = i >= plan.own_chunk_start;
     if (own_side) --quota_own;
     else --quota_before;
-    if ((i & 31) == lane) {  // the winner's lane removes it and rescans its column of that side
+    if ((i & 31) == lane) {  // the winner's lane drops it, and rescans that side only once its cache is empty
       buf[i] = -2.f;
-      rescan(own_side);
+      if (own_side) {  // (not one reference to either side: that would put both in local memory)
+        own.pop();
+        if (own.v[0] < 0.f) own.scan(buf, plan.own_chunk_start, bt, lane);
+      } else {
+        before.pop();
+        if (before.v[0] < 0.f) before.scan(buf, 0, plan.own_chunk_start, lane);
+      }
     }
   }
 }
@@ -488,7 +534,7 @@ __global__ void __launch_bounds__(W * 32)
 
   float m[RT][2], l[RT][2];
 #pragma unroll
-  for (int rt = 0; rt < RT; ++rt) m[rt][0] = m[rt][1] = -INFINITY, l[rt][0] = l[rt][1] = 0.f;
+  for (int rt = 0; rt < RT; ++rt) m[rt][0] = m[rt][1] = kNoScore, l[rt][0] = l[rt][1] = 0.f;
 
   for (int pass = 0; pass < 2; ++pass) {
     const int nchunk = ((pass == 0 ? nvis_max : bt_max) + kSelRows - 1) / kSelRows;
@@ -566,7 +612,8 @@ __global__ void __launch_bounds__(W * 32)
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
           // m + log2(l); padded heads +inf, so they add exp2(-inf) = 0
-          m[rt][r] = rt * 16 + g + 8 * r < G ? m[rt][r] + __log2f(l[rt][r]) : INFINITY;
+          const float lse = log_normaliser(m[rt][r], l[rt][r]);
+          m[rt][r] = rt * 16 + g + 8 * r < G ? lse : INFINITY;
         }
     }
   }
@@ -695,7 +742,7 @@ __global__ void __launch_bounds__(W * 32)
   };
   const SlotPlan plan = slot_plan(p, bt);
 
-  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+  float m[2] = {kNoScore, kNoScore}, l[2] = {0.f, 0.f};
   for (int pass = 0; pass < 2; ++pass) {
     const int nchunk = ((pass == 0 ? nvis_max : bt_max) + TR - 1) / TR;
     const int lim = pass == 0 ? nvis : bt;  // this token's blocks for the pass
@@ -744,8 +791,10 @@ __global__ void __launch_bounds__(W * 32)
     }
     if (pass == 0) {
 #pragma unroll
-      for (int r = 0; r < 2; ++r)  // m + log2(l); padded heads +inf, so they add exp2(-inf) = 0
-        m[r] = g + 8 * r < G ? m[r] + __log2f(l[r]) : INFINITY;
+      for (int r = 0; r < 2; ++r) {  // m + log2(l); padded heads +inf, so they add exp2(-inf) = 0
+        const float lse = log_normaliser(m[r], l[r]);
+        m[r] = g + 8 * r < G ? lse : INFINITY;
+      }
     }
   }
   if (!active) return;

@@ -38,6 +38,8 @@
 #                                      # about 8 minutes
 #   bash scripts/gpu_check.sh selwide  # the selection's wide kernel forced on (SSA_SELECT_WIDE=1) against
 #                                      # select_kernel (=0), at 8 and 4 warps: tests on each, memcheck, A-D timed
+#   SELECT_AB_BASE=.ab/select_head.cu bash scripts/gpu_check.sh selab # a change to kernels/select.cu against
+#                                      # older copies (carry .ab): tests, memcheck, A-D timed on each, twice
 #   bash scripts/gpu_check.sh selwg    # the selection's mma.sync path (SSA_SELECT_WGMMA=0; wgmma is the default
 #                                      # on Hopper): kernel tests, memcheck at d128, A-D with and without
 #   bash scripts/gpu_check.sh ncusplit # where a C bs16 training step's sparse kernels spend their time (ncu:
@@ -161,6 +163,29 @@ profile_decode_kernels() {
     grep -E "Duration|DRAM Throughput|Compute \(SM\) Throughput|Registers Per|Achieved Occupancy|Issue Slots Busy" \
       "$OUT/ncu_${prefix}_$1.txt" | head -8
   done
+}
+# ncu's view of the wide selection kernel at C (8 warps): speed of light, warp states, occupancy, then the
+# instruction mix by opcode and the SASS with executed counts per instruction (about 2 minutes)
+profile_select_wide() {
+  local bench=${1:-./build-gpu/ssalab_kernel_bench}
+  SSA_SELECT_WIDE=1 timeout 90 ncu --kernel-name regex:select_wide_kernel --launch-count 1 --section SpeedOfLight \
+    --section WarpStateStats --section Occupancy --section LaunchStats --section ComputeWorkloadAnalysis \
+    --section InstructionStats --section SchedulerStats "$bench" --shapes C --reps 1 \
+    --sparse-only > "$OUT/ncu_select_wide_C.txt" 2>&1
+  echo "ncu select C rc=$? (${SECONDS}s)"
+  grep -E "Duration|Throughput|Pipe|Registers|Achieved Occupancy|Theoretical Occ|Issue Slots|Eligible|Stall" \
+    "$OUT/ncu_select_wide_C.txt" | head -30
+  # the instruction mix by opcode (the InstructionStats section's body) and the SASS with executed counts
+  # per instruction: which instructions 1.0 ms at C would have to lose
+  SSA_SELECT_WIDE=1 timeout 90 ncu --kernel-name regex:select_wide_kernel --launch-count 1 --section InstructionStats \
+    --section SourceCounters --import-source no -f -o /tmp/ncu_select_wide_C "$bench" --shapes C \
+    --reps 1 --sparse-only > "$OUT/ncu_select_wide_C_mix.txt" 2>&1
+  echo "ncu mix rc=$? (${SECONDS}s)"
+  timeout 60 ncu -i /tmp/ncu_select_wide_C.ncu-rep --page details --print-details all --section InstructionStats \
+    >> "$OUT/ncu_select_wide_C_mix.txt" 2>&1
+  timeout 60 ncu -i /tmp/ncu_select_wide_C.ncu-rep --page source --csv --print-source sass \
+    > "$OUT/ncu_select_wide_C_sass.csv" 2>&1
+  echo "ncu sass rc=$? ($(wc -l < "$OUT/ncu_select_wide_C_sass.csv") lines, ${SECONDS}s)"
 }
 if [ "$STAGE" = build ] || [ "$STAGE" = all ]; then
   configure
@@ -356,6 +381,7 @@ if [ "$STAGE" = selwide ] || [ "$STAGE" = queued ]; then
   selwide_benches=("narrow A,B,C,D SSA_SELECT_WIDE=0" "wide A,B,C,D SSA_SELECT_WIDE=1"
     "auto A,B,C,D" "wide_w4 C,D SSA_SELECT_WIDE=1 SSA_SELECT_WIDE_WARPS=4")
   [ "${SELWIDE_QUICK:-0}" = 1 ] && selwide_benches=("narrow C,D SSA_SELECT_WIDE=0" "wide C,D SSA_SELECT_WIDE=1")
+  [ "$STAGE" = queued ] && unset 'selwide_benches[3]'  # 4 warps timed on 2026-12-07; the call's time goes to ncu
   [ "${SELWIDE_QUICK:-0}" = 1 ] || [ "${SELWIDE_TESTS_DEFAULT_ONLY:-0}" = 1 ] && selwide_tests=("${selwide_tests[0]}")
   for cfg in "${selwide_tests[@]}"; do
     set -- $cfg
@@ -375,21 +401,51 @@ if [ "$STAGE" = selwide ] || [ "$STAGE" = queued ]; then
   SSA_SELECT_WIDE=1 timeout 100 compute-sanitizer --tool memcheck --error-exitcode 3 ./build-gpu/kernels/test_kernels Tk \
     > "$OUT/sanitize_selwide_Tk.txt" 2>&1
   echo "memcheck Tk rc=$? (${SECONDS}s)"; grep -E "ERROR SUMMARY|failed checks" "$OUT/sanitize_selwide_Tk.txt"
-  if [ "${SELWIDE_NCU:-0}" = 1 ]; then
-    SSA_SELECT_WIDE=1 timeout 90 ncu --kernel-name regex:select_wide_kernel --launch-count 1 --section SpeedOfLight \
-      --section WarpStateStats --section Occupancy --section LaunchStats --section ComputeWorkloadAnalysis \
-      --section InstructionStats --section SchedulerStats ./build-gpu/ssalab_kernel_bench --shapes C --reps 1 \
-      --sparse-only > "$OUT/ncu_select_wide_C.txt" 2>&1
-    echo "ncu select C rc=$? (${SECONDS}s)"
-    grep -E "Duration|Throughput|Pipe|Registers|Achieved Occupancy|Theoretical Occ|Issue Slots|Eligible|Stall" \
-      "$OUT/ncu_select_wide_C.txt" | head -30
-  fi
+  [ "${SELWIDE_NCU:-0}" = 1 ] && profile_select_wide
   tar -czf "$OUT/selwide.tar.gz" -C "$OUT" $(cd "$OUT" && ls test_kernels_*.txt sanitize_selwide_*.txt kb_*.txt kb_*.json \
-    ncu_select_wide_C.txt gpu.txt selwide_build.txt 2>/dev/null)
+    ncu_select_wide_C.txt ncu_select_wide_C_mix.txt ncu_select_wide_C_sass.csv gpu.txt selwide_build.txt 2>/dev/null)
   if [ "$STAGE" = queued ]; then
     OUT="$OUT" bash scripts/gpu_check.sh train1b
     tar -czf "$OUT/train1b.tar.gz" -C "$OUT" $(cd "$OUT" && ls bench_1b4l_*.txt bench_small_8k.txt train1b_build.txt 2>/dev/null)
   fi
+fi
+if [ "$STAGE" = selab ]; then  # a change to kernels/select.cu against older copies (SELECT_AB_BASE: files
+  # in a carried folder, e.g. `git show HEAD:kernels/select.cu > .ab/select_head.cu`): the kernel tests with
+  # the defaults and with the wide kernel forced on, memcheck on the cache cases, then A-D timed on the new
+  # file and each baseline in turn, twice each (about 4 minutes on a fresh machine)
+  base=${SELECT_AB_BASE:?SELECT_AB_BASE names the baseline select.cu files}
+  build_targets selab test_kernels ssalab_kernel_bench
+  for cfg in "default" "wide SSA_SELECT_WIDE=1"; do
+    set -- $cfg
+    name=$1
+    shift
+    env "$@" timeout 100 ./build-gpu/kernels/test_kernels > "$OUT/test_kernels_$name.txt" 2>&1
+    echo "test_kernels $name rc=$? (${SECONDS}s)"; grep -E "FAIL|failed checks" "$OUT/test_kernels_$name.txt" | tail -4
+  done
+  timeout 100 compute-sanitizer --tool memcheck --error-exitcode 3 ./build-gpu/kernels/test_kernels Tk \
+    > "$OUT/sanitize_selab_Tk.txt" 2>&1
+  echo "memcheck Tk rc=$? (${SECONDS}s)"; grep -E "ERROR SUMMARY|failed checks" "$OUT/sanitize_selab_Tk.txt"
+  mkdir -p /tmp/selab
+  cp ./build-gpu/ssalab_kernel_bench /tmp/selab/new
+  cp kernels/select.cu /tmp/select_new.cu
+  sides=new
+  for file in $base; do
+    side=$(basename "$file" .cu)
+    cp "$file" kernels/select.cu
+    build_targets "selab_$side" ssalab_kernel_bench
+    cp ./build-gpu/ssalab_kernel_bench "/tmp/selab/$side"
+    sides="$sides $side"
+  done
+  cp /tmp/select_new.cu kernels/select.cu
+  for run in 1 2; do
+    for side in $sides; do
+      timeout 100 "/tmp/selab/$side" --shapes ${SELECT_AB_SHAPES:-A,B,C,D} --sparse-only > "$OUT/kb_selab_${side}_$run.txt" 2>&1
+      echo "bench $side run $run rc=$? (${SECONDS}s)"; grep -E "^[ABCD]  select" "$OUT/kb_selab_${side}_$run.txt" | cut -c1-60
+    done
+  done
+  [ "${SELAB_NCU:-0}" = 1 ] && profile_select_wide /tmp/selab/new  # (the new file's; about 2 minutes)
+  tar -czf "$OUT/selab.tar.gz" -C "$OUT" $(cd "$OUT" && ls test_kernels_*.txt sanitize_selab_Tk.txt kb_selab_*.txt gpu.txt \
+    selab*_build.txt ncu_select_wide_C* 2>/dev/null)
 fi
 if [ "$STAGE" = selwg ]; then  # the selection's mma.sync path (SSA_SELECT_WGMMA=0; wgmma is the default on
   # Hopper at d64 and d128): kernel tests and memcheck on it, and A-D timed with and without it
