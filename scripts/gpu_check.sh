@@ -164,6 +164,17 @@ profile_decode_kernels() {
       "$OUT/ncu_${prefix}_$1.txt" | head -8
   done
 }
+# test_kernels once per "NAME [VAR=VALUE ...]" argument, under those variables, into test_kernels_NAME.txt
+kernel_tests_under() {
+  local cfg name
+  for cfg in "$@"; do
+    set -- $cfg
+    name=$1
+    shift
+    env "$@" timeout 100 ./build-gpu/kernels/test_kernels > "$OUT/test_kernels_$name.txt" 2>&1
+    echo "test_kernels $name rc=$? (${SECONDS}s)"; grep -E "FAIL|failed checks" "$OUT/test_kernels_$name.txt" | tail -4
+  done
+}
 # ncu's view of the wide selection kernel at C (8 warps): speed of light, warp states, occupancy, then the
 # instruction mix by opcode and the SASS with executed counts per instruction (about 2 minutes)
 profile_select_wide() {
@@ -383,13 +394,7 @@ if [ "$STAGE" = selwide ] || [ "$STAGE" = queued ]; then
   [ "${SELWIDE_QUICK:-0}" = 1 ] && selwide_benches=("narrow C,D SSA_SELECT_WIDE=0" "wide C,D SSA_SELECT_WIDE=1")
   [ "$STAGE" = queued ] && unset 'selwide_benches[3]'  # 4 warps timed on 2026-12-07; the call's time goes to ncu
   [ "${SELWIDE_QUICK:-0}" = 1 ] || [ "${SELWIDE_TESTS_DEFAULT_ONLY:-0}" = 1 ] && selwide_tests=("${selwide_tests[0]}")
-  for cfg in "${selwide_tests[@]}"; do
-    set -- $cfg
-    name=$1
-    shift
-    env "$@" timeout 100 ./build-gpu/kernels/test_kernels > "$OUT/test_kernels_$name.txt" 2>&1
-    echo "test_kernels $name rc=$? (${SECONDS}s)"; grep -E "FAIL|failed checks" "$OUT/test_kernels_$name.txt" | tail -4
-  done
+  kernel_tests_under "${selwide_tests[@]}"
   for cfg in "${selwide_benches[@]}"; do
     set -- $cfg
     name=$1 shapes=$2
@@ -415,13 +420,10 @@ if [ "$STAGE" = selab ]; then  # a change to kernels/select.cu against older cop
   # file and each baseline in turn, twice each (about 4 minutes on a fresh machine)
   base=${SELECT_AB_BASE:?SELECT_AB_BASE names the baseline select.cu files}
   build_targets selab test_kernels ssalab_kernel_bench
-  for cfg in "default" "wide SSA_SELECT_WIDE=1"; do
-    set -- $cfg
-    name=$1
-    shift
-    env "$@" timeout 100 ./build-gpu/kernels/test_kernels > "$OUT/test_kernels_$name.txt" 2>&1
-    echo "test_kernels $name rc=$? (${SECONDS}s)"; grep -E "FAIL|failed checks" "$OUT/test_kernels_$name.txt" | tail -4
-  done
+  # SELAB_WIDE_TESTS=0: the defaults only (about 75 s less)
+  selab_tests=("default")
+  [ "${SELAB_WIDE_TESTS:-1}" = 1 ] && selab_tests+=("wide SSA_SELECT_WIDE=1")
+  kernel_tests_under "${selab_tests[@]}"
   timeout 100 compute-sanitizer --tool memcheck --error-exitcode 3 ./build-gpu/kernels/test_kernels Tk \
     > "$OUT/sanitize_selab_Tk.txt" 2>&1
   echo "memcheck Tk rc=$? (${SECONDS}s)"; grep -E "ERROR SUMMARY|failed checks" "$OUT/sanitize_selab_Tk.txt"
