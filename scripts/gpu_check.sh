@@ -40,6 +40,8 @@
 #                                      # select_kernel (=0), at 8 and 4 warps: tests on each, memcheck, A-D timed
 #   SELECT_AB_BASE=.ab/select_head.cu bash scripts/gpu_check.sh selab # a change to kernels/select.cu against
 #                                      # older copies (carry .ab): tests, memcheck, A-D timed on each, twice
+#                                      # (SELAB_WIDE_TESTS=0: tests with the defaults only; SELECT_AB_SHAPES=C,D;
+#                                      # SELAB_NCU=1 adds ncu's view of the new wide kernel at C)
 #   bash scripts/gpu_check.sh selwg    # the selection's mma.sync path (SSA_SELECT_WGMMA=0; wgmma is the default
 #                                      # on Hopper): kernel tests, memcheck at d128, A-D with and without
 #   bash scripts/gpu_check.sh ncusplit # where a C bs16 training step's sparse kernels spend their time (ncu:
