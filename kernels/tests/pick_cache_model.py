@@ -14,6 +14,7 @@ side and merging them under the same quotas. It mirrors the kernel's steps
     python3 kernels/tests/pick_cache_model.py   # prints the mismatches (0)
 """
 import random
+import struct
 
 PICK_DEPTH = 4  # kPickDepth
 NSA_CHUNK_BLOCKS = 16  # kNsaChunkBlocks
@@ -118,6 +119,7 @@ def random_row(rng):
         buf = [1.0 + rng.random() if j % 32 in (3, 17) else rng.random() * 1e-3 for j in range(bt)]
     else:
         buf = [rng.random() for _ in range(bt)]
+    buf = [struct.unpack("<f", struct.pack("<f", x))[0] for x in buf]  # the kernel's rows are float32
     return buf, top_k, bt, rng.random() < 0.5
 
 
