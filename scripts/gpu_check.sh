@@ -42,6 +42,8 @@
 #                                      # older copies (carry .ab): tests, memcheck, A-D timed on each, twice
 #                                      # (SELAB_WIDE_TESTS=0: tests with the defaults only; SELECT_AB_SHAPES=C,D;
 #                                      # SELAB_NCU=1 adds ncu's view of the new wide kernel at C)
+#   bash scripts/gpu_check.sh hostbound # the small preset's 8K step at batch 1, 2, 4 (full, ssa) and the 1B-shaped
+#                                      # stack at batch 1, 2: whether its time is the GPU's or the launches'
 #   bash scripts/gpu_check.sh selwg    # the selection's mma.sync path (SSA_SELECT_WGMMA=0; wgmma is the default
 #                                      # on Hopper): kernel tests, memcheck at d128, A-D with and without
 #   bash scripts/gpu_check.sh ncusplit # where a C bs16 training step's sparse kernels spend their time (ncu:
@@ -450,6 +452,21 @@ if [ "$STAGE" = selab ]; then  # a change to kernels/select.cu against older cop
   [ "${SELAB_NCU:-0}" = 1 ] && profile_select_wide /tmp/selab/new  # (the new file's; about 2 minutes)
   tar -czf "$OUT/selab.tar.gz" -C "$OUT" $(cd "$OUT" && ls test_kernels_*.txt sanitize_selab_Tk.txt kb_selab_*.txt gpu.txt \
     selab*_build.txt ncu_select_wide_C* 2>/dev/null)
+fi
+if [ "$STAGE" = hostbound ]; then  # issue 12 part 3: is the small preset's 8K step bound by launching its
+  # kernels (LibTorch eager, about 40 ms for 28M parameters) rather than by the GPU? If so, its time grows
+  # little with the batch, and ssa/full counts SSA's extra host work (select, index, sparse, alignment
+  # losses, two more .item() syncs) more than its kernels; the 1B-shaped stack as the GPU-bound contrast
+  # (about 3 minutes on a fresh machine)
+  build_targets hostbound ssalab_bench
+  for batch in 1 2 4; do
+    timeout 150 ./build-gpu/ssalab_bench small 5 8192 $batch full,ssa 2>&1 | tee "$OUT/bench_small_8k_b$batch.txt"
+    echo "small b$batch rc=$? (${SECONDS}s)"
+  done
+  for batch in 1 2; do
+    timeout 150 ./build-gpu/ssalab_bench 1b 3 8192 $batch full,ssa --layers 4 2>&1 | tee "$OUT/bench_1b4l_8k_b$batch.txt"
+    echo "1b4l b$batch rc=$? (${SECONDS}s)"
+  done
 fi
 if [ "$STAGE" = selwg ]; then  # the selection's mma.sync path (SSA_SELECT_WGMMA=0; wgmma is the default on
   # Hopper at d64 and d128): kernel tests and memcheck on it, and A-D timed with and without it
