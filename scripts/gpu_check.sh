@@ -34,8 +34,8 @@
 #                                      # selection, times C and D replaying it (about 6 minutes)
 #   bash scripts/gpu_check.sh select   # the selection's tests (both slot paths, nsa-chunked), memcheck, and
 #                                      # the sparse kernels at C and D (about 2 minutes on a warm build)
-#   bash scripts/gpu_check.sh queued   # selwide (with ncu, tests at the default warps) and train1b in one call,
-#                                      # about 8 minutes
+#   bash scripts/gpu_check.sh queued   # selab of the working tree's select.cu against .ab/select_main.cu (with
+#                                      # ncu), then hostbound, in one call: about 9 minutes
 #   bash scripts/gpu_check.sh selwide  # the selection's wide kernel forced on (SSA_SELECT_WIDE=1) against
 #                                      # select_kernel (=0), at 8 and 4 warps: tests on each, memcheck, A-D timed
 #   SELECT_AB_BASE=.ab/select_head.cu bash scripts/gpu_check.sh selab # a change to kernels/select.cu against
@@ -379,12 +379,7 @@ if [ "$STAGE" = select ]; then
     --selections bench/inputs/ssa-shipped-layer2-selected-blocks.npy --json "$OUT/kb_select.json" > "$OUT/kb_select.txt" 2>&1
   echo "bench rc=$? (${SECONDS}s)"; grep -E "^[CD]  (select|sparse)" "$OUT/kb_select.txt" | cut -c1-150
 fi
-# queued: what the eleventh session left for the next call, in one call (a machine start is scarce): the
-# wide selection kernel's A-D figures forced off, on and by shape with ncu's view of it at 8 warps (tests at
-# the default warps only), then train1b, the training step with the faster selection (about 8 minutes on a
-# fresh machine; give the call 590 s)
-[ "$STAGE" = queued ] && export SELWIDE_NCU=1 SELWIDE_TESTS_DEFAULT_ONLY=1
-if [ "$STAGE" = selwide ] || [ "$STAGE" = queued ]; then
+if [ "$STAGE" = selwide ]; then
   # the selection's wide kernel (64 blocks a chunk, one m64n64k16 wgmma per k-step and term; issue 12 part 1)
   # forced on at 8 and 4 warps a CTA: kernel tests on each (the wide kernel's rows must equal the register-slot
   # path's, which is select_kernel's), memcheck on the cache cases, A-D timed against select_kernel
@@ -396,7 +391,6 @@ if [ "$STAGE" = selwide ] || [ "$STAGE" = queued ]; then
   selwide_benches=("narrow A,B,C,D SSA_SELECT_WIDE=0" "wide A,B,C,D SSA_SELECT_WIDE=1"
     "auto A,B,C,D" "wide_w4 C,D SSA_SELECT_WIDE=1 SSA_SELECT_WIDE_WARPS=4")
   [ "${SELWIDE_QUICK:-0}" = 1 ] && selwide_benches=("narrow C,D SSA_SELECT_WIDE=0" "wide C,D SSA_SELECT_WIDE=1")
-  [ "$STAGE" = queued ] && unset 'selwide_benches[3]'  # 4 warps timed on 2026-12-07; the call's time goes to ncu
   [ "${SELWIDE_QUICK:-0}" = 1 ] || [ "${SELWIDE_TESTS_DEFAULT_ONLY:-0}" = 1 ] && selwide_tests=("${selwide_tests[0]}")
   kernel_tests_under "${selwide_tests[@]}"
   for cfg in "${selwide_benches[@]}"; do
@@ -413,10 +407,17 @@ if [ "$STAGE" = selwide ] || [ "$STAGE" = queued ]; then
   [ "${SELWIDE_NCU:-0}" = 1 ] && profile_select_wide
   tar -czf "$OUT/selwide.tar.gz" -C "$OUT" $(cd "$OUT" && ls test_kernels_*.txt sanitize_selwide_*.txt kb_*.txt kb_*.json \
     ncu_select_wide_C.txt ncu_select_wide_C_mix.txt ncu_select_wide_C_sass.csv gpu.txt selwide_build.txt 2>/dev/null)
-  if [ "$STAGE" = queued ]; then
-    OUT="$OUT" bash scripts/gpu_check.sh train1b
-    tar -czf "$OUT/train1b.tar.gz" -C "$OUT" $(cd "$OUT" && ls bench_1b4l_*.txt bench_small_8k.txt train1b_build.txt 2>/dev/null)
-  fi
+fi
+# queued: what the twelfth session left for the next call, in one call (a machine start is scarce): on the
+# branch wip/select-desc-redux, its select.cu against main's (`git show main:kernels/select.cu >
+# .ab/select_main.cu`; carry .gpu-sysroot and .ab) with ncu's view of the wide kernel, then hostbound
+# (about 9 minutes on a fresh machine; give the call 590 s)
+if [ "$STAGE" = queued ]; then
+  [ -f .ab/select_main.cu ] || { echo "queued: .ab/select_main.cu is missing (git show main:kernels/select.cu)"; exit 1; }
+  SELECT_AB_BASE=.ab/select_main.cu SELAB_NCU=1 SELECT_AB_SHAPES=${SELECT_AB_SHAPES:-A,B,C,D} \
+    OUT="$OUT" bash scripts/gpu_check.sh selab
+  OUT="$OUT" bash scripts/gpu_check.sh hostbound
+  tar -czf "$OUT/hostbound.tar.gz" -C "$OUT" $(cd "$OUT" && ls bench_small_8k_b*.txt bench_1b4l_8k_b*.txt hostbound_build.txt 2>/dev/null)
 fi
 if [ "$STAGE" = selab ]; then  # a change to kernels/select.cu against older copies (SELECT_AB_BASE: files
   # in a carried folder, e.g. `git show HEAD:kernels/select.cu > .ab/select_head.cu`): the kernel tests with
