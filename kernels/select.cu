@@ -418,10 +418,12 @@ struct ColumnBest {
         }
     }
   }
-  __device__ __forceinline__ void pop() {
+  // the best entry picked: drop it, and scan [lo, hi) again once none is left
+  __device__ __forceinline__ void take(const float* buf, int lo, int hi, int lane) {
 #pragma unroll
     for (int d = 0; d + 1 < kPickDepth; ++d) v[d] = v[d + 1], i[d] = i[d + 1];
     v[kPickDepth - 1] = -1.f, i[kPickDepth - 1] = 0x7fffffff;
+    if (v[0] < 0.f) scan(buf, lo, hi, lane);
   }
 };
 
@@ -452,13 +454,9 @@ __device__ __forceinline__ void pick_from_row(float* buf, int32_t* out, const Sl
     else --quota_before;
     if ((i & 31) == lane) {  // the winner's lane drops it, and rescans that side only once its cache is empty
       buf[i] = -2.f;
-      if (own_side) {  // (not one reference to either side: that would put both in local memory)
-        own.pop();
-        if (own.v[0] < 0.f) own.scan(buf, plan.own_chunk_start, bt, lane);
-      } else {
-        before.pop();
-        if (before.v[0] < 0.f) before.scan(buf, 0, plan.own_chunk_start, lane);
-      }
+      // (not one reference to either side: that would put both in local memory)
+      if (own_side) own.take(buf, plan.own_chunk_start, bt, lane);
+      else before.take(buf, 0, plan.own_chunk_start, lane);
     }
   }
 }

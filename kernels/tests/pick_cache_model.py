@@ -49,8 +49,10 @@ class ColumnBest:
                         self.entries[d], x = x, self.entries[d]
             j += 32
 
-    def pop(self):
+    def take(self, buf, lo, hi, lane):
         self.entries = self.entries[1:] + [NONE]
+        if self.entries[0][0] < 0:
+            self.scan(buf, lo, hi, lane)
 
 
 def pick_from_row(buf, top_k, bt, nsa_chunked):
@@ -85,10 +87,10 @@ def pick_from_row(buf, top_k, bt, nsa_chunked):
             quota_before -= 1
         lane = i & 31
         buf[i] = -2.0
-        side = own[lane] if own_side else before[lane]
-        side.pop()
-        if side.entries[0][0] < 0:
-            side.scan(buf, own_start if own_side else 0, bt if own_side else own_start, lane)
+        if own_side:
+            own[lane].take(buf, own_start, bt, lane)
+        else:
+            before[lane].take(buf, 0, own_start, lane)
     return out
 
 
