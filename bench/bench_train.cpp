@@ -2,11 +2,13 @@
 // methods (FullAttn, MoBA, SSA), measured in one run on one machine, plus the
 // ssa/full ratio and the process's peak resident memory.
 //
-//   build/ssalab_bench [preset] [steps] [seq_len] [batch] [methods] [--layers N]
+//   build/ssalab_bench [preset] [steps] [seq_len] [batch] [methods] [--layers N] [--count-ops]
 //   (default: tiny 20 256 8 full,moba,ssa)
 // One method alone (e.g. `ssa`) is for profilers: its kernels without the others'.
 // --layers N keeps the preset's layer shape and stacks N of them: `1b ... --layers 4`
 // times the 1B model's layers at 32K without the optimizer state of all 16.
+// --count-ops counts the ATen operators of one step per method instead of
+// timing (op_counter.h): the host work of a launch-bound step.
 // Uses synthetic token ids: the model's speed does not depend on the text.
 #include <sys/resource.h>
 
@@ -18,16 +20,53 @@
 #include <string>
 #include <vector>
 
+#include "bench/op_counter.h"
 #include "engine/model/transformer.h"
 #include "engine/train/trainer.h"
 
 using namespace ssalab;
 
+// One step per method under the operator counter: each method's counts, then
+// the compute operators whose count differs from FullAttn's (when it ran).
+static int print_op_counts(std::vector<std::unique_ptr<Trainer>>& trainers) {
+  bench::OpCounter counter;
+  std::vector<bench::OpCounts> counts;
+  for (auto& t : trainers) {
+    counter.take();
+    t->step();
+    if (t->device().is_cuda()) torch::cuda::synchronize();
+    counts.push_back(counter.take());
+  }
+  std::printf("%-8s %10s %10s %10s %10s   (ATen operators in one step, op_counter.h)\n", "method", "top level",
+              "compute", "backward", "GPU reads");
+  const bench::OpCounts* full = nullptr;
+  for (size_t i = 0; i < trainers.size(); ++i) {
+    const bench::OpCounts& c = counts[i];
+    std::printf("%-8s %10ld %10ld %10ld %10ld\n", to_string(trainers[i]->train_config().method), c.top_level,
+                c.compute, c.backward, c.reads);
+    if (trainers[i]->train_config().method == Method::Full) full = &c;
+  }
+  for (size_t i = 0; full && i < trainers.size(); ++i) {
+    if (&counts[i] == full) continue;
+    std::map<std::string, long> diff = counts[i].compute_by_name;
+    for (auto& [name, n] : full->compute_by_name) diff[name] -= n;
+    std::vector<std::pair<long, std::string>> rows;
+    for (auto& [name, d] : diff)
+      if (d != 0) rows.push_back({d, name});
+    std::sort(rows.begin(), rows.end(), [](auto& a, auto& b) { return a.first > b.first; });
+    std::printf("\ncompute operators of %s minus full's:\n", to_string(trainers[i]->train_config().method));
+    for (auto& [d, name] : rows) std::printf("  %+6ld  %s\n", d, name.c_str());
+  }
+  return 0;
+}
+
 int main(int argc, char** argv) {
   int layers = 0;  // 0: the preset's own count
+  bool count_ops = false;
   std::vector<char*> positional{argv[0]};
   for (int i = 1; i < argc; ++i) {
     if (std::string(argv[i]) == "--layers" && i + 1 < argc) layers = std::atoi(argv[++i]);
+    else if (std::string(argv[i]) == "--count-ops") count_ops = true;
     else positional.push_back(argv[i]);
   }
   argc = int(positional.size());
@@ -71,6 +110,7 @@ int main(int argc, char** argv) {
     trainers.push_back(std::make_unique<Trainer>(std::make_shared<Transformer>(mc), tc, data));
     for (int i = 0; i < 3; ++i) trainers.back()->step();  // warm-up: allocator, kernels
   }
+  if (count_ops) return print_op_counts(trainers);
   std::vector<std::vector<double>> tps(trainers.size());
   for (int r = 0; r < rounds; ++r)
     for (size_t i = 0; i < trainers.size(); ++i) {

@@ -152,6 +152,13 @@ class AttentionBackend {
                                                        const torch::Tensor& v, const Selection& sel) {
     return {full(q, k, v, sel.q_offset), sparse(q, k, v, sel)};
   }
+  // SSA training's layer on whole sequences: the selection by `spec`, then
+  // dual(). A backend may keep the selection in its own form between the two
+  // (the CUDA one: the kernels' int32, with no conversion to int64 and back).
+  virtual std::pair<torch::Tensor, torch::Tensor> select_and_dual(const torch::Tensor& q, const torch::Tensor& k,
+                                                                  const torch::Tensor& v, const SparseSpec& spec) {
+    return dual(q, k, v, select(q, k, spec));
+  }
 };
 
 // Dense masked attention in LibTorch ops: exact, differentiable, any device.
@@ -178,11 +185,13 @@ torch::Tensor naive_sparse_attention(const torch::Tensor& q, const torch::Tensor
                                      const SparseSpec& spec, torch::Tensor* blocks_out = nullptr,
                                      int64_t q_offset = 0);
 
-// SSA alignment losses on gated per-head outputs (B, T, H, D) of one layer.
-struct AlignmentLoss {
-  torch::Tensor sparsity;    // SmoothL1(h_full, stopgrad(h_sparse)): full imitates sparse
-  torch::Tensor commitment;  // SmoothL1(stopgrad(h_full), h_sparse): sparse stays near full
-};
-AlignmentLoss alignment_losses(const torch::Tensor& h_full, const torch::Tensor& h_sparse);
+// SSA's alignment of one layer's gated per-head outputs (B, T, H, D):
+// SmoothL1(h_full, h_sparse) (beta 1, mean), its gradient reaching both.
+// The paper's two losses, sparsity = SmoothL1(h_full, sg(h_sparse)) (full
+// imitates sparse) and commitment = SmoothL1(sg(h_full), h_sparse) (sparse
+// stays near full), each have this value, and the gradient of their sum is
+// this loss's gradient, bit for bit: the same training from one loss a layer
+// instead of two, half the operators (a step's cost is mostly launches).
+torch::Tensor alignment_loss(const torch::Tensor& h_full, const torch::Tensor& h_sparse);
 
 }  // namespace ssalab

@@ -278,6 +278,18 @@ class CudaBackend final : public AttentionBackend {
     ok(ssa::append_to_cache(p, stream()));
   }
 
+  std::pair<Tensor, Tensor> select_and_dual(const Tensor& q, const Tensor& k, const Tensor& v,
+                                            const SparseSpec& spec) override {
+    ok(supports(q, k, spec, 0));
+    Tensor blocks;  // int32, as the sparse kernels read it: sparse()'s conversion is a no-op
+    {
+      torch::NoGradGuard no_grad;
+      c10::cuda::CUDAGuard guard(q.device());
+      blocks = run_select(q.detach(), k.detach(), spec, 0);
+    }
+    return dual(q, k, v, Selection{blocks, spec.block_size, 0});
+  }
+
   std::pair<Tensor, Tensor> dual(const Tensor& q, const Tensor& k, const Tensor& v, const Selection& sel) override {
     // Split (default): cuDNN / flash attention for the full output and the sparse
     // kernels for the sparse one, each with its own backward; about 3x faster than

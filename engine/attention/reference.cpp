@@ -370,10 +370,8 @@ std::string last_fallback() {
   return log.last;
 }
 
-AlignmentLoss alignment_losses(const Tensor& h_full, const Tensor& h_sparse) {
-  const auto mean = at::Reduction::Mean;
-  return {torch::smooth_l1_loss(h_full, h_sparse.detach(), mean, /*beta=*/1.0),
-          torch::smooth_l1_loss(h_full.detach(), h_sparse, mean, /*beta=*/1.0)};
+Tensor alignment_loss(const Tensor& h_full, const Tensor& h_sparse) {
+  return torch::smooth_l1_loss(h_full, h_sparse, at::Reduction::Mean, /*beta=*/1.0);
 }
 
 // ---------------------------------------------------------------- naive loops (tests only)

@@ -176,7 +176,7 @@ AttentionImpl::AttentionImpl(const ModelConfig& c, int layer_index, const std::s
 }
 
 Tensor AttentionImpl::forward(const Tensor& x, const Tensor& cos, const Tensor& sin, const ForwardOptions& opt,
-                              std::vector<Tensor>& sparsity, std::vector<Tensor>& commitment, ForwardOutput& out) {
+                              std::vector<Tensor>& alignment, ForwardOutput& out) {
   const int64_t B = x.size(0), T = x.size(1);
   Tensor v = v_proj(x).view({B, T, num_kv_heads, head_dim}).transpose(1, 2);
   Tensor q = q_proj(x).view({B, T, num_heads, head_dim});
@@ -215,12 +215,9 @@ Tensor AttentionImpl::forward(const Tensor& x, const Tensor& cos, const Tensor& 
   };
   Tensor h;
   if (opt.dual) {
-    Selection sel = backend.select(q, k, opt.spec);
-    auto both = backend.dual(q, k, v, sel);
+    auto both = backend.select_and_dual(q, k, v, opt.spec);
     Tensor h_full = gated(both.first), h_sparse = gated(both.second);
-    AlignmentLoss a = alignment_losses(h_full, h_sparse);
-    sparsity.push_back(a.sparsity);
-    commitment.push_back(a.commitment);
+    alignment.push_back(alignment_loss(h_full, h_sparse));
     h = opt.mode == AttnMode::Full ? h_full : h_sparse;
   } else if (opt.mode == AttnMode::Sparse && opt.cache && q.size(2) == 1 &&
              opt.cache->block_size() == opt.spec.block_size) {
@@ -325,10 +322,10 @@ ForwardOutput Transformer::forward(const Tensor& tokens, const ForwardOptions& o
   // module free of per-length caches shared across threads.
   const int64_t start = opt.cache ? opt.cache->length() : opt.position_offset;
   RopeTables rope = rope_tables(config_, start, T, x.device(), x.scalar_type());
-  std::vector<Tensor> sparsity, commitment;
+  std::vector<Tensor> alignment;
   for (size_t i = 0; i < layers->size(); ++i) {
     auto layer = layers->ptr<DecoderLayerImpl>(i);
-    x = x + layer->self_attn->forward(layer->input_layernorm(x), rope.cos, rope.sin, opt, sparsity, commitment, out);
+    x = x + layer->self_attn->forward(layer->input_layernorm(x), rope.cos, rope.sin, opt, alignment, out);
     x = x + layer->mlp(layer->post_attention_layernorm(x));
   }
   if (opt.cache) opt.cache->commit();
@@ -336,10 +333,7 @@ ForwardOutput Transformer::forward(const Tensor& tokens, const ForwardOptions& o
   x = norm(x);
   if (opt.hidden_only) out.hidden = x;
   else out.logits = logits(x);
-  if (opt.dual) {
-    out.sparsity_loss = torch::stack(sparsity).mean();
-    out.commitment_loss = torch::stack(commitment).mean();
-  }
+  if (opt.dual) out.alignment_loss = torch::stack(alignment).mean();
   return out;
 }
 

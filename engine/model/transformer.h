@@ -52,8 +52,12 @@ struct ForwardOptions {
 struct ForwardOutput {
   torch::Tensor logits;            // (B, T, V); undefined with hidden_only
   torch::Tensor hidden;            // hidden_only: (B, T, hidden) after the final norm
-  torch::Tensor sparsity_loss;     // dual only: mean over layers of SmoothL1(h_full, sg(h_sparse))
-  torch::Tensor commitment_loss;   // dual only: mean over layers of SmoothL1(sg(h_full), h_sparse)
+  // dual only: the mean over layers of alignment_loss (attention.h). In value
+  // it is the paper's sparsity loss and its commitment loss alike; the
+  // training objective ce + alpha * (sparsity + commitment) is ce + alpha *
+  // (alignment + sg(alignment)): the gradient of alpha * alignment, the value
+  // of 2 * alpha * alignment.
+  torch::Tensor alignment_loss;
   std::vector<torch::Tensor> q, k; // capture only: per layer (B, Hq, T, D), (B, Hkv, T, D)
 };
 
@@ -116,10 +120,10 @@ TORCH_MODULE(RMSNorm);
 class AttentionImpl : public torch::nn::Module {
  public:
   AttentionImpl(const ModelConfig& c, int layer, const std::string& prefix, const ParamSource& src);
-  // x (B, T, C) -> (B, T, C); appends alignment losses / captures to `out`.
+  // x (B, T, C) -> (B, T, C); appends its alignment loss (dual) to
+  // `alignment` and its captures to `out`.
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
-                        const ForwardOptions& opt, std::vector<torch::Tensor>& sparsity,
-                        std::vector<torch::Tensor>& commitment, ForwardOutput& out);
+                        const ForwardOptions& opt, std::vector<torch::Tensor>& alignment, ForwardOutput& out);
   Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
   Linear g_proj{nullptr};              // gate only
   RMSNorm q_norm{nullptr}, k_norm{nullptr};  // qk_norm only

@@ -165,24 +165,36 @@ MetricPoint Trainer::step() {
         fo.dual = true;
         break;
     }
-    Tensor loss, ce;
+    Tensor loss, ce, alignment;
     {
       Bf16AutocastScope autocast(cuda_bf16);
       ForwardOutput out = model_->forward(inputs, fo);
       ce = lm_loss(out.logits, targets);
       loss = ce;
       if (fo.dual) {
-        loss = ce + train_.alpha * (out.sparsity_loss + out.commitment_loss);
-        sp += out.sparsity_loss.item<double>();
-        cm += out.commitment_loss.item<double>();
+        // the paper's ce + alpha * (sparsity + commitment), from the one
+        // alignment loss that is each of them in value (transformer.h)
+        alignment = out.alignment_loss;
+        loss = ce + train_.alpha * (alignment + alignment.detach());
       }
     }
-    const double ce_v = ce.item<double>(), loss_v = loss.item<double>();
-    // with other processes, every rank finishes the step (the collectives
-    // must match) and all of them stop on the summed loss below
-    if (!std::isfinite(loss_v) && !shard_.group) throw non_finite_loss(loss_v);
     if (gradient_sync_ && micro == local_micro - 1) gradient_sync_->arm();
     (loss / double(train_.grad_accum)).backward();
+    // One read from the device a micro-step, once the backward is queued: a
+    // read waits for the GPU, and reading before the backward left the GPU
+    // idle while the host queued the backward's launches.
+    std::vector<Tensor> values{ce.detach().to(torch::kFloat), loss.detach().to(torch::kFloat)};
+    if (alignment.defined()) values.push_back(alignment.detach().to(torch::kFloat));
+    const Tensor on_host = torch::stack(values).to(torch::kCPU, torch::kDouble);
+    const auto read = on_host.accessor<double, 1>();
+    const double ce_v = read[0], loss_v = read[1];
+    if (alignment.defined()) sp += read[2], cm += read[2];
+    // with other processes, every rank finishes the step (the collectives
+    // must match) and all of them stop on the summed loss below
+    if (!std::isfinite(loss_v) && !shard_.group) {
+      opt_->zero_grad();  // the non-finite gradients of this micro-step
+      throw non_finite_loss(loss_v);
+    }
     total += loss_v;
     if (fo.mode == AttnMode::Full) ce_full += ce_v, n_full += 1;
     else ce_sparse += ce_v, n_sparse += 1;

@@ -99,27 +99,38 @@ TEST_CASE("finite-difference gradients of full and sparse attention", "[attentio
   check_grad([&](const Tensor& v) { return be.sparse(x.q, x.k, v, sel); }, x.v);
 }
 
-TEST_CASE("alignment losses: values, gradients and stop-gradients", "[attention][grad]") {
+TEST_CASE("the alignment loss is the paper's sparsity and commitment losses, in value and gradient",
+          "[attention][grad]") {
   torch::manual_seed(3);
-  Tensor hf = (torch::randn({2, 5, 3, 4}, torch::kDouble) * 2).set_requires_grad(true);
-  Tensor hs = (torch::randn({2, 5, 3, 4}, torch::kDouble) * 2).set_requires_grad(true);
-  AlignmentLoss a = alignment_losses(hf, hs);
-  // value: SmoothL1 with beta 1, mean over elements
-  Tensor d = (hf - hs).abs().detach();
-  double expect = torch::where(d < 1, 0.5 * d * d, d - 0.5).mean().item<double>();
-  REQUIRE(a.sparsity.item<double>() == Approx(expect).epsilon(1e-12));
-  REQUIRE(a.commitment.item<double>() == Approx(expect).epsilon(1e-12));
-  // sparsity loss moves only h_full; commitment loss moves only h_sparse
-  auto gs = torch::autograd::grad({a.sparsity}, {hf, hs}, {}, true, false, /*allow_unused=*/true);
-  REQUIRE(gs[0].defined());
-  REQUIRE(gs[0].abs().sum().item<double>() > 0);
-  REQUIRE((!gs[1].defined() || gs[1].abs().sum().item<double>() == 0));
-  auto gc = torch::autograd::grad({a.commitment}, {hf, hs}, {}, true, false, true);
-  REQUIRE((!gc[0].defined() || gc[0].abs().sum().item<double>() == 0));
-  REQUIRE(gc[1].abs().sum().item<double>() > 0);
-  // finite differences through each loss in its live argument
-  check_grad([&](const Tensor& x) { return alignment_losses(x, hs.detach()).sparsity; }, hf.detach());
-  check_grad([&](const Tensor& x) { return alignment_losses(hf.detach(), x).commitment; }, hs.detach());
+  for (auto dtype : {torch::kDouble, torch::kFloat, torch::kBFloat16}) {
+    Tensor hf = (torch::randn({2, 5, 3, 4}, torch::kDouble) * 2).to(dtype).set_requires_grad(true);
+    Tensor hs = (torch::randn({2, 5, 3, 4}, torch::kDouble) * 2).to(dtype).set_requires_grad(true);
+    INFO("dtype " << dtype);
+    // the paper's two losses, each with its stop-gradient (SSA.md)
+    const auto mean = at::Reduction::Mean;
+    Tensor sparsity = torch::smooth_l1_loss(hf, hs.detach(), mean, 1.0);
+    Tensor commitment = torch::smooth_l1_loss(hf.detach(), hs, mean, 1.0);
+    Tensor a = alignment_loss(hf, hs);
+    // value: SmoothL1 with beta 1, mean over elements, and each loss's value
+    Tensor d = (hf - hs).abs().detach().to(torch::kDouble);
+    double expect = torch::where(d < 1, 0.5 * d * d, d - 0.5).mean().item<double>();
+    REQUIRE(a.item<double>() == Approx(expect).epsilon(dtype == torch::kDouble ? 1e-12 : 1e-2));
+    REQUIRE(torch::equal(a, sparsity));
+    REQUIRE(torch::equal(a, commitment));
+    // gradient: that of sparsity + commitment, bit for bit (sparsity moves
+    // h_full only, commitment h_sparse only)
+    auto g_paper = torch::autograd::grad({sparsity + commitment}, {hf, hs});
+    auto g_ours = torch::autograd::grad({a}, {hf, hs});
+    REQUIRE(g_paper[0].abs().sum().item<double>() > 0);
+    REQUIRE(torch::equal(g_ours[0], g_paper[0]));
+    REQUIRE(torch::equal(g_ours[1], g_paper[1]));
+    // and not that of twice one loss (what a doubled term would train with)
+    REQUIRE_FALSE(torch::equal(g_ours[0], 2 * g_paper[0]));
+  }
+  // finite differences in each argument
+  Tensor hf = torch::randn({2, 5, 3, 4}, torch::kDouble) * 2, hs = torch::randn({2, 5, 3, 4}, torch::kDouble) * 2;
+  check_grad([&](const Tensor& x) { return alignment_loss(x, hs); }, hf);
+  check_grad([&](const Tensor& x) { return alignment_loss(hf, x); }, hs);
 }
 
 TEST_CASE("impossible sparse settings are rejected with the reason", "[attention][bad-input]") {
@@ -170,6 +181,34 @@ TEST_CASE("on CUDA, the fused dual-stream kernels match the split path", "[atten
   const double rel = ((qq.grad() - qs.grad()).to(torch::kFloat).norm() / qs.grad().to(torch::kFloat).norm()).item<double>();
   INFO("dq through the sparse output alone: relative difference " << rel);
   REQUIRE(rel < 2e-2);
+}
+
+TEST_CASE("on CUDA, select_and_dual gives dual(select())", "[attention][cuda]") {
+  if (!torch::cuda::is_available() || !cuda_backend()) {
+    WARN("no CUDA device: skipped");
+    return;
+  }
+  auto x = random_qkv(2, 8, 2, 300, 64, 10, torch::kBFloat16);
+  const SparseSpec spec{16, 5, SelectionRule::NsaChunked};
+  Tensor g_full = torch::randn_like(x.q).cuda(), g_sparse = torch::randn_like(x.q).cuda();
+  auto run = [&](bool joined) {
+    Tensor q = x.q.cuda().requires_grad_(), k = x.k.cuda().requires_grad_(), v = x.v.cuda().requires_grad_();
+    auto out = joined ? cuda_backend()->select_and_dual(q, k, v, spec)
+                      : cuda_backend()->dual(q, k, v, cuda_backend()->select(q, k, spec));
+    torch::autograd::backward({out.first, out.second}, {g_full, g_sparse});
+    return std::vector<Tensor>{out.first.detach(), out.second.detach(), q.grad(), k.grad(), v.grad()};
+  };
+  const auto joined = run(true), apart = run(false);
+  // the outputs bit for bit (the same selection); the gradients up to the
+  // order of the dense backward's atomic sums
+  REQUIRE(torch::equal(joined[0], apart[0]));
+  REQUIRE(torch::equal(joined[1], apart[1]));
+  for (size_t i = 2; i < joined.size(); ++i) {
+    const Tensor a = joined[i].to(torch::kFloat), b = apart[i].to(torch::kFloat);
+    const double rel = ((a - b).norm() / (b.norm() + 1e-12)).item<double>();
+    INFO("gradient " << i - 2 << ": relative difference " << rel);
+    REQUIRE(rel < 1e-2);
+  }
 }
 
 // ---------------------------------------------------------------- the cache contract

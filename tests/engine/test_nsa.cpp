@@ -242,10 +242,10 @@ TEST_CASE("an NSA model's attention layer is the gated sum of the three branches
       ForwardOptions fo;
       fo.mode = mode;
       fo.spec = model_sparse_spec(c);
-      std::vector<Tensor> sp, cm;
+      std::vector<Tensor> alignment;
       ForwardOutput out;
       torch::NoGradGuard ng;
-      Tensor got = A.forward(x, r.cos, r.sin, fo, sp, cm, out);
+      Tensor got = A.forward(x, r.cos, r.sin, fo, alignment, out);
       Tensor want = attention_by_hand(A, cw, x, mode, fo.spec);
       INFO(to_string(mode) << " window " << window << " diff " << max_diff(got, want));
       CHECK(max_diff(got, want) < 1e-5 * std::max(1.0, want.abs().max().item<double>()));
@@ -271,7 +271,7 @@ TEST_CASE("NSA: every gate row and every projection gets a gradient, in each mod
     m.init_weights(9);
     ForwardOutput out = m.forward(tokens.narrow(1, 0, 32), fo);
     Tensor loss = lm_loss(out.logits, tokens.narrow(1, 1, 32));
-    if (fo.dual) loss = loss + 10.0 * (out.sparsity_loss + out.commitment_loss);
+    if (fo.dual) loss = loss + 10.0 * out.alignment_loss;
     loss.backward();
     for (auto& p : m.named_parameters()) {
       INFO(p.key());

@@ -101,13 +101,19 @@ TEST_CASE("resume gives the same losses and weights as an uninterrupted run", "[
 
 TEST_CASE("SSA logs both streams and the alignment losses; methods differ", "[train]") {
   std::string dir = test::scratch_dir("methods");
-  RunResult r = run_training(micro_run(dir + "/ssa", 12, Method::Ssa));
+  RunOptions ssa = micro_run(dir + "/ssa", 12, Method::Ssa);
+  REQUIRE(ssa.train.grad_accum == 1);  // one stream a step: its ce is the step's
+  RunResult r = run_training(ssa);
   bool saw_full = false, saw_sparse = false;
   for (auto& m : r.history) {
     saw_full |= std::isfinite(m.ce_full);
     saw_sparse |= std::isfinite(m.ce_sparse);
     REQUIRE(std::isfinite(m.sparsity_loss));
-    REQUIRE(std::isfinite(m.commitment_loss));
+    REQUIRE(m.sparsity_loss > 0);
+    REQUIRE(m.commitment_loss == m.sparsity_loss);  // the two are equal in value
+    // the logged loss is the paper's objective, ce + alpha * (sparsity + commitment)
+    const double ce = std::isfinite(m.ce_full) ? m.ce_full : m.ce_sparse;
+    REQUIRE(m.loss == Approx(ce + ssa.train.alpha * (m.sparsity_loss + m.commitment_loss)).epsilon(1e-6));
     REQUIRE(m.grad_norm > 0);
     REQUIRE(m.tokens_per_s > 0);
   }
