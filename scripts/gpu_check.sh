@@ -409,16 +409,18 @@ if [ "$STAGE" = selwide ]; then
   tar -czf "$OUT/selwide.tar.gz" -C "$OUT" $(cd "$OUT" && ls test_kernels_*.txt sanitize_selwide_*.txt kb_*.txt kb_*.json \
     ncu_select_wide_C.txt ncu_select_wide_C_mix.txt ncu_select_wide_C_sass.csv gpu.txt selwide_build.txt 2>/dev/null)
 fi
-# queued: what the twelfth session left for the next call, in one call (a machine start is scarce): on the
-# branch wip/select-desc-redux, its select.cu against main's (`git show main:kernels/select.cu >
-# .ab/select_main.cu`; carry .gpu-sysroot and .ab) with ncu's view of the wide kernel, then hostbound
-# (about 9 minutes on a fresh machine; give the call 590 s)
+# queued: what the twelfth and thirteenth sessions left for the next call, in one call (a machine start is
+# scarce): on the branch wip/select-desc-redux, its select.cu against main's (`git show
+# main:kernels/select.cu > .ab/select_main.cu`; carry .gpu-sysroot and .ab) with ncu's view of the wide
+# kernel, then hostbound with its engine tests (about 10 minutes on a fresh machine: run it under
+# `timeout 560` in a 590 s call and copy $OUT's *.txt and *.tar.gz back, so a cut tail, the 1B-shaped
+# stack's timings, loses only itself)
 if [ "$STAGE" = queued ]; then
   [ -f .ab/select_main.cu ] || { echo "queued: .ab/select_main.cu is missing (git show main:kernels/select.cu)"; exit 1; }
   SELECT_AB_BASE=.ab/select_main.cu SELAB_NCU=1 SELECT_AB_SHAPES=${SELECT_AB_SHAPES:-A,B,C,D} \
     OUT="$OUT" bash scripts/gpu_check.sh selab
   OUT="$OUT" bash scripts/gpu_check.sh hostbound
-  tar -czf "$OUT/hostbound.tar.gz" -C "$OUT" $(cd "$OUT" && ls ops_small_8k.txt bench_small_8k_b*.txt bench_1b4l_8k_b*.txt hostbound_build.txt 2>/dev/null)
+  tar -czf "$OUT/hostbound.tar.gz" -C "$OUT" $(cd "$OUT" && ls test_engine_cuda_train.txt ops_small_8k.txt bench_small_8k_b*.txt bench_1b4l_8k_b*.txt hostbound_build.txt 2>/dev/null)
 fi
 if [ "$STAGE" = selab ]; then  # a change to kernels/select.cu against older copies (SELECT_AB_BASE: files
   # in a carried folder, e.g. `git show HEAD:kernels/select.cu > .ab/select_head.cu`): the kernel tests with
@@ -460,7 +462,15 @@ if [ "$STAGE" = hostbound ]; then  # issue 12 part 3: is the small preset's 8K s
   # little with the batch, and ssa/full counts SSA's extra host work (select, index, sparse, alignment
   # losses, two more .item() syncs) more than its kernels; the 1B-shaped stack as the GPU-bound contrast
   # (about 3 minutes on a fresh machine)
-  build_targets hostbound ssalab_bench
+  # HOSTBOUND_TESTS=0: no engine tests. By default the engine's CUDA and training tests first: the
+  # training step's CUDA path (select_and_dual, one alignment loss, one read a micro-step)
+  if [ "${HOSTBOUND_TESTS:-1}" = 1 ]; then
+    build_targets hostbound ssalab_bench test_engine
+    timeout 240 ./build-gpu/test_engine "[cuda],[train],[model]" > "$OUT/test_engine_cuda_train.txt" 2>&1
+    echo "test_engine [cuda],[train],[model] rc=$? (${SECONDS}s)"; tail -3 "$OUT/test_engine_cuda_train.txt"
+  else
+    build_targets hostbound ssalab_bench
+  fi
   # the ATen operators of one step, per method (ssalab_bench --count-ops): SSA's extra host work counted
   timeout 120 ./build-gpu/ssalab_bench small 1 8192 1 full,moba,ssa --count-ops 2>&1 | tee "$OUT/ops_small_8k.txt"
   echo "ops small rc=$? (${SECONDS}s)"
