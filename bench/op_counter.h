@@ -76,8 +76,9 @@ class OpCounter {
   static bool reads_device(const at::RecordFunction& fn) {
     const std::string name = fn.name();
     const auto in = fn.inputs();
-    auto on_device = [&](size_t i) { return in.size() > i && in[i].isTensor() && !in[i].toTensor().is_cpu(); };
-    auto on_host = [&](size_t i) { return in.size() > i && in[i].isTensor() && in[i].toTensor().is_cpu(); };
+    auto tensor = [&](size_t i) { return in.size() > i && in[i].isTensor() && in[i].toTensor().defined(); };
+    auto on_device = [&](size_t i) { return tensor(i) && !in[i].toTensor().is_cpu(); };
+    auto on_host = [&](size_t i) { return tensor(i) && in[i].toTensor().is_cpu(); };
     if (name == "aten::_local_scalar_dense") return on_device(0);
     if (name == "aten::copy_") return on_host(0) && on_device(1);
     return false;
