@@ -2,13 +2,17 @@
 // methods (FullAttn, MoBA, SSA), measured in one run on one machine, plus the
 // ssa/full ratio and the process's peak resident memory.
 //
-//   build/ssalab_bench [preset] [steps] [seq_len] [batch] [methods] [--layers N] [--count-ops]
+//   build/ssalab_bench [preset] [steps] [seq_len] [batch] [methods] [--layers N] [--count-ops | --phases]
 //   (default: tiny 20 256 8 full,moba,ssa)
 // One method alone (e.g. `ssa`) is for profilers: its kernels without the others'.
 // --layers N keeps the preset's layer shape and stacks N of them: `1b ... --layers 4`
 // times the 1B model's layers at 32K without the optimizer state of all 16.
 // --count-ops counts the ATen operators of one step per method instead of
 // timing (op_counter.h): the host work of a launch-bound step.
+// --phases times each phase of the step (forward, backward, optimizer) as the
+// host's time to queue it and then the GPU's time to finish what was queued
+// (a sync at each phase's end): a step bound by launches shows GPU waits near
+// zero.
 // Uses synthetic token ids: the model's speed does not depend on the text.
 #include <sys/resource.h>
 
@@ -60,13 +64,52 @@ static int print_op_counts(std::vector<std::unique_ptr<Trainer>>& trainers) {
   return 0;
 }
 
+// `steps` steps per method with a sync at the end of each phase: per phase,
+// the host's time to queue it and the GPU's time to finish it after that.
+static int print_phase_times(std::vector<std::unique_ptr<Trainer>>& trainers, int steps) {
+  using Clock = std::chrono::steady_clock;
+  auto ms = [](Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); };
+  std::printf("%-8s %-10s %14s %14s   (ms a step, mean of %d steps; a sync ends each phase)\n", "method", "phase",
+              "host queues", "GPU finishes", steps);
+  for (auto& t : trainers) {
+    const bool cuda = t->device().is_cuda();
+    std::map<std::string, std::pair<double, double>> sums;  // phase -> (host, GPU)
+    std::vector<std::string> order;
+    Clock::time_point last;
+    t->on_phase = [&](const char* phase) {
+      const auto queued = Clock::now();
+      if (cuda) torch::cuda::synchronize();
+      const auto done = Clock::now();
+      if (!sums.count(phase)) order.push_back(phase);
+      sums[phase].first += ms(queued - last);
+      sums[phase].second += ms(done - queued);
+      last = done;
+    };
+    for (int s = 0; s < steps; ++s) {
+      if (cuda) torch::cuda::synchronize();
+      last = Clock::now();
+      t->step();
+    }
+    t->on_phase = nullptr;
+    double host = 0, gpu = 0;
+    for (const std::string& phase : order) {
+      const auto [h, g] = sums[phase];
+      std::printf("%-8s %-10s %14.2f %14.2f\n", to_string(t->train_config().method), phase.c_str(), h / steps, g / steps);
+      host += h, gpu += g;
+    }
+    std::printf("%-8s %-10s %14.2f %14.2f\n", to_string(t->train_config().method), "step", host / steps, gpu / steps);
+  }
+  return 0;
+}
+
 int main(int argc, char** argv) {
   int layers = 0;  // 0: the preset's own count
-  bool count_ops = false;
+  bool count_ops = false, phases = false;
   std::vector<char*> positional{argv[0]};
   for (int i = 1; i < argc; ++i) {
     if (std::string(argv[i]) == "--layers" && i + 1 < argc) layers = std::atoi(argv[++i]);
     else if (std::string(argv[i]) == "--count-ops") count_ops = true;
+    else if (std::string(argv[i]) == "--phases") phases = true;
     else positional.push_back(argv[i]);
   }
   argc = int(positional.size());
@@ -111,6 +154,7 @@ int main(int argc, char** argv) {
     for (int i = 0; i < 3; ++i) trainers.back()->step();  // warm-up: allocator, kernels
   }
   if (count_ops) return print_op_counts(trainers);
+  if (phases) return print_phase_times(trainers, steps);
   std::vector<std::vector<double>> tps(trainers.size());
   for (int r = 0; r < rounds; ++r)
     for (size_t i = 0; i < trainers.size(); ++i) {

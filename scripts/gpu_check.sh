@@ -42,9 +42,10 @@
 #                                      # older copies (carry .ab): tests, memcheck, A-D timed on each, twice
 #                                      # (SELAB_WIDE_TESTS=0: tests with the defaults only; SELECT_AB_SHAPES=C,D;
 #                                      # SELAB_NCU=1 adds ncu's view of the new wide kernel at C)
-#   bash scripts/gpu_check.sh hostbound # the small preset's 8K step: its ATen operators counted per method, then
-#                                      # timed at batch 1, 2, 4 (full, ssa), and the 1B-shaped stack at batch
-#                                      # 1, 2: whether its time is the GPU's or the launches'
+#   bash scripts/gpu_check.sh hostbound # the small preset's 8K step: its ATen operators counted per method, its
+#                                      # phases timed (host queues, GPU finishes), then timed at batch 1, 2, 4
+#                                      # (full, ssa), and the 1B-shaped stack at batch 1, 2: whether its time
+#                                      # is the GPU's or the launches'
 #   bash scripts/gpu_check.sh selwg    # the selection's mma.sync path (SSA_SELECT_WGMMA=0; wgmma is the default
 #                                      # on Hopper): kernel tests, memcheck at d128, A-D with and without
 #   bash scripts/gpu_check.sh ncusplit # where a C bs16 training step's sparse kernels spend their time (ncu:
@@ -420,7 +421,7 @@ if [ "$STAGE" = queued ]; then
   SELECT_AB_BASE=.ab/select_main.cu SELAB_NCU=1 SELECT_AB_SHAPES=${SELECT_AB_SHAPES:-A,B,C,D} \
     OUT="$OUT" bash scripts/gpu_check.sh selab
   OUT="$OUT" bash scripts/gpu_check.sh hostbound
-  tar -czf "$OUT/hostbound.tar.gz" -C "$OUT" $(cd "$OUT" && ls test_engine_cuda_train.txt ops_small_8k.txt bench_small_8k_b*.txt bench_1b4l_8k_b*.txt hostbound_build.txt 2>/dev/null)
+  tar -czf "$OUT/hostbound.tar.gz" -C "$OUT" $(cd "$OUT" && ls test_engine_cuda_train.txt ops_small_8k.txt phases_small_8k.txt bench_small_8k_b*.txt bench_1b4l_8k_b*.txt hostbound_build.txt 2>/dev/null)
 fi
 if [ "$STAGE" = selab ]; then  # a change to kernels/select.cu against older copies (SELECT_AB_BASE: files
   # in a carried folder, e.g. `git show HEAD:kernels/select.cu > .ab/select_head.cu`): the kernel tests with
@@ -474,6 +475,9 @@ if [ "$STAGE" = hostbound ]; then  # issue 12 part 3: is the small preset's 8K s
   # the ATen operators of one step, per method (ssalab_bench --count-ops): SSA's extra host work counted
   timeout 120 ./build-gpu/ssalab_bench small 1 8192 1 full,moba,ssa --count-ops 2>&1 | tee "$OUT/ops_small_8k.txt"
   echo "ops small rc=$? (${SECONDS}s)"
+  # each phase's time to queue and then to finish on the GPU (a sync at each phase's end)
+  timeout 120 ./build-gpu/ssalab_bench small 3 8192 1 full,ssa --phases 2>&1 | tee "$OUT/phases_small_8k.txt"
+  echo "phases small rc=$? (${SECONDS}s)"
   for batch in 1 2 4; do
     timeout 150 ./build-gpu/ssalab_bench small 5 8192 $batch full,ssa 2>&1 | tee "$OUT/bench_small_8k_b$batch.txt"
     echo "small b$batch rc=$? (${SECONDS}s)"

@@ -178,8 +178,10 @@ MetricPoint Trainer::step() {
         loss = ce + train_.alpha * (alignment + alignment.detach());
       }
     }
+    if (on_phase) on_phase("forward");
     if (gradient_sync_ && micro == local_micro - 1) gradient_sync_->arm();
     (loss / double(train_.grad_accum)).backward();
+    if (on_phase) on_phase("backward");
     // One read from the device a micro-step, once the backward is queued: a
     // read waits for the GPU, and reading before the backward left the GPU
     // idle while the host queued the backward's launches.
@@ -221,6 +223,7 @@ MetricPoint Trainer::step() {
   if (optimizer_shard_) optimizer_shard_->keep_own_gradients();
   opt_->step();
   if (optimizer_shard_) optimizer_shard_->share_updated_parameters();
+  if (on_phase) on_phase("optimizer");
   ++step_;
 
   const int A = train_.grad_accum;

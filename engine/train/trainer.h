@@ -101,6 +101,12 @@ class Trainer {
   // Restores weights, optimizer state and step from a checkpoint written by save().
   void resume(const std::string& dir);
 
+  // For benchmarks: when set, step() calls it as each phase's work has been
+  // queued: "forward" and "backward" once per micro-batch, "optimizer" after
+  // the update. (bench_train --phases syncs there to tell the host's time
+  // from the GPU's.)
+  std::function<void(const char* phase)> on_phase;
+
  private:
   void validate_shard() const;
   Error non_finite_loss(double loss) const;

@@ -50,6 +50,22 @@ TEST_CASE("batches and SSA mode draws are deterministic functions of (seed, step
   REQUIRE_THROWS_WITH(sample_batch(toks, 1, 6000, 1, 0, 0), Catch::Contains("not enough tokens"));
 }
 
+TEST_CASE("a step reports its phases in order, once per micro-batch", "[train]") {
+  PreparedData data = prepare_data(test::small_corpus(), 512, test::cache_dir());
+  auto model = std::make_shared<Transformer>(test::micro_model());
+  TrainConfig tc = test::micro_train(2);
+  tc.grad_accum = 2;
+  tc.method = Method::Ssa;
+  Trainer trainer(model, tc, data.tokens);
+  std::vector<std::string> seen;
+  trainer.on_phase = [&](const char* phase) { seen.push_back(phase); };
+  trainer.step();
+  REQUIRE(seen == std::vector<std::string>{"forward", "backward", "forward", "backward", "optimizer"});
+  trainer.on_phase = nullptr;
+  trainer.step();  // unset: nothing called
+  REQUIRE(seen.size() == 5);
+}
+
 TEST_CASE("checkpoint round trip is bit-exact", "[checkpoint]") {
   std::string dir = test::scratch_dir("ckpt");
   PreparedData data = prepare_data(test::small_corpus(), 512, test::cache_dir());
