@@ -42,10 +42,10 @@
 #                                      # older copies (carry .ab): tests, memcheck, A-D timed on each, twice
 #                                      # (SELAB_WIDE_TESTS=0: tests with the defaults only; SELECT_AB_SHAPES=C,D;
 #                                      # SELAB_NCU=1 adds ncu's view of the new wide kernel at C)
-#   bash scripts/gpu_check.sh hostbound # the small preset's 8K step: its ATen operators counted per method, its
-#                                      # phases timed (host queues, GPU finishes), then timed at batch 1, 2, 4
-#                                      # (full, ssa), and the 1B-shaped stack at batch 1, 2: whether its time
-#                                      # is the GPU's or the launches'
+#   bash scripts/gpu_check.sh hostbound # the engine's CUDA and training tests, then the small preset's 8K step:
+#                                      # its ATen operators counted per method, its phases timed (host queues,
+#                                      # GPU finishes), timed at batch 1, 2, 4 (full, ssa), and the 1B-shaped
+#                                      # stack at batch 1, 2: whether its time is the GPU's or the launches'
 #   bash scripts/gpu_check.sh selwg    # the selection's mma.sync path (SSA_SELECT_WGMMA=0; wgmma is the default
 #                                      # on Hopper): kernel tests, memcheck at d128, A-D with and without
 #   bash scripts/gpu_check.sh ncusplit # where a C bs16 training step's sparse kernels spend their time (ncu:
