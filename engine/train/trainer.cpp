@@ -148,7 +148,7 @@ MetricPoint Trainer::step() {
   MetricPoint m;
   m.step = step_ + 1;
   m.lr = lr;
-  double ce_full = 0, ce_sparse = 0, n_full = 0, n_sparse = 0, sp = 0, cm = 0, total = 0;
+  double ce_full = 0, ce_sparse = 0, n_full = 0, n_sparse = 0, align = 0, total = 0;
   const bool cuda_bf16 = device_.is_cuda() && train_.bf16;
   const int local_micro = train_.grad_accum / shard_.world_size;
   for (int micro = 0; micro < local_micro; ++micro) {
@@ -190,7 +190,7 @@ MetricPoint Trainer::step() {
     const Tensor on_host = torch::stack(values).to(torch::kCPU, torch::kDouble);
     const auto read = on_host.accessor<double, 1>();
     const double ce_v = read[0], loss_v = read[1];
-    if (alignment.defined()) sp += read[2], cm += read[2];
+    if (alignment.defined()) align += read[2];
     // with other processes, every rank finishes the step (the collectives
     // must match) and all of them stop on the summed loss below
     if (!std::isfinite(loss_v) && !shard_.group) {
@@ -203,10 +203,10 @@ MetricPoint Trainer::step() {
   }
   if (shard_.group) {
     gradient_sync_->finish();
-    auto sums = torch::tensor({total, ce_full, n_full, ce_sparse, n_sparse, sp, cm}, torch::kDouble);
+    auto sums = torch::tensor({total, ce_full, n_full, ce_sparse, n_sparse, align}, torch::kDouble);
     shard_.group->sum(sums);
     auto v = sums.accessor<double, 1>();
-    total = v[0], ce_full = v[1], n_full = v[2], ce_sparse = v[3], n_sparse = v[4], sp = v[5], cm = v[6];
+    total = v[0], ce_full = v[1], n_full = v[2], ce_sparse = v[3], n_sparse = v[4], align = v[5];
     if (!std::isfinite(total)) {
       opt_->zero_grad();
       throw non_finite_loss(total);
@@ -230,7 +230,8 @@ MetricPoint Trainer::step() {
   m.loss = total / A;
   if (n_full > 0) m.ce_full = ce_full / n_full;
   if (n_sparse > 0) m.ce_sparse = ce_sparse / n_sparse;
-  if (train_.method == Method::Ssa) m.sparsity_loss = sp / A, m.commitment_loss = cm / A;
+  // the paper's two losses are the one alignment loss in value (transformer.h)
+  if (train_.method == Method::Ssa) m.sparsity_loss = m.commitment_loss = align / A;
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   m.tokens_per_s = double(A) * train_.batch_size * train_.seq_len / std::max(secs, 1e-9);
   return m;
