@@ -187,11 +187,7 @@ class CudaBackend final : public AttentionBackend {
   }
 
   Selection select(const Tensor& q, const Tensor& k, const SparseSpec& spec, int64_t q_offset) override {
-    ok(supports(q, k, spec, q_offset));
-    torch::NoGradGuard no_grad;
-    c10::cuda::CUDAGuard guard(q.device());
-    Tensor blocks = run_select(q.detach(), k.detach(), spec, q_offset);
-    return {blocks.to(torch::kLong), spec.block_size, q_offset};
+    return {select_int32(q, k, spec, q_offset).to(torch::kLong), spec.block_size, q_offset};
   }
 
   Tensor full(const Tensor& q, const Tensor& k_in, const Tensor& v_in, int64_t q_offset) override {
@@ -280,14 +276,8 @@ class CudaBackend final : public AttentionBackend {
 
   std::pair<Tensor, Tensor> select_and_dual(const Tensor& q, const Tensor& k, const Tensor& v,
                                             const SparseSpec& spec) override {
-    ok(supports(q, k, spec, 0));
-    Tensor blocks;  // int32, as the sparse kernels read it: sparse()'s conversion is a no-op
-    {
-      torch::NoGradGuard no_grad;
-      c10::cuda::CUDAGuard guard(q.device());
-      blocks = run_select(q.detach(), k.detach(), spec, 0);
-    }
-    return dual(q, k, v, Selection{blocks, spec.block_size, 0});
+    // int32, as the sparse kernels read it: sparse()'s conversion is a no-op
+    return dual(q, k, v, Selection{select_int32(q, k, spec, 0), spec.block_size, 0});
   }
 
   std::pair<Tensor, Tensor> dual(const Tensor& q, const Tensor& k, const Tensor& v, const Selection& sel) override {
@@ -308,6 +298,13 @@ class CudaBackend final : public AttentionBackend {
   }
 
  private:
+  // The selection kernel's (B, Hkv, Tq, K) int32 blocks, after the checks of supports().
+  Tensor select_int32(const Tensor& q, const Tensor& k, const SparseSpec& spec, int64_t q_offset) const {
+    ok(supports(q, k, spec, q_offset));
+    torch::NoGradGuard no_grad;
+    c10::cuda::CUDAGuard guard(q.device());
+    return run_select(q.detach(), k.detach(), spec, q_offset);
+  }
   // v like k, a selection row per query row.
   static void check_inputs(const Tensor& q, const Tensor& k, const Tensor& v, const Selection& sel) {
     if (v.scalar_type() != q.scalar_type() || !v.sizes().equals(k.sizes())) throw Error("cuda backend: v must match k");
