@@ -461,8 +461,8 @@ fi
 if [ "$STAGE" = hostbound ]; then  # issue 12 part 3: is the small preset's 8K step bound by launching its
   # kernels (LibTorch eager, about 40 ms for 28M parameters) rather than by the GPU? If so, its time grows
   # little with the batch, and ssa/full counts SSA's extra host work (select, index, sparse, alignment
-  # losses, two more .item() syncs) more than its kernels; the 1B-shaped stack as the GPU-bound contrast
-  # (about 3 minutes on a fresh machine)
+  # loss) more than its kernels; the 1B-shaped stack as the GPU-bound contrast (about 6 minutes on a fresh
+  # machine with the tests, 3 without)
   # HOSTBOUND_TESTS=0: no engine tests. By default the engine's CUDA and training tests first: the
   # training step's CUDA path (select_and_dual, one alignment loss, one read a micro-step)
   if [ "${HOSTBOUND_TESTS:-1}" = 1 ]; then
